@@ -1,0 +1,18 @@
+/*  registry.c — the built-in actors, one line each. Registration order is
+    pipeline order: the runtime drains actors upstream first in this order. */
+#include "embedflow/pipeline.h"
+
+int
+ef_register_builtin_actors (ef_registry_t *registry)
+{
+    const ef_actor_def_t *builtin[] = {
+        &ef_grpc_receiver_actor,
+        &ef_splitter_actor,
+        &ef_db_writer_actor,
+        &ef_dlq_actor,
+    };
+    for (size_t i = 0; i < sizeof builtin / sizeof builtin[0]; i++)
+        if (ef_registry_add (registry, builtin[i]) != 0)
+            return -1;
+    return 0;
+}

@@ -1,0 +1,329 @@
+/*  splitter.c — validates rows, dead-letters the bad ones, re-splits the
+    good ones into per-writer database batches.
+
+    In:  chunks   [ChunkHeader][EmbeddingChunk bytes] from the receiver
+    Out: batches  RowBatch to db-writer route(document_id)
+         dead     DeadLetter for each row that fails validation
+
+    A batch leaves when it is full (rows or bytes) or when its oldest row
+    has waited `linger`; so a steady stream makes full batches and the
+    tail of a stream is not held back. Sending blocks while a writer's
+    queue is full: backpressure reaches the receiver through the chunks
+    link.
+*/
+#include "embedflow/actor.h"
+#include "embedflow/log.h"
+#include "embedflow/pipeline.h"
+
+#include "embedflow/v1/embedding.pb-c.h"
+#include "embedflow/v1/pipeline.pb-c.h"
+#include "pipeline/batcher.h"
+#include "pipeline/uuid7.h"
+#include "pipeline/validate.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    int64_t batch_rows;        /* rows per database batch */
+    int64_t batch_bytes;       /* bytes per database batch */
+    int64_t linger_ms;         /* longest a partial batch waits */
+    int64_t max_content_bytes;
+    int64_t max_metadata_bytes;
+    int64_t max_document_id_bytes;
+} s_options_t;
+
+static const ef_option_t s_options[] = {
+    {"batch_rows", EF_OPT_INT, "1000", offsetof (s_options_t, batch_rows), 1,
+     1000000, "rows per database transaction"},
+    {"batch_bytes", EF_OPT_SIZE, "16M", offsetof (s_options_t, batch_bytes),
+     1024, (int64_t) 1 << 32, "bytes per database transaction"},
+    {"linger", EF_OPT_MS, "20ms", offsetof (s_options_t, linger_ms), 0,
+     60000, "longest a partial batch waits for more rows"},
+    {"max_content_bytes", EF_OPT_SIZE, "1M",
+     offsetof (s_options_t, max_content_bytes), 0, (int64_t) 1 << 30,
+     "largest content accepted"},
+    {"max_metadata_bytes", EF_OPT_SIZE, "64k",
+     offsetof (s_options_t, max_metadata_bytes), 2, (int64_t) 1 << 30,
+     "largest metadata (as JSON) accepted"},
+    {"max_document_id_bytes", EF_OPT_SIZE, "1k",
+     offsetof (s_options_t, max_document_id_bytes), 1, 1 << 20,
+     "longest document_id accepted"},
+    EF_OPTION_END};
+
+typedef struct {
+    ef_batcher_t *batcher;     /* pending batches, one per writer */
+    ef_row_limits_t limits;    /* validation rules */
+    int64_t linger_us;         /* from options */
+    int port_batches;          /* OUT, one socket per writer */
+    int port_dead;             /* OUT */
+    uint64_t rows_in;          /* counters for the log */
+    uint64_t rows_dead;
+} s_self_t;
+
+static int
+s_init (ef_actor_t *actor)
+{
+    const s_options_t *o = ef_actor_options (actor);
+    const ef_globals_t *g = ef_actor_globals (actor);
+    s_self_t *self = calloc (1, sizeof *self);
+    if (!self)
+        return -1;
+    ef_actor_set_state (actor, self);
+    self->port_batches = ef_actor_port (actor, "batches");
+    self->port_dead = ef_actor_port (actor, "dead");
+    self->limits = (ef_row_limits_t) {
+        .dim = g->dim,
+        .max_content_bytes = o->max_content_bytes,
+        .max_metadata_bytes = o->max_metadata_bytes,
+        .max_document_id_bytes = o->max_document_id_bytes,
+    };
+    self->linger_us = o->linger_ms * 1000;
+    self->batcher = ef_batcher_new (ef_actor_port_width (actor,
+                                                         self->port_batches),
+                                    (size_t) o->batch_rows,
+                                    (size_t) o->batch_bytes);
+    if (!self->batcher) {
+        ef_actor_fail (actor, "out of memory");
+        return -1;
+    }
+    ef_info ("routing to %d writer(s), batches of %lld rows / %lld bytes",
+             ef_actor_port_width (actor, self->port_batches),
+             (long long) o->batch_rows, (long long) o->batch_bytes);
+    return 0;
+}
+
+static void
+s_destroy (ef_actor_t *actor)
+{
+    s_self_t *self = ef_actor_state (actor);
+    if (!self)
+        return;
+    ef_batcher_destroy (&self->batcher);
+    free (self);
+    ef_actor_set_state (actor, NULL);
+}
+
+/* Sends writer w's batch (blocking: backpressure). */
+static int
+s_flush (ef_actor_t *actor, s_self_t *self, int w)
+{
+    size_t rows = 0;
+    zmsg_t *msg = ef_batcher_take (self->batcher, w, &rows);
+    if (!msg)
+        return rows ? -1 : 0;
+    ef_debug ("batch of %zu rows to writer %d", rows, w);
+    return ef_actor_send (actor, self->port_batches, w, &msg);
+}
+
+/* Sends one dead letter for a row that cannot be used. */
+static int
+s_dead_letter (ef_actor_t *actor, s_self_t *self,
+               const Embedflow__V1__ChunkHeader *hdr,
+               const Embedflow__V1__Embedding *row, uint32_t covers,
+               const char *code, const char *why)
+{
+    Embedflow__V1__DeadLetter dl = EMBEDFLOW__V1__DEAD_LETTER__INIT;
+    dl.stage = "split";
+    dl.reason_code = (char *) code;
+    dl.reason = (char *) why;
+    dl.attempts = 1;
+    dl.job_id = hdr->job_id;
+    dl.source = hdr->source;
+    dl.document_id = row && row->document_id ? row->document_id : "";
+    dl.stream_id = hdr->stream_id;
+    dl.covers = covers;
+    uint8_t *orig = NULL;
+    if (row) {
+        dl.original.len = protobuf_c_message_get_packed_size (&row->base);
+        orig = malloc (dl.original.len ? dl.original.len : 1);
+        if (!orig)
+            return -1;
+        protobuf_c_message_pack (&row->base, orig);
+        dl.original.data = orig;
+    }
+    size_t size = protobuf_c_message_get_packed_size (&dl.base);
+    zframe_t *frame = zframe_new (NULL, size);
+    if (!frame) {
+        free (orig);
+        return -1;
+    }
+    protobuf_c_message_pack (&dl.base, zframe_data (frame));
+    free (orig);
+    zmsg_t *msg = zmsg_new ();
+    zmsg_append (msg, &frame);
+    self->rows_dead += covers;
+    return ef_actor_send (actor, self->port_dead, 0, &msg);
+}
+
+static char *
+s_strdup (const char *s)
+{
+    return strdup (s ? s : "");
+}
+
+/* Builds the database row for a valid embedding. NULL when out of
+   memory. */
+static Embedflow__V1__Row *
+s_make_row (const Embedflow__V1__ChunkHeader *hdr,
+            const Embedflow__V1__Embedding *e, const uint8_t id[16],
+            char **metadata_json)
+{
+    Embedflow__V1__Row *r = malloc (sizeof *r);
+    if (!r)
+        return NULL;
+    embedflow__v1__row__init (r);
+    r->id.data = malloc (16);
+    r->vector = malloc (e->n_vector * sizeof (float));
+    r->document_id = s_strdup (e->document_id);
+    r->content = s_strdup (e->content);
+    r->model = s_strdup (e->model);
+    r->source = s_strdup (hdr->source);
+    r->job_id = s_strdup (hdr->job_id);
+    r->metadata_json = *metadata_json;
+    *metadata_json = NULL;
+    if (!r->id.data || !r->vector || !r->document_id || !r->content
+        || !r->model || !r->source || !r->job_id || !r->metadata_json) {
+        protobuf_c_message_free_unpacked (&r->base, NULL);
+        return NULL;
+    }
+    memcpy (r->id.data, id, 16);
+    r->id.len = 16;
+    memcpy (r->vector, e->vector, e->n_vector * sizeof (float));
+    r->n_vector = e->n_vector;
+    r->chunk_index = e->chunk_index;
+    r->stream_id = hdr->stream_id;
+    r->covers = 1;
+    r->received_us = hdr->received_us;
+    return r;
+}
+
+/* Re-arms the tick for the oldest pending batch. */
+static void
+s_arm (ef_actor_t *actor, s_self_t *self)
+{
+    int64_t oldest = -1;
+    for (int w = 0; w < ef_actor_port_width (actor, self->port_batches); w++) {
+        int64_t t = ef_batcher_oldest_us (self->batcher, w);
+        if (t >= 0 && (oldest < 0 || t < oldest))
+            oldest = t;
+    }
+    if (oldest < 0)
+        ef_actor_wake_in (actor, -1);
+    else {
+        int64_t due = oldest + self->linger_us - ef_clock_mono_us ();
+        ef_actor_wake_in (actor, due > 0 ? (due + 999) / 1000 : 0);
+    }
+}
+
+static int
+s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
+{
+    (void) port;
+    s_self_t *self = ef_actor_state (actor);
+    zframe_t *hf = zmsg_first (*msg_p);
+    zframe_t *cf = zmsg_next (*msg_p);
+    Embedflow__V1__ChunkHeader *hdr
+        = hf ? embedflow__v1__chunk_header__unpack (NULL, zframe_size (hf),
+                                                    zframe_data (hf))
+             : NULL;
+    if (!hdr || !cf) {
+        /* Without a header nobody can be acknowledged: a peer speaking
+           another protocol. Dropping is all that can be done; say so. */
+        ef_error ("malformed chunk message dropped (%zu frames)",
+                  zmsg_size (*msg_p));
+        if (hdr)
+            embedflow__v1__chunk_header__free_unpacked (hdr, NULL);
+        return 0;
+    }
+    Embedflow__V1__EmbeddingChunk *chunk
+        = embedflow__v1__embedding_chunk__unpack (NULL, zframe_size (cf),
+                                                  zframe_data (cf));
+    int rc = 0;
+    if (!chunk) {
+        rc = s_dead_letter (actor, self, hdr, NULL, hdr->rows,
+                            "undecodable_chunk",
+                            "the chunk could not be decoded");
+        embedflow__v1__chunk_header__free_unpacked (hdr, NULL);
+        return rc;
+    }
+    for (size_t i = 0; i < chunk->n_items && rc == 0; i++) {
+        const Embedflow__V1__Embedding *e = chunk->items[i];
+        self->rows_in++;
+        size_t mlen = 0;
+        char *mjson = ef_metadata_json (e->metadata, e->n_metadata, &mlen);
+        if (!mjson) {
+            rc = -1;
+            break;
+        }
+        uint8_t id[16];
+        bool has_id = false;
+        char why[256];
+        ef_row_error_t err = ef_row_validate (e, &self->limits, mlen, id,
+                                              &has_id, why, sizeof why);
+        if (err != EF_ROW_OK) {
+            free (mjson);
+            rc = s_dead_letter (actor, self, hdr, e, 1,
+                                ef_row_error_code (err), why);
+            continue;
+        }
+        if (!has_id)
+            ef_uuid7_generate (id);
+        Embedflow__V1__Row *row = s_make_row (hdr, e, id, &mjson);
+        free (mjson);
+        if (!row) {
+            rc = -1;
+            break;
+        }
+        int ready = ef_batcher_add (self->batcher, &row);
+        if (ready >= 0)
+            rc = s_flush (actor, self, ready);
+        for (int w; rc == 0 && (w = ef_batcher_full (self->batcher)) >= 0;)
+            rc = s_flush (actor, self, w);
+    }
+    if (chunk->n_items != hdr->rows)
+        ef_warn ("chunk %llu says %u rows but holds %zu",
+                 (unsigned long long) hdr->seq, hdr->rows, chunk->n_items);
+    embedflow__v1__embedding_chunk__free_unpacked (chunk, NULL);
+    embedflow__v1__chunk_header__free_unpacked (hdr, NULL);
+    if (rc == 0)
+        s_arm (actor, self);
+    else if (!ef_actor_stopping (actor))
+        ef_error ("cannot forward rows (out of memory or socket failure)");
+    return ef_actor_stopping (actor) ? 0 : rc;
+}
+
+/* Sends every batch whose oldest row has waited `linger`. */
+static int
+s_tick (ef_actor_t *actor)
+{
+    s_self_t *self = ef_actor_state (actor);
+    int64_t now = ef_clock_mono_us ();
+    for (int w = 0; w < ef_actor_port_width (actor, self->port_batches); w++) {
+        int64_t t = ef_batcher_oldest_us (self->batcher, w);
+        if (t >= 0 && now - t >= self->linger_us
+            && s_flush (actor, self, w) != 0)
+            return ef_actor_stopping (actor) ? 0 : -1;
+    }
+    s_arm (actor, self);
+    return 0;
+}
+
+static const ef_port_def_t s_ports[] = {
+    {"chunks", EF_PORT_IN, "chunks", false, 8},
+    {"batches", EF_PORT_OUT, "batches", false, 4},
+    {"dead", EF_PORT_OUT, "dead", false, 10000},
+    {NULL, 0, NULL, false, 0}};
+
+const ef_actor_def_t ef_splitter_actor = {
+    .name = "splitter",
+    .summary = "validates rows and re-splits them into per-writer batches",
+    .options = s_options,
+    .options_size = sizeof (s_options_t),
+    .ports = s_ports,
+    .default_instances = 1,
+    .init = s_init,
+    .handle = s_handle,
+    .tick = s_tick,
+    .destroy = s_destroy,
+};

@@ -1,0 +1,57 @@
+/*  cli.h — what the subcommands of the embedflow binary share. */
+#ifndef EF_CLI_H
+#define EF_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cli/pgserver.h"
+#include "embedflow/pipeline.h"
+
+enum { EF_EXIT_OK = 0, EF_EXIT_FAIL = 1, EF_EXIT_USAGE = 2 };
+
+/* A flag a subcommand handles itself (before the config flags). */
+typedef struct {
+    const char *name;        /* without dashes: "rows" */
+    const char *metavar;     /* "N"; NULL for a switch */
+    const char *description;
+    char **value;            /* where the text goes (borrowed argv) */
+} ef_cli_flag_t;
+
+/* The loaded configuration of one command. */
+typedef struct {
+    ef_registry_t *registry;     /* owned */
+    ef_config_t *config;         /* owned */
+    ef_globals_t *globals;       /* inside config */
+    ef_pgserver_t *pgserver;     /* owned; a private server we started */
+} ef_cli_t;
+
+/* Loads --config FILE, then applies every flag in order: the command's
+   own (extra, terminated by a NULL name), aliases (--listen, --writers,
+   --batch-rows, --database, --dim, --schema, --data-dir, --verbose) and
+   any config key as --KEY VALUE, --KEY=VALUE or --actors.NAME.KEY VALUE.
+   Prints the error and returns EF_EXIT_USAGE on a bad flag or key,
+   EF_EXIT_OK with *help set when --help was asked for. */
+int ef_cli_load (ef_cli_t *cli, const char *command, int argc, char **argv,
+                 const ef_cli_flag_t *extra, bool *help);
+
+/* Prints the shared flag help (aliases and every config key). */
+void ef_cli_print_config_help (ef_cli_t *cli);
+
+/* Picks the database: the configured one, else DATABASE_URL, else libpq's
+   PG* variables, else a private server in data_dir (started here). Returns
+   0, or -1 after printing why. */
+int ef_cli_resolve_database (ef_cli_t *cli);
+
+/* Frees everything and stops a private server. */
+void ef_cli_close (ef_cli_t *cli);
+
+/* Starts the runtime for cli's config. Returns the runtime, or NULL after
+   printing the reason. */
+ef_runtime_t *ef_cli_start_runtime (ef_cli_t *cli);
+
+int ef_cmd_run (int argc, char **argv);
+int ef_cmd_demo (int argc, char **argv);
+int ef_cmd_graph (int argc, char **argv);
+
+#endif

@@ -1,0 +1,214 @@
+/*  common.c — configuration loading and database choice for every command. */
+#include "cli/cli.h"
+
+#include "embedflow/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Short flags for the keys people set most. */
+static const struct {
+    const char *flag;   /* without dashes */
+    const char *path;   /* config path */
+    const char *help;
+} s_aliases[] = {
+    {"listen", "actors.grpc-receiver.listen", "gRPC listen address HOST:PORT"},
+    {"writers", "actors.db-writer.instances",
+     "database writers = PostgreSQL connections"},
+    {"batch-rows", "actors.splitter.batch_rows", "rows per transaction"},
+    {"database", "database", "PostgreSQL conninfo or postgresql:// URL"},
+    {"dim", "dim", "vector dimension"},
+    {"schema", "schema", "schema for embedflow's tables"},
+    {"data-dir", "data_dir", "directory of the private PostgreSQL"},
+};
+
+static const char *
+s_alias (const char *flag)
+{
+    for (size_t i = 0; i < sizeof s_aliases / sizeof s_aliases[0]; i++)
+        if (strcmp (s_aliases[i].flag, flag) == 0)
+            return s_aliases[i].path;
+    return NULL;
+}
+
+int
+ef_cli_load (ef_cli_t *cli, const char *command, int argc, char **argv,
+             const ef_cli_flag_t *extra, bool *help)
+{
+    char err[1024];
+    memset (cli, 0, sizeof *cli);
+    *help = false;
+    cli->registry = ef_registry_new ();
+    if (!cli->registry || ef_register_builtin_actors (cli->registry) != 0) {
+        fprintf (stderr, "embedflow: cannot register actors\n");
+        return EF_EXIT_FAIL;
+    }
+    cli->config = ef_config_new (cli->registry, ef_globals_options,
+                                 sizeof (ef_globals_t), err, sizeof err);
+    if (!cli->config) {
+        fprintf (stderr, "embedflow: %s\n", err);
+        return EF_EXIT_FAIL;
+    }
+    cli->globals = ef_config_globals (cli->config);
+
+    /* The file first, so flags override it wherever they stand. */
+    for (int i = 1; i < argc; i++) {
+        const char *path = NULL;
+        if (strcmp (argv[i], "--config") == 0 && i + 1 < argc)
+            path = argv[++i];
+        else if (strncmp (argv[i], "--config=", 9) == 0)
+            path = argv[i] + 9;
+        else if (strcmp (argv[i], "--config") == 0) {
+            fprintf (stderr, "embedflow %s: --config needs a FILE\n", command);
+            return EF_EXIT_USAGE;
+        }
+        if (path && ef_config_load_file (cli->config, path, err, sizeof err)) {
+            fprintf (stderr, "embedflow %s: config %s\n", command, err);
+            return EF_EXIT_USAGE;
+        }
+    }
+
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp (arg, "--help") == 0 || strcmp (arg, "-h") == 0) {
+            *help = true;
+            return EF_EXIT_OK;
+        }
+        if (strcmp (arg, "--config") == 0) {
+            i++;
+            continue;
+        }
+        if (strncmp (arg, "--config=", 9) == 0)
+            continue;
+        if (strcmp (arg, "--verbose") == 0 || strcmp (arg, "-v") == 0) {
+            ef_config_set (cli->config, "verbose", "true", err, sizeof err);
+            continue;
+        }
+        if (strncmp (arg, "--", 2) != 0) {
+            fprintf (stderr, "embedflow %s: unexpected argument '%s'\n",
+                     command, arg);
+            return EF_EXIT_USAGE;
+        }
+        char name[256];
+        const char *value = NULL;
+        const char *eq = strchr (arg + 2, '=');
+        if (eq) {
+            snprintf (name, sizeof name, "%.*s", (int) (eq - arg - 2),
+                      arg + 2);
+            value = eq + 1;
+        }
+        else {
+            snprintf (name, sizeof name, "%s", arg + 2);
+        }
+        const ef_cli_flag_t *own = NULL;
+        for (const ef_cli_flag_t *f = extra; f && f->name; f++)
+            if (strcmp (f->name, name) == 0)
+                own = f;
+        bool is_switch = own && !own->metavar;
+        if (!value && !is_switch) {
+            if (i + 1 >= argc) {
+                fprintf (stderr, "embedflow %s: --%s needs a value\n",
+                         command, name);
+                return EF_EXIT_USAGE;
+            }
+            value = argv[++i];
+        }
+        if (own) {
+            *own->value = is_switch ? (char *) "1" : (char *) value;
+            continue;
+        }
+        const char *path = s_alias (name);
+        if (ef_config_set (cli->config, path ? path : name, value, err,
+                           sizeof err) != 0) {
+            fprintf (stderr, "embedflow %s: --%s: %s\n", command, name, err);
+            return EF_EXIT_USAGE;
+        }
+    }
+    if (ef_config_validate (cli->config, err, sizeof err) != 0) {
+        fprintf (stderr, "embedflow %s: config %s\n", command, err);
+        return EF_EXIT_USAGE;
+    }
+    ef_log_set_level (cli->globals->verbose ? EF_LOG_DEBUG : EF_LOG_INFO);
+    return EF_EXIT_OK;
+}
+
+void
+ef_cli_print_config_help (ef_cli_t *cli)
+{
+    printf ("\ncommon options:\n");
+    printf ("  %-40s %s\n", "--config FILE", "YAML configuration file");
+    for (size_t i = 0; i < sizeof s_aliases / sizeof s_aliases[0]; i++) {
+        char flag[64];
+        snprintf (flag, sizeof flag, "--%s VALUE", s_aliases[i].flag);
+        printf ("  %-40s %s (= %s)\n", flag, s_aliases[i].help,
+                s_aliases[i].path);
+    }
+    printf ("  %-40s %s\n", "--verbose, -v", "log debug detail");
+    printf ("\nglobal keys (flag --KEY VALUE, or KEY: in the config file):\n");
+    ef_options_print_help (ef_globals_options, "", stdout);
+    const ef_registry_t *reg = cli->registry;
+    for (size_t i = 0; i < ef_registry_size (reg); i++) {
+        const ef_actor_def_t *def = ef_registry_at (reg, i);
+        char prefix[96];
+        snprintf (prefix, sizeof prefix, "actors.%s.", def->name);
+        printf ("\n%s — %s:\n", def->name, def->summary);
+        printf ("  --%-38s %s (default: %d)\n", "actors.NAME.instances N",
+                "instances of this actor", def->default_instances);
+        ef_options_print_help (def->options, prefix, stdout);
+    }
+    printf ("\nlinks (links.NAME.endpoint / .bind / .hwm): chunks, batches, "
+            "acks, dead.\n"
+            "Default endpoints are inproc://NAME (per-instance links "
+            "inproc://NAME-{i}).\n");
+}
+
+int
+ef_cli_resolve_database (ef_cli_t *cli)
+{
+    char err[2048];
+    if (cli->globals->database)
+        return 0;
+    const char *url = getenv ("DATABASE_URL");
+    if (url && *url)
+        return ef_config_set (cli->config, "database", url, err, sizeof err);
+    if (getenv ("PGHOST") || getenv ("PGSERVICE") || getenv ("PGDATABASE")
+        || getenv ("PGPORT"))
+        return ef_config_set (cli->config, "database", "", err, sizeof err);
+    char conninfo[1024];
+    ef_info ("no database configured: starting a private PostgreSQL in %s",
+             cli->globals->data_dir);
+    cli->pgserver = ef_pgserver_start (cli->globals->data_dir, conninfo,
+                                       sizeof conninfo, err, sizeof err);
+    if (!cli->pgserver) {
+        ef_error ("cannot start the private PostgreSQL: %s", err);
+        return -1;
+    }
+    ef_info ("private PostgreSQL ready: psql \"%s\"", conninfo);
+    return ef_config_set (cli->config, "database", conninfo, err, sizeof err);
+}
+
+ef_runtime_t *
+ef_cli_start_runtime (ef_cli_t *cli)
+{
+    ef_runtime_t *rt = ef_runtime_new (cli->config);
+    if (!rt) {
+        ef_error ("out of memory");
+        return NULL;
+    }
+    char err[2048];
+    if (ef_runtime_start (rt, err, sizeof err) != 0) {
+        ef_error ("cannot start: %s", err);
+        ef_runtime_destroy (&rt);
+        return NULL;
+    }
+    return rt;
+}
+
+void
+ef_cli_close (ef_cli_t *cli)
+{
+    ef_config_destroy (&cli->config);
+    ef_registry_destroy (&cli->registry);
+    ef_pgserver_stop (&cli->pgserver);
+}

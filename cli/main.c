@@ -1,0 +1,53 @@
+/*  main.c — the embedflow binary: one command per subcommand. */
+#include "cli/cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static void
+s_usage (FILE *out)
+{
+    fprintf (out,
+"embedflow — stream embeddings from gRPC into PostgreSQL, fast and without loss\n"
+"\n"
+"usage: embedflow COMMAND [options]\n"
+"\n"
+"commands:\n"
+"  run     run the pipeline: gRPC receiver, splitter, N database writers, DLQ\n"
+"  demo    stream a synthetic data set (141,897 x 768) through the pipeline\n"
+"          on a private PostgreSQL and print a summary\n"
+"  graph   print the configured topology as Graphviz DOT\n"
+"  help    this text; `embedflow COMMAND --help` for a command's options\n"
+"\n"
+"With no database configured (--database, DATABASE_URL or PG* variables),\n"
+"run and demo start a private PostgreSQL under --data-dir.\n"
+"Exit codes: 0 ok, 1 runtime failure, 2 bad usage or configuration.\n");
+}
+
+int
+main (int argc, char **argv)
+{
+    if (argc < 2) {
+        s_usage (stderr);
+        return EF_EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (strcmp (cmd, "run") == 0)
+        return ef_cmd_run (argc - 1, argv + 1);
+    if (strcmp (cmd, "demo") == 0)
+        return ef_cmd_demo (argc - 1, argv + 1);
+    if (strcmp (cmd, "graph") == 0)
+        return ef_cmd_graph (argc - 1, argv + 1);
+    if (strcmp (cmd, "help") == 0 || strcmp (cmd, "--help") == 0
+        || strcmp (cmd, "-h") == 0) {
+        s_usage (stdout);
+        return EF_EXIT_OK;
+    }
+    if (strcmp (cmd, "version") == 0 || strcmp (cmd, "--version") == 0) {
+        printf ("embedflow 0.1.0\n");
+        return EF_EXIT_OK;
+    }
+    fprintf (stderr, "embedflow: unknown command '%s'\n\n", cmd);
+    s_usage (stderr);
+    return EF_EXIT_USAGE;
+}

@@ -1,0 +1,126 @@
+/*  actor.h — how an actor is defined and what it may do.
+
+    An actor is a named definition: its options table, its ports (the
+    sockets it reads and writes), and callbacks. The runtime runs each
+    instance in its own thread with its own sockets; instances share
+    nothing and talk only through ZeroMQ PUSH/PULL links, so the same code
+    runs in one process (inproc:// endpoints) or across hosts (tcp://).
+
+    Lifecycle of one instance, all on its thread:
+      init      open connections; on failure call ef_actor_fail and return
+                -1: the runtime reports the reason and the process exits 1
+      handle    one message arrived on an input port (ownership passes)
+      tick      the deadline set with ef_actor_wake_in passed
+      drain     the process is stopping gracefully: finish in-flight work,
+                then call ef_actor_drained (sources are drained first)
+      destroy   release everything init made; called exactly once if init
+                was called, even when init failed
+
+    Messages are zmsg_t of protobuf frames (proto/embedflow/v1/pipeline.proto).
+*/
+#ifndef EF_ACTOR_H
+#define EF_ACTOR_H
+
+#include <czmq.h>
+#include <stdbool.h>
+
+#include "embedflow/options.h"
+
+typedef struct ef_actor ef_actor_t;
+
+typedef enum {
+    EF_PORT_IN,   /* PULL: binds its endpoint */
+    EF_PORT_OUT,  /* PUSH: connects to the endpoint of the link */
+} ef_port_dir_t;
+
+typedef struct {
+    const char *name;      /* port name, unique within the actor */
+    ef_port_dir_t dir;
+    const char *link;      /* the link this port joins, e.g. "batches" */
+    /* IN: each instance binds its own endpoint ("{i}" = instance index).
+       OUT: one socket per instance of the link's consumer, so the actor
+       picks the destination (ef_actor_send's `to`). */
+    bool per_instance;
+    int hwm;               /* default high-water mark (messages) */
+} ef_port_def_t;
+
+#define EF_ACTOR_SOURCE 0x1 /* takes data from outside: drained first */
+
+typedef struct ef_actor_def {
+    const char *name;              /* "db-writer": config section, log tag */
+    const char *summary;           /* one line for --help and `graph` */
+    const ef_option_t *options;    /* settings, EF_OPTION_END-terminated */
+    size_t options_size;           /* sizeof the struct options fill */
+    const ef_port_def_t *ports;    /* ports, terminated by a NULL name */
+    unsigned flags;                /* EF_ACTOR_SOURCE */
+    int default_instances;         /* when the config says nothing */
+
+    int (*init) (ef_actor_t *self);
+    /* Returns 0; -1 stops this instance as failed (logged). */
+    int (*handle) (ef_actor_t *self, int port, zmsg_t **msg_p);
+    int (*tick) (ef_actor_t *self);
+    /* Optional. Without it the instance counts as drained once its inputs
+       have been idle for the runtime's drain-idle time. */
+    void (*drain) (ef_actor_t *self);
+    void (*destroy) (ef_actor_t *self);
+} ef_actor_def_t;
+
+/* --- for actor code ------------------------------------------------- */
+
+/* "db-writer[2]" */
+const char *ef_actor_name (const ef_actor_t *self);
+int ef_actor_index (const ef_actor_t *self);
+int ef_actor_instances (const ef_actor_t *self);
+
+/* This actor's options struct, filled by the loader (read-only). */
+const void *ef_actor_options (const ef_actor_t *self);
+/* The application's global options struct (read-only). */
+const void *ef_actor_globals (const ef_actor_t *self);
+
+/* Private state; the actor owns what it stores here. */
+void *ef_actor_state (const ef_actor_t *self);
+void ef_actor_set_state (ef_actor_t *self, void *state);
+
+/* Port index by name, or -1. Look ports up once in init. */
+int ef_actor_port (const ef_actor_t *self, const char *name);
+/* Sockets behind an OUT port: consumer instance count when per_instance,
+   else 1. */
+int ef_actor_port_width (const ef_actor_t *self, int port);
+
+/* Sends on an OUT port to consumer `to` (0 unless per_instance). Blocks
+   while the link is at its high-water mark: that is backpressure. Takes
+   ownership of *msg_p and NULLs it. Returns 0, or -1 when the process is
+   stopping hard or the socket failed (message destroyed). */
+int ef_actor_send (ef_actor_t *self, int port, int to, zmsg_t **msg_p);
+
+/* Like ef_actor_send but never blocks. Returns 1 when sent (ownership
+   taken), 0 when the link is full (*msg_p untouched, try again later),
+   -1 on a socket error (*msg_p untouched). */
+int ef_actor_try_send (ef_actor_t *self, int port, int to, zmsg_t **msg_p);
+
+/* Stops or resumes reading an IN port (its queue then fills and its
+   producers block). */
+void ef_actor_pause (ef_actor_t *self, int port, bool paused);
+
+/* Calls tick in ms milliseconds (0 = as soon as the loop turns, -1 = no
+   tick). The latest call wins. */
+void ef_actor_wake_in (ef_actor_t *self, int64_t ms);
+
+/* Records why init failed; the runtime prints it and exits 1. */
+void ef_actor_fail (ef_actor_t *self, const char *fmt, ...)
+    __attribute__ ((format (printf, 2, 3)));
+
+/* Tells the runtime this instance has finished draining. */
+void ef_actor_drained (ef_actor_t *self);
+
+/* True once the process is stopping hard (second signal): leave loops. */
+bool ef_actor_stopping (const ef_actor_t *self);
+
+/* Nonzero once a hard stop began; for ef_backoff_sleep. */
+const volatile int *ef_actor_stop_flag (const ef_actor_t *self);
+
+/* Monotonic and wall clocks in microseconds. */
+int64_t ef_clock_mono_us (void);
+int64_t ef_clock_wall_us (void);
+
+#endif

@@ -1,0 +1,33 @@
+/*  pipeline.h — the embedding-ingest pipeline built on the runtime.
+
+    The application's global settings (top-level config keys shared by all
+    actors) and the built-in actor definitions.
+*/
+#ifndef EF_PIPELINE_H
+#define EF_PIPELINE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "embedflow/runtime.h"
+
+typedef struct {
+    char *database;      /* libpq conninfo or URL; NULL = PG* / DATABASE_URL,
+                            else a private server */
+    char *schema;        /* schema holding the tables */
+    int64_t dim;         /* vector dimension every row must have */
+    char *data_dir;      /* where a private PostgreSQL lives */
+    bool verbose;
+} ef_globals_t;
+
+extern const ef_option_t ef_globals_options[];
+
+extern const ef_actor_def_t ef_grpc_receiver_actor;
+extern const ef_actor_def_t ef_splitter_actor;
+extern const ef_actor_def_t ef_db_writer_actor;
+extern const ef_actor_def_t ef_dlq_actor;
+
+/* Registers every built-in actor. Returns 0 or -1 (duplicate name). */
+int ef_register_builtin_actors (ef_registry_t *registry);
+
+#endif

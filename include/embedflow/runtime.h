@@ -1,0 +1,99 @@
+/*  runtime.h — registry, topology and process lifecycle.
+
+    ef_registry_t   the actor definitions this binary knows
+    ef_config_t     one loaded configuration: globals, per-actor options,
+                    instance counts, which actors run here, link endpoints
+    ef_runtime_t    the running actors of one process
+*/
+#ifndef EF_RUNTIME_H
+#define EF_RUNTIME_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "embedflow/actor.h"
+#include "embedflow/options.h"
+
+/* --- registry ------------------------------------------------------- */
+
+typedef struct ef_registry ef_registry_t;
+
+ef_registry_t *ef_registry_new (void);
+void ef_registry_destroy (ef_registry_t **self_p);
+/* Registers a definition (borrowed, must outlive the registry). Returns 0,
+   -1 when the name is taken. */
+int ef_registry_add (ef_registry_t *self, const ef_actor_def_t *def);
+const ef_actor_def_t *ef_registry_find (const ef_registry_t *self,
+                                        const char *name);
+size_t ef_registry_size (const ef_registry_t *self);
+const ef_actor_def_t *ef_registry_at (const ef_registry_t *self, size_t i);
+
+/* --- configuration -------------------------------------------------- */
+
+typedef struct ef_config ef_config_t;
+
+/* A configuration with every default applied. globals/globals_size
+   describe the application's top-level keys. NULL on a table error
+   (message in err). */
+ef_config_t *ef_config_new (const ef_registry_t *registry,
+                            const ef_option_t *globals, size_t globals_size,
+                            char *err, size_t errlen);
+void ef_config_destroy (ef_config_t **self_p);
+
+/* Reads a YAML file over the current values. Returns 0, or -1 with err
+   naming the file, line, key and reason. */
+int ef_config_load_file (ef_config_t *self, const char *path, char *err,
+                         size_t errlen);
+
+/* Sets one key by its dotted path:
+     KEY                      a global (dim, database, …)
+     actors.NAME.KEY          an actor option
+     actors.NAME.instances    how many instances
+     links.NAME.endpoint|bind|hwm
+     run                      comma list of the actors this process runs
+   Returns 0, or -1 with err naming the key and the reason. */
+int ef_config_set (ef_config_t *self, const char *path, const char *value,
+                   char *err, size_t errlen);
+
+/* Checks the whole: every link has a producer and a consumer somewhere,
+   endpoints are well formed. Returns 0 or -1 with err. */
+int ef_config_validate (ef_config_t *self, char *err, size_t errlen);
+
+void *ef_config_globals (ef_config_t *self);
+/* An actor's options struct, NULL for an unknown actor. */
+void *ef_config_actor_options (ef_config_t *self, const char *actor);
+int ef_config_instances (const ef_config_t *self, const char *actor);
+bool ef_config_runs_here (const ef_config_t *self, const char *actor);
+
+/* Writes the topology as Graphviz DOT. */
+void ef_config_print_dot (const ef_config_t *self, FILE *out);
+/* Writes every key with its value, secrets masked. */
+void ef_config_print (const ef_config_t *self, FILE *out);
+
+/* --- process -------------------------------------------------------- */
+
+/* Blocks SIGINT and SIGTERM in the calling thread (and every thread it
+   starts later) and stops czmq from installing handlers. Call first thing
+   in main, before gRPC or czmq start threads. */
+void ef_signals_init (void);
+
+typedef struct ef_runtime ef_runtime_t;
+
+/* Borrows config and registry for its whole life. */
+ef_runtime_t *ef_runtime_new (ef_config_t *config);
+void ef_runtime_destroy (ef_runtime_t **self_p);
+
+/* Starts every actor that runs here and waits for each to be ready.
+   Returns 0; -1 with err ("db-writer[0]: cannot connect …") after
+   stopping whatever had started. */
+int ef_runtime_start (ef_runtime_t *self, char *err, size_t errlen);
+
+/* Runs until SIGINT/SIGTERM, ef_runtime_stop, or an actor failing; then
+   drains (sources first) and stops every actor. A second signal stops at
+   once. Returns the exit code: 0 after a clean drain, 1 after a failure. */
+int ef_runtime_wait (ef_runtime_t *self);
+
+/* Asks ef_runtime_wait to drain and return (any thread). */
+void ef_runtime_stop (ef_runtime_t *self);
+
+#endif

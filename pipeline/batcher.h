@@ -1,0 +1,55 @@
+/*  batcher.h — re-splits validated rows into per-writer database batches.
+
+    Every row goes to writer route(document_id) so the rows of one document
+    are written by one writer, in arrival order. Each writer's pending
+    batch is bounded by rows and by bytes, and holds each key
+    (document_id, chunk_index) once: a later version of a key from the same
+    stream replaces the earlier one in place (last wins) and takes over its
+    count. A later version from another stream closes the batch first, so
+    each stream's rows are still acknowledged to that stream.
+*/
+#ifndef EF_BATCHER_H
+#define EF_BATCHER_H
+
+#include <czmq.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "embedflow/v1/pipeline.pb-c.h"
+
+typedef struct ef_batcher ef_batcher_t;
+
+/* The writer for document_id among n: a stable hash, the same in every
+   process and every run. */
+int ef_batcher_route (const char *document_id, int n);
+
+/* NULL when out of memory. max_rows >= 1, max_bytes >= 1. */
+ef_batcher_t *ef_batcher_new (int writers, size_t max_rows, size_t max_bytes);
+void ef_batcher_destroy (ef_batcher_t **self_p);
+
+/* Adds a heap row (freed with protobuf_c_message_free_unpacked), taking
+   ownership and NULLing *row_p. When a batch must be sent before the
+   row fits (it is full, or the row's key is pending from another
+   stream), the batch is closed and its writer index returned with the
+   row already placed in the next batch; call ef_batcher_take for it.
+   Returns -1 when nothing is ready. */
+int ef_batcher_add (ef_batcher_t *self, Embedflow__V1__Row **row_p);
+
+/* Index of a writer whose pending batch is full, or -1. */
+int ef_batcher_full (const ef_batcher_t *self);
+
+/* Packs and empties writer w's closed-or-pending batch into a one-frame
+   message (a RowBatch). NULL when it is empty. *rows_out gets the row
+   count. */
+zmsg_t *ef_batcher_take (ef_batcher_t *self, int w, size_t *rows_out);
+
+/* Monotonic µs when writer w's oldest pending row arrived, -1 if empty. */
+int64_t ef_batcher_oldest_us (const ef_batcher_t *self, int w);
+
+/* Rows pending for writer w. */
+size_t ef_batcher_pending (const ef_batcher_t *self, int w);
+
+/* Approximate bytes a row occupies in a batch. */
+size_t ef_batcher_row_bytes (const Embedflow__V1__Row *row);
+
+#endif

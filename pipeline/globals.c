@@ -1,0 +1,19 @@
+/*  globals.c — the pipeline's top-level configuration keys. */
+#include "embedflow/pipeline.h"
+
+#include <stddef.h>
+
+const ef_option_t ef_globals_options[] = {
+    {"database", EF_OPT_SECRET, NULL, offsetof (ef_globals_t, database), 0, 0,
+     "PostgreSQL conninfo or URL; unset = PG* variables or DATABASE_URL, "
+     "else a private server"},
+    {"schema", EF_OPT_STRING, "embedflow", offsetof (ef_globals_t, schema), 0,
+     0, "schema that holds embedflow's tables"},
+    {"dim", EF_OPT_INT, "768", offsetof (ef_globals_t, dim), 1, 65535,
+     "dimension every vector must have"},
+    {"data_dir", EF_OPT_STRING, "embedflow-data",
+     offsetof (ef_globals_t, data_dir), 0, 0,
+     "directory of the private PostgreSQL"},
+    {"verbose", EF_OPT_BOOL, "false", offsetof (ef_globals_t, verbose), 0, 0,
+     "log debug detail"},
+    EF_OPTION_END};

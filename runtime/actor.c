@@ -1,0 +1,474 @@
+/*  actor.c — one actor instance: its sockets, its loop, its API. */
+#include "internal.h"
+
+#include "embedflow/log.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zmq.h>
+
+#define EF_MAX_PORTS 16
+#define EF_SEND_SLICE_MS 100   /* blocking sends wake this often to look at
+                                  the stop flag */
+
+typedef struct {
+    const ef_port_def_t *def;  /* borrowed from the actor definition */
+    zsock_t **socks;           /* width sockets (OUT) or one (IN) */
+    int width;                 /* see ef_actor_port_width */
+    bool paused;               /* IN: removed from the poller */
+} s_port_t;
+
+struct ef_actor {
+    const ef_actor_def_t *def;   /* borrowed */
+    ef_config_t *config;         /* borrowed */
+    char name[80];               /* "db-writer[2]" */
+    int index;                   /* 0-based instance number */
+    int instances;               /* instances of this actor in the topology */
+    void *state;                 /* the actor's own, see ef_actor_set_state */
+    s_port_t ports[EF_MAX_PORTS];/* in definition order */
+    int n_ports;                 /* used entries */
+    zsock_t *pipe;               /* to the runtime, borrowed from zactor */
+    zpoller_t *poller;           /* pipe + unpaused IN ports */
+    int64_t wake_at_us;          /* monotonic tick deadline, -1 = none */
+    int64_t last_input_us;       /* last message on an IN port */
+    char fail[1024];             /* why init failed */
+    bool draining;               /* $DRAIN received */
+    bool drained;                /* DRAINED sent */
+    bool terminated;             /* leave the loop */
+    const volatile int *stop;    /* runtime's hard-stop flag */
+};
+
+int64_t
+ef_clock_mono_us (void)
+{
+    struct timespec ts;
+    clock_gettime (CLOCK_MONOTONIC, &ts);
+    return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t
+ef_clock_wall_us (void)
+{
+    struct timespec ts;
+    clock_gettime (CLOCK_REALTIME, &ts);
+    return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+ef_actor_t *
+ef_actor_new (ef_config_t *config, const ef_actor_def_t *def, int index,
+              const volatile int *stop)
+{
+    ef_actor_t *self = calloc (1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->def = def;
+    self->config = config;
+    self->index = index;
+    self->instances = ef_config_instances (config, def->name);
+    self->wake_at_us = -1;
+    self->stop = stop;
+    if (self->instances > 1)
+        snprintf (self->name, sizeof self->name, "%s[%d]", def->name, index);
+    else
+        snprintf (self->name, sizeof self->name, "%s", def->name);
+    return self;
+}
+
+static void
+s_close_ports (ef_actor_t *self)
+{
+    for (int p = 0; p < self->n_ports; p++) {
+        for (int i = 0; i < self->ports[p].width; i++)
+            zsock_destroy (&self->ports[p].socks[i]);
+        free (self->ports[p].socks);
+        self->ports[p].socks = NULL;
+        self->ports[p].width = 0;
+    }
+    self->n_ports = 0;
+}
+
+void
+ef_actor_destroy (ef_actor_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    s_close_ports (*self_p);
+    free (*self_p);
+    *self_p = NULL;
+}
+
+/* Opens every port: IN ports bind, OUT ports connect. Returns 0, or -1
+   with self->fail set. */
+static int
+s_open_ports (ef_actor_t *self)
+{
+    for (const ef_port_def_t *pd = self->def->ports; pd && pd->name; pd++) {
+        if (self->n_ports == EF_MAX_PORTS) {
+            snprintf (self->fail, sizeof self->fail, "too many ports");
+            return -1;
+        }
+        s_port_t *port = &self->ports[self->n_ports++];
+        port->def = pd;
+        int hwm = ef_config_link_hwm (self->config, pd->link, pd->hwm);
+        char ep[256];
+        if (pd->dir == EF_PORT_IN) {
+            port->width = 1;
+            port->socks = calloc (1, sizeof (zsock_t *));
+            if (!port->socks)
+                return -1;
+            /* Several instances on a shared link each bind their own
+               endpoint; the producer's PUSH connects to all of them. */
+            int idx = pd->per_instance || self->instances > 1 ? self->index
+                                                               : -1;
+            if (ef_config_link_endpoint (self->config, pd->link, true, idx,
+                                         ep, sizeof ep) != 0) {
+                snprintf (self->fail, sizeof self->fail,
+                          "links.%s: cannot derive endpoint %d", pd->link,
+                          idx);
+                return -1;
+            }
+            zsock_t *s = zsock_new (ZMQ_PULL);
+            if (!s)
+                return -1;
+            zsock_set_rcvhwm (s, hwm);
+            port->socks[0] = s;
+            if (zsock_bind (s, "%s", ep) < 0) {
+                snprintf (self->fail, sizeof self->fail,
+                          "links.%s: cannot bind %s: %s", pd->link, ep,
+                          zmq_strerror (zmq_errno ()));
+                return -1;
+            }
+            ef_debug ("port %s bound %s (hwm %d)", pd->name, ep, hwm);
+            continue;
+        }
+        const ef_port_def_t *in = NULL;
+        const ef_actor_def_t *consumer
+            = ef_config_link_consumer (self->config, pd->link, &in);
+        int peers = consumer ? ef_config_instances (self->config,
+                                                    consumer->name)
+                             : 1;
+        bool fan = in && in->per_instance;
+        port->width = fan ? peers : 1;
+        port->socks = calloc ((size_t) port->width, sizeof (zsock_t *));
+        if (!port->socks)
+            return -1;
+        for (int w = 0; w < port->width; w++) {
+            zsock_t *s = zsock_new (ZMQ_PUSH);
+            if (!s)
+                return -1;
+            port->socks[w] = s;
+            zsock_set_sndhwm (s, hwm);
+            zsock_set_sndtimeo (s, EF_SEND_SLICE_MS);
+            int first = fan ? w : (peers > 1 ? 0 : -1);
+            int last = fan ? w : (peers > 1 ? peers - 1 : -1);
+            for (int idx = first; idx <= last; idx++) {
+                if (ef_config_link_endpoint (self->config, pd->link, false,
+                                             idx, ep, sizeof ep) != 0
+                    || zsock_connect (s, "%s", ep) < 0) {
+                    snprintf (self->fail, sizeof self->fail,
+                              "links.%s: cannot connect %s: %s", pd->link, ep,
+                              zmq_strerror (zmq_errno ()));
+                    return -1;
+                }
+                ef_debug ("port %s connected %s (hwm %d)", pd->name, ep, hwm);
+            }
+        }
+    }
+    return 0;
+}
+
+/* Sends msg's frames on sock. The first frame decides: with dontwait it
+   returns 0 at once when the link is full; blocking, it waits in slices
+   until sent or the hard-stop flag rises (-1). Once the first frame is in,
+   ZeroMQ takes the rest of a multipart message atomically. Destroys the
+   message only when it returns 1. */
+static int
+s_send (ef_actor_t *self, zsock_t *sock, zmsg_t **msg_p, bool dontwait)
+{
+    void *handle = zsock_resolve (sock);
+    zmsg_t *msg = *msg_p;
+    size_t n = zmsg_size (msg);
+    zframe_t *f = zmsg_first (msg);
+    for (size_t i = 0; f; i++, f = zmsg_next (msg)) {
+        int flags = (i + 1 < n ? ZMQ_SNDMORE : 0)
+                    | (i == 0 && dontwait ? ZMQ_DONTWAIT : 0);
+        while (zmq_send (handle, zframe_data (f), zframe_size (f), flags)
+               < 0) {
+            if (zmq_errno () == EAGAIN && i == 0 && dontwait)
+                return 0;
+            if (zmq_errno () == EAGAIN && !*self->stop)
+                continue;
+            if (i > 0)
+                zmsg_destroy (msg_p);   /* half a message cannot be kept */
+            return -1;
+        }
+    }
+    zmsg_destroy (msg_p);
+    return 1;
+}
+
+static zsock_t *
+s_out_sock (ef_actor_t *self, int port, int to)
+{
+    if (port < 0 || port >= self->n_ports
+        || self->ports[port].def->dir != EF_PORT_OUT)
+        return NULL;
+    s_port_t *p = &self->ports[port];
+    if (to < 0 || to >= p->width)
+        return NULL;
+    return p->socks[to];
+}
+
+int
+ef_actor_send (ef_actor_t *self, int port, int to, zmsg_t **msg_p)
+{
+    zsock_t *sock = s_out_sock (self, port, to);
+    assert (sock);
+    int rc = s_send (self, sock, msg_p, false);
+    if (rc != 1) {
+        zmsg_destroy (msg_p);
+        return -1;
+    }
+    return 0;
+}
+
+int
+ef_actor_try_send (ef_actor_t *self, int port, int to, zmsg_t **msg_p)
+{
+    zsock_t *sock = s_out_sock (self, port, to);
+    assert (sock);
+    return s_send (self, sock, msg_p, true);
+}
+
+const char *
+ef_actor_name (const ef_actor_t *self)
+{
+    return self->name;
+}
+
+int
+ef_actor_index (const ef_actor_t *self)
+{
+    return self->index;
+}
+
+int
+ef_actor_instances (const ef_actor_t *self)
+{
+    return self->instances;
+}
+
+const void *
+ef_actor_options (const ef_actor_t *self)
+{
+    return ef_config_actor_options (self->config, self->def->name);
+}
+
+const void *
+ef_actor_globals (const ef_actor_t *self)
+{
+    return ef_config_globals (self->config);
+}
+
+void *
+ef_actor_state (const ef_actor_t *self)
+{
+    return self->state;
+}
+
+void
+ef_actor_set_state (ef_actor_t *self, void *state)
+{
+    self->state = state;
+}
+
+int
+ef_actor_port (const ef_actor_t *self, const char *name)
+{
+    int i = 0;
+    for (const ef_port_def_t *p = self->def->ports; p && p->name; p++, i++)
+        if (strcmp (p->name, name) == 0)
+            return i;
+    return -1;
+}
+
+int
+ef_actor_port_width (const ef_actor_t *self, int port)
+{
+    return port >= 0 && port < self->n_ports ? self->ports[port].width : 0;
+}
+
+void
+ef_actor_pause (ef_actor_t *self, int port, bool paused)
+{
+    if (port < 0 || port >= self->n_ports
+        || self->ports[port].def->dir != EF_PORT_IN
+        || self->ports[port].paused == paused)
+        return;
+    self->ports[port].paused = paused;
+    if (paused)
+        zpoller_remove (self->poller, self->ports[port].socks[0]);
+    else
+        zpoller_add (self->poller, self->ports[port].socks[0]);
+}
+
+void
+ef_actor_wake_in (ef_actor_t *self, int64_t ms)
+{
+    self->wake_at_us = ms < 0 ? -1 : ef_clock_mono_us () + ms * 1000;
+}
+
+void
+ef_actor_fail (ef_actor_t *self, const char *fmt, ...)
+{
+    va_list args;
+    va_start (args, fmt);
+    vsnprintf (self->fail, sizeof self->fail, fmt, args);
+    va_end (args);
+}
+
+void
+ef_actor_drained (ef_actor_t *self)
+{
+    if (self->draining && !self->drained) {
+        self->drained = true;
+        zstr_send (self->pipe, "DRAINED");
+    }
+}
+
+bool
+ef_actor_stopping (const ef_actor_t *self)
+{
+    return *self->stop != 0;
+}
+
+const volatile int *
+ef_actor_stop_flag (const ef_actor_t *self)
+{
+    return self->stop;
+}
+
+/* Handles one command from the runtime. */
+static void
+s_command (ef_actor_t *self)
+{
+    zmsg_t *msg = zmsg_recv (self->pipe);
+    if (!msg) {
+        self->terminated = true;
+        return;
+    }
+    char *cmd = zmsg_popstr (msg);
+    if (!cmd)
+        ef_warn ("empty command on the pipe");
+    else if (strcmp (cmd, "$TERM") == 0)
+        self->terminated = true;
+    else if (strcmp (cmd, "$DRAIN") == 0 && !self->draining) {
+        self->draining = true;
+        self->last_input_us = ef_clock_mono_us ();
+        if (self->def->drain)
+            self->def->drain (self);
+    }
+    else if (strcmp (cmd, "$DRAIN") != 0)
+        ef_warn ("unknown command '%s' ignored", cmd);
+    free (cmd);
+    zmsg_destroy (&msg);   /* leftover frames never poison the next read */
+}
+
+/* Receives one message from the IN port sock and gives it to handle. */
+static int
+s_input (ef_actor_t *self, zsock_t *sock)
+{
+    int port = -1;
+    for (int p = 0; p < self->n_ports; p++)
+        if (self->ports[p].def->dir == EF_PORT_IN
+            && self->ports[p].socks[0] == sock)
+            port = p;
+    zmsg_t *msg = zmsg_recv (sock);
+    if (!msg || port < 0) {
+        zmsg_destroy (&msg);
+        return 0;
+    }
+    self->last_input_us = ef_clock_mono_us ();
+    int rc = self->def->handle ? self->def->handle (self, port, &msg) : 0;
+    zmsg_destroy (&msg);
+    return rc;
+}
+
+void
+ef_actor_thread (zsock_t *pipe, void *args)
+{
+    ef_actor_t *self = args;
+    self->pipe = pipe;
+    ef_log_set_name (self->name);
+    zsock_signal (pipe, 0);
+
+    bool inited = false;
+    self->poller = zpoller_new (pipe, NULL);
+    if (!self->poller || s_open_ports (self) != 0) {
+        if (!*self->fail)
+            snprintf (self->fail, sizeof self->fail, "out of memory");
+    }
+    else {
+        for (int p = 0; p < self->n_ports; p++)
+            if (self->ports[p].def->dir == EF_PORT_IN)
+                zpoller_add (self->poller, self->ports[p].socks[0]);
+        inited = true;
+        if (self->def->init && self->def->init (self) != 0 && !*self->fail)
+            snprintf (self->fail, sizeof self->fail, "init failed");
+    }
+    if (*self->fail) {
+        zstr_sendx (pipe, "FAILED", self->fail, NULL);
+        self->terminated = true;
+    }
+    else
+        zstr_send (pipe, "READY");
+
+    int64_t idle_us = ef_config_drain_idle_ms (self->config) * 1000;
+    while (!self->terminated) {
+        int64_t now = ef_clock_mono_us ();
+        int64_t timeout = -1;
+        if (self->wake_at_us >= 0)
+            timeout = self->wake_at_us > now
+                          ? (self->wake_at_us - now + 999) / 1000 : 0;
+        if (self->draining && !self->drained && !self->def->drain
+            && (timeout < 0 || timeout > 50))
+            timeout = 50;
+        if (*self->stop && (timeout < 0 || timeout > 100))
+            timeout = 100;
+        void *which = zpoller_wait (self->poller, (int) timeout);
+        if (which == pipe)
+            s_command (self);
+        else if (which) {
+            if (s_input (self, which) != 0) {
+                zstr_sendx (pipe, "DIED", "a message handler failed", NULL);
+                break;
+            }
+        }
+        else if (zpoller_terminated (self->poller))
+            break;
+        now = ef_clock_mono_us ();
+        if (self->wake_at_us >= 0 && now >= self->wake_at_us) {
+            self->wake_at_us = -1;
+            if (self->def->tick && self->def->tick (self) != 0) {
+                zstr_sendx (pipe, "DIED", "tick failed", NULL);
+                break;
+            }
+        }
+        if (self->draining && !self->drained && !self->def->drain
+            && now - self->last_input_us >= idle_us)
+            ef_actor_drained (self);
+    }
+    if (inited && self->def->destroy)
+        self->def->destroy (self);
+    zpoller_destroy (&self->poller);
+    s_close_ports (self);
+    /* A DIED actor waits for $TERM so the runtime can collect it. */
+    while (!self->terminated) {
+        char *cmd = zstr_recv (pipe);
+        if (!cmd || strcmp (cmd, "$TERM") == 0)
+            self->terminated = true;
+        zstr_free (&cmd);
+    }
+}

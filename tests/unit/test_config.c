@@ -1,0 +1,159 @@
+/*  Option tables, the config loader, endpoints. */
+#include "ef_test.h"
+
+#include "embedflow/pipeline.h"
+#include "runtime/internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct {
+    int64_t n;
+    int64_t size;
+    int64_t ms;
+    bool flag;
+    char *name;
+} s_opts_t;
+
+static const ef_option_t s_table[] = {
+    {"n", EF_OPT_INT, "5", offsetof (s_opts_t, n), 1, 10, "a number"},
+    {"size", EF_OPT_SIZE, "4M", offsetof (s_opts_t, size), 0, 0, "bytes"},
+    {"ms", EF_OPT_MS, "1s", offsetof (s_opts_t, ms), 0, 0, "time"},
+    {"flag", EF_OPT_BOOL, "yes", offsetof (s_opts_t, flag), 0, 0, "switch"},
+    {"some_name", EF_OPT_STRING, "x", offsetof (s_opts_t, name), 0, 0, "text"},
+    EF_OPTION_END};
+
+EF_TEST (options_parse)
+{
+    s_opts_t o = {0};
+    char err[256];
+    EF_REQUIRE (ef_options_defaults (s_table, &o, err, sizeof err) == 0);
+    EF_CHECK (o.n == 5 && o.size == 4 << 20 && o.ms == 1000 && o.flag);
+    EF_CHECK (strcmp (o.name, "x") == 0);
+    EF_CHECK (ef_options_set (s_table, &o, "size", "512k", err, sizeof err) == 0 && o.size == 512 * 1024);
+    EF_CHECK (ef_options_set (s_table, &o, "ms", "250ms", err, sizeof err) == 0 && o.ms == 250);
+    EF_CHECK (ef_options_set (s_table, &o, "some-name", "y", err, sizeof err) == 0);
+    EF_CHECK (strcmp (o.name, "y") == 0);
+    EF_CHECK (ef_options_set (s_table, &o, "n", "11", err, sizeof err) == -1);
+    EF_CHECK (strstr (err, "range") != NULL);
+    EF_CHECK (ef_options_set (s_table, &o, "n", "abc", err, sizeof err) == -1);
+    EF_CHECK (strstr (err, "integer") != NULL);
+    EF_CHECK (ef_options_set (s_table, &o, "flag", "maybe", err, sizeof err) == -1);
+    EF_CHECK (ef_options_set (s_table, &o, "nope", "1", err, sizeof err) == -1);
+    EF_CHECK (strstr (err, "unknown key") && strstr (err, "some_name"));
+    ef_options_free (s_table, &o);
+    EF_CHECK (o.name == NULL);
+}
+
+static ef_config_t *
+s_config (ef_registry_t **reg)
+{
+    char err[512];
+    *reg = ef_registry_new ();
+    ef_register_builtin_actors (*reg);
+    return ef_config_new (*reg, ef_globals_options, sizeof (ef_globals_t),
+                          err, sizeof err);
+}
+
+EF_TEST (config_keys_and_errors)
+{
+    ef_registry_t *reg;
+    ef_config_t *c = s_config (&reg);
+    EF_REQUIRE (c);
+    char err[512];
+    ef_globals_t *g = ef_config_globals (c);
+    EF_CHECK (g->dim == 768 && strcmp (g->schema, "embedflow") == 0);
+    EF_CHECK (ef_config_set (c, "dim", "128", err, sizeof err) == 0 && g->dim == 128);
+    EF_CHECK (ef_config_set (c, "actors.db-writer.instances", "3", err, sizeof err) == 0);
+    EF_CHECK (ef_config_instances (c, "db-writer") == 3);
+    EF_CHECK (ef_config_set (c, "actors.splitter.bach_rows", "3", err, sizeof err) == -1);
+    EF_CHECK (strstr (err, "actors.splitter.bach_rows") && strstr (err, "batch_rows"));
+    EF_CHECK (ef_config_set (c, "actors.nosuch.x", "3", err, sizeof err) == -1);
+    EF_CHECK (strstr (err, "nosuch") != NULL);
+    EF_CHECK (ef_config_set (c, "links.batches.endpoint", "http://x", err, sizeof err) == -1);
+    EF_CHECK (ef_config_set (c, "links.batches.endpoint", "tcp://10.1.2.3:7100", err, sizeof err) == 0);
+    char ep[256];
+    EF_CHECK (ef_config_link_endpoint (c, "batches", false, 2, ep, sizeof ep) == 0);
+    EF_CHECK (strcmp (ep, "tcp://10.1.2.3:7102") == 0);
+    EF_CHECK (ef_config_set (c, "links.batches.bind", "tcp://*:{i}7", err, sizeof err) == 0);
+    EF_CHECK (ef_config_link_endpoint (c, "batches", true, 3, ep, sizeof ep) == 0);
+    EF_CHECK (strcmp (ep, "tcp://*:37") == 0);
+    EF_CHECK (ef_config_link_endpoint (c, "acks", true, -1, ep, sizeof ep) == 0);
+    EF_CHECK (strcmp (ep, "inproc://acks") == 0);
+    /* run: a split process with an inproc link to a remote actor is refused */
+    EF_CHECK (ef_config_set (c, "run", "grpc-receiver,splitter", err, sizeof err) == 0);
+    EF_CHECK (ef_config_runs_here (c, "splitter") && !ef_config_runs_here (c, "dlq"));
+    EF_CHECK (ef_config_validate (c, err, sizeof err) == -1);
+    EF_CHECK (strstr (err, "tcp://") != NULL);
+    EF_CHECK (ef_config_set (c, "run", "dbwriter", err, sizeof err) == -1);
+    ef_config_destroy (&c);
+    EF_CHECK (c == NULL);
+    ef_registry_destroy (&reg);
+}
+
+EF_TEST (config_yaml)
+{
+    char path[] = "/tmp/ef-config-XXXXXX";
+    int fd = mkstemp (path);
+    EF_REQUIRE (fd >= 0);
+    const char *yaml = "dim: 384\n"
+                       "schema: custom\n"
+                       "actors:\n"
+                       "  db-writer:\n"
+                       "    instances: 4\n"
+                       "  splitter:\n"
+                       "    batch_rows: 250\n"
+                       "    linger: 5ms\n"
+                       "links:\n"
+                       "  chunks:\n"
+                       "    hwm: 16\n";
+    EF_REQUIRE (write (fd, yaml, strlen (yaml)) == (ssize_t) strlen (yaml));
+    close (fd);
+    ef_registry_t *reg;
+    ef_config_t *c = s_config (&reg);
+    char err[512];
+    EF_CHECK (ef_config_load_file (c, path, err, sizeof err) == 0);
+    ef_globals_t *g = ef_config_globals (c);
+    EF_CHECK (g->dim == 384 && strcmp (g->schema, "custom") == 0);
+    EF_CHECK (ef_config_instances (c, "db-writer") == 4);
+    EF_CHECK (ef_config_link_hwm (c, "chunks", 8) == 16);
+    EF_CHECK (ef_config_link_hwm (c, "dead", 8) == 8);
+    EF_CHECK (ef_config_validate (c, err, sizeof err) == 0);
+
+    /* A misspelt key names the file, the line, the key and the choices. */
+    const char *bad = "dim: 8\nactors:\n  splitter:\n    batch_rowz: 5\n";
+    FILE *f = fopen (path, "w");
+    fputs (bad, f);
+    fclose (f);
+    EF_CHECK (ef_config_load_file (c, path, err, sizeof err) == -1);
+    EF_CHECK (strstr (err, ":4:") && strstr (err, "batch_rowz") && strstr (err, "unknown key"));
+    f = fopen (path, "w");
+    fputs ("dim: [1, 2\n", f);
+    fclose (f);
+    EF_CHECK (ef_config_load_file (c, path, err, sizeof err) == -1);
+    EF_CHECK (strstr (err, "YAML") != NULL);
+    EF_CHECK (ef_config_load_file (c, "/nonexistent/x.yaml", err, sizeof err) == -1);
+    unlink (path);
+    ef_config_destroy (&c);
+    ef_registry_destroy (&reg);
+}
+
+EF_TEST (backoff_policy)
+{
+    ef_backoff_t b = ef_backoff_make (100, 1000, 5);
+    int64_t prev_ceiling = 100;
+    for (int i = 0; i < 5; i++) {
+        int64_t d = ef_backoff_next (&b);
+        EF_CHECK (d >= 1 && d <= prev_ceiling);
+        prev_ceiling = prev_ceiling * 2 > 1000 ? 1000 : prev_ceiling * 2;
+    }
+    EF_CHECK (ef_backoff_next (&b) == -1);   /* budget spent */
+    ef_backoff_reset (&b);
+    EF_CHECK (ef_backoff_next (&b) > 0);
+    ef_backoff_t inf = ef_backoff_make (1, 8, -1);
+    for (int i = 0; i < 100; i++)
+        EF_CHECK (ef_backoff_next (&inf) <= 8);
+    volatile int stop = 1;
+    EF_CHECK (ef_backoff_sleep (10000, &stop) == -1);
+}
