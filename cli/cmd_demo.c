@@ -192,19 +192,21 @@ ef_cmd_demo (int argc, char **argv)
     if (demo.rc != 0)
         printf ("  upload failed    %s\n", r->error);
     const char *schema = cli.globals->schema;
-    printf ("\nlook at the result (%s):\n"
-            "  psql \"%s\" -c 'SELECT count(*) FROM %s.chunk'\n"
+    if (cli.pgserver) {
+        /* The private server stops with the demo; `run` on the same data
+           directory brings it back with the data. */
+        printf ("\nlook at the result: keep the private PostgreSQL running "
+                "with\n  embedflow run --data-dir %s\nand in another "
+                "terminal:\n", cli.globals->data_dir);
+    }
+    else
+        printf ("\nlook at the result:\n");
+    const char *conn = cli.pgserver ? cli.globals->database : "$DATABASE_URL";
+    printf ("  psql \"%s\" -c 'SELECT count(*) FROM %s.chunk'\n"
             "  psql \"%s\" -c 'SELECT c.document_id, c.chunk_index, e.dim, "
             "c.updated_at FROM %s.chunk c JOIN %s.embedding e USING (id) "
             "ORDER BY c.id LIMIT 5'\n",
-            cli.pgserver ? "start the private server again with `embedflow run "
-                           "--data-dir` and, in another terminal"
-                         : "database as given",
-            cli.pgserver ? "host=<data-dir>/run user=postgres dbname=postgres"
-                         : "$DATABASE",
-            schema, cli.pgserver ? "host=<data-dir>/run user=postgres "
-                                   "dbname=postgres" : "$DATABASE",
-            schema, schema);
+            conn, schema, conn, schema, schema);
     ef_cli_close (&cli);
     if (rc == EF_EXIT_OK && demo.rc != 0)
         rc = EF_EXIT_FAIL;

@@ -1,6 +1,7 @@
 /*  Option tables, the config loader, endpoints. */
 #include "ef_test.h"
 
+#include "embedflow/backoff.h"
 #include "embedflow/pipeline.h"
 #include "runtime/internal.h"
 

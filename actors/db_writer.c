@@ -1,0 +1,686 @@
+/*  db_writer.c — writes row batches to PostgreSQL, one connection each.
+
+    Ports
+      batches  IN, one endpoint per instance: a RowBatch (one frame); the
+               splitter routes each document to one writer, so its rows
+               are written in arrival order
+      acks     OUT: an Ack per batch, counting the rows committed (with
+               their covers) per stream
+      dead     OUT: DeadLetter frames (one message per settled group) for
+               the rows the database refuses; the DLQ acks those
+
+    Each batch is one transaction (pipeline/pgwrite.c). A transient
+    failure (connection lost, deadlock, server restarting) is retried
+    with backoff after reconnecting; meanwhile this writer reads nothing,
+    so its queue fills and backpressure reaches the source. A permanent
+    failure caused by data (SQLSTATE classes 21, 22, 23, 54) is narrowed
+    down by bisecting the batch: the halves are written separately until
+    the rows the database refuses stand alone, and only those are
+    dead-lettered. A permanent failure every row would hit (a missing
+    table, a revoked privilege) is retried like an outage. When the retry
+    budget of a batch (or part) is spent, its rows are dead-lettered as
+    "retry_exhausted". Every row is settled exactly once: acked here as
+    written (counting its covers), or sent to the DLQ, which acks it.
+
+    A dead letter's `original` is the row as an embedflow.v1.Embedding
+    (id as UUID text, metadata parsed back from metadata_json), so a
+    replay can send it again as it came.
+*/
+#include <assert.h>
+#include <inttypes.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "embedflow/actor.h"
+#include "embedflow/backoff.h"
+#include "embedflow/log.h"
+#include "embedflow/pipeline.h"
+#include "embedflow/v1/embedding.pb-c.h"
+#include "embedflow/v1/pipeline.pb-c.h"
+#include "pipeline/pg.h"
+#include "pipeline/pgwrite.h"
+#include "pipeline/schema.h"
+
+typedef struct {
+    int64_t retry_base;   /* first backoff ceiling, ms */
+    int64_t retry_cap;    /* largest backoff ceiling, ms */
+    int64_t retry_budget; /* retries of one batch (part); -1 = no limit */
+} s_options_t;
+
+static const ef_option_t s_options[] = {
+    {"retry_base", EF_OPT_MS, "100ms", offsetof (s_options_t, retry_base), 1,
+     3600000, "first backoff ceiling after a transient database error"},
+    {"retry_cap", EF_OPT_MS, "5s", offsetof (s_options_t, retry_cap), 1,
+     3600000, "largest backoff ceiling between retries"},
+    {"retry_budget", EF_OPT_INT, "30", offsetof (s_options_t, retry_budget), -1,
+     1000000,
+     "retries of a batch before its rows go to the DLQ as retry_exhausted "
+     "(-1 = retry forever)"},
+    EF_OPTION_END};
+
+/* Rows written for one stream in the batch being settled. */
+typedef struct {
+    uint64_t stream_id; /* receiver's stream */
+    uint64_t written;   /* received rows committed (covers) */
+} s_tally_t;
+
+typedef struct {
+    const s_options_t *opts;     /* borrowed from the runtime */
+    const ef_globals_t *globals; /* borrowed from the runtime */
+    PGconn *conn;                /* owned */
+    ef_pgwrite_t *writer;        /* owned, borrows conn */
+    int port_batches;            /* IN */
+    int port_acks;               /* OUT */
+    int port_dead;               /* OUT */
+    s_tally_t *tallies;          /* per stream, current batch */
+    size_t n_tallies;            /* used */
+    size_t cap_tallies;          /* allocated */
+    uint64_t batch_dead;         /* rows dead-lettered in this batch */
+    bool stopped;                /* a hard stop interrupted the batch */
+    uint64_t rows_written;       /* totals, for the log */
+    uint64_t rows_dead;
+} s_self_t;
+
+/* covers 0 is proto3's "unset": a row stands at least for itself. */
+static uint32_t
+s_covers (const Embedflow__V1__Row *row)
+{
+    return row->covers ? row->covers : 1;
+}
+
+/* --- metadata_json back to a map ---------------------------------------- */
+
+/* Appends the UTF-8 encoding of cp to *w. */
+static void
+s_utf8_put (char **w, uint32_t cp)
+{
+    unsigned char *p = (unsigned char *) *w;
+    if (cp < 0x80)
+        *p++ = (unsigned char) cp;
+    else if (cp < 0x800) {
+        *p++ = (unsigned char) (0xC0 | cp >> 6);
+        *p++ = (unsigned char) (0x80 | (cp & 0x3F));
+    }
+    else if (cp < 0x10000) {
+        *p++ = (unsigned char) (0xE0 | cp >> 12);
+        *p++ = (unsigned char) (0x80 | ((cp >> 6) & 0x3F));
+        *p++ = (unsigned char) (0x80 | (cp & 0x3F));
+    }
+    else {
+        *p++ = (unsigned char) (0xF0 | cp >> 18);
+        *p++ = (unsigned char) (0x80 | ((cp >> 12) & 0x3F));
+        *p++ = (unsigned char) (0x80 | ((cp >> 6) & 0x3F));
+        *p++ = (unsigned char) (0x80 | (cp & 0x3F));
+    }
+    *w = (char *) p;
+}
+
+/* Reads 4 hex digits. Returns 0, -1 when one is not hex. */
+static int
+s_hex4 (const char *p, uint32_t *out)
+{
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9')
+            v |= (uint32_t) (c - '0');
+        else if (c >= 'a' && c <= 'f')
+            v |= (uint32_t) (c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            v |= (uint32_t) (c - 'A' + 10);
+        else
+            return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Parses the JSON string at *p (at its opening quote) into a heap copy,
+   advancing *p past it. NULL when malformed or out of memory. */
+static char *
+s_json_string (const char **p)
+{
+    const char *s = *p;
+    if (*s != '"')
+        return NULL;
+    s++;
+    /* Unescaping never makes a string longer. */
+    const char *end = s;
+    while (*end && *end != '"')
+        end += (*end == '\\' && end[1]) ? 2 : 1;
+    if (*end != '"')
+        return NULL;
+    char *out = malloc ((size_t) (end - s) + 1);
+    if (!out)
+        return NULL;
+    char *w = out;
+    while (s < end) {
+        if (*s != '\\') {
+            *w++ = *s++;
+            continue;
+        }
+        s++;
+        uint32_t cp;
+        switch (*s) {
+        case '"':
+        case '\\':
+        case '/':
+            *w++ = *s;
+            break;
+        case 'b':
+            *w++ = '\b';
+            break;
+        case 'f':
+            *w++ = '\f';
+            break;
+        case 'n':
+            *w++ = '\n';
+            break;
+        case 'r':
+            *w++ = '\r';
+            break;
+        case 't':
+            *w++ = '\t';
+            break;
+        case 'u':
+            if (end - s < 5 || s_hex4 (s + 1, &cp) != 0)
+                goto bad;
+            s += 4;
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                uint32_t lo;
+                if (end - s < 7 || s[1] != '\\' || s[2] != 'u'
+                    || s_hex4 (s + 3, &lo) != 0 || lo < 0xDC00 || lo > 0xDFFF)
+                    goto bad;
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                s += 6;
+            }
+            else if (cp >= 0xDC00 && cp <= 0xDFFF)
+                goto bad;
+            if (cp == 0)
+                goto bad; /* cannot live in a C string */
+            s_utf8_put (&w, cp);
+            break;
+        default:
+            goto bad;
+        }
+        s++;
+    }
+    *w = '\0';
+    *p = end + 1;
+    return out;
+bad:
+    free (out);
+    return NULL;
+}
+
+/* Frees the metadata entries s_metadata_from_json made. */
+static void
+s_entries_free (Embedflow__V1__Embedding *e)
+{
+    for (size_t i = 0; i < e->n_metadata; i++) {
+        free (e->metadata[i]->key);
+        free (e->metadata[i]->value);
+        free (e->metadata[i]);
+    }
+    free (e->metadata);
+    e->metadata = NULL;
+    e->n_metadata = 0;
+}
+
+/* Fills e's metadata from a flat JSON object of strings. Returns 0, or
+   -1 (e's metadata left empty) when json is anything else. */
+static int
+s_metadata_from_json (Embedflow__V1__Embedding *e, const char *json)
+{
+    const char *p = json;
+#define SKIP_WS()                                                              \
+    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')                \
+    p++
+    SKIP_WS ();
+    if (!*p)
+        return 0;
+    if (*p++ != '{')
+        return -1;
+    size_t cap = 0;
+    SKIP_WS ();
+    if (*p == '}')
+        return 0;
+    while (true) {
+        SKIP_WS ();
+        char *key = s_json_string (&p);
+        if (!key)
+            goto bad;
+        SKIP_WS ();
+        char *value = NULL;
+        if (*p == ':') {
+            p++;
+            SKIP_WS ();
+            value = s_json_string (&p);
+        }
+        Embedflow__V1__Embedding__MetadataEntry *entry =
+            value ? malloc (sizeof *entry) : NULL;
+        if (entry && e->n_metadata == cap) {
+            cap = cap ? cap * 2 : 8;
+            void *grown = realloc (e->metadata, cap * sizeof *e->metadata);
+            if (!grown) {
+                free (entry);
+                entry = NULL;
+            }
+            else
+                e->metadata = grown;
+        }
+        if (!entry) {
+            free (key);
+            free (value);
+            goto bad;
+        }
+        embedflow__v1__embedding__metadata_entry__init (entry);
+        entry->key = key;
+        entry->value = value;
+        e->metadata[e->n_metadata++] = entry;
+        SKIP_WS ();
+        if (*p == ',') {
+            p++;
+            continue;
+        }
+        if (*p++ != '}')
+            goto bad;
+        SKIP_WS ();
+        if (*p)
+            goto bad;
+        return 0;
+    }
+#undef SKIP_WS
+bad:
+    s_entries_free (e);
+    return -1;
+}
+
+/* --- dead letters -------------------------------------------------------- */
+
+/* Packs row as the Embedding it came from into a heap buffer (*len
+   bytes). NULL when out of memory. *metadata_lost is set when
+   metadata_json could not be turned back into a map. */
+static uint8_t *
+s_original (const Embedflow__V1__Row *row, size_t *len, bool *metadata_lost)
+{
+    Embedflow__V1__Embedding e = EMBEDFLOW__V1__EMBEDDING__INIT;
+    char id[37] = "";
+    if (row->id.len == 16) {
+        const uint8_t *b = row->id.data;
+        snprintf (id, sizeof id,
+                  "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
+                  "%02x%02x%02x%02x%02x%02x",
+                  b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9],
+                  b[10], b[11], b[12], b[13], b[14], b[15]);
+    }
+    e.id = id;
+    e.document_id = row->document_id;
+    e.chunk_index = row->chunk_index;
+    e.content = row->content;
+    e.n_vector = row->n_vector;
+    e.vector = row->vector;
+    e.model = row->model;
+    *metadata_lost = s_metadata_from_json (&e, row->metadata_json) != 0;
+    *len = embedflow__v1__embedding__get_packed_size (&e);
+    uint8_t *buf = malloc (*len ? *len : 1);
+    if (buf)
+        embedflow__v1__embedding__pack (&e, buf);
+    s_entries_free (&e);
+    return buf;
+}
+
+/* Sends rows[0..n) to the DLQ as one message of DeadLetter frames.
+   Returns 0, -1 when the process is stopping hard or out of memory. */
+static int
+s_dead_letter (ef_actor_t *actor, s_self_t *self,
+               Embedflow__V1__Row *const *rows, size_t n, const char *code,
+               const char *sqlstate, const char *reason, uint32_t attempts)
+{
+    zmsg_t *msg = zmsg_new ();
+    if (!msg)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        const Embedflow__V1__Row *row = rows[i];
+        bool lost = false;
+        size_t olen = 0;
+        uint8_t *orig = s_original (row, &olen, &lost);
+        char *why = NULL;
+        if (lost) {
+            if (asprintf (&why,
+                          "%s (metadata_json kept here, not in "
+                          "original: %.2000s)",
+                          reason, row->metadata_json)
+                < 0)
+                why = NULL;
+        }
+        Embedflow__V1__DeadLetter dl = EMBEDFLOW__V1__DEAD_LETTER__INIT;
+        dl.stage = "write";
+        dl.reason_code = (char *) code;
+        dl.reason = why ? why : (char *) reason;
+        dl.sqlstate = (char *) sqlstate;
+        dl.attempts = attempts;
+        dl.job_id = row->job_id;
+        dl.source = row->source;
+        dl.document_id = row->document_id;
+        dl.original.data = orig;
+        dl.original.len = orig ? olen : 0;
+        dl.stream_id = row->stream_id;
+        dl.covers = s_covers (row);
+        zframe_t *frame =
+            orig ? zframe_new (
+                NULL, embedflow__v1__dead_letter__get_packed_size (&dl))
+                 : NULL;
+        if (frame)
+            embedflow__v1__dead_letter__pack (&dl, zframe_data (frame));
+        free (orig);
+        free (why);
+        if (!frame) {
+            zmsg_destroy (&msg);
+            ef_error ("out of memory building dead letters");
+            return -1;
+        }
+        zmsg_append (msg, &frame);
+        self->batch_dead += dl.covers;
+    }
+    return ef_actor_send (actor, self->port_dead, 0, &msg);
+}
+
+/* --- settling a batch ---------------------------------------------------- */
+
+/* Counts rows[0..n) as written. Returns 0, -1 when out of memory. */
+static int
+s_count_written (s_self_t *self, Embedflow__V1__Row *const *rows, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t t = 0;
+        while (t < self->n_tallies
+               && self->tallies[t].stream_id != rows[i]->stream_id)
+            t++;
+        if (t == self->n_tallies) {
+            if (self->n_tallies == self->cap_tallies) {
+                size_t cap = self->cap_tallies ? self->cap_tallies * 2 : 8;
+                s_tally_t *grown = realloc (self->tallies, cap * sizeof *grown);
+                if (!grown)
+                    return -1;
+                self->tallies = grown;
+                self->cap_tallies = cap;
+            }
+            self->tallies[t] = (s_tally_t){rows[i]->stream_id, 0};
+            self->n_tallies++;
+        }
+        self->tallies[t].written += s_covers (rows[i]);
+    }
+    return 0;
+}
+
+/* True when a permanent failure can be blamed on some row's data, so
+   that bisecting finds it: data exceptions (22), constraint violations
+   (23), cardinality (21), too big (54), and rows pgwrite refused itself.
+   Anything else (a missing table, a revoked privilege) fails every row
+   alike and is retried like an outage instead, giving the operator the
+   retry budget to fix it before rows go to the DLQ. */
+static bool
+s_row_specific (const ef_write_report_t *rep)
+{
+    const char *s = rep->sqlstate;
+    if (!*s)
+        return strcmp (rep->reason_code, "bad_row") == 0;
+    return strncmp (s, "22", 2) == 0 || strncmp (s, "23", 2) == 0
+           || strncmp (s, "21", 2) == 0 || strncmp (s, "54", 2) == 0;
+}
+
+/* Reconnects after a failure that left the connection broken. */
+static void
+s_reconnect (s_self_t *self)
+{
+    if (PQstatus (self->conn) == CONNECTION_OK)
+        return;
+    PQreset (self->conn);
+    if (PQstatus (self->conn) == CONNECTION_OK)
+        ef_info ("reconnected to the database");
+    else
+        ef_debug ("reconnect failed: %s", PQerrorMessage (self->conn));
+}
+
+/* Writes rows[0..n), retrying transient failures and bisecting around
+   permanent ones, until every row is committed or dead-lettered. tried
+   is how many attempts already included these rows. Returns 0, -1 when
+   a hard stop (or a failed send) interrupted it. */
+static int
+s_settle (ef_actor_t *actor, s_self_t *self, Embedflow__V1__Row *const *rows,
+          size_t n, uint32_t tried)
+{
+    ef_backoff_t backoff =
+        ef_backoff_make (self->opts->retry_base, self->opts->retry_cap,
+                         (int) self->opts->retry_budget);
+    while (true) {
+        ef_write_report_t rep;
+        ef_write_status_t st = ef_pgwrite_batch (self->writer, rows, n, &rep);
+        tried++;
+        if (st == EF_WRITE_OK) {
+            if (s_count_written (self, rows, n) != 0) {
+                ef_error ("out of memory counting acks");
+                return -1;
+            }
+            return 0;
+        }
+        if (st == EF_WRITE_ERROR && s_row_specific (&rep)) {
+            if (n == 1) {
+                ef_warn ("dead-lettering %s/%" PRIu32 ": %s%s%s",
+                         rows[0]->document_id, rows[0]->chunk_index,
+                         rep.sqlstate, *rep.sqlstate ? " " : "", rep.message);
+                return s_dead_letter (actor, self, rows, 1, rep.reason_code,
+                                      rep.sqlstate, rep.message, tried);
+            }
+            ef_debug ("%zu rows refused (%s %s): bisecting", n, rep.sqlstate,
+                      rep.message);
+            size_t half = n / 2;
+            if (s_settle (actor, self, rows, half, tried) != 0)
+                return -1;
+            return s_settle (actor, self, rows + half, n - half, tried);
+        }
+        int64_t delay = ef_backoff_next (&backoff);
+        if (delay < 0) {
+            s_reconnect (self); /* for the batches after this one */
+            ef_error ("giving up on %zu rows after %" PRIu32
+                      " attempts, sending them to the DLQ: %s",
+                      n, tried, rep.message);
+            char reason[sizeof rep.message + 64];
+            snprintf (reason, sizeof reason,
+                      "gave up after %" PRIu32 " attempts: %.500s", tried,
+                      rep.message);
+            return s_dead_letter (actor, self, rows, n, "retry_exhausted",
+                                  rep.sqlstate, reason, tried);
+        }
+        /* Loud on the first failure, quiet while it goes on. */
+        if (st == EF_WRITE_ERROR)
+            ef_error ("write of %zu rows refused (%s%s%s), retry %d in %" PRId64
+                      " ms: %s",
+                      n, rep.reason_code, *rep.sqlstate ? " " : "",
+                      rep.sqlstate, backoff.attempt, delay, rep.message);
+        else if (backoff.attempt == 1)
+            ef_warn ("write of %zu rows failed (%s%s%s), retrying: %s", n,
+                     rep.reason_code, *rep.sqlstate ? " " : "", rep.sqlstate,
+                     rep.message);
+        else
+            ef_debug ("retry %d in %" PRId64 " ms: %s", backoff.attempt, delay,
+                      rep.message);
+        if (ef_backoff_sleep (delay, ef_actor_stop_flag (actor)) != 0) {
+            self->stopped = true;
+            return -1;
+        }
+        s_reconnect (self);
+    }
+}
+
+/* Sends the Ack of the batch just settled, if it wrote anything. */
+static int
+s_send_ack (ef_actor_t *actor, s_self_t *self)
+{
+    if (self->n_tallies == 0)
+        return 0;
+    Embedflow__V1__StreamTally *tallies =
+        calloc (self->n_tallies, sizeof *tallies);
+    Embedflow__V1__StreamTally **ptrs = calloc (self->n_tallies, sizeof *ptrs);
+    zframe_t *frame = NULL;
+    if (tallies && ptrs) {
+        for (size_t i = 0; i < self->n_tallies; i++) {
+            embedflow__v1__stream_tally__init (&tallies[i]);
+            tallies[i].stream_id = self->tallies[i].stream_id;
+            tallies[i].written = self->tallies[i].written;
+            ptrs[i] = &tallies[i];
+        }
+        Embedflow__V1__Ack ack = EMBEDFLOW__V1__ACK__INIT;
+        ack.n_tallies = self->n_tallies;
+        ack.tallies = ptrs;
+        ack.from = (char *) ef_actor_name (actor);
+        frame = zframe_new (NULL, embedflow__v1__ack__get_packed_size (&ack));
+        if (frame)
+            embedflow__v1__ack__pack (&ack, zframe_data (frame));
+    }
+    free (tallies);
+    free (ptrs);
+    zmsg_t *msg = frame ? zmsg_new () : NULL;
+    if (!msg) {
+        zframe_destroy (&frame);
+        ef_error ("out of memory building an ack");
+        return -1;
+    }
+    zmsg_append (msg, &frame);
+    return ef_actor_send (actor, self->port_acks, 0, &msg);
+}
+
+/* --- actor callbacks ----------------------------------------------------- */
+
+/* Connects, migrates the schema and sets up the writer; on failure the
+   reason (never a password) goes to ef_actor_fail. */
+static int
+s_init (ef_actor_t *actor)
+{
+    s_self_t *self = calloc (1, sizeof *self);
+    if (!self) {
+        ef_actor_fail (actor, "out of memory");
+        return -1;
+    }
+    ef_actor_set_state (actor, self);
+    self->opts = ef_actor_options (actor);
+    self->globals = ef_actor_globals (actor);
+    self->port_batches = ef_actor_port (actor, "batches");
+    self->port_acks = ef_actor_port (actor, "acks");
+    self->port_dead = ef_actor_port (actor, "dead");
+    assert (self->port_batches >= 0 && self->port_acks >= 0
+            && self->port_dead >= 0);
+
+    char app[96], err[1024];
+    snprintf (app, sizeof app, "embedflow %s", ef_actor_name (actor));
+    self->conn = ef_pg_connect (self->globals->database, app, err, sizeof err);
+    if (!self->conn) {
+        ef_actor_fail (actor, "%s", err);
+        return -1;
+    }
+    const char *schema = self->globals->schema;
+    int dim = (int) self->globals->dim;
+    if (ef_schema_migrate (self->conn, schema, dim, err, sizeof err) != 0) {
+        ef_actor_fail (actor, "%s", err);
+        return -1;
+    }
+    self->writer = ef_pgwrite_new (self->conn, schema, dim);
+    if (!self->writer) {
+        ef_actor_fail (actor, "cannot set up the writer for schema \"%s\"",
+                       schema);
+        return -1;
+    }
+    ef_info ("writing to database %s on %s:%s as %s, schema %s",
+             PQdb (self->conn), PQhost (self->conn), PQport (self->conn),
+             PQuser (self->conn), schema);
+    return 0;
+}
+
+/* Settles one RowBatch and acks it. Always returns 0: a batch that
+   cannot be settled now stays unacked, the writer goes on. */
+static int
+s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
+{
+    s_self_t *self = ef_actor_state (actor);
+    zframe_t *frame = zmsg_first (*msg_p);
+    Embedflow__V1__RowBatch *batch =
+        port == self->port_batches && frame ? embedflow__v1__row_batch__unpack (
+            NULL, zframe_size (frame), zframe_data (frame))
+                                            : NULL;
+    if (!batch) {
+        /* Nobody can be acked for a batch that does not parse: its
+           streams stay open and the client sees no result. */
+        ef_error ("dropping a message that is not a RowBatch (%zu frames, "
+                  "%zu bytes)",
+                  zmsg_size (*msg_p), frame ? zframe_size (frame) : 0);
+        zmsg_destroy (msg_p);
+        return 0;
+    }
+    zmsg_destroy (msg_p);
+
+    self->n_tallies = 0;
+    self->batch_dead = 0;
+    int rc = s_settle (actor, self, batch->rows, batch->n_rows, 0);
+    if (rc == 0)
+        rc = s_send_ack (actor, self);
+    uint64_t written = 0;
+    for (size_t i = 0; i < self->n_tallies; i++)
+        written += self->tallies[i].written;
+    self->rows_written += written;
+    self->rows_dead += self->batch_dead;
+    if (self->batch_dead)
+        ef_info ("batch %" PRIu64 ": %" PRIu64 " rows written, %" PRIu64
+                 " dead-lettered",
+                 batch->batch_id, written, self->batch_dead);
+    else
+        ef_debug ("batch %" PRIu64 ": %" PRIu64 " rows written",
+                  batch->batch_id, written);
+    if (rc != 0 && !self->stopped && !ef_actor_stopping (actor))
+        ef_error ("batch %" PRIu64 " left unsettled", batch->batch_id);
+    embedflow__v1__row_batch__free_unpacked (batch, NULL);
+    /* A hard stop ends the batch unacked: the upstream re-sends it. */
+    return 0;
+}
+
+/* Logs the totals and releases the connection. */
+static void
+s_destroy (ef_actor_t *actor)
+{
+    s_self_t *self = ef_actor_state (actor);
+    if (!self)
+        return;
+    if (self->rows_written || self->rows_dead)
+        ef_info ("%" PRIu64 " rows written, %" PRIu64 " dead-lettered",
+                 self->rows_written, self->rows_dead);
+    ef_pgwrite_destroy (&self->writer);
+    PQfinish (self->conn);
+    free (self->tallies);
+    free (self);
+    ef_actor_set_state (actor, NULL);
+}
+
+static const ef_port_def_t s_ports[] = {
+    {"batches", EF_PORT_IN, "batches", true, 4},
+    {"acks", EF_PORT_OUT, "acks", false, 10000},
+    {"dead", EF_PORT_OUT, "dead", false, 10000},
+    {NULL, EF_PORT_IN, NULL, false, 0},
+};
+
+const ef_actor_def_t ef_db_writer_actor = {
+    .name = "db-writer",
+    .summary = "writes row batches to PostgreSQL (one connection each)",
+    .options = s_options,
+    .options_size = sizeof (s_options_t),
+    .ports = s_ports,
+    .flags = 0,
+    .default_instances = 2,
+    .init = s_init,
+    .handle = s_handle,
+    .tick = NULL,
+    .drain = NULL,
+    .destroy = s_destroy,
+};

@@ -1,0 +1,60 @@
+/*  pg.h — connecting to PostgreSQL and judging its errors.
+
+    One place decides how embedflow opens a libpq connection (which
+    defaults, which settings every session gets), how a connection string
+    is shown to people (never with its password), and which failures are
+    worth retrying.
+*/
+#ifndef EF_PG_H
+#define EF_PG_H
+
+#include <libpq-fe.h>
+#include <stddef.h>
+
+typedef enum {
+    EF_PG_TRANSIENT, /* retry later: connection, deadlock, resources */
+    EF_PG_PERMANENT, /* the same statement will fail again: data, schema */
+} ef_pg_class_t;
+
+/* Opens a connection. conninfo is a libpq key/value string or a
+   postgresql:// URL; NULL means DATABASE_URL when that is set, else (like
+   "") libpq's defaults and PG* variables. Settings in conninfo win over
+   the defaults added here: connect_timeout=5 (unless PGCONNECT_TIMEOUT is
+   set), TCP keepalives (idle 30 s, interval 10 s, 3 probes) and app_name
+   as fallback_application_name (so application_name in conninfo or
+   PGAPPNAME wins); app_name may be NULL. client_encoding is always UTF8,
+   as protobuf strings are. Returns the connection, or NULL with err holding
+   the reason and the redacted conninfo (never a password). */
+PGconn *ef_pg_connect (const char *conninfo, const char *app_name, char *err,
+                       size_t errlen);
+
+/* Copies conninfo to out with every password masked: the value of
+   password=... in key/value form, the password of a URL's user:password@
+   and any password= query parameter. A string it cannot parse is cut at
+   the point of trouble. NULL conninfo gives "". Always terminates out
+   (when outlen > 0). */
+void ef_pg_redact (const char *conninfo, char *out, size_t outlen);
+
+/* Classifies a SQLSTATE. NULL or "" (no server error: the connection was
+   lost) is transient, as are classes 08, 53, 58 and 57P01-57P03, 40001,
+   40P01. Everything else (22 data, 23 constraints, 42 syntax or access,
+   ...) is permanent. */
+ef_pg_class_t ef_pg_classify (const char *sqlstate);
+
+/* Classifies a failed result on conn: transient whenever the connection
+   is gone, else by the result's SQLSTATE. res may be NULL. */
+ef_pg_class_t ef_pg_classify_result (PGconn *conn, const PGresult *res);
+
+/* Writes the error of res ("message: detail"), or the connection's error
+   when res has none, into out on one line, cut to outlen. sqlstate (at
+   least 6 bytes) receives the code, "" when there is none. Either out or
+   sqlstate may be NULL. */
+void ef_pg_error (PGconn *conn, const PGresult *res, char *sqlstate, char *out,
+                  size_t outlen);
+
+/* Quotes name as an SQL identifier into a heap string (free with free),
+   NULL when out of memory or when name is not valid in the connection's
+   encoding. */
+char *ef_pg_ident (PGconn *conn, const char *name);
+
+#endif

@@ -1,0 +1,94 @@
+/*  pgwrite.h — idempotent batch upsert of rows into chunk + embedding.
+
+    One batch is one transaction on a borrowed connection. A content hash
+    (XXH3-128 over content, metadata_json, model, source and the vector,
+    computed here and stored in chunk.content_hash) decides what is
+    written:
+
+      1. one prepared lookup sends the batch's keys and hashes as array
+         parameters and learns which keys are stored, with which hash;
+      2. new keys are COPied (binary) straight into chunk and embedding,
+         at the speed of a plain load;
+      3. changed keys are COPied into a per-session TEMP staging table
+         (ON COMMIT DELETE ROWS) and upserted by one prepared statement:
+         INSERT INTO chunk ... ON CONFLICT (document_id, chunk_index) DO
+         UPDATE ... WHERE the hash differs, RETURNING the ids (an
+         existing row keeps its id) that feed INSERT INTO embedding ...
+         ON CONFLICT (id) DO UPDATE;
+      4. unchanged keys are not touched: no row version, no row lock,
+         updated_at stays.
+
+    If another session stores one of the "new" keys between 1 and 2 (a
+    unique violation), the batch is redone through staging alone, where
+    ON CONFLICT settles the race. A schema whose vector column is
+    pgvector's type always goes through staging (the server casts the
+    real[] it is sent).
+
+    Rows of one batch should have distinct (document_id, chunk_index);
+    if not, the last one of each key is written and the earlier ones are
+    counted as duplicates (they were superseded, not lost).
+*/
+#ifndef EF_PGWRITE_H
+#define EF_PGWRITE_H
+
+#include <libpq-fe.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "embedflow/v1/pipeline.pb-c.h"
+
+typedef struct ef_pgwrite ef_pgwrite_t;
+
+typedef enum {
+    EF_WRITE_OK,    /* committed */
+    EF_WRITE_RETRY, /* transient (connection lost, deadlock, ...): nothing
+                        committed, the same call may succeed later */
+    EF_WRITE_ERROR, /* permanent: some row (or the schema) is rejected;
+                        nothing committed */
+} ef_write_status_t;
+
+typedef struct {
+    size_t rows;          /* rows given */
+    size_t changed;       /* rows inserted or updated */
+    size_t duplicates;    /* earlier rows of a repeated key, not written */
+    int64_t elapsed_us;   /* wall time of the call */
+    char reason_code[32]; /* on failure: "db_rejected", "db_unavailable",
+                             "bad_row" */
+    char sqlstate[6];     /* on failure: the server's SQLSTATE, or "" */
+    char message[512];    /* on failure: what went wrong, one line */
+} ef_write_report_t;
+
+/* A writer of batches into schema (already migrated) on conn, which the
+   caller owns and may PQreset between calls. NULL when out of memory or
+   schema cannot be quoted. */
+ef_pgwrite_t *ef_pgwrite_new (PGconn *conn, const char *schema, int dim);
+
+/* Frees the writer (not the connection) and NULLs *self_p; safe twice. */
+void ef_pgwrite_destroy (ef_pgwrite_t **self_p);
+
+/* Writes rows[0..n) in one transaction. Returns EF_WRITE_OK with
+   rep->changed set, EF_WRITE_RETRY or EF_WRITE_ERROR with rep's reason
+   fields set; on either failure nothing was committed and the
+   connection is idle (or broken: PQstatus tells). rep may be NULL. A row
+   whose id is not 16 bytes or whose vector is not dim long is rejected
+   here (EF_WRITE_ERROR, "bad_row") before anything is sent. */
+ef_write_status_t ef_pgwrite_batch (ef_pgwrite_t *self,
+                                    Embedflow__V1__Row *const *rows, size_t n,
+                                    ef_write_report_t *rep);
+
+/* Computes a row's content hash (16 bytes, what chunk.content_hash
+   stores). */
+void ef_pgwrite_hash (const Embedflow__V1__Row *row, uint8_t hash[16]);
+
+/* Appends items[0..n) to <schema>.dead_letter in one COPY (one
+   transaction). Text that is not valid UTF-8 is stored with U+FFFD in
+   place of the bad bytes (original keeps the exact bytes); empty
+   sqlstate, job_id, source and document_id are stored as NULL. Returns
+   EF_WRITE_OK (rep->changed = n), EF_WRITE_RETRY or EF_WRITE_ERROR like
+   ef_pgwrite_batch. */
+ef_write_status_t
+ef_pgwrite_dead_letters (PGconn *conn, const char *schema,
+                         Embedflow__V1__DeadLetter *const *items, size_t n,
+                         ef_write_report_t *rep);
+
+#endif

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# scripts/setup.sh — installs every Debian package embedflow needs to
+# build, test and run. Idempotent: when everything is present it changes
+# nothing and needs no network; otherwise it runs `apt-get update` once and
+# installs what is missing. Non-interactive.
+#
+# Installing `postgresql` may create and start Debian's own cluster
+# (15/main, port 5432). embedflow never uses it and it is left alone: the
+# tests and the demo run private servers with unix sockets of their own.
+set -euo pipefail
+
+packages=(
+    # build
+    build-essential cmake pkg-config
+    libgrpc-dev protobuf-compiler protobuf-compiler-grpc
+    libprotobuf-c-dev protobuf-c-compiler
+    libczmq-dev libzmq3-dev libfyaml-dev libxxhash-dev uuid-dev libpq-dev
+    # run: the private PostgreSQL of `embedflow run` / `demo`
+    postgresql
+    # tests and the Python example
+    python3 python3-grpcio python3-protobuf python3-pytest python3-psycopg2
+)
+
+missing=()
+for p in "${packages[@]}"; do
+    status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+    [[ $status == "install ok installed" ]] || missing+=("$p")
+done
+if (( ${#missing[@]} == 0 )); then
+    echo "setup.sh: all ${#packages[@]} packages are installed"
+    exit 0
+fi
+
+sudo=()
+if [[ $(id -u) != 0 ]]; then
+    command -v sudo >/dev/null || {
+        echo "setup.sh: run as root (or install sudo) to install: ${missing[*]}" >&2
+        exit 1
+    }
+    sudo=(sudo)
+fi
+echo "setup.sh: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"

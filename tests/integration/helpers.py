@@ -1,0 +1,87 @@
+"""Row builders and small clients shared by the integration tests."""
+import math
+import random
+import time
+import uuid
+
+import grpc
+
+from embedflow.v1 import embedding_pb2
+from upload import SERVICE, chunked, synthetic_rows, upload  # noqa: F401
+
+CALL_TIMEOUT = 180     # seconds any one upload may take (ASan is slow)
+
+
+def row(doc, index, dim, content=None, seed=0, id="", vector=None):
+    """One Embedding with a deterministic vector for (seed, doc, index)."""
+    if vector is None:
+        rng = random.Random(f"{seed}:{doc}:{index}")
+        vector = [rng.uniform(-1.0, 1.0) for _ in range(dim)]
+    return embedding_pb2.Embedding(
+        id=id, document_id=doc, chunk_index=index,
+        content=content if content is not None else f"{doc}/{index}",
+        vector=vector, model="test-model")
+
+
+def chunk(items, seq):
+    return embedding_pb2.EmbeddingChunk(items=items, seq=seq)
+
+
+def stream(rows, dim, chunk_rows, doc_prefix="doc", seed=0):
+    """The list of EmbeddingChunks upload.py would send."""
+    return list(chunked(synthetic_rows(rows, dim, doc_prefix=doc_prefix,
+                                       seed=seed), chunk_rows))
+
+
+def send(target, chunks, **kw):
+    """Uploads and returns the UploadResult (raises grpc.RpcError)."""
+    kw.setdefault("timeout", CALL_TIMEOUT)
+    return upload(target, iter(chunks), **kw)
+
+
+def raw_call(target, payloads, timeout=30):
+    """Sends raw bytes as the messages of one UploadEmbeddings call, with
+    no protobuf encoding on the way out. Returns the grpc.RpcError raised
+    (or the UploadResult when the call unexpectedly succeeds)."""
+    with grpc.insecure_channel(target) as channel:
+        call = channel.stream_unary(
+            SERVICE, request_serializer=lambda b: b,
+            response_deserializer=embedding_pb2.UploadResult.FromString)
+        try:
+            return call(iter(payloads), timeout=timeout)
+        except grpc.RpcError as e:
+            return e
+
+
+def is_uuid7(text):
+    """True for an RFC 9562 version-7 UUID minted within the last day."""
+    u = uuid.UUID(text)
+    if u.version != 7 or u.variant != uuid.RFC_4122:
+        return False
+    millis = u.int >> 80
+    return abs(millis / 1000.0 - time.time()) < 86400
+
+
+def parse_vector(text):
+    """Reads a vector column's text: pgvector '[1,2]' or real[] '{1,2}'."""
+    return [float(x) for x in text.strip("[]{}").split(",")]
+
+
+def same_vector(a, b):
+    """Equal as float4 values."""
+    return len(a) == len(b) and all(
+        math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-7) for x, y in zip(a, b))
+
+
+def stored(db, schema, doc, index):
+    """(id, content, vector, chunk.updated_at, embedding.updated_at) of the
+    row with identity (doc, index), None when absent."""
+    rows = db.rows(
+        f'SELECT c.id::text, c.content, e.vector::text, c.updated_at, '
+        f'e.updated_at FROM "{schema}".chunk c '
+        f'JOIN "{schema}".embedding e USING (id) '
+        f'WHERE c.document_id = %s AND c.chunk_index = %s', (doc, index))
+    if not rows:
+        return None
+    id_, content, vector, c_upd, e_upd = rows[0]
+    return id_, content, parse_vector(vector), c_upd, e_upd

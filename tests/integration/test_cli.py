@@ -1,0 +1,118 @@
+"""The command line: usage errors, a database that is not there, the demo
+and `run` with the private PostgreSQL they start themselves."""
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+import psycopg2
+import pytest
+
+from conftest import EMBEDFLOW_BIN, DATABASE, Embedflow, clean_env
+from helpers import send, stream
+
+
+def run_cli(*args, timeout=60, env=None):
+    """Runs embedflow to completion; returns (exit code, stdout+stderr)."""
+    p = subprocess.run([EMBEDFLOW_BIN, *args], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       env=env or clean_env(), timeout=timeout)
+    return p.returncode, p.stdout.decode("utf-8", "replace")
+
+
+def test_run_help():
+    rc, out = run_cli("run", "--help")
+    assert rc == 0, out
+    assert "--database" in out and "--listen" in out
+
+
+def test_config_file_with_unknown_key_exits_2(tmp_path):
+    for text, key in [("dim: 16\nno_such_setting: 3\n", "no_such_setting"),
+                      ("actors:\n  splitter:\n    batch_rowz: 10\n",
+                       "batch_rowz")]:
+        config = tmp_path / "embedflow.yaml"
+        config.write_text(text)
+        rc, out = run_cli("run", "--config", str(config),
+                          "--database", DATABASE)
+        assert rc == 2, out
+        assert key in out, f"the message does not name {key}: {out}"
+
+
+def test_bad_flags_exit_2():
+    for args, word in [(["--writers", "many"], "writers"),
+                       (["--no-such-flag", "1"], "no-such-flag|no_such_flag"),
+                       (["--actors.no-such-actor.x", "1"], "no-such-actor")]:
+        rc, out = run_cli("run", "--database", DATABASE, *args)
+        assert rc == 2, f"{args}: exit {rc}\n{out}"
+        assert re.search(word, out), f"{args}: {out}"
+
+
+@pytest.mark.parametrize("database", [
+    "host=127.0.0.1 port=1 user=ef password=Pa55-s3cret dbname=x "
+    "connect_timeout=2",
+    "postgresql://ef:Pa55-s3cret@127.0.0.1:1/x?connect_timeout=2",
+], ids=["conninfo", "url"])
+def test_unreachable_database_fails_fast_without_password(database):
+    start = time.monotonic()
+    rc, out = run_cli("run", "--database", database, "--listen",
+                      "127.0.0.1:0", "--schema", "unreachable", timeout=30)
+    elapsed = time.monotonic() - start
+    assert rc == 1, f"exit {rc}\n{out}"
+    assert elapsed < 10, f"took {elapsed:.1f} s\n{out}"
+    assert re.search(r"(?i)database|postgres|connect", out), out
+    assert "Pa55-s3cret" not in out, "the password was printed"
+
+
+@pytest.fixture(scope="module")
+def data_dir():
+    """A data directory for the private PostgreSQL. Not under pytest's
+    tmp_path: that is 0700 and, as root, the server runs as user
+    postgres, which must be able to reach it."""
+    path = tempfile.mkdtemp(prefix="ef-it-", dir="/tmp")
+    os.chmod(path, 0o755)
+    yield os.path.join(path, "data")
+    pidfile = os.path.join(path, "data", "pgdata", "postmaster.pid")
+    if os.path.exists(pidfile):        # a failed test left it running
+        with open(pidfile) as f:
+            pid = int(f.readline())
+        try:
+            os.kill(pid, signal.SIGQUIT)
+        except ProcessLookupError:
+            pass
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_demo_end_to_end(data_dir):
+    rc, out = run_cli("demo", "--rows", "5000", "--dim", "64", "--writers",
+                      "2", "--data-dir", data_dir, timeout=300)
+    assert rc == 0, out
+    assert re.search(r"rows written\s+5,?000\b", out), out
+    assert re.search(r"dead-lettered\s+0\b", out), out
+    # The private server was stopped on the way out.
+    assert not os.path.exists(
+        os.path.join(data_dir, "pgdata", "postmaster.pid")), out
+
+
+def test_run_with_private_postgres(data_dir):
+    ef = Embedflow(["run", "--data-dir", data_dir, "--listen", "127.0.0.1:0",
+                    "--schema", "private_it", "--dim", "8"])
+    try:
+        ef.wait_ready(60)
+        result = send(ef.target, stream(300, 8, 100))
+        assert result.written == 300
+        conn = psycopg2.connect(host=os.path.join(data_dir, "run"),
+                                port=5432, user="postgres", dbname="postgres")
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT count(*) FROM private_it.chunk")
+                assert cur.fetchone()[0] == 300
+        finally:
+            conn.close()
+    finally:
+        rc = ef.stop()
+    assert rc == 0, ef.log
+    assert not os.path.exists(
+        os.path.join(data_dir, "pgdata", "postmaster.pid")), ef.log
