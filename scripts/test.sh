@@ -5,7 +5,8 @@
 #
 #   --sanitize   a separate build (build-asan/) with AddressSanitizer
 #                and UBSan; every test runs under them.
-# EF_BUILD_DIR overrides the build directory; EF_JOBS the parallelism.
+# EF_BUILD_DIR overrides the build directory, EF_JOBS the build's
+# parallelism, EF_TEST_JOBS the tests' (default 1).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,6 +22,9 @@ done
 bash "$root/scripts/setup.sh"
 
 jobs=${EF_JOBS:-$(nproc)}
+# Tests run one at a time: they share one PostgreSQL, and some of them
+# kill database sessions or measure time. EF_TEST_JOBS=N to override.
+test_jobs=${EF_TEST_JOBS:-1}
 cmake_flags=(-DEF_WERROR=ON)
 if (( sanitize )); then
     build=${EF_BUILD_DIR:-$root/build-asan}
@@ -35,4 +39,4 @@ run() {
 }
 run cmake -S "$root" -B "$build" "${cmake_flags[@]}"
 run cmake --build "$build" -j "$jobs"
-run ctest --test-dir "$build" --output-on-failure -j "$jobs"
+run ctest --test-dir "$build" --output-on-failure -j "$test_jobs"
