@@ -40,14 +40,6 @@ s_generator (void *arg)
     return NULL;
 }
 
-static double
-s_now (void)
-{
-    struct timespec ts;
-    clock_gettime (CLOCK_MONOTONIC, &ts);
-    return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
-}
-
 /* Prints progress until the generator is done: in place on a terminal,
    one line every few seconds otherwise. */
 static void *
@@ -55,10 +47,10 @@ s_progress (void *arg)
 {
     s_demo_t *demo = arg;
     bool tty = isatty (STDERR_FILENO);
-    double start = s_now (), last_line = start;
+    double start = (double) ef_clock_mono_us () / 1e6, last_line = start;
     while (!atomic_load (&demo->done)) {
         usleep (250 * 1000);
-        double now = s_now ();
+        double now = (double) ef_clock_mono_us () / 1e6;
         uint64_t sent = __atomic_load_n (&demo->rows_sent, __ATOMIC_RELAXED);
         double rate = now > start ? (double) sent / (now - start) : 0;
         double left = rate > 0
@@ -166,7 +158,7 @@ ef_cmd_demo (int argc, char **argv)
              (unsigned long long) demo.opts.rows, demo.opts.dim, listen,
              writers);
     pthread_t gen, prog;
-    double start = s_now ();
+    double start = (double) ef_clock_mono_us () / 1e6;
     pthread_create (&gen, NULL, s_generator, &demo);
     pthread_create (&prog, NULL, s_progress, &demo);
     rc = ef_runtime_wait (demo.runtime);
@@ -174,7 +166,7 @@ ef_cmd_demo (int argc, char **argv)
        generator's call was cancelled and it returns on its own. */
     pthread_join (gen, NULL);
     pthread_join (prog, NULL);
-    double secs = s_now () - start;
+    double secs = (double) ef_clock_mono_us () / 1e6 - start;
     ef_runtime_destroy (&demo.runtime);
 
     const ef_loadgen_result_t *r = &demo.result;

@@ -9,6 +9,8 @@
 */
 #include "loadgen.h"
 
+#include "embedflow/actor.h"
+
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
@@ -587,15 +589,6 @@ s_upload_run (void *arg)
 
 /* --- the run ------------------------------------------------------------- */
 
-/* Seconds on the monotonic clock. */
-static double
-s_now (void)
-{
-    struct timespec ts;
-    clock_gettime (CLOCK_MONOTONIC, &ts);
-    return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
-}
-
 int
 ef_loadgen_run (const ef_loadgen_opts_t *opts, ef_loadgen_result_t *res,
                 volatile uint64_t *rows_sent)
@@ -615,7 +608,7 @@ ef_loadgen_run (const ef_loadgen_opts_t *opts, ef_loadgen_result_t *res,
         return -1;
     }
     grpc_init ();
-    double start = s_now ();
+    double start = (double) ef_clock_mono_us () / 1e6;
     for (int i = 0; i < streams; i++) {
         s_upload_t *up = &ups[i];
         up->opts = opts;
@@ -632,7 +625,7 @@ ef_loadgen_run (const ef_loadgen_opts_t *opts, ef_loadgen_result_t *res,
     for (int i = 0; i < streams; i++)
         if (ups[i].started)
             pthread_join (ups[i].thread, NULL);
-    res->seconds = s_now () - start;
+    res->seconds = (double) ef_clock_mono_us () / 1e6 - start;
     grpc_shutdown ();
 
     for (int i = 0; i < streams; i++) {
