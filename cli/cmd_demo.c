@@ -9,6 +9,7 @@
 #include "cli/loadgen.h"
 
 #include "embedflow/log.h"
+#include "pipeline/pg.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -20,6 +21,8 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+#define EF_DEMO_SCHEMA "embedflow_demo"
 
 typedef struct {
     ef_loadgen_opts_t opts;          /* what to send */
@@ -89,6 +92,40 @@ s_free_port (void)
     return port;
 }
 
+/* Unless --schema is given, the demo writes into its own schema and
+   empties it first, so every run measures the same work (a re-run into
+   the same tables would find every row unchanged and write nothing).
+   Returns 0, or -1 after logging why. */
+static int
+s_fresh_schema (ef_cli_t *cli, int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp (argv[i], "--schema") == 0
+            || strncmp (argv[i], "--schema=", 9) == 0)
+            return 0;
+    char err[512];
+    if (ef_config_set (cli->config, "schema", EF_DEMO_SCHEMA, err,
+                       sizeof err) != 0)
+        return -1;
+    PGconn *conn = ef_pg_connect (cli->globals->database, "embedflow demo",
+                                  err, sizeof err);
+    if (!conn) {
+        ef_error ("%s", err);
+        return -1;
+    }
+    PGresult *res = PQexec (conn, "DROP SCHEMA IF EXISTS " EF_DEMO_SCHEMA
+                                  " CASCADE");
+    int rc = PQresultStatus (res) == PGRES_COMMAND_OK ? 0 : -1;
+    if (rc != 0)
+        ef_error ("cannot empty schema " EF_DEMO_SCHEMA ": %s",
+                  PQerrorMessage (conn));
+    else
+        ef_info ("writing into schema " EF_DEMO_SCHEMA " (emptied first)");
+    PQclear (res);
+    PQfinish (conn);
+    return rc;
+}
+
 int
 ef_cmd_demo (int argc, char **argv)
 {
@@ -108,7 +145,9 @@ ef_cmd_demo (int argc, char **argv)
                     "[options]\n\nStreams a synthetic data set through "
                     "UploadEmbeddings into the pipeline and\nprints a "
                     "summary. Without a database it starts a private "
-                    "PostgreSQL in --data-dir.\n\ndemo options:\n");
+                    "PostgreSQL in --data-dir.\nRows go to schema "
+                    EF_DEMO_SCHEMA ", emptied first, unless --schema is "
+                    "given.\n\ndemo options:\n");
             for (const ef_cli_flag_t *f = flags; f->name; f++)
                 printf ("  --%-12s %-6s %s\n", f->name, f->metavar,
                         f->description);
@@ -144,7 +183,8 @@ ef_cmd_demo (int argc, char **argv)
         return EF_EXIT_FAIL;
     }
     demo.opts.target = listen;
-    if (ef_cli_resolve_database (&cli) != 0) {
+    if (ef_cli_resolve_database (&cli) != 0
+        || s_fresh_schema (&cli, argc, argv) != 0) {
         ef_cli_close (&cli);
         return EF_EXIT_FAIL;
     }

@@ -6,6 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#define EF_SYSTEM_DATA_DIR "/var/lib/embedflow"
 
 /* Short flags for the keys people set most. */
 static const struct {
@@ -176,15 +179,29 @@ ef_cli_resolve_database (ef_cli_t *cli)
         || getenv ("PGPORT"))
         return ef_config_set (cli->config, "database", "", err, sizeof err);
     char conninfo[1024];
+    const char *dir = cli->globals->data_dir;
+    bool automatic = !dir;
+    if (automatic)
+        dir = "embedflow-data";
     ef_info ("no database configured: starting a private PostgreSQL in %s",
-             cli->globals->data_dir);
-    cli->pgserver = ef_pgserver_start (cli->globals->data_dir, conninfo,
-                                       sizeof conninfo, err, sizeof err);
+             dir);
+    cli->pgserver = ef_pgserver_start (dir, conninfo, sizeof conninfo, err,
+                                       sizeof err);
+    if (!cli->pgserver && automatic && geteuid () == 0) {
+        /* As root the server runs as user postgres, which cannot pass
+           through a private home such as /root: use the system place. */
+        ef_info ("%s; using %s instead", err, EF_SYSTEM_DATA_DIR);
+        dir = EF_SYSTEM_DATA_DIR;
+        cli->pgserver = ef_pgserver_start (dir, conninfo, sizeof conninfo,
+                                           err, sizeof err);
+    }
     if (!cli->pgserver) {
         ef_error ("cannot start the private PostgreSQL: %s", err);
         return -1;
     }
     ef_info ("private PostgreSQL ready: psql \"%s\"", conninfo);
+    if (ef_config_set (cli->config, "data_dir", dir, err, sizeof err) != 0)
+        return -1;
     return ef_config_set (cli->config, "database", conninfo, err, sizeof err);
 }
 

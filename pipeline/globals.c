@@ -11,9 +11,10 @@ const ef_option_t ef_globals_options[] = {
      0, "schema that holds embedflow's tables"},
     {"dim", EF_OPT_INT, "768", offsetof (ef_globals_t, dim), 1, 65535,
      "dimension every vector must have"},
-    {"data_dir", EF_OPT_STRING, "embedflow-data",
-     offsetof (ef_globals_t, data_dir), 0, 0,
-     "directory of the private PostgreSQL"},
+    {"data_dir", EF_OPT_STRING, NULL, offsetof (ef_globals_t, data_dir), 0, 0,
+     "directory of the private PostgreSQL (default ./embedflow-data; as "
+     "root, /var/lib/embedflow when user postgres cannot reach the working "
+     "directory)"},
     {"verbose", EF_OPT_BOOL, "false", offsetof (ef_globals_t, verbose), 0, 0,
      "log debug detail"},
     EF_OPTION_END};

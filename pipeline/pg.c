@@ -1,6 +1,8 @@
 /*  pg.c — connecting to PostgreSQL and judging its errors. */
 #include "pipeline/pg.h"
 
+#include "embedflow/log.h"
+
 #include <ctype.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -209,6 +211,18 @@ s_one_line (s_out_t *o, const char *msg)
     }
 }
 
+/* Server notices ("schema exists, skipping") go to the debug log instead
+   of libpq's default, stderr. */
+static void
+s_notice (void *arg, const char *message)
+{
+    (void) arg;
+    size_t len = strlen (message);
+    while (len && message[len - 1] == '\n')
+        len--;
+    ef_debug ("postgres: %.*s", (int) len, message);
+}
+
 PGconn *
 ef_pg_connect (const char *conninfo, const char *app_name, char *err,
                size_t errlen)
@@ -246,8 +260,10 @@ ef_pg_connect (const char *conninfo, const char *app_name, char *err,
     values[n] = NULL;
 
     PGconn *conn = PQconnectdbParams (keys, values, 1);
-    if (conn && PQstatus (conn) == CONNECTION_OK)
+    if (conn && PQstatus (conn) == CONNECTION_OK) {
+        PQsetNoticeProcessor (conn, s_notice, NULL);
         return conn;
+    }
 
     if (err && errlen) {
         s_out_t o = {err, errlen, 0};

@@ -22,9 +22,9 @@ done
 bash "$root/scripts/setup.sh"
 
 jobs=${EF_JOBS:-$(nproc)}
-# Tests run one at a time: they share one PostgreSQL, and some of them
-# kill database sessions or measure time. EF_TEST_JOBS=N to override.
-test_jobs=${EF_TEST_JOBS:-1}
+# Tests run in parallel on one shared PostgreSQL: each uses its own schema
+# and kills only its own sessions. EF_TEST_JOBS=N to override.
+test_jobs=${EF_TEST_JOBS:-$(nproc)}
 cmake_flags=(-DEF_WERROR=ON)
 if (( sanitize )); then
     build=${EF_BUILD_DIR:-$root/build-asan}

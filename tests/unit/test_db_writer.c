@@ -23,6 +23,17 @@
 #define STREAMS 2
 
 /* What the feeder sends and what came back, shared with the actors. */
+/* The test database, with this test's sessions named after its schema so
+   that the killer below can tell them from other tests' sessions. */
+static const char *
+s_conninfo (void)
+{
+    static char buf[1024];
+    snprintf (buf, sizeof buf, "%s application_name=%s", ef_test_conninfo (),
+              ef_test_schema ());
+    return buf;
+}
+
 static struct {
     atomic_int phase;             /* batches of phases < phase may go */
     atomic_long written[STREAMS]; /* acked as written, per stream */
@@ -191,9 +202,12 @@ s_killer (void *arg)
         struct timespec t = {0, 20 * 1000 * 1000};
         nanosleep (&t, NULL);
     }
-    PGresult *res = PQexec (c, "SELECT count (pg_terminate_backend (pid))"
-                               " FROM pg_stat_activity"
-                               " WHERE application_name LIKE 'embedflow %'");
+    /* Only this test's sessions: other tests may run at the same time. */
+    const char *params[] = {ef_test_schema ()};
+    PGresult *res = PQexecParams (c, "SELECT count (pg_terminate_backend (pid))"
+                                     " FROM pg_stat_activity"
+                                     " WHERE application_name = $1",
+                                  1, NULL, params, NULL, NULL, 0);
     /* both writers and the DLQ */
     EF_CHECK (PQresultStatus (res) == PGRES_TUPLES_OK
               && atoi (PQgetvalue (res, 0, 0)) == 3);
@@ -219,7 +233,7 @@ s_run_pipeline (PGconn *c, int phases, const char *retry_budget, bool kill)
     char dim[8];
     snprintf (dim, sizeof dim, "%d", DIM);
     EF_CHECK (
-        ef_config_set (cfg, "database", ef_test_conninfo (), err, sizeof err)
+        ef_config_set (cfg, "database", s_conninfo (), err, sizeof err)
         == 0);
     EF_CHECK (ef_config_set (cfg, "schema", schema, err, sizeof err) == 0);
     EF_CHECK (ef_config_set (cfg, "dim", dim, err, sizeof err) == 0);
