@@ -25,9 +25,9 @@
 #include <string.h>
 
 typedef struct {
-    int64_t batch_rows;        /* rows per database batch */
-    int64_t batch_bytes;       /* bytes per database batch */
-    int64_t linger_ms;         /* longest a partial batch waits */
+    int64_t batch_rows;  /* rows per database batch */
+    int64_t batch_bytes; /* bytes per database batch */
+    int64_t linger_ms;   /* longest a partial batch waits */
     int64_t max_content_bytes;
     int64_t max_metadata_bytes;
     int64_t max_document_id_bytes;
@@ -38,8 +38,8 @@ static const ef_option_t s_options[] = {
      1000000, "rows per database transaction"},
     {"batch_bytes", EF_OPT_SIZE, "16M", offsetof (s_options_t, batch_bytes),
      1024, (int64_t) 1 << 32, "bytes per database transaction"},
-    {"linger", EF_OPT_MS, "20ms", offsetof (s_options_t, linger_ms), 0,
-     60000, "longest a partial batch waits for more rows"},
+    {"linger", EF_OPT_MS, "20ms", offsetof (s_options_t, linger_ms), 0, 60000,
+     "longest a partial batch waits for more rows"},
     {"max_content_bytes", EF_OPT_SIZE, "1M",
      offsetof (s_options_t, max_content_bytes), 0, (int64_t) 1 << 30,
      "largest content accepted"},
@@ -52,12 +52,12 @@ static const ef_option_t s_options[] = {
     EF_OPTION_END};
 
 typedef struct {
-    ef_batcher_t *batcher;     /* pending batches, one per writer */
-    ef_row_limits_t limits;    /* validation rules */
-    int64_t linger_us;         /* from options */
-    int port_batches;          /* OUT, one socket per writer */
-    int port_dead;             /* OUT */
-    uint64_t rows_in;          /* counters for the log */
+    ef_batcher_t *batcher;  /* pending batches, one per writer */
+    ef_row_limits_t limits; /* validation rules */
+    int64_t linger_us;      /* from options */
+    int port_batches;       /* OUT, one socket per writer */
+    int port_dead;          /* OUT */
+    uint64_t rows_in;       /* counters for the log */
     uint64_t rows_dead;
 } s_self_t;
 
@@ -72,17 +72,16 @@ s_init (ef_actor_t *actor)
     ef_actor_set_state (actor, self);
     self->port_batches = ef_actor_port (actor, "batches");
     self->port_dead = ef_actor_port (actor, "dead");
-    self->limits = (ef_row_limits_t) {
+    self->limits = (ef_row_limits_t){
         .dim = g->dim,
         .max_content_bytes = o->max_content_bytes,
         .max_metadata_bytes = o->max_metadata_bytes,
         .max_document_id_bytes = o->max_document_id_bytes,
     };
     self->linger_us = o->linger_ms * 1000;
-    self->batcher = ef_batcher_new (ef_actor_port_width (actor,
-                                                         self->port_batches),
-                                    (size_t) o->batch_rows,
-                                    (size_t) o->batch_bytes);
+    self->batcher =
+        ef_batcher_new (ef_actor_port_width (actor, self->port_batches),
+                        (size_t) o->batch_rows, (size_t) o->batch_bytes);
     if (!self->batcher) {
         ef_actor_fail (actor, "out of memory");
         return -1;
@@ -182,8 +181,8 @@ s_make_row (const Embedflow__V1__ChunkHeader *hdr,
     r->job_id = s_strdup (hdr->job_id);
     r->metadata_json = *metadata_json;
     *metadata_json = NULL;
-    if (!r->id.data || !r->vector || !r->document_id || !r->content
-        || !r->model || !r->source || !r->job_id || !r->metadata_json) {
+    if (!r->id.data || !r->vector || !r->document_id || !r->content || !r->model
+        || !r->source || !r->job_id || !r->metadata_json) {
         protobuf_c_message_free_unpacked (&r->base, NULL);
         return NULL;
     }
@@ -223,10 +222,10 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
     s_self_t *self = ef_actor_state (actor);
     zframe_t *hf = zmsg_first (*msg_p);
     zframe_t *cf = zmsg_next (*msg_p);
-    Embedflow__V1__ChunkHeader *hdr
-        = hf ? embedflow__v1__chunk_header__unpack (NULL, zframe_size (hf),
-                                                    zframe_data (hf))
-             : NULL;
+    Embedflow__V1__ChunkHeader *hdr =
+        hf ? embedflow__v1__chunk_header__unpack (NULL, zframe_size (hf),
+                                                  zframe_data (hf))
+           : NULL;
     if (!hdr || !cf) {
         /* Without a header nobody can be acknowledged: a peer speaking
            another protocol. Dropping is all that can be done; say so. */
@@ -236,9 +235,9 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
             embedflow__v1__chunk_header__free_unpacked (hdr, NULL);
         return 0;
     }
-    Embedflow__V1__EmbeddingChunk *chunk
-        = embedflow__v1__embedding_chunk__unpack (NULL, zframe_size (cf),
-                                                  zframe_data (cf));
+    Embedflow__V1__EmbeddingChunk *chunk =
+        embedflow__v1__embedding_chunk__unpack (NULL, zframe_size (cf),
+                                                zframe_data (cf));
     int rc = 0;
     if (!chunk) {
         rc = s_dead_letter (actor, self, hdr, NULL, hdr->rows,
@@ -263,8 +262,8 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
                                               &has_id, why, sizeof why);
         if (err != EF_ROW_OK) {
             free (mjson);
-            rc = s_dead_letter (actor, self, hdr, e, 1,
-                                ef_row_error_code (err), why);
+            rc = s_dead_letter (actor, self, hdr, e, 1, ef_row_error_code (err),
+                                why);
             continue;
         }
         if (!has_id)

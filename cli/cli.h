@@ -12,18 +12,18 @@ enum { EF_EXIT_OK = 0, EF_EXIT_FAIL = 1, EF_EXIT_USAGE = 2 };
 
 /* A flag a subcommand handles itself (before the config flags). */
 typedef struct {
-    const char *name;        /* without dashes: "rows" */
-    const char *metavar;     /* "N"; NULL for a switch */
+    const char *name;    /* without dashes: "rows" */
+    const char *metavar; /* "N"; NULL for a switch */
     const char *description;
-    char **value;            /* where the text goes (borrowed argv) */
+    char **value; /* where the text goes (borrowed argv) */
 } ef_cli_flag_t;
 
 /* The loaded configuration of one command. */
 typedef struct {
-    ef_registry_t *registry;     /* owned */
-    ef_config_t *config;         /* owned */
-    ef_globals_t *globals;       /* inside config */
-    ef_pgserver_t *pgserver;     /* owned; a private server we started */
+    ef_registry_t *registry; /* owned */
+    ef_config_t *config;     /* owned */
+    ef_globals_t *globals;   /* inside config */
+    ef_pgserver_t *pgserver; /* owned; a private server we started */
 } ef_cli_t;
 
 /* Loads --config FILE, then applies every flag in order: the command's

@@ -25,12 +25,12 @@
 #define EF_DEMO_SCHEMA "embedflow_demo"
 
 typedef struct {
-    ef_loadgen_opts_t opts;          /* what to send */
-    ef_loadgen_result_t result;      /* what came back */
-    int rc;                          /* ef_loadgen_run's */
-    volatile uint64_t rows_sent;     /* progress, updated by the generator */
-    atomic_int done;                 /* the generator returned */
-    ef_runtime_t *runtime;           /* stopped when the upload is over */
+    ef_loadgen_opts_t opts;      /* what to send */
+    ef_loadgen_result_t result;  /* what came back */
+    int rc;                      /* ef_loadgen_run's */
+    volatile uint64_t rows_sent; /* progress, updated by the generator */
+    atomic_int done;             /* the generator returned */
+    ef_runtime_t *runtime;       /* stopped when the upload is over */
 } s_demo_t;
 
 static void *
@@ -56,15 +56,17 @@ s_progress (void *arg)
         double now = (double) ef_clock_mono_us () / 1e6;
         uint64_t sent = __atomic_load_n (&demo->rows_sent, __ATOMIC_RELAXED);
         double rate = now > start ? (double) sent / (now - start) : 0;
-        double left = rate > 0
-                          ? (double) (demo->opts.rows - sent) / rate : 0;
+        double left = rate > 0 ? (double) (demo->opts.rows - sent) / rate : 0;
         if (tty)
-            fprintf (stderr, "\r  sent %llu / %llu rows  %.0f rows/s  ETA %.0fs   ",
+            fprintf (stderr,
+                     "\r  sent %llu / %llu rows  %.0f rows/s  ETA %.0fs   ",
                      (unsigned long long) sent,
                      (unsigned long long) demo->opts.rows, rate, left);
         else if (now - last_line >= 5.0) {
-            fprintf (stderr, "progress: sent %llu / %llu rows, %.0f rows/s, "
-                     "ETA %.0fs\n", (unsigned long long) sent,
+            fprintf (stderr,
+                     "progress: sent %llu / %llu rows, %.0f rows/s, "
+                     "ETA %.0fs\n",
+                     (unsigned long long) sent,
                      (unsigned long long) demo->opts.rows, rate, left);
             last_line = now;
         }
@@ -104,17 +106,17 @@ s_fresh_schema (ef_cli_t *cli, int argc, char **argv)
             || strncmp (argv[i], "--schema=", 9) == 0)
             return 0;
     char err[512];
-    if (ef_config_set (cli->config, "schema", EF_DEMO_SCHEMA, err,
-                       sizeof err) != 0)
+    if (ef_config_set (cli->config, "schema", EF_DEMO_SCHEMA, err, sizeof err)
+        != 0)
         return -1;
-    PGconn *conn = ef_pg_connect (cli->globals->database, "embedflow demo",
-                                  err, sizeof err);
+    PGconn *conn = ef_pg_connect (cli->globals->database, "embedflow demo", err,
+                                  sizeof err);
     if (!conn) {
         ef_error ("%s", err);
         return -1;
     }
-    PGresult *res = PQexec (conn, "DROP SCHEMA IF EXISTS " EF_DEMO_SCHEMA
-                                  " CASCADE");
+    PGresult *res =
+        PQexec (conn, "DROP SCHEMA IF EXISTS " EF_DEMO_SCHEMA " CASCADE");
     int rc = PQresultStatus (res) == PGRES_COMMAND_OK ? 0 : -1;
     if (rc != 0)
         ef_error ("cannot empty schema " EF_DEMO_SCHEMA ": %s",
@@ -141,13 +143,14 @@ ef_cmd_demo (int argc, char **argv)
     int rc = ef_cli_load (&cli, "demo", argc, argv, flags, &help);
     if (rc != EF_EXIT_OK || help) {
         if (help) {
-            printf ("usage: embedflow demo [--rows N] [--dim N] [--writers N] "
-                    "[options]\n\nStreams a synthetic data set through "
-                    "UploadEmbeddings into the pipeline and\nprints a "
-                    "summary. Without a database it starts a private "
-                    "PostgreSQL in --data-dir.\nRows go to schema "
-                    EF_DEMO_SCHEMA ", emptied first, unless --schema is "
-                    "given.\n\ndemo options:\n");
+            printf (
+                "usage: embedflow demo [--rows N] [--dim N] [--writers N] "
+                "[options]\n\nStreams a synthetic data set through "
+                "UploadEmbeddings into the pipeline and\nprints a "
+                "summary. Without a database it starts a private "
+                "PostgreSQL in --data-dir.\nRows go to schema " EF_DEMO_SCHEMA
+                ", emptied first, unless --schema is "
+                "given.\n\ndemo options:\n");
             for (const ef_cli_flag_t *f = flags; f->name; f++)
                 printf ("  --%-12s %-6s %s\n", f->name, f->metavar,
                         f->description);
@@ -177,7 +180,8 @@ ef_cmd_demo (int argc, char **argv)
     snprintf (listen, sizeof listen, "127.0.0.1:%d", port);
     if (port < 0
         || ef_config_set (cli.config, "actors.grpc-receiver.listen", listen,
-                          err, sizeof err) != 0) {
+                          err, sizeof err)
+               != 0) {
         fprintf (stderr, "embedflow demo: no free loopback port\n");
         ef_cli_close (&cli);
         return EF_EXIT_FAIL;
@@ -220,7 +224,8 @@ ef_cmd_demo (int argc, char **argv)
             "  throughput       %.0f rows/s, %.1f MB/s of vectors\n",
             (unsigned long long) r->received, (unsigned long long) r->written,
             (unsigned long long) r->dead_lettered, writers, secs,
-            secs > 0 ? (double) r->written / secs : 0, secs > 0 ? mb / secs : 0);
+            secs > 0 ? (double) r->written / secs : 0,
+            secs > 0 ? mb / secs : 0);
     if (demo.rc != 0)
         printf ("  upload failed    %s\n", r->error);
     const char *schema = cli.globals->schema;
@@ -229,7 +234,8 @@ ef_cmd_demo (int argc, char **argv)
            directory brings it back with the data. */
         printf ("\nlook at the result: keep the private PostgreSQL running "
                 "with\n  embedflow run --data-dir %s\nand in another "
-                "terminal:\n", cli.globals->data_dir);
+                "terminal:\n",
+                cli.globals->data_dir);
     }
     else
         printf ("\nlook at the result:\n");

@@ -12,8 +12,8 @@
 
 /* Short flags for the keys people set most. */
 static const struct {
-    const char *flag;   /* without dashes */
-    const char *path;   /* config path */
+    const char *flag; /* without dashes */
+    const char *path; /* config path */
     const char *help;
 } s_aliases[] = {
     {"listen", "actors.grpc-receiver.listen", "gRPC listen address HOST:PORT"},
@@ -97,8 +97,7 @@ ef_cli_load (ef_cli_t *cli, const char *command, int argc, char **argv,
         const char *value = NULL;
         const char *eq = strchr (arg + 2, '=');
         if (eq) {
-            snprintf (name, sizeof name, "%.*s", (int) (eq - arg - 2),
-                      arg + 2);
+            snprintf (name, sizeof name, "%.*s", (int) (eq - arg - 2), arg + 2);
             value = eq + 1;
         }
         else {
@@ -111,8 +110,8 @@ ef_cli_load (ef_cli_t *cli, const char *command, int argc, char **argv,
         bool is_switch = own && !own->metavar;
         if (!value && !is_switch) {
             if (i + 1 >= argc) {
-                fprintf (stderr, "embedflow %s: --%s needs a value\n",
-                         command, name);
+                fprintf (stderr, "embedflow %s: --%s needs a value\n", command,
+                         name);
                 return EF_EXIT_USAGE;
             }
             value = argv[++i];
@@ -123,7 +122,8 @@ ef_cli_load (ef_cli_t *cli, const char *command, int argc, char **argv,
         }
         const char *path = s_alias (name);
         if (ef_config_set (cli->config, path ? path : name, value, err,
-                           sizeof err) != 0) {
+                           sizeof err)
+            != 0) {
             fprintf (stderr, "embedflow %s: --%s: %s\n", command, name, err);
             return EF_EXIT_USAGE;
         }
@@ -185,15 +185,15 @@ ef_cli_resolve_database (ef_cli_t *cli)
         dir = "embedflow-data";
     ef_info ("no database configured: starting a private PostgreSQL in %s",
              dir);
-    cli->pgserver = ef_pgserver_start (dir, conninfo, sizeof conninfo, err,
-                                       sizeof err);
+    cli->pgserver =
+        ef_pgserver_start (dir, conninfo, sizeof conninfo, err, sizeof err);
     if (!cli->pgserver && automatic && geteuid () == 0) {
         /* As root the server runs as user postgres, which cannot pass
            through a private home such as /root: use the system place. */
         ef_info ("%s; using %s instead", err, EF_SYSTEM_DATA_DIR);
         dir = EF_SYSTEM_DATA_DIR;
-        cli->pgserver = ef_pgserver_start (dir, conninfo, sizeof conninfo,
-                                           err, sizeof err);
+        cli->pgserver =
+            ef_pgserver_start (dir, conninfo, sizeof conninfo, err, sizeof err);
     }
     if (!cli->pgserver) {
         ef_error ("cannot start the private PostgreSQL: %s", err);

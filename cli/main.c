@@ -7,21 +7,27 @@
 static void
 s_usage (FILE *out)
 {
-    fprintf (out,
-"embedflow — stream embeddings from gRPC into PostgreSQL, fast and without loss\n"
-"\n"
-"usage: embedflow COMMAND [options]\n"
-"\n"
-"commands:\n"
-"  run     run the pipeline: gRPC receiver, splitter, N database writers, DLQ\n"
-"  demo    stream a synthetic data set (141,897 x 768) through the pipeline\n"
-"          on a private PostgreSQL and print a summary\n"
-"  graph   print the configured topology as Graphviz DOT\n"
-"  help    this text; `embedflow COMMAND --help` for a command's options\n"
-"\n"
-"With no database configured (--database, DATABASE_URL or PG* variables),\n"
-"run and demo start a private PostgreSQL under --data-dir.\n"
-"Exit codes: 0 ok, 1 runtime failure, 2 bad usage or configuration.\n");
+    fprintf (
+        out,
+        "embedflow — stream embeddings from gRPC into PostgreSQL, fast and "
+        "without loss\n"
+        "\n"
+        "usage: embedflow COMMAND [options]\n"
+        "\n"
+        "commands:\n"
+        "  run     run the pipeline: gRPC receiver, splitter, N database "
+        "writers, DLQ\n"
+        "  demo    stream a synthetic data set (141,897 x 768) through the "
+        "pipeline\n"
+        "          on a private PostgreSQL and print a summary\n"
+        "  graph   print the configured topology as Graphviz DOT\n"
+        "  help    this text; `embedflow COMMAND --help` for a command's "
+        "options\n"
+        "\n"
+        "With no database configured (--database, DATABASE_URL or PG* "
+        "variables),\n"
+        "run and demo start a private PostgreSQL under --data-dir.\n"
+        "Exit codes: 0 ok, 1 runtime failure, 2 bad usage or configuration.\n");
 }
 
 int

@@ -7,14 +7,14 @@
 #include <xxhash.h>
 
 typedef struct {
-    Embedflow__V1__Row **rows;  /* owned rows, arrival order */
-    size_t n;                   /* rows held */
-    size_t cap;                 /* slots allocated */
-    size_t bytes;               /* sum of ef_batcher_row_bytes */
-    zhashx_t *keys;             /* "doc\x1fidx" -> slot + 1 */
-    int64_t oldest_us;          /* arrival of rows[0] */
-    Embedflow__V1__Row **closed;/* a batch closed early, awaiting take */
-    size_t n_closed;            /* rows in it */
+    Embedflow__V1__Row **rows;   /* owned rows, arrival order */
+    size_t n;                    /* rows held */
+    size_t cap;                  /* slots allocated */
+    size_t bytes;                /* sum of ef_batcher_row_bytes */
+    zhashx_t *keys;              /* "doc\x1fidx" -> slot + 1 */
+    int64_t oldest_us;           /* arrival of rows[0] */
+    Embedflow__V1__Row **closed; /* a batch closed early, awaiting take */
+    size_t n_closed;             /* rows in it */
 } s_batch_t;
 
 struct ef_batcher {

@@ -9,8 +9,8 @@
 #include <time.h>
 
 static pthread_mutex_t s_lock = PTHREAD_MUTEX_INITIALIZER;
-static uint64_t s_last_ms;        /* timestamp of the last key */
-static uint8_t s_last_tail[10];   /* bytes 6..15 of the last key, unversioned */
+static uint64_t s_last_ms;      /* timestamp of the last key */
+static uint8_t s_last_tail[10]; /* bytes 6..15 of the last key, unversioned */
 
 static uint64_t
 s_now_ms (void)
@@ -35,7 +35,8 @@ s_random (uint8_t *buf, size_t len)
     if (got < len) {
         struct timespec ts;
         clock_gettime (CLOCK_MONOTONIC, &ts);
-        uint64_t x = (uint64_t) ts.tv_nsec * 0x9e3779b97f4a7c15ull ^ (uint64_t) ts.tv_sec;
+        uint64_t x = (uint64_t) ts.tv_nsec * 0x9e3779b97f4a7c15ull
+                     ^ (uint64_t) ts.tv_sec;
         for (size_t i = got; i < len; i++) {
             x ^= x << 13, x ^= x >> 7, x ^= x << 17;
             buf[i] = (uint8_t) x;
@@ -82,7 +83,7 @@ ef_uuid7_generate (uint8_t out[16])
         s_last_tail[0] &= 0x07;
     }
     else if (s_increment (s_last_tail)) {
-        s_last_ms++;   /* 2^74 keys in one millisecond: borrow the next */
+        s_last_ms++; /* 2^74 keys in one millisecond: borrow the next */
         memcpy (s_last_tail, fresh, sizeof fresh);
         s_last_tail[0] &= 0x07;
     }

@@ -25,8 +25,8 @@ static const char *s_codes[] = {
 const char *
 ef_row_error_code (ef_row_error_t error)
 {
-    return (size_t) error < sizeof s_codes / sizeof s_codes[0]
-               ? s_codes[error] : "unknown";
+    return (size_t) error < sizeof s_codes / sizeof s_codes[0] ? s_codes[error]
+                                                               : "unknown";
 }
 
 bool
@@ -37,7 +37,7 @@ ef_text_valid (const char *s, size_t len)
     while (i < len) {
         unsigned char c = p[i];
         if (c == 0)
-            return false;   /* PostgreSQL text cannot hold NUL */
+            return false; /* PostgreSQL text cannot hold NUL */
         if (c < 0x80) {
             i++;
             continue;
@@ -110,7 +110,8 @@ ef_row_validate (const Embedflow__V1__Embedding *e,
         return EF_ROW_CONTENT_TOO_LARGE;
     }
     if ((int64_t) metadata_json_len > limits->max_metadata_bytes) {
-        snprintf (why, whylen, "metadata is %zu bytes as JSON, the limit is %lld",
+        snprintf (why, whylen,
+                  "metadata is %zu bytes as JSON, the limit is %lld",
                   metadata_json_len, (long long) limits->max_metadata_bytes);
         return EF_ROW_METADATA_TOO_LARGE;
     }
@@ -146,10 +147,10 @@ ef_row_validate (const Embedflow__V1__Embedding *e,
 /* --- canonical metadata JSON ------------------------------------------ */
 
 typedef struct {
-    char *buf;     /* heap */
-    size_t len;    /* used */
-    size_t cap;    /* allocated */
-    bool oom;      /* an allocation failed */
+    char *buf;  /* heap */
+    size_t len; /* used */
+    size_t cap; /* allocated */
+    bool oom;   /* an allocation failed */
 } s_buf_t;
 
 static void
@@ -197,7 +198,7 @@ s_put_json_string (s_buf_t *b, const char *s)
 
 typedef struct {
     const Embedflow__V1__Embedding__MetadataEntry *entry; /* borrowed */
-    size_t order;                                        /* wire position */
+    size_t order;                                         /* wire position */
 } s_slot_t;
 
 /* Orders by key, then wire position, so of repeated keys the last stays
@@ -223,7 +224,7 @@ ef_metadata_json (Embedflow__V1__Embedding__MetadataEntry *const *entries,
         if (!sorted)
             return NULL;
         for (size_t i = 0; i < n; i++)
-            sorted[i] = (s_slot_t) {entries[i], i};
+            sorted[i] = (s_slot_t){entries[i], i};
         qsort (sorted, n, sizeof *sorted, s_slot_cmp);
     }
     s_buf_t b = {0};
@@ -233,8 +234,9 @@ ef_metadata_json (Embedflow__V1__Embedding__MetadataEntry *const *entries,
         /* A map on the wire may repeat a key; the last one wins, as in
            protobuf's own map semantics. */
         if (i + 1 < n
-            && strcmp (key, sorted[i + 1].entry->key ? sorted[i + 1].entry->key
-                                                     : "") == 0)
+            && strcmp (key,
+                       sorted[i + 1].entry->key ? sorted[i + 1].entry->key : "")
+                   == 0)
             continue;
         if (b.len > 1)
             s_put (&b, ",", 1);

@@ -15,22 +15,22 @@
 
 typedef enum {
     EF_ROW_OK = 0,
-    EF_ROW_NO_DOCUMENT_ID,     /* document_id empty */
+    EF_ROW_NO_DOCUMENT_ID, /* document_id empty */
     EF_ROW_DOCUMENT_ID_TOO_LONG,
     EF_ROW_EMPTY_VECTOR,
     EF_ROW_WRONG_DIMENSION,
-    EF_ROW_NOT_FINITE,         /* NaN or infinity in the vector */
+    EF_ROW_NOT_FINITE, /* NaN or infinity in the vector */
     EF_ROW_CONTENT_TOO_LARGE,
     EF_ROW_METADATA_TOO_LARGE,
-    EF_ROW_BAD_UUID,           /* id given but not a UUID */
-    EF_ROW_BAD_TEXT,           /* invalid UTF-8 or a NUL character */
-    EF_ROW_CHUNK_INDEX_RANGE,  /* above the database's integer range */
+    EF_ROW_BAD_UUID,          /* id given but not a UUID */
+    EF_ROW_BAD_TEXT,          /* invalid UTF-8 or a NUL character */
+    EF_ROW_CHUNK_INDEX_RANGE, /* above the database's integer range */
 } ef_row_error_t;
 
 typedef struct {
-    int64_t dim;                 /* required vector length */
-    int64_t max_content_bytes;   /* content size limit */
-    int64_t max_metadata_bytes;  /* metadata, as JSON, size limit */
+    int64_t dim;                /* required vector length */
+    int64_t max_content_bytes;  /* content size limit */
+    int64_t max_metadata_bytes; /* metadata, as JSON, size limit */
     int64_t max_document_id_bytes;
 } ef_row_limits_t;
 

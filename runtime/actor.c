@@ -10,34 +10,34 @@
 #include <zmq.h>
 
 #define EF_MAX_PORTS 16
-#define EF_SEND_SLICE_MS 100   /* blocking sends wake this often to look at
-                                  the stop flag */
+/* Blocking sends wake this often to look at the stop flag. */
+#define EF_SEND_SLICE_MS 100
 
 typedef struct {
-    const ef_port_def_t *def;  /* borrowed from the actor definition */
-    zsock_t **socks;           /* width sockets (OUT) or one (IN) */
-    int width;                 /* see ef_actor_port_width */
-    bool paused;               /* IN: removed from the poller */
+    const ef_port_def_t *def; /* borrowed from the actor definition */
+    zsock_t **socks;          /* width sockets (OUT) or one (IN) */
+    int width;                /* see ef_actor_port_width */
+    bool paused;              /* IN: removed from the poller */
 } s_port_t;
 
 struct ef_actor {
-    const ef_actor_def_t *def;   /* borrowed */
-    ef_config_t *config;         /* borrowed */
-    char name[80];               /* "db-writer[2]" */
-    int index;                   /* 0-based instance number */
-    int instances;               /* instances of this actor in the topology */
-    void *state;                 /* the actor's own, see ef_actor_set_state */
-    s_port_t ports[EF_MAX_PORTS];/* in definition order */
-    int n_ports;                 /* used entries */
-    zsock_t *pipe;               /* to the runtime, borrowed from zactor */
-    zpoller_t *poller;           /* pipe + unpaused IN ports */
-    int64_t wake_at_us;          /* monotonic tick deadline, -1 = none */
-    int64_t last_input_us;       /* last message on an IN port */
-    char fail[1024];             /* why init failed */
-    bool draining;               /* $DRAIN received */
-    bool drained;                /* DRAINED sent */
-    bool terminated;             /* leave the loop */
-    const volatile int *stop;    /* runtime's hard-stop flag */
+    const ef_actor_def_t *def;    /* borrowed */
+    ef_config_t *config;          /* borrowed */
+    char name[80];                /* "db-writer[2]" */
+    int index;                    /* 0-based instance number */
+    int instances;                /* instances of this actor in the topology */
+    void *state;                  /* the actor's own, see ef_actor_set_state */
+    s_port_t ports[EF_MAX_PORTS]; /* in definition order */
+    int n_ports;                  /* used entries */
+    zsock_t *pipe;                /* to the runtime, borrowed from zactor */
+    zpoller_t *poller;            /* pipe + unpaused IN ports */
+    int64_t wake_at_us;           /* monotonic tick deadline, -1 = none */
+    int64_t last_input_us;        /* last message on an IN port */
+    char fail[1024];              /* why init failed */
+    bool draining;                /* $DRAIN received */
+    bool drained;                 /* DRAINED sent */
+    bool terminated;              /* leave the loop */
+    const volatile int *stop;     /* runtime's hard-stop flag */
 };
 
 int64_t
@@ -120,13 +120,13 @@ s_open_ports (ef_actor_t *self)
                 return -1;
             /* Several instances on a shared link each bind their own
                endpoint; the producer's PUSH connects to all of them. */
-            int idx = pd->per_instance || self->instances > 1 ? self->index
-                                                               : -1;
-            if (ef_config_link_endpoint (self->config, pd->link, true, idx,
-                                         ep, sizeof ep) != 0) {
+            int idx =
+                pd->per_instance || self->instances > 1 ? self->index : -1;
+            if (ef_config_link_endpoint (self->config, pd->link, true, idx, ep,
+                                         sizeof ep)
+                != 0) {
                 snprintf (self->fail, sizeof self->fail,
-                          "links.%s: cannot derive endpoint %d", pd->link,
-                          idx);
+                          "links.%s: cannot derive endpoint %d", pd->link, idx);
                 return -1;
             }
             zsock_t *s = zsock_new (ZMQ_PULL);
@@ -144,11 +144,10 @@ s_open_ports (ef_actor_t *self)
             continue;
         }
         const ef_port_def_t *in = NULL;
-        const ef_actor_def_t *consumer
-            = ef_config_link_consumer (self->config, pd->link, &in);
-        int peers = consumer ? ef_config_instances (self->config,
-                                                    consumer->name)
-                             : 1;
+        const ef_actor_def_t *consumer =
+            ef_config_link_consumer (self->config, pd->link, &in);
+        int peers =
+            consumer ? ef_config_instances (self->config, consumer->name) : 1;
         bool fan = in && in->per_instance;
         port->width = fan ? peers : 1;
         port->socks = calloc ((size_t) port->width, sizeof (zsock_t *));
@@ -164,8 +163,9 @@ s_open_ports (ef_actor_t *self)
             int first = fan ? w : (peers > 1 ? 0 : -1);
             int last = fan ? w : (peers > 1 ? peers - 1 : -1);
             for (int idx = first; idx <= last; idx++) {
-                if (ef_config_link_endpoint (self->config, pd->link, false,
-                                             idx, ep, sizeof ep) != 0
+                if (ef_config_link_endpoint (self->config, pd->link, false, idx,
+                                             ep, sizeof ep)
+                        != 0
                     || zsock_connect (s, "%s", ep) < 0) {
                     snprintf (self->fail, sizeof self->fail,
                               "links.%s: cannot connect %s: %s", pd->link, ep,
@@ -194,14 +194,13 @@ s_send (ef_actor_t *self, zsock_t *sock, zmsg_t **msg_p, bool dontwait)
     for (size_t i = 0; f; i++, f = zmsg_next (msg)) {
         int flags = (i + 1 < n ? ZMQ_SNDMORE : 0)
                     | (i == 0 && dontwait ? ZMQ_DONTWAIT : 0);
-        while (zmq_send (handle, zframe_data (f), zframe_size (f), flags)
-               < 0) {
+        while (zmq_send (handle, zframe_data (f), zframe_size (f), flags) < 0) {
             if (zmq_errno () == EAGAIN && i == 0 && dontwait)
                 return 0;
             if (zmq_errno () == EAGAIN && !*self->stop)
                 continue;
             if (i > 0)
-                zmsg_destroy (msg_p);   /* half a message cannot be kept */
+                zmsg_destroy (msg_p); /* half a message cannot be kept */
             return -1;
         }
     }
@@ -373,7 +372,7 @@ s_command (ef_actor_t *self)
     else if (strcmp (cmd, "$DRAIN") != 0)
         ef_warn ("unknown command '%s' ignored", cmd);
     free (cmd);
-    zmsg_destroy (&msg);   /* leftover frames never poison the next read */
+    zmsg_destroy (&msg); /* leftover frames never poison the next read */
 }
 
 /* Receives one message from the IN port sock and gives it to handle. */
@@ -431,7 +430,8 @@ ef_actor_thread (zsock_t *pipe, void *args)
         int64_t timeout = -1;
         if (self->wake_at_us >= 0)
             timeout = self->wake_at_us > now
-                          ? (self->wake_at_us - now + 999) / 1000 : 0;
+                          ? (self->wake_at_us - now + 999) / 1000
+                          : 0;
         if (self->draining && !self->drained && !self->def->drain
             && (timeout < 0 || timeout > 50))
             timeout = 50;

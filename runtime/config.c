@@ -15,28 +15,28 @@
 
 typedef struct {
     const ef_actor_def_t *def; /* borrowed from the registry */
-    void *options;             /* def->options_size bytes, table-owned strings */
-    int instances;             /* instances in the whole topology */
-    bool runs_here;            /* started by this process */
+    void *options;  /* def->options_size bytes, table-owned strings */
+    int instances;  /* instances in the whole topology */
+    bool runs_here; /* started by this process */
 } s_actor_cfg_t;
 
 typedef struct {
-    const char *name;          /* borrowed from a port definition */
-    char *endpoint;            /* connect form; NULL = inproc default */
-    char *bind;                /* bind form; NULL = endpoint */
-    int hwm;                   /* 0 = the ports' default */
+    const char *name; /* borrowed from a port definition */
+    char *endpoint;   /* connect form; NULL = inproc default */
+    char *bind;       /* bind form; NULL = endpoint */
+    int hwm;          /* 0 = the ports' default */
 } s_link_cfg_t;
 
 struct ef_config {
-    const ef_registry_t *registry;   /* borrowed */
-    const ef_option_t *globals_table;/* borrowed */
-    void *globals;                   /* owned struct of globals_size bytes */
-    s_actor_cfg_t *actors;           /* one per registered definition */
-    size_t n_actors;                 /* == registry size */
-    s_link_cfg_t links[EF_MAX_LINKS];/* every link any port names */
-    size_t n_links;                  /* used entries */
-    bool run_all;                    /* no `run` given: everything here */
-    int64_t drain_idle_ms;           /* see ef_config_drain_idle_ms */
+    const ef_registry_t *registry;    /* borrowed */
+    const ef_option_t *globals_table; /* borrowed */
+    void *globals;                    /* owned struct of globals_size bytes */
+    s_actor_cfg_t *actors;            /* one per registered definition */
+    size_t n_actors;                  /* == registry size */
+    s_link_cfg_t links[EF_MAX_LINKS]; /* every link any port names */
+    size_t n_links;                   /* used entries */
+    bool run_all;                     /* no `run` given: everything here */
+    int64_t drain_idle_ms;            /* see ef_config_drain_idle_ms */
 };
 
 static s_actor_cfg_t *
@@ -70,8 +70,8 @@ ef_config_new (const ef_registry_t *registry, const ef_option_t *globals,
     self->drain_idle_ms = 200;
     self->globals = calloc (1, globals_size ? globals_size : 1);
     self->n_actors = ef_registry_size (registry);
-    self->actors = calloc (self->n_actors ? self->n_actors : 1,
-                           sizeof *self->actors);
+    self->actors =
+        calloc (self->n_actors ? self->n_actors : 1, sizeof *self->actors);
     if (!self->globals || !self->actors)
         goto oom;
     if (ef_options_defaults (globals, self->globals, err, errlen) != 0)
@@ -79,10 +79,10 @@ ef_config_new (const ef_registry_t *registry, const ef_option_t *globals,
     for (size_t i = 0; i < self->n_actors; i++) {
         s_actor_cfg_t *a = &self->actors[i];
         a->def = ef_registry_at (registry, i);
-        a->instances = a->def->default_instances > 0
-                           ? a->def->default_instances : 1;
-        a->options = calloc (1, a->def->options_size ? a->def->options_size
-                                                      : 1);
+        a->instances =
+            a->def->default_instances > 0 ? a->def->default_instances : 1;
+        a->options =
+            calloc (1, a->def->options_size ? a->def->options_size : 1);
         if (!a->options)
             goto oom;
         if (ef_options_defaults (a->def->options, a->options, err, errlen))
@@ -171,8 +171,7 @@ s_check_endpoint (const char *v, char *err, size_t errlen)
         || strncmp (v, "ipc://", 6) == 0)
         return 0;
     snprintf (err, errlen,
-              "'%s' is not a ZeroMQ endpoint (inproc://, tcp:// or ipc://)",
-              v);
+              "'%s' is not a ZeroMQ endpoint (inproc://, tcp:// or ipc://)", v);
     return -1;
 }
 
@@ -235,8 +234,9 @@ ef_config_set (ef_config_t *self, const char *path, const char *value,
                   (int) (dot ? dot - name : (ptrdiff_t) strlen (name)), name);
         s_link_cfg_t *l = s_link (self, link);
         if (!l || !dot) {
-            snprintf (why, sizeof why, l ? "expected links.NAME.KEY"
-                                         : "'%s' is not a link of this program",
+            snprintf (why, sizeof why,
+                      l ? "expected links.NAME.KEY"
+                        : "'%s' is not a link of this program",
                       link);
             goto done;
         }
@@ -276,9 +276,9 @@ done:
 /* --- YAML ------------------------------------------------------------- */
 
 typedef struct {
-    ef_config_t *config;  /* target */
-    const char *file;     /* for messages */
-    char *err;            /* caller's buffer */
+    ef_config_t *config; /* target */
+    const char *file;    /* for messages */
+    char *err;           /* caller's buffer */
     size_t errlen;
 } s_yaml_ctx_t;
 
@@ -313,8 +313,9 @@ s_yaml_walk (s_yaml_ctx_t *ctx, struct fy_node *node, const char *path,
             struct fy_node *v = fy_node_pair_value (pair);
             int kline = s_node_line (k);
             if (!v) {
-                snprintf (ctx->err, ctx->errlen, "%s:%d: %s: a value is required",
-                          ctx->file, kline, sub);
+                snprintf (ctx->err, ctx->errlen,
+                          "%s:%d: %s: a value is required", ctx->file, kline,
+                          sub);
                 return -1;
             }
             if (s_yaml_walk (ctx, v, sub, kline) != 0)
@@ -401,15 +402,15 @@ ef_config_link_consumer (const ef_config_t *self, const char *link,
 }
 
 int
-ef_config_link_endpoint (const ef_config_t *self, const char *link,
-                         bool bind, int index, char *out, size_t len)
+ef_config_link_endpoint (const ef_config_t *self, const char *link, bool bind,
+                         int index, char *out, size_t len)
 {
     const s_link_cfg_t *l = s_link (self, link);
     const char *pattern = l ? (bind && l->bind ? l->bind : l->endpoint) : NULL;
     char deflt[128];
     if (!pattern) {
-        snprintf (deflt, sizeof deflt, index >= 0 ? "inproc://%s-{i}"
-                                                  : "inproc://%s", link);
+        snprintf (deflt, sizeof deflt,
+                  index >= 0 ? "inproc://%s-{i}" : "inproc://%s", link);
         pattern = deflt;
     }
     const char *mark = strstr (pattern, "{i}");
@@ -434,8 +435,7 @@ ef_config_link_endpoint (const ef_config_t *self, const char *link,
 }
 
 int
-ef_config_link_hwm (const ef_config_t *self, const char *link,
-                    int port_default)
+ef_config_link_hwm (const ef_config_t *self, const char *link, int port_default)
 {
     const s_link_cfg_t *l = s_link (self, link);
     return l && l->hwm > 0 ? l->hwm : port_default;
@@ -497,7 +497,8 @@ ef_config_validate (ef_config_t *self, char *err, size_t errlen)
             return -1;
         }
         const s_link_cfg_t *l = &self->links[i];
-        bool inproc = !l->endpoint || strncmp (l->endpoint, "inproc://", 9) == 0;
+        bool inproc =
+            !l->endpoint || strncmp (l->endpoint, "inproc://", 9) == 0;
         if (!inproc && !self->run_all)
             continue;
         /* An inproc link only works when both ends run in this process. */
@@ -509,8 +510,8 @@ ef_config_validate (ef_config_t *self, char *err, size_t errlen)
                 if (strcmp (p->link, name) == 0) {
                     bool peer_here = false;
                     for (size_t b = 0; b < self->n_actors; b++)
-                        for (const ef_port_def_t *q
-                             = self->actors[b].def->ports;
+                        for (const ef_port_def_t *q =
+                                 self->actors[b].def->ports;
                              q && q->name; q++)
                             if (strcmp (q->link, name) == 0 && q->dir != p->dir
                                 && ef_config_runs_here (
@@ -547,8 +548,8 @@ ef_config_print_dot (const ef_config_t *self, FILE *out)
             if (p->dir != EF_PORT_OUT)
                 continue;
             const ef_port_def_t *in = NULL;
-            const ef_actor_def_t *to = ef_config_link_consumer (self, p->link,
-                                                                &in);
+            const ef_actor_def_t *to =
+                ef_config_link_consumer (self, p->link, &in);
             char ep[256] = "";
             ef_config_link_endpoint (self, p->link, false,
                                      in && in->per_instance ? 0 : -1, ep,
@@ -576,5 +577,6 @@ ef_config_print (const ef_config_t *self, FILE *out)
         fprintf (out, "actors.%s.instances: %d%s\n", self->actors[i].def->name,
                  self->actors[i].instances,
                  ef_config_runs_here (self, self->actors[i].def->name)
-                     ? "" : "  # not in this process");
+                     ? ""
+                     : "  # not in this process");
 }

@@ -40,11 +40,11 @@ ef_vlog (ef_log_level_t level, const char *fmt, va_list args)
     struct tm tm;
     gmtime_r (&ts.tv_sec, &tm);
     char line[2048];
-    int n = snprintf (line, sizeof line,
-                      "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s: ",
-                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                      tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000,
-                      s_level_names[level], s_name);
+    int n = snprintf (
+        line, sizeof line,
+        "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s: ", tm.tm_year + 1900,
+        tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+        ts.tv_nsec / 1000000, s_level_names[level], s_name);
     if (n < 0 || (size_t) n >= sizeof line)
         return;
     int m = vsnprintf (line + n, sizeof line - (size_t) n - 1, fmt, args);
@@ -52,7 +52,7 @@ ef_vlog (ef_log_level_t level, const char *fmt, va_list args)
         return;
     size_t len = (size_t) n + (size_t) m;
     if (len > sizeof line - 2)
-        len = sizeof line - 2;   /* truncated: keep the line whole */
+        len = sizeof line - 2; /* truncated: keep the line whole */
     line[len++] = '\n';
     /* One write per line so threads never interleave inside a line. */
     ssize_t rc = write (STDERR_FILENO, line, len);

@@ -60,11 +60,10 @@ s_parse_scaled (const char *text, const char *const *units,
     return 0;
 }
 
-static const char *const s_size_units[]
-    = {"b", "k", "kb", "kib", "m", "mb", "mib", "g", "gb", "gib", NULL};
-static const int64_t s_size_scales[] = {1,       1024,    1024,    1024,
-                                        1 << 20, 1 << 20, 1 << 20, 1 << 30,
-                                        1 << 30, 1 << 30};
+static const char *const s_size_units[] = {"b",   "k", "kb", "kib", "m", "mb",
+                                           "mib", "g", "gb", "gib", NULL};
+static const int64_t s_size_scales[] = {
+    1, 1024, 1024, 1024, 1 << 20, 1 << 20, 1 << 20, 1 << 30, 1 << 30, 1 << 30};
 static const char *const s_ms_units[] = {"ms", "s", "m", "h", NULL};
 static const int64_t s_ms_scales[] = {1, 1000, 60000, 3600000};
 static const char *const s_no_units[] = {NULL};
@@ -108,8 +107,9 @@ s_store (const ef_option_t *o, void *obj, const char *value, char *err,
             return -1;
         }
         if ((o->min || o->max) && (v < o->min || v > o->max)) {
-            snprintf (err, errlen, "%" PRId64 " is out of range [%" PRId64
-                      ", %" PRId64 "]", v, o->min, o->max);
+            snprintf (err, errlen,
+                      "%" PRId64 " is out of range [%" PRId64 ", %" PRId64 "]",
+                      v, o->min, o->max);
             return -1;
         }
         memcpy (field, &v, sizeof v);
@@ -118,8 +118,7 @@ s_store (const ef_option_t *o, void *obj, const char *value, char *err,
     case EF_OPT_BOOL: {
         bool b = false;
         if (value && s_parse_bool (value, &b) != 0) {
-            snprintf (err, errlen, "'%s' is not a boolean (true/false)",
-                      value);
+            snprintf (err, errlen, "'%s' is not a boolean (true/false)", value);
             return -1;
         }
         memcpy (field, &b, sizeof b);
@@ -164,8 +163,7 @@ ef_options_set (const ef_option_t *table, void *obj, const char *key,
     const ef_option_t *o = ef_options_find (table, key);
     if (!o) {
         size_t used = (size_t) snprintf (err, errlen, "unknown key (known:");
-        for (const ef_option_t *k = table; k && k->key && used < errlen;
-             k++)
+        for (const ef_option_t *k = table; k && k->key && used < errlen; k++)
             used += (size_t) snprintf (err + used, errlen - used, "%s %s",
                                        k == table ? "" : ",", k->key);
         if (used < errlen)

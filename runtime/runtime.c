@@ -115,8 +115,8 @@ int
 ef_runtime_start (ef_runtime_t *self, char *err, size_t errlen)
 {
     for (size_t i = 0; i < self->n; i++) {
-        self->inst[i].thread = zactor_new (ef_actor_thread,
-                                           self->inst[i].actor);
+        self->inst[i].thread =
+            zactor_new (ef_actor_thread, self->inst[i].actor);
         if (!self->inst[i].thread) {
             snprintf (err, errlen, "%s: cannot start a thread",
                       ef_actor_name (self->inst[i].actor));
@@ -169,7 +169,7 @@ s_read_pipe (ef_runtime_t *self, size_t i)
     else if (what && strcmp (what, "DIED") == 0) {
         ef_error ("%s stopped: %s", name, reason ? reason : "unknown");
         self->failed = true;
-        self->inst[i].drained = true;   /* nothing more will come from it */
+        self->inst[i].drained = true; /* nothing more will come from it */
     }
     else if (what)
         ef_warn ("%s said '%s'", name, what);

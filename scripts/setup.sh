@@ -11,7 +11,7 @@ set -euo pipefail
 
 packages=(
     # build
-    build-essential cmake pkg-config
+    build-essential cmake pkg-config clang-format
     libgrpc-dev protobuf-compiler protobuf-compiler-grpc
     libprotobuf-c-dev protobuf-c-compiler
     libczmq-dev libzmq3-dev libfyaml-dev libxxhash-dev uuid-dev libpq-dev

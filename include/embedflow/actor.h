@@ -29,31 +29,31 @@
 typedef struct ef_actor ef_actor_t;
 
 typedef enum {
-    EF_PORT_IN,   /* PULL: binds its endpoint */
-    EF_PORT_OUT,  /* PUSH: connects to the endpoint of the link */
+    EF_PORT_IN,  /* PULL: binds its endpoint */
+    EF_PORT_OUT, /* PUSH: connects to the endpoint of the link */
 } ef_port_dir_t;
 
 typedef struct {
-    const char *name;      /* port name, unique within the actor */
+    const char *name; /* port name, unique within the actor */
     ef_port_dir_t dir;
-    const char *link;      /* the link this port joins, e.g. "batches" */
+    const char *link; /* the link this port joins, e.g. "batches" */
     /* IN: each instance binds its own endpoint ("{i}" = instance index).
        OUT: one socket per instance of the link's consumer, so the actor
        picks the destination (ef_actor_send's `to`). */
     bool per_instance;
-    int hwm;               /* default high-water mark (messages) */
+    int hwm; /* default high-water mark (messages) */
 } ef_port_def_t;
 
 #define EF_ACTOR_SOURCE 0x1 /* takes data from outside: drained first */
 
 typedef struct ef_actor_def {
-    const char *name;              /* "db-writer": config section, log tag */
-    const char *summary;           /* one line for --help and `graph` */
-    const ef_option_t *options;    /* settings, EF_OPTION_END-terminated */
-    size_t options_size;           /* sizeof the struct options fill */
-    const ef_port_def_t *ports;    /* ports, terminated by a NULL name */
-    unsigned flags;                /* EF_ACTOR_SOURCE */
-    int default_instances;         /* when the config says nothing */
+    const char *name;           /* "db-writer": config section, log tag */
+    const char *summary;        /* one line for --help and `graph` */
+    const ef_option_t *options; /* settings, EF_OPTION_END-terminated */
+    size_t options_size;        /* sizeof the struct options fill */
+    const ef_port_def_t *ports; /* ports, terminated by a NULL name */
+    unsigned flags;             /* EF_ACTOR_SOURCE */
+    int default_instances;      /* when the config says nothing */
 
     int (*init) (ef_actor_t *self);
     /* Returns 0; -1 stops this instance as failed (logged). */

@@ -10,11 +10,11 @@
 #include <stdint.h>
 
 typedef struct {
-    int64_t base_ms;     /* first ceiling */
-    int64_t cap_ms;      /* largest ceiling */
-    int max_attempts;    /* retries allowed; < 0 = unlimited */
-    int attempt;         /* retries taken so far */
-    uint64_t rng;        /* jitter state */
+    int64_t base_ms;  /* first ceiling */
+    int64_t cap_ms;   /* largest ceiling */
+    int max_attempts; /* retries allowed; < 0 = unlimited */
+    int attempt;      /* retries taken so far */
+    uint64_t rng;     /* jitter state */
 } ef_backoff_t;
 
 /* Returns a policy with zero attempts taken. */

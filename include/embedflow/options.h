@@ -17,25 +17,28 @@
 #include <stdint.h>
 
 typedef enum {
-    EF_OPT_INT,      /* int64_t; decimal */
-    EF_OPT_SIZE,     /* int64_t bytes; accepts k, M, G suffixes (powers of 2) */
-    EF_OPT_MS,       /* int64_t milliseconds; accepts ms, s, m suffixes */
-    EF_OPT_BOOL,     /* bool; true/false/yes/no/on/off/1/0 */
-    EF_OPT_STRING,   /* char * (heap, may be NULL when default is NULL) */
-    EF_OPT_SECRET,   /* char *; like STRING but never printed */
+    EF_OPT_INT,    /* int64_t; decimal */
+    EF_OPT_SIZE,   /* int64_t bytes; accepts k, M, G suffixes (powers of 2) */
+    EF_OPT_MS,     /* int64_t milliseconds; accepts ms, s, m suffixes */
+    EF_OPT_BOOL,   /* bool; true/false/yes/no/on/off/1/0 */
+    EF_OPT_STRING, /* char * (heap, may be NULL when default is NULL) */
+    EF_OPT_SECRET, /* char *; like STRING but never printed */
 } ef_option_type_t;
 
 typedef struct {
-    const char *key;          /* YAML key and flag suffix, e.g. "batch_rows" */
+    const char *key; /* YAML key and flag suffix, e.g. "batch_rows" */
     ef_option_type_t type;
-    const char *default_value;/* parsed like user input; NULL = 0/false/NULL */
-    size_t offset;            /* offsetof the field in the options struct */
-    int64_t min, max;         /* inclusive bounds for numeric types; 0,0 = none */
-    const char *description;  /* one line for --help */
+    const char *default_value; /* parsed like user input; NULL = 0/false/NULL */
+    size_t offset;             /* offsetof the field in the options struct */
+    int64_t min, max; /* inclusive bounds for numeric types; 0,0 = none */
+    const char *description; /* one line for --help */
 } ef_option_t;
 
 /* Marks the end of a table. */
-#define EF_OPTION_END { NULL, EF_OPT_INT, NULL, 0, 0, 0, NULL }
+#define EF_OPTION_END                                                          \
+    {                                                                          \
+        NULL, EF_OPT_INT, NULL, 0, 0, 0, NULL                                  \
+    }
 
 /* Fills obj with the table's defaults. Returns 0, or -1 with err set when
    a default does not parse (a programming error in the table). */
@@ -49,8 +52,7 @@ int ef_options_set (const ef_option_t *table, void *obj, const char *key,
                     const char *value, char *err, size_t errlen);
 
 /* Finds a row by key ('-' and '_' equal), NULL when absent. */
-const ef_option_t *ef_options_find (const ef_option_t *table,
-                                    const char *key);
+const ef_option_t *ef_options_find (const ef_option_t *table, const char *key);
 
 /* Frees the strings the table owns in obj (not obj itself). */
 void ef_options_free (const ef_option_t *table, void *obj);

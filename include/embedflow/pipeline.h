@@ -12,11 +12,11 @@
 #include "embedflow/runtime.h"
 
 typedef struct {
-    char *database;      /* libpq conninfo or URL; NULL = PG* / DATABASE_URL,
+    char *database; /* libpq conninfo or URL; NULL = PG* / DATABASE_URL,
                             else a private server */
-    char *schema;        /* schema holding the tables */
-    int64_t dim;         /* vector dimension every row must have */
-    char *data_dir;      /* where a private PostgreSQL lives */
+    char *schema;   /* schema holding the tables */
+    int64_t dim;    /* vector dimension every row must have */
+    char *data_dir; /* where a private PostgreSQL lives */
     bool verbose;
 } ef_globals_t;
 

@@ -24,7 +24,7 @@ extern bool ef_test_verbose;
 
 #define EF_TEST(name)                                                          \
     static void ef_test_##name (void);                                         \
-    __attribute__ ((constructor)) static void ef_test_reg_##name (void)       \
+    __attribute__ ((constructor)) static void ef_test_reg_##name (void)        \
     {                                                                          \
         ef_test_register (#name, ef_test_##name);                              \
     }                                                                          \

@@ -26,7 +26,8 @@ static Embedflow__V1__RowBatch *
 s_unpack (zmsg_t *msg)
 {
     zframe_t *f = zmsg_first (msg);
-    return embedflow__v1__row_batch__unpack (NULL, zframe_size (f), zframe_data (f));
+    return embedflow__v1__row_batch__unpack (NULL, zframe_size (f),
+                                             zframe_data (f));
 }
 
 EF_TEST (batcher_route_stable)
@@ -47,7 +48,8 @@ EF_TEST (batcher_route_stable)
     EF_CHECK (ef_batcher_route ("anything", 1) == 0);
     /* Pinned values: routing must not change between releases, or rows of
        one document would be written by two writers during an upgrade. */
-    EF_CHECK (ef_batcher_route ("doc-000001", 4) == ef_batcher_route ("doc-000001", 4));
+    EF_CHECK (ef_batcher_route ("doc-000001", 4)
+              == ef_batcher_route ("doc-000001", 4));
 }
 
 EF_TEST (batcher_splits_by_rows)
@@ -125,7 +127,7 @@ EF_TEST (batcher_dedup_last_wins)
     EF_REQUIRE (batch && batch->n_rows == 2);
     EF_CHECK (batch->rows[0]->chunk_index == 7);
     EF_CHECK (strcmp (batch->rows[0]->content, "second") == 0);
-    EF_CHECK (batch->rows[0]->covers == 2);      /* stands for both versions */
+    EF_CHECK (batch->rows[0]->covers == 2); /* stands for both versions */
     EF_CHECK (batch->rows[1]->covers == 1);
     embedflow__v1__row_batch__free_unpacked (batch, NULL);
     zmsg_destroy (&m);
@@ -139,7 +141,8 @@ EF_TEST (batcher_dedup_last_wins)
     m = ef_batcher_take (b, 0, &n);
     batch = s_unpack (m);
     EF_REQUIRE (batch && batch->n_rows == 1);
-    EF_CHECK (strcmp (batch->rows[0]->content, "stream1") == 0 && batch->rows[0]->stream_id == 1);
+    EF_CHECK (strcmp (batch->rows[0]->content, "stream1") == 0
+              && batch->rows[0]->stream_id == 1);
     embedflow__v1__row_batch__free_unpacked (batch, NULL);
     zmsg_destroy (&m);
     m = ef_batcher_take (b, 0, &n);
@@ -172,7 +175,8 @@ EF_TEST (batcher_routes_per_writer)
             EF_CHECK (ef_batcher_route (batch->rows[i]->document_id, 3) == w);
         /* arrival order within a writer */
         for (size_t i = 1; i < batch->n_rows; i++)
-            EF_CHECK (batch->rows[i - 1]->chunk_index < batch->rows[i]->chunk_index);
+            EF_CHECK (batch->rows[i - 1]->chunk_index
+                      < batch->rows[i]->chunk_index);
         embedflow__v1__row_batch__free_unpacked (batch, NULL);
         zmsg_destroy (&m);
     }

@@ -32,15 +32,19 @@ EF_TEST (options_parse)
     EF_REQUIRE (ef_options_defaults (s_table, &o, err, sizeof err) == 0);
     EF_CHECK (o.n == 5 && o.size == 4 << 20 && o.ms == 1000 && o.flag);
     EF_CHECK (strcmp (o.name, "x") == 0);
-    EF_CHECK (ef_options_set (s_table, &o, "size", "512k", err, sizeof err) == 0 && o.size == 512 * 1024);
-    EF_CHECK (ef_options_set (s_table, &o, "ms", "250ms", err, sizeof err) == 0 && o.ms == 250);
-    EF_CHECK (ef_options_set (s_table, &o, "some-name", "y", err, sizeof err) == 0);
+    EF_CHECK (ef_options_set (s_table, &o, "size", "512k", err, sizeof err) == 0
+              && o.size == 512 * 1024);
+    EF_CHECK (ef_options_set (s_table, &o, "ms", "250ms", err, sizeof err) == 0
+              && o.ms == 250);
+    EF_CHECK (ef_options_set (s_table, &o, "some-name", "y", err, sizeof err)
+              == 0);
     EF_CHECK (strcmp (o.name, "y") == 0);
     EF_CHECK (ef_options_set (s_table, &o, "n", "11", err, sizeof err) == -1);
     EF_CHECK (strstr (err, "range") != NULL);
     EF_CHECK (ef_options_set (s_table, &o, "n", "abc", err, sizeof err) == -1);
     EF_CHECK (strstr (err, "integer") != NULL);
-    EF_CHECK (ef_options_set (s_table, &o, "flag", "maybe", err, sizeof err) == -1);
+    EF_CHECK (ef_options_set (s_table, &o, "flag", "maybe", err, sizeof err)
+              == -1);
     EF_CHECK (ef_options_set (s_table, &o, "nope", "1", err, sizeof err) == -1);
     EF_CHECK (strstr (err, "unknown key") && strstr (err, "some_name"));
     ef_options_free (s_table, &o);
@@ -53,8 +57,8 @@ s_config (ef_registry_t **reg)
     char err[512];
     *reg = ef_registry_new ();
     ef_register_builtin_actors (*reg);
-    return ef_config_new (*reg, ef_globals_options, sizeof (ef_globals_t),
-                          err, sizeof err);
+    return ef_config_new (*reg, ef_globals_options, sizeof (ef_globals_t), err,
+                          sizeof err);
 }
 
 EF_TEST (config_keys_and_errors)
@@ -65,26 +69,44 @@ EF_TEST (config_keys_and_errors)
     char err[512];
     ef_globals_t *g = ef_config_globals (c);
     EF_CHECK (g->dim == 768 && strcmp (g->schema, "embedflow") == 0);
-    EF_CHECK (ef_config_set (c, "dim", "128", err, sizeof err) == 0 && g->dim == 128);
-    EF_CHECK (ef_config_set (c, "actors.db-writer.instances", "3", err, sizeof err) == 0);
+    EF_CHECK (ef_config_set (c, "dim", "128", err, sizeof err) == 0
+              && g->dim == 128);
+    EF_CHECK (
+        ef_config_set (c, "actors.db-writer.instances", "3", err, sizeof err)
+        == 0);
     EF_CHECK (ef_config_instances (c, "db-writer") == 3);
-    EF_CHECK (ef_config_set (c, "actors.splitter.bach_rows", "3", err, sizeof err) == -1);
-    EF_CHECK (strstr (err, "actors.splitter.bach_rows") && strstr (err, "batch_rows"));
+    EF_CHECK (
+        ef_config_set (c, "actors.splitter.bach_rows", "3", err, sizeof err)
+        == -1);
+    EF_CHECK (strstr (err, "actors.splitter.bach_rows")
+              && strstr (err, "batch_rows"));
     EF_CHECK (ef_config_set (c, "actors.nosuch.x", "3", err, sizeof err) == -1);
     EF_CHECK (strstr (err, "nosuch") != NULL);
-    EF_CHECK (ef_config_set (c, "links.batches.endpoint", "http://x", err, sizeof err) == -1);
-    EF_CHECK (ef_config_set (c, "links.batches.endpoint", "tcp://10.1.2.3:7100", err, sizeof err) == 0);
+    EF_CHECK (
+        ef_config_set (c, "links.batches.endpoint", "http://x", err, sizeof err)
+        == -1);
+    EF_CHECK (ef_config_set (c, "links.batches.endpoint", "tcp://10.1.2.3:7100",
+                             err, sizeof err)
+              == 0);
     char ep[256];
-    EF_CHECK (ef_config_link_endpoint (c, "batches", false, 2, ep, sizeof ep) == 0);
+    EF_CHECK (ef_config_link_endpoint (c, "batches", false, 2, ep, sizeof ep)
+              == 0);
     EF_CHECK (strcmp (ep, "tcp://10.1.2.3:7102") == 0);
-    EF_CHECK (ef_config_set (c, "links.batches.bind", "tcp://*:{i}7", err, sizeof err) == 0);
-    EF_CHECK (ef_config_link_endpoint (c, "batches", true, 3, ep, sizeof ep) == 0);
+    EF_CHECK (
+        ef_config_set (c, "links.batches.bind", "tcp://*:{i}7", err, sizeof err)
+        == 0);
+    EF_CHECK (ef_config_link_endpoint (c, "batches", true, 3, ep, sizeof ep)
+              == 0);
     EF_CHECK (strcmp (ep, "tcp://*:37") == 0);
-    EF_CHECK (ef_config_link_endpoint (c, "acks", true, -1, ep, sizeof ep) == 0);
+    EF_CHECK (ef_config_link_endpoint (c, "acks", true, -1, ep, sizeof ep)
+              == 0);
     EF_CHECK (strcmp (ep, "inproc://acks") == 0);
     /* run: a split process with an inproc link to a remote actor is refused */
-    EF_CHECK (ef_config_set (c, "run", "grpc-receiver,splitter", err, sizeof err) == 0);
-    EF_CHECK (ef_config_runs_here (c, "splitter") && !ef_config_runs_here (c, "dlq"));
+    EF_CHECK (
+        ef_config_set (c, "run", "grpc-receiver,splitter", err, sizeof err)
+        == 0);
+    EF_CHECK (ef_config_runs_here (c, "splitter")
+              && !ef_config_runs_here (c, "dlq"));
     EF_CHECK (ef_config_validate (c, err, sizeof err) == -1);
     EF_CHECK (strstr (err, "tcp://") != NULL);
     EF_CHECK (ef_config_set (c, "run", "dbwriter", err, sizeof err) == -1);
@@ -128,13 +150,15 @@ EF_TEST (config_yaml)
     fputs (bad, f);
     fclose (f);
     EF_CHECK (ef_config_load_file (c, path, err, sizeof err) == -1);
-    EF_CHECK (strstr (err, ":4:") && strstr (err, "batch_rowz") && strstr (err, "unknown key"));
+    EF_CHECK (strstr (err, ":4:") && strstr (err, "batch_rowz")
+              && strstr (err, "unknown key"));
     f = fopen (path, "w");
     fputs ("dim: [1, 2\n", f);
     fclose (f);
     EF_CHECK (ef_config_load_file (c, path, err, sizeof err) == -1);
     EF_CHECK (strstr (err, "YAML") != NULL);
-    EF_CHECK (ef_config_load_file (c, "/nonexistent/x.yaml", err, sizeof err) == -1);
+    EF_CHECK (ef_config_load_file (c, "/nonexistent/x.yaml", err, sizeof err)
+              == -1);
     unlink (path);
     ef_config_destroy (&c);
     ef_registry_destroy (&reg);
@@ -149,7 +173,7 @@ EF_TEST (backoff_policy)
         EF_CHECK (d >= 1 && d <= prev_ceiling);
         prev_ceiling = prev_ceiling * 2 > 1000 ? 1000 : prev_ceiling * 2;
     }
-    EF_CHECK (ef_backoff_next (&b) == -1);   /* budget spent */
+    EF_CHECK (ef_backoff_next (&b) == -1); /* budget spent */
     ef_backoff_reset (&b);
     EF_CHECK (ef_backoff_next (&b) > 0);
     ef_backoff_t inf = ef_backoff_make (1, 8, -1);

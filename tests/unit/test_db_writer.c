@@ -204,9 +204,10 @@ s_killer (void *arg)
     }
     /* Only this test's sessions: other tests may run at the same time. */
     const char *params[] = {ef_test_schema ()};
-    PGresult *res = PQexecParams (c, "SELECT count (pg_terminate_backend (pid))"
-                                     " FROM pg_stat_activity"
-                                     " WHERE application_name = $1",
+    PGresult *res = PQexecParams (c,
+                                  "SELECT count (pg_terminate_backend (pid))"
+                                  " FROM pg_stat_activity"
+                                  " WHERE application_name = $1",
                                   1, NULL, params, NULL, NULL, 0);
     /* both writers and the DLQ */
     EF_CHECK (PQresultStatus (res) == PGRES_TUPLES_OK
@@ -232,9 +233,8 @@ s_run_pipeline (PGconn *c, int phases, const char *retry_budget, bool kill)
     EF_REQUIRE (cfg);
     char dim[8];
     snprintf (dim, sizeof dim, "%d", DIM);
-    EF_CHECK (
-        ef_config_set (cfg, "database", s_conninfo (), err, sizeof err)
-        == 0);
+    EF_CHECK (ef_config_set (cfg, "database", s_conninfo (), err, sizeof err)
+              == 0);
     EF_CHECK (ef_config_set (cfg, "schema", schema, err, sizeof err) == 0);
     EF_CHECK (ef_config_set (cfg, "dim", dim, err, sizeof err) == 0);
     EF_CHECK (

@@ -12,9 +12,9 @@
 #define TOTAL 2000
 
 typedef struct {
-    int64_t count;      /* messages to produce */
-    int64_t sink_us;    /* per-message work in the sink */
-    bool fail_init;     /* make the sink's init fail */
+    int64_t count;   /* messages to produce */
+    int64_t sink_us; /* per-message work in the sink */
+    bool fail_init;  /* make the sink's init fail */
 } s_opts_t;
 
 static const ef_option_t s_source_opts[] = {
@@ -22,7 +22,8 @@ static const ef_option_t s_source_opts[] = {
     EF_OPTION_END};
 static const ef_option_t s_sink_opts[] = {
     {"sink_us", EF_OPT_INT, "0", offsetof (s_opts_t, sink_us), 0, 0, "µs"},
-    {"fail_init", EF_OPT_BOOL, "false", offsetof (s_opts_t, fail_init), 0, 0, "x"},
+    {"fail_init", EF_OPT_BOOL, "false", offsetof (s_opts_t, fail_init), 0, 0,
+     "x"},
     EF_OPTION_END};
 
 static atomic_long s_sent, s_received, s_max_gap, s_full_hits;
@@ -31,9 +32,9 @@ static atomic_int s_drain_order[8], s_drain_seq;
 static ef_runtime_t *s_rt;
 
 typedef struct {
-    int64_t next;   /* next message number */
-    int out;        /* port */
-    zmsg_t *held;   /* a message the full link refused */
+    int64_t next; /* next message number */
+    int out;      /* port */
+    zmsg_t *held; /* a message the full link refused */
 } s_source_t;
 
 static int
@@ -57,7 +58,8 @@ s_source_tick (ef_actor_t *a)
             zmsg_addmem (s->held, &s->next, sizeof s->next);
         }
         int64_t key = s->next;
-        int rc = ef_actor_try_send (a, s->out, (int) (key % ef_actor_port_width (a, s->out)), &s->held);
+        int rc = ef_actor_try_send (
+            a, s->out, (int) (key % ef_actor_port_width (a, s->out)), &s->held);
         if (rc == 0) {
             atomic_fetch_add (&s_full_hits, 1);
             ef_actor_wake_in (a, 1);
@@ -66,9 +68,11 @@ s_source_tick (ef_actor_t *a)
         if (rc < 0)
             return -1;
         s->next++;
-        long gap = atomic_fetch_add (&s_sent, 1) + 1 - atomic_load (&s_received);
+        long gap =
+            atomic_fetch_add (&s_sent, 1) + 1 - atomic_load (&s_received);
         long max = atomic_load (&s_max_gap);
-        while (gap > max && !atomic_compare_exchange_weak (&s_max_gap, &max, gap))
+        while (gap > max
+               && !atomic_compare_exchange_weak (&s_max_gap, &max, gap))
             ;
     }
     return 0;
@@ -128,16 +132,26 @@ static const ef_port_def_t s_source_ports[] = {
 static const ef_port_def_t s_sink_ports[] = {
     {"in", EF_PORT_IN, "items", true, 2}, {NULL, 0, NULL, false, 0}};
 
-static const ef_actor_def_t s_source = {
-    .name = "source", .summary = "makes numbers", .options = s_source_opts,
-    .options_size = sizeof (s_opts_t), .ports = s_source_ports,
-    .flags = EF_ACTOR_SOURCE, .default_instances = 1, .init = s_source_init,
-    .tick = s_source_tick, .drain = s_source_drain, .destroy = s_source_destroy};
-static const ef_actor_def_t s_sink = {
-    .name = "sink", .summary = "counts", .options = s_sink_opts,
-    .options_size = sizeof (s_opts_t), .ports = s_sink_ports,
-    .default_instances = 2, .init = s_sink_init, .handle = s_sink_handle,
-    .drain = s_sink_drain};
+static const ef_actor_def_t s_source = {.name = "source",
+                                        .summary = "makes numbers",
+                                        .options = s_source_opts,
+                                        .options_size = sizeof (s_opts_t),
+                                        .ports = s_source_ports,
+                                        .flags = EF_ACTOR_SOURCE,
+                                        .default_instances = 1,
+                                        .init = s_source_init,
+                                        .tick = s_source_tick,
+                                        .drain = s_source_drain,
+                                        .destroy = s_source_destroy};
+static const ef_actor_def_t s_sink = {.name = "sink",
+                                      .summary = "counts",
+                                      .options = s_sink_opts,
+                                      .options_size = sizeof (s_opts_t),
+                                      .ports = s_sink_ports,
+                                      .default_instances = 2,
+                                      .init = s_sink_init,
+                                      .handle = s_sink_handle,
+                                      .drain = s_sink_drain};
 
 static const ef_option_t s_no_globals[] = {EF_OPTION_END};
 
@@ -148,7 +162,7 @@ s_setup (ef_registry_t **reg)
     *reg = ef_registry_new ();
     ef_registry_add (*reg, &s_source);
     ef_registry_add (*reg, &s_sink);
-    EF_CHECK (ef_registry_add (*reg, &s_sink) == -1);   /* names are unique */
+    EF_CHECK (ef_registry_add (*reg, &s_sink) == -1); /* names are unique */
     atomic_store (&s_sent, 0);
     atomic_store (&s_received, 0);
     atomic_store (&s_max_gap, 0);
@@ -189,7 +203,8 @@ EF_TEST (runtime_backpressure)
     ef_registry_t *reg;
     ef_config_t *c = s_setup (&reg);
     char err[256];
-    EF_REQUIRE (ef_config_set (c, "actors.sink.sink_us", "200", err, sizeof err) == 0);
+    EF_REQUIRE (ef_config_set (c, "actors.sink.sink_us", "200", err, sizeof err)
+                == 0);
     s_rt = ef_runtime_new (c);
     EF_REQUIRE (ef_runtime_start (s_rt, err, sizeof err) == 0);
     EF_CHECK (ef_runtime_wait (s_rt) == 0);
@@ -209,8 +224,11 @@ EF_TEST (runtime_reports_init_failure)
     ef_registry_t *reg;
     ef_config_t *c = s_setup (&reg);
     char err[256] = "";
-    EF_REQUIRE (ef_config_set (c, "actors.sink.fail_init", "true", err, sizeof err) == 0);
-    EF_REQUIRE (ef_config_set (c, "actors.source.count", "0", err, sizeof err) == 0);
+    EF_REQUIRE (
+        ef_config_set (c, "actors.sink.fail_init", "true", err, sizeof err)
+        == 0);
+    EF_REQUIRE (ef_config_set (c, "actors.source.count", "0", err, sizeof err)
+                == 0);
     ef_runtime_t *rt = ef_runtime_new (c);
     EF_CHECK (ef_runtime_start (rt, err, sizeof err) == -1);
     EF_CHECK (strstr (err, "sink[0]") && strstr (err, "cannot reach the moon"));

@@ -12,13 +12,15 @@ EF_TEST (uuid7_layout)
 {
     struct timespec ts;
     clock_gettime (CLOCK_REALTIME, &ts);
-    uint64_t before = (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
+    uint64_t before =
+        (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
     uint8_t id[16];
     ef_uuid7_generate (id);
     clock_gettime (CLOCK_REALTIME, &ts);
-    uint64_t after = (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
+    uint64_t after =
+        (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
     EF_CHECK (ef_uuid_version (id) == 7);
-    EF_CHECK ((id[8] & 0xc0) == 0x80);                  /* RFC 9562 variant */
+    EF_CHECK ((id[8] & 0xc0) == 0x80); /* RFC 9562 variant */
     EF_CHECK (ef_uuid7_millis (id) >= before);
     EF_CHECK (ef_uuid7_millis (id) <= after + 1);
 }
@@ -35,7 +37,7 @@ EF_TEST (uuid7_monotonic)
     }
 }
 
-#define THREADS 4
+#define THREADS    4
 #define PER_THREAD 20000
 static uint8_t s_ids[THREADS][PER_THREAD][16];
 
@@ -78,13 +80,17 @@ EF_TEST (uuid_text)
     ef_uuid_format (id, text);
     EF_CHECK (strlen (text) == 36 && text[14] == '7');
     EF_CHECK (ef_uuid_parse (text, back) == 0 && memcmp (id, back, 16) == 0);
-    EF_CHECK (ef_uuid_parse ("{0190F3C1-7A2B-7C3D-8E4F-000000000001}", back) == 0);
+    EF_CHECK (ef_uuid_parse ("{0190F3C1-7A2B-7C3D-8E4F-000000000001}", back)
+              == 0);
     EF_CHECK (back[0] == 0x01 && back[15] == 0x01);
     EF_CHECK (ef_uuid_parse ("0190f3c17a2b7c3d8e4f000000000001", back) == 0);
     EF_CHECK (ef_uuid_parse ("not-a-uuid", back) == -1);
-    EF_CHECK (ef_uuid_parse ("0190f3c1-7a2b-7c3d-8e4f-00000000000g", back) == -1);
-    EF_CHECK (ef_uuid_parse ("0190f3c1-7a2b-7c3d-8e4f+000000000001", back) == -1);
-    EF_CHECK (ef_uuid_parse ("0190f3c1-7a2b-7c3d-8e4f-0000000000011", back) == -1);
+    EF_CHECK (ef_uuid_parse ("0190f3c1-7a2b-7c3d-8e4f-00000000000g", back)
+              == -1);
+    EF_CHECK (ef_uuid_parse ("0190f3c1-7a2b-7c3d-8e4f+000000000001", back)
+              == -1);
+    EF_CHECK (ef_uuid_parse ("0190f3c1-7a2b-7c3d-8e4f-0000000000011", back)
+              == -1);
     EF_CHECK (ef_uuid_parse ("", back) == -1);
     EF_CHECK (ef_uuid_parse (NULL, back) == -1);
 }

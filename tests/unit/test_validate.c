@@ -72,7 +72,8 @@ EF_TEST (validate_rules)
     e = s_good (), e.id = "1234";
     EF_CHECK (s_check (&e, why) == EF_ROW_BAD_UUID);
     e = s_good (), e.id = "0190f3c1-7a2b-7c3d-8e4f-000000000001";
-    EF_CHECK (ef_row_validate (&e, &s_limits, 2, id, &has_id, why, 256) == EF_ROW_OK);
+    EF_CHECK (ef_row_validate (&e, &s_limits, 2, id, &has_id, why, 256)
+              == EF_ROW_OK);
     EF_CHECK (has_id && id[0] == 0x01 && id[15] == 0x01);
 
     e = s_good (), e.content = "bad \xc3\x28 utf8";
@@ -81,34 +82,41 @@ EF_TEST (validate_rules)
     e = s_good (), e.chunk_index = 0x80000000u;
     EF_CHECK (s_check (&e, why) == EF_ROW_CHUNK_INDEX_RANGE);
 
-    EF_CHECK (strcmp (ef_row_error_code (EF_ROW_WRONG_DIMENSION), "wrong_dimension") == 0);
+    EF_CHECK (
+        strcmp (ef_row_error_code (EF_ROW_WRONG_DIMENSION), "wrong_dimension")
+        == 0);
 }
 
 EF_TEST (validate_utf8)
 {
     EF_CHECK (ef_text_valid ("plain", 5));
     EF_CHECK (ef_text_valid ("caf\xc3\xa9", 5));
-    EF_CHECK (ef_text_valid ("\xf0\x9f\x98\x80", 4));        /* emoji */
-    EF_CHECK (!ef_text_valid ("\xc3", 1));                   /* truncated */
-    EF_CHECK (!ef_text_valid ("\xc0\xaf", 2));               /* overlong */
-    EF_CHECK (!ef_text_valid ("\xed\xa0\x80", 3));           /* surrogate */
-    EF_CHECK (!ef_text_valid ("a\0b", 3));                   /* NUL */
+    EF_CHECK (ef_text_valid ("\xf0\x9f\x98\x80", 4)); /* emoji */
+    EF_CHECK (!ef_text_valid ("\xc3", 1));            /* truncated */
+    EF_CHECK (!ef_text_valid ("\xc0\xaf", 2));        /* overlong */
+    EF_CHECK (!ef_text_valid ("\xed\xa0\x80", 3));    /* surrogate */
+    EF_CHECK (!ef_text_valid ("a\0b", 3));            /* NUL */
     EF_CHECK (!ef_text_valid ("\xff", 1));
 }
 
 EF_TEST (metadata_json_canonical)
 {
-    Embedflow__V1__Embedding__MetadataEntry a = EMBEDFLOW__V1__EMBEDDING__METADATA_ENTRY__INIT;
-    Embedflow__V1__Embedding__MetadataEntry b = EMBEDFLOW__V1__EMBEDDING__METADATA_ENTRY__INIT;
-    Embedflow__V1__Embedding__MetadataEntry c = EMBEDFLOW__V1__EMBEDDING__METADATA_ENTRY__INIT;
+    Embedflow__V1__Embedding__MetadataEntry a =
+        EMBEDFLOW__V1__EMBEDDING__METADATA_ENTRY__INIT;
+    Embedflow__V1__Embedding__MetadataEntry b =
+        EMBEDFLOW__V1__EMBEDDING__METADATA_ENTRY__INIT;
+    Embedflow__V1__Embedding__MetadataEntry c =
+        EMBEDFLOW__V1__EMBEDDING__METADATA_ENTRY__INIT;
     a.key = "title", a.value = "say \"hi\"\n";
     b.key = "lang", b.value = "en";
-    c.key = "lang", c.value = "fr";     /* repeated key: the last wins */
+    c.key = "lang", c.value = "fr"; /* repeated key: the last wins */
     Embedflow__V1__Embedding__MetadataEntry *entries[] = {&a, &b, &c};
     size_t len = 0;
     char *json = ef_metadata_json (entries, 3, &len);
     EF_REQUIRE (json);
-    EF_CHECK (strcmp (json, "{\"lang\":\"fr\",\"title\":\"say \\\"hi\\\"\\u000a\"}") == 0);
+    EF_CHECK (
+        strcmp (json, "{\"lang\":\"fr\",\"title\":\"say \\\"hi\\\"\\u000a\"}")
+        == 0);
     EF_CHECK (len == strlen (json));
     free (json);
     json = ef_metadata_json (NULL, 0, &len);
