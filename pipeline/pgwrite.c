@@ -68,7 +68,13 @@ struct ef_pgwrite {
     uint8_t *state;  /* S_ROW_* per row */
     size_t *sent;    /* lookup position -> row index */
     size_t *slots;   /* open-addressing table for finding duplicates */
+    bool *changed;   /* per row, what the hooks are told */
     size_t cap;      /* rows the arrays above can hold */
+    struct {
+        ef_pgwrite_hook_fn *fn; /* called before COMMIT */
+        void *arg;              /* the hook's own, borrowed */
+    } hooks[EF_PGWRITE_MAX_HOOKS];
+    int n_hooks; /* used entries of hooks */
 };
 
 static atomic_uint s_instances; /* makes statement names unique */
@@ -475,6 +481,7 @@ ef_pgwrite_destroy (ef_pgwrite_t **self_p)
     free (self->state);
     free (self->sent);
     free (self->slots);
+    free (self->changed);
     free (self);
     *self_p = NULL;
 }
@@ -500,7 +507,10 @@ s_reserve_rows (ef_pgwrite_t *self, size_t n)
     size_t *slots = realloc (self->slots, 2 * cap * sizeof *slots);
     if (slots)
         self->slots = slots;
-    if (!hashes || !state || !sent || !slots)
+    bool *changed = realloc (self->changed, cap * sizeof *changed);
+    if (changed)
+        self->changed = changed;
+    if (!hashes || !state || !sent || !slots || !changed)
         return -1;
     self->cap = cap;
     return 0;
@@ -754,6 +764,37 @@ s_lookup (ef_pgwrite_t *self, Embedflow__V1__Row *const *rows, size_t n,
     return EF_WRITE_OK;
 }
 
+int
+ef_pgwrite_add_hook (ef_pgwrite_t *self, ef_pgwrite_hook_fn *fn, void *arg)
+{
+    if (self->n_hooks == EF_PGWRITE_MAX_HOOKS)
+        return -1;
+    self->hooks[self->n_hooks].fn = fn;
+    self->hooks[self->n_hooks].arg = arg;
+    self->n_hooks++;
+    return 0;
+}
+
+/* Runs every hook inside the open transaction. A row counts as changed
+   unless it is known unchanged (same hash) or superseded. */
+static ef_write_status_t
+s_run_hooks (ef_pgwrite_t *self, Embedflow__V1__Row *const *rows, size_t n,
+             ef_write_report_t *rep)
+{
+    if (self->n_hooks == 0)
+        return EF_WRITE_OK;
+    for (size_t i = 0; i < n; i++)
+        self->changed[i] =
+            self->state[i] != S_ROW_DUP && self->state[i] != S_ROW_SAME;
+    for (int h = 0; h < self->n_hooks; h++) {
+        ef_write_status_t status = self->hooks[h].fn (
+            self->conn, self->hooks[h].arg, rows, n, self->changed, rep);
+        if (status != EF_WRITE_OK)
+            return status;
+    }
+    return EF_WRITE_OK;
+}
+
 /* Ends the transaction. A COMMIT that answers ROLLBACK (the transaction
    had failed unnoticed) is a failure too. */
 static ef_write_status_t
@@ -789,6 +830,13 @@ s_write_staged (ef_pgwrite_t *self, Embedflow__V1__Row *const *rows, size_t n,
                      s_encode_stage, rows, n, all, "staging the batch", rep);
     if (status == EF_WRITE_OK)
         status = s_upsert_staged (self, changed, rep);
+    /* Staging does not tell changed rows from unchanged ones: the hooks
+       hear of every row that was sent. */
+    for (size_t i = 0; i < n; i++)
+        if (self->state[i] == S_ROW_SAME)
+            self->state[i] = S_ROW_CHANGED;
+    if (status == EF_WRITE_OK)
+        status = s_run_hooks (self, rows, n, rep);
     if (status == EF_WRITE_OK)
         status = s_commit (self->conn, rep);
     return status;
@@ -835,7 +883,9 @@ s_write_direct (ef_pgwrite_t *self, Embedflow__V1__Row *const *rows, size_t n,
         if (status != EF_WRITE_OK)
             return status;
     }
-    status = s_commit (self->conn, rep);
+    status = s_run_hooks (self, rows, n, rep);
+    if (status == EF_WRITE_OK)
+        status = s_commit (self->conn, rep);
     if (status == EF_WRITE_OK)
         *changed += fresh;
     return status;

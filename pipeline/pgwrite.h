@@ -32,6 +32,7 @@
 #define EF_PGWRITE_H
 
 #include <libpq-fe.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -75,6 +76,23 @@ void ef_pgwrite_destroy (ef_pgwrite_t **self_p);
 ef_write_status_t ef_pgwrite_batch (ef_pgwrite_t *self,
                                     Embedflow__V1__Row *const *rows, size_t n,
                                     ef_write_report_t *rep);
+
+#define EF_PGWRITE_MAX_HOOKS 4
+
+/* A hook writes its own rows in the batch's transaction, after the data
+   and before COMMIT, so they commit or roll back together (a checkpoint,
+   an outbox). changed[i] is false for rows known to be unchanged or
+   superseded by a later row of their key, true otherwise. Returns
+   EF_WRITE_OK, or EF_WRITE_RETRY / EF_WRITE_ERROR with rep filled: the
+   whole batch then rolls back and is reported with that status. */
+typedef ef_write_status_t (ef_pgwrite_hook_fn) (PGconn *conn, void *arg,
+                                                Embedflow__V1__Row *const *rows,
+                                                size_t n, const bool *changed,
+                                                ef_write_report_t *rep);
+
+/* Adds a hook, called in the order added on every batch. arg is
+   borrowed. Returns 0, -1 when EF_PGWRITE_MAX_HOOKS are in use. */
+int ef_pgwrite_add_hook (ef_pgwrite_t *self, ef_pgwrite_hook_fn *fn, void *arg);
 
 /* Computes a row's content hash (16 bytes, what chunk.content_hash
    stores). */

@@ -721,3 +721,76 @@ EF_TEST (db_pgwrite_race)
     PQfinish (other);
     PQfinish (c);
 }
+
+/* A hook that records how many rows it was told changed, in a side table
+   of the same transaction; fails on demand. */
+typedef struct {
+    const char *schema; /* where the side table is */
+    bool fail;          /* answer EF_WRITE_ERROR */
+    size_t calls;       /* times called */
+} s_hook_t;
+
+static ef_write_status_t
+s_hook (PGconn *conn, void *arg, Embedflow__V1__Row *const *rows, size_t n,
+        const bool *changed, ef_write_report_t *rep)
+{
+    (void) rows;
+    s_hook_t *h = arg;
+    h->calls++;
+    if (h->fail) {
+        snprintf (rep->reason_code, sizeof rep->reason_code, "db_rejected");
+        snprintf (rep->message, sizeof rep->message, "hook refused");
+        return EF_WRITE_ERROR;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += changed[i];
+    char sql[256];
+    snprintf (sql, sizeof sql, "INSERT INTO \"%s\".side VALUES (%zu)",
+              h->schema, k);
+    PGresult *res = PQexec (conn, sql);
+    bool ok = PQresultStatus (res) == PGRES_COMMAND_OK;
+    PQclear (res);
+    return ok ? EF_WRITE_OK : EF_WRITE_RETRY;
+}
+
+EF_TEST (db_pgwrite_hooks)
+{
+    PGconn *c = s_connect ();
+    EF_REQUIRE (c);
+    const char *schema = ef_test_schema ();
+    char err[512];
+    EF_REQUIRE (ef_schema_migrate (c, schema, DIM, err, sizeof err) == 0);
+    EF_REQUIRE (
+        s_exec_ok (c, "CREATE TABLE \"%s\".side (changed int)", schema));
+    ef_pgwrite_t *w = ef_pgwrite_new (c, schema, DIM);
+    s_hook_t hook = {schema, false, 0};
+    EF_REQUIRE (ef_pgwrite_add_hook (w, s_hook, &hook) == 0);
+    ef_write_report_t rep;
+
+    Embedflow__V1__Row **rows = s_batch (20, 0, 0.5f);
+    EF_CHECK (s_write (w, rows, 20, &rep) == EF_WRITE_OK);
+    /* a re-send: the hook runs but hears of no changed row */
+    EF_CHECK (s_write (w, rows, 20, &rep) == EF_WRITE_OK);
+    s_rows_free (rows, 20);
+    EF_CHECK (hook.calls == 2);
+    EF_CHECK (s_scalar (c,
+                        "SELECT count (*) FROM \"%s\".side WHERE changed = 20",
+                        schema)
+              == 1);
+    EF_CHECK (s_scalar (c,
+                        "SELECT count (*) FROM \"%s\".side WHERE changed = 0",
+                        schema)
+              == 1);
+
+    /* a failing hook rolls the rows back with it */
+    hook.fail = true;
+    rows = s_batch (10, 100, 0.5f);
+    EF_CHECK (s_write (w, rows, 10, &rep) == EF_WRITE_ERROR);
+    EF_CHECK (strstr (rep.message, "hook refused") != NULL);
+    s_rows_free (rows, 10);
+    EF_CHECK (s_scalar (c, "SELECT count (*) FROM \"%s\".chunk", schema) == 20);
+    ef_pgwrite_destroy (&w);
+    s_drop_schema (c, schema);
+    PQfinish (c);
+}
