@@ -37,7 +37,7 @@ struct ef_actor {
     bool draining;                /* $DRAIN received */
     bool drained;                 /* DRAINED sent */
     bool terminated;              /* leave the loop */
-    const volatile int *stop;     /* runtime's hard-stop flag */
+    const atomic_int *stop;       /* runtime's hard-stop flag */
 };
 
 int64_t
@@ -58,7 +58,7 @@ ef_clock_wall_us (void)
 
 ef_actor_t *
 ef_actor_new (ef_config_t *config, const ef_actor_def_t *def, int index,
-              const volatile int *stop)
+              const atomic_int *stop)
 {
     ef_actor_t *self = calloc (1, sizeof *self);
     if (!self)
@@ -343,7 +343,7 @@ ef_actor_stopping (const ef_actor_t *self)
     return *self->stop != 0;
 }
 
-const volatile int *
+const atomic_int *
 ef_actor_stop_flag (const ef_actor_t *self)
 {
     return self->stop;

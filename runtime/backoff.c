@@ -54,7 +54,7 @@ ef_backoff_reset (ef_backoff_t *b)
 }
 
 int
-ef_backoff_sleep (int64_t ms, const volatile int *stop)
+ef_backoff_sleep (int64_t ms, const atomic_int *stop)
 {
     while (ms > 0) {
         if (stop && *stop)

@@ -33,7 +33,7 @@ int64_t ef_config_drain_idle_ms (const ef_config_t *self);
 /* A not-yet-started instance of def. stop points at the runtime's hard
    stop flag. NULL when out of memory. */
 ef_actor_t *ef_actor_new (ef_config_t *config, const ef_actor_def_t *def,
-                          int index, const volatile int *stop);
+                          int index, const atomic_int *stop);
 void ef_actor_destroy (ef_actor_t **self_p);
 
 /* The zactor body. args is the ef_actor_t (borrowed). On the pipe it

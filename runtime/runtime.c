@@ -30,7 +30,7 @@ struct ef_runtime {
     ef_config_t *config;       /* borrowed */
     s_instance_t *inst;        /* every instance that runs here */
     size_t n;                  /* entries in inst */
-    volatile int hard_stop;    /* raised on the second signal */
+    atomic_int hard_stop;      /* raised on the second signal */
     atomic_int stop_requested; /* ef_runtime_stop was called */
     bool failed;               /* an actor died */
 };

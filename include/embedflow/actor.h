@@ -22,6 +22,7 @@
 #define EF_ACTOR_H
 
 #include <czmq.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 
 #include "embedflow/options.h"
@@ -117,7 +118,7 @@ void ef_actor_drained (ef_actor_t *self);
 bool ef_actor_stopping (const ef_actor_t *self);
 
 /* Nonzero once a hard stop began; for ef_backoff_sleep. */
-const volatile int *ef_actor_stop_flag (const ef_actor_t *self);
+const atomic_int *ef_actor_stop_flag (const ef_actor_t *self);
 
 /* Monotonic and wall clocks in microseconds. */
 int64_t ef_clock_mono_us (void);

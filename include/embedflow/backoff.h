@@ -7,6 +7,7 @@
 #ifndef EF_BACKOFF_H
 #define EF_BACKOFF_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 typedef struct {
@@ -30,6 +31,6 @@ void ef_backoff_reset (ef_backoff_t *b);
 
 /* Sleeps for ms unless *stop becomes nonzero first (checked every 50 ms).
    Returns 0 after the full sleep, -1 when stopped. stop may be NULL. */
-int ef_backoff_sleep (int64_t ms, const volatile int *stop);
+int ef_backoff_sleep (int64_t ms, const atomic_int *stop);
 
 #endif

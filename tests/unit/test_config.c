@@ -179,6 +179,6 @@ EF_TEST (backoff_policy)
     ef_backoff_t inf = ef_backoff_make (1, 8, -1);
     for (int i = 0; i < 100; i++)
         EF_CHECK (ef_backoff_next (&inf) <= 8);
-    volatile int stop = 1;
+    atomic_int stop = 1;
     EF_CHECK (ef_backoff_sleep (10000, &stop) == -1);
 }
