@@ -36,9 +36,13 @@
 #include "embedflow/actor.h"
 #include "embedflow/backoff.h"
 #include "embedflow/log.h"
+#include "embedflow/metrics.h"
 #include "embedflow/pipeline.h"
 #include "embedflow/v1/embedding.pb-c.h"
 #include "embedflow/v1/pipeline.pb-c.h"
+#include "pipeline/observe.h"
+#include "pipeline/checkpoint.h"
+#include "pipeline/outbox.h"
 #include "pipeline/pg.h"
 #include "pipeline/pgwrite.h"
 #include "pipeline/schema.h"
@@ -63,6 +67,7 @@ static const ef_option_t s_options[] = {
 /* Rows written for one stream in the batch being settled. */
 typedef struct {
     uint64_t stream_id; /* receiver's stream */
+    uint32_t origin;    /* EF_ORIGIN_*: the link its ack goes to */
     uint64_t written;   /* received rows committed (covers) */
 } s_tally_t;
 
@@ -72,8 +77,11 @@ typedef struct {
     PGconn *conn;                /* owned */
     ef_pgwrite_t *writer;        /* owned, borrows conn */
     int port_batches;            /* IN */
-    int port_acks;               /* OUT */
+    int port_acks;               /* OUT: acks of pushed rows */
+    int port_pull_acks;          /* OUT: acks of pulled rows */
     int port_dead;               /* OUT */
+    int port_committed;          /* OUT: wakes the cache-invalidator */
+    ef_outbox_t *outbox;         /* owned; NULL without an API server */
     s_tally_t *tallies;          /* per stream, current batch */
     size_t n_tallies;            /* used */
     size_t cap_tallies;          /* allocated */
@@ -81,6 +89,8 @@ typedef struct {
     bool stopped;                /* a hard stop interrupted the batch */
     uint64_t rows_written;       /* totals, for the log */
     uint64_t rows_dead;
+    uint64_t transactions; /* batch transactions tried (bisect included) */
+    uint64_t retries;      /* transient failures retried with backoff */
 } s_self_t;
 
 /* covers 0 is proto3's "unset": a row stands at least for itself. */
@@ -370,6 +380,10 @@ s_dead_letter (ef_actor_t *actor, s_self_t *self,
         dl.original.len = orig ? olen : 0;
         dl.stream_id = row->stream_id;
         dl.covers = s_covers (row);
+        dl.chunk_seq = row->chunk_seq;
+        dl.chunk_rows = row->chunk_rows;
+        dl.resume_token = row->resume_token;
+        dl.origin = row->origin;
         zframe_t *frame =
             orig ? zframe_new (
                 NULL, embedflow__v1__dead_letter__get_packed_size (&dl))
@@ -385,6 +399,7 @@ s_dead_letter (ef_actor_t *actor, s_self_t *self,
         }
         zmsg_append (msg, &frame);
         self->batch_dead += dl.covers;
+        ef_actor_count (actor, EF_METRIC_DEAD_LETTERED, dl.covers);
     }
     return ef_actor_send (actor, self->port_dead, 0, &msg);
 }
@@ -398,7 +413,8 @@ s_count_written (s_self_t *self, Embedflow__V1__Row *const *rows, size_t n)
     for (size_t i = 0; i < n; i++) {
         size_t t = 0;
         while (t < self->n_tallies
-               && self->tallies[t].stream_id != rows[i]->stream_id)
+               && (self->tallies[t].stream_id != rows[i]->stream_id
+                   || self->tallies[t].origin != rows[i]->origin))
             t++;
         if (t == self->n_tallies) {
             if (self->n_tallies == self->cap_tallies) {
@@ -409,7 +425,8 @@ s_count_written (s_self_t *self, Embedflow__V1__Row *const *rows, size_t n)
                 self->tallies = grown;
                 self->cap_tallies = cap;
             }
-            self->tallies[t] = (s_tally_t){rows[i]->stream_id, 0};
+            self->tallies[t] =
+                (s_tally_t){rows[i]->stream_id, rows[i]->origin, 0};
             self->n_tallies++;
         }
         self->tallies[t].written += s_covers (rows[i]);
@@ -461,7 +478,10 @@ s_settle (ef_actor_t *actor, s_self_t *self, Embedflow__V1__Row *const *rows,
         ef_write_report_t rep;
         ef_write_status_t st = ef_pgwrite_batch (self->writer, rows, n, &rep);
         tried++;
+        ef_actor_count (actor, EF_METRIC_ERRORS, st != EF_WRITE_OK);
+        self->transactions++;
         if (st == EF_WRITE_OK) {
+            ef_observe_committed (actor, rows, n, rep.elapsed_us);
             if (s_count_written (self, rows, n) != 0) {
                 ef_error ("out of memory counting acks");
                 return -1;
@@ -496,6 +516,7 @@ s_settle (ef_actor_t *actor, s_self_t *self, Embedflow__V1__Row *const *rows,
             return s_dead_letter (actor, self, rows, n, "retry_exhausted",
                                   rep.sqlstate, reason, tried);
         }
+        self->retries++;
         /* Loud on the first failure, quiet while it goes on. */
         if (st == EF_WRITE_ERROR)
             ef_error ("write of %zu rows refused (%s%s%s), retry %d in %" PRId64
@@ -509,6 +530,7 @@ s_settle (ef_actor_t *actor, s_self_t *self, Embedflow__V1__Row *const *rows,
         else
             ef_debug ("retry %d in %" PRId64 " ms: %s", backoff.attempt, delay,
                       rep.message);
+        ef_actor_count (actor, EF_METRIC_RETRIES, 1);
         if (ef_backoff_sleep (delay, ef_actor_stop_flag (actor)) != 0) {
             self->stopped = true;
             return -1;
@@ -517,25 +539,33 @@ s_settle (ef_actor_t *actor, s_self_t *self, Embedflow__V1__Row *const *rows,
     }
 }
 
-/* Sends the Ack of the batch just settled, if it wrote anything. */
+/* Sends the Ack of the batch just settled for the streams of one origin,
+   if it wrote anything for them. */
 static int
-s_send_ack (ef_actor_t *actor, s_self_t *self)
+s_send_ack_to (ef_actor_t *actor, s_self_t *self, uint32_t origin)
 {
-    if (self->n_tallies == 0)
+    size_t mine = 0;
+    for (size_t i = 0; i < self->n_tallies; i++)
+        mine += self->tallies[i].origin == origin;
+    if (mine == 0)
         return 0;
     Embedflow__V1__StreamTally *tallies =
         calloc (self->n_tallies, sizeof *tallies);
     Embedflow__V1__StreamTally **ptrs = calloc (self->n_tallies, sizeof *ptrs);
     zframe_t *frame = NULL;
     if (tallies && ptrs) {
+        size_t n = 0;
         for (size_t i = 0; i < self->n_tallies; i++) {
-            embedflow__v1__stream_tally__init (&tallies[i]);
-            tallies[i].stream_id = self->tallies[i].stream_id;
-            tallies[i].written = self->tallies[i].written;
-            ptrs[i] = &tallies[i];
+            if (self->tallies[i].origin != origin)
+                continue;
+            embedflow__v1__stream_tally__init (&tallies[n]);
+            tallies[n].stream_id = self->tallies[i].stream_id;
+            tallies[n].written = self->tallies[i].written;
+            ptrs[n] = &tallies[n];
+            n++;
         }
         Embedflow__V1__Ack ack = EMBEDFLOW__V1__ACK__INIT;
-        ack.n_tallies = self->n_tallies;
+        ack.n_tallies = n;
         ack.tallies = ptrs;
         ack.from = (char *) ef_actor_name (actor);
         frame = zframe_new (NULL, embedflow__v1__ack__get_packed_size (&ack));
@@ -551,7 +581,19 @@ s_send_ack (ef_actor_t *actor, s_self_t *self)
         return -1;
     }
     zmsg_append (msg, &frame);
-    return ef_actor_send (actor, self->port_acks, 0, &msg);
+    return ef_actor_send (actor,
+                          origin == EF_ORIGIN_PULL ? self->port_pull_acks
+                                                   : self->port_acks,
+                          0, &msg);
+}
+
+/* Sends the Acks of the batch just settled, one per origin. */
+static int
+s_send_ack (ef_actor_t *actor, s_self_t *self)
+{
+    if (s_send_ack_to (actor, self, EF_ORIGIN_PUSH) != 0)
+        return -1;
+    return s_send_ack_to (actor, self, EF_ORIGIN_PULL);
 }
 
 /* --- actor callbacks ----------------------------------------------------- */
@@ -571,9 +613,10 @@ s_init (ef_actor_t *actor)
     self->globals = ef_actor_globals (actor);
     self->port_batches = ef_actor_port (actor, "batches");
     self->port_acks = ef_actor_port (actor, "acks");
+    self->port_pull_acks = ef_actor_port (actor, "pull-acks");
     self->port_dead = ef_actor_port (actor, "dead");
     assert (self->port_batches >= 0 && self->port_acks >= 0
-            && self->port_dead >= 0);
+            && self->port_pull_acks >= 0 && self->port_dead >= 0);
 
     char app[96], err[1024];
     snprintf (app, sizeof app, "embedflow %s", ef_actor_name (actor));
@@ -592,6 +635,23 @@ s_init (ef_actor_t *actor)
     if (!self->writer) {
         ef_actor_fail (actor, "cannot set up the writer for schema \"%s\"",
                        schema);
+        return -1;
+    }
+    /* Pull checkpoints commit with the rows they count. */
+    if (ef_pgwrite_add_hook (self->writer, ef_checkpoint_rows_hook,
+                             (void *) schema)
+        != 0) {
+        ef_actor_fail (actor, "too many write hooks");
+        return -1;
+    }
+    /* Changed document ids commit with their rows, for the
+       cache-invalidator; only when there is an API server to tell. */
+    self->port_committed = ef_actor_port (actor, "committed");
+    if (self->globals->api_server && *self->globals->api_server
+        && (!(self->outbox = ef_outbox_new (schema))
+            || ef_pgwrite_add_hook (self->writer, ef_outbox_hook, self->outbox)
+                   != 0)) {
+        ef_actor_fail (actor, "cannot set up the invalidation outbox");
         return -1;
     }
     ef_info ("writing to database %s on %s:%s as %s, schema %s",
@@ -624,6 +684,7 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
 
     self->n_tallies = 0;
     self->batch_dead = 0;
+    ef_actor_count (actor, EF_METRIC_ROWS_IN, (int64_t) batch->n_rows);
     int rc = s_settle (actor, self, batch->rows, batch->n_rows, 0);
     if (rc == 0)
         rc = s_send_ack (actor, self);
@@ -642,6 +703,24 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
     if (rc != 0 && !self->stopped && !ef_actor_stopping (actor))
         ef_error ("batch %" PRIu64 " left unsettled", batch->batch_id);
     embedflow__v1__row_batch__free_unpacked (batch, NULL);
+    uint64_t outboxed = self->outbox ? ef_outbox_take_added (self->outbox) : 0;
+    if (outboxed) {
+        /* A hint only: when the link is full the invalidator is awake. */
+        Embedflow__V1__Committed c = EMBEDFLOW__V1__COMMITTED__INIT;
+        c.from = (char *) ef_actor_name (actor);
+        c.documents = outboxed > UINT32_MAX ? UINT32_MAX : (uint32_t) outboxed;
+        zmsg_t *wake = zmsg_new ();
+        zframe_t *f =
+            zframe_new (NULL, embedflow__v1__committed__get_packed_size (&c));
+        if (wake && f) {
+            embedflow__v1__committed__pack (&c, zframe_data (f));
+            zmsg_append (wake, &f);
+            if (ef_actor_try_send (actor, self->port_committed, 0, &wake) != 1)
+                zmsg_destroy (&wake);
+        }
+        zframe_destroy (&f);
+        zmsg_destroy (&wake);
+    }
     /* A hard stop ends the batch unacked: the upstream re-sends it. */
     return 0;
 }
@@ -654,9 +733,12 @@ s_destroy (ef_actor_t *actor)
     if (!self)
         return;
     if (self->rows_written || self->rows_dead)
-        ef_info ("%" PRIu64 " rows written, %" PRIu64 " dead-lettered",
-                 self->rows_written, self->rows_dead);
+        ef_info ("%" PRIu64 " rows written, %" PRIu64 " dead-lettered, %" PRIu64
+                 " transactions, %" PRIu64 " retries",
+                 self->rows_written, self->rows_dead, self->transactions,
+                 self->retries);
     ef_pgwrite_destroy (&self->writer);
+    ef_outbox_destroy (&self->outbox);
     PQfinish (self->conn);
     free (self->tallies);
     free (self);
@@ -666,7 +748,9 @@ s_destroy (ef_actor_t *actor)
 static const ef_port_def_t s_ports[] = {
     {"batches", EF_PORT_IN, "batches", true, 4},
     {"acks", EF_PORT_OUT, "acks", false, 10000},
+    {"pull-acks", EF_PORT_OUT, "pull-acks", false, 10000},
     {"dead", EF_PORT_OUT, "dead", false, 10000},
+    {"committed", EF_PORT_OUT, "committed", false, 1000},
     {NULL, EF_PORT_IN, NULL, false, 0},
 };
 

@@ -25,17 +25,23 @@
 #include "embedflow/actor.h"
 #include "embedflow/backoff.h"
 #include "embedflow/log.h"
+#include "embedflow/metrics.h"
 #include "embedflow/pipeline.h"
 #include "embedflow/v1/pipeline.pb-c.h"
+#include "pipeline/checkpoint.h"
 #include "pipeline/pg.h"
 #include "pipeline/pgwrite.h"
 #include "pipeline/schema.h"
+#include "pipeline/spool.h"
+
+#include <unistd.h>
 
 typedef struct {
     int64_t flush_interval; /* ms a letter may wait for others */
     int64_t flush_items;    /* store at once when this many wait */
     int64_t retry_base;     /* first backoff ceiling, ms */
     int64_t retry_cap;      /* largest backoff ceiling, ms */
+    char *spool;            /* file for letters while the database is away */
 } s_options_t;
 
 static const ef_option_t s_options[] = {
@@ -47,6 +53,9 @@ static const ef_option_t s_options[] = {
      3600000, "first backoff ceiling while the database is unavailable"},
     {"retry_cap", EF_OPT_MS, "5s", offsetof (s_options_t, retry_cap), 1,
      3600000, "largest backoff ceiling between retries"},
+    {"spool", EF_OPT_STRING, NULL, offsetof (s_options_t, spool), 0, 0,
+     "file that keeps dead letters while the database is unreachable "
+     "(default: dlq-SCHEMA.spool in data_dir, else the working directory)"},
     EF_OPTION_END};
 
 typedef struct {
@@ -54,11 +63,19 @@ typedef struct {
     const ef_globals_t *globals;         /* borrowed from the runtime */
     PGconn *conn;                        /* owned */
     int port_dead;                       /* IN */
-    int port_acks;                       /* OUT */
+    int port_acks;                       /* OUT: acks of pushed rows */
+    int port_pull_acks;                  /* OUT: acks of pulled rows */
     Embedflow__V1__DeadLetter **pending; /* unpacked, waiting to be stored */
     size_t n_pending;                    /* used */
     size_t cap_pending;                  /* allocated */
     uint64_t stored;                     /* letters stored, for the log */
+    char *spool_path;                    /* heap */
+    ef_spool_t *spool;           /* open while it holds letters, else NULL */
+    ef_backoff_t import_backoff; /* between imports that failed */
+    int64_t import_delay;        /* ms until the next import try */
+    uint64_t spooled;            /* letters written to the spool */
+    uint64_t imported;           /* spooled letters stored later */
+    uint64_t store_failures;     /* failed attempts to store */
 } s_self_t;
 
 /* Queues one letter (ownership passes). Returns 0, -1 out of memory. */
@@ -104,9 +121,10 @@ s_undecodable (zframe_t *frame)
     return copy;
 }
 
-/* Sends one Ack for the letters just stored, if any carried covers. */
+/* Sends one Ack for the letters of one origin just stored, if any
+   carried covers. */
 static int
-s_send_ack (ef_actor_t *actor, s_self_t *self)
+s_send_ack_to (ef_actor_t *actor, s_self_t *self, uint32_t origin)
 {
     size_t n = 0;
     Embedflow__V1__StreamTally *tallies =
@@ -120,7 +138,7 @@ s_send_ack (ef_actor_t *actor, s_self_t *self)
     }
     for (size_t i = 0; i < self->n_pending; i++) {
         const Embedflow__V1__DeadLetter *d = self->pending[i];
-        if (d->covers == 0)
+        if (d->covers == 0 || d->origin != origin)
             continue;
         size_t t = 0;
         while (t < n && tallies[t].stream_id != d->stream_id)
@@ -145,7 +163,10 @@ s_send_ack (ef_actor_t *actor, s_self_t *self)
         if (msg) {
             embedflow__v1__ack__pack (&ack, zframe_data (frame));
             zmsg_append (msg, &frame);
-            rc = ef_actor_send (actor, self->port_acks, 0, &msg);
+            rc = ef_actor_send (actor,
+                                origin == EF_ORIGIN_PULL ? self->port_pull_acks
+                                                         : self->port_acks,
+                                0, &msg);
         }
         else {
             zframe_destroy (&frame);
@@ -156,6 +177,160 @@ s_send_ack (ef_actor_t *actor, s_self_t *self)
     free (tallies);
     free (ptrs);
     return rc;
+}
+
+/* Sends the Acks of the letters just stored, one per origin. */
+static int
+s_send_ack (ef_actor_t *actor, s_self_t *self)
+{
+    if (s_send_ack_to (actor, self, EF_ORIGIN_PUSH) != 0)
+        return -1;
+    return s_send_ack_to (actor, self, EF_ORIGIN_PULL);
+}
+
+/* Runs one statement outside of pgwrite; fills rep on failure. */
+static ef_write_status_t
+s_command (PGconn *conn, const char *sql, ef_write_report_t *rep)
+{
+    PGresult *res = PQexec (conn, sql);
+    ef_write_status_t st = EF_WRITE_OK;
+    if (PQresultStatus (res) != PGRES_COMMAND_OK
+        || (strcmp (sql, "COMMIT") == 0
+            && strcmp (PQcmdStatus (res), "COMMIT") != 0)) {
+        ef_pg_class_t cls = ef_pg_classify_result (conn, res);
+        ef_pg_error (conn, res, rep->sqlstate, rep->message,
+                     sizeof rep->message);
+        snprintf (rep->reason_code, sizeof rep->reason_code, "%s",
+                  cls == EF_PG_TRANSIENT ? "db_unavailable" : "db_rejected");
+        st = cls == EF_PG_TRANSIENT ? EF_WRITE_RETRY : EF_WRITE_ERROR;
+    }
+    PQclear (res);
+    return st;
+}
+
+/* Stores the pending letters; when some come from a pull, in one
+   transaction with the checkpoint pieces they settle. */
+static ef_write_status_t
+s_store (s_self_t *self, ef_write_report_t *rep)
+{
+    bool pull = false;
+    for (size_t i = 0; i < self->n_pending && !pull; i++)
+        pull = self->pending[i]->origin == EF_ORIGIN_PULL;
+    if (!pull)
+        return ef_pgwrite_dead_letters (self->conn, self->globals->schema,
+                                        self->pending, self->n_pending, rep);
+    memset (rep, 0, sizeof *rep);
+    ef_write_status_t st = s_command (self->conn, "BEGIN", rep);
+    if (st == EF_WRITE_OK)
+        st = ef_pgwrite_dead_letters (self->conn, self->globals->schema,
+                                      self->pending, self->n_pending, rep);
+    if (st == EF_WRITE_OK)
+        st = ef_checkpoint_dead_letters (self->conn, self->globals->schema,
+                                         self->pending, self->n_pending, rep);
+    if (st == EF_WRITE_OK)
+        st = s_command (self->conn, "COMMIT", rep);
+    if (st != EF_WRITE_OK && PQstatus (self->conn) == CONNECTION_OK
+        && PQtransactionStatus (self->conn) != PQTRANS_IDLE) {
+        PGresult *res = PQexec (self->conn, "ROLLBACK");
+        PQclear (res);
+    }
+    return st;
+}
+
+/* True while letters wait in the spool. */
+static bool
+s_spooled (const s_self_t *self)
+{
+    return self->spool && ef_spool_count (self->spool) > 0;
+}
+
+/* Appends the pending letters to the spool (opening it first). Returns
+   0 once they are on disk, -1 when the spool cannot take them. */
+static int
+s_spool_pending (s_self_t *self)
+{
+    char err[1024];
+    if (!self->spool
+        && !(self->spool = ef_spool_open (self->spool_path, err, sizeof err))) {
+        ef_error ("%s", err);
+        return -1;
+    }
+    if (ef_spool_append_letters (self->spool, self->pending, self->n_pending,
+                                 err, sizeof err)
+        != 0) {
+        ef_error ("%s", err);
+        return -1;
+    }
+    if (ef_spool_count (self->spool) == self->n_pending)
+        ef_warn ("database unreachable: dead letters go to the spool %s "
+                 "until it is back",
+                 self->spool_path);
+    self->spooled += self->n_pending;
+    self->import_delay = ef_backoff_next (&self->import_backoff);
+    return 0;
+}
+
+/* Stores the spooled letters, flush_items at a time, each group marked
+   consumed in the spool once committed; removes the spool when it is
+   empty. Returns 0 (also when nothing was spooled), -1 when the database
+   did not take them (the rest stays spooled). */
+static int
+s_import (s_self_t *self)
+{
+    size_t total = 0;
+    char err[1024];
+    while (s_spooled (self)) {
+        Embedflow__V1__DeadLetter **letters = NULL;
+        size_t n = 0, skipped = 0;
+        if (ef_spool_load_letters (self->spool,
+                                   (size_t) self->opts->flush_items, &letters,
+                                   &n, &skipped, err, sizeof err)
+            != 0) {
+            ef_error ("%s", err);
+            return -1;
+        }
+        /* s_store works on the pending array: lend it these letters. */
+        Embedflow__V1__DeadLetter **saved = self->pending;
+        size_t saved_n = self->n_pending;
+        self->pending = letters;
+        self->n_pending = n;
+        ef_write_report_t rep;
+        memset (&rep, 0, sizeof rep);
+        ef_write_status_t st = n ? s_store (self, &rep) : EF_WRITE_OK;
+        self->pending = saved;
+        self->n_pending = saved_n;
+        for (size_t i = 0; i < n; i++)
+            embedflow__v1__dead_letter__free_unpacked (letters[i], NULL);
+        free (letters);
+        if (st != EF_WRITE_OK) {
+            self->store_failures++;
+            self->import_delay = ef_backoff_next (&self->import_backoff);
+            if (PQstatus (self->conn) != CONNECTION_OK)
+                PQreset (self->conn);
+            ef_debug ("spool import failed, next in %" PRId64 " ms: %s",
+                      self->import_delay, rep.message);
+            return -1;
+        }
+        if (skipped)
+            ef_error ("spool %s: %zu records are not dead letters: dropped",
+                      self->spool_path, skipped);
+        /* A crash right here imports this group again: a duplicate, not
+           a loss. */
+        if (ef_spool_consume (self->spool, n + skipped, err, sizeof err) != 0) {
+            ef_error ("%s", err);
+            return -1;
+        }
+        self->imported += n;
+        total += n;
+    }
+    if (self->spool) {
+        ef_spool_close (&self->spool);
+        unlink (self->spool_path);
+    }
+    ef_backoff_reset (&self->import_backoff);
+    if (total)
+        ef_info ("imported %zu dead letters from the spool", total);
+    return 0;
 }
 
 /* Stores every pending letter, retrying until the database takes them
@@ -170,12 +345,28 @@ s_flush (ef_actor_t *actor, s_self_t *self, bool once)
         ef_backoff_make (self->opts->retry_base, self->opts->retry_cap, -1);
     while (true) {
         ef_write_report_t rep;
-        ef_write_status_t st =
-            ef_pgwrite_dead_letters (self->conn, self->globals->schema,
-                                     self->pending, self->n_pending, &rep);
+        /* Spooled letters are stored first, in their order; while they
+           cannot be, new ones join them in the spool. */
+        bool away = s_spooled (self) && s_import (self) != 0;
+        ef_write_status_t st = away ? EF_WRITE_RETRY : s_store (self, &rep);
         if (st == EF_WRITE_OK)
             break;
+        if (away) {
+            memset (&rep, 0, sizeof rep);
+            snprintf (rep.reason_code, sizeof rep.reason_code,
+                      "db_unavailable");
+            snprintf (rep.message, sizeof rep.message,
+                      "the spooled letters cannot be imported yet");
+        }
+        else
+            self->store_failures++;
+        /* Unreachable twice in a row: keep them on local disk and ack,
+           rather than holding every producer back. */
+        if (st == EF_WRITE_RETRY && (away || once || backoff.attempt > 0)
+            && s_spool_pending (self) == 0)
+            break;
         int64_t delay = ef_backoff_next (&backoff);
+        ef_actor_count (actor, EF_METRIC_ERRORS, 1);
         /* A permanent error here means the table itself is wrong (text
            is cleaned before it is sent): say so every time. */
         if (st == EF_WRITE_ERROR || backoff.attempt == 1)
@@ -192,6 +383,7 @@ s_flush (ef_actor_t *actor, s_self_t *self, bool once)
     }
     int rc = s_send_ack (actor, self);
     self->stored += self->n_pending;
+    ef_actor_count (actor, EF_METRIC_DEAD_LETTERED, (int64_t) self->n_pending);
     ef_debug ("stored %zu dead letters", self->n_pending);
     for (size_t i = 0; i < self->n_pending; i++)
         embedflow__v1__dead_letter__free_unpacked (self->pending[i], NULL);
@@ -216,7 +408,9 @@ s_init (ef_actor_t *actor)
     self->globals = ef_actor_globals (actor);
     self->port_dead = ef_actor_port (actor, "dead");
     self->port_acks = ef_actor_port (actor, "acks");
-    assert (self->port_dead >= 0 && self->port_acks >= 0);
+    self->port_pull_acks = ef_actor_port (actor, "pull-acks");
+    assert (self->port_dead >= 0 && self->port_acks >= 0
+            && self->port_pull_acks >= 0);
 
     char app[96], err[1024];
     snprintf (app, sizeof app, "embedflow %s", ef_actor_name (actor));
@@ -230,6 +424,39 @@ s_init (ef_actor_t *actor)
         != 0) {
         ef_actor_fail (actor, "%s", err);
         return -1;
+    }
+    self->import_backoff =
+        ef_backoff_make (self->opts->retry_base, self->opts->retry_cap, -1);
+    const char *dir = self->globals->data_dir ? self->globals->data_dir : ".";
+    if (self->opts->spool && *self->opts->spool)
+        self->spool_path = strdup (self->opts->spool);
+    else if (asprintf (&self->spool_path, "%s/dlq-%s.spool", dir,
+                       self->globals->schema)
+             < 0)
+        self->spool_path = NULL;
+    if (!self->spool_path) {
+        ef_actor_fail (actor, "out of memory");
+        return -1;
+    }
+    /* Letters an earlier run had to spool: store them now. */
+    if (access (self->spool_path, F_OK) == 0) {
+        self->spool = ef_spool_open (self->spool_path, err, sizeof err);
+        if (!self->spool)
+            ef_error ("%s: its dead letters are not imported", err);
+        else {
+            if (ef_spool_dropped (self->spool))
+                ef_warn ("spool %s: cut %" PRIu64 " bytes of a torn last "
+                         "record (never acknowledged)",
+                         self->spool_path, ef_spool_dropped (self->spool));
+            ef_info ("spool %s holds %zu dead letters from an earlier run",
+                     self->spool_path, ef_spool_count (self->spool));
+            if (s_import (self) != 0)
+                ef_actor_wake_in (actor, self->import_delay);
+            else if (self->spool) {
+                ef_spool_close (&self->spool);
+                unlink (self->spool_path);
+            }
+        }
     }
     return 0;
 }
@@ -265,7 +492,7 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
     zmsg_destroy (msg_p);
     if (self->n_pending >= (size_t) self->opts->flush_items) {
         s_flush (actor, self, false);
-        ef_actor_wake_in (actor, -1);
+        ef_actor_wake_in (actor, s_spooled (self) ? self->import_delay : -1);
     }
     else if (self->n_pending > 0)
         ef_actor_wake_in (actor, self->opts->flush_interval);
@@ -278,6 +505,10 @@ s_tick (ef_actor_t *actor)
 {
     s_self_t *self = ef_actor_state (actor);
     s_flush (actor, self, false);
+    if (self->n_pending == 0 && s_spooled (self) && s_import (self) != 0)
+        ef_actor_wake_in (actor, self->import_delay);
+    else if (s_spooled (self))
+        ef_actor_wake_in (actor, self->import_delay);
     return 0;
 }
 
@@ -298,8 +529,17 @@ s_destroy (ef_actor_t *actor)
                       "unacknowledged)",
                       n);
     }
-    if (self->stored)
-        ef_info ("%" PRIu64 " dead letters stored", self->stored);
+    if (self->stored || self->spooled || self->store_failures)
+        ef_info ("%" PRIu64 " dead letters stored (%" PRIu64
+                 " through the spool, %" PRIu64 " imported), %" PRIu64
+                 " failed store attempts",
+                 self->stored, self->spooled, self->imported,
+                 self->store_failures);
+    if (s_spooled (self))
+        ef_warn ("%zu dead letters stay in the spool %s until the next start",
+                 ef_spool_count (self->spool), self->spool_path);
+    ef_spool_close (&self->spool);
+    free (self->spool_path);
     for (size_t i = 0; i < self->n_pending; i++)
         embedflow__v1__dead_letter__free_unpacked (self->pending[i], NULL);
     free (self->pending);
@@ -311,6 +551,7 @@ s_destroy (ef_actor_t *actor)
 static const ef_port_def_t s_ports[] = {
     {"dead", EF_PORT_IN, "dead", false, 10000},
     {"acks", EF_PORT_OUT, "acks", false, 10000},
+    {"pull-acks", EF_PORT_OUT, "pull-acks", false, 10000},
     {NULL, EF_PORT_IN, NULL, false, 0},
 };
 

@@ -59,9 +59,12 @@
 
 #include "embedflow/actor.h"
 #include "embedflow/log.h"
+#include "embedflow/metrics.h"
 #include "embedflow/pipeline.h"
 #include "embedflow/v1/embedding.pb-c.h"
 #include "embedflow/v1/pipeline.pb-c.h"
+#include "pipeline/checkpoint.h"
+#include "pipeline/grpcmsg.h"
 #include "pipeline/uuid7.h"
 
 #define S_UPLOAD_METHOD "/embedflow.v1.EmbeddingService/UploadEmbeddings"
@@ -156,6 +159,7 @@ typedef struct s_stream {
     bool refused;       /* over max_streams: refused on accept */
     bool reading;       /* a RECV_MESSAGE is in flight */
     bool half_closed;   /* client finished sending */
+    bool logged;        /* its job_run row is open */
     bool replied;       /* the final status batch was posted */
     bool closed;        /* RECV_CLOSE_ON_SERVER came back */
     zmsg_t *pending;    /* chunk waiting for room on the link */
@@ -206,6 +210,7 @@ struct s_receiver {
     bool draining;             /* drain began */
     bool drained;              /* ef_actor_drained was called */
     int64_t drain_deadline_us; /* monotonic time to cancel stragglers */
+    ef_runlog_t *runlog;       /* job_run rows of uploads */
     s_tag_t shutdown_tag;      /* S_TAG_SHUTDOWN */
 };
 
@@ -222,16 +227,6 @@ s_new_stream_id (void)
     __atomic_compare_exchange_n (&s_next_stream_id, &zero, start, false,
                                  __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
     return __atomic_add_fetch (&s_next_stream_id, 1, __ATOMIC_SEQ_CST);
-}
-
-/* Returns an absolute deadline ms from now on the monotonic clock. */
-static gpr_timespec
-s_deadline_ms (int64_t ms)
-{
-    if (ms <= 0)
-        return gpr_inf_past (GPR_CLOCK_MONOTONIC);
-    return gpr_time_add (gpr_now (GPR_CLOCK_MONOTONIC),
-                         gpr_time_from_millis (ms, GPR_TIMESPAN));
 }
 
 /* --- streams ------------------------------------------------------------- */
@@ -309,6 +304,13 @@ s_stream_reply (s_stream_t *stream, grpc_status_code code, const char *text)
     if (stream->replied || stream->closed)
         return;
     stream->replied = true;
+    if (stream->logged) {
+        stream->logged = false;
+        ef_runlog_end (stream->owner->runlog, stream->job_id,
+                       code == GRPC_STATUS_OK ? "completed" : "failed",
+                       stream->received, stream->written, stream->dead,
+                       code == GRPC_STATUS_OK ? NULL : text);
+    }
 
     grpc_op ops[3];
     memset (ops, 0, sizeof ops);
@@ -424,44 +426,6 @@ s_stream_flush (s_stream_t *stream)
     return 1;
 }
 
-/* Copies a received message into one frame (the frame that travels on,
-   so the bytes are copied once and the DLQ keeps exactly what arrived).
-   Returns NULL when out of memory or the buffer cannot be read. */
-static zframe_t *
-s_message_frame (grpc_byte_buffer *buf)
-{
-    grpc_byte_buffer_reader reader;
-    if (!grpc_byte_buffer_reader_init (&reader, buf))
-        return NULL;
-    zframe_t *frame = NULL;
-    if (buf->type == GRPC_BB_RAW
-        && buf->data.raw.compression == GRPC_COMPRESS_NONE) {
-        size_t size = grpc_byte_buffer_length (buf);
-        frame = zframe_new (NULL, size);
-        grpc_slice slice;
-        size_t at = 0;
-        while (grpc_byte_buffer_reader_next (&reader, &slice)) {
-            size_t len = GRPC_SLICE_LENGTH (slice);
-            if (frame && at + len <= size)
-                memcpy (zframe_data (frame) + at, GRPC_SLICE_START_PTR (slice),
-                        len);
-            at += len;
-            grpc_slice_unref (slice);
-        }
-        if (at != size)
-            zframe_destroy (&frame);
-    }
-    else {
-        /* still compressed: the reader inflates, size known only after */
-        grpc_slice all = grpc_byte_buffer_reader_readall (&reader);
-        frame =
-            zframe_new (GRPC_SLICE_START_PTR (all), GRPC_SLICE_LENGTH (all));
-        grpc_slice_unref (all);
-    }
-    grpc_byte_buffer_reader_destroy (&reader);
-    return frame;
-}
-
 /* Takes one message off the wire: parse, stamp, forward. */
 static void
 s_stream_on_message (s_stream_t *stream, grpc_byte_buffer *buf)
@@ -470,7 +434,7 @@ s_stream_on_message (s_stream_t *stream, grpc_byte_buffer *buf)
     uint64_t offset = stream->bytes;
     stream->messages++;
 
-    zframe_t *body = s_message_frame (buf);
+    zframe_t *body = ef_grpc_message_frame (buf);
     grpc_byte_buffer_destroy (buf);
     if (!body) {
         s_stream_reply (stream, GRPC_STATUS_INTERNAL,
@@ -535,6 +499,8 @@ s_stream_on_message (s_stream_t *stream, grpc_byte_buffer *buf)
     zmsg_append (msg, &body);
 
     stream->received += rows;
+    ef_actor_count (self->actor, EF_METRIC_ROWS_IN, (int64_t) rows);
+    ef_actor_count (self->actor, EF_METRIC_IN_FLIGHT, (int64_t) rows);
     stream->pending = msg;
     self->n_pending++;
     s_stream_flush (stream);
@@ -668,6 +634,8 @@ s_on_accept (s_receiver_t *self, s_stream_t *stream, bool ok)
     }
     ef_debug ("upload %s (stream %" PRIu64 ", source %s) from %s",
               stream->job_id, stream->stream_id, stream->source, stream->peer);
+    ef_runlog_start (self->runlog, stream->job_id, stream->source, "upload");
+    stream->logged = true;
     s_stream_read (stream);
 }
 
@@ -705,6 +673,12 @@ s_on_close (s_stream_t *stream)
         ef_info ("upload %s (from %s) cancelled after %" PRIu64
                  " rows; those forwarded are still written, unacknowledged",
                  stream->job_id, stream->peer, stream->received);
+    if (stream->logged) {
+        stream->logged = false;
+        ef_runlog_end (stream->owner->runlog, stream->job_id, "failed",
+                       stream->received, stream->written, stream->dead,
+                       "the client cancelled or disconnected");
+    }
     if (stream->pending) {
         zmsg_destroy (&stream->pending);
         stream->owner->n_pending--;
@@ -839,7 +813,7 @@ s_dispatch (s_receiver_t *self, grpc_event *ev)
 static int
 s_poll (s_receiver_t *self, int64_t wait_ms)
 {
-    gpr_timespec deadline = s_deadline_ms (wait_ms);
+    gpr_timespec deadline = ef_grpc_deadline_ms (wait_ms);
     int n = 0;
     while (n < S_EVENT_BUDGET) {
         grpc_event ev = grpc_completion_queue_next (self->cq, deadline, NULL);
@@ -963,6 +937,9 @@ s_init (ef_actor_t *actor)
     self->chunks_port = ef_actor_port (actor, "chunks");
     self->acks_port = ef_actor_port (actor, "acks");
     assert (self->chunks_port >= 0 && self->acks_port >= 0);
+    const ef_globals_t *globals = ef_actor_globals (actor);
+    self->runlog =
+        ef_runlog_new (globals->database, globals->schema, (int) globals->dim);
 
     grpc_init ();
     self->grpc_up = true;
@@ -1017,6 +994,7 @@ s_init (ef_actor_t *actor)
     const char *colon = strrchr (listen, ':');
     int host_len = colon ? (int) (colon - listen) : (int) strlen (listen);
     ef_info ("listening on %.*s:%d", host_len, listen, port);
+    ef_actor_gauge (actor, EF_METRIC_LISTENING, 1);
     if (self->opts->tls_cert)
         ef_info ("TLS with %s%s", self->opts->tls_cert,
                  self->opts->auth_token ? ", bearer token required" : "");
@@ -1060,6 +1038,9 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
         }
         stream->written += t->written;
         stream->dead += t->dead_lettered;
+        ef_actor_count (self->actor, EF_METRIC_ROWS_OUT, (int64_t) t->written);
+        ef_actor_count (self->actor, EF_METRIC_IN_FLIGHT,
+                        -(int64_t) (t->written + t->dead_lettered));
         s_stream_check_done (stream);
     }
     embedflow__v1__ack__free_unpacked (ack, NULL);
@@ -1110,6 +1091,7 @@ s_drain (ef_actor_t *actor)
     if (self->draining)
         return;
     self->draining = true;
+    ef_actor_gauge (actor, EF_METRIC_LISTENING, 0);
     self->drain_deadline_us =
         ef_clock_mono_us () + self->opts->drain_timeout * 1000;
     int open = s_active_streams (self);
@@ -1168,6 +1150,7 @@ s_destroy (ef_actor_t *actor)
     }
     if (self->grpc_up)
         grpc_shutdown ();
+    ef_runlog_destroy (&self->runlog);
     free (self);
     ef_actor_set_state (actor, NULL);
 }

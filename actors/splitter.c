@@ -13,6 +13,7 @@
 */
 #include "embedflow/actor.h"
 #include "embedflow/log.h"
+#include "embedflow/metrics.h"
 #include "embedflow/pipeline.h"
 
 #include "embedflow/v1/embedding.pb-c.h"
@@ -112,6 +113,8 @@ s_flush (ef_actor_t *actor, s_self_t *self, int w)
     if (!msg)
         return rows ? -1 : 0;
     ef_debug ("batch of %zu rows to writer %d", rows, w);
+    ef_actor_count (actor, EF_METRIC_ROWS_OUT, (int64_t) rows);
+    ef_actor_count (actor, EF_METRIC_BATCHES, 1);
     return ef_actor_send (actor, self->port_batches, w, &msg);
 }
 
@@ -132,6 +135,10 @@ s_dead_letter (ef_actor_t *actor, s_self_t *self,
     dl.document_id = row && row->document_id ? row->document_id : "";
     dl.stream_id = hdr->stream_id;
     dl.covers = covers;
+    dl.chunk_seq = hdr->seq;
+    dl.chunk_rows = hdr->rows;
+    dl.resume_token = hdr->resume_token;
+    dl.origin = hdr->origin;
     uint8_t *orig = NULL;
     if (row) {
         dl.original.len = protobuf_c_message_get_packed_size (&row->base);
@@ -152,6 +159,7 @@ s_dead_letter (ef_actor_t *actor, s_self_t *self,
     zmsg_t *msg = zmsg_new ();
     zmsg_append (msg, &frame);
     self->rows_dead += covers;
+    ef_actor_count (actor, EF_METRIC_DEAD_LETTERED, covers);
     return ef_actor_send (actor, self->port_dead, 0, &msg);
 }
 
@@ -179,10 +187,11 @@ s_make_row (const Embedflow__V1__ChunkHeader *hdr,
     r->model = s_strdup (e->model);
     r->source = s_strdup (hdr->source);
     r->job_id = s_strdup (hdr->job_id);
+    r->resume_token = s_strdup (hdr->resume_token);
     r->metadata_json = *metadata_json;
     *metadata_json = NULL;
     if (!r->id.data || !r->vector || !r->document_id || !r->content || !r->model
-        || !r->source || !r->job_id || !r->metadata_json) {
+        || !r->source || !r->job_id || !r->resume_token || !r->metadata_json) {
         protobuf_c_message_free_unpacked (&r->base, NULL);
         return NULL;
     }
@@ -194,6 +203,9 @@ s_make_row (const Embedflow__V1__ChunkHeader *hdr,
     r->stream_id = hdr->stream_id;
     r->covers = 1;
     r->received_us = hdr->received_us;
+    r->chunk_seq = hdr->seq;
+    r->chunk_rows = hdr->rows;
+    r->origin = hdr->origin;
     return r;
 }
 
@@ -249,6 +261,7 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
     for (size_t i = 0; i < chunk->n_items && rc == 0; i++) {
         const Embedflow__V1__Embedding *e = chunk->items[i];
         self->rows_in++;
+        ef_actor_count (actor, EF_METRIC_ROWS_IN, 1);
         size_t mlen = 0;
         char *mjson = ef_metadata_json (e->metadata, e->n_metadata, &mlen);
         if (!mjson) {

@@ -53,5 +53,10 @@ ef_runtime_t *ef_cli_start_runtime (ef_cli_t *cli);
 int ef_cmd_run (int argc, char **argv);
 int ef_cmd_demo (int argc, char **argv);
 int ef_cmd_graph (int argc, char **argv);
+int ef_cmd_pull (int argc, char **argv);
+int ef_cmd_jobs (int argc, char **argv);
+int ef_cmd_bench (int argc, char **argv);
+int ef_cmd_top (int argc, char **argv);
+int ef_cmd_dlq (int argc, char **argv);
 
 #endif

@@ -1,9 +1,13 @@
 /*  cmd_run.c — `embedflow run` and `embedflow graph`. */
 #include "cli/cli.h"
+#include "actors/grpc_puller.h"
+#include "cli/metrics_server.h"
 
 #include "embedflow/log.h"
 
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 int
 ef_cmd_run (int argc, char **argv)
@@ -24,34 +28,90 @@ ef_cmd_run (int argc, char **argv)
         ef_cli_close (&cli);
         return rc;
     }
+    char why[512];
+    if (ef_puller_check (cli.config, why, sizeof why) != 0) {
+        fprintf (stderr, "embedflow run: %s\n", why);
+        ef_cli_close (&cli);
+        return EF_EXIT_USAGE;
+    }
     if (ef_cli_resolve_database (&cli) != 0) {
         ef_cli_close (&cli);
         return EF_EXIT_FAIL;
     }
+    ef_metrics_server_t *metrics = NULL;
+    rc = ef_cli_start_metrics (&cli, &metrics);
+    if (rc != EF_EXIT_OK) {
+        ef_cli_close (&cli);
+        return rc;
+    }
     ef_runtime_t *rt = ef_cli_start_runtime (&cli);
     if (!rt) {
+        ef_metrics_server_destroy (&metrics);
         ef_cli_close (&cli);
         return EF_EXIT_FAIL;
     }
+    ef_metrics_server_started (metrics, true);
     ef_info ("ready");
     rc = ef_runtime_wait (rt);
     ef_runtime_destroy (&rt);
+    ef_metrics_server_destroy (&metrics);
     ef_cli_close (&cli);
     return rc;
+}
+
+/* Pipes the DOT text of config through `dot -Tpng -o path`. Returns
+   EF_EXIT_OK, or EF_EXIT_FAIL after saying why (no dot, dot failed). */
+static int
+s_draw_png (const ef_config_t *config, const char *path)
+{
+    if (system ("command -v dot >/dev/null 2>&1") != 0) {
+        fprintf (stderr, "embedflow graph: --png needs dot, which is not "
+                         "installed (apt-get install graphviz)\n");
+        return EF_EXIT_FAIL;
+    }
+    /* the path goes to the shell quoted: ' becomes '\'' */
+    size_t n = strlen (path);
+    char *cmd = malloc (n * 4 + 64);
+    if (!cmd)
+        return EF_EXIT_FAIL;
+    char *w = cmd + sprintf (cmd, "dot -Tpng -o '");
+    for (const char *p = path; *p; p++)
+        w += *p == '\'' ? sprintf (w, "'\\''") : sprintf (w, "%c", *p);
+    strcpy (w, "'");
+    FILE *dot = popen (cmd, "w");
+    free (cmd);
+    if (!dot) {
+        fprintf (stderr, "embedflow graph: cannot run dot\n");
+        return EF_EXIT_FAIL;
+    }
+    ef_config_print_dot (config, dot);
+    if (pclose (dot) != 0) {
+        fprintf (stderr, "embedflow graph: dot could not write %s\n", path);
+        return EF_EXIT_FAIL;
+    }
+    return EF_EXIT_OK;
 }
 
 int
 ef_cmd_graph (int argc, char **argv)
 {
+    char *png = NULL;
+    const ef_cli_flag_t flags[] = {
+        {"png", "FILE", "draw the graph into FILE with Graphviz's dot", &png},
+        {NULL, NULL, NULL, NULL}};
     ef_cli_t cli;
     bool help;
-    int rc = ef_cli_load (&cli, "graph", argc, argv, NULL, &help);
+    int rc = ef_cli_load (&cli, "graph", argc, argv, flags, &help);
     if (rc == EF_EXIT_OK && help) {
-        printf ("usage: embedflow graph [--config FILE] [options] | dot -Tpng "
-                "-o topology.png\n\nPrints the topology (actors, instance "
-                "counts, links and endpoints) as Graphviz DOT.\n");
+        printf ("usage: embedflow graph [--config FILE] [--png FILE] "
+                "[options]\n\nPrints the topology (actors, instance "
+                "counts, links and endpoints) as Graphviz DOT,\nor draws it "
+                "into a PNG with --png FILE (needs dot, Debian's "
+                "graphviz).\n");
         ef_cli_print_config_help (&cli);
     }
+    else if (rc == EF_EXIT_OK && png)
+        rc = s_draw_png (cli.config, png);
     else if (rc == EF_EXIT_OK)
         ef_config_print_dot (cli.config, stdout);
     ef_cli_close (&cli);

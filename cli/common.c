@@ -24,6 +24,7 @@ static const struct {
     {"dim", "dim", "vector dimension"},
     {"schema", "schema", "schema for embedflow's tables"},
     {"data-dir", "data_dir", "directory of the private PostgreSQL"},
+    {"api-server", "api_server", "API server HOST:PORT to invalidate caches"},
 };
 
 static const char *
@@ -161,7 +162,7 @@ ef_cli_print_config_help (ef_cli_t *cli)
         ef_options_print_help (def->options, prefix, stdout);
     }
     printf ("\nlinks (links.NAME.endpoint / .bind / .hwm): chunks, batches, "
-            "acks, dead.\n"
+            "acks, pull-acks, dead, committed.\n"
             "Default endpoints are inproc://NAME (per-instance links "
             "inproc://NAME-{i}).\n");
 }

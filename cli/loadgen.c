@@ -29,6 +29,7 @@
 #include <time.h>
 
 #include "embedflow/v1/embedding.pb-c.h"
+#include "pipeline/grpcmsg.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "loadgen writes packed floats in host order: little-endian only"
@@ -325,35 +326,11 @@ typedef struct {
     uint64_t written;
     uint64_t dead;
     char error[200]; /* why not ok */
-} s_upload_t;
 
-/* Name of a gRPC status code. */
-static const char *
-s_status_name (grpc_status_code code)
-{
-    static const char *names[] = {
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    };
-    if ((int) code >= 0 && (size_t) code < sizeof names / sizeof names[0])
-        return names[code];
-    return "?";
-}
+    /* Chunks to send instead of synthetic rows (first and count then
+       index them), or NULL. */
+    const ef_loadgen_chunk_t *given;
+} s_upload_t;
 
 /* Encodes the next chunk of the upload into a byte buffer (NULL when out
    of memory). The buffer takes the encoded bytes without a copy. */
@@ -457,7 +434,15 @@ s_upload_run (void *arg)
     uint64_t sent = 0;
 
     for (;;) {
-        if (!next && next_row < end && !send_failed) {
+        if (!next && next_row < end && !send_failed && up->given) {
+            const ef_loadgen_chunk_t *g = &up->given[next_row++];
+            grpc_slice slice =
+                grpc_slice_from_copied_buffer ((const char *) g->data, g->size);
+            next = grpc_raw_byte_buffer_create (&slice, 1);
+            grpc_slice_unref (slice);
+            next_rows = g->rows;
+        }
+        else if (!next && next_row < end && !send_failed) {
             int n = (int) (end - next_row < (uint64_t) chunk_rows
                                ? end - next_row
                                : (uint64_t) chunk_rows);
@@ -530,7 +515,8 @@ s_upload_run (void *arg)
 
     if (up->error[0] == 0 && status != GRPC_STATUS_OK) {
         snprintf (up->error, sizeof up->error, "%s: %.*s",
-                  s_status_name (status), (int) GRPC_SLICE_LENGTH (details),
+                  ef_grpc_status_name (status),
+                  (int) GRPC_SLICE_LENGTH (details),
                   (const char *) GRPC_SLICE_START_PTR (details));
     }
     else if (up->error[0] == 0) {
@@ -588,6 +574,38 @@ s_upload_run (void *arg)
 }
 
 /* --- the run ------------------------------------------------------------- */
+
+int
+ef_loadgen_send (const ef_loadgen_opts_t *opts,
+                 const ef_loadgen_chunk_t *chunks, size_t n,
+                 ef_loadgen_result_t *res)
+{
+    memset (res, 0, sizeof *res);
+    if (!opts->target || !*opts->target) {
+        snprintf (res->error, sizeof res->error, "loadgen needs a target");
+        return -1;
+    }
+    s_upload_t up;
+    memset (&up, 0, sizeof up);
+    up.opts = opts;
+    up.count = n;
+    up.given = chunks;
+    grpc_init ();
+    double start = (double) ef_clock_mono_us () / 1e6;
+    s_upload_run (&up);
+    res->seconds = (double) ef_clock_mono_us () / 1e6 - start;
+    grpc_shutdown ();
+    res->received = up.received;
+    res->written = up.written;
+    res->dead_lettered = up.dead;
+    if (!up.ok) {
+        snprintf (res->error, sizeof res->error, "%s",
+                  up.error[0] ? up.error : "failed");
+        res->failed_streams = 1;
+        return -1;
+    }
+    return 0;
+}
 
 int
 ef_loadgen_run (const ef_loadgen_opts_t *opts, ef_loadgen_result_t *res,

@@ -53,6 +53,21 @@ int ef_loadgen_run (const ef_loadgen_opts_t *opts, ef_loadgen_result_t *res,
 uint8_t *ef_loadgen_encode_chunk (const ef_loadgen_opts_t *opts, uint64_t first,
                                   int count, uint64_t seq, size_t *size);
 
+/* One encoded EmbeddingChunk for ef_loadgen_send. */
+typedef struct {
+    const uint8_t *data; /* EmbeddingChunk bytes (borrowed) */
+    size_t size;         /* bytes */
+    uint32_t rows;       /* items in it */
+} ef_loadgen_chunk_t;
+
+/* Uploads chunks[0..n) in order as one UploadEmbeddings call to
+   opts->target, with opts->source and opts->timeout_ms (the other options
+   are not used), and fills res. Returns 0 when the call ended OK with
+   every row settled, -1 otherwise (res->error says why). */
+int ef_loadgen_send (const ef_loadgen_opts_t *opts,
+                     const ef_loadgen_chunk_t *chunks, size_t n,
+                     ef_loadgen_result_t *res);
+
 /* Rows per chunk that ef_loadgen_run uses for these options. */
 int ef_loadgen_chunk_rows (const ef_loadgen_opts_t *opts);
 

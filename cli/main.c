@@ -21,6 +21,16 @@ s_usage (FILE *out)
         "pipeline\n"
         "          on a private PostgreSQL and print a summary\n"
         "  graph   print the configured topology as Graphviz DOT\n"
+        "  pull    pull one job now from an AI server (GetEmbeddings), "
+        "resuming\n"
+        "          from its committed checkpoint\n"
+        "  jobs    list recent job runs\n"
+        "  bench   measure the pipeline against COPY, staged-upsert and "
+        "row-at-a-time\n"
+        "          baselines on the same tables and rows\n"
+        "  top     live view of a running embedflow's actors (reads its "
+        "--metrics)\n"
+        "  dlq     list, show, replay and purge dead letters\n"
         "  help    this text; `embedflow COMMAND --help` for a command's "
         "options\n"
         "\n"
@@ -44,6 +54,16 @@ main (int argc, char **argv)
         return ef_cmd_demo (argc - 1, argv + 1);
     if (strcmp (cmd, "graph") == 0)
         return ef_cmd_graph (argc - 1, argv + 1);
+    if (strcmp (cmd, "pull") == 0)
+        return ef_cmd_pull (argc - 1, argv + 1);
+    if (strcmp (cmd, "jobs") == 0)
+        return ef_cmd_jobs (argc - 1, argv + 1);
+    if (strcmp (cmd, "bench") == 0)
+        return ef_cmd_bench (argc - 1, argv + 1);
+    if (strcmp (cmd, "top") == 0)
+        return ef_cmd_top (argc - 1, argv + 1);
+    if (strcmp (cmd, "dlq") == 0)
+        return ef_cmd_dlq (argc - 1, argv + 1);
     if (strcmp (cmd, "help") == 0 || strcmp (cmd, "--help") == 0
         || strcmp (cmd, "-h") == 0) {
         s_usage (stdout);

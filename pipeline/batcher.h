@@ -4,9 +4,11 @@
     are written by one writer, in arrival order. Each writer's pending
     batch is bounded by rows and by bytes, and holds each key
     (document_id, chunk_index) once: a later version of a key from the same
-    stream replaces the earlier one in place (last wins) and takes over its
-    count. A later version from another stream closes the batch first, so
-    each stream's rows are still acknowledged to that stream.
+    chunk of the same stream replaces the earlier one in place (last wins)
+    and takes over its count. A later version from another stream or
+    another chunk closes the batch first, so each stream's rows are still
+    acknowledged to that stream, and each chunk's rows counted to that
+    chunk (pull checkpoints).
 */
 #ifndef EF_BATCHER_H
 #define EF_BATCHER_H

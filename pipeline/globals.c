@@ -15,6 +15,14 @@ const ef_option_t ef_globals_options[] = {
      "directory of the private PostgreSQL (default ./embedflow-data; as "
      "root, /var/lib/embedflow when user postgres cannot reach the working "
      "directory)"},
+    {"api_server", EF_OPT_STRING, NULL, offsetof (ef_globals_t, api_server), 0,
+     0,
+     "HOST:PORT of the API server's CacheService; set, writers record "
+     "changed document ids in an outbox that the cache-invalidator sends "
+     "there"},
+    {"metrics", EF_OPT_STRING, NULL, offsetof (ef_globals_t, metrics), 0, 0,
+     "HOST:PORT to serve /metrics (Prometheus), /healthz and /readyz on; "
+     "unset = no endpoint"},
     {"verbose", EF_OPT_BOOL, "false", offsetof (ef_globals_t, verbose), 0, 0,
      "log debug detail"},
     EF_OPTION_END};

@@ -620,11 +620,11 @@ s_prepare_session (ef_pgwrite_t *self, ef_write_report_t *rep)
 typedef void (s_encoder_t) (s_buf_t *b, const Embedflow__V1__Row *r,
                             const uint8_t *hash);
 
-/* pg_temp.ef_stage: every column. */
+/* The columns chunk and staging share, in their order. */
 static void
-s_encode_stage (s_buf_t *b, const Embedflow__V1__Row *r, const uint8_t *hash)
+s_put_chunk_columns (s_buf_t *b, const Embedflow__V1__Row *r,
+                     const uint8_t *hash)
 {
-    s_put16 (b, 9);
     s_put_field (b, r->id.data, 16);
     s_put_text (b, r->source);
     s_put_text (b, r->document_id);
@@ -634,6 +634,14 @@ s_encode_stage (s_buf_t *b, const Embedflow__V1__Row *r, const uint8_t *hash)
     s_put_jsonb (b, r->metadata_json);
     s_put_text (b, r->model);
     s_put_field (b, hash, 16);
+}
+
+/* pg_temp.ef_stage: the chunk columns and the vector. */
+static void
+s_encode_stage (s_buf_t *b, const Embedflow__V1__Row *r, const uint8_t *hash)
+{
+    s_put16 (b, 9);
+    s_put_chunk_columns (b, r, hash);
     s_put_float4_array (b, r->vector, r->n_vector);
 }
 
@@ -642,15 +650,7 @@ static void
 s_encode_chunk (s_buf_t *b, const Embedflow__V1__Row *r, const uint8_t *hash)
 {
     s_put16 (b, 8);
-    s_put_field (b, r->id.data, 16);
-    s_put_text (b, r->source);
-    s_put_text (b, r->document_id);
-    s_put32 (b, 8);
-    s_put64 (b, r->chunk_index);
-    s_put_text (b, r->content);
-    s_put_jsonb (b, r->metadata_json);
-    s_put_text (b, r->model);
-    s_put_field (b, hash, 16);
+    s_put_chunk_columns (b, r, hash);
 }
 
 /* embedding: id, model, dim, vector. */

@@ -83,6 +83,54 @@ static const s_migration_t s_migrations[] = {
      "  WHERE job_id IS NOT NULL;"
      "CREATE INDEX dead_letter_document ON ${S}.dead_letter (document_id)"
      "  WHERE document_id IS NOT NULL;"},
+    /* Pull jobs (pipeline/checkpoint.c). job_run is the history, one row
+       per run; pull_piece is written in the same transaction as the rows
+       (or dead letters) it counts, so a job's position is derived from
+       what is committed and nothing else. */
+    {2, "job_run, pull_piece",
+     "CREATE TABLE ${S}.job_run ("
+     "  id uuid PRIMARY KEY,"
+     "  job text NOT NULL,"
+     "  trigger text NOT NULL"
+     "    CHECK (trigger IN ('cron', 'manual', 'upload')),"
+     "  status text NOT NULL"
+     "    CHECK (status IN ('running', 'completed', 'failed', 'abandoned')),"
+     "  started_at timestamptz NOT NULL DEFAULT now(),"
+     "  finished_at timestamptz,"
+     "  heartbeat_at timestamptz NOT NULL DEFAULT now(),"
+     "  rows_received bigint NOT NULL DEFAULT 0,"
+     "  rows_written bigint NOT NULL DEFAULT 0,"
+     "  rows_dead_lettered bigint NOT NULL DEFAULT 0,"
+     "  start_token text NOT NULL DEFAULT '',"
+     "  last_resume_token text,"
+     "  slot timestamptz,"
+     "  error text);"
+     "CREATE INDEX job_run_job ON ${S}.job_run (job, started_at DESC);"
+     "CREATE INDEX job_run_started ON ${S}.job_run (started_at DESC);"
+     "CREATE TABLE ${S}.pull_piece ("
+     "  run_id uuid NOT NULL,"
+     "  chunk_seq bigint NOT NULL,"
+     "  rows integer NOT NULL,"
+     "  chunk_rows integer NOT NULL,"
+     "  resume_token text NOT NULL,"
+     "  committed_at timestamptz NOT NULL DEFAULT now());"
+     "CREATE INDEX pull_piece_run ON ${S}.pull_piece (run_id, chunk_seq);"
+     /* one row per cron slot: whoever inserts it runs it */
+     "CREATE TABLE ${S}.job_slot ("
+     "  job text NOT NULL,"
+     "  slot timestamptz NOT NULL,"
+     "  claimed_at timestamptz NOT NULL DEFAULT now(),"
+     "  PRIMARY KEY (job, slot));"},
+    /* Transactional outbox of cache invalidations: a writer inserts the
+       document ids whose rows changed in the batch's own transaction;
+       the cache-invalidator deletes them once CacheService.Invalidate
+       took them (or moves them to dead_letter after its retry budget). */
+    {3, "invalidation_outbox",
+     "CREATE TABLE ${S}.invalidation_outbox ("
+     "  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+     "  document_id text NOT NULL,"
+     "  source text NOT NULL DEFAULT '',"
+     "  created_at timestamptz NOT NULL DEFAULT now());"},
 };
 
 #define S_MIGRATIONS (sizeof s_migrations / sizeof s_migrations[0])

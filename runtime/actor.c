@@ -2,6 +2,7 @@
 #include "internal.h"
 
 #include "embedflow/log.h"
+#include "embedflow/metrics.h"
 
 #include <stdarg.h>
 #include <stdlib.h>
@@ -204,6 +205,7 @@ s_send (ef_actor_t *self, zsock_t *sock, zmsg_t **msg_p, bool dontwait)
             return -1;
         }
     }
+    ef_actor_count_message (self, false, msg);
     zmsg_destroy (msg_p);
     return 1;
 }
@@ -390,6 +392,7 @@ s_input (ef_actor_t *self, zsock_t *sock)
         return 0;
     }
     self->last_input_us = ef_clock_mono_us ();
+    ef_actor_count_message (self, true, msg);
     int rc = self->def->handle ? self->def->handle (self, port, &msg) : 0;
     zmsg_destroy (&msg);
     return rc;
@@ -401,6 +404,7 @@ ef_actor_thread (zsock_t *pipe, void *args)
     ef_actor_t *self = args;
     self->pipe = pipe;
     ef_log_set_name (self->name);
+    ef_actor_metrics_init (self);
     zsock_signal (pipe, 0);
 
     bool inited = false;

@@ -15,6 +15,7 @@ packages=(
     libgrpc-dev protobuf-compiler protobuf-compiler-grpc
     libprotobuf-c-dev protobuf-c-compiler
     libczmq-dev libzmq3-dev libfyaml-dev libxxhash-dev uuid-dev libpq-dev
+    libmicrohttpd-dev
     # run: the private PostgreSQL of `embedflow run` / `demo`
     postgresql
     # tests and the Python example

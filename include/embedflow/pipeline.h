@@ -17,15 +17,20 @@ typedef struct {
     char *schema;   /* schema holding the tables */
     int64_t dim;    /* vector dimension every row must have */
     char *data_dir; /* where a private PostgreSQL lives */
+    char *metrics;  /* HOST:PORT of the HTTP metrics endpoint, NULL = none */
     bool verbose;
+
+    char *api_server; /* CacheService HOST:PORT; NULL or "" = none */
 } ef_globals_t;
 
 extern const ef_option_t ef_globals_options[];
 
 extern const ef_actor_def_t ef_grpc_receiver_actor;
+extern const ef_actor_def_t ef_grpc_puller_actor;
 extern const ef_actor_def_t ef_splitter_actor;
 extern const ef_actor_def_t ef_db_writer_actor;
 extern const ef_actor_def_t ef_dlq_actor;
+extern const ef_actor_def_t ef_cache_invalidator_actor;
 
 /* Registers every built-in actor. Returns 0 or -1 (duplicate name). */
 int ef_register_builtin_actors (ef_registry_t *registry);

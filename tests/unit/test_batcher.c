@@ -182,3 +182,35 @@ EF_TEST (batcher_routes_per_writer)
     }
     ef_batcher_destroy (&b);
 }
+
+EF_TEST (batcher_dedup_per_chunk)
+{
+    /* Within one stream, the same key from another chunk closes the batch
+       too: a pull checkpoint counts each chunk's rows to that chunk, so
+       a row of chunk 2 must not take over the count of chunk 1's. */
+    ef_batcher_t *b = ef_batcher_new (1, 100, 1 << 30);
+    Embedflow__V1__Row *r = s_row ("doc", 7, 1, "chunk1", 4);
+    r->chunk_seq = 1;
+    EF_CHECK (ef_batcher_add (b, &r) == -1);
+    r = s_row ("doc", 7, 1, "chunk1-again", 4);
+    r->chunk_seq = 1;
+    EF_CHECK (ef_batcher_add (b, &r) == -1); /* same chunk: merged */
+    r = s_row ("doc", 7, 1, "chunk2", 4);
+    r->chunk_seq = 2;
+    EF_CHECK (ef_batcher_add (b, &r) == 0); /* another chunk: closes */
+    size_t n;
+    zmsg_t *m = ef_batcher_take (b, 0, &n);
+    Embedflow__V1__RowBatch *batch = s_unpack (m);
+    EF_REQUIRE (batch && batch->n_rows == 1);
+    EF_CHECK (strcmp (batch->rows[0]->content, "chunk1-again") == 0);
+    EF_CHECK (batch->rows[0]->covers == 2 && batch->rows[0]->chunk_seq == 1);
+    embedflow__v1__row_batch__free_unpacked (batch, NULL);
+    zmsg_destroy (&m);
+    m = ef_batcher_take (b, 0, &n);
+    batch = s_unpack (m);
+    EF_REQUIRE (batch && batch->n_rows == 1);
+    EF_CHECK (batch->rows[0]->covers == 1 && batch->rows[0]->chunk_seq == 2);
+    embedflow__v1__row_batch__free_unpacked (batch, NULL);
+    zmsg_destroy (&m);
+    ef_batcher_destroy (&b);
+}

@@ -1,0 +1,1232 @@
+/*  cmd_bench.c — `embedflow bench`: embedflow against what PostgreSQL can
+    take, on the same tables, rows and connection count.
+
+    For every writer count and every run, four contenders write the same
+    rows into identical, freshly made schemas (cli/baselines.h):
+      copy      (a) binary COPY into chunk + embedding, the ceiling
+      staged    (b) COPY to staging + INSERT … ON CONFLICT, a careful program
+      row       (c) row-at-a-time autocommitted INSERTs, an ORM; on a subset
+                of the rows (it is slow), its rate extrapolated
+      embedflow the pipeline in this process, fed by the load generator over
+                real gRPC, each upload answered only once committed
+    and the bench prints medians: rows/s, MB/s of vectors, ratios to (a)
+    and (b), row latency percentiles, peak RSS, and the CPU seconds of this
+    process and of the PostgreSQL server processes.
+*/
+#include "cli/baselines.h"
+#include "cli/cli.h"
+#include "cli/loadgen.h"
+
+#include "embedflow/log.h"
+#include "embedflow/metrics.h"
+#include "pipeline/pg.h"
+#include "pipeline/schema.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define S_MAX_WRITERS 16
+#define S_MAX_RUNS    25
+#define S_CONTENDERS  4
+#define S_MAX_PIDS    256
+#define S_MAX_SWEEP   8
+
+enum { S_COPY, S_STAGED, S_ROW, S_PIPELINE };
+static const char *s_names[S_CONTENDERS] = {"copy", "staged", "row",
+                                            "embedflow"};
+static const char *s_schemas[S_CONTENDERS] = {
+    "embedflow_bench_copy", "embedflow_bench_staged", "embedflow_bench_row",
+    "embedflow_bench_pipeline"};
+
+/* What one contender measured in one run. */
+typedef struct {
+    uint64_t rows;        /* rows committed */
+    double seconds;       /* wall time */
+    double rows_s;        /* rows / seconds */
+    double mb_s;          /* MB of vector data / second */
+    double p50, p95, p99; /* row latency, seconds */
+    uint64_t peak_rss;    /* bytes, this process */
+    double cpu_self;      /* CPU seconds of this process */
+    double cpu_pg;        /* CPU seconds of the PostgreSQL processes, <0 n/a */
+} s_measure_t;
+
+typedef struct {
+    /* parameters */
+    uint64_t rows;              /* rows per contender and run */
+    uint64_t row_rows;          /* rows the row-at-a-time baseline writes */
+    int dim;                    /* vector dimension */
+    int chunk_rows;             /* rows per gRPC message */
+    int batch_rows;             /* rows per transaction */
+    int streams;                /* concurrent gRPC uploads */
+    int writers[S_MAX_WRITERS]; /* writer counts to measure */
+    int n_writers;              /* used */
+    int runs;                   /* repetitions */
+    double upsert_ratio;        /* share of rows that exist already */
+    ef_cli_t *cli;              /* configuration and database */
+    PGconn *monitor;            /* schema resets, pg_stat_activity */
+    char appname[64];           /* application_name of our sessions */
+    /* results[contender][writer index][run] */
+    s_measure_t results[S_CONTENDERS][S_MAX_WRITERS][S_MAX_RUNS];
+    /* progress */
+    const char *label;          /* what runs now */
+    atomic_uint_least64_t done; /* rows committed or sent in this step */
+    uint64_t total;             /* rows in this step */
+    atomic_int stop_progress;   /* ends the progress thread */
+    atomic_int interrupted;     /* SIGINT or SIGTERM arrived */
+    pthread_mutex_t lock;       /* guards runtime */
+    ef_runtime_t *runtime;      /* the pipeline while it runs */
+    /* --memory */
+    bool memory;          /* bounded-memory mode */
+    int slow_ms;          /* sleep per INSERT/COPY statement into chunk */
+    uint64_t mark_rows;   /* rows at which the first peak is taken */
+    uint64_t rss_peak;    /* highest RSS sampled during the pipeline */
+    uint64_t rss_at_mark; /* highest RSS sampled up to mark_rows */
+    int rss_samples;      /* samples taken */
+    /* --sweep */
+    int sweep[S_MAX_SWEEP]; /* batch sizes to try */
+    int n_sweep;            /* used; 0 = no sweep */
+} s_bench_t;
+
+/* --- PostgreSQL CPU ------------------------------------------------------ */
+
+typedef struct {
+    int pid[S_MAX_PIDS];        /* server processes */
+    double seconds[S_MAX_PIDS]; /* their CPU time */
+    int n;                      /* used */
+    bool ok;                    /* the processes are on this host */
+} s_pgcpu_t;
+
+/* User + system CPU seconds of process pid from /proc, -1 when it cannot
+   be read (not on this host, gone). */
+static double
+s_proc_cpu (int pid)
+{
+    char path[64], buf[1024];
+    /* a remote server's pid may exist here too, as another program */
+    snprintf (path, sizeof path, "/proc/%d/comm", pid);
+    FILE *f = fopen (path, "r");
+    if (!f)
+        return -1;
+    bool postgres =
+        fgets (buf, sizeof buf, f) && strncmp (buf, "postgres", 8) == 0;
+    fclose (f);
+    if (!postgres)
+        return -1;
+    snprintf (path, sizeof path, "/proc/%d/stat", pid);
+    f = fopen (path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread (buf, 1, sizeof buf - 1, f);
+    fclose (f);
+    buf[n] = 0;
+    /* the command may hold spaces and parentheses: fields follow the last ')' */
+    char *p = strrchr (buf, ')');
+    if (!p)
+        return -1;
+    unsigned long utime = 0, stime = 0;
+    if (sscanf (p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
+                &utime, &stime)
+        != 2)
+        return -1;
+    return (double) (utime + stime) / (double) sysconf (_SC_CLK_TCK);
+}
+
+/* Reads the CPU time of the server's background processes and of our
+   own sessions (application_name). */
+static void
+s_pgcpu_read (s_bench_t *b, s_pgcpu_t *out)
+{
+    memset (out, 0, sizeof *out);
+    const char *params[1] = {b->appname};
+    PGresult *res = PQexecParams (
+        b->monitor,
+        "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid ()"
+        " AND (application_name = $1 OR backend_type <> 'client backend')",
+        1, NULL, params, NULL, NULL, 0);
+    if (!res || PQresultStatus (res) != PGRES_TUPLES_OK) {
+        PQclear (res);
+        return;
+    }
+    out->ok = true;
+    for (int i = 0; i < PQntuples (res) && out->n < S_MAX_PIDS; i++) {
+        int pid = atoi (PQgetvalue (res, i, 0));
+        double s = s_proc_cpu (pid);
+        if (s < 0) {
+            out->ok = false; /* a remote server: no figure rather than a
+                                wrong one */
+            continue;
+        }
+        out->pid[out->n] = pid;
+        out->seconds[out->n++] = s;
+    }
+    PQclear (res);
+}
+
+/* CPU the server spent between two readings, -1 when unknown. */
+static double
+s_pgcpu_diff (const s_pgcpu_t *before, const s_pgcpu_t *after)
+{
+    if (!before->ok || !after->ok)
+        return -1;
+    double total = 0;
+    for (int i = 0; i < after->n; i++) {
+        double was = 0;
+        for (int j = 0; j < before->n; j++)
+            if (before->pid[j] == after->pid[i])
+                was = before->seconds[j];
+        total += after->seconds[i] - was;
+    }
+    return total;
+}
+
+/* --- helpers ------------------------------------------------------------- */
+
+/* Resets the peak RSS the kernel keeps (VmHWM), where allowed. */
+static void
+s_reset_peak_rss (void)
+{
+    FILE *f = fopen ("/proc/self/clear_refs", "w");
+    if (f) {
+        fputs ("5", f);
+        fclose (f);
+    }
+}
+
+/* Finds a free loopback TCP port, -1 when none. */
+static int
+s_free_port (void)
+{
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_addr.s_addr = htonl (INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    int port = -1;
+    if (bind (fd, (struct sockaddr *) &a, sizeof a) == 0
+        && getsockname (fd, (struct sockaddr *) &a, &len) == 0)
+        port = ntohs (a.sin_port);
+    close (fd);
+    return port;
+}
+
+/* Drops and re-creates schema (empty tables of the current version).
+   Returns 0, or -1 after logging why. */
+static int
+s_fresh_schema (s_bench_t *b, const char *schema)
+{
+    char sql[256], err[1024];
+    snprintf (sql, sizeof sql, "DROP SCHEMA IF EXISTS %s CASCADE", schema);
+    PGresult *res = PQexec (b->monitor, sql);
+    bool ok = PQresultStatus (res) == PGRES_COMMAND_OK;
+    PQclear (res);
+    if (!ok) {
+        ef_error ("cannot drop schema %s: %s", schema,
+                  PQerrorMessage (b->monitor));
+        return -1;
+    }
+    if (ef_schema_migrate (b->monitor, schema, b->dim, err, sizeof err) != 0) {
+        ef_error ("%s", err);
+        return -1;
+    }
+    /* every run starts from the same WAL state (needs superuser; a
+       refusal only makes runs noisier) */
+    res = PQexec (b->monitor, "CHECKPOINT");
+    PQclear (res);
+    return 0;
+}
+
+/* The rows every contender writes. seed differs for preloaded rows, so
+   an upsert really changes them. */
+static ef_loadgen_opts_t
+s_gen (const s_bench_t *b, uint64_t seed)
+{
+    ef_loadgen_opts_t g = {0};
+    g.rows = b->rows;
+    g.dim = b->dim;
+    g.chunk_rows = b->chunk_rows;
+    g.streams = b->streams;
+    g.rows_per_document = 16;
+    g.source = "bench";
+    g.seed = seed;
+    return g;
+}
+
+static void
+s_progress_add (void *arg, uint64_t rows)
+{
+    s_bench_t *b = arg;
+    atomic_fetch_add (&b->done, rows);
+}
+
+/* Writes the first upsert_ratio of rows [0, rows) with other content, so
+   that share of the contender's rows is an update. Returns 0 or -1. */
+static int
+s_preload (s_bench_t *b, const char *schema, uint64_t rows, int writers)
+{
+    uint64_t n = (uint64_t) ((double) rows * b->upsert_ratio);
+    if (n == 0)
+        return 0;
+    ef_loadgen_opts_t g = s_gen (b, 4242);
+    ef_baseline_opts_t o = {b->cli->globals->database,
+                            schema,
+                            &g,
+                            0,
+                            n,
+                            b->batch_rows,
+                            writers,
+                            NULL,
+                            NULL,
+                            &b->interrupted};
+    ef_baseline_result_t res;
+    if (ef_baseline_run (EF_BASELINE_COPY, &o, NULL, NULL, NULL, &res) != 0) {
+        ef_error ("preloading %s: %s", schema, res.error);
+        return -1;
+    }
+    PGresult *r = PQexec (b->monitor, "CHECKPOINT");
+    PQclear (r);
+    return 0;
+}
+
+/* --- progress ------------------------------------------------------------ */
+
+/* The signal pending for this process (0 when none): signals are
+   blocked in every thread (ef_signals_init) and collected here. */
+static int
+s_pending_signal (void)
+{
+    sigset_t set;
+    sigemptyset (&set);
+    sigaddset (&set, SIGINT);
+    sigaddset (&set, SIGTERM);
+    struct timespec zero = {0, 0};
+    int sig = sigtimedwait (&set, NULL, &zero);
+    return sig > 0 ? sig : 0;
+}
+
+/* Shows progress and watches for signals until the bench ends: a signal
+   stops the baseline or drains the pipeline that runs, and no more
+   runs start. */
+static void *
+s_progress (void *arg)
+{
+    s_bench_t *b = arg;
+    bool tty = isatty (STDERR_FILENO);
+    const char *label = NULL;
+    int64_t start = 0, last_line = 0;
+    while (!atomic_load (&b->stop_progress)) {
+        usleep (200 * 1000);
+        if (s_pending_signal ()) {
+            if (!atomic_exchange (&b->interrupted, 1))
+                fprintf (stderr, "\nbench: interrupted, stopping\n");
+            pthread_mutex_lock (&b->lock);
+            if (b->runtime)
+                ef_runtime_stop (b->runtime);
+            pthread_mutex_unlock (&b->lock);
+        }
+        int64_t now = ef_clock_mono_us ();
+        if (label != b->label) {
+            label = b->label;
+            start = last_line = now;
+        }
+        if (!label)
+            continue;
+        uint64_t done = atomic_load (&b->done);
+        if (b->memory && label == s_names[S_PIPELINE]) {
+            /* sampled, not VmHWM: the peak up to the mark must be known
+               when the mark passes */
+            uint64_t rss = ef_process_rss_bytes ();
+            b->rss_samples++;
+            if (rss > b->rss_peak)
+                b->rss_peak = rss;
+            if (done <= b->mark_rows || b->rss_at_mark == 0)
+                b->rss_at_mark = b->rss_peak;
+        }
+        double secs = (double) (now - start) / 1e6;
+        double rate = secs > 0 ? (double) done / secs : 0;
+        double eta =
+            rate > 0 && b->total > done ? (double) (b->total - done) / rate : 0;
+        if (tty)
+            fprintf (stderr,
+                     "\r  %-28s %9llu / %llu rows  %7.0f rows/s  ETA %3.0fs   ",
+                     label, (unsigned long long) done,
+                     (unsigned long long) b->total, rate, eta);
+        else if (now - last_line >= 5000000) {
+            fprintf (stderr, "progress: %s %llu / %llu rows, %.0f rows/s\n",
+                     label, (unsigned long long) done,
+                     (unsigned long long) b->total, rate);
+            last_line = now;
+        }
+    }
+    if (tty)
+        fprintf (stderr, "\r%100s\r", "");
+    return NULL;
+}
+
+/* --- one measurement ----------------------------------------------------- */
+
+/* Fills m's derived fields from rows, seconds and the latency histogram. */
+static void
+s_finish (s_bench_t *b, s_measure_t *m, ef_histogram_t *latency)
+{
+    m->rows_s = m->seconds > 0 ? (double) m->rows / m->seconds : 0;
+    m->mb_s = m->rows_s * b->dim * 4 / 1e6;
+    m->p50 = ef_histogram_quantile (latency, 0.50);
+    m->p95 = ef_histogram_quantile (latency, 0.95);
+    m->p99 = ef_histogram_quantile (latency, 0.99);
+    m->peak_rss = ef_process_peak_rss_bytes ();
+}
+
+typedef struct {
+    s_bench_t *bench;
+    s_pgcpu_t *after; /* filled before the connections close */
+} s_close_t;
+
+static void
+s_before_close (void *arg)
+{
+    s_close_t *c = arg;
+    s_pgcpu_read (c->bench, c->after);
+}
+
+/* Runs baseline kind with `writers` connections. Returns 0 or -1. */
+static int
+s_run_baseline (s_bench_t *b, int contender, int writers, s_measure_t *m)
+{
+    const char *schema = s_schemas[contender];
+    uint64_t rows = contender == S_ROW ? b->row_rows : b->rows;
+    if (s_fresh_schema (b, schema) != 0
+        || (contender != S_COPY && s_preload (b, schema, rows, writers) != 0))
+        return -1;
+    ef_baseline_t kind = contender == S_COPY     ? EF_BASELINE_COPY
+                         : contender == S_STAGED ? EF_BASELINE_STAGED
+                                                 : EF_BASELINE_ROW;
+    ef_loadgen_opts_t g = s_gen (b, 42);
+    ef_baseline_opts_t o = {b->cli->globals->database,
+                            schema,
+                            &g,
+                            0,
+                            rows,
+                            b->batch_rows,
+                            writers,
+                            s_progress_add,
+                            b,
+                            &b->interrupted};
+    ef_histogram_t *latency = ef_metrics_histogram (
+        "embedflow_bench_baseline_latency_seconds",
+        "Row latency of a bench baseline (decoded -> committed).", schema);
+    ef_metrics_reset ();
+    s_reset_peak_rss ();
+    s_pgcpu_t before, after;
+    s_pgcpu_read (b, &before);
+    s_close_t close_arg = {b, &after};
+    atomic_store (&b->done, 0);
+    b->total = rows;
+    b->label = s_names[contender];
+    double cpu0 = ef_process_cpu_seconds ();
+    ef_baseline_result_t res;
+    int rc =
+        ef_baseline_run (kind, &o, latency, s_before_close, &close_arg, &res);
+    b->label = NULL;
+    if (rc != 0) {
+        ef_error ("baseline %s: %s", s_names[contender], res.error);
+        return -1;
+    }
+    if (atomic_load (&b->interrupted))
+        return -1;
+    m->cpu_self = ef_process_cpu_seconds () - cpu0;
+    m->cpu_pg = s_pgcpu_diff (&before, &after);
+    m->rows = res.rows;
+    m->seconds = res.seconds;
+    s_finish (b, m, latency);
+    return 0;
+}
+
+typedef struct {
+    s_bench_t *bench;
+    ef_loadgen_opts_t opts;     /* what to send */
+    ef_loadgen_result_t result; /* what came back */
+    int rc;                     /* ef_loadgen_run's */
+    s_pgcpu_t after;            /* server CPU when the last reply came */
+    ef_runtime_t *runtime;      /* stopped once the upload is over */
+} s_upload_t;
+
+static void *
+s_generator (void *arg)
+{
+    s_upload_t *u = arg;
+    u->rc = ef_loadgen_run (&u->opts, &u->result,
+                            (volatile uint64_t *) &u->bench->done);
+    /* every row is committed once its upload got its reply: read the
+       writers' backends while they still exist */
+    s_pgcpu_read (u->bench, &u->after);
+    ef_runtime_stop (u->runtime);
+    return NULL;
+}
+
+/* With --memory: makes every statement that inserts into schema's chunk
+   table sleep slow_ms, so the database, not the client, sets the pace
+   and every queue in front of it fills. Returns 0 or -1. */
+static int
+s_slow_down (s_bench_t *b, const char *schema)
+{
+    if (b->slow_ms <= 0)
+        return 0;
+    char sql[1024];
+    snprintf (sql, sizeof sql,
+              "CREATE FUNCTION %s.bench_slow () RETURNS trigger LANGUAGE "
+              "plpgsql AS $$BEGIN PERFORM pg_sleep (%g); RETURN NULL; END$$;"
+              "CREATE TRIGGER bench_slow AFTER INSERT ON %s.chunk FOR EACH "
+              "STATEMENT EXECUTE FUNCTION %s.bench_slow ()",
+              schema, b->slow_ms / 1000.0, schema, schema);
+    PGresult *res = PQexec (b->monitor, sql);
+    bool ok = PQresultStatus (res) == PGRES_COMMAND_OK;
+    PQclear (res);
+    if (!ok)
+        ef_error ("cannot slow the database down: %s",
+                  PQerrorMessage (b->monitor));
+    return ok ? 0 : -1;
+}
+
+/* Runs the pipeline in this process with `writers` writers. Returns 0 or
+   -1. */
+static int
+s_run_pipeline (s_bench_t *b, int writers, s_measure_t *m)
+{
+    const char *schema = s_schemas[S_PIPELINE];
+    if (s_fresh_schema (b, schema) != 0
+        || s_preload (b, schema, b->rows, writers) != 0
+        || s_slow_down (b, schema) != 0)
+        return -1;
+    char err[512], value[64], listen[64];
+    int port = s_free_port ();
+    snprintf (listen, sizeof listen, "127.0.0.1:%d", port);
+    snprintf (value, sizeof value, "%d", writers);
+    if (port < 0
+        || ef_config_set (b->cli->config, "actors.grpc-receiver.listen", listen,
+                          err, sizeof err)
+               != 0
+        || ef_config_set (b->cli->config, "actors.db-writer.instances", value,
+                          err, sizeof err)
+               != 0
+        || ef_config_set (b->cli->config, "schema", schema, err, sizeof err)
+               != 0) {
+        ef_error ("cannot configure the pipeline: %s",
+                  port < 0 ? "no free port" : err);
+        return -1;
+    }
+    ef_metrics_reset ();
+    s_reset_peak_rss ();
+    s_pgcpu_t before;
+    s_pgcpu_read (b, &before);
+    double cpu0 = ef_process_cpu_seconds ();
+    s_upload_t u = {0};
+    u.bench = b;
+    u.opts = s_gen (b, 42);
+    u.opts.target = listen;
+    u.runtime = ef_cli_start_runtime (b->cli);
+    if (!u.runtime)
+        return -1;
+    atomic_store (&b->done, 0);
+    b->total = b->rows;
+    b->label = s_names[S_PIPELINE];
+    pthread_t gen;
+    if (pthread_create (&gen, NULL, s_generator, &u) != 0) {
+        ef_runtime_destroy (&u.runtime);
+        return -1;
+    }
+    pthread_mutex_lock (&b->lock);
+    b->runtime = u.runtime;
+    pthread_mutex_unlock (&b->lock);
+    if (atomic_load (&b->interrupted))
+        ef_runtime_stop (u.runtime);
+    int rc = ef_runtime_wait (u.runtime);
+    pthread_join (gen, NULL);
+    b->label = NULL;
+    pthread_mutex_lock (&b->lock);
+    b->runtime = NULL;
+    pthread_mutex_unlock (&b->lock);
+    ef_runtime_destroy (&u.runtime);
+    if (atomic_load (&b->interrupted))
+        return -1;
+    if (rc != 0 || u.rc != 0) {
+        ef_error ("pipeline run failed: %s",
+                  u.result.error[0] ? u.result.error : "the runtime failed");
+        return -1;
+    }
+    m->cpu_self = ef_process_cpu_seconds () - cpu0;
+    m->cpu_pg = s_pgcpu_diff (&before, &u.after);
+    m->rows = u.result.written;
+    m->seconds = u.result.seconds;
+    s_finish (b, m, ef_metrics_pipeline_latency ());
+    if (u.result.written + u.result.dead_lettered != b->rows) {
+        ef_error ("pipeline wrote %llu and dead-lettered %llu of %llu rows",
+                  (unsigned long long) u.result.written,
+                  (unsigned long long) u.result.dead_lettered,
+                  (unsigned long long) b->rows);
+        return -1;
+    }
+    return 0;
+}
+
+/* --- results ------------------------------------------------------------- */
+
+static int
+s_cmp_double (const void *a, const void *b)
+{
+    double x = *(const double *) a, y = *(const double *) b;
+    return x < y ? -1 : x > y;
+}
+
+/* Median of n values. */
+static double
+s_median (double *v, int n)
+{
+    qsort (v, (size_t) n, sizeof *v, s_cmp_double);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* The median of every field over the runs of one contender and writer
+   count (each field on its own). */
+static s_measure_t
+s_medians (const s_bench_t *b, int c, int w)
+{
+    s_measure_t out = {0};
+    double v[S_MAX_RUNS];
+    int n = b->runs;
+#define S_MED(field)                                                           \
+    for (int r = 0; r < n; r++)                                                \
+        v[r] = (double) b->results[c][w][r].field;                             \
+    out.field = s_median (v, n);
+    S_MED (seconds)
+    S_MED (rows_s)
+    S_MED (mb_s)
+    S_MED (p50)
+    S_MED (p95)
+    S_MED (p99)
+    S_MED (cpu_self)
+    S_MED (cpu_pg)
+#undef S_MED
+    for (int r = 0; r < n; r++)
+        v[r] = (double) b->results[c][w][r].peak_rss;
+    out.peak_rss = (uint64_t) s_median (v, n);
+    out.rows = b->results[c][w][0].rows;
+    return out;
+}
+
+static void
+s_print_table (const s_bench_t *b, FILE *out)
+{
+    fprintf (out,
+             "\nembedflow bench: %llu rows x %d dims (%.1f MB of vectors), "
+             "batch %d rows, chunk %d rows, upsert ratio %.2f, median of %d "
+             "run%s\n\n",
+             (unsigned long long) b->rows, b->dim,
+             (double) b->rows * b->dim * 4 / 1e6, b->batch_rows, b->chunk_rows,
+             b->upsert_ratio, b->runs, b->runs == 1 ? "" : "s");
+    fprintf (out, "%-7s %-10s %9s %8s %7s %7s %8s %8s %8s %8s %8s %8s\n",
+             "writers", "contender", "rows/s", "MB/s", "x(a)", "x(b)", "p50 ms",
+             "p95 ms", "p99 ms", "RSS MB", "cpu s", "pg cpu s");
+    for (int w = 0; w < b->n_writers; w++) {
+        s_measure_t med[S_CONTENDERS];
+        for (int c = 0; c < S_CONTENDERS; c++)
+            med[c] = s_medians (b, c, w);
+        for (int c = 0; c < S_CONTENDERS; c++) {
+            const s_measure_t *m = &med[c];
+            char pg[32];
+            if (m->cpu_pg < 0)
+                snprintf (pg, sizeof pg, "n/a");
+            else
+                snprintf (pg, sizeof pg, "%.1f", m->cpu_pg);
+            fprintf (
+                out,
+                "%-7d %-10s %9.0f %8.1f %7.2f %7.2f %8.1f %8.1f %8.1f "
+                "%8.0f %8.1f %8s\n",
+                b->writers[w], c == S_ROW ? "row*" : s_names[c], m->rows_s,
+                m->mb_s,
+                med[S_COPY].rows_s > 0 ? m->rows_s / med[S_COPY].rows_s : 0,
+                med[S_STAGED].rows_s > 0 ? m->rows_s / med[S_STAGED].rows_s : 0,
+                m->p50 * 1e3, m->p95 * 1e3, m->p99 * 1e3,
+                (double) m->peak_rss / 1048576.0, m->cpu_self, pg);
+        }
+        const s_measure_t *e = &med[S_PIPELINE];
+        double ra = med[S_COPY].rows_s > 0 ? e->rows_s / med[S_COPY].rows_s : 0;
+        double rb =
+            med[S_STAGED].rows_s > 0 ? e->rows_s / med[S_STAGED].rows_s : 0;
+        double rc = med[S_ROW].rows_s > 0 ? e->rows_s / med[S_ROW].rows_s : 0;
+        fprintf (out,
+                 "        targets: embedflow %.2f x (a) [>= 0.70 %s], %.2f x "
+                 "(b) [>= 0.85 %s], %.1f x (c) [>= 15 %s]\n",
+                 ra, ra >= 0.7 ? "met" : "MISSED", rb,
+                 rb >= 0.85 ? "met" : "MISSED", rc,
+                 rc >= 15 ? "met" : "MISSED");
+    }
+    fprintf (out,
+             "\n(a) copy: binary COPY into chunk + embedding (the ceiling; "
+             "new rows only)\n"
+             "(b) staged: COPY into a staging table + INSERT ... ON CONFLICT "
+             "per batch\n"
+             "(c) row*: one autocommitted INSERT per row and table, measured "
+             "on %llu rows; its rows/s is\n"
+             "    extrapolated to the full %llu rows (time = rows / rate)\n"
+             "latency: a row's chunk received (decoded, for the baselines) "
+             "-> its row committed.\n"
+             "cpu s: this process (load generator included); pg cpu s: the "
+             "PostgreSQL server's processes.\n",
+             (unsigned long long) b->row_rows, (unsigned long long) b->rows);
+}
+
+/* Writes every measurement and the medians as JSON. Returns 0 or -1. */
+static int
+s_write_json (const s_bench_t *b, const char *path, int argc, char **argv)
+{
+    FILE *f = fopen (path, "w");
+    if (!f) {
+        ef_error ("cannot write %s: %s", path, strerror (errno));
+        return -1;
+    }
+    fprintf (f, "{\n  \"command\": \"embedflow");
+    for (int i = 0; i < argc; i++) {
+        fputc (' ', f);
+        for (const char *p = argv[i]; *p; p++) {
+            if (*p == '"' || *p == '\\')
+                fputc ('\\', f);
+            if ((unsigned char) *p >= 0x20)
+                fputc (*p, f);
+        }
+    }
+    fprintf (f,
+             "\",\n  \"params\": {\"rows\": %llu, \"row_rows\": %llu, "
+             "\"dim\": %d, \"chunk_rows\": %d, \"batch_rows\": %d, "
+             "\"streams\": %d, \"runs\": %d, \"upsert_ratio\": %g, "
+             "\"writers\": [",
+             (unsigned long long) b->rows, (unsigned long long) b->row_rows,
+             b->dim, b->chunk_rows, b->batch_rows, b->streams, b->runs,
+             b->upsert_ratio);
+    for (int w = 0; w < b->n_writers; w++)
+        fprintf (f, "%s%d", w ? ", " : "", b->writers[w]);
+    fprintf (f, "]},\n  \"results\": [\n");
+    bool first = true;
+    for (int w = 0; w < b->n_writers; w++) {
+        s_measure_t med[S_CONTENDERS];
+        for (int c = 0; c < S_CONTENDERS; c++)
+            med[c] = s_medians (b, c, w);
+        for (int c = 0; c < S_CONTENDERS; c++) {
+            fprintf (f, "%s    {\"contender\": \"%s\", \"writers\": %d,",
+                     first ? "" : ",\n", s_names[c], b->writers[w]);
+            first = false;
+            for (int r = -1; r < b->runs; r++) {
+                const s_measure_t *m = r < 0 ? &med[c] : &b->results[c][w][r];
+                if (r < 0)
+                    fprintf (f, " \"median\": ");
+                else
+                    fprintf (f, "%s", r == 0 ? ", \"runs\": [" : ", ");
+                fprintf (
+                    f,
+                    "{\"rows\": %llu, \"seconds\": %.3f, \"rows_per_s\": %.1f, "
+                    "\"mb_per_s\": %.2f, \"ratio_copy\": %.3f, "
+                    "\"ratio_staged\": %.3f, \"latency_p50_s\": %.6f, "
+                    "\"latency_p95_s\": %.6f, \"latency_p99_s\": %.6f, "
+                    "\"peak_rss_bytes\": %llu, \"cpu_self_s\": %.3f, "
+                    "\"cpu_postgres_s\": ",
+                    (unsigned long long) m->rows, m->seconds, m->rows_s,
+                    m->mb_s,
+                    med[S_COPY].rows_s > 0 ? m->rows_s / med[S_COPY].rows_s : 0,
+                    med[S_STAGED].rows_s > 0 ? m->rows_s / med[S_STAGED].rows_s
+                                             : 0,
+                    m->p50, m->p95, m->p99, (unsigned long long) m->peak_rss,
+                    m->cpu_self);
+                if (m->cpu_pg < 0)
+                    fprintf (f, "null}");
+                else
+                    fprintf (f, "%.3f}", m->cpu_pg);
+            }
+            fprintf (f, "]}");
+        }
+    }
+    fprintf (f, "\n  ]\n}\n");
+    return fclose (f) == 0 ? 0 : -1;
+}
+
+/* True when gnuplot can be run. */
+static bool
+s_have_gnuplot (void)
+{
+    return system ("command -v gnuplot >/dev/null 2>&1") == 0;
+}
+
+/* Draws throughput per writer count and the pipeline's latency
+   percentiles into path (PNG) with gnuplot. Returns 0 or -1. */
+static int
+s_plot (const s_bench_t *b, const char *path)
+{
+    char data[] = "/tmp/embedflow-bench-XXXXXX";
+    int fd = mkstemp (data);
+    if (fd < 0)
+        return -1;
+    FILE *d = fdopen (fd, "w");
+    if (!d) {
+        close (fd);
+        unlink (data);
+        return -1;
+    }
+    fprintf (d, "# writers copy staged row embedflow p50 p95 p99 (ms)\n");
+    for (int w = 0; w < b->n_writers; w++) {
+        fprintf (d, "%d", b->writers[w]);
+        s_measure_t e = s_medians (b, S_PIPELINE, w);
+        for (int c = 0; c < S_CONTENDERS; c++)
+            fprintf (d, " %.1f", s_medians (b, c, w).rows_s);
+        fprintf (d, " %.2f %.2f %.2f\n", e.p50 * 1e3, e.p95 * 1e3, e.p99 * 1e3);
+    }
+    fclose (d);
+    FILE *g = popen ("gnuplot", "w");
+    if (!g) {
+        unlink (data);
+        return -1;
+    }
+    fprintf (g,
+             "set terminal pngcairo size 1100,450 noenhanced\n"
+             "set output '%s'\n"
+             "set multiplot layout 1,2 title 'embedflow bench: %llu rows x %d "
+             "dims, median of %d'\n"
+             "set key top left\nset grid\n"
+             "set xlabel 'writers (= connections)'\nset ylabel 'rows/s'\n"
+             "set xtics 1\nset yrange [0:*]\n"
+             "set style data linespoints\n"
+             "plot '%s' using 1:2 title '(a) COPY', '' using 1:3 title '(b) "
+             "staged upsert', '' using 1:4 title '(c) row at a time', '' using "
+             "1:5 title 'embedflow' lw 2\n"
+             "set ylabel 'latency, ms (chunk received -> committed)'\n"
+             "plot '%s' using 1:6 title 'p50', '' using 1:7 title 'p95', '' "
+             "using 1:8 title 'p99'\n"
+             "unset multiplot\n",
+             path, (unsigned long long) b->rows, b->dim, b->runs, data, data);
+    int rc = pclose (g);
+    unlink (data);
+    return rc == 0 ? 0 : -1;
+}
+
+/* Prints (and writes as JSON) the outcome of --memory. Returns
+   EF_EXIT_OK, or EF_EXIT_FAIL when the JSON cannot be written. */
+static int
+s_print_memory (const s_bench_t *b, const s_measure_t *m, const char *json)
+{
+    double at_mark = (double) b->rss_at_mark / 1048576.0;
+    double peak = (double) b->rss_peak / 1048576.0;
+    double growth = at_mark > 0 ? peak / at_mark : 0;
+    printf ("\nembedflow bench --memory: %llu rows x %d dims through %d "
+            "writer(s) into a database slowed by %d ms per statement\n\n"
+            "  rows written        %llu in %.1f s (%.0f rows/s)\n"
+            "  peak RSS at %llu rows  %.1f MB\n"
+            "  peak RSS at %llu rows  %.1f MB (%.2f x; %d samples)\n"
+            "  bounded             %s (peak < 150 MB: %s; growth after %llu "
+            "rows < 10%%: %s)\n",
+            (unsigned long long) b->rows, b->dim, b->writers[0], b->slow_ms,
+            (unsigned long long) m->rows, m->seconds, m->rows_s,
+            (unsigned long long) b->mark_rows, at_mark,
+            (unsigned long long) b->rows, peak, growth, b->rss_samples,
+            peak < 150 && growth < 1.10 ? "yes" : "NO",
+            peak < 150 ? "yes" : "no", (unsigned long long) b->mark_rows,
+            growth < 1.10 ? "yes" : "no");
+    if (!json)
+        return EF_EXIT_OK;
+    FILE *f = fopen (json, "w");
+    if (!f) {
+        ef_error ("cannot write %s: %s", json, strerror (errno));
+        return EF_EXIT_FAIL;
+    }
+    fprintf (f,
+             "{\"memory\": {\"rows\": %llu, \"dim\": %d, \"writers\": %d, "
+             "\"slow_ms\": %d, \"rows_written\": %llu, \"seconds\": %.3f, "
+             "\"mark_rows\": %llu, \"peak_rss_at_mark_bytes\": %llu, "
+             "\"peak_rss_bytes\": %llu, \"samples\": %d}}\n",
+             (unsigned long long) b->rows, b->dim, b->writers[0], b->slow_ms,
+             (unsigned long long) m->rows, m->seconds,
+             (unsigned long long) b->mark_rows,
+             (unsigned long long) b->rss_at_mark,
+             (unsigned long long) b->rss_peak, b->rss_samples);
+    return fclose (f) == 0 ? EF_EXIT_OK : EF_EXIT_FAIL;
+}
+
+/* --sweep: the pipeline alone for every writer count and batch size;
+   prints the medians and the best configuration. Returns an exit code. */
+static int
+s_run_sweep (s_bench_t *b, const char *json)
+{
+    double rate[S_MAX_WRITERS][S_MAX_SWEEP], p99[S_MAX_WRITERS][S_MAX_SWEEP];
+    int best_w = 0, best_s = 0;
+    for (int w = 0; w < b->n_writers; w++)
+        for (int k = 0; k < b->n_sweep; k++) {
+            char value[32], err[512];
+            snprintf (value, sizeof value, "%d", b->sweep[k]);
+            if (ef_config_set (b->cli->config, "actors.splitter.batch_rows",
+                               value, err, sizeof err)
+                != 0) {
+                ef_error ("--sweep %d: %s", b->sweep[k], err);
+                return EF_EXIT_USAGE;
+            }
+            b->batch_rows = b->sweep[k];
+            double rs[S_MAX_RUNS], ps[S_MAX_RUNS];
+            for (int r = 0; r < b->runs; r++) {
+                s_measure_t m = {0};
+                if (s_run_pipeline (b, b->writers[w], &m) != 0)
+                    return EF_EXIT_FAIL;
+                rs[r] = m.rows_s;
+                ps[r] = m.p99;
+                fprintf (stderr,
+                         "%sbench: sweep writers %d batch %d run %d %8.0f "
+                         "rows/s\n",
+                         isatty (STDERR_FILENO) ? "\r\033[K" : "",
+                         b->writers[w], b->sweep[k], r + 1, m.rows_s);
+            }
+            rate[w][k] = s_median (rs, b->runs);
+            p99[w][k] = s_median (ps, b->runs);
+            if (rate[w][k] > rate[best_w][best_s])
+                best_w = w, best_s = k;
+        }
+    printf ("\nembedflow bench --sweep: %llu rows x %d dims, median of %d "
+            "run%s: rows/s (p99 latency ms)\n\n%-8s",
+            (unsigned long long) b->rows, b->dim, b->runs,
+            b->runs == 1 ? "" : "s", "writers");
+    for (int k = 0; k < b->n_sweep; k++) {
+        char label[32];
+        snprintf (label, sizeof label, "batch %d", b->sweep[k]);
+        printf (" %17s", label);
+    }
+    printf ("\n");
+    for (int w = 0; w < b->n_writers; w++) {
+        printf ("%-8d", b->writers[w]);
+        for (int k = 0; k < b->n_sweep; k++)
+            printf (" %9.0f (%5.0f)", rate[w][k], p99[w][k] * 1e3);
+        printf ("\n");
+    }
+    printf ("\nbest: --writers %d --batch-rows %d (%.0f rows/s); in a "
+            "config file:\n\nactors:\n  splitter:\n    batch_rows: %d\n"
+            "  db-writer:\n    instances: %d\n",
+            b->writers[best_w], b->sweep[best_s], rate[best_w][best_s],
+            b->sweep[best_s], b->writers[best_w]);
+    if (!json)
+        return EF_EXIT_OK;
+    FILE *f = fopen (json, "w");
+    if (!f) {
+        ef_error ("cannot write %s: %s", json, strerror (errno));
+        return EF_EXIT_FAIL;
+    }
+    fprintf (f, "{\"sweep\": [");
+    for (int w = 0; w < b->n_writers; w++)
+        for (int k = 0; k < b->n_sweep; k++)
+            fprintf (f,
+                     "%s\n  {\"writers\": %d, \"batch_rows\": %d, "
+                     "\"rows_per_s\": %.1f, \"latency_p99_s\": %.6f}",
+                     w || k ? "," : "", b->writers[w], b->sweep[k], rate[w][k],
+                     p99[w][k]);
+    fprintf (f,
+             "\n],\n \"best\": {\"writers\": %d, \"batch_rows\": %d, "
+             "\"rows_per_s\": %.1f}}\n",
+             b->writers[best_w], b->sweep[best_s], rate[best_w][best_s]);
+    return fclose (f) == 0 ? EF_EXIT_OK : EF_EXIT_FAIL;
+}
+
+/* --- the command --------------------------------------------------------- */
+
+/* Parses "1,2,4" into b->writers. Returns 0, -1 when malformed. */
+static int
+s_parse_writers (s_bench_t *b, const char *text)
+{
+    b->n_writers = 0;
+    const char *p = text;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long v = strtol (p, &end, 10);
+        if (end == p || errno || v < 1 || v > S_MAX_WRITERS
+            || b->n_writers == S_MAX_WRITERS || (*end && *end != ','))
+            return -1;
+        b->writers[b->n_writers++] = (int) v;
+        p = *end ? end + 1 : end;
+        if (*end == ',' && !*p)
+            return -1;
+    }
+    return b->n_writers > 0 ? 0 : -1;
+}
+
+/* Parses "250,500,1000" into b->sweep. Returns 0, -1 when malformed. */
+static int
+s_parse_sizes (s_bench_t *b, const char *text)
+{
+    b->n_sweep = 0;
+    const char *p = text;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long v = strtol (p, &end, 10);
+        if (end == p || errno || v < 1 || v > 1000000
+            || b->n_sweep == S_MAX_SWEEP || (*end && *end != ','))
+            return -1;
+        b->sweep[b->n_sweep++] = (int) v;
+        p = *end ? end + 1 : end;
+        if (*end == ',' && !*p)
+            return -1;
+    }
+    return b->n_sweep > 0 ? 0 : -1;
+}
+
+/* Parses a positive integer flag into *out. Returns 0 or -1. */
+static int
+s_parse_count (const char *text, uint64_t max, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull (text, &end, 10);
+    if (end == text || *end || errno || v < 1 || v > max || text[0] == '-')
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static void
+s_usage (const ef_cli_flag_t *flags, ef_cli_t *cli)
+{
+    printf (
+        "usage: embedflow bench [--rows N] [--dim N] [--writers 1,2,4] "
+        "[--runs N] [options]\n\n"
+        "Measures embedflow end to end (load generator -> gRPC -> pipeline -> "
+        "PostgreSQL)\nagainst three baselines writing the same rows into the "
+        "same tables over the\nsame number of connections: (a) binary COPY, "
+        "(b) COPY to staging + INSERT ...\nON CONFLICT, (c) row-at-a-time "
+        "INSERTs. Every run starts from freshly made\nschemas "
+        "embedflow_bench_*. Without a database it starts a private "
+        "PostgreSQL\nin --data-dir.\n\nbench options:\n");
+    for (const ef_cli_flag_t *f = flags; f->name; f++)
+        printf ("  --%-14s %-6s %s\n", f->name, f->metavar ? f->metavar : "",
+                f->description);
+    ef_cli_print_config_help (cli);
+}
+
+int
+ef_cmd_bench (int argc, char **argv)
+{
+    ef_signals_init ();
+    char *rows = NULL, *row_rows = NULL, *chunk_rows = NULL, *batch_rows = NULL,
+         *writers = NULL, *runs = NULL, *upsert = NULL, *json = NULL,
+         *plot = NULL, *streams = NULL, *memory = NULL, *slow_ms = NULL,
+         *sweep = NULL;
+    const ef_cli_flag_t flags[] = {
+        {"rows", "N", "rows per contender and run (default 100000)", &rows},
+        {"row-rows", "N",
+         "rows the row-at-a-time baseline writes (default 3000)", &row_rows},
+        {"chunk-rows", "N", "rows per gRPC message (default 256)", &chunk_rows},
+        {"batch-rows", "N", "rows per transaction (default 1000)", &batch_rows},
+        {"writers", "LIST", "writer counts = connections (default 1,2)",
+         &writers},
+        {"runs", "N", "runs of each, medians reported (default 3)", &runs},
+        {"upsert-ratio", "R", "share of rows that already exist (default 0)",
+         &upsert},
+        {"streams", "N", "concurrent gRPC uploads (default 1)", &streams},
+        {"json", "FILE", "also write every measurement as JSON", &json},
+        {"plot", "FILE", "draw throughput and latency into a PNG (gnuplot)",
+         &plot},
+        {"memory", NULL,
+         "bounded-memory mode: only the pipeline, into a slowed database, "
+         "RSS sampled (default 1000000 rows)",
+         &memory},
+        {"sweep", "LIST",
+         "sweep mode: the pipeline alone for every --writers count and "
+         "each of these batch sizes (e.g. 250,500,1000,2000); prints the "
+         "best",
+         &sweep},
+        {"slow-ms", "MS",
+         "--memory: sleep per statement into chunk (default 5)", &slow_ms},
+        {NULL, NULL, NULL, NULL}};
+    ef_cli_t cli;
+    bool help;
+    int rc = ef_cli_load (&cli, "bench", argc, argv, flags, &help);
+    if (rc != EF_EXIT_OK || help) {
+        if (help)
+            s_usage (flags, &cli);
+        ef_cli_close (&cli);
+        return rc;
+    }
+    s_bench_t *b = calloc (1, sizeof *b);
+    if (!b) {
+        ef_cli_close (&cli);
+        return EF_EXIT_FAIL;
+    }
+    b->cli = &cli;
+    pthread_mutex_init (&b->lock, NULL);
+    b->dim = (int) cli.globals->dim;
+    uint64_t v;
+    const char *bad = NULL;
+    b->rows = 100000;
+    b->row_rows = 3000;
+    b->chunk_rows = 256;
+    b->batch_rows = 1000;
+    b->runs = 3;
+    b->streams = 1;
+    b->memory = memory != NULL;
+    if (b->memory) {
+        b->rows = 1000000;
+        b->runs = 1;
+        b->slow_ms = 5;
+    }
+    if (sweep && s_parse_sizes (b, sweep) != 0)
+        bad = "--sweep must be a list of up to 8 batch sizes such as "
+              "250,500,1000";
+    if (sweep && b->memory)
+        bad = "--sweep and --memory do not go together";
+    if (slow_ms && s_parse_count (slow_ms, 10000, &v) == 0)
+        b->slow_ms = (int) v;
+    else if (slow_ms)
+        bad = "--slow-ms must be 1..10000";
+    if (rows && s_parse_count (rows, UINT64_C (1) << 40, &b->rows) != 0)
+        bad = "--rows must be a positive integer";
+    if (row_rows && s_parse_count (row_rows, UINT64_C (1) << 40, &v) == 0)
+        b->row_rows = v;
+    else if (row_rows)
+        bad = "--row-rows must be a positive integer";
+    if (chunk_rows && s_parse_count (chunk_rows, 1000000, &v) == 0)
+        b->chunk_rows = (int) v;
+    else if (chunk_rows)
+        bad = "--chunk-rows must be a positive integer";
+    if (batch_rows && s_parse_count (batch_rows, 1000000, &v) == 0)
+        b->batch_rows = (int) v;
+    else if (batch_rows)
+        bad = "--batch-rows must be a positive integer";
+    if (runs && s_parse_count (runs, S_MAX_RUNS, &v) == 0)
+        b->runs = (int) v;
+    else if (runs)
+        bad = "--runs must be 1..25";
+    if (streams && s_parse_count (streams, 64, &v) == 0)
+        b->streams = (int) v;
+    else if (streams)
+        bad = "--streams must be 1..64";
+    if (s_parse_writers (b, writers ? writers : "1,2") != 0)
+        bad = "--writers must be a list of counts 1..16 such as 1,2,4";
+    if (upsert) {
+        char *end;
+        b->upsert_ratio = strtod (upsert, &end);
+        if (end == upsert || *end || !(b->upsert_ratio >= 0)
+            || b->upsert_ratio > 1)
+            bad = "--upsert-ratio must be a number from 0 to 1";
+    }
+    if (b->row_rows > b->rows)
+        b->row_rows = b->rows;
+    char err[512];
+    snprintf (err, sizeof err, "%d", b->batch_rows);
+    if (!bad
+        && ef_config_set (cli.config, "actors.splitter.batch_rows", err, err,
+                          sizeof err)
+               != 0)
+        bad = "--batch-rows is out of the splitter's range";
+    if (bad) {
+        fprintf (stderr, "embedflow bench: %s\n", bad);
+        free (b);
+        ef_cli_close (&cli);
+        return EF_EXIT_USAGE;
+    }
+    if (plot && !s_have_gnuplot ()) {
+        fprintf (stderr, "embedflow bench: --plot: gnuplot is not available "
+                         "(apt-get install gnuplot-nox); measuring without "
+                         "the plot\n");
+        plot = NULL;
+    }
+    if (ef_cli_resolve_database (&cli) != 0) {
+        free (b);
+        ef_cli_close (&cli);
+        return EF_EXIT_FAIL;
+    }
+    /* every session of this bench, ours and the pipeline's, carries one
+       application_name: that is how the server's CPU for it is found */
+    snprintf (b->appname, sizeof b->appname, "embedflow-bench-%d",
+              (int) getpid ());
+    setenv ("PGAPPNAME", b->appname, 1);
+    b->monitor = ef_pg_connect (cli.globals->database, "embedflow bench", err,
+                                sizeof err);
+    if (!b->monitor) {
+        ef_error ("%s", err);
+        free (b);
+        ef_cli_close (&cli);
+        return EF_EXIT_FAIL;
+    }
+    ef_info ("bench: %llu rows x %d dims, writers %s, %d run(s)",
+             (unsigned long long) b->rows, b->dim, writers ? writers : "1,2",
+             b->runs);
+    /* the pipeline's start/stop chatter would bury the figures */
+    if (!cli.globals->verbose)
+        ef_log_set_level (EF_LOG_WARN);
+    pthread_t progress;
+    bool progress_started =
+        pthread_create (&progress, NULL, s_progress, b) == 0;
+    rc = EF_EXIT_OK;
+    if (b->memory) {
+        b->mark_rows = b->rows / 5;
+        s_measure_t *m = &b->results[S_PIPELINE][0][0];
+        if (s_run_pipeline (b, b->writers[0], m) != 0)
+            rc = EF_EXIT_FAIL;
+        atomic_store (&b->stop_progress, 1);
+        if (progress_started)
+            pthread_join (progress, NULL);
+        progress_started = false;
+        if (rc == EF_EXIT_OK)
+            rc = s_print_memory (b, m, json);
+    }
+    if (b->n_sweep && rc == EF_EXIT_OK) {
+        int src = s_run_sweep (b, json);
+        atomic_store (&b->stop_progress, 1);
+        if (progress_started)
+            pthread_join (progress, NULL);
+        progress_started = false;
+        rc = src;
+    }
+    for (int w = 0;
+         w < b->n_writers && rc == EF_EXIT_OK && !b->memory && !b->n_sweep; w++)
+        for (int r = 0; r < b->runs && rc == EF_EXIT_OK; r++)
+            for (int c = 0; c < S_CONTENDERS && rc == EF_EXIT_OK; c++) {
+                s_measure_t *m = &b->results[c][w][r];
+                int step = c == S_PIPELINE
+                               ? s_run_pipeline (b, b->writers[w], m)
+                               : s_run_baseline (b, c, b->writers[w], m);
+                if (step != 0)
+                    rc = EF_EXIT_FAIL;
+                else
+                    /* on a terminal, over the progress line */
+                    fprintf (stderr,
+                             "%sbench: writers %d run %d %-9s %8.0f rows/s "
+                             "%6.1f s\n",
+                             isatty (STDERR_FILENO) ? "\r\033[K" : "",
+                             b->writers[w], r + 1, s_names[c], m->rows_s,
+                             m->seconds);
+            }
+    atomic_store (&b->stop_progress, 1);
+    if (progress_started)
+        pthread_join (progress, NULL);
+    if (atomic_load (&b->interrupted))
+        fprintf (stderr, "embedflow bench: interrupted, no results\n");
+    if (rc == EF_EXIT_OK && !b->memory && !b->n_sweep) {
+        s_print_table (b, stdout);
+        if (json && s_write_json (b, json, argc, argv) != 0)
+            rc = EF_EXIT_FAIL;
+        if (plot && s_plot (b, plot) != 0) {
+            ef_error ("gnuplot failed to draw %s", plot);
+            rc = EF_EXIT_FAIL;
+        }
+        else if (plot)
+            printf ("plot: %s\n", plot);
+    }
+    PQfinish (b->monitor);
+    free (b);
+    ef_cli_close (&cli);
+    return rc;
+}

@@ -1,0 +1,184 @@
+/*  cmd_jobs.c — `embedflow jobs`: the recent runs of pull jobs and
+    uploads, from <schema>.job_run, as a table or as JSON.
+*/
+#include "cli/cli.h"
+
+#include "embedflow/log.h"
+#include "pipeline/pg.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Writes s as a JSON string. */
+static void
+s_json_string (const char *s)
+{
+    putchar ('"');
+    for (const unsigned char *p = (const unsigned char *) s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            printf ("\\%c", *p);
+        else if (*p < 0x20)
+            printf ("\\u%04x", *p);
+        else
+            putchar (*p);
+    }
+    putchar ('"');
+}
+
+static const char *s_columns[] = {"id",
+                                  "job",
+                                  "trigger",
+                                  "status",
+                                  "started_at",
+                                  "finished_at",
+                                  "heartbeat_at",
+                                  "rows_received",
+                                  "rows_written",
+                                  "rows_dead_lettered",
+                                  "last_resume_token",
+                                  "error"};
+#define S_NCOLS (sizeof s_columns / sizeof s_columns[0])
+
+/* Prints res as a JSON array of objects (numbers for the counters, null
+   for NULL). */
+static void
+s_print_json (PGresult *res)
+{
+    printf ("[");
+    for (int r = 0; r < PQntuples (res); r++) {
+        printf (r ? ",\n {" : "{");
+        for (int c = 0; c < (int) S_NCOLS; c++) {
+            printf ("%s\"%s\": ", c ? ", " : "", s_columns[c]);
+            if (PQgetisnull (res, r, c))
+                printf ("null");
+            else if (c >= 7 && c <= 9)
+                printf ("%s", PQgetvalue (res, r, c));
+            else
+                s_json_string (PQgetvalue (res, r, c));
+        }
+        printf ("}");
+    }
+    printf ("]\n");
+}
+
+/* Prints res as an aligned table. */
+static void
+s_print_table (PGresult *res)
+{
+    printf ("%-36s  %-20s  %-7s  %-9s  %-19s  %9s  %9s  %6s  %s\n", "RUN",
+            "JOB", "TRIGGER", "STATUS", "STARTED (UTC)", "RECEIVED", "WRITTEN",
+            "DEAD", "POSITION / ERROR");
+    for (int r = 0; r < PQntuples (res); r++) {
+        const char *error = PQgetvalue (res, r, 11);
+        printf ("%-36s  %-20.20s  %-7s  %-9s  %-19.19s  %9s  %9s  %6s  %s\n",
+                PQgetvalue (res, r, 0), PQgetvalue (res, r, 1),
+                PQgetvalue (res, r, 2), PQgetvalue (res, r, 3),
+                PQgetvalue (res, r, 4), PQgetvalue (res, r, 7),
+                PQgetvalue (res, r, 8), PQgetvalue (res, r, 9),
+                *error ? error : PQgetvalue (res, r, 10));
+    }
+    if (PQntuples (res) == 0)
+        printf ("(no runs)\n");
+}
+
+int
+ef_cmd_jobs (int argc, char **argv)
+{
+    char *json = NULL, *limit = NULL, *job = NULL;
+    const ef_cli_flag_t flags[] = {
+        {"json", NULL, "print JSON instead of a table", &json},
+        {"limit", "N", "runs to show, newest first (default 20)", &limit},
+        {"job", "NAME", "only the runs of this job", &job},
+        {NULL, NULL, NULL, NULL}};
+    ef_cli_t cli;
+    bool help;
+    int rc = ef_cli_load (&cli, "jobs", argc, argv, flags, &help);
+    if (rc != EF_EXIT_OK || help) {
+        if (help) {
+            printf ("usage: embedflow jobs [--json] [--limit N] [--job NAME] "
+                    "[--database CONNINFO]\n\nLists recent runs of pull jobs "
+                    "and uploads (embedflow.job_run).\n\njobs options:\n");
+            for (const ef_cli_flag_t *f = flags; f->name; f++)
+                printf ("  --%-8s %-5s %s\n", f->name,
+                        f->metavar ? f->metavar : "", f->description);
+            ef_cli_print_config_help (&cli);
+        }
+        ef_cli_close (&cli);
+        return rc;
+    }
+    long n = limit ? strtol (limit, NULL, 10) : 20;
+    if (n <= 0) {
+        fprintf (stderr, "embedflow jobs: --limit must be positive\n");
+        ef_cli_close (&cli);
+        return EF_EXIT_USAGE;
+    }
+    if (ef_cli_resolve_database (&cli) != 0) {
+        ef_cli_close (&cli);
+        return EF_EXIT_FAIL;
+    }
+    char err[1024];
+    PGconn *conn = ef_pg_connect (cli.globals->database, "embedflow jobs", err,
+                                  sizeof err);
+    if (!conn) {
+        fprintf (stderr, "embedflow jobs: %s\n", err);
+        ef_cli_close (&cli);
+        return EF_EXIT_FAIL;
+    }
+    char *schema = ef_pg_ident (conn, cli.globals->schema);
+    char *sql = NULL;
+    char nbuf[24];
+    snprintf (nbuf, sizeof nbuf, "%ld", n);
+    const char *params[] = {nbuf, job ? job : ""};
+    const char *reg[] = {cli.globals->schema};
+    PGresult *res = PQexecParams (
+        conn, "SELECT to_regclass (quote_ident ($1) || '.job_run') IS NOT NULL",
+        1, NULL, reg, NULL, NULL, 0);
+    bool exists = PQresultStatus (res) == PGRES_TUPLES_OK
+                  && strcmp (PQgetvalue (res, 0, 0), "t") == 0;
+    PQclear (res);
+    res = NULL;
+    rc = EF_EXIT_OK;
+    if (!exists) {
+        if (json)
+            printf ("[]\n");
+        else
+            printf ("(no runs: schema %s has no job_run table yet)\n",
+                    cli.globals->schema);
+    }
+    else if (!schema
+             || asprintf (&sql,
+                          "SELECT id, job, trigger, status,"
+                          " to_char (started_at AT TIME ZONE 'UTC',"
+                          "   'YYYY-MM-DD HH24:MI:SS'),"
+                          " finished_at, heartbeat_at, rows_received,"
+                          " rows_written, rows_dead_lettered,"
+                          " coalesce (last_resume_token, ''),"
+                          " coalesce (error, '')"
+                          " FROM %s.job_run WHERE ($2 = '' OR job = $2)"
+                          " ORDER BY started_at DESC, id DESC LIMIT $1::int",
+                          schema)
+                    < 0) {
+        sql = NULL;
+        fprintf (stderr, "embedflow jobs: out of memory\n");
+        rc = EF_EXIT_FAIL;
+    }
+    else {
+        res = PQexecParams (conn, sql, 2, NULL, params, NULL, NULL, 0);
+        if (PQresultStatus (res) != PGRES_TUPLES_OK) {
+            ef_pg_error (conn, res, NULL, err, sizeof err);
+            fprintf (stderr, "embedflow jobs: %s\n", err);
+            rc = EF_EXIT_FAIL;
+        }
+        else if (json)
+            s_print_json (res);
+        else
+            s_print_table (res);
+        PQclear (res);
+    }
+    free (sql);
+    free (schema);
+    PQfinish (conn);
+    ef_cli_close (&cli);
+    return rc;
+}

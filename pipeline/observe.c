@@ -1,0 +1,27 @@
+/*  observe.c — metrics recorded by the pipeline's actors (see observe.h). */
+#include "pipeline/observe.h"
+
+#include "embedflow/metrics.h"
+
+void
+ef_observe_committed (ef_actor_t *actor, Embedflow__V1__Row *const *rows,
+                      size_t n, int64_t elapsed_us)
+{
+    int64_t now = ef_clock_wall_us ();
+    ef_histogram_t *e2e = ef_metrics_pipeline_latency ();
+    int64_t covered = 0;
+    for (size_t i = 0; i < n; i++) {
+        covered += rows[i]->covers ? rows[i]->covers : 1;
+        if (rows[i]->received_us > 0)
+            ef_histogram_observe (e2e,
+                                  (double) (now - rows[i]->received_us) / 1e6);
+    }
+    ef_actor_count (actor, EF_METRIC_ROWS_OUT, covered);
+    ef_actor_count (actor, EF_METRIC_BATCHES, 1);
+    ef_histogram_observe (
+        ef_metrics_histogram (EF_METRIC_WRITER_COMMIT,
+                              "Seconds one batch transaction took, "
+                              "retries excluded.",
+                              ef_actor_name (actor)),
+        (double) elapsed_us / 1e6);
+}

@@ -1,0 +1,560 @@
+/*  metrics.c — the process-wide metrics registry (see metrics.h).
+
+    Series are allocated once and never freed (the registry's array keeps
+    them reachable), so a pointer handed out stays valid for the life of
+    the process and updates need no lock: counters and gauges are atomic
+    integers, a histogram is an array of atomic bucket counters plus an
+    atomic sum in nanoseconds. Only creating a series and rendering take
+    the registry's mutex.
+*/
+#include "embedflow/metrics.h"
+
+#include <assert.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+typedef enum { S_COUNTER, S_GAUGE, S_HISTOGRAM } s_type_t;
+
+/* The buckets a histogram exposes, in seconds. */
+static const double s_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                  0.05,   0.1,   0.25,   0.5,   1,    2.5,
+                                  5,      10,    30,     60};
+#define S_BOUNDS (sizeof s_bounds / sizeof s_bounds[0])
+/* Fine buckets: 8 per doubling from 1 µs to 2^32 µs (~70 min). */
+#define S_FINE_STEPS 8
+#define S_FINE       (32 * S_FINE_STEPS + 1)
+
+struct ef_counter {
+    atomic_uint_least64_t value; /* total */
+};
+
+struct ef_gauge {
+    atomic_int_least64_t value; /* current */
+};
+
+struct ef_histogram {
+    atomic_uint_least64_t count;            /* observations */
+    atomic_uint_least64_t sum_ns;           /* their sum, nanoseconds */
+    atomic_uint_least64_t bucket[S_BOUNDS]; /* not cumulative */
+    atomic_uint_least64_t fine[S_FINE];     /* for quantiles */
+};
+
+typedef struct {
+    s_type_t type; /* which of the three */
+    char *name;    /* metric name */
+    char *help;    /* HELP text */
+    char *actor;   /* label value, NULL for none */
+    void *metric;  /* ef_counter_t / ef_gauge_t / ef_histogram_t */
+} s_series_t;
+
+static pthread_mutex_t s_lock = PTHREAD_MUTEX_INITIALIZER;
+static s_series_t **s_series; /* every series, in creation order */
+static size_t s_n_series;     /* used */
+static size_t s_cap_series;   /* allocated */
+
+/* Finds or creates a series under the lock. NULL when out of memory. */
+static void *
+s_get (s_type_t type, const char *name, const char *help, const char *actor)
+{
+    pthread_mutex_lock (&s_lock);
+    void *found = NULL;
+    for (size_t i = 0; i < s_n_series && !found; i++) {
+        s_series_t *s = s_series[i];
+        if (strcmp (s->name, name) != 0)
+            continue;
+        assert (s->type == type);
+        if ((!actor && !s->actor)
+            || (actor && s->actor && strcmp (actor, s->actor) == 0))
+            found = s->metric;
+    }
+    if (!found && s_n_series == s_cap_series) {
+        size_t cap = s_cap_series ? s_cap_series * 2 : 64;
+        s_series_t **grown = realloc (s_series, cap * sizeof *grown);
+        if (grown) {
+            s_series = grown;
+            s_cap_series = cap;
+        }
+    }
+    if (!found && s_n_series < s_cap_series) {
+        size_t size = type == S_COUNTER ? sizeof (ef_counter_t)
+                      : type == S_GAUGE ? sizeof (ef_gauge_t)
+                                        : sizeof (ef_histogram_t);
+        s_series_t *s = calloc (1, sizeof *s);
+        void *metric = calloc (1, size);
+        char *n = strdup (name), *h = strdup (help ? help : "");
+        char *a = actor ? strdup (actor) : NULL;
+        if (s && metric && n && h && (a || !actor)) {
+            *s = (s_series_t){type, n, h, a, metric};
+            s_series[s_n_series++] = s;
+            found = metric;
+        }
+        else {
+            free (s);
+            free (metric);
+            free (n);
+            free (h);
+            free (a);
+        }
+    }
+    pthread_mutex_unlock (&s_lock);
+    return found;
+}
+
+ef_counter_t *
+ef_metrics_counter (const char *name, const char *help, const char *actor)
+{
+    return s_get (S_COUNTER, name, help, actor);
+}
+
+ef_gauge_t *
+ef_metrics_gauge (const char *name, const char *help, const char *actor)
+{
+    return s_get (S_GAUGE, name, help, actor);
+}
+
+ef_histogram_t *
+ef_metrics_histogram (const char *name, const char *help, const char *actor)
+{
+    return s_get (S_HISTOGRAM, name, help, actor);
+}
+
+void
+ef_counter_add (ef_counter_t *self, uint64_t n)
+{
+    if (self)
+        atomic_fetch_add_explicit (&self->value, n, memory_order_relaxed);
+}
+
+uint64_t
+ef_counter_value (const ef_counter_t *self)
+{
+    return self ? atomic_load ((atomic_uint_least64_t *) &self->value) : 0;
+}
+
+void
+ef_gauge_set (ef_gauge_t *self, int64_t value)
+{
+    if (self)
+        atomic_store_explicit (&self->value, value, memory_order_relaxed);
+}
+
+void
+ef_gauge_add (ef_gauge_t *self, int64_t delta)
+{
+    if (self)
+        atomic_fetch_add_explicit (&self->value, delta, memory_order_relaxed);
+}
+
+int64_t
+ef_gauge_value (const ef_gauge_t *self)
+{
+    return self ? atomic_load ((atomic_int_least64_t *) &self->value) : 0;
+}
+
+/* Fine bucket of a value in microseconds: 0 for <= 1 µs, then 8 per
+   doubling, the last one open-ended. */
+static size_t
+s_fine_index (double us)
+{
+    if (us <= 1)
+        return 0;
+    double i = ceil (log2 (us) * S_FINE_STEPS);
+    return i >= S_FINE - 1 ? S_FINE - 1 : (size_t) i;
+}
+
+void
+ef_histogram_observe (ef_histogram_t *self, double seconds)
+{
+    if (!self)
+        return;
+    if (!(seconds > 0)) /* negative (clock step) and NaN count as 0 */
+        seconds = 0;
+    size_t b = 0;
+    while (b < S_BOUNDS && seconds > s_bounds[b])
+        b++;
+    if (b < S_BOUNDS)
+        atomic_fetch_add_explicit (&self->bucket[b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit (&self->fine[s_fine_index (seconds * 1e6)], 1,
+                               memory_order_relaxed);
+    atomic_fetch_add_explicit (&self->sum_ns, (uint64_t) (seconds * 1e9),
+                               memory_order_relaxed);
+    atomic_fetch_add_explicit (&self->count, 1, memory_order_relaxed);
+}
+
+uint64_t
+ef_histogram_count (const ef_histogram_t *self)
+{
+    return self ? atomic_load ((atomic_uint_least64_t *) &self->count) : 0;
+}
+
+double
+ef_histogram_sum (const ef_histogram_t *self)
+{
+    return self ? (double) atomic_load ((atomic_uint_least64_t *) &self->sum_ns)
+                      / 1e9
+                : 0;
+}
+
+double
+ef_histogram_quantile (const ef_histogram_t *self, double q)
+{
+    if (!self)
+        return 0;
+    uint64_t fine[S_FINE], total = 0;
+    for (size_t i = 0; i < S_FINE; i++) {
+        fine[i] = atomic_load ((atomic_uint_least64_t *) &self->fine[i]);
+        total += fine[i];
+    }
+    if (total == 0)
+        return 0;
+    double rank = ceil (q * (double) total);
+    if (rank < 1)
+        rank = 1;
+    uint64_t seen = 0;
+    size_t i = 0;
+    for (; i < S_FINE; i++) {
+        seen += fine[i];
+        if ((double) seen >= rank)
+            break;
+    }
+    if (i >= S_FINE)
+        i = S_FINE - 1;
+    return exp2 ((double) i / S_FINE_STEPS) / 1e6;
+}
+
+int64_t
+ef_metrics_gauge_sum (const char *name)
+{
+    int64_t sum = 0;
+    pthread_mutex_lock (&s_lock);
+    for (size_t i = 0; i < s_n_series; i++)
+        if (s_series[i]->type == S_GAUGE
+            && strcmp (s_series[i]->name, name) == 0)
+            sum += ef_gauge_value (s_series[i]->metric);
+    pthread_mutex_unlock (&s_lock);
+    return sum;
+}
+
+bool
+ef_metrics_exists (const char *name)
+{
+    bool found = false;
+    pthread_mutex_lock (&s_lock);
+    for (size_t i = 0; i < s_n_series && !found; i++)
+        found = strcmp (s_series[i]->name, name) == 0;
+    pthread_mutex_unlock (&s_lock);
+    return found;
+}
+
+void
+ef_metrics_reset (void)
+{
+    pthread_mutex_lock (&s_lock);
+    for (size_t i = 0; i < s_n_series; i++) {
+        s_series_t *s = s_series[i];
+        if (s->type == S_COUNTER)
+            atomic_store (&((ef_counter_t *) s->metric)->value, 0);
+        else if (s->type == S_GAUGE)
+            atomic_store (&((ef_gauge_t *) s->metric)->value, 0);
+        else {
+            ef_histogram_t *h = s->metric;
+            atomic_store (&h->count, 0);
+            atomic_store (&h->sum_ns, 0);
+            for (size_t b = 0; b < S_BOUNDS; b++)
+                atomic_store (&h->bucket[b], 0);
+            for (size_t b = 0; b < S_FINE; b++)
+                atomic_store (&h->fine[b], 0);
+        }
+    }
+    pthread_mutex_unlock (&s_lock);
+}
+
+/* --- process ------------------------------------------------------------ */
+
+/* A "Name:  N kB" line of /proc/self/status, in bytes; 0 when missing. */
+static uint64_t
+s_status_kb (const char *field)
+{
+    FILE *f = fopen ("/proc/self/status", "r");
+    if (!f)
+        return 0;
+    char line[256];
+    size_t flen = strlen (field);
+    uint64_t kb = 0;
+    while (fgets (line, sizeof line, f))
+        if (strncmp (line, field, flen) == 0 && line[flen] == ':') {
+            kb = strtoull (line + flen + 1, NULL, 10);
+            break;
+        }
+    fclose (f);
+    return kb * 1024;
+}
+
+uint64_t
+ef_process_rss_bytes (void)
+{
+    return s_status_kb ("VmRSS");
+}
+
+uint64_t
+ef_process_peak_rss_bytes (void)
+{
+    return s_status_kb ("VmHWM");
+}
+
+double
+ef_process_cpu_seconds (void)
+{
+    struct rusage ru;
+    if (getrusage (RUSAGE_SELF, &ru) != 0)
+        return 0;
+    return (double) ru.ru_utime.tv_sec + (double) ru.ru_utime.tv_usec / 1e6
+           + (double) ru.ru_stime.tv_sec + (double) ru.ru_stime.tv_usec / 1e6;
+}
+
+/* --- rendering ---------------------------------------------------------- */
+
+typedef struct {
+    char *data;  /* text so far */
+    size_t len;  /* used */
+    size_t cap;  /* allocated */
+    bool failed; /* out of memory */
+} s_text_t;
+
+/* Appends printf-formatted text. */
+static void __attribute__ ((format (printf, 2, 3)))
+s_printf (s_text_t *t, const char *fmt, ...)
+{
+    if (t->failed)
+        return;
+    while (true) {
+        va_list args;
+        va_start (args, fmt);
+        int n = vsnprintf (t->data + t->len, t->cap - t->len, fmt, args);
+        va_end (args);
+        if (n < 0) {
+            t->failed = true;
+            return;
+        }
+        if ((size_t) n < t->cap - t->len) {
+            t->len += (size_t) n;
+            return;
+        }
+        size_t cap = (t->cap + (size_t) n + 1) * 2;
+        char *grown = realloc (t->data, cap);
+        if (!grown) {
+            t->failed = true;
+            return;
+        }
+        t->data = grown;
+        t->cap = cap;
+    }
+}
+
+/* Appends a label value with \, " and newline escaped. */
+static void
+s_label (s_text_t *t, const char *prefix, const char *actor, const char *extra)
+{
+    if (!actor && !extra)
+        return;
+    s_printf (t, "%s", prefix);
+    if (actor) {
+        s_printf (t, "actor=\"");
+        for (const char *p = actor; *p; p++)
+            s_printf (t, "%s%c", *p == '\\' || *p == '"' ? "\\" : "",
+                      *p == '\n' ? 'n' : *p);
+        s_printf (t, "\"%s", extra ? "," : "");
+    }
+    if (extra)
+        s_printf (t, "%s", extra);
+    s_printf (t, "}");
+}
+
+/* Writes one series' samples. */
+static void
+s_render_series (s_text_t *t, const s_series_t *s)
+{
+    if (s->type == S_COUNTER || s->type == S_GAUGE) {
+        s_printf (t, "%s", s->name);
+        s_label (t, "{", s->actor, NULL);
+        if (s->type == S_COUNTER)
+            s_printf (t, " %llu\n",
+                      (unsigned long long) ef_counter_value (s->metric));
+        else
+            s_printf (t, " %lld\n", (long long) ef_gauge_value (s->metric));
+        return;
+    }
+    const ef_histogram_t *h = s->metric;
+    uint64_t cumulative = 0;
+    for (size_t b = 0; b < S_BOUNDS; b++) {
+        cumulative += atomic_load ((atomic_uint_least64_t *) &h->bucket[b]);
+        char le[48];
+        snprintf (le, sizeof le, "le=\"%g\"", s_bounds[b]);
+        s_printf (t, "%s_bucket", s->name);
+        s_label (t, "{", s->actor, le);
+        s_printf (t, " %llu\n", (unsigned long long) cumulative);
+    }
+    /* count last, so +Inf is never below a finite bucket read earlier */
+    uint64_t count = ef_histogram_count (h);
+    if (count < cumulative)
+        count = cumulative;
+    s_printf (t, "%s_bucket", s->name);
+    s_label (t, "{", s->actor, "le=\"+Inf\"");
+    s_printf (t, " %llu\n%s_sum", (unsigned long long) count, s->name);
+    s_label (t, "{", s->actor, NULL);
+    s_printf (t, " %.9f\n%s_count", ef_histogram_sum (h), s->name);
+    s_label (t, "{", s->actor, NULL);
+    s_printf (t, " %llu\n", (unsigned long long) count);
+}
+
+char *
+ef_metrics_render (size_t *len)
+{
+    s_text_t t = {NULL, 0, 0, false};
+    pthread_mutex_lock (&s_lock);
+    /* Series of one name are grouped under one HELP/TYPE header. */
+    bool *done = calloc (s_n_series ? s_n_series : 1, sizeof *done);
+    if (!done)
+        t.failed = true;
+    for (size_t i = 0; i < s_n_series && done; i++) {
+        if (done[i])
+            continue;
+        const s_series_t *s = s_series[i];
+        static const char *types[] = {"counter", "gauge", "histogram"};
+        s_printf (&t, "# HELP %s %s\n# TYPE %s %s\n", s->name, s->help, s->name,
+                  types[s->type]);
+        for (size_t j = i; j < s_n_series; j++)
+            if (!done[j] && strcmp (s_series[j]->name, s->name) == 0) {
+                s_render_series (&t, s_series[j]);
+                done[j] = true;
+            }
+    }
+    pthread_mutex_unlock (&s_lock);
+    free (done);
+    s_printf (&t,
+              "# HELP embedflow_process_resident_memory_bytes Resident set "
+              "size of the embedflow process.\n"
+              "# TYPE embedflow_process_resident_memory_bytes gauge\n"
+              "embedflow_process_resident_memory_bytes %llu\n"
+              "# HELP embedflow_process_cpu_seconds_total User and system CPU "
+              "time of the embedflow process.\n"
+              "# TYPE embedflow_process_cpu_seconds_total counter\n"
+              "embedflow_process_cpu_seconds_total %.3f\n",
+              (unsigned long long) ef_process_rss_bytes (),
+              ef_process_cpu_seconds ());
+    if (t.failed) {
+        free (t.data);
+        return NULL;
+    }
+    if (len)
+        *len = t.len;
+    return t.data;
+}
+
+/* --- per actor instance --------------------------------------------------- */
+
+static const struct {
+    const char *name; /* after embedflow_actor_ */
+    const char *help;
+} s_actor_metrics[EF_METRIC_ACTOR_COUNT] = {
+    {"messages_in_total", "Messages read from the instance's input ports."},
+    {"messages_out_total", "Messages sent on the instance's output ports."},
+    {"bytes_in_total", "Bytes of the messages read."},
+    {"bytes_out_total", "Bytes of the messages sent."},
+    {"rows_in_total", "Rows the instance took in."},
+    {"rows_out_total", "Rows the instance passed on or wrote."},
+    {"batches_total", "Batches the instance made or wrote."},
+    {"errors_total", "Failures the instance met."},
+    {"retries_total", "Operations the instance retried."},
+    {"dead_lettered_total", "Rows sent to or stored in the dead-letter queue."},
+    {"reconnects_total", "Database reconnections."},
+    {"in_flight_rows", "Rows accepted and not yet settled."},
+    {"listening", "1 while the instance accepts input from outside."},
+};
+
+void *
+ef_metrics_actor_series (const char *actor, ef_actor_metric_t metric)
+{
+    assert (metric >= 0 && metric < EF_METRIC_ACTOR_COUNT);
+    char name[96];
+    snprintf (name, sizeof name, "embedflow_actor_%s",
+              s_actor_metrics[metric].name);
+    if (metric == EF_METRIC_IN_FLIGHT || metric == EF_METRIC_LISTENING)
+        return ef_metrics_gauge (name, s_actor_metrics[metric].help, actor);
+    return ef_metrics_counter (name, s_actor_metrics[metric].help, actor);
+}
+
+/* Each actor instance runs on its own thread: a thread-local cache of
+   its series makes an update a short compare and an atomic add. */
+static _Thread_local char t_actor[80];
+static _Thread_local void *t_series[EF_METRIC_ACTOR_COUNT];
+
+/* The series of metric for the instance named actor. */
+static void *
+s_actor_series (const char *actor, ef_actor_metric_t metric)
+{
+    if (strncmp (t_actor, actor, sizeof t_actor) != 0) {
+        memset (t_series, 0, sizeof t_series);
+        snprintf (t_actor, sizeof t_actor, "%s", actor);
+    }
+    if (!t_series[metric])
+        t_series[metric] = ef_metrics_actor_series (actor, metric);
+    return t_series[metric];
+}
+
+void
+ef_actor_count (ef_actor_t *self, ef_actor_metric_t metric, int64_t n)
+{
+    void *series = s_actor_series (ef_actor_name (self), metric);
+    if (metric == EF_METRIC_IN_FLIGHT || metric == EF_METRIC_LISTENING)
+        ef_gauge_add (series, n);
+    else if (n > 0)
+        ef_counter_add (series, (uint64_t) n);
+}
+
+void
+ef_actor_metrics_init (ef_actor_t *self)
+{
+    for (int m = 0; m < EF_METRIC_ACTOR_COUNT; m++)
+        s_actor_series (ef_actor_name (self), (ef_actor_metric_t) m);
+}
+
+void
+ef_actor_count_message (ef_actor_t *self, bool in, zmsg_t *msg)
+{
+    ef_actor_count (self, in ? EF_METRIC_MESSAGES_IN : EF_METRIC_MESSAGES_OUT,
+                    1);
+    ef_actor_count (self, in ? EF_METRIC_BYTES_IN : EF_METRIC_BYTES_OUT,
+                    (int64_t) zmsg_content_size (msg));
+}
+
+void
+ef_actor_gauge (ef_actor_t *self, ef_actor_metric_t metric, int64_t value)
+{
+    if (metric == EF_METRIC_IN_FLIGHT || metric == EF_METRIC_LISTENING)
+        ef_gauge_set (s_actor_series (ef_actor_name (self), metric), value);
+}
+
+ef_histogram_t *
+ef_metrics_pipeline_latency (void)
+{
+    static ef_histogram_t *latency;
+    ef_histogram_t *h = __atomic_load_n (&latency, __ATOMIC_ACQUIRE);
+    if (!h) {
+        h = ef_metrics_histogram (
+            EF_METRIC_PIPELINE_LATENCY,
+            "Seconds from a chunk's arrival at the gRPC receiver to its row's "
+            "commit.",
+            NULL);
+        __atomic_store_n (&latency, h, __ATOMIC_RELEASE);
+    }
+    return h;
+}

@@ -1,0 +1,207 @@
+"""The metrics endpoint of `embedflow run --metrics HOST:PORT`: counters
+that add up to the rows uploaded, histograms with one observation per row
+or batch, /healthz, and /readyz following the database."""
+import os
+import re
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import EMBEDFLOW_BIN, Embedflow, clean_env
+from helpers import send, stream
+
+PG_SH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                     "pg.sh")
+_METRICS = r"metrics on (http://\S+:\d+)/metrics"
+_SAMPLE = re.compile(r'^([a-z_]+)(?:\{(.*)\})? (\S+)$')
+
+
+def get(url):
+    """(status, body) of a GET."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def poll_readyz(base, want, timeout=15):
+    """Asks /readyz until it answers want (or timeout); returns the last
+    (status, body)."""
+    deadline = time.monotonic() + timeout
+    status, body = get(base + "/readyz")
+    while status != want and time.monotonic() < deadline:
+        time.sleep(0.2)
+        status, body = get(base + "/readyz")
+    return status, body
+
+
+def scrape(base):
+    """{(name, labels): value} of every sample on /metrics."""
+    status, text = get(base + "/metrics")
+    assert status == 200
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line:
+            continue
+        m = _SAMPLE.match(line)
+        assert m, f"not a Prometheus sample: {line!r}"
+        samples[(m.group(1), m.group(2) or "")] = float(m.group(3))
+    return samples
+
+
+def total(samples, name, actor_prefix):
+    """Sum of name over the instances whose actor label starts with
+    actor_prefix."""
+    return sum(v for (n, labels), v in samples.items()
+               if n == name and labels.startswith(f'actor="{actor_prefix}'))
+
+
+def test_counters_add_up_to_the_upload(embedflow):
+    ef = embedflow(writers=2, dim=8, extra=[
+        "--metrics", "127.0.0.1:0", "--batch-rows", "64"])
+    base = ef.wait_for_line(_METRICS).group(1)
+    ef.wait_for_line(r"embedflow: ready$")
+    assert get(base + "/healthz") == (200, "ok\n")
+    assert get(base + "/readyz") == (200, "ready\n")
+    assert get(base + "/nothing")[0] == 404
+
+    n, chunk_rows = 600, 50
+    result = send(ef.target, stream(n, 8, chunk_rows))
+    assert result.written == n
+    s = scrape(base)
+
+    def actor(name, prefix):
+        return total(s, "embedflow_actor_" + name, prefix)
+
+    assert actor("rows_in_total", "grpc-receiver") == n
+    assert actor("rows_out_total", "grpc-receiver") == n
+    assert actor("in_flight_rows", "grpc-receiver") == 0
+    assert actor("listening", "grpc-receiver") == 1
+    assert actor("rows_in_total", "splitter") == n
+    assert actor("rows_out_total", "splitter") == n
+    assert actor("messages_in_total", "splitter") == n // chunk_rows
+    assert actor("bytes_in_total", "splitter") > n * 8 * 4
+    # both writers took part, and together wrote every row once
+    w0 = s[("embedflow_actor_rows_out_total", 'actor="db-writer[0]"')]
+    w1 = s[("embedflow_actor_rows_out_total", 'actor="db-writer[1]"')]
+    assert w0 > 0 and w1 > 0 and w0 + w1 == n
+    assert actor("rows_in_total", "db-writer") == n
+    batches = actor("batches_total", "db-writer")
+    assert batches == actor("batches_total", "splitter") >= n // 64
+    assert actor("messages_out_total", "db-writer") == batches  # acks
+    assert actor("errors_total", "db-writer") == 0
+    assert actor("dead_lettered_total", "splitter") == 0
+
+    # one latency observation per row, one commit time per batch
+    assert s[("embedflow_pipeline_latency_seconds_count", "")] == n
+    assert s[("embedflow_pipeline_latency_seconds_bucket",
+              'le="+Inf"')] == n
+    assert s[("embedflow_pipeline_latency_seconds_sum", "")] > 0
+    commits = sum(v for (name, labels), v in s.items()
+                  if name == "embedflow_writer_commit_seconds_count")
+    assert commits == batches
+    assert s[("embedflow_process_resident_memory_bytes", "")] > 1e6
+    assert s[("embedflow_process_cpu_seconds_total", "")] > 0
+
+    # buckets are cumulative and end at the count
+    buckets = sorted((float(re.search(r'le="([^"]+)"', labels).group(1)), v)
+                     for (name, labels), v in s.items()
+                     if name == "embedflow_pipeline_latency_seconds_bucket")
+    values = [v for _, v in buckets]
+    assert values == sorted(values) and values[-1] == n
+
+    # invalid rows are counted where they are dead-lettered
+    bad = stream(10, 4, 10, doc_prefix="short")    # wrong dimension
+    result = send(ef.target, bad)
+    assert result.dead_lettered == 10
+    s = scrape(base)
+    assert total(s, "embedflow_actor_dead_lettered_total", "splitter") == 10
+    assert total(s, "embedflow_actor_dead_lettered_total", "dlq") == 10
+    assert total(s, "embedflow_actor_rows_in_total", "grpc-receiver") \
+        == n + 10
+
+
+def test_bad_metrics_address_is_a_usage_error(schema):
+    p = subprocess.run(
+        [EMBEDFLOW_BIN, "run", "--database", "host=/nonexistent",
+         "--schema", schema, "--metrics", "no-port-here"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=30, env=clean_env())
+    assert p.returncode == 2, p.stderr
+    assert "not HOST:PORT" in p.stderr
+
+
+def test_readyz_follows_the_database(tmp_path):
+    """A private server for this test alone: stopping the shared one
+    would break the tests running beside it."""
+    pgdir = tmp_path / "pg"
+    subprocess.run([PG_SH, "start", str(pgdir)], check=True, timeout=120)
+    conninfo = f"host={pgdir}/sock port=5432 user=postgres dbname=postgres"
+    ef = Embedflow(["run", "--database", conninfo, "--listen",
+                    "127.0.0.1:0", "--dim", "8", "--writers", "1",
+                    "--metrics", "127.0.0.1:0"])
+    try:
+        ef.wait_ready()
+        base = ef.wait_for_line(_METRICS).group(1)
+        ef.wait_for_line(r"embedflow: ready$")  # every writer connected
+        assert get(base + "/readyz") == (200, "ready\n"), ef.log
+        subprocess.run([PG_SH, "stop", str(pgdir)], check=True, timeout=120)
+        # nothing tells when the server is gone but asking: poll (the
+        # answer is cached for a second)
+        status, body = poll_readyz(base, 503)
+        assert status == 503, body
+        assert "database not reachable" in body
+        assert get(base + "/healthz") == (200, "ok\n")
+        subprocess.run([PG_SH, "start", str(pgdir)], check=True, timeout=120)
+        assert poll_readyz(base, 200)[0] == 200
+        assert ef.stop() == 0
+    finally:
+        if ef.alive():
+            ef.proc.kill()
+        subprocess.run([PG_SH, "stop", str(pgdir)], timeout=120)
+
+
+def test_top_shows_every_actor_instance(embedflow):
+    ef = embedflow(writers=2, dim=8, extra=["--metrics", "127.0.0.1:0"])
+    base = ef.wait_for_line(_METRICS).group(1)
+    address = base[len("http://"):]
+    assert send(ef.target, stream(300, 8, 30)).written == 300
+
+    p = subprocess.run([EMBEDFLOW_BIN, "top", "--metrics", address,
+                        "--once"], stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=30,
+                       env=clean_env())
+    assert p.returncode == 0, p.stderr
+    assert "\033[" not in p.stdout      # not a terminal: plain lines
+    rows = {line.split()[0]: line.split() for line in p.stdout.splitlines()
+            if line and not line.startswith(("embedflow top", "ACTOR"))}
+    # every instance, idle ones included (other actors may run too)
+    assert {"grpc-receiver", "splitter", "db-writer[0]", "db-writer[1]",
+            "dlq"} <= set(rows), p.stdout
+    assert rows["grpc-receiver"][1] == "300"        # rows in
+    assert rows["splitter"][3] == "300"             # rows out
+    assert int(rows["db-writer[0]"][3]) + int(rows["db-writer[1]"][3]) == 300
+
+    # two frames with rates between them
+    p = subprocess.run([EMBEDFLOW_BIN, "top", "--metrics", address,
+                        "--count", "2", "--interval", "0.2"],
+                       stdin=subprocess.DEVNULL, capture_output=True,
+                       text=True, timeout=30, env=clean_env())
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.count("embedflow top") == 2
+
+
+def test_top_needs_a_reachable_endpoint():
+    p = subprocess.run([EMBEDFLOW_BIN, "top", "--once"],
+                       stdin=subprocess.DEVNULL, capture_output=True,
+                       text=True, timeout=30, env=clean_env())
+    assert p.returncode == 2 and "--metrics HOST:PORT" in p.stderr
+    p = subprocess.run([EMBEDFLOW_BIN, "top", "--once", "--metrics",
+                        "127.0.0.1:1"], stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=30,
+                       env=clean_env())
+    assert p.returncode == 1 and "cannot connect" in p.stderr
