@@ -163,7 +163,10 @@ EF_TEST (loadgen_through_receiver)
     ef_registry_t *reg = ef_registry_new ();
     EF_REQUIRE (ef_registry_add (reg, &ef_grpc_receiver_actor) == 0);
     EF_REQUIRE (ef_registry_add (reg, &s_sink) == 0);
-    ef_config_t *c = ef_config_new (reg, s_no_options, 0, err, sizeof err);
+    /* The receiver reads the pipeline's globals (it records uploads in
+       job_run when a database answers; here none does). */
+    ef_config_t *c = ef_config_new (reg, ef_globals_options,
+                                    sizeof (ef_globals_t), err, sizeof err);
     EF_REQUIRE (c);
     int port = s_free_port ();
     EF_REQUIRE (port > 0);
