@@ -457,6 +457,8 @@ s_reconnect (s_self_t *self)
     if (PQstatus (self->conn) == CONNECTION_OK)
         return;
     PQreset (self->conn);
+    ef_actor_count_here (EF_METRIC_RECONNECTS,
+                         PQstatus (self->conn) == CONNECTION_OK);
     if (PQstatus (self->conn) == CONNECTION_OK)
         ef_info ("reconnected to the database");
     else

@@ -15,12 +15,12 @@ s_usage (FILE *out)
         "usage: embedflow COMMAND [options]\n"
         "\n"
         "commands:\n"
-        "  run     run the pipeline: gRPC receiver, splitter, N database "
-        "writers, DLQ\n"
+        "  run     run the pipeline: gRPC receiver (and puller), splitter,\n"
+        "          N database writers, DLQ, cache invalidator\n"
         "  demo    stream a synthetic data set (141,897 x 768) through the "
         "pipeline\n"
         "          on a private PostgreSQL and print a summary\n"
-        "  graph   print the configured topology as Graphviz DOT\n"
+        "  graph   print the configured topology as Graphviz DOT (--png FILE)\n"
         "  pull    pull one job now from an AI server (GetEmbeddings), "
         "resuming\n"
         "          from its committed checkpoint\n"
@@ -36,7 +36,8 @@ s_usage (FILE *out)
         "\n"
         "With no database configured (--database, DATABASE_URL or PG* "
         "variables),\n"
-        "run and demo start a private PostgreSQL under --data-dir.\n"
+        "the commands that need one start a private PostgreSQL under "
+        "--data-dir.\n"
         "Exit codes: 0 ok, 1 runtime failure, 2 bad usage or configuration.\n");
 }
 

@@ -521,6 +521,14 @@ ef_actor_count (ef_actor_t *self, ef_actor_metric_t metric, int64_t n)
 }
 
 void
+ef_actor_count_here (ef_actor_metric_t metric, int64_t n)
+{
+    if (t_actor[0] && n > 0 && metric != EF_METRIC_IN_FLIGHT
+        && metric != EF_METRIC_LISTENING)
+        ef_counter_add (s_actor_series (t_actor, metric), (uint64_t) n);
+}
+
+void
 ef_actor_metrics_init (ef_actor_t *self)
 {
     for (int m = 0; m < EF_METRIC_ACTOR_COUNT; m++)

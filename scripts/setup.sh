@@ -20,6 +20,8 @@ packages=(
     postgresql
     # tests and the Python example
     python3 python3-grpcio python3-protobuf python3-pytest python3-psycopg2
+    # `embedflow graph --png` and `bench --plot` (their tests use them)
+    graphviz gnuplot-nox
 )
 
 missing=()

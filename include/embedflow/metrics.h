@@ -98,6 +98,11 @@ typedef enum {
 
 /* Adds n to one of this instance's counters (or to its gauge). */
 void ef_actor_count (ef_actor_t *self, ef_actor_metric_t metric, int64_t n);
+/* Adds n to a counter of the instance running on the calling thread (each
+   instance has its own); for helpers that have no ef_actor_t at hand.
+   Does nothing on a thread that runs no actor. */
+void ef_actor_count_here (ef_actor_metric_t metric, int64_t n);
+
 /* Sets a gauge of this instance. */
 void ef_actor_gauge (ef_actor_t *self, ef_actor_metric_t metric, int64_t value);
 

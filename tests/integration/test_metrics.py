@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from conftest import EMBEDFLOW_BIN, Embedflow, clean_env
+from conftest import DATABASE, EMBEDFLOW_BIN, Embedflow, clean_env
 from helpers import send, stream
 
 PG_SH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
@@ -205,3 +205,36 @@ def test_top_needs_a_reachable_endpoint():
                        capture_output=True, text=True, timeout=30,
                        env=clean_env())
     assert p.returncode == 1 and "cannot connect" in p.stderr
+
+
+def test_writer_counts_retries_and_reconnects(schema, db):
+    """The writers' sessions are killed between two uploads: the next
+    batch fails, is retried after a reconnect, and the counters say so."""
+    appname = f"ef-metrics-{os.getpid()}"
+    ef = Embedflow(["run", "--database", DATABASE, "--schema", schema,
+                    "--listen", "127.0.0.1:0", "--dim", "8", "--writers", "1",
+                    "--metrics", "127.0.0.1:0",
+                    "--actors.db-writer.retry_base", "10ms"],
+                   env=clean_env(PGAPPNAME=appname))
+    try:
+        ef.wait_ready()
+        base = ef.wait_for_line(_METRICS).group(1)
+        ef.wait_for_line(r"embedflow: ready$")
+        assert send(ef.target, stream(50, 8, 50)).written == 50
+        killed = db.scalar("SELECT count(pg_terminate_backend(pid)) FROM "
+                           "pg_stat_activity WHERE application_name = %s",
+                           (appname,))
+        assert killed >= 1
+        result = send(ef.target, stream(50, 8, 50, doc_prefix="again"))
+        assert result.written == 50
+        s = scrape(base)
+        w = 'actor="db-writer"'
+        assert s[("embedflow_actor_reconnects_total", w)] == 1
+        assert s[("embedflow_actor_retries_total", w)] >= 1
+        assert s[("embedflow_actor_errors_total", w)] >= 1
+        assert s[("embedflow_actor_rows_out_total", w)] == 100
+        assert s[("embedflow_actor_batches_total", w)] == 2
+        assert ef.stop() == 0
+    finally:
+        if ef.alive():
+            ef.proc.kill()
