@@ -304,19 +304,9 @@ s_init (ef_actor_t *actor)
     self->db_backoff =
         ef_backoff_make (self->opts->retry_base, self->opts->retry_cap, -1);
 
-    char app[96], err[1024];
-    snprintf (app, sizeof app, "embedflow %s", ef_actor_name (actor));
-    self->conn = ef_pg_connect (self->globals->database, app, err, sizeof err);
-    if (!self->conn) {
-        ef_actor_fail (actor, "%s", err);
+    self->conn = ef_pg_open_for_actor (actor);
+    if (!self->conn)
         return -1;
-    }
-    if (ef_schema_migrate (self->conn, self->globals->schema,
-                           (int) self->globals->dim, err, sizeof err)
-        != 0) {
-        ef_actor_fail (actor, "%s", err);
-        return -1;
-    }
     self->outbox = ef_outbox_new (self->globals->schema);
     if (!self->outbox) {
         ef_actor_fail (actor, "out of memory");

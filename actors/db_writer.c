@@ -620,19 +620,11 @@ s_init (ef_actor_t *actor)
     assert (self->port_batches >= 0 && self->port_acks >= 0
             && self->port_pull_acks >= 0 && self->port_dead >= 0);
 
-    char app[96], err[1024];
-    snprintf (app, sizeof app, "embedflow %s", ef_actor_name (actor));
-    self->conn = ef_pg_connect (self->globals->database, app, err, sizeof err);
-    if (!self->conn) {
-        ef_actor_fail (actor, "%s", err);
+    self->conn = ef_pg_open_for_actor (actor);
+    if (!self->conn)
         return -1;
-    }
     const char *schema = self->globals->schema;
     int dim = (int) self->globals->dim;
-    if (ef_schema_migrate (self->conn, schema, dim, err, sizeof err) != 0) {
-        ef_actor_fail (actor, "%s", err);
-        return -1;
-    }
     self->writer = ef_pgwrite_new (self->conn, schema, dim);
     if (!self->writer) {
         ef_actor_fail (actor, "cannot set up the writer for schema \"%s\"",

@@ -412,19 +412,9 @@ s_init (ef_actor_t *actor)
     assert (self->port_dead >= 0 && self->port_acks >= 0
             && self->port_pull_acks >= 0);
 
-    char app[96], err[1024];
-    snprintf (app, sizeof app, "embedflow %s", ef_actor_name (actor));
-    self->conn = ef_pg_connect (self->globals->database, app, err, sizeof err);
-    if (!self->conn) {
-        ef_actor_fail (actor, "%s", err);
+    self->conn = ef_pg_open_for_actor (actor);
+    if (!self->conn)
         return -1;
-    }
-    if (ef_schema_migrate (self->conn, self->globals->schema,
-                           (int) self->globals->dim, err, sizeof err)
-        != 0) {
-        ef_actor_fail (actor, "%s", err);
-        return -1;
-    }
     self->import_backoff =
         ef_backoff_make (self->opts->retry_base, self->opts->retry_cap, -1);
     const char *dir = self->globals->data_dir ? self->globals->data_dir : ".";
@@ -440,6 +430,7 @@ s_init (ef_actor_t *actor)
     }
     /* Letters an earlier run had to spool: store them now. */
     if (access (self->spool_path, F_OK) == 0) {
+        char err[1024];
         self->spool = ef_spool_open (self->spool_path, err, sizeof err);
         if (!self->spool)
             ef_error ("%s: its dead letters are not imported", err);

@@ -1088,7 +1088,7 @@ s_init (ef_actor_t *actor)
         return -1;
     }
     /* Settings first: a bad one must not leave a run behind. */
-    char app[96], err[1024] = "";
+    char err[1024] = "";
     grpc_init ();
     self->grpc_up = true;
     self->cq = grpc_completion_queue_create_for_next (NULL);
@@ -1100,18 +1100,9 @@ s_init (ef_actor_t *actor)
     grpc_byte_buffer_destroy (probe);
     if (s_channel (self) != 0)
         return -1;
-    snprintf (app, sizeof app, "embedflow %s", ef_actor_name (actor));
-    self->conn = ef_pg_connect (self->globals->database, app, err, sizeof err);
-    if (!self->conn) {
-        ef_actor_fail (actor, "%s", err);
+    self->conn = ef_pg_open_for_actor (actor);
+    if (!self->conn)
         return -1;
-    }
-    if (ef_schema_migrate (self->conn, self->globals->schema,
-                           (int) self->globals->dim, err, sizeof err)
-        != 0) {
-        ef_actor_fail (actor, "%s", err);
-        return -1;
-    }
     if (self->opts->schedule && *self->opts->schedule) {
         if (ef_cron_parse (self->opts->schedule, &self->cron, err, sizeof err)
             != 0) {

@@ -43,6 +43,11 @@ void ef_cli_print_config_help (ef_cli_t *cli);
    0, or -1 after printing why. */
 int ef_cli_resolve_database (ef_cli_t *cli);
 
+/* A free loopback TCP port for an in-process pipeline's receiver, -1 when
+   none can be had. (Another process may take it before it is bound; the
+   receiver then fails to start with "cannot listen".) */
+int ef_cli_free_port (void);
+
 /* Frees everything and stops a private server. */
 void ef_cli_close (ef_cli_t *cli);
 

@@ -204,24 +204,6 @@ s_reset_peak_rss (void)
     }
 }
 
-/* Finds a free loopback TCP port, -1 when none. */
-static int
-s_free_port (void)
-{
-    int fd = socket (AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return -1;
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_addr.s_addr = htonl (INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    int port = -1;
-    if (bind (fd, (struct sockaddr *) &a, sizeof a) == 0
-        && getsockname (fd, (struct sockaddr *) &a, &len) == 0)
-        port = ntohs (a.sin_port);
-    close (fd);
-    return port;
-}
-
 /* Drops and re-creates schema (empty tables of the current version).
    Returns 0, or -1 after logging why. */
 static int
@@ -302,20 +284,6 @@ s_preload (s_bench_t *b, const char *schema, uint64_t rows, int writers)
 
 /* --- progress ------------------------------------------------------------ */
 
-/* The signal pending for this process (0 when none): signals are
-   blocked in every thread (ef_signals_init) and collected here. */
-static int
-s_pending_signal (void)
-{
-    sigset_t set;
-    sigemptyset (&set);
-    sigaddset (&set, SIGINT);
-    sigaddset (&set, SIGTERM);
-    struct timespec zero = {0, 0};
-    int sig = sigtimedwait (&set, NULL, &zero);
-    return sig > 0 ? sig : 0;
-}
-
 /* Shows progress and watches for signals until the bench ends: a signal
    stops the baseline or drains the pipeline that runs, and no more
    runs start. */
@@ -328,7 +296,7 @@ s_progress (void *arg)
     int64_t start = 0, last_line = 0;
     while (!atomic_load (&b->stop_progress)) {
         usleep (200 * 1000);
-        if (s_pending_signal ()) {
+        if (ef_signals_pending ()) {
             if (!atomic_exchange (&b->interrupted, 1))
                 fprintf (stderr, "\nbench: interrupted, stopping\n");
             pthread_mutex_lock (&b->lock);
@@ -511,7 +479,7 @@ s_run_pipeline (s_bench_t *b, int writers, s_measure_t *m)
         || s_slow_down (b, schema) != 0)
         return -1;
     char err[512], value[64], listen[64];
-    int port = s_free_port ();
+    int port = ef_cli_free_port ();
     snprintf (listen, sizeof listen, "127.0.0.1:%d", port);
     snprintf (value, sizeof value, "%d", writers);
     if (port < 0

@@ -76,24 +76,6 @@ s_progress (void *arg)
     return NULL;
 }
 
-/* Finds a free loopback TCP port. */
-static int
-s_free_port (void)
-{
-    int fd = socket (AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return -1;
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_addr.s_addr = htonl (INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    int port = -1;
-    if (bind (fd, (struct sockaddr *) &a, sizeof a) == 0
-        && getsockname (fd, (struct sockaddr *) &a, &len) == 0)
-        port = ntohs (a.sin_port);
-    close (fd);
-    return port;
-}
-
 /* Unless --schema is given, the demo writes into its own schema and
    empties it first, so every run measures the same work (a re-run into
    the same tables would find every row unchanged and write nothing).
@@ -175,7 +157,7 @@ ef_cmd_demo (int argc, char **argv)
         ef_cli_close (&cli);
         return EF_EXIT_USAGE;
     }
-    int port = s_free_port ();
+    int port = ef_cli_free_port ();
     char listen[64];
     snprintf (listen, sizeof listen, "127.0.0.1:%d", port);
     if (port < 0

@@ -332,24 +332,6 @@ s_show (PGconn *conn, const char *table, const s_args_t *args)
 
 /* --- replay -------------------------------------------------------------- */
 
-/* Finds a free loopback TCP port, -1 when none. */
-static int
-s_free_port (void)
-{
-    int fd = socket (AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return -1;
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_addr.s_addr = htonl (INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    int port = -1;
-    if (bind (fd, (struct sockaddr *) &a, sizeof a) == 0
-        && getsockname (fd, (struct sockaddr *) &a, &len) == 0)
-        port = ntohs (a.sin_port);
-    close (fd);
-    return port;
-}
-
 /* A growing byte buffer. */
 typedef struct {
     uint8_t *data; /* heap */
@@ -623,7 +605,7 @@ s_replay (ef_cli_t *cli, PGconn *conn, const char *table, const s_args_t *args)
     int rc = EF_EXIT_FAIL;
     ef_runtime_t *rt = NULL;
     char listen[64], err[256];
-    int port = s_free_port ();
+    int port = ef_cli_free_port ();
     snprintf (listen, sizeof listen, "127.0.0.1:%d", port);
     if (port < 0
         || ef_config_set (cli->config, "actors.grpc-receiver.listen", listen,

@@ -3,9 +3,12 @@
 
 #include "embedflow/log.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define EF_SYSTEM_DATA_DIR "/var/lib/embedflow"
@@ -221,6 +224,23 @@ ef_cli_start_runtime (ef_cli_t *cli)
         return NULL;
     }
     return rt;
+}
+
+int
+ef_cli_free_port (void)
+{
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_addr.s_addr = htonl (INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    int port = -1;
+    if (bind (fd, (struct sockaddr *) &a, sizeof a) == 0
+        && getsockname (fd, (struct sockaddr *) &a, &len) == 0)
+        port = ntohs (a.sin_port);
+    close (fd);
+    return port;
 }
 
 void

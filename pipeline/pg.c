@@ -1,7 +1,10 @@
 /*  pg.c — connecting to PostgreSQL and judging its errors. */
 #include "pipeline/pg.h"
 
+#include "embedflow/actor.h"
 #include "embedflow/log.h"
+#include "embedflow/pipeline.h"
+#include "pipeline/schema.h"
 
 #include <ctype.h>
 #include <stdbool.h>
@@ -352,4 +355,24 @@ ef_pg_ident (PGconn *conn, const char *name)
     char *copy = strdup (quoted);
     PQfreemem (quoted);
     return copy;
+}
+
+PGconn *
+ef_pg_open_for_actor (ef_actor_t *actor)
+{
+    const ef_globals_t *g = ef_actor_globals (actor);
+    char app[96], err[1024];
+    snprintf (app, sizeof app, "embedflow %s", ef_actor_name (actor));
+    PGconn *conn = ef_pg_connect (g->database, app, err, sizeof err);
+    if (!conn) {
+        ef_actor_fail (actor, "%s", err);
+        return NULL;
+    }
+    if (ef_schema_migrate (conn, g->schema, (int) g->dim, err, sizeof err)
+        != 0) {
+        ef_actor_fail (actor, "%s", err);
+        PQfinish (conn);
+        return NULL;
+    }
+    return conn;
 }

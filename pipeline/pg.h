@@ -57,4 +57,12 @@ void ef_pg_error (PGconn *conn, const PGresult *res, char *sqlstate, char *out,
    encoding. */
 char *ef_pg_ident (PGconn *conn, const char *name);
 
+/* The database connection of an actor instance: connects to the
+   pipeline's database as application "embedflow NAME" and brings the
+   schema to the current version. On failure the reason (never a
+   password) goes to ef_actor_fail and NULL is returned, so an init can
+   simply return -1. The caller owns the connection (PQfinish). */
+struct ef_actor;
+PGconn *ef_pg_open_for_actor (struct ef_actor *actor);
+
 #endif

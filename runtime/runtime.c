@@ -178,9 +178,8 @@ s_read_pipe (ef_runtime_t *self, size_t i)
     zmsg_destroy (&msg);
 }
 
-/* Returns the signal pending for this process (0 when none). */
-static int
-s_pending_signal (void)
+int
+ef_signals_pending (void)
 {
     sigset_t set;
     sigemptyset (&set);
@@ -205,7 +204,7 @@ s_watch (ef_runtime_t *self, int timeout)
         if (which == (void *) self->inst[i].thread)
             s_read_pipe (self, i);
     zpoller_destroy (&poller);
-    return s_pending_signal ();
+    return ef_signals_pending ();
 }
 
 int

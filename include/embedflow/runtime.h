@@ -77,6 +77,10 @@ void ef_config_print (const ef_config_t *self, FILE *out);
    in main, before gRPC or czmq start threads. */
 void ef_signals_init (void);
 
+/* Takes a pending SIGINT or SIGTERM and returns its number, 0 when none
+   is pending. Never blocks. */
+int ef_signals_pending (void);
+
 typedef struct ef_runtime ef_runtime_t;
 
 /* Borrows config and registry for its whole life. */
