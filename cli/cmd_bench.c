@@ -909,46 +909,26 @@ s_run_sweep (s_bench_t *b, const char *json)
 
 /* --- the command --------------------------------------------------------- */
 
-/* Parses "1,2,4" into b->writers. Returns 0, -1 when malformed. */
+/* Parses a comma list of integers in [1, max] like "1,2,4" into out
+   (at most cap of them). Returns how many, -1 when malformed. */
 static int
-s_parse_writers (s_bench_t *b, const char *text)
+s_parse_list (const char *text, long max, int *out, int cap)
 {
-    b->n_writers = 0;
+    int n = 0;
     const char *p = text;
     while (*p) {
         char *end;
         errno = 0;
         long v = strtol (p, &end, 10);
-        if (end == p || errno || v < 1 || v > S_MAX_WRITERS
-            || b->n_writers == S_MAX_WRITERS || (*end && *end != ','))
+        if (end == p || errno || v < 1 || v > max || n == cap
+            || (*end && *end != ','))
             return -1;
-        b->writers[b->n_writers++] = (int) v;
+        out[n++] = (int) v;
         p = *end ? end + 1 : end;
         if (*end == ',' && !*p)
             return -1;
     }
-    return b->n_writers > 0 ? 0 : -1;
-}
-
-/* Parses "250,500,1000" into b->sweep. Returns 0, -1 when malformed. */
-static int
-s_parse_sizes (s_bench_t *b, const char *text)
-{
-    b->n_sweep = 0;
-    const char *p = text;
-    while (*p) {
-        char *end;
-        errno = 0;
-        long v = strtol (p, &end, 10);
-        if (end == p || errno || v < 1 || v > 1000000
-            || b->n_sweep == S_MAX_SWEEP || (*end && *end != ','))
-            return -1;
-        b->sweep[b->n_sweep++] = (int) v;
-        p = *end ? end + 1 : end;
-        if (*end == ',' && !*p)
-            return -1;
-    }
-    return b->n_sweep > 0 ? 0 : -1;
+    return n > 0 ? n : -1;
 }
 
 /* Parses a positive integer flag into *out. Returns 0 or -1. */
@@ -1049,9 +1029,13 @@ ef_cmd_bench (int argc, char **argv)
         b->runs = 1;
         b->slow_ms = 5;
     }
-    if (sweep && s_parse_sizes (b, sweep) != 0)
+    if (sweep
+        && (b->n_sweep = s_parse_list (sweep, 1000000, b->sweep, S_MAX_SWEEP))
+               < 0) {
+        b->n_sweep = 0;
         bad = "--sweep must be a list of up to 8 batch sizes such as "
               "250,500,1000";
+    }
     if (sweep && b->memory)
         bad = "--sweep and --memory do not go together";
     if (slow_ms && s_parse_count (slow_ms, 10000, &v) == 0)
@@ -1080,8 +1064,12 @@ ef_cmd_bench (int argc, char **argv)
         b->streams = (int) v;
     else if (streams)
         bad = "--streams must be 1..64";
-    if (s_parse_writers (b, writers ? writers : "1,2") != 0)
+    b->n_writers = s_parse_list (writers ? writers : "1,2", S_MAX_WRITERS,
+                                 b->writers, S_MAX_WRITERS);
+    if (b->n_writers < 0) {
+        b->n_writers = 0;
         bad = "--writers must be a list of counts 1..16 such as 1,2,4";
+    }
     if (upsert) {
         char *end;
         b->upsert_ratio = strtod (upsert, &end);
