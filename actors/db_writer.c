@@ -22,6 +22,17 @@
     "retry_exhausted". Every row is settled exactly once: acked here as
     written (counting its covers), or sent to the DLQ, which acks it.
 
+    Group commit (option adaptive): when batches are already queued
+    behind the one that arrived, the writer takes them too (without
+    waiting for any) and writes them as one transaction, up to a cap of
+    rows that an AIMD controller (pipeline/aimd.c) moves with the commit
+    latency: one batch's worth more after a commit within
+    adaptive_target, half after a slower one (or one that failed), never
+    below one batch nor above adaptive_max_rows. With no backlog nothing
+    is merged. A merged transaction is settled like one batch (bisect,
+    retries, hooks, dead letters) and acked with the tallies of all its
+    batches.
+
     A dead letter's `original` is the row as an embedflow.v1.Embedding
     (id as UUID text, metadata parsed back from metadata_json), so a
     replay can send it again as it came.
@@ -40,6 +51,7 @@
 #include "embedflow/pipeline.h"
 #include "embedflow/v1/embedding.pb-c.h"
 #include "embedflow/v1/pipeline.pb-c.h"
+#include "pipeline/aimd.h"
 #include "pipeline/observe.h"
 #include "pipeline/checkpoint.h"
 #include "pipeline/outbox.h"
@@ -48,9 +60,12 @@
 #include "pipeline/schema.h"
 
 typedef struct {
-    int64_t retry_base;   /* first backoff ceiling, ms */
-    int64_t retry_cap;    /* largest backoff ceiling, ms */
-    int64_t retry_budget; /* retries of one batch (part); -1 = no limit */
+    int64_t retry_base;        /* first backoff ceiling, ms */
+    int64_t retry_cap;         /* largest backoff ceiling, ms */
+    int64_t retry_budget;      /* retries of one batch (part); -1 = no limit */
+    bool adaptive;             /* merge queued batches (group commit) */
+    int64_t adaptive_target;   /* commit latency the cap aims under, ms */
+    int64_t adaptive_max_rows; /* largest cap of a merged transaction */
 } s_options_t;
 
 static const ef_option_t s_options[] = {
@@ -62,6 +77,16 @@ static const ef_option_t s_options[] = {
      1000000,
      "retries of a batch before its rows go to the DLQ as retry_exhausted "
      "(-1 = retry forever)"},
+    {"adaptive", EF_OPT_BOOL, "false", offsetof (s_options_t, adaptive), 0, 0,
+     "merge batches already queued into one transaction, sized by AIMD on "
+     "commit latency"},
+    {"adaptive_target", EF_OPT_MS, "200ms",
+     offsetof (s_options_t, adaptive_target), 1, 600000,
+     "adaptive: commit latency under which the transaction cap grows by a "
+     "batch (above it, it halves)"},
+    {"adaptive_max_rows", EF_OPT_INT, "8000",
+     offsetof (s_options_t, adaptive_max_rows), 1, 1000000,
+     "adaptive: most rows a merged transaction gathers"},
     EF_OPTION_END};
 
 /* Rows written for one stream in the batch being settled. */
@@ -91,6 +116,19 @@ typedef struct {
     uint64_t rows_dead;
     uint64_t transactions; /* batch transactions tried (bisect included) */
     uint64_t retries;      /* transient failures retried with backoff */
+    ef_aimd_t *aimd;       /* owned; NULL unless adaptive */
+    Embedflow__V1__RowBatch **group; /* batches of this transaction */
+    size_t n_group;                  /* used */
+    size_t cap_group;                /* allocated */
+    Embedflow__V1__Row **rows;       /* their rows, in arrival order */
+    size_t cap_rows;                 /* allocated */
+    int64_t commit_us;            /* latency of the last commit of the group */
+    bool group_failed;            /* some attempt of this group failed */
+    uint64_t merged;              /* transactions that merged several batches */
+    uint64_t batches;             /* batches taken */
+    ef_gauge_t *cap_gauge;        /* embedflow_writer_cap_rows */
+    ef_counter_t *merged_counter; /* ..._merged_transactions_total */
+    ef_counter_t *merged_batches; /* ..._merged_batches_total */
 } s_self_t;
 
 /* covers 0 is proto3's "unset": a row stands at least for itself. */
@@ -482,7 +520,9 @@ s_settle (ef_actor_t *actor, s_self_t *self, Embedflow__V1__Row *const *rows,
         tried++;
         ef_actor_count (actor, EF_METRIC_ERRORS, st != EF_WRITE_OK);
         self->transactions++;
+        self->group_failed |= st != EF_WRITE_OK;
         if (st == EF_WRITE_OK) {
+            self->commit_us = rep.elapsed_us;
             ef_observe_committed (actor, rows, n, rep.elapsed_us);
             if (s_count_written (self, rows, n) != 0) {
                 ef_error ("out of memory counting acks");
@@ -648,38 +688,121 @@ s_init (ef_actor_t *actor)
         ef_actor_fail (actor, "cannot set up the invalidation outbox");
         return -1;
     }
+    const char *name = ef_actor_name (actor);
+    self->merged_counter = ef_metrics_counter (
+        "embedflow_writer_merged_transactions_total",
+        "Transactions that merged several queued batches (adaptive).", name);
+    self->merged_batches = ef_metrics_counter (
+        "embedflow_writer_merged_batches_total",
+        "Batches written in merged transactions (adaptive).", name);
+    if (self->opts->adaptive) {
+        /* The step starts at one row and follows the batches seen. */
+        self->aimd = ef_aimd_new ((double) self->opts->adaptive_target / 1e3, 1,
+                                  (size_t) self->opts->adaptive_max_rows);
+        if (!self->aimd) {
+            ef_actor_fail (actor, "out of memory");
+            return -1;
+        }
+        self->cap_gauge = ef_metrics_gauge (
+            "embedflow_writer_cap_rows",
+            "Rows a merged transaction may gather now (adaptive, AIMD).", name);
+        ef_gauge_set (self->cap_gauge, (int64_t) ef_aimd_cap (self->aimd));
+    }
     ef_info ("writing to database %s on %s:%s as %s, schema %s",
              PQdb (self->conn), PQhost (self->conn), PQport (self->conn),
              PQuser (self->conn), schema);
     return 0;
 }
 
-/* Settles one RowBatch and acks it. Always returns 0: a batch that
-   cannot be settled now stays unacked, the writer goes on. */
-static int
-s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
+/* Unpacks a RowBatch message and destroys the message. NULL (logged)
+   when it is not one: nobody can be acked for it, so its streams stay
+   open and the client sees no result. */
+static Embedflow__V1__RowBatch *
+s_unpack (zmsg_t **msg_p)
 {
-    s_self_t *self = ef_actor_state (actor);
     zframe_t *frame = zmsg_first (*msg_p);
     Embedflow__V1__RowBatch *batch =
-        port == self->port_batches && frame ? embedflow__v1__row_batch__unpack (
-            NULL, zframe_size (frame), zframe_data (frame))
-                                            : NULL;
-    if (!batch) {
-        /* Nobody can be acked for a batch that does not parse: its
-           streams stay open and the client sees no result. */
+        frame ? embedflow__v1__row_batch__unpack (NULL, zframe_size (frame),
+                                                  zframe_data (frame))
+              : NULL;
+    if (!batch)
         ef_error ("dropping a message that is not a RowBatch (%zu frames, "
                   "%zu bytes)",
                   zmsg_size (*msg_p), frame ? zframe_size (frame) : 0);
-        zmsg_destroy (msg_p);
-        return 0;
-    }
     zmsg_destroy (msg_p);
+    return batch;
+}
 
+/* Adds batch to the group being gathered, its rows after the rows so far
+   (*n of them, updated). Returns 0, -1 when out of memory (nothing
+   added). */
+static int
+s_group_add (s_self_t *self, Embedflow__V1__RowBatch *batch, size_t *n)
+{
+    if (self->n_group == self->cap_group) {
+        size_t cap = self->cap_group ? self->cap_group * 2 : 8;
+        void *grown = realloc (self->group, cap * sizeof *self->group);
+        if (!grown)
+            return -1;
+        self->group = grown;
+        self->cap_group = cap;
+    }
+    if (*n + batch->n_rows > self->cap_rows) {
+        size_t cap = self->cap_rows ? self->cap_rows : 1024;
+        while (cap < *n + batch->n_rows)
+            cap *= 2;
+        void *grown = realloc (self->rows, cap * sizeof *self->rows);
+        if (!grown)
+            return -1;
+        self->rows = grown;
+        self->cap_rows = cap;
+    }
+    self->group[self->n_group++] = batch;
+    memcpy (self->rows + *n, batch->rows, batch->n_rows * sizeof *self->rows);
+    *n += batch->n_rows;
+    return 0;
+}
+
+/* Wakes the cache-invalidator when the transactions just settled added
+   document ids to the outbox. */
+static void
+s_wake_invalidator (ef_actor_t *actor, s_self_t *self)
+{
+    uint64_t outboxed = self->outbox ? ef_outbox_take_added (self->outbox) : 0;
+    if (!outboxed)
+        return;
+    /* A hint only: when the link is full the invalidator is awake. */
+    Embedflow__V1__Committed c = EMBEDFLOW__V1__COMMITTED__INIT;
+    c.from = (char *) ef_actor_name (actor);
+    c.documents = outboxed > UINT32_MAX ? UINT32_MAX : (uint32_t) outboxed;
+    zmsg_t *wake = zmsg_new ();
+    zframe_t *f =
+        zframe_new (NULL, embedflow__v1__committed__get_packed_size (&c));
+    if (wake && f) {
+        embedflow__v1__committed__pack (&c, zframe_data (f));
+        zmsg_append (wake, &f);
+        if (ef_actor_try_send (actor, self->port_committed, 0, &wake) != 1)
+            zmsg_destroy (&wake);
+    }
+    zframe_destroy (&f);
+    zmsg_destroy (&wake);
+}
+
+/* Settles rows[0..n), the rows of batches[0..nb), as one transaction
+   (bisected when a row is refused), acks them, feeds the controller and
+   frees the batches. A group that cannot be settled now (hard stop)
+   stays unacked: the upstream re-sends it. */
+static void
+s_write (ef_actor_t *actor, s_self_t *self, Embedflow__V1__Row *const *rows,
+         size_t n, Embedflow__V1__RowBatch **batches, size_t nb)
+{
     self->n_tallies = 0;
     self->batch_dead = 0;
-    ef_actor_count (actor, EF_METRIC_ROWS_IN, (int64_t) batch->n_rows);
-    int rc = s_settle (actor, self, batch->rows, batch->n_rows, 0);
+    self->group_failed = false;
+    self->commit_us = 0;
+    self->batches += nb;
+    ef_actor_count (actor, EF_METRIC_ROWS_IN, (int64_t) n);
+    int rc = s_settle (actor, self, rows, n, 0);
     if (rc == 0)
         rc = s_send_ack (actor, self);
     uint64_t written = 0;
@@ -687,35 +810,81 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
         written += self->tallies[i].written;
     self->rows_written += written;
     self->rows_dead += self->batch_dead;
-    if (self->batch_dead)
-        ef_info ("batch %" PRIu64 ": %" PRIu64 " rows written, %" PRIu64
-                 " dead-lettered",
-                 batch->batch_id, written, self->batch_dead);
+    uint64_t first = batches[0]->batch_id;
+    char what[64];
+    if (nb > 1)
+        snprintf (what, sizeof what, "batches %" PRIu64 "+%zu merged", first,
+                  nb - 1);
     else
-        ef_debug ("batch %" PRIu64 ": %" PRIu64 " rows written",
-                  batch->batch_id, written);
+        snprintf (what, sizeof what, "batch %" PRIu64, first);
+    if (self->batch_dead)
+        ef_info ("%s: %" PRIu64 " rows written, %" PRIu64 " dead-lettered",
+                 what, written, self->batch_dead);
+    else
+        ef_debug ("%s: %" PRIu64 " rows written", what, written);
     if (rc != 0 && !self->stopped && !ef_actor_stopping (actor))
-        ef_error ("batch %" PRIu64 " left unsettled", batch->batch_id);
-    embedflow__v1__row_batch__free_unpacked (batch, NULL);
-    uint64_t outboxed = self->outbox ? ef_outbox_take_added (self->outbox) : 0;
-    if (outboxed) {
-        /* A hint only: when the link is full the invalidator is awake. */
-        Embedflow__V1__Committed c = EMBEDFLOW__V1__COMMITTED__INIT;
-        c.from = (char *) ef_actor_name (actor);
-        c.documents = outboxed > UINT32_MAX ? UINT32_MAX : (uint32_t) outboxed;
-        zmsg_t *wake = zmsg_new ();
-        zframe_t *f =
-            zframe_new (NULL, embedflow__v1__committed__get_packed_size (&c));
-        if (wake && f) {
-            embedflow__v1__committed__pack (&c, zframe_data (f));
-            zmsg_append (wake, &f);
-            if (ef_actor_try_send (actor, self->port_committed, 0, &wake) != 1)
-                zmsg_destroy (&wake);
-        }
-        zframe_destroy (&f);
-        zmsg_destroy (&wake);
+        ef_error ("%s left unsettled", what);
+    if (nb > 1) {
+        self->merged++;
+        ef_counter_add (self->merged_counter, 1);
+        ef_counter_add (self->merged_batches, nb);
     }
-    /* A hard stop ends the batch unacked: the upstream re-sends it. */
+    if (self->aimd && rc == 0) {
+        /* A failure (a bisected poison row, a retry) counts as slow: the
+           next transactions are smaller, so redoing one costs less. */
+        double latency = self->group_failed
+                             ? (double) self->opts->adaptive_target * 2e-3 + 1
+                             : (double) self->commit_us / 1e6;
+        ef_gauge_set (self->cap_gauge,
+                      (int64_t) ef_aimd_observe (self->aimd, latency));
+    }
+    for (size_t i = 0; i < nb; i++)
+        embedflow__v1__row_batch__free_unpacked (batches[i], NULL);
+    s_wake_invalidator (actor, self);
+}
+
+/* Settles one RowBatch, with the batches queued behind it when
+   adaptive, and acks them. Always returns 0: a batch that cannot be
+   settled now stays unacked, the writer goes on. */
+static int
+s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
+{
+    s_self_t *self = ef_actor_state (actor);
+    if (port != self->port_batches) {
+        zmsg_destroy (msg_p);
+        return 0;
+    }
+    Embedflow__V1__RowBatch *batch = s_unpack (msg_p);
+    if (!batch)
+        return 0;
+    size_t n = 0;
+    self->n_group = 0;
+    if (!self->aimd || s_group_add (self, batch, &n) != 0) {
+        s_write (actor, self, batch->rows, batch->n_rows, &batch, 1);
+        return 0;
+    }
+    /* Take what is already queued, never wait for more: with no backlog
+       the batch goes alone and latency stays low. */
+    ef_aimd_set_step (self->aimd, batch->n_rows ? batch->n_rows : 1);
+    size_t cap = ef_aimd_cap (self->aimd);
+    while (n < cap) {
+        zmsg_t *msg = NULL;
+        if (ef_actor_try_recv (actor, self->port_batches, &msg) != 1)
+            break;
+        Embedflow__V1__RowBatch *next = s_unpack (&msg);
+        if (!next)
+            continue;
+        if (s_group_add (self, next, &n) != 0) {
+            /* Out of memory: what is gathered goes, then this one. */
+            s_write (actor, self, self->rows, n, self->group, self->n_group);
+            self->n_group = 0;
+            s_write (actor, self, next->rows, next->n_rows, &next, 1);
+            return 0;
+        }
+        ef_aimd_set_step (self->aimd, next->n_rows ? next->n_rows : 1);
+    }
+    s_write (actor, self, self->rows, n, self->group, self->n_group);
+    self->n_group = 0;
     return 0;
 }
 
@@ -728,9 +897,13 @@ s_destroy (ef_actor_t *actor)
         return;
     if (self->rows_written || self->rows_dead)
         ef_info ("%" PRIu64 " rows written, %" PRIu64 " dead-lettered, %" PRIu64
-                 " transactions, %" PRIu64 " retries",
+                 " transactions, %" PRIu64 " retries, %" PRIu64
+                 " batches, %" PRIu64 " merged transactions",
                  self->rows_written, self->rows_dead, self->transactions,
-                 self->retries);
+                 self->retries, self->batches, self->merged);
+    ef_aimd_destroy (&self->aimd);
+    free (self->group);
+    free (self->rows);
     ef_pgwrite_destroy (&self->writer);
     ef_outbox_destroy (&self->outbox);
     PQfinish (self->conn);

@@ -1,39 +1,35 @@
 /*  grpc_puller.c — the pull source: a gRPC client of GetEmbeddings.
 
-    With `target` set, the puller runs one job: it takes the job's lock in
-    the database (two processes never run one job at once), marks runs of
-    the job left 'running' by a dead process as 'abandoned', reads the
-    job's committed position (pipeline/checkpoint.h) and records a new run
-    in job_run. Then it calls GetEmbeddings with that resume token and
-    forwards every chunk to the splitter exactly as grpc-receiver does,
-    as [ChunkHeader][original bytes] on "chunks", with origin 1, its own
+    The puller runs the jobs of the config's `jobs:` section
+    (pipeline/job.h) when asked: a RunRequest on link "runs" (from the
+    scheduler) names a job. Jobs run side by side, each at most once at a
+    time in this process; the job's advisory lock in the database keeps
+    two processes from running it at once. A run marks runs of the job
+    left 'running' by a dead process 'abandoned', reads the job's
+    committed position (pipeline/checkpoint.h), records itself in
+    job_run and calls GetEmbeddings with that resume token. It forwards
+    every chunk to the splitter exactly as grpc-receiver does, as
+    [ChunkHeader][original bytes] on "chunks", with origin 1, its own
     sequence number and the chunk's resume token in the header. Writers
     and the DLQ record what they settle of each chunk in their own
-    transactions and ack it on "pull-acks".
+    transactions and ack it on "pull-acks". When a run is over, its
+    status, counts and position go to job_run and a RunEnded to the
+    scheduler on "run-ends".
 
-    Backpressure: one RECV_MESSAGE at a time, and the next only after the
-    previous chunk went onto the link (ef_actor_try_send): a full pipeline
-    stops reading, and HTTP/2 flow control stops the server.
+    Backpressure: one RECV_MESSAGE per call at a time, and the next only
+    after the previous chunk went onto the link (ef_actor_try_send): a
+    full pipeline stops reading, and HTTP/2 flow control stops the server.
 
     Failures: a broken stream (server gone, idle timeout, UNAVAILABLE, ...)
-    is retried with backoff up to `retries` times, resuming after the last
+    is resumed with backoff up to the job's `retries`, after the last
     chunk forwarded. A message that is not an EmbeddingChunk fails the run
     at once (the server is wrong; retrying would get the same bytes); the
     position stays at the last good chunk. A run ends once the stream is
-    over and every forwarded row is written or dead-lettered; its status,
-    counts and position go to job_run.
+    over and every forwarded row is written or dead-lettered.
 
-    With `schedule` (a cron expression, pipeline/cron.h) the job runs on
-    it instead of once at start: a due slot is claimed in job_slot (the
-    process whose claim goes in runs it), a slot passing during a run is
-    skipped and logged, slots missed while no process ran are skipped or
-    fired once (`misfire`), and a failed run is run again with backoff up
-    to `run_retries` times.
-
-    Without `target` the actor is idle (a process that only serves
-    uploads). Graceful stop cancels the call, waits for the rows already
-    forwarded to settle and ends the run 'failed' ("stopped"): the next
-    run resumes from the checkpoint.
+    Graceful stop cancels the calls, waits for the rows already forwarded
+    to settle and ends the runs 'failed' ("stopped"): the next run
+    resumes from the checkpoint. Without jobs the actor is idle.
 */
 #include <grpc/byte_buffer.h>
 #include <grpc/grpc.h>
@@ -59,105 +55,38 @@
 #include "embedflow/v1/embedding.pb-c.h"
 #include "embedflow/v1/pipeline.pb-c.h"
 #include "pipeline/checkpoint.h"
-#include "pipeline/cron.h"
 #include "pipeline/grpcmsg.h"
+#include "pipeline/job.h"
+#include "pipeline/jobmetrics.h"
 #include "pipeline/pg.h"
 #include "pipeline/schema.h"
 #include "pipeline/uuid7.h"
 
 #define S_METHOD       "/embedflow.v1.EmbeddingService/GetEmbeddings"
-#define S_IDLE_WAIT_MS 5 /* next() deadline when nothing is pending */
+#define S_IDLE_WAIT_MS 5   /* next() deadline when nothing is pending */
+#define S_LOCK_POLL_MS 100 /* between tries of a job's lock */
 
 /* --- options ------------------------------------------------------------ */
 
 typedef struct {
-    char *target;              /* HOST:PORT of the AI server; NULL = idle */
-    char *source;              /* RequestParams.source */
-    char *job;                 /* job name; NULL = source */
-    int64_t chunk_size;        /* RequestParams.chunk_size */
-    char *filter;              /* "k=v,k=v" -> RequestParams.filter */
-    bool from_start;           /* ignore the checkpoint */
-    char *trigger;             /* job_run.trigger: manual or cron */
-    int64_t max_message_bytes; /* receive limit per message */
-    int64_t deadline;          /* ms for the whole call; 0 = none */
-    int64_t idle_timeout;      /* ms without a message before giving up */
-    int64_t retries;           /* broken streams retried per run */
-    int64_t retry_base;        /* first backoff ceiling, ms */
-    int64_t retry_cap;         /* largest backoff ceiling, ms */
-    int64_t heartbeat;         /* ms between job_run heartbeats */
-    int64_t lock_timeout;      /* ms to wait for the job's lock */
-    char *schedule;            /* cron expression; NULL = run once now */
-    char *misfire;             /* skip or fire_once */
-    int64_t run_retries;       /* failed scheduled runs retried */
-    int64_t run_retry_base;    /* first backoff ceiling, ms */
-    int64_t run_retry_cap;     /* largest backoff ceiling, ms */
-    bool bdp_probe;            /* let HTTP/2 windows grow to the BDP */
-    bool tls;                  /* speak TLS to the server */
-    char *tls_ca;              /* PEM roots; NULL = system roots */
-    char *auth_token;          /* sent as "authorization: Bearer" */
+    int64_t heartbeat;    /* ms between job_run heartbeats */
+    int64_t lock_timeout; /* ms to wait for a job's lock */
 } s_options_t;
 
 static const ef_option_t s_options[] = {
-    {"target", EF_OPT_STRING, NULL, offsetof (s_options_t, target), 0, 0,
-     "AI server to pull from, HOST:PORT (unset: the puller is idle)"},
-    {"source", EF_OPT_STRING, "", offsetof (s_options_t, source), 0, 0,
-     "RequestParams.source, also stored with the rows"},
-    {"job", EF_OPT_STRING, NULL, offsetof (s_options_t, job), 0, 0,
-     "job name: its runs share one checkpoint (default: the source)"},
-    {"chunk_size", EF_OPT_INT, "256", offsetof (s_options_t, chunk_size), 1,
-     1000000, "RequestParams.chunk_size: rows per streamed chunk"},
-    {"filter", EF_OPT_STRING, NULL, offsetof (s_options_t, filter), 0, 0,
-     "RequestParams.filter as KEY=VALUE[,KEY=VALUE...]"},
-    {"from_start", EF_OPT_BOOL, "false", offsetof (s_options_t, from_start), 0,
-     0, "ignore the job's checkpoint and pull everything"},
-    {"trigger", EF_OPT_STRING, "manual", offsetof (s_options_t, trigger), 0, 0,
-     "job_run.trigger of the run: manual or cron"},
-    {"max_message_bytes", EF_OPT_SIZE, "64M",
-     offsetof (s_options_t, max_message_bytes), 1024, INT32_MAX,
-     "largest EmbeddingChunk accepted from the server"},
-    {"deadline", EF_OPT_MS, "0", offsetof (s_options_t, deadline), 0,
-     INT64_MAX / 2, "deadline of one GetEmbeddings call (0 = none)"},
-    {"idle_timeout", EF_OPT_MS, "60s", offsetof (s_options_t, idle_timeout), 0,
-     INT64_MAX / 2,
-     "a stream silent this long is broken (and retried); 0 = never"},
-    {"retries", EF_OPT_INT, "8", offsetof (s_options_t, retries), 0, 1000000,
-     "broken streams resumed per run before the run fails"},
-    {"retry_base", EF_OPT_MS, "200ms", offsetof (s_options_t, retry_base), 1,
-     3600000, "first backoff ceiling before resuming a broken stream"},
-    {"retry_cap", EF_OPT_MS, "5s", offsetof (s_options_t, retry_cap), 1,
-     3600000, "largest backoff ceiling between resumptions"},
     {"heartbeat", EF_OPT_MS, "2s", offsetof (s_options_t, heartbeat), 10,
-     3600000, "how often the run's heartbeat and counts are stored"},
-    {"schedule", EF_OPT_STRING, NULL, offsetof (s_options_t, schedule), 0, 0,
-     "cron expression in UTC (5 fields, or 6 with seconds first, or "
-     "@hourly...): run the job on it instead of once at start"},
-    {"misfire", EF_OPT_STRING, "skip", offsetof (s_options_t, misfire), 0, 0,
-     "slots missed while no process ran: skip them, or fire_once"},
-    {"run_retries", EF_OPT_INT, "0", offsetof (s_options_t, run_retries), 0,
-     1000000, "a failed scheduled run is run again this often"},
-    {"run_retry_base", EF_OPT_MS, "1s", offsetof (s_options_t, run_retry_base),
-     1, 86400000, "first backoff ceiling before a failed run is retried"},
-    {"run_retry_cap", EF_OPT_MS, "60s", offsetof (s_options_t, run_retry_cap),
-     1, 86400000, "largest backoff ceiling between retried runs"},
+     3600000, "how often a run's heartbeat and counts are stored"},
     {"lock_timeout", EF_OPT_MS, "2s", offsetof (s_options_t, lock_timeout), 0,
      3600000,
-     "how long to wait for the job's lock (a killed process's session "
+     "how long a run waits for its job's lock (a killed process's session "
      "takes a moment to go)"},
-    {"bdp_probe", EF_OPT_BOOL, "false", offsetof (s_options_t, bdp_probe), 0, 0,
-     "grow HTTP/2 windows to the bandwidth-delay product: faster over "
-     "high-latency links, but reads that far ahead of the pipeline"},
-    {"tls", EF_OPT_BOOL, "false", offsetof (s_options_t, tls), 0, 0,
-     "connect with TLS"},
-    {"tls_ca", EF_OPT_STRING, NULL, offsetof (s_options_t, tls_ca), 0, 0,
-     "PEM file of the roots to trust (implies tls; default: system roots)"},
-    {"auth_token", EF_OPT_SECRET, NULL, offsetof (s_options_t, auth_token), 0,
-     0, "sent as metadata 'authorization: Bearer TOKEN'"},
     EF_OPTION_END};
 
 /* --- state --------------------------------------------------------------- */
 
 typedef enum {
-    S_IDLE,     /* no target, or the run is over */
+    S_IDLE,     /* no run, or the run is over */
+    S_LOCKING,  /* waiting for the job's lock */
     S_CALLING,  /* a GetEmbeddings call is open */
     S_WAITING,  /* a broken stream waits for its retry */
     S_SETTLING, /* the stream is over: waiting for the last acks */
@@ -170,6 +99,8 @@ typedef enum {
 } s_tag_kind_t;
 
 typedef struct s_call s_call_t;
+typedef struct s_job s_job_t;
+typedef struct s_puller s_puller_t;
 
 typedef struct {
     s_tag_kind_t kind; /* which batch */
@@ -178,6 +109,7 @@ typedef struct {
 
 /* One GetEmbeddings call (one per attempt). */
 struct s_call {
+    s_job_t *job;                 /* whose run */
     grpc_call *call;              /* ours, one ref */
     s_tag_t start_tag;            /* S_TAG_START */
     s_tag_t recv_tag;             /* S_TAG_RECV */
@@ -199,48 +131,61 @@ struct s_call {
     char fatal[256];              /* a non-retryable problem found here */
 };
 
-typedef struct {
+/* One job of the config and its current run. */
+struct s_job {
+    s_puller_t *owner;               /* the actor's state */
+    const char *name;                /* borrowed from the config */
+    const ef_job_t *opts;            /* borrowed from the config */
+    const char *source;              /* RequestParams.source */
+    const ef_job_metrics_t *metrics; /* the job's series */
+    grpc_channel *channel;           /* to opts->target, opened on first run */
+    bool active;                     /* a run was asked for and is not over */
+    s_phase_t phase;                 /* where the run is */
+    char trigger[16];                /* job_run.trigger: cron or manual */
+    int64_t slot;                    /* cron slot it runs for, -1 */
+    int64_t lock_until_us;           /* S_LOCKING gives up at */
+    s_call_t *call;                  /* the current attempt, or NULL */
+    char run_id[37];                 /* this run's job_run.id */
+    uint64_t stream_id;              /* what acks name */
+    char *start_token;               /* where the run started */
+    char *last_token;                /* token of the last chunk forwarded */
+    uint64_t seq;                    /* next chunk sequence of the run */
+    uint64_t messages;               /* messages read in the run */
+    uint64_t received;               /* rows forwarded (and pending) */
+    uint64_t written;                /* rows acked as committed */
+    uint64_t dead;                   /* rows acked as dead-lettered */
+    uint64_t calls;                  /* attempts made */
+    uint64_t shown_received;         /* part of received in the progress sums */
+    uint64_t shown_settled;          /* part of written + dead in them */
+    zmsg_t *pending;                 /* chunk waiting for room on the link */
+    ef_backoff_t backoff;            /* between attempts */
+    int64_t retry_at_us;             /* monotonic time of the next attempt */
+    int64_t last_msg_us;             /* monotonic time of the last message */
+    int64_t next_beat_us;            /* monotonic time of the next heartbeat */
+    int64_t started_us;              /* monotonic time the run began */
+    bool run_recorded;               /* its job_run row exists */
+    bool locked;                     /* our session holds the job's lock */
+    char error[512];                 /* why the run failed, "" while fine */
+};
+
+struct s_puller {
     ef_actor_t *actor;           /* the actor instance */
     const s_options_t *opts;     /* its options */
     const ef_globals_t *globals; /* schema, database */
     int chunks_port;             /* OUT: chunks */
     int acks_port;               /* IN: pull-acks */
-    s_phase_t phase;             /* where the run is */
+    int runs_port;               /* IN: runs */
+    int ends_port;               /* OUT: run-ends */
     bool grpc_up;                /* grpc_init was called */
-    grpc_completion_queue *cq;   /* polled from tick */
-    grpc_channel *channel;       /* to target */
-    s_call_t *call;              /* the current attempt, or NULL */
+    grpc_completion_queue *cq;   /* every call's, polled from tick */
+    PGconn *conn;                /* job locks, job_run, empty chunks */
+    s_job_t *jobs;               /* one per configured job */
+    size_t n_jobs;               /* entries of jobs */
     int calls_alive;             /* calls not yet freed */
-    PGconn *conn;                /* job lock, job_run, empty chunks */
-    const char *job;             /* opts->job or opts->source */
-    char run_id[37];             /* this run's job_run.id */
-    uint64_t stream_id;          /* what acks name */
-    char *start_token;           /* where the run started */
-    char *last_token;            /* token of the last chunk forwarded */
-    uint64_t seq;                /* next chunk sequence of the run */
-    uint64_t messages;           /* messages read in the run */
-    uint64_t received;           /* rows forwarded (and pending) */
-    uint64_t written;            /* rows acked as committed */
-    uint64_t dead;               /* rows acked as dead-lettered */
-    uint64_t calls;              /* attempts made */
-    zmsg_t *pending;             /* chunk waiting for room on the link */
-    ef_backoff_t backoff;        /* between attempts */
-    int64_t retry_at_us;         /* monotonic time of the next attempt */
-    int64_t last_msg_us;         /* monotonic time of the last message */
-    int64_t next_beat_us;        /* monotonic time of the next heartbeat */
-    int64_t started_us;          /* monotonic time of the first call */
     bool busy;                   /* the last poll found completions */
-    bool draining;               /* stop asked */
-    bool run_recorded;           /* its job_run row exists */
-    bool locked;                 /* this session holds the job's lock */
-    bool scheduled;              /* runs on cron, not once at start */
-    ef_cron_t cron;              /* the schedule */
-    int64_t next_fire;           /* next slot, Unix seconds */
-    ef_backoff_t run_backoff;    /* between retried runs */
-    int64_t rerun_at_us;         /* monotonic time of a retried run, 0 */
-    bool finished;               /* the run's end is recorded */
-    char error[512];             /* why the run failed, "" while fine */
-} s_puller_t;
+    bool draining;               /* stop asked: no run starts */
+    bool drained;                /* ef_actor_drained was called */
+};
 
 /* --- process-wide report hooks -------------------------------------------- */
 
@@ -266,23 +211,29 @@ ef_puller_progress (uint64_t *received, uint64_t *settled)
     *settled = __atomic_load_n (&s_progress_settled, __ATOMIC_RELAXED);
 }
 
-/* Publishes the counters for ef_puller_progress. */
+/* Adds what the run took in and settled since last time to the sums
+   ef_puller_progress reads. */
 static void
-s_publish (s_puller_t *self)
+s_publish (s_job_t *job)
 {
-    __atomic_store_n (&s_progress_received, self->received, __ATOMIC_RELAXED);
-    __atomic_store_n (&s_progress_settled, self->written + self->dead,
-                      __ATOMIC_RELAXED);
+    uint64_t settled = job->written + job->dead;
+    __atomic_add_fetch (&s_progress_received,
+                        job->received - job->shown_received, __ATOMIC_RELAXED);
+    __atomic_add_fetch (&s_progress_settled, settled - job->shown_settled,
+                        __ATOMIC_RELAXED);
+    job->shown_received = job->received;
+    job->shown_settled = settled;
 }
 
 /* --- calls --------------------------------------------------------------- */
 
 /* Frees a call whose batches have all completed. */
 static void
-s_call_free (s_puller_t *self, s_call_t *c)
+s_call_free (s_call_t *c)
 {
-    if (self->call == c)
-        self->call = NULL;
+    s_job_t *job = c->job;
+    if (job->call == c)
+        job->call = NULL;
     if (c->request)
         grpc_byte_buffer_destroy (c->request);
     if (c->recv_buf)
@@ -295,40 +246,38 @@ s_call_free (s_puller_t *self, s_call_t *c)
     if (c->call)
         grpc_call_unref (c->call);
     free (c);
-    self->calls_alive--;
+    job->owner->calls_alive--;
 }
 
-/* Builds RequestParams for token into a byte buffer; NULL when out of
-   memory or the filter is malformed (err says why). */
+/* Builds the job's RequestParams for token into a byte buffer; NULL when
+   out of memory or the filter is malformed (err says why). */
 static grpc_byte_buffer *
-s_request (s_puller_t *self, const char *token, char *err, size_t errlen)
+s_request (const s_job_t *job, const char *token, char *err, size_t errlen)
 {
     Embedflow__V1__RequestParams p = EMBEDFLOW__V1__REQUEST_PARAMS__INIT;
-    p.source = self->opts->source ? self->opts->source : "";
+    p.source = (char *) job->source;
     p.resume_token = (char *) (token ? token : "");
-    p.chunk_size = (uint32_t) self->opts->chunk_size;
-    Embedflow__V1__RequestParams__FilterEntry entries[32];
-    Embedflow__V1__RequestParams__FilterEntry *ptrs[32];
-    char *copy = self->opts->filter ? strdup (self->opts->filter) : NULL;
-    size_t n = 0;
-    char *save = NULL;
-    for (char *kv = copy ? strtok_r (copy, ",", &save) : NULL; kv;
-         kv = strtok_r (NULL, ",", &save)) {
-        char *eq = strchr (kv, '=');
-        if (!eq || eq == kv || n == 32) {
-            snprintf (err, errlen,
-                      "filter: '%s' is not KEY=VALUE (at most 32 pairs)", kv);
-            free (copy);
-            return NULL;
-        }
-        *eq = '\0';
-        embedflow__v1__request_params__filter_entry__init (&entries[n]);
-        entries[n].key = kv;
-        entries[n].value = eq + 1;
-        ptrs[n] = &entries[n];
-        n++;
+    p.chunk_size = (uint32_t) job->opts->chunk_size;
+    Embedflow__V1__RequestParams__FilterEntry entries[EF_JOB_MAX_FILTERS];
+    Embedflow__V1__RequestParams__FilterEntry *ptrs[EF_JOB_MAX_FILTERS];
+    char *keys[EF_JOB_MAX_FILTERS], *values[EF_JOB_MAX_FILTERS];
+    char *copy = job->opts->filter ? strdup (job->opts->filter) : NULL;
+    if (job->opts->filter && !copy) {
+        snprintf (err, errlen, "out of memory");
+        return NULL;
     }
-    p.n_filter = n;
+    int n = ef_job_filter_split (copy, keys, values, err, errlen);
+    if (n < 0) {
+        free (copy);
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) {
+        embedflow__v1__request_params__filter_entry__init (&entries[i]);
+        entries[i].key = keys[i];
+        entries[i].value = values[i];
+        ptrs[i] = &entries[i];
+    }
+    p.n_filter = (size_t) n;
     p.filter = n ? ptrs : NULL;
     size_t size = embedflow__v1__request_params__get_packed_size (&p);
     grpc_slice slice = grpc_slice_malloc (size);
@@ -339,12 +288,12 @@ s_request (s_puller_t *self, const char *token, char *err, size_t errlen)
     return bb;
 }
 
-/* Posts the next RECV_MESSAGE of the current call. */
+/* Posts the next RECV_MESSAGE of the job's current call. */
 static void
-s_read (s_puller_t *self)
+s_read (s_job_t *job)
 {
-    s_call_t *c = self->call;
-    if (!c || c->reading || c->eos || c->broken || self->pending || c->fatal[0]
+    s_call_t *c = job->call;
+    if (!c || c->reading || c->eos || c->broken || job->pending || c->fatal[0]
         || (c->has_status && c->status != GRPC_STATUS_OK))
         return;
     grpc_op op;
@@ -354,7 +303,8 @@ s_read (s_puller_t *self)
     grpc_call_error rc =
         grpc_call_start_batch (c->call, &op, 1, &c->recv_tag, NULL);
     if (rc != GRPC_CALL_OK) {
-        ef_warn ("cannot read: %s", grpc_call_error_to_string (rc));
+        ef_warn ("job %s: cannot read: %s", job->name,
+                 grpc_call_error_to_string (rc));
         grpc_call_cancel (c->call, NULL);
         return;
     }
@@ -363,16 +313,18 @@ s_read (s_puller_t *self)
 }
 
 /* Opens a GetEmbeddings call resuming after token. Returns 0, -1 with
-   self->error set when it cannot even start. */
+   job->error set when it cannot even start. */
 static int
-s_call_start (s_puller_t *self, const char *token)
+s_call_start (s_job_t *job, const char *token)
 {
+    s_puller_t *self = job->owner;
     char err[256] = "";
     s_call_t *c = calloc (1, sizeof *c);
     if (!c) {
-        snprintf (self->error, sizeof self->error, "out of memory");
+        snprintf (job->error, sizeof job->error, "out of memory");
         return -1;
     }
+    c->job = job;
     c->start_tag = (s_tag_t){S_TAG_START, c};
     c->recv_tag = (s_tag_t){S_TAG_RECV, c};
     c->status_tag = (s_tag_t){S_TAG_STATUS, c};
@@ -380,26 +332,26 @@ s_call_start (s_puller_t *self, const char *token)
     grpc_metadata_array_init (&c->initial);
     grpc_metadata_array_init (&c->trailing);
     self->calls_alive++;
-    c->request = s_request (self, token, err, sizeof err);
+    c->request = s_request (job, token, err, sizeof err);
     if (!c->request) {
-        snprintf (self->error, sizeof self->error, "%s",
+        snprintf (job->error, sizeof job->error, "%s",
                   *err ? err : "out of memory");
-        s_call_free (self, c);
+        s_call_free (c);
         return -1;
     }
-    gpr_timespec deadline = self->opts->deadline > 0
-                                ? ef_grpc_deadline_ms (self->opts->deadline)
+    gpr_timespec deadline = job->opts->deadline > 0
+                                ? ef_grpc_deadline_ms (job->opts->deadline)
                                 : gpr_inf_future (GPR_CLOCK_MONOTONIC);
     grpc_slice method = grpc_slice_from_static_string (S_METHOD);
     c->call =
-        grpc_channel_create_call (self->channel, NULL, GRPC_PROPAGATE_DEFAULTS,
+        grpc_channel_create_call (job->channel, NULL, GRPC_PROPAGATE_DEFAULTS,
                                   self->cq, method, NULL, deadline, NULL);
     grpc_op ops[4];
     memset (ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    if (self->opts->auth_token) {
+    if (job->opts->auth_token) {
         char bearer[1024];
-        snprintf (bearer, sizeof bearer, "Bearer %s", self->opts->auth_token);
+        snprintf (bearer, sizeof bearer, "Bearer %s", job->opts->auth_token);
         c->auth_md.key = grpc_slice_from_static_string ("authorization");
         c->auth_md.value = grpc_slice_from_copied_string (bearer);
         c->has_auth = true;
@@ -428,156 +380,186 @@ s_call_start (s_puller_t *self, const char *token)
             grpc_call_cancel (c->call, NULL);
     }
     if (rc != GRPC_CALL_OK) {
-        snprintf (self->error, sizeof self->error,
+        snprintf (job->error, sizeof job->error,
                   "cannot call GetEmbeddings: %s",
                   grpc_call_error_to_string (rc));
         if (c->refs == 0)
-            s_call_free (self, c);
+            s_call_free (c);
         return -1;
     }
-    self->call = c;
-    self->calls++;
-    self->phase = S_CALLING;
-    self->last_msg_us = ef_clock_mono_us ();
+    job->call = c;
+    job->calls++;
+    job->phase = S_CALLING;
+    job->last_msg_us = ef_clock_mono_us ();
     ef_info ("job %s run %s: GetEmbeddings on %s, source '%s', %s%s%s",
-             self->job, self->run_id, self->opts->target,
-             self->opts->source ? self->opts->source : "",
+             job->name, job->run_id, job->opts->target, job->source,
              token && *token ? "resuming after token '" : "from the start",
              token && *token ? token : "", token && *token ? "'" : "");
-    s_read (self);
+    s_read (job);
     return 0;
 }
 
 /* --- the run ------------------------------------------------------------- */
 
-/* Records the run's end and tells whoever waits. */
+/* Tells the scheduler how a requested run ended. The scheduler may be
+   gone (stopping, or another process that is down): a full link drops
+   the news rather than stall the pulls. */
 static void
-s_finish (s_puller_t *self)
+s_send_ended (s_job_t *job, const char *status)
 {
-    if (self->finished)
+    Embedflow__V1__RunEnded e = EMBEDFLOW__V1__RUN_ENDED__INIT;
+    e.job = (char *) job->name;
+    e.run_id = job->run_recorded ? job->run_id : "";
+    e.status = (char *) status;
+    e.error = job->error;
+    e.received = job->received;
+    e.written = job->written;
+    e.dead_lettered = job->dead;
+    size_t size = embedflow__v1__run_ended__get_packed_size (&e);
+    zframe_t *frame = zframe_new (NULL, size);
+    zmsg_t *msg = zmsg_new ();
+    if (!frame || !msg) {
+        zframe_destroy (&frame);
+        zmsg_destroy (&msg);
         return;
-    self->finished = true;
-    self->phase = S_IDLE;
-    const char *status = self->error[0] ? "failed" : "completed";
+    }
+    embedflow__v1__run_ended__pack (&e, zframe_data (frame));
+    zmsg_append (msg, &frame);
+    if (ef_actor_try_send (job->owner->actor, job->owner->ends_port, 0, &msg)
+        != 1) {
+        ef_debug ("job %s: the scheduler did not take the end of the run",
+                  job->name);
+        zmsg_destroy (&msg);
+    }
+}
+
+/* Records the run's end, reports it (done hook, scheduler) and frees the
+   job for its next run. status: completed or failed by job->error, or
+   "busy" for a run that never began because the job runs elsewhere. */
+static void
+s_finish (s_job_t *job, const char *status)
+{
+    s_puller_t *self = job->owner;
+    if (!job->active)
+        return;
+    if (!status)
+        status = job->error[0] ? "failed" : "completed";
+    const char *schema = self->globals->schema;
     char err[512];
     ef_pull_report_t rep;
     memset (&rep, 0, sizeof rep);
-    int rc = -1;
-    for (int attempt = 0; attempt < 3 && rc != 0; attempt++) {
-        if (attempt > 0 && PQstatus (self->conn) != CONNECTION_OK)
-            PQreset (self->conn);
-        rc = ef_run_update (self->conn, self->globals->schema, self->run_id,
-                            status, self->received, self->written, self->dead,
-                            self->error[0] ? self->error : NULL, err,
-                            sizeof err);
+    if (job->run_recorded) {
+        int rc = -1;
+        for (int attempt = 0; attempt < 3 && rc != 0; attempt++) {
+            if (attempt > 0 && PQstatus (self->conn) != CONNECTION_OK)
+                PQreset (self->conn);
+            rc = ef_run_update (self->conn, schema, job->run_id, status,
+                                job->received, job->written, job->dead,
+                                job->error[0] ? job->error : NULL, err,
+                                sizeof err);
+        }
+        if (rc != 0)
+            ef_error ("job %s run %s: cannot record the end of the run: %s",
+                      job->name, job->run_id, err);
+        char *pos =
+            ef_run_position (self->conn, schema, job->run_id, err, sizeof err);
+        snprintf (rep.position, sizeof rep.position, "%s", pos ? pos : "?");
+        free (pos);
     }
-    if (rc != 0)
-        ef_error ("job %s run %s: cannot record the end of the run: %s",
-                  self->job, self->run_id, err);
-    char *pos = ef_run_position (self->conn, self->globals->schema,
-                                 self->run_id, err, sizeof err);
-    snprintf (rep.position, sizeof rep.position, "%s", pos ? pos : "?");
-    free (pos);
-    snprintf (rep.run_id, sizeof rep.run_id, "%s", self->run_id);
-    snprintf (rep.job, sizeof rep.job, "%s", self->job);
-    snprintf (rep.status, sizeof rep.status, "%s", status);
+    snprintf (rep.run_id, sizeof rep.run_id, "%s",
+              job->run_recorded ? job->run_id : "");
+    snprintf (rep.job, sizeof rep.job, "%s", job->name);
+    snprintf (rep.status, sizeof rep.status, "%s",
+              strcmp (status, "completed") == 0 ? status : "failed");
     snprintf (rep.start_token, sizeof rep.start_token, "%s",
-              self->start_token ? self->start_token : "");
-    snprintf (rep.error, sizeof rep.error, "%s", self->error);
-    rep.received = self->received;
-    rep.written = self->written;
-    rep.dead = self->dead;
-    rep.calls = self->calls;
-    rep.seconds = (double) (ef_clock_mono_us () - self->started_us) / 1e6;
-    if (self->error[0])
+              job->start_token ? job->start_token : "");
+    snprintf (rep.error, sizeof rep.error, "%s", job->error);
+    rep.received = job->received;
+    rep.written = job->written;
+    rep.dead = job->dead;
+    rep.calls = job->calls;
+    rep.seconds = (double) (ef_clock_mono_us () - job->started_us) / 1e6;
+    if (!job->run_recorded)
+        ef_info ("job %s: not run: %s", job->name, job->error);
+    else if (job->error[0])
         ef_error ("job %s run %s failed after %" PRIu64 " rows (%" PRIu64
                   " written, %" PRIu64 " dead-lettered): %s; position '%s'",
-                  self->job, self->run_id, self->received, self->written,
-                  self->dead, self->error, rep.position);
+                  job->name, job->run_id, job->received, job->written,
+                  job->dead, job->error, rep.position);
     else
         ef_info ("job %s run %s completed in %.1f s: %" PRIu64
                  " rows received, %" PRIu64 " written, %" PRIu64
                  " dead-lettered; position '%s'",
-                 self->job, self->run_id, rep.seconds, self->received,
-                 self->written, self->dead, rep.position);
+                 job->name, job->run_id, rep.seconds, job->received,
+                 job->written, job->dead, rep.position);
     pthread_mutex_lock (&s_hook_lock);
     ef_pull_done_fn *fn = s_done_fn;
     void *arg = s_done_arg;
     pthread_mutex_unlock (&s_hook_lock);
     if (fn)
         fn (&rep, arg);
-    if (self->locked) {
-        ef_job_unlock (self->conn, self->globals->schema, self->job);
-        self->locked = false;
+    if (job->run_recorded)
+        ef_counter_add (strcmp (status, "completed") == 0
+                            ? job->metrics->runs_completed
+                            : job->metrics->runs_failed,
+                        1);
+    s_send_ended (job, status);
+    if (job->locked) {
+        ef_job_unlock (self->conn, schema, job->name);
+        job->locked = false;
     }
-    if (self->scheduled && !self->draining && self->error[0]) {
-        int64_t delay = ef_backoff_next (&self->run_backoff);
-        if (delay >= 0) {
-            self->rerun_at_us = ef_clock_mono_us () + delay * 1000;
-            ef_warn ("job %s: the run failed; retry %d of %" PRId64
-                     " in %" PRId64 " ms",
-                     self->job, self->run_backoff.attempt,
-                     self->opts->run_retries, delay);
-        }
-        else {
-            ef_backoff_reset (&self->run_backoff);
-            if (self->opts->run_retries > 0)
-                ef_error ("job %s: retries spent; next try at the next slot",
-                          self->job);
-        }
-    }
-    else if (self->scheduled)
-        ef_backoff_reset (&self->run_backoff);
-    if (self->draining)
-        ef_actor_drained (self->actor);
+    job->active = false;
+    job->phase = S_IDLE;
 }
 
 /* Ends the run once the stream is over and every row is settled. */
 static void
-s_check_settled (s_puller_t *self)
+s_check_settled (s_job_t *job)
 {
-    if (self->phase != S_SETTLING || self->pending || self->call)
+    if (!job->active || job->phase != S_SETTLING || job->pending || job->call)
         return;
-    if (self->written + self->dead < self->received)
+    if (job->written + job->dead < job->received)
         return;
-    s_finish (self);
+    s_finish (job, NULL);
 }
 
-static void s_call_maybe_end (s_puller_t *self, s_call_t *c);
+static void s_call_maybe_end (s_call_t *c);
 
-/* Tries to hand the pending chunk to the link; reads on when it went. */
+/* Tries to hand the job's pending chunk to the link; reads on when it
+   went. */
 static void
-s_flush (s_puller_t *self)
+s_flush (s_job_t *job)
 {
-    if (!self->pending)
+    if (!job->pending)
         return;
-    int rc =
-        ef_actor_try_send (self->actor, self->chunks_port, 0, &self->pending);
+    int rc = ef_actor_try_send (job->owner->actor, job->owner->chunks_port, 0,
+                                &job->pending);
     if (rc == 0)
         return;
     if (rc < 0) {
         /* Its rows will never be acked: count them out of the run. */
-        zmsg_destroy (&self->pending);
-        if (!self->error[0])
-            snprintf (self->error, sizeof self->error,
+        zmsg_destroy (&job->pending);
+        if (!job->error[0])
+            snprintf (job->error, sizeof job->error,
                       "cannot forward a chunk to the splitter");
-        s_call_t *c = self->call;
+        s_call_t *c = job->call;
         if (c) {
             c->broken = true; /* so that it ends, nothing more is read */
             grpc_call_cancel (c->call, NULL);
-            s_call_maybe_end (self, c);
+            s_call_maybe_end (c);
         }
         return;
     }
-    s_read (self);
+    s_read (job);
 }
 
 /* Takes one message off the wire: parse, stamp, forward. */
 static void
-s_on_message (s_puller_t *self, s_call_t *c, grpc_byte_buffer *buf)
+s_on_message (s_call_t *c, grpc_byte_buffer *buf)
 {
-    self->messages++;
-    self->last_msg_us = ef_clock_mono_us ();
+    s_job_t *job = c->job;
+    job->messages++;
+    job->last_msg_us = ef_clock_mono_us ();
     zframe_t *body = ef_grpc_message_frame (buf);
     grpc_byte_buffer_destroy (buf);
     Embedflow__V1__EmbeddingChunk *chunk =
@@ -588,13 +570,13 @@ s_on_message (s_puller_t *self, s_call_t *c, grpc_byte_buffer *buf)
         snprintf (c->fatal, sizeof c->fatal,
                   "message %" PRIu64 " from %s (%zu bytes, after chunk %" PRIu64
                   " of the run) is not a valid EmbeddingChunk",
-                  self->messages, self->opts->target,
-                  body ? zframe_size (body) : 0, self->seq);
+                  job->messages, job->opts->target,
+                  body ? zframe_size (body) : 0, job->seq);
         zframe_destroy (&body);
         grpc_call_cancel (c->call, NULL);
         return;
     }
-    ef_backoff_reset (&self->backoff);
+    ef_backoff_reset (&job->backoff);
     char *token = strdup (chunk->resume_token ? chunk->resume_token : "");
     size_t rows = chunk->n_items;
     embedflow__v1__embedding_chunk__free_unpacked (chunk, NULL);
@@ -606,30 +588,30 @@ s_on_message (s_puller_t *self, s_call_t *c, grpc_byte_buffer *buf)
         grpc_call_cancel (c->call, NULL);
         return;
     }
-    uint64_t seq = self->seq++;
+    uint64_t seq = job->seq++;
     if (rows == 0) {
         /* Nothing to write, nobody to ack it: complete it here. */
         char err[256];
         zframe_destroy (&body);
-        if (ef_checkpoint_empty_chunk (self->conn, self->globals->schema,
-                                       self->run_id, seq, token, err,
-                                       sizeof err)
+        if (ef_checkpoint_empty_chunk (job->owner->conn,
+                                       job->owner->globals->schema, job->run_id,
+                                       seq, token, err, sizeof err)
             != 0) {
             snprintf (c->fatal, sizeof c->fatal, "%s", err);
             free (token);
             grpc_call_cancel (c->call, NULL);
             return;
         }
-        free (self->last_token);
-        self->last_token = token;
-        s_read (self);
+        free (job->last_token);
+        job->last_token = token;
+        s_read (job);
         return;
     }
     Embedflow__V1__ChunkHeader header = EMBEDFLOW__V1__CHUNK_HEADER__INIT;
-    header.stream_id = self->stream_id;
-    header.job_id = self->run_id;
+    header.stream_id = job->stream_id;
+    header.job_id = job->run_id;
     header.seq = seq;
-    header.source = self->opts->source ? self->opts->source : "";
+    header.source = (char *) job->source;
     header.rows = (uint32_t) rows;
     header.received_us = ef_clock_wall_us ();
     header.resume_token = token;
@@ -649,12 +631,13 @@ s_on_message (s_puller_t *self, s_call_t *c, grpc_byte_buffer *buf)
     embedflow__v1__chunk_header__pack (&header, zframe_data (hframe));
     zmsg_append (msg, &hframe);
     zmsg_append (msg, &body);
-    free (self->last_token);
-    self->last_token = token;
-    self->received += rows;
-    self->pending = msg;
-    s_publish (self);
-    s_flush (self);
+    free (job->last_token);
+    job->last_token = token;
+    job->received += rows;
+    ef_counter_add (job->metrics->received, rows);
+    job->pending = msg;
+    s_publish (job);
+    s_flush (job);
 }
 
 /* True when a stream that ended with code may be resumed. */
@@ -675,10 +658,9 @@ s_retryable (grpc_status_code code)
     }
 }
 
-/* The call is over (status in, no batch left but this one): decide what
-   comes next. */
+/* The job's current call is over: decide what comes next. */
 static void
-s_on_call_end (s_puller_t *self, s_call_t *c)
+s_on_call_end (s_job_t *job, s_call_t *c)
 {
     char why[400];
     snprintf (why, sizeof why, "GetEmbeddings ended %s: %.*s",
@@ -688,64 +670,65 @@ s_on_call_end (s_puller_t *self, s_call_t *c)
     if (c->idle_expired)
         snprintf (why, sizeof why,
                   "no message from %.200s for %" PRId64 " ms (idle_timeout)",
-                  self->opts->target, self->opts->idle_timeout);
+                  job->opts->target, job->opts->idle_timeout);
     if (c->fatal[0]) {
-        snprintf (self->error, sizeof self->error, "%s", c->fatal);
-        self->phase = S_SETTLING;
+        snprintf (job->error, sizeof job->error, "%s", c->fatal);
+        job->phase = S_SETTLING;
         return;
     }
-    if (self->draining) {
+    if (job->owner->draining) {
         if (!(c->status == GRPC_STATUS_OK && c->eos))
-            snprintf (self->error, sizeof self->error,
+            snprintf (job->error, sizeof job->error,
                       "stopped before the stream ended");
-        self->phase = S_SETTLING;
+        job->phase = S_SETTLING;
         return;
     }
     if (c->status == GRPC_STATUS_OK && c->eos) {
-        self->phase = S_SETTLING;
+        job->phase = S_SETTLING;
         return;
     }
     int64_t delay = s_retryable (c->status) || c->idle_expired
-                        ? ef_backoff_next (&self->backoff)
+                        ? ef_backoff_next (&job->backoff)
                         : -1;
     if (delay < 0) {
-        snprintf (self->error, sizeof self->error, "%s%s", why,
+        snprintf (job->error, sizeof job->error, "%s%s", why,
                   s_retryable (c->status) ? " (retries exhausted)" : "");
-        self->phase = S_SETTLING;
+        job->phase = S_SETTLING;
         return;
     }
     ef_warn ("job %s: %s; resuming in %" PRId64 " ms (retry %d of %" PRId64 ")",
-             self->job, why, delay, self->backoff.attempt, self->opts->retries);
-    self->phase = S_WAITING;
-    self->retry_at_us = ef_clock_mono_us () + delay * 1000;
+             job->name, why, delay, job->backoff.attempt, job->opts->retries);
+    job->phase = S_WAITING;
+    job->retry_at_us = ef_clock_mono_us () + delay * 1000;
 }
 
 /* Ends the call when nothing of it is in flight and the stream is over
    (a status OK arrives before the last messages are read: read on). */
 static void
-s_call_maybe_end (s_puller_t *self, s_call_t *c)
+s_call_maybe_end (s_call_t *c)
 {
+    s_job_t *job = c->job;
     if (c->refs > 0 || !c->has_status)
         return;
     if (c->status == GRPC_STATUS_OK && !c->eos && !c->broken && !c->fatal[0]
-        && !self->draining && self->call == c) {
-        if (self->pending)
+        && !job->owner->draining && job->call == c) {
+        if (job->pending)
             return; /* s_flush reads on */
-        s_read (self);
+        s_read (job);
         if (c->refs > 0)
             return;
     }
-    bool current = self->call == c;
-    if (current)
-        self->call = NULL;
-    if (current)
-        s_on_call_end (self, c);
-    s_call_free (self, c);
+    bool current = job->call == c;
+    if (current) {
+        job->call = NULL;
+        s_on_call_end (job, c);
+    }
+    s_call_free (c);
 }
 
 /* Routes one completion. */
 static void
-s_dispatch (s_puller_t *self, grpc_event *ev)
+s_dispatch (grpc_event *ev)
 {
     s_tag_t *tag = (s_tag_t *) ev->tag;
     s_call_t *c = tag->call;
@@ -760,8 +743,8 @@ s_dispatch (s_puller_t *self, grpc_event *ev)
             c->broken = true;
         else if (!buf)
             c->eos = true; /* the server ended the stream */
-        if (buf && ev->success && !self->draining && !c->fatal[0])
-            s_on_message (self, c, buf);
+        if (buf && ev->success && !c->job->owner->draining && !c->fatal[0])
+            s_on_message (c, buf);
         else if (buf)
             grpc_byte_buffer_destroy (buf);
         break;
@@ -772,7 +755,7 @@ s_dispatch (s_puller_t *self, grpc_event *ev)
     }
     assert (c->refs > 0);
     c->refs--;
-    s_call_maybe_end (self, c);
+    s_call_maybe_end (c);
 }
 
 /* Handles completions until none is ready, waiting at most wait_ms. */
@@ -785,52 +768,29 @@ s_poll (s_puller_t *self, int64_t wait_ms)
         grpc_event ev = grpc_completion_queue_next (self->cq, deadline, NULL);
         if (ev.type != GRPC_OP_COMPLETE)
             break;
-        s_dispatch (self, &ev);
+        s_dispatch (&ev);
         n++;
         deadline = gpr_inf_past (GPR_CLOCK_MONOTONIC);
     }
     return n;
 }
 
-/* --- actor callbacks ----------------------------------------------------- */
+/* --- starting a run ---------------------------------------------------- */
 
-/* Reads a whole file into a NUL-terminated heap string, NULL on error. */
-static char *
-s_read_file (const char *path)
-{
-    FILE *f = fopen (path, "rb");
-    if (!f)
-        return NULL;
-    char *data = NULL;
-    size_t len = 0, n;
-    char buf[4096];
-    while ((n = fread (buf, 1, sizeof buf, f)) > 0) {
-        char *grown = realloc (data, len + n + 1);
-        if (!grown) {
-            free (data);
-            fclose (f);
-            return NULL;
-        }
-        data = grown;
-        memcpy (data + len, buf, n);
-        len += n;
-        data[len] = '\0';
-    }
-    fclose (f);
-    return data;
-}
-
-/* Opens the channel to target (TLS when asked). Returns 0, -1 after
-   ef_actor_fail. */
+/* Opens the job's channel (TLS when asked) unless it is open. Returns 0,
+   -1 with job->error set. */
 static int
-s_channel (s_puller_t *self)
+s_channel (s_job_t *job)
 {
+    if (job->channel)
+        return 0;
+    const ef_job_t *o = job->opts;
     grpc_channel_credentials *creds;
-    if (self->opts->tls || self->opts->tls_ca) {
+    if (o->tls || o->tls_ca) {
         char *roots = NULL;
-        if (self->opts->tls_ca && !(roots = s_read_file (self->opts->tls_ca))) {
-            ef_actor_fail (self->actor, "cannot read tls_ca %s: %s",
-                           self->opts->tls_ca, strerror (errno));
+        if (o->tls_ca && !(roots = ef_grpc_read_pem (o->tls_ca))) {
+            snprintf (job->error, sizeof job->error,
+                      "cannot read tls_ca %s: %s", o->tls_ca, strerror (errno));
             return -1;
         }
         creds = grpc_ssl_credentials_create (roots, NULL, NULL, NULL);
@@ -842,212 +802,141 @@ s_channel (s_puller_t *self)
     memset (args, 0, sizeof args);
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = (char *) GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-    args[0].value.integer = (int) self->opts->max_message_bytes;
+    args[0].value.integer = (int) o->max_message_bytes;
     /* Reconnect about as fast as the run retries, not after gRPC's own
        (slower) schedule. */
     args[1].type = GRPC_ARG_INTEGER;
     args[1].key = (char *) GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS;
-    args[1].value.integer = (int) self->opts->retry_base;
+    args[1].value.integer = (int) o->retry_base;
     args[2].type = GRPC_ARG_INTEGER;
     args[2].key = (char *) GRPC_ARG_MAX_RECONNECT_BACKOFF_MS;
-    args[2].value.integer = (int) self->opts->retry_cap;
+    args[2].value.integer = (int) o->retry_cap;
     /* Without BDP probing the window stays small: the server is held
        close to what the pipeline has taken (see grpc_receiver.c). */
     args[3].type = GRPC_ARG_INTEGER;
     args[3].key = (char *) GRPC_ARG_HTTP2_BDP_PROBE;
-    args[3].value.integer = self->opts->bdp_probe ? 1 : 0;
+    args[3].value.integer = o->bdp_probe ? 1 : 0;
     grpc_channel_args channel_args = {4, args};
-    self->channel =
-        grpc_channel_create (self->opts->target, creds, &channel_args);
+    job->channel = grpc_channel_create (o->target, creds, &channel_args);
     grpc_channel_credentials_release (creds);
-    if (!self->channel) {
-        ef_actor_fail (self->actor, "cannot create a channel to %s",
-                       self->opts->target);
+    if (!job->channel) {
+        snprintf (job->error, sizeof job->error,
+                  "cannot create a channel to %s", o->target);
         return -1;
     }
     return 0;
 }
 
-/* Prepares a run: lock, stale runs, position, job_run row. Returns 1,
-   0 when another process holds the job, -1 with err. */
+/* With the job's lock held: marks stale runs abandoned, reads the
+   position, records the run and calls the server. Returns 0, -1 with
+   job->error (the run then ends as failed). */
 static int
-s_begin_run (s_puller_t *self, const char *trigger, int64_t slot, char *err,
-             size_t errlen)
+s_begin_run (s_job_t *job)
 {
+    s_puller_t *self = job->owner;
     const char *schema = self->globals->schema;
-    int64_t give_up = ef_clock_mono_us () + self->opts->lock_timeout * 1000;
-    int locked;
-    while (
-        (locked = ef_job_try_lock (self->conn, schema, self->job, err, errlen))
-            == 0
-        && ef_clock_mono_us () < give_up
-        && ef_backoff_sleep (100, ef_actor_stop_flag (self->actor)) == 0)
-        ;
-    if (locked <= 0) {
-        if (locked == 0)
-            snprintf (err, errlen,
-                      "job %s is already running in another process "
-                      "(its lock is held in the database)",
-                      self->job);
-        return locked;
-    }
-    self->locked = true;
+    char err[512];
     int stale =
-        ef_job_abandon_stale (self->conn, schema, self->job, err, errlen);
+        ef_job_abandon_stale (self->conn, schema, job->name, err, sizeof err);
     if (stale < 0)
-        return -1;
+        goto fail;
     if (stale > 0)
         ef_warn ("job %s: %d run(s) left running by a stopped process marked "
                  "abandoned",
-                 self->job, stale);
-    if (self->opts->from_start)
-        self->start_token = strdup ("");
-    else
-        self->start_token =
-            ef_job_position (self->conn, schema, self->job, err, errlen);
-    if (!self->start_token)
-        return -1;
+                 job->name, stale);
+    job->start_token =
+        job->opts->from_start
+            ? strdup ("")
+            : ef_job_position (self->conn, schema, job->name, err, sizeof err);
+    if (!job->start_token)
+        goto fail;
     uint8_t id[16];
     ef_uuid7_generate (id);
-    ef_uuid_format (id, self->run_id);
-    if (ef_run_start (self->conn, schema, self->run_id, self->job, trigger,
-                      self->start_token, slot, err, errlen)
+    ef_uuid_format (id, job->run_id);
+    if (ef_run_start (self->conn, schema, job->run_id, job->name, job->trigger,
+                      job->start_token, job->slot, err, sizeof err)
         != 0)
+        goto fail;
+    job->run_recorded = true;
+    job->stream_id = (uint64_t) ef_clock_wall_us ();
+    job->backoff = ef_backoff_make (job->opts->retry_base, job->opts->retry_cap,
+                                    (int) job->opts->retries);
+    job->next_beat_us = ef_clock_mono_us () + self->opts->heartbeat * 1000;
+    if (s_channel (job) != 0 || s_call_start (job, job->start_token) != 0)
         return -1;
-    self->run_recorded = true;
-    return 1;
-}
-
-/* Starts a run: forgets the last one, records the new one and calls the
-   server. Returns 1, 0 when another process holds the job, -1 with err
-   (the lock is given back). */
-static int
-s_start_run (s_puller_t *self, const char *trigger, int64_t slot, char *err,
-             size_t errlen)
-{
-    assert (!self->call && !self->pending);
-    free (self->start_token);
-    free (self->last_token);
-    self->start_token = self->last_token = NULL;
-    self->seq = self->messages = self->calls = 0;
-    self->received = self->written = self->dead = 0;
-    self->error[0] = '\0';
-    self->run_recorded = false;
-    self->finished = false;
-    self->phase = S_SETTLING;
-    int rc = s_begin_run (self, trigger, slot, err, errlen);
-    if (rc <= 0) {
-        if (self->locked) {
-            ef_job_unlock (self->conn, self->globals->schema, self->job);
-            self->locked = false;
-        }
-        self->finished = true;
-        self->phase = S_IDLE;
-        return rc;
-    }
-    self->stream_id = (uint64_t) ef_clock_wall_us ();
-    self->backoff =
-        ef_backoff_make (self->opts->retry_base, self->opts->retry_cap,
-                         (int) self->opts->retries);
-    self->started_us = ef_clock_mono_us ();
-    self->next_beat_us = self->started_us + self->opts->heartbeat * 1000;
-    s_publish (self);
-    if (s_call_start (self, self->start_token) != 0) {
-        snprintf (err, errlen, "%s", self->error);
-        self->phase = S_SETTLING; /* ends the run as failed */
-        return -1;
-    }
-    return 1;
-}
-
-/* The latest slot of cron in (after, now], -1 when none; *missed counts
-   the slots in between (capped). */
-static int64_t
-s_latest_slot (const ef_cron_t *cron, int64_t after, int64_t now,
-               int64_t *missed)
-{
-    int64_t latest = -1;
-    *missed = 0;
-    for (int64_t t = ef_cron_next (cron, after); t >= 0 && t <= now;
-         t = ef_cron_next (cron, t)) {
-        latest = t;
-        if (++*missed >= 1000000)
-            break;
-    }
-    return latest;
-}
-
-/* Sets the first slot to wait for, applying the misfire policy to slots
-   missed while no process ran the job. Returns 0, -1 with err. */
-static int
-s_schedule_start (s_puller_t *self, char *err, size_t errlen)
-{
-    int64_t now = ef_clock_wall_us () / 1000000, last = -1, missed = 0;
-    if (ef_job_last_slot (self->conn, self->globals->schema, self->job, &last,
-                          err, errlen)
-        != 0)
-        return -1;
-    int64_t latest =
-        last >= 0 ? s_latest_slot (&self->cron, last, now, &missed) : -1;
-    bool fire_once = strcmp (self->opts->misfire, "fire_once") == 0;
-    if (latest >= 0 && fire_once) {
-        ef_info ("job %s: %" PRId64 " slot(s) missed: running once now",
-                 self->job, missed);
-        self->next_fire = latest;
-    }
-    else {
-        if (latest >= 0)
-            ef_info ("job %s: %" PRId64 " slot(s) missed: skipped", self->job,
-                     missed);
-        self->next_fire = ef_cron_next (&self->cron, now);
-    }
     return 0;
+fail:
+    snprintf (job->error, sizeof job->error, "%s", err);
+    return -1;
 }
 
-/* Runs the schedule between runs: a retried run, or a slot that is due
-   (claimed in the database, so that one process runs it). */
+/* One try of the job's lock while the run waits for it; begins the run
+   once it is ours, gives up (status busy) at lock_until_us. */
 static void
-s_schedule_tick (s_puller_t *self)
+s_try_lock (s_job_t *job)
 {
-    int64_t now = ef_clock_wall_us () / 1000000;
-    char err[1024];
-    if (!self->finished) {
-        if (self->next_fire >= 0 && now >= self->next_fire) {
-            ef_info ("job %s: slot %" PRId64 " skipped: the previous run is "
-                     "still running",
-                     self->job, self->next_fire);
-            self->next_fire = ef_cron_next (&self->cron, now);
-        }
+    s_puller_t *self = job->owner;
+    char err[512];
+    int locked = ef_job_try_lock (self->conn, self->globals->schema, job->name,
+                                  err, sizeof err);
+    if (locked > 0) {
+        job->locked = true;
+        if (s_begin_run (job) != 0)
+            job->phase = S_SETTLING; /* ends as failed */
         return;
     }
-    int64_t slot = -1;
-    if (self->rerun_at_us && ef_clock_mono_us () >= self->rerun_at_us)
-        self->rerun_at_us = 0;
-    else if (self->next_fire >= 0 && now >= self->next_fire) {
-        slot = self->next_fire;
-        self->next_fire = ef_cron_next (&self->cron, now);
-        int claimed = ef_job_claim_slot (self->conn, self->globals->schema,
-                                         self->job, slot, err, sizeof err);
-        if (claimed <= 0) {
-            if (claimed < 0)
-                ef_warn ("job %s: %s", self->job, err);
-            else
-                ef_debug ("job %s: slot %" PRId64 " runs elsewhere", self->job,
-                          slot);
-            return;
-        }
+    if (locked < 0) {
+        snprintf (job->error, sizeof job->error, "%s", err);
+        if (PQstatus (self->conn) != CONNECTION_OK)
+            PQreset (self->conn);
+        s_finish (job, "failed");
     }
-    else
-        return;
-    int rc = s_start_run (self, "cron", slot, err, sizeof err);
-    if (rc == 0)
-        ef_info ("job %s: not started: %s", self->job, err);
-    else if (rc < 0 && !self->run_recorded)
-        ef_error ("job %s: cannot start a run: %s", self->job, err);
+    else if (ef_clock_mono_us () >= job->lock_until_us) {
+        snprintf (job->error, sizeof job->error,
+                  "job %s is already running in another process (its lock "
+                  "is held in the database)",
+                  job->name);
+        s_finish (job, "busy");
+    }
 }
 
-/* Connects to the database and the server and starts the run. Returns 0,
-   -1 after ef_actor_fail. */
+/* Starts a requested run of job: its lock is tried from here on. */
+static void
+s_request_run (s_job_t *job, const char *trigger, int64_t slot)
+{
+    assert (!job->active && !job->call && !job->pending);
+    free (job->start_token);
+    free (job->last_token);
+    job->start_token = job->last_token = NULL;
+    job->seq = job->messages = job->calls = 0;
+    job->received = job->written = job->dead = 0;
+    job->shown_received = job->shown_settled = 0;
+    job->error[0] = '\0';
+    job->run_recorded = false;
+    job->active = true;
+    snprintf (job->trigger, sizeof job->trigger, "%s", trigger);
+    job->slot = slot;
+    job->started_us = ef_clock_mono_us ();
+    job->lock_until_us =
+        job->started_us + job->owner->opts->lock_timeout * 1000;
+    job->phase = S_LOCKING;
+    s_try_lock (job);
+}
+
+/* --- actor callbacks ----------------------------------------------------- */
+
+/* Finds a configured job by name. */
+static s_job_t *
+s_job (s_puller_t *self, const char *name)
+{
+    for (size_t i = 0; i < self->n_jobs; i++)
+        if (strcmp (self->jobs[i].name, name) == 0)
+            return &self->jobs[i];
+    return NULL;
+}
+
+/* Knows the configured jobs and opens gRPC and the database when there
+   are any. Returns 0, -1 after ef_actor_fail. */
 static int
 s_init (ef_actor_t *actor)
 {
@@ -1062,82 +951,92 @@ s_init (ef_actor_t *actor)
     self->globals = ef_actor_globals (actor);
     self->chunks_port = ef_actor_port (actor, "chunks");
     self->acks_port = ef_actor_port (actor, "acks");
-    assert (self->chunks_port >= 0 && self->acks_port >= 0);
-    self->phase = S_IDLE;
-    if (!self->opts->target || !*self->opts->target)
+    self->runs_port = ef_actor_port (actor, "runs");
+    self->ends_port = ef_actor_port (actor, "run-ends");
+    assert (self->chunks_port >= 0 && self->acks_port >= 0
+            && self->runs_port >= 0 && self->ends_port >= 0);
+    const ef_config_t *config = ef_actor_config (actor);
+    self->n_jobs = ef_config_section_size (config, EF_JOBS_SECTION);
+    if (self->n_jobs == 0)
         return 0; /* nothing to pull: serve uploads only */
     if (ef_actor_instances (actor) > 1) {
-        ef_actor_fail (actor, "runs one instance per job");
+        ef_actor_fail (actor, "runs one instance (it runs every job)");
         return -1;
     }
-    self->job = self->opts->job && *self->opts->job ? self->opts->job
-                                                    : self->opts->source;
-    if (!self->job || !*self->job) {
-        ef_actor_fail (actor, "needs a job name or a source");
+    self->jobs = calloc (self->n_jobs, sizeof *self->jobs);
+    if (!self->jobs) {
+        ef_actor_fail (actor, "out of memory");
         return -1;
     }
-    const char *trigger = self->opts->trigger ? self->opts->trigger : "";
-    if (strcmp (trigger, "manual") != 0 && strcmp (trigger, "cron") != 0) {
-        ef_actor_fail (actor, "trigger '%s': must be manual or cron", trigger);
-        return -1;
+    for (size_t i = 0; i < self->n_jobs; i++) {
+        s_job_t *job = &self->jobs[i];
+        job->owner = self;
+        job->opts =
+            ef_config_section_entry (config, EF_JOBS_SECTION, i, &job->name);
+        job->source = ef_job_source (job->opts, job->name);
+        job->metrics = ef_job_metrics (job->name);
+        job->phase = S_IDLE;
     }
-    const char *misfire = self->opts->misfire ? self->opts->misfire : "";
-    if (strcmp (misfire, "skip") != 0 && strcmp (misfire, "fire_once") != 0) {
-        ef_actor_fail (actor, "misfire '%s': must be skip or fire_once",
-                       misfire);
-        return -1;
-    }
-    /* Settings first: a bad one must not leave a run behind. */
-    char err[1024] = "";
     grpc_init ();
     self->grpc_up = true;
     self->cq = grpc_completion_queue_create_for_next (NULL);
-    grpc_byte_buffer *probe = s_request (self, "", err, sizeof err);
-    if (!probe) {
-        ef_actor_fail (actor, "%s", *err ? err : "out of memory");
-        return -1;
-    }
-    grpc_byte_buffer_destroy (probe);
-    if (s_channel (self) != 0)
-        return -1;
     self->conn = ef_pg_open_for_actor (actor);
     if (!self->conn)
         return -1;
-    if (self->opts->schedule && *self->opts->schedule) {
-        if (ef_cron_parse (self->opts->schedule, &self->cron, err, sizeof err)
-            != 0) {
-            ef_actor_fail (actor, "schedule of job %s: %s", self->job, err);
-            return -1;
-        }
-        self->scheduled = true;
-        self->finished = true; /* no run yet */
-        self->run_backoff = ef_backoff_make (self->opts->run_retry_base,
-                                             self->opts->run_retry_cap,
-                                             (int) self->opts->run_retries);
-        if (s_schedule_start (self, err, sizeof err) != 0) {
-            ef_actor_fail (actor, "%s", err);
-            return -1;
-        }
-        ef_info ("job %s: scheduled '%s' (UTC), misfire %s", self->job,
-                 self->opts->schedule, self->opts->misfire);
-        ef_actor_wake_in (actor, 0);
-        return 0;
-    }
-    const char *how = self->opts->trigger ? self->opts->trigger : "manual";
-    if (s_start_run (self, how, -1, err, sizeof err) <= 0) {
-        ef_actor_fail (actor, "%s", err);
-        return -1;
-    }
-    ef_actor_wake_in (actor, 0);
     return 0;
 }
 
-/* Takes an Ack: counts the rows settled for this run. */
+/* Starts the run a RunRequest asks for. */
+static void
+s_on_run_request (s_puller_t *self, const Embedflow__V1__RunRequest *req)
+{
+    const char *trigger = req->trigger && *req->trigger ? req->trigger : "";
+    s_job_t *job = req->job ? s_job (self, req->job) : NULL;
+    if (!job) {
+        ef_warn ("asked to run job '%s', which is not in this process's "
+                 "jobs section",
+                 req->job ? req->job : "");
+        return;
+    }
+    if (strcmp (trigger, "cron") != 0 && strcmp (trigger, "manual") != 0) {
+        ef_warn ("job %s: trigger '%s' is not cron or manual: not run",
+                 job->name, trigger);
+        return;
+    }
+    if (self->draining)
+        return;
+    if (job->active) {
+        ef_info ("job %s: not started: a run is still going", job->name);
+        return;
+    }
+    s_request_run (job, trigger, req->slot);
+}
+
+/* Takes an Ack (rows settled) or a RunRequest. */
 static int
 s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
 {
     s_puller_t *self = ef_actor_state (actor);
-    zframe_t *frame = port == self->acks_port ? zmsg_first (*msg_p) : NULL;
+    zframe_t *frame = zmsg_first (*msg_p);
+    if (port == self->runs_port) {
+        Embedflow__V1__RunRequest *req =
+            frame ? embedflow__v1__run_request__unpack (
+                NULL, zframe_size (frame), zframe_data (frame))
+                  : NULL;
+        zmsg_destroy (msg_p);
+        if (!req) {
+            ef_warn ("dropping a message on runs that is not a RunRequest");
+            return 0;
+        }
+        if (self->cq)
+            s_on_run_request (self, req);
+        else
+            ef_warn ("asked to run job '%s', but this process has no jobs",
+                     req->job);
+        embedflow__v1__run_request__free_unpacked (req, NULL);
+        ef_actor_wake_in (actor, 0);
+        return 0;
+    }
     Embedflow__V1__Ack *ack =
         frame ? embedflow__v1__ack__unpack (NULL, zframe_size (frame),
                                             zframe_data (frame))
@@ -1149,177 +1048,187 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
     }
     for (size_t i = 0; i < ack->n_tallies; i++) {
         const Embedflow__V1__StreamTally *t = ack->tallies[i];
-        if (t->stream_id != self->stream_id || self->stream_id == 0) {
+        s_job_t *job = NULL;
+        for (size_t j = 0; j < self->n_jobs && !job; j++)
+            if (self->jobs[j].active && self->jobs[j].stream_id == t->stream_id
+                && t->stream_id != 0)
+                job = &self->jobs[j];
+        if (!job) {
             ef_debug ("ack for unknown pull stream %" PRIu64 " ignored",
                       t->stream_id);
             continue;
         }
-        self->written += t->written;
-        self->dead += t->dead_lettered;
+        job->written += t->written;
+        job->dead += t->dead_lettered;
+        ef_counter_add (job->metrics->written, t->written);
+        ef_counter_add (job->metrics->dead_lettered, t->dead_lettered);
+        s_publish (job);
+        s_check_settled (job);
     }
     embedflow__v1__ack__free_unpacked (ack, NULL);
-    s_publish (self);
-    s_check_settled (self);
     return 0;
 }
 
-/* Runs the completion queue, retries, heartbeats and timeouts. */
+/* Advances one job: lock, retry, idle timeout, heartbeat, settling, and
+   a hard stop. */
+static void
+s_job_tick (s_job_t *job, int64_t now)
+{
+    s_puller_t *self = job->owner;
+    if (!job->active)
+        return;
+    s_flush (job);
+    if (job->phase == S_LOCKING) {
+        s_try_lock (job);
+        return;
+    }
+    s_call_t *c = job->call;
+    if (job->phase == S_CALLING && c && !c->idle_expired
+        && job->opts->idle_timeout > 0 && !job->pending
+        && now - job->last_msg_us > job->opts->idle_timeout * 1000) {
+        c->idle_expired = true;
+        grpc_call_cancel (c->call, NULL);
+    }
+    if (job->phase == S_WAITING && now >= job->retry_at_us) {
+        const char *token =
+            job->last_token ? job->last_token : job->start_token;
+        if (s_call_start (job, token) != 0)
+            job->phase = S_SETTLING;
+    }
+    if (job->run_recorded && now >= job->next_beat_us) {
+        char err[512];
+        if (ef_run_update (self->conn, self->globals->schema, job->run_id, NULL,
+                           job->received, job->written, job->dead, NULL, err,
+                           sizeof err)
+            != 0) {
+            ef_warn ("job %s: heartbeat not stored: %s", job->name, err);
+            if (PQstatus (self->conn) != CONNECTION_OK)
+                PQreset (self->conn);
+        }
+        job->next_beat_us = now + self->opts->heartbeat * 1000;
+    }
+    s_check_settled (job);
+    if (job->active && ef_actor_stopping (self->actor)) {
+        /* hard stop: what is in flight will not settle */
+        if (!job->error[0])
+            snprintf (job->error, sizeof job->error,
+                      "stopped at once before the rows settled");
+        if (job->call)
+            grpc_call_cancel (job->call->call, NULL);
+        zmsg_destroy (&job->pending);
+        if (!job->call)
+            s_finish (job, "failed");
+    }
+}
+
+/* Runs the completion queue and every job's clockwork. */
 static int
 s_tick (ef_actor_t *actor)
 {
     s_puller_t *self = ef_actor_state (actor);
     if (!self->cq)
         return 0;
-    s_flush (self);
-    int64_t wait = self->busy ? 0 : self->pending ? 1 : S_IDLE_WAIT_MS;
+    bool pending = false, streaming = false, active = false;
+    for (size_t i = 0; i < self->n_jobs; i++) {
+        s_flush (&self->jobs[i]);
+        pending |= self->jobs[i].pending != NULL;
+    }
+    int64_t wait = self->busy ? 0 : pending ? 1 : S_IDLE_WAIT_MS;
     self->busy = s_poll (self, wait) > 0;
-    s_flush (self);
     int64_t now = ef_clock_mono_us ();
-    s_call_t *c = self->call;
-    if (self->phase == S_CALLING && c && !c->idle_expired
-        && self->opts->idle_timeout > 0 && !self->pending
-        && now - self->last_msg_us > self->opts->idle_timeout * 1000) {
-        c->idle_expired = true;
-        grpc_call_cancel (c->call, NULL);
+    for (size_t i = 0; i < self->n_jobs; i++) {
+        s_job_tick (&self->jobs[i], now);
+        active |= self->jobs[i].active;
+        streaming |= self->jobs[i].active && self->jobs[i].phase != S_LOCKING;
     }
-    if (self->phase == S_WAITING && now >= self->retry_at_us) {
-        const char *token =
-            self->last_token ? self->last_token : self->start_token;
-        if (s_call_start (self, token) != 0)
-            self->phase = S_SETTLING;
+    if (self->draining && !active && !self->drained) {
+        self->drained = true;
+        ef_actor_drained (actor);
     }
-    if (!self->finished && now >= self->next_beat_us) {
-        char err[512];
-        if (ef_run_update (self->conn, self->globals->schema, self->run_id,
-                           NULL, self->received, self->written, self->dead,
-                           NULL, err, sizeof err)
-            != 0) {
-            ef_warn ("job %s: heartbeat not stored: %s", self->job, err);
-            if (PQstatus (self->conn) != CONNECTION_OK)
-                PQreset (self->conn);
-        }
-        self->next_beat_us = now + self->opts->heartbeat * 1000;
-    }
-    s_check_settled (self);
-    if (self->scheduled && !self->draining && !ef_actor_stopping (actor))
-        s_schedule_tick (self);
-    if (ef_actor_stopping (actor) && !self->finished) {
-        /* hard stop: what is in flight will not settle */
-        if (!self->error[0])
-            snprintf (self->error, sizeof self->error,
-                      "stopped at once before the rows settled");
-        if (self->call)
-            grpc_call_cancel (self->call->call, NULL);
-        zmsg_destroy (&self->pending);
-        if (!self->call)
-            s_finish (self);
-    }
-    bool quiet = self->finished && !self->calls_alive;
-    /* between scheduled runs, look at the clock a few times a second */
-    ef_actor_wake_in (actor, !quiet ? 0 : self->scheduled ? 100 : -1);
+    /* The completion queue is polled from here (blocking up to
+       S_IDLE_WAIT_MS): while a call lives, come straight back; runs that
+       only wait for a lock look again every S_LOCK_POLL_MS. */
+    ef_actor_wake_in (actor, streaming || self->calls_alive ? 0
+                             : active                       ? S_LOCK_POLL_MS
+                                                            : -1);
     return 0;
 }
 
-/* Graceful stop: cancel the call, let forwarded rows settle. */
+/* Graceful stop: no new run; cancel the calls, let forwarded rows
+   settle (s_tick reports drained when no run is left). */
 static void
 s_drain (ef_actor_t *actor)
 {
     s_puller_t *self = ef_actor_state (actor);
-    bool idle = !self->cq || self->finished;
-    self->draining = true; /* no scheduled run starts from now on */
-    if (idle) {
+    self->draining = true;
+    bool active = false;
+    for (size_t i = 0; i < self->n_jobs; i++) {
+        s_job_t *job = &self->jobs[i];
+        if (job->phase == S_LOCKING || job->phase == S_WAITING)
+            snprintf (job->error, sizeof job->error,
+                      "stopped before the stream ended");
+        if (job->phase == S_LOCKING)
+            s_finish (job, "failed");
+        else if (job->call)
+            grpc_call_cancel (job->call->call, NULL); /* s_on_call_end */
+        else if (job->phase == S_WAITING)
+            job->phase = S_SETTLING;
+        active |= job->active;
+    }
+    if (!active) {
+        self->drained = true;
         ef_actor_drained (actor);
         return;
-    }
-    if (self->call)
-        grpc_call_cancel (self->call->call, NULL); /* ends in s_on_call_end */
-    else if (self->phase == S_WAITING) {
-        snprintf (self->error, sizeof self->error,
-                  "stopped before the stream ended");
-        self->phase = S_SETTLING;
     }
     ef_actor_wake_in (actor, 0);
 }
 
-/* Cancels what is left and frees everything. */
+/* Cancels what is left, records unfinished runs and frees everything. */
 static void
 s_destroy (ef_actor_t *actor)
 {
     s_puller_t *self = ef_actor_state (actor);
     if (!self)
         return;
-    if (self->call)
-        grpc_call_cancel (self->call->call, NULL);
+    for (size_t i = 0; i < self->n_jobs; i++)
+        if (self->jobs[i].call)
+            grpc_call_cancel (self->jobs[i].call->call, NULL);
     while (self->calls_alive > 0)
         s_poll (self, 100);
-    if (self->run_recorded && !self->finished) {
-        if (!self->error[0])
-            snprintf (self->error, sizeof self->error, "stopped");
-        s_finish (self);
-    }
-    zmsg_destroy (&self->pending);
-    if (self->channel)
-        grpc_channel_destroy (self->channel);
-    if (self->cq) {
-        grpc_completion_queue_shutdown (self->cq);
-        for (;;) {
-            grpc_event ev = grpc_completion_queue_next (
-                self->cq, gpr_inf_future (GPR_CLOCK_MONOTONIC), NULL);
-            if (ev.type == GRPC_QUEUE_SHUTDOWN)
-                break;
+    for (size_t i = 0; i < self->n_jobs; i++) {
+        s_job_t *job = &self->jobs[i];
+        if (job->active) {
+            if (!job->error[0])
+                snprintf (job->error, sizeof job->error, "stopped");
+            s_finish (job, "failed");
         }
-        grpc_completion_queue_destroy (self->cq);
+        zmsg_destroy (&job->pending);
+        if (job->channel)
+            grpc_channel_destroy (job->channel);
+        free (job->start_token);
+        free (job->last_token);
     }
+    ef_grpc_cq_destroy (self->cq);
     if (self->grpc_up)
         grpc_shutdown ();
     PQfinish (self->conn);
-    free (self->start_token);
-    free (self->last_token);
+    free (self->jobs);
     free (self);
     ef_actor_set_state (actor, NULL);
-}
-
-int
-ef_puller_check (ef_config_t *config, char *err, size_t errlen)
-{
-    const s_options_t *o = ef_config_actor_options (config, "grpc-puller");
-    if (!o || !o->schedule || !*o->schedule)
-        return 0;
-    const char *job = o->job && *o->job ? o->job : o->source ? o->source : "";
-    char why[256];
-    ef_cron_t cron;
-    if (!o->target || !*o->target) {
-        snprintf (err, errlen,
-                  "actors.grpc-puller.schedule: job %s has no target", job);
-        return -1;
-    }
-    if (ef_cron_parse (o->schedule, &cron, why, sizeof why) != 0) {
-        snprintf (err, errlen, "actors.grpc-puller.schedule: job %s: %s", job,
-                  why);
-        return -1;
-    }
-    if (!o->misfire
-        || (strcmp (o->misfire, "skip") != 0
-            && strcmp (o->misfire, "fire_once") != 0)) {
-        snprintf (err, errlen,
-                  "actors.grpc-puller.misfire: job %s: '%s' is not skip or "
-                  "fire_once",
-                  job, o->misfire ? o->misfire : "");
-        return -1;
-    }
-    return 0;
 }
 
 static const ef_port_def_t s_ports[] = {
     {"chunks", EF_PORT_OUT, "chunks", false, 8},
     {"acks", EF_PORT_IN, "pull-acks", false, 10000},
+    {"runs", EF_PORT_IN, "runs", false, 1000},
+    {"run-ends", EF_PORT_OUT, "run-ends", false, 1000},
     {NULL, EF_PORT_IN, NULL, false, 0},
 };
 
 const ef_actor_def_t ef_grpc_puller_actor = {
     .name = "grpc-puller",
-    .summary = "gRPC client of GetEmbeddings: pulls a job's stream, resuming "
-               "from its committed checkpoint",
+    .summary = "gRPC client of GetEmbeddings: runs the jobs the scheduler "
+               "asks for, resuming each from its committed checkpoint",
     .options = s_options,
     .options_size = sizeof (s_options_t),
     .ports = s_ports,

@@ -8,8 +8,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "embedflow/runtime.h"
-
 typedef struct {
     char run_id[37];       /* job_run.id */
     char job[256];         /* job name */
@@ -31,13 +29,8 @@ typedef void (ef_pull_done_fn) (const ef_pull_report_t *report, void *arg);
 /* Registers the process-wide done callback (NULL to clear). */
 void ef_puller_on_done (ef_pull_done_fn *fn, void *arg);
 
-/* Rows received and settled (written + dead-lettered) so far by the
-   current run; safe from any thread. */
+/* Rows received and settled (written + dead-lettered) so far by every
+   pull run of this process; safe from any thread. */
 void ef_puller_progress (uint64_t *received, uint64_t *settled);
-
-/* Checks the puller's settings in config before anything starts: the
-   schedule's cron expression and the misfire policy. Returns 0, or -1
-   with err naming the key, the job and the field. */
-int ef_puller_check (ef_config_t *config, char *err, size_t errlen);
 
 #endif

@@ -41,6 +41,12 @@
     Graceful stop (drain): no new calls; open uploads may finish until
     drain_timeout, then they are cancelled (clients see UNAVAILABLE);
     drained once the server has shut down and every stream is gone.
+
+    History: each accepted upload has a job_run row (trigger 'upload',
+    job = its source). Every heartbeat, one statement stores the heartbeat
+    and counts of all uploads in progress; a thread of the runlog marks
+    'abandoned' the uploads, of any process, whose heartbeat is older than
+    stale_after, i.e. those of killed processes (uploads hold no lock).
 */
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
@@ -65,6 +71,7 @@
 #include "embedflow/v1/pipeline.pb-c.h"
 #include "pipeline/checkpoint.h"
 #include "pipeline/grpcmsg.h"
+#include "pipeline/jobmetrics.h"
 #include "pipeline/uuid7.h"
 
 #define S_UPLOAD_METHOD "/embedflow.v1.EmbeddingService/UploadEmbeddings"
@@ -86,6 +93,8 @@ typedef struct {
     char *tls_cert;            /* PEM certificate chain file, or NULL */
     char *tls_key;             /* PEM private key file, or NULL */
     char *auth_token;          /* bearer token uploads must carry, or NULL */
+    int64_t heartbeat;         /* ms between job_run heartbeats of uploads */
+    int64_t stale_after;       /* ms without heartbeat = abandoned; 0 auto */
 } s_options_t;
 
 static const ef_option_t s_options[] = {
@@ -111,6 +120,14 @@ static const ef_option_t s_options[] = {
      "PEM private key file of tls_cert"},
     {"auth_token", EF_OPT_SECRET, NULL, offsetof (s_options_t, auth_token), 0,
      0, "uploads must send metadata 'authorization: Bearer TOKEN'"},
+    {"heartbeat", EF_OPT_MS, "2s", offsetof (s_options_t, heartbeat), 10,
+     3600000,
+     "how often the job_run heartbeat and counts of uploads in "
+     "progress are stored"},
+    {"stale_after", EF_OPT_MS, "0", offsetof (s_options_t, stale_after), 0,
+     86400000,
+     "an upload whose heartbeat is older is marked abandoned (its "
+     "process is gone); 0 = 5 x heartbeat; at least 2 x heartbeat"},
     EF_OPTION_END};
 
 /* --- tags ---------------------------------------------------------------- */
@@ -171,6 +188,8 @@ typedef struct s_stream {
     uint64_t dead;      /* rows acked as dead-lettered */
     int64_t started_us; /* monotonic time of accept */
     char *peer;         /* client address, for logs */
+
+    const ef_job_metrics_t *job; /* its per-job series, set on accept */
 } s_stream_t;
 
 /* --- a call to a method not served here ---------------------------------- */
@@ -211,6 +230,8 @@ struct s_receiver {
     bool drained;              /* ef_actor_drained was called */
     int64_t drain_deadline_us; /* monotonic time to cancel stragglers */
     ef_runlog_t *runlog;       /* job_run rows of uploads */
+    int64_t stale_ms;          /* stale_after, resolved */
+    int64_t next_beat_us;      /* monotonic time of the next heartbeat */
     s_tag_t shutdown_tag;      /* S_TAG_SHUTDOWN */
 };
 
@@ -306,6 +327,9 @@ s_stream_reply (s_stream_t *stream, grpc_status_code code, const char *text)
     stream->replied = true;
     if (stream->logged) {
         stream->logged = false;
+        ef_counter_add (code == GRPC_STATUS_OK ? stream->job->runs_completed
+                                               : stream->job->runs_failed,
+                        1);
         ef_runlog_end (stream->owner->runlog, stream->job_id,
                        code == GRPC_STATUS_OK ? "completed" : "failed",
                        stream->received, stream->written, stream->dead,
@@ -499,6 +523,7 @@ s_stream_on_message (s_stream_t *stream, grpc_byte_buffer *buf)
     zmsg_append (msg, &body);
 
     stream->received += rows;
+    ef_counter_add (stream->job->received, rows);
     ef_actor_count (self->actor, EF_METRIC_ROWS_IN, (int64_t) rows);
     ef_actor_count (self->actor, EF_METRIC_IN_FLIGHT, (int64_t) rows);
     stream->pending = msg;
@@ -634,6 +659,9 @@ s_on_accept (s_receiver_t *self, s_stream_t *stream, bool ok)
     }
     ef_debug ("upload %s (stream %" PRIu64 ", source %s) from %s",
               stream->job_id, stream->stream_id, stream->source, stream->peer);
+    /* per-job series only for uploads let in: a caller without the token
+       cannot add series */
+    stream->job = ef_job_metrics (stream->source);
     ef_runlog_start (self->runlog, stream->job_id, stream->source, "upload");
     stream->logged = true;
     s_stream_read (stream);
@@ -675,6 +703,7 @@ s_on_close (s_stream_t *stream)
                  stream->job_id, stream->peer, stream->received);
     if (stream->logged) {
         stream->logged = false;
+        ef_counter_add (stream->job->runs_failed, 1);
         ef_runlog_end (stream->owner->runlog, stream->job_id, "failed",
                        stream->received, stream->written, stream->dead,
                        "the client cancelled or disconnected");
@@ -847,41 +876,65 @@ s_flush_pending (s_receiver_t *self)
     }
 }
 
+/* --- upload history ------------------------------------------------------ */
+
+/* Every heartbeat stores the heartbeat and counts of all uploads in
+   progress in one statement (uploads of dead processes are marked by the
+   runlog's sweeper thread). Never stops the data: failures are only
+   logged. */
+static void
+s_history_tick (s_receiver_t *self)
+{
+    int64_t now = ef_clock_mono_us ();
+    if (now >= self->next_beat_us) {
+        self->next_beat_us = now + self->opts->heartbeat * 1000;
+        size_t n = 0;
+        for (s_stream_t *s = self->streams; s; s = s->next)
+            n += s->logged;
+        ef_run_counts_t *runs =
+            n ? (ef_run_counts_t *) calloc (n, sizeof *runs) : NULL;
+        if (n && !runs)
+            ef_warn ("job history: out of memory for %zu heartbeats", n);
+        if (runs) {
+            size_t i = 0;
+            for (s_stream_t *s = self->streams; s; s = s->next)
+                if (s->logged)
+                    runs[i++] = (ef_run_counts_t){s->job_id, s->received,
+                                                  s->written, s->dead};
+            ef_runlog_beat (self->runlog, runs, n);
+            free (runs);
+        }
+    }
+}
+
 /* --- actor callbacks ----------------------------------------------------- */
 
-/* Reads a whole file into a NUL-terminated heap string, NULL on error
-   (errno set). */
-static char *
-s_read_file (const char *path)
+/* stale_after, resolved: 0 means 5 x heartbeat. */
+static int64_t
+s_stale_ms (const s_options_t *opts)
 {
-    FILE *f = fopen (path, "rb");
-    if (!f)
-        return NULL;
-    char *data = NULL;
-    size_t len = 0;
-    char chunk[4096];
-    size_t n;
-    while ((n = fread (chunk, 1, sizeof chunk, f)) > 0) {
-        char *grown = (char *) realloc (data, len + n + 1);
-        if (!grown) {
-            free (data);
-            fclose (f);
-            errno = ENOMEM;
-            return NULL;
-        }
-        data = grown;
-        memcpy (data + len, chunk, n);
-        len += n;
+    return opts->stale_after ? opts->stale_after : 5 * opts->heartbeat;
+}
+
+/* Settings that need each other, checked before anything starts. */
+static int
+s_check (const void *options, char *why, size_t len)
+{
+    const s_options_t *opts = options;
+    if (!opts->tls_cert != !opts->tls_key) {
+        snprintf (why, len, "%s: tls_cert and tls_key must be set together",
+                  opts->tls_cert ? "tls_key" : "tls_cert");
+        return -1;
     }
-    bool failed = ferror (f) != 0;
-    fclose (f);
-    if (failed || !data) {
-        free (data);
-        errno = failed ? EIO : EINVAL;
-        return NULL;
+    if (s_stale_ms (opts) < 2 * opts->heartbeat) {
+        snprintf (why, len,
+                  "stale_after: %" PRId64 " ms must be at least twice "
+                  "heartbeat (%" PRId64 " ms), or live uploads would be "
+                  "marked abandoned",
+                  s_stale_ms (opts), opts->heartbeat);
+        return -1;
     }
-    data[len] = 0;
-    return data;
+    return 0;
 }
 
 /* Server credentials: TLS from tls_cert/tls_key, else plaintext. Returns
@@ -891,17 +944,13 @@ s_credentials (ef_actor_t *actor, const s_options_t *opts)
 {
     if (!opts->tls_cert && !opts->tls_key)
         return grpc_insecure_server_credentials_create ();
-    if (!opts->tls_cert || !opts->tls_key) {
-        ef_actor_fail (actor, "tls_cert and tls_key must be set together");
-        return NULL;
-    }
-    char *cert = s_read_file (opts->tls_cert);
+    char *cert = ef_grpc_read_pem (opts->tls_cert);
     if (!cert) {
         ef_actor_fail (actor, "cannot read tls_cert %s: %s", opts->tls_cert,
                        strerror (errno));
         return NULL;
     }
-    char *key = s_read_file (opts->tls_key);
+    char *key = ef_grpc_read_pem (opts->tls_key);
     if (!key) {
         ef_actor_fail (actor, "cannot read tls_key %s: %s", opts->tls_key,
                        strerror (errno));
@@ -940,6 +989,22 @@ s_init (ef_actor_t *actor)
     const ef_globals_t *globals = ef_actor_globals (actor);
     self->runlog =
         ef_runlog_new (globals->database, globals->schema, (int) globals->dim);
+    /* 5 beats (10 s): a live receiver is late only while a beat fails
+       (held up to statement_timeout, 2 s, or connect_timeout, 5 s), so
+       one hiccup does not get its uploads marked; if the database keeps
+       failing its beats they may be, and the next beat that gets through
+       makes them 'running' again. A killed one is marked within
+       2 x stale_after. */
+    self->stale_ms = s_stale_ms (self->opts);
+    self->next_beat_us = ef_clock_mono_us () + self->opts->heartbeat * 1000;
+    /* uploads hold no lock: a live receiver's heartbeat is the only sign
+       of life, so any process may mark the uploads of a dead one, now and
+       every stale_after */
+    if (self->runlog
+        && ef_runlog_sweep_start (self->runlog, self->stale_ms, self->stale_ms)
+               != 0)
+        ef_warn ("cannot start the sweep for stale uploads: %s",
+                 strerror (errno));
 
     grpc_init ();
     self->grpc_up = true;
@@ -1038,6 +1103,8 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
         }
         stream->written += t->written;
         stream->dead += t->dead_lettered;
+        ef_counter_add (stream->job->written, t->written);
+        ef_counter_add (stream->job->dead_lettered, t->dead_lettered);
         ef_actor_count (self->actor, EF_METRIC_ROWS_OUT, (int64_t) t->written);
         ef_actor_count (self->actor, EF_METRIC_IN_FLIGHT,
                         -(int64_t) (t->written + t->dead_lettered));
@@ -1065,6 +1132,7 @@ s_tick (ef_actor_t *actor)
     self->acked = false;
     self->busy = s_poll (self, wait) > 0;
     s_flush_pending (self);
+    s_history_tick (self);
 
     if (self->draining && !self->drained) {
         if (!self->cancelled_all && self->streams
@@ -1170,6 +1238,7 @@ const ef_actor_def_t ef_grpc_receiver_actor = {
     .ports = s_ports,
     .flags = EF_ACTOR_SOURCE,
     .default_instances = 1,
+    .check = s_check,
     .init = s_init,
     .handle = s_handle,
     .tick = s_tick,

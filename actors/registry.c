@@ -7,7 +7,8 @@ ef_register_builtin_actors (ef_registry_t *registry)
 {
     const ef_actor_def_t *builtin[] = {
         &ef_grpc_receiver_actor,     /* push: UploadEmbeddings */
-        &ef_grpc_puller_actor,       /* pull: GetEmbeddings, scheduled */
+        &ef_scheduler_actor,         /* pull jobs on cron schedules */
+        &ef_grpc_puller_actor,       /* pull: GetEmbeddings */
         &ef_splitter_actor,          /* validate, re-split, route */
         &ef_db_writer_actor,         /* one PostgreSQL connection each */
         &ef_dlq_actor,               /* rows that cannot be written */

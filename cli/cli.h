@@ -35,6 +35,16 @@ typedef struct {
 int ef_cli_load (ef_cli_t *cli, const char *command, int argc, char **argv,
                  const ef_cli_flag_t *extra, bool *help);
 
+/* Turns a command's own flags into config keys; returns EF_EXIT_OK, or
+   EF_EXIT_USAGE after printing why. */
+typedef int (ef_cli_prepare_fn) (ef_cli_t *cli, void *arg);
+
+/* ef_cli_load, calling prepare(cli, arg) after the flags are read and
+   before the configuration is validated (not with --help). */
+int ef_cli_load_prepared (ef_cli_t *cli, const char *command, int argc,
+                          char **argv, const ef_cli_flag_t *extra, bool *help,
+                          ef_cli_prepare_fn *prepare, void *arg);
+
 /* Prints the shared flag help (aliases and every config key). */
 void ef_cli_print_config_help (ef_cli_t *cli);
 

@@ -9,13 +9,21 @@
                 of the rows (it is slow), its rate extrapolated
       embedflow the pipeline in this process, fed by the load generator over
                 real gRPC, each upload answered only once committed
+      embedflow pull
+                the same pipeline pulling the same rows with its grpc-puller
+                from a GetEmbeddings server in this process (cli/pullserver.h)
+                as one pull job, timed from the call to the last row settled
+                (--no-pull leaves it out)
     and the bench prints medians: rows/s, MB/s of vectors, ratios to (a)
     and (b), row latency percentiles, peak RSS, and the CPU seconds of this
     process and of the PostgreSQL server processes.
 */
+#include "actors/grpc_puller.h"
 #include "cli/baselines.h"
 #include "cli/cli.h"
 #include "cli/loadgen.h"
+#include "cli/pullserver.h"
+#include "pipeline/job.h"
 
 #include "embedflow/log.h"
 #include "embedflow/metrics.h"
@@ -39,16 +47,18 @@
 
 #define S_MAX_WRITERS 16
 #define S_MAX_RUNS    25
-#define S_CONTENDERS  4
+#define S_CONTENDERS  5
 #define S_MAX_PIDS    256
 #define S_MAX_SWEEP   8
 
-enum { S_COPY, S_STAGED, S_ROW, S_PIPELINE };
+enum { S_COPY, S_STAGED, S_ROW, S_PIPELINE, S_PULL };
 static const char *s_names[S_CONTENDERS] = {"copy", "staged", "row",
-                                            "embedflow"};
+                                            "embedflow", "embedflow pull"};
 static const char *s_schemas[S_CONTENDERS] = {
     "embedflow_bench_copy", "embedflow_bench_staged", "embedflow_bench_row",
-    "embedflow_bench_pipeline"};
+    "embedflow_bench_pipeline", "embedflow_bench_pull"};
+/* the pull job the bench configures; jobs exist once a key names them */
+#define S_PULL_JOB "embedflow-bench-pull"
 
 /* What one contender measured in one run. */
 typedef struct {
@@ -60,6 +70,8 @@ typedef struct {
     uint64_t peak_rss;    /* bytes, this process */
     double cpu_self;      /* CPU seconds of this process */
     double cpu_pg;        /* CPU seconds of the PostgreSQL processes, <0 n/a */
+    double encode_s;      /* pull: the server's time encoding chunks */
+    uint64_t calls;       /* pull: GetEmbeddings calls of the run */
 } s_measure_t;
 
 typedef struct {
@@ -74,6 +86,7 @@ typedef struct {
     int n_writers;              /* used */
     int runs;                   /* repetitions */
     double upsert_ratio;        /* share of rows that exist already */
+    bool pull;                  /* also measure the pull pipeline */
     ef_cli_t *cli;              /* configuration and database */
     PGconn *monitor;            /* schema resets, pg_stat_activity */
     char appname[64];           /* application_name of our sessions */
@@ -85,6 +98,7 @@ typedef struct {
     uint64_t total;             /* rows in this step */
     atomic_int stop_progress;   /* ends the progress thread */
     atomic_int interrupted;     /* SIGINT or SIGTERM arrived */
+    uint64_t pull_base;         /* rows the puller settled before this run */
     pthread_mutex_t lock;       /* guards runtime */
     ef_runtime_t *runtime;      /* the pipeline while it runs */
     /* --memory */
@@ -312,6 +326,12 @@ s_progress (void *arg)
         if (!label)
             continue;
         uint64_t done = atomic_load (&b->done);
+        if (label == s_names[S_PULL]) {
+            /* the puller counts for the whole process */
+            uint64_t received, settled;
+            ef_puller_progress (&received, &settled);
+            done = settled - b->pull_base;
+        }
         if (b->memory && label == s_names[S_PIPELINE]) {
             /* sampled, not VmHWM: the peak up to the mark must be known
                when the mark passes */
@@ -549,6 +569,172 @@ s_run_pipeline (s_bench_t *b, int writers, s_measure_t *m)
     return 0;
 }
 
+/* --- the pull pipeline ---------------------------------------------------- */
+
+typedef struct {
+    s_bench_t *bench;        /* the bench */
+    pthread_mutex_t lock;    /* guards the fields below */
+    ef_runtime_t *runtime;   /* stopped when the run is over */
+    bool done;               /* the puller reported */
+    ef_pull_report_t report; /* what it reported */
+    s_pgcpu_t after;         /* server CPU when the run ended */
+} s_pull_run_t;
+
+/* The puller's done callback: the run is over and every row settled;
+   read the writers' backends while they still exist, stop the
+   pipeline. */
+static void
+s_pull_done (const ef_pull_report_t *report, void *arg)
+{
+    s_pull_run_t *p = arg;
+    if (strcmp (report->job, S_PULL_JOB) != 0)
+        return; /* not ours (the bench unschedules every other job) */
+    pthread_mutex_lock (&p->lock);
+    p->report = *report;
+    p->done = true;
+    s_pgcpu_read (p->bench, &p->after);
+    if (p->runtime)
+        ef_runtime_stop (p->runtime);
+    pthread_mutex_unlock (&p->lock);
+}
+
+/* Sets the keys of the bench's pull job (or clears run_now when target
+   is NULL, so the job is inert in later runs: it has no schedule).
+   Returns 0 or -1 (logged). */
+static int
+s_pull_configure (s_bench_t *b, const char *target)
+{
+    char err[512], chunk[32];
+    snprintf (chunk, sizeof chunk, "%d", b->chunk_rows);
+    const char *keys[][2] = {
+        {"jobs." S_PULL_JOB ".target", target},
+        {"jobs." S_PULL_JOB ".source", "bench"},
+        {"jobs." S_PULL_JOB ".chunk_size", chunk},
+        {"jobs." S_PULL_JOB ".from_start", "true"},
+        {"actors.scheduler.run_now", target ? S_PULL_JOB : ""},
+    };
+    for (size_t i = target ? 0 : 4; i < sizeof keys / sizeof keys[0]; i++)
+        if (ef_config_set (b->cli->config, keys[i][0], keys[i][1], err,
+                           sizeof err)
+            != 0) {
+            ef_error ("cannot configure the pull job: %s", err);
+            return -1;
+        }
+    return 0;
+}
+
+/* Runs the pipeline with `writers` writers pulling b->rows rows from a
+   GetEmbeddings server of this process. Returns 0 or -1. */
+static int
+s_run_pull (s_bench_t *b, int writers, s_measure_t *m)
+{
+    const char *schema = s_schemas[S_PULL];
+    if (s_fresh_schema (b, schema) != 0
+        || s_preload (b, schema, b->rows, writers) != 0)
+        return -1;
+    char err[512], value[64], target[64];
+    ef_loadgen_opts_t g = s_gen (b, 42);
+    ef_pullserver_t *server =
+        ef_pullserver_new (&g, "127.0.0.1:0", err, sizeof err);
+    if (!server) {
+        ef_error ("%s", err);
+        return -1;
+    }
+    snprintf (target, sizeof target, "127.0.0.1:%d",
+              ef_pullserver_port (server));
+    ef_info ("bench: pull server listening on %s", target);
+    snprintf (value, sizeof value, "%d", writers);
+    if (ef_config_set (b->cli->config, "actors.grpc-receiver.listen",
+                       "127.0.0.1:0", err, sizeof err)
+            != 0
+        || ef_config_set (b->cli->config, "actors.db-writer.instances", value,
+                          err, sizeof err)
+               != 0
+        || ef_config_set (b->cli->config, "schema", schema, err, sizeof err)
+               != 0) {
+        ef_error ("cannot configure the pipeline: %s", err);
+        ef_pullserver_destroy (&server);
+        return -1;
+    }
+    if (s_pull_configure (b, target) != 0) {
+        s_pull_configure (b, NULL);
+        ef_pullserver_destroy (&server);
+        return -1;
+    }
+    s_pull_run_t p;
+    memset (&p, 0, sizeof p);
+    p.bench = b;
+    pthread_mutex_init (&p.lock, NULL);
+    ef_puller_on_done (s_pull_done, &p);
+    ef_metrics_reset ();
+    s_reset_peak_rss ();
+    s_pgcpu_t before;
+    s_pgcpu_read (b, &before);
+    double cpu0 = ef_process_cpu_seconds ();
+    uint64_t received;
+    ef_puller_progress (&received, &b->pull_base);
+    atomic_store (&b->done, 0);
+    b->total = b->rows;
+    ef_runtime_t *rt = ef_cli_start_runtime (b->cli);
+    int rc = -1;
+    if (rt) {
+        b->label = s_names[S_PULL];
+        pthread_mutex_lock (&p.lock);
+        p.runtime = rt;
+        if (p.done)
+            ef_runtime_stop (rt);
+        pthread_mutex_unlock (&p.lock);
+        pthread_mutex_lock (&b->lock);
+        b->runtime = rt;
+        pthread_mutex_unlock (&b->lock);
+        if (atomic_load (&b->interrupted))
+            ef_runtime_stop (rt);
+        rc = ef_runtime_wait (rt);
+        b->label = NULL;
+        pthread_mutex_lock (&b->lock);
+        b->runtime = NULL;
+        pthread_mutex_unlock (&b->lock);
+        pthread_mutex_lock (&p.lock);
+        p.runtime = NULL;
+        pthread_mutex_unlock (&p.lock);
+        ef_runtime_destroy (&rt);
+    }
+    ef_puller_on_done (NULL, NULL);
+    /* later runs share the config: the job stays, but never runs again */
+    s_pull_configure (b, NULL);
+    ef_pullserver_stats_t st;
+    ef_pullserver_stats (server, &st);
+    ef_pullserver_destroy (&server);
+    pthread_mutex_destroy (&p.lock);
+    if (atomic_load (&b->interrupted))
+        return -1;
+    const ef_pull_report_t *r = &p.report;
+    if (rc != 0 || !p.done || strcmp (r->status, "completed") != 0) {
+        ef_error ("pull pipeline run failed: %s",
+                  !p.done     ? "the run did not report an end"
+                  : *r->error ? r->error
+                  : rc != 0   ? "the runtime failed"
+                              : r->status);
+        return -1;
+    }
+    if (r->written + r->dead != b->rows || st.rows_sent != b->rows) {
+        ef_error ("pull pipeline wrote %llu and dead-lettered %llu of %llu "
+                  "rows (the server sent %llu)",
+                  (unsigned long long) r->written, (unsigned long long) r->dead,
+                  (unsigned long long) b->rows,
+                  (unsigned long long) st.rows_sent);
+        return -1;
+    }
+    m->cpu_self = ef_process_cpu_seconds () - cpu0;
+    m->cpu_pg = s_pgcpu_diff (&before, &p.after);
+    m->rows = r->written;
+    m->seconds = r->seconds;
+    m->encode_s = st.encode_seconds;
+    m->calls = r->calls;
+    s_finish (b, m, ef_metrics_pipeline_latency ());
+    return 0;
+}
+
 /* --- results ------------------------------------------------------------- */
 
 static int
@@ -586,10 +772,14 @@ s_medians (const s_bench_t *b, int c, int w)
     S_MED (p99)
     S_MED (cpu_self)
     S_MED (cpu_pg)
+    S_MED (encode_s)
 #undef S_MED
     for (int r = 0; r < n; r++)
         v[r] = (double) b->results[c][w][r].peak_rss;
     out.peak_rss = (uint64_t) s_median (v, n);
+    for (int r = 0; r < n; r++)
+        v[r] = (double) b->results[c][w][r].calls;
+    out.calls = (uint64_t) s_median (v, n);
     out.rows = b->results[c][w][0].rows;
     return out;
 }
@@ -604,7 +794,7 @@ s_print_table (const s_bench_t *b, FILE *out)
              (unsigned long long) b->rows, b->dim,
              (double) b->rows * b->dim * 4 / 1e6, b->batch_rows, b->chunk_rows,
              b->upsert_ratio, b->runs, b->runs == 1 ? "" : "s");
-    fprintf (out, "%-7s %-10s %9s %8s %7s %7s %8s %8s %8s %8s %8s %8s\n",
+    fprintf (out, "%-7s %-14s %9s %8s %7s %7s %8s %8s %8s %8s %8s %8s\n",
              "writers", "contender", "rows/s", "MB/s", "x(a)", "x(b)", "p50 ms",
              "p95 ms", "p99 ms", "RSS MB", "cpu s", "pg cpu s");
     for (int w = 0; w < b->n_writers; w++) {
@@ -612,6 +802,8 @@ s_print_table (const s_bench_t *b, FILE *out)
         for (int c = 0; c < S_CONTENDERS; c++)
             med[c] = s_medians (b, c, w);
         for (int c = 0; c < S_CONTENDERS; c++) {
+            if (c == S_PULL && !b->pull)
+                continue;
             const s_measure_t *m = &med[c];
             char pg[32];
             if (m->cpu_pg < 0)
@@ -620,7 +812,7 @@ s_print_table (const s_bench_t *b, FILE *out)
                 snprintf (pg, sizeof pg, "%.1f", m->cpu_pg);
             fprintf (
                 out,
-                "%-7d %-10s %9.0f %8.1f %7.2f %7.2f %8.1f %8.1f %8.1f "
+                "%-7d %-14s %9.0f %8.1f %7.2f %7.2f %8.1f %8.1f %8.1f "
                 "%8.0f %8.1f %8s\n",
                 b->writers[w], c == S_ROW ? "row*" : s_names[c], m->rows_s,
                 m->mb_s,
@@ -654,6 +846,14 @@ s_print_table (const s_bench_t *b, FILE *out)
              "cpu s: this process (load generator included); pg cpu s: the "
              "PostgreSQL server's processes.\n",
              (unsigned long long) b->row_rows, (unsigned long long) b->rows);
+    if (b->pull)
+        fprintf (out,
+                 "embedflow pull: the pipeline's grpc-puller pulling the same "
+                 "rows from a GetEmbeddings\n"
+                 "    server in this process (its encoding is in cpu s), one "
+                 "job run from the call to\n"
+                 "    the last row committed; latency: chunk read from the "
+                 "stream -> its row committed.\n");
 }
 
 /* Writes every measurement and the medians as JSON. Returns 0 or -1. */
@@ -679,10 +879,10 @@ s_write_json (const s_bench_t *b, const char *path, int argc, char **argv)
              "\",\n  \"params\": {\"rows\": %llu, \"row_rows\": %llu, "
              "\"dim\": %d, \"chunk_rows\": %d, \"batch_rows\": %d, "
              "\"streams\": %d, \"runs\": %d, \"upsert_ratio\": %g, "
-             "\"writers\": [",
+             "\"pull\": %s, \"writers\": [",
              (unsigned long long) b->rows, (unsigned long long) b->row_rows,
              b->dim, b->chunk_rows, b->batch_rows, b->streams, b->runs,
-             b->upsert_ratio);
+             b->upsert_ratio, b->pull ? "true" : "false");
     for (int w = 0; w < b->n_writers; w++)
         fprintf (f, "%s%d", w ? ", " : "", b->writers[w]);
     fprintf (f, "]},\n  \"results\": [\n");
@@ -692,6 +892,8 @@ s_write_json (const s_bench_t *b, const char *path, int argc, char **argv)
         for (int c = 0; c < S_CONTENDERS; c++)
             med[c] = s_medians (b, c, w);
         for (int c = 0; c < S_CONTENDERS; c++) {
+            if (c == S_PULL && !b->pull)
+                continue;
             fprintf (f, "%s    {\"contender\": \"%s\", \"writers\": %d,",
                      first ? "" : ",\n", s_names[c], b->writers[w]);
             first = false;
@@ -717,9 +919,13 @@ s_write_json (const s_bench_t *b, const char *path, int argc, char **argv)
                     m->p50, m->p95, m->p99, (unsigned long long) m->peak_rss,
                     m->cpu_self);
                 if (m->cpu_pg < 0)
-                    fprintf (f, "null}");
+                    fprintf (f, "null");
                 else
-                    fprintf (f, "%.3f}", m->cpu_pg);
+                    fprintf (f, "%.3f", m->cpu_pg);
+                if (c == S_PULL)
+                    fprintf (f, ", \"server_encode_s\": %.3f, \"calls\": %llu",
+                             m->encode_s, (unsigned long long) m->calls);
+                fprintf (f, "}");
             }
             fprintf (f, "]}");
         }
@@ -750,13 +956,17 @@ s_plot (const s_bench_t *b, const char *path)
         unlink (data);
         return -1;
     }
-    fprintf (d, "# writers copy staged row embedflow p50 p95 p99 (ms)\n");
+    fprintf (d, "# writers copy staged row embedflow pull p50 p95 p99 (ms), "
+                "pull p50 p95 p99 (ms)\n");
     for (int w = 0; w < b->n_writers; w++) {
         fprintf (d, "%d", b->writers[w]);
         s_measure_t e = s_medians (b, S_PIPELINE, w);
+        s_measure_t p = s_medians (b, S_PULL, w);
         for (int c = 0; c < S_CONTENDERS; c++)
             fprintf (d, " %.1f", s_medians (b, c, w).rows_s);
-        fprintf (d, " %.2f %.2f %.2f\n", e.p50 * 1e3, e.p95 * 1e3, e.p99 * 1e3);
+        fprintf (d, " %.2f %.2f %.2f %.2f %.2f %.2f\n", e.p50 * 1e3,
+                 e.p95 * 1e3, e.p99 * 1e3, p.p50 * 1e3, p.p95 * 1e3,
+                 p.p99 * 1e3);
     }
     fclose (d);
     FILE *g = popen ("gnuplot", "w");
@@ -775,12 +985,18 @@ s_plot (const s_bench_t *b, const char *path)
              "set style data linespoints\n"
              "plot '%s' using 1:2 title '(a) COPY', '' using 1:3 title '(b) "
              "staged upsert', '' using 1:4 title '(c) row at a time', '' using "
-             "1:5 title 'embedflow' lw 2\n"
+             "1:5 title 'embedflow' lw 2%s\n"
              "set ylabel 'latency, ms (chunk received -> committed)'\n"
-             "plot '%s' using 1:6 title 'p50', '' using 1:7 title 'p95', '' "
-             "using 1:8 title 'p99'\n"
+             "plot '%s' using 1:7 title 'p50', '' using 1:8 title 'p95', '' "
+             "using 1:9 title 'p99'%s\n"
              "unset multiplot\n",
-             path, (unsigned long long) b->rows, b->dim, b->runs, data, data);
+             path, (unsigned long long) b->rows, b->dim, b->runs, data,
+             b->pull ? ", '' using 1:6 title 'embedflow pull' lw 2 dt 2" : "",
+             data,
+             b->pull ? ", '' using 1:10 title 'pull p50' dt 2, '' using 1:11 "
+                       "title 'pull p95' dt 2, '' using 1:12 title 'pull p99' "
+                       "dt 2"
+                     : "");
     int rc = pclose (g);
     unlink (data);
     return rc == 0 ? 0 : -1;
@@ -954,7 +1170,9 @@ s_usage (const ef_cli_flag_t *flags, ef_cli_t *cli)
         "PostgreSQL)\nagainst three baselines writing the same rows into the "
         "same tables over the\nsame number of connections: (a) binary COPY, "
         "(b) COPY to staging + INSERT ...\nON CONFLICT, (c) row-at-a-time "
-        "INSERTs. Every run starts from freshly made\nschemas "
+        "INSERTs. Then the same pipeline pulls the same rows\nwith its "
+        "grpc-puller from a built-in GetEmbeddings server (--no-pull skips "
+        "it).\nEvery run starts from freshly made\nschemas "
         "embedflow_bench_*. Without a database it starts a private "
         "PostgreSQL\nin --data-dir.\n\nbench options:\n");
     for (const ef_cli_flag_t *f = flags; f->name; f++)
@@ -970,7 +1188,7 @@ ef_cmd_bench (int argc, char **argv)
     char *rows = NULL, *row_rows = NULL, *chunk_rows = NULL, *batch_rows = NULL,
          *writers = NULL, *runs = NULL, *upsert = NULL, *json = NULL,
          *plot = NULL, *streams = NULL, *memory = NULL, *slow_ms = NULL,
-         *sweep = NULL;
+         *sweep = NULL, *no_pull = NULL;
     const ef_cli_flag_t flags[] = {
         {"rows", "N", "rows per contender and run (default 100000)", &rows},
         {"row-rows", "N",
@@ -995,6 +1213,10 @@ ef_cmd_bench (int argc, char **argv)
          "each of these batch sizes (e.g. 250,500,1000,2000); prints the "
          "best",
          &sweep},
+        {"no-pull", NULL,
+         "skip the pull pipeline (grpc-puller from a built-in "
+         "GetEmbeddings server)",
+         &no_pull},
         {"slow-ms", "MS",
          "--memory: sleep per statement into chunk (default 5)", &slow_ms},
         {NULL, NULL, NULL, NULL}};
@@ -1024,6 +1246,7 @@ ef_cmd_bench (int argc, char **argv)
     b->runs = 3;
     b->streams = 1;
     b->memory = memory != NULL;
+    b->pull = no_pull == NULL;
     if (b->memory) {
         b->rows = 1000000;
         b->runs = 1;
@@ -1086,6 +1309,22 @@ ef_cmd_bench (int argc, char **argv)
                           sizeof err)
                != 0)
         bad = "--batch-rows is out of the splitter's range";
+    /* the bench runs no job of a config file: only its own pull job,
+       and only in pull runs */
+    const char *job;
+    for (size_t i = 0;
+         !bad && ef_config_section_entry (cli.config, EF_JOBS_SECTION, i, &job);
+         i++) {
+        char key[300];
+        snprintf (key, sizeof key, "%s.%s.schedule", EF_JOBS_SECTION, job);
+        if (ef_config_set (cli.config, key, "", err, sizeof err) != 0)
+            bad = "cannot unschedule the config file's jobs";
+    }
+    if (!bad
+        && ef_config_set (cli.config, "actors.scheduler.run_now", "", err,
+                          sizeof err)
+               != 0)
+        bad = "cannot clear actors.scheduler.run_now";
     if (bad) {
         fprintf (stderr, "embedflow bench: %s\n", bad);
         free (b);
@@ -1150,16 +1389,19 @@ ef_cmd_bench (int argc, char **argv)
          w < b->n_writers && rc == EF_EXIT_OK && !b->memory && !b->n_sweep; w++)
         for (int r = 0; r < b->runs && rc == EF_EXIT_OK; r++)
             for (int c = 0; c < S_CONTENDERS && rc == EF_EXIT_OK; c++) {
+                if (c == S_PULL && !b->pull)
+                    continue;
                 s_measure_t *m = &b->results[c][w][r];
-                int step = c == S_PIPELINE
-                               ? s_run_pipeline (b, b->writers[w], m)
-                               : s_run_baseline (b, c, b->writers[w], m);
+                int step =
+                    c == S_PIPELINE ? s_run_pipeline (b, b->writers[w], m)
+                    : c == S_PULL   ? s_run_pull (b, b->writers[w], m)
+                                    : s_run_baseline (b, c, b->writers[w], m);
                 if (step != 0)
                     rc = EF_EXIT_FAIL;
                 else
                     /* on a terminal, over the progress line */
                     fprintf (stderr,
-                             "%sbench: writers %d run %d %-9s %8.0f rows/s "
+                             "%sbench: writers %d run %d %-14s %8.0f rows/s "
                              "%6.1f s\n",
                              isatty (STDERR_FILENO) ? "\r\033[K" : "",
                              b->writers[w], r + 1, s_names[c], m->rows_s,

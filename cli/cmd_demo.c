@@ -3,10 +3,13 @@
     Starts the private PostgreSQL (unless a database is given), the
     pipeline listening on a free loopback port, and the built-in load
     generator, which uploads the data set over real gRPC. Shows progress,
-    then drains the pipeline and prints a summary.
+    then drains the pipeline and prints a summary. With --metrics it
+    serves the metrics endpoint meanwhile (and, with --linger, after the
+    summary until a signal).
 */
 #include "cli/cli.h"
 #include "cli/loadgen.h"
+#include "cli/metrics_server.h"
 
 #include "embedflow/log.h"
 #include "pipeline/pg.h"
@@ -114,11 +117,14 @@ int
 ef_cmd_demo (int argc, char **argv)
 {
     ef_signals_init ();
-    char *rows = NULL, *chunk_rows = NULL, *streams = NULL;
+    char *rows = NULL, *chunk_rows = NULL, *streams = NULL, *linger = NULL;
     const ef_cli_flag_t flags[] = {
         {"rows", "N", "rows to stream (default 141897)", &rows},
         {"chunk-rows", "N", "rows per gRPC message (default 256)", &chunk_rows},
         {"streams", "N", "concurrent uploads (default 1)", &streams},
+        {"linger", NULL,
+         "after the summary keep serving --metrics until SIGINT or SIGTERM",
+         &linger},
         {NULL, NULL, NULL, NULL}};
     ef_cli_t cli;
     bool help;
@@ -132,10 +138,12 @@ ef_cmd_demo (int argc, char **argv)
                 "summary. Without a database it starts a private "
                 "PostgreSQL in --data-dir.\nRows go to schema " EF_DEMO_SCHEMA
                 ", emptied first, unless --schema is "
-                "given.\n\ndemo options:\n");
+                "given.\nWith --metrics HOST:PORT it serves /metrics, /healthz "
+                "and /readyz while it runs\n(as `run` does); --linger keeps "
+                "them up after the summary.\n\ndemo options:\n");
             for (const ef_cli_flag_t *f = flags; f->name; f++)
-                printf ("  --%-12s %-6s %s\n", f->name, f->metavar,
-                        f->description);
+                printf ("  --%-12s %-6s %s\n", f->name,
+                        f->metavar ? f->metavar : "", f->description);
             ef_cli_print_config_help (&cli);
         }
         ef_cli_close (&cli);
@@ -157,6 +165,12 @@ ef_cmd_demo (int argc, char **argv)
         ef_cli_close (&cli);
         return EF_EXIT_USAGE;
     }
+    if (linger && !(cli.globals->metrics && *cli.globals->metrics)) {
+        fprintf (stderr, "embedflow demo: --linger needs --metrics HOST:PORT "
+                         "(it keeps that endpoint up)\n");
+        ef_cli_close (&cli);
+        return EF_EXIT_USAGE;
+    }
     int port = ef_cli_free_port ();
     char listen[64];
     snprintf (listen, sizeof listen, "127.0.0.1:%d", port);
@@ -174,11 +188,19 @@ ef_cmd_demo (int argc, char **argv)
         ef_cli_close (&cli);
         return EF_EXIT_FAIL;
     }
+    ef_metrics_server_t *metrics = NULL;
+    rc = ef_cli_start_metrics (&cli, &metrics);
+    if (rc != EF_EXIT_OK) {
+        ef_cli_close (&cli);
+        return rc;
+    }
     demo.runtime = ef_cli_start_runtime (&cli);
     if (!demo.runtime) {
+        ef_metrics_server_destroy (&metrics);
         ef_cli_close (&cli);
         return EF_EXIT_FAIL;
     }
+    ef_metrics_server_started (metrics, true);
     int writers = ef_config_instances (cli.config, "db-writer");
     ef_info ("streaming %llu rows of %d dimensions to %s with %d writer(s)",
              (unsigned long long) demo.opts.rows, demo.opts.dim, listen,
@@ -227,6 +249,9 @@ ef_cmd_demo (int argc, char **argv)
             "c.updated_at FROM %s.chunk c JOIN %s.embedding e USING (id) "
             "ORDER BY c.id LIMIT 5'\n",
             conn, schema, conn, schema, schema);
+    if (linger)
+        ef_metrics_server_linger (metrics);
+    ef_metrics_server_destroy (&metrics);
     ef_cli_close (&cli);
     if (rc == EF_EXIT_OK && demo.rc != 0)
         rc = EF_EXIT_FAIL;

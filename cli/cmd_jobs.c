@@ -1,14 +1,77 @@
 /*  cmd_jobs.c — `embedflow jobs`: the recent runs of pull jobs and
-    uploads, from <schema>.job_run, as a table or as JSON.
+    uploads, from <schema>.job_run, as a table or as JSON; with
+    --schedule, when the configured jobs run next.
 */
 #include "cli/cli.h"
 
 #include "embedflow/log.h"
+#include "pipeline/cron.h"
+#include "pipeline/job.h"
 #include "pipeline/pg.h"
+#include "pipeline/tz.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#define S_NEXT_SLOTS 3 /* slots --schedule shows per job */
+
+/* Formats Unix seconds t shifted by offset as "YYYY-MM-DD HH:MM". */
+static void
+s_format_time (int64_t t, int32_t offset, char *out, size_t len)
+{
+    time_t shifted = (time_t) (t + offset);
+    struct tm tm;
+    gmtime_r (&shifted, &tm);
+    strftime (out, len, "%Y-%m-%d %H:%M:%S", &tm);
+}
+
+/* Prints each configured job's schedule and its next slots, in the job's
+   zone and in UTC. Needs no database. Returns EF_EXIT_OK. */
+static int
+s_print_schedule (const ef_cli_t *cli)
+{
+    const char *name;
+    const ef_job_t *job;
+    int64_t now = ef_clock_wall_us () / 1000000;
+    size_t shown = 0;
+    for (size_t i = 0; (job = ef_config_section_entry (
+                            cli->config, EF_JOBS_SECTION, i, &name));
+         i++, shown++) {
+        if (!job->schedule || !*job->schedule) {
+            printf ("%s: no schedule (embedflow pull --job %s runs it)\n", name,
+                    name);
+            continue;
+        }
+        /* the config was validated: expression and zone are good */
+        ef_cron_t cron;
+        char err[256];
+        ef_tz_t *tz = ef_tz_load (job->timezone, err, sizeof err);
+        if (ef_cron_parse (job->schedule, &cron, err, sizeof err) != 0 || !tz) {
+            ef_tz_destroy (&tz);
+            continue;
+        }
+        printf ("%s: '%s' in %s, misfire %s\n", name, job->schedule,
+                ef_tz_name (tz), job->misfire);
+        int64_t t = now;
+        for (int k = 0; k < S_NEXT_SLOTS; k++) {
+            t = ef_cron_next_tz (&cron, tz, t);
+            if (t < 0) {
+                printf ("  (no slot within five years)\n");
+                break;
+            }
+            char local[32], utc[32];
+            s_format_time (t, ef_tz_offset (tz, t), local, sizeof local);
+            s_format_time (t, 0, utc, sizeof utc);
+            printf ("  next %s %s  (%s UTC)\n", local, ef_tz_name (tz), utc);
+        }
+        ef_tz_destroy (&tz);
+    }
+    if (!shown)
+        printf ("(no jobs in the configuration)\n");
+    return EF_EXIT_OK;
+}
 
 /* Writes s as a JSON string. */
 static void
@@ -71,12 +134,17 @@ s_print_table (PGresult *res)
             "DEAD", "POSITION / ERROR");
     for (int r = 0; r < PQntuples (res); r++) {
         const char *error = PQgetvalue (res, r, 11);
+        const char *position = PQgetvalue (res, r, 10);
+        /* a running run has neither yet: how long ago it was last seen
+           alive tells a stuck or killed one from a live one */
+        const char *note = *error      ? error
+                           : *position ? position
+                                       : PQgetvalue (res, r, 12);
         printf ("%-36s  %-20.20s  %-7s  %-9s  %-19.19s  %9s  %9s  %6s  %s\n",
                 PQgetvalue (res, r, 0), PQgetvalue (res, r, 1),
                 PQgetvalue (res, r, 2), PQgetvalue (res, r, 3),
                 PQgetvalue (res, r, 4), PQgetvalue (res, r, 7),
-                PQgetvalue (res, r, 8), PQgetvalue (res, r, 9),
-                *error ? error : PQgetvalue (res, r, 10));
+                PQgetvalue (res, r, 8), PQgetvalue (res, r, 9), note);
     }
     if (PQntuples (res) == 0)
         printf ("(no runs)\n");
@@ -85,9 +153,13 @@ s_print_table (PGresult *res)
 int
 ef_cmd_jobs (int argc, char **argv)
 {
-    char *json = NULL, *limit = NULL, *job = NULL;
+    char *json = NULL, *limit = NULL, *job = NULL, *schedule = NULL;
     const ef_cli_flag_t flags[] = {
         {"json", NULL, "print JSON instead of a table", &json},
+        {"schedule", NULL,
+         "print when the configured jobs (--config) run next, no database "
+         "needed",
+         &schedule},
         {"limit", "N", "runs to show, newest first (default 20)", &limit},
         {"job", "NAME", "only the runs of this job", &job},
         {NULL, NULL, NULL, NULL}};
@@ -97,13 +169,21 @@ ef_cmd_jobs (int argc, char **argv)
     if (rc != EF_EXIT_OK || help) {
         if (help) {
             printf ("usage: embedflow jobs [--json] [--limit N] [--job NAME] "
-                    "[--database CONNINFO]\n\nLists recent runs of pull jobs "
-                    "and uploads (embedflow.job_run).\n\njobs options:\n");
+                    "[--database CONNINFO]\n"
+                    "       embedflow jobs --schedule --config FILE\n\n"
+                    "Lists recent runs of pull jobs and uploads "
+                    "(embedflow.job_run),\nor when the configured jobs run "
+                    "next.\n\njobs options:\n");
             for (const ef_cli_flag_t *f = flags; f->name; f++)
                 printf ("  --%-8s %-5s %s\n", f->name,
                         f->metavar ? f->metavar : "", f->description);
             ef_cli_print_config_help (&cli);
         }
+        ef_cli_close (&cli);
+        return rc;
+    }
+    if (schedule) {
+        rc = s_print_schedule (&cli);
         ef_cli_close (&cli);
         return rc;
     }
@@ -154,7 +234,10 @@ ef_cmd_jobs (int argc, char **argv)
                           " finished_at, heartbeat_at, rows_received,"
                           " rows_written, rows_dead_lettered,"
                           " coalesce (last_resume_token, ''),"
-                          " coalesce (error, '')"
+                          " coalesce (error, ''),"
+                          " CASE WHEN status = 'running' THEN 'heartbeat '"
+                          "   || round (extract (epoch FROM clock_timestamp ()"
+                          "      - heartbeat_at))::bigint || ' s ago' END"
                           " FROM %s.job_run WHERE ($2 = '' OR job = $2)"
                           " ORDER BY started_at DESC, id DESC LIMIT $1::int",
                           schema)

@@ -1,6 +1,9 @@
 /*  cmd_pull.c — `embedflow pull`: one pull job, now, in this process.
 
-    Runs the pipeline with the grpc-puller pointed at --target; the gRPC
+    Runs the pipeline with one job run at once (the scheduler's run_now):
+    a job of the config file named by --job, or one made from --target
+    and --source; flags override the file's keys, and no schedule of the
+    file runs in this process. The gRPC
     receiver listens on a free loopback port only (unless --listen is
     given), so a pull never competes with a running `embedflow run` for
     its port. Prints progress, then a summary; exits 0 only when the
@@ -10,7 +13,9 @@
 #include "cli/cli.h"
 
 #include "actors/grpc_puller.h"
+#include "cli/metrics_server.h"
 #include "embedflow/log.h"
+#include "pipeline/job.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -89,37 +94,113 @@ s_set (ef_cli_t *cli, const char *key, const char *value)
     return -1;
 }
 
+/* Sets KEY of job NAME. Returns 0 or -1 (printed). */
+static int
+s_job_set (ef_cli_t *cli, const char *name, const char *key, const char *value)
+{
+    char path[256];
+    snprintf (path, sizeof path, "%s.%s.%s", EF_JOBS_SECTION, name, key);
+    return s_set (cli, path, value);
+}
+
+/* What the pull flags asked for. */
+typedef struct {
+    char *target, *source, *job, *resume, *from_start, *chunk_size, *filter,
+        *linger; /* flag values, NULL when not given */
+    int argc;    /* the command line, for s_listen_given */
+    char **argv; /* borrowed */
+} s_flags_t;
+
+/* Turns the flags into the job's keys before the config is validated:
+   the job named by --job (or --source) gets --target, --source...; it is
+   the one run now, and no schedule of the file runs here. Returns
+   EF_EXIT_OK or EF_EXIT_USAGE (printed). */
+static int
+s_prepare (ef_cli_t *cli, void *arg)
+{
+    const s_flags_t *f = arg;
+    const char *name = f->job && *f->job ? f->job : f->source;
+    if (!name || !*name) {
+        fprintf (stderr, "embedflow pull: --job or --source is needed\n");
+        return EF_EXIT_USAGE;
+    }
+    if (f->resume && f->from_start) {
+        fprintf (stderr,
+                 "embedflow pull: --resume and --from-start exclude each "
+                 "other\n");
+        return EF_EXIT_USAGE;
+    }
+    if (!ef_config_section_find (cli->config, EF_JOBS_SECTION, name)
+        && (!f->target || !*f->target)) {
+        fprintf (stderr,
+                 "embedflow pull: --target is needed (no job '%s' in the "
+                 "config)\n",
+                 name);
+        return EF_EXIT_USAGE;
+    }
+    const char *other;
+    for (size_t i = 0;
+         ef_config_section_entry (cli->config, EF_JOBS_SECTION, i, &other); i++)
+        if (s_job_set (cli, other, "schedule", "") != 0)
+            return EF_EXIT_USAGE;
+    if ((f->target && s_job_set (cli, name, "target", f->target) != 0)
+        || (f->source && s_job_set (cli, name, "source", f->source) != 0)
+        || ((f->from_start || f->resume)
+            && s_job_set (cli, name, "from_start",
+                          f->from_start ? "true" : "false")
+                   != 0)
+        || (f->chunk_size
+            && s_job_set (cli, name, "chunk_size", f->chunk_size) != 0)
+        || (f->filter && s_job_set (cli, name, "filter", f->filter) != 0)
+        || s_set (cli, "actors.scheduler.run_now", name) != 0
+        || (!s_listen_given (f->argc, f->argv)
+            && s_set (cli, "actors.grpc-receiver.listen", "127.0.0.1:0") != 0))
+        return EF_EXIT_USAGE;
+    return EF_EXIT_OK;
+}
+
 int
 ef_cmd_pull (int argc, char **argv)
 {
     ef_signals_init ();
-    char *target = NULL, *source = NULL, *job = NULL, *resume = NULL,
-         *from_start = NULL, *chunk_size = NULL, *filter = NULL;
+    s_flags_t f = {.argc = argc, .argv = argv};
     const ef_cli_flag_t flags[] = {
-        {"target", "HOST:PORT", "the AI server serving GetEmbeddings", &target},
+        {"target", "HOST:PORT", "the AI server serving GetEmbeddings",
+         &f.target},
         {"source", "NAME", "RequestParams.source, stored with the rows",
-         &source},
-        {"job", "NAME", "job name for the checkpoint (default: the source)",
-         &job},
+         &f.source},
+        {"job", "NAME",
+         "job to run: one of the config's jobs, or a new name for the "
+         "checkpoint (default: the source)",
+         &f.job},
         {"resume", NULL, "resume from the job's checkpoint (the default)",
-         &resume},
+         &f.resume},
         {"from-start", NULL, "ignore the checkpoint, pull everything",
-         &from_start},
+         &f.from_start},
         {"chunk-size", "N", "rows per chunk asked of the server (default 256)",
-         &chunk_size},
-        {"filter", "K=V,...", "RequestParams.filter", &filter},
+         &f.chunk_size},
+        {"filter", "K=V,...", "RequestParams.filter", &f.filter},
+        {"linger", NULL,
+         "after the summary keep serving --metrics until SIGINT or SIGTERM",
+         &f.linger},
         {NULL, NULL, NULL, NULL}};
     ef_cli_t cli;
     bool help;
-    int rc = ef_cli_load (&cli, "pull", argc, argv, flags, &help);
+    int rc = ef_cli_load_prepared (&cli, "pull", argc, argv, flags, &help,
+                                   s_prepare, &f);
     if (rc != EF_EXIT_OK || help) {
         if (help) {
             printf ("usage: embedflow pull --target HOST:PORT --source NAME "
+                    "[--resume|--from-start] [options]\n"
+                    "       embedflow pull --config FILE --job NAME "
                     "[--resume|--from-start] [options]\n\nCalls GetEmbeddings "
                     "on the AI server and writes the stream through the\n"
                     "pipeline, resuming from the job's committed checkpoint. "
                     "Exits 0 only when the\nstream completed and every row is "
-                    "committed or dead-lettered.\n\npull options:\n");
+                    "committed or dead-lettered. With --metrics HOST:PORT it "
+                    "serves "
+                    "/metrics,\n/healthz and /readyz while it runs.\n\npull "
+                    "options:\n");
             for (const ef_cli_flag_t *f = flags; f->name; f++)
                 printf ("  --%-12s %-10s %s\n", f->name,
                         f->metavar ? f->metavar : "", f->description);
@@ -128,38 +209,21 @@ ef_cmd_pull (int argc, char **argv)
         ef_cli_close (&cli);
         return rc;
     }
-    if (!target || !*target || !source || !*source) {
-        fprintf (stderr, "embedflow pull: --target and --source are needed\n");
-        ef_cli_close (&cli);
-        return EF_EXIT_USAGE;
-    }
-    if (resume && from_start) {
-        fprintf (stderr,
-                 "embedflow pull: --resume and --from-start exclude each "
-                 "other\n");
-        ef_cli_close (&cli);
-        return EF_EXIT_USAGE;
-    }
-    /* one run now: a schedule in the config file is for `run` */
-    if (s_set (&cli, "actors.grpc-puller.schedule", "") != 0
-        || s_set (&cli, "actors.grpc-puller.target", target) != 0
-        || s_set (&cli, "actors.grpc-puller.source", source) != 0
-        || (job && s_set (&cli, "actors.grpc-puller.job", job) != 0)
-        || s_set (&cli, "actors.grpc-puller.from_start",
-                  from_start ? "true" : "false")
-               != 0
-        || (chunk_size
-            && s_set (&cli, "actors.grpc-puller.chunk_size", chunk_size) != 0)
-        || (filter && s_set (&cli, "actors.grpc-puller.filter", filter) != 0)
-        || (!s_listen_given (argc, argv)
-            && s_set (&cli, "actors.grpc-receiver.listen", "127.0.0.1:0")
-                   != 0)) {
+    if (f.linger && !(cli.globals->metrics && *cli.globals->metrics)) {
+        fprintf (stderr, "embedflow pull: --linger needs --metrics HOST:PORT "
+                         "(it keeps that endpoint up)\n");
         ef_cli_close (&cli);
         return EF_EXIT_USAGE;
     }
     if (ef_cli_resolve_database (&cli) != 0) {
         ef_cli_close (&cli);
         return EF_EXIT_FAIL;
+    }
+    ef_metrics_server_t *metrics = NULL;
+    rc = ef_cli_start_metrics (&cli, &metrics);
+    if (rc != EF_EXIT_OK) {
+        ef_cli_close (&cli);
+        return rc;
     }
     s_pull_t pull;
     memset (&pull, 0, sizeof pull);
@@ -168,9 +232,11 @@ ef_cmd_pull (int argc, char **argv)
     ef_runtime_t *rt = ef_cli_start_runtime (&cli);
     if (!rt) {
         ef_puller_on_done (NULL, NULL);
+        ef_metrics_server_destroy (&metrics);
         ef_cli_close (&cli);
         return EF_EXIT_FAIL;
     }
+    ef_metrics_server_started (metrics, true);
     pthread_mutex_lock (&pull.lock);
     pull.runtime = rt;
     if (pull.done)
@@ -190,6 +256,7 @@ ef_cmd_pull (int argc, char **argv)
     const ef_pull_report_t *r = &pull.report;
     if (!pull.done) {
         printf ("\nembedflow pull: the run did not report an end\n");
+        ef_metrics_server_destroy (&metrics);
         ef_cli_close (&cli);
         return EF_EXIT_FAIL;
     }
@@ -215,6 +282,9 @@ ef_cmd_pull (int argc, char **argv)
     if (*r->error)
         printf ("  error            %s\n", r->error);
     fflush (stdout);
+    if (f.linger)
+        ef_metrics_server_linger (metrics);
+    ef_metrics_server_destroy (&metrics);
     bool ok = strcmp (r->status, "completed") == 0
               && r->written + r->dead == r->received;
     ef_cli_close (&cli);

@@ -1,6 +1,5 @@
 /*  cmd_run.c — `embedflow run` and `embedflow graph`. */
 #include "cli/cli.h"
-#include "actors/grpc_puller.h"
 #include "cli/metrics_server.h"
 
 #include "embedflow/log.h"
@@ -27,12 +26,6 @@ ef_cmd_run (int argc, char **argv)
         }
         ef_cli_close (&cli);
         return rc;
-    }
-    char why[512];
-    if (ef_puller_check (cli.config, why, sizeof why) != 0) {
-        fprintf (stderr, "embedflow run: %s\n", why);
-        ef_cli_close (&cli);
-        return EF_EXIT_USAGE;
     }
     if (ef_cli_resolve_database (&cli) != 0) {
         ef_cli_close (&cli);

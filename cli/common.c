@@ -2,6 +2,7 @@
 #include "cli/cli.h"
 
 #include "embedflow/log.h"
+#include "pipeline/job.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -43,6 +44,15 @@ int
 ef_cli_load (ef_cli_t *cli, const char *command, int argc, char **argv,
              const ef_cli_flag_t *extra, bool *help)
 {
+    return ef_cli_load_prepared (cli, command, argc, argv, extra, help, NULL,
+                                 NULL);
+}
+
+int
+ef_cli_load_prepared (ef_cli_t *cli, const char *command, int argc, char **argv,
+                      const ef_cli_flag_t *extra, bool *help,
+                      ef_cli_prepare_fn *prepare, void *arg)
+{
     char err[1024];
     memset (cli, 0, sizeof *cli);
     *help = false;
@@ -54,6 +64,10 @@ ef_cli_load (ef_cli_t *cli, const char *command, int argc, char **argv,
     cli->config = ef_config_new (cli->registry, ef_globals_options,
                                  sizeof (ef_globals_t), err, sizeof err);
     if (!cli->config) {
+        fprintf (stderr, "embedflow: %s\n", err);
+        return EF_EXIT_FAIL;
+    }
+    if (ef_jobs_declare (cli->config, err, sizeof err) != 0) {
         fprintf (stderr, "embedflow: %s\n", err);
         return EF_EXIT_FAIL;
     }
@@ -132,6 +146,11 @@ ef_cli_load (ef_cli_t *cli, const char *command, int argc, char **argv,
             return EF_EXIT_USAGE;
         }
     }
+    if (prepare) {
+        int rc = prepare (cli, arg);
+        if (rc != EF_EXIT_OK)
+            return rc;
+    }
     if (ef_config_validate (cli->config, err, sizeof err) != 0) {
         fprintf (stderr, "embedflow %s: config %s\n", command, err);
         return EF_EXIT_USAGE;
@@ -164,8 +183,11 @@ ef_cli_print_config_help (ef_cli_t *cli)
                 "instances of this actor", def->default_instances);
         ef_options_print_help (def->options, prefix, stdout);
     }
+    printf ("\npull jobs: one entry each under `jobs:` in the config file, "
+            "or flags --jobs.NAME.KEY VALUE:\n");
+    ef_options_print_help (ef_job_options, "jobs.NAME.", stdout);
     printf ("\nlinks (links.NAME.endpoint / .bind / .hwm): chunks, batches, "
-            "acks, pull-acks, dead, committed.\n"
+            "acks, pull-acks, dead, committed, runs, run-ends.\n"
             "Default endpoints are inproc://NAME (per-instance links "
             "inproc://NAME-{i}).\n");
 }

@@ -562,13 +562,7 @@ s_upload_run (void *arg)
     grpc_metadata_array_destroy (&trailing_md);
     grpc_slice_unref (md.value);
     grpc_call_unref (call);
-    grpc_completion_queue_shutdown (cq);
-    while (grpc_completion_queue_next (cq, gpr_inf_future (GPR_CLOCK_REALTIME),
-                                       NULL)
-               .type
-           != GRPC_QUEUE_SHUTDOWN)
-        ;
-    grpc_completion_queue_destroy (cq);
+    ef_grpc_cq_destroy (cq);
     grpc_channel_destroy (channel);
     return NULL;
 }

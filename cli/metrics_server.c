@@ -15,6 +15,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -228,6 +229,22 @@ int
 ef_metrics_server_port (const ef_metrics_server_t *self)
 {
     return self->port;
+}
+
+void
+ef_metrics_server_linger (ef_metrics_server_t *self)
+{
+    fflush (stdout);
+    ef_info ("done; serving metrics on port %d until SIGINT or SIGTERM",
+             self ? ef_metrics_server_port (self) : 0);
+    /* both are blocked in every thread (ef_signals_init): sigwait takes
+       the next one */
+    sigset_t set;
+    sigemptyset (&set);
+    sigaddset (&set, SIGINT);
+    sigaddset (&set, SIGTERM);
+    int sig;
+    sigwait (&set, &sig);
 }
 
 int

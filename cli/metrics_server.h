@@ -38,6 +38,12 @@ void ef_metrics_server_destroy (ef_metrics_server_t **self_p);
 /* The port it listens on. */
 int ef_metrics_server_port (const ef_metrics_server_t *self);
 
+/* For commands that end on their own (demo, pull): logs that the work
+   is done and keeps serving, with the final counts, until SIGINT or
+   SIGTERM arrives (needs ef_signals_init, which blocks both). Flushes
+   stdout first so a summary is out before the wait. */
+void ef_metrics_server_linger (ef_metrics_server_t *self);
+
 /* Starts the endpoint when the command's config sets `metrics`, else
    leaves *server NULL. Returns EF_EXIT_OK, EF_EXIT_USAGE when the
    address is malformed, EF_EXIT_FAIL when it cannot be bound (logged). */

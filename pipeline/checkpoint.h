@@ -79,6 +79,16 @@ int ef_job_last_slot (PGconn *conn, const char *schema, const char *job,
 int ef_job_abandon_stale (PGconn *conn, const char *schema, const char *job,
                           char *err, size_t errlen);
 
+/* Marks uploads (trigger 'upload') still 'running' whose heartbeat is
+   older than stale_ms, by the database's clock, as 'abandoned': uploads
+   hold no lock, and a live receiver beats every few seconds, so such a
+   row can only belong to a process that is gone. finished_at becomes the
+   last heartbeat (when it was last seen alive) and error says so. Pull
+   runs are left alone (ef_job_abandon_stale does them under the job's
+   lock). Returns how many, -1 with err. */
+int ef_job_abandon_stale_uploads (PGconn *conn, const char *schema,
+                                  int64_t stale_ms, char *err, size_t errlen);
+
 /* The job's position: where its latest run got to (see above), "" when
    it never ran. Returns a heap string, NULL with err. */
 char *ef_job_position (PGconn *conn, const char *schema, const char *job,
@@ -102,11 +112,30 @@ int ef_run_update (PGconn *conn, const char *schema, const char *run_id,
                    const char *status, uint64_t received, uint64_t written,
                    uint64_t dead, const char *error, char *err, size_t errlen);
 
+/* The counts of one run in progress, for ef_run_beat. */
+typedef struct {
+    const char *run_id; /* UUID text, borrowed */
+    uint64_t received;  /* rows received so far */
+    uint64_t written;   /* rows committed so far */
+    uint64_t dead;      /* rows dead-lettered so far */
+} ef_run_counts_t;
+
+/* Stores the heartbeat and counts of runs[0..n) in one statement. An
+   upload marked 'abandoned' meanwhile (its beats were late) is 'running'
+   again: a beat proves its process alive. Ended runs are not touched.
+   Returns how many rows were updated, -1 with err. */
+int ef_run_beat (PGconn *conn, const char *schema, const ef_run_counts_t *runs,
+                 size_t n, char *err, size_t errlen);
+
 /* --- upload history ------------------------------------------------------ */
 
 /* Records uploads in job_run from a source that has no database
    connection of its own: connects on first use, and a failure is logged,
-   never passed on (the history must not stop the data). */
+   never passed on (the history must not stop the data). start, end and
+   beat run on the caller's thread, so each is one small statement with a
+   statement_timeout (2 s), and after a failed beat the next ones are
+   skipped for a backoff (0.5 s doubling to 60 s). The sweep for stale
+   uploads runs on a thread of its own (ef_runlog_sweep_start). */
 typedef struct ef_runlog ef_runlog_t;
 
 /* NULL when out of memory. conninfo and schema are copied; dim is what
@@ -123,5 +152,19 @@ void ef_runlog_start (ef_runlog_t *self, const char *run_id, const char *job,
 void ef_runlog_end (ef_runlog_t *self, const char *run_id, const char *status,
                     uint64_t received, uint64_t written, uint64_t dead,
                     const char *error);
+
+/* Stores the heartbeat and counts of the uploads in progress, runs[0..n),
+   in one statement (nothing when n is 0). */
+void ef_runlog_beat (ef_runlog_t *self, const ef_run_counts_t *runs, size_t n);
+
+/* Starts a thread that marks uploads of dead processes abandoned
+   (ef_job_abandon_stale_uploads with stale_ms) at once and then every
+   period_ms, on a connection of its own: the sweep scans job_run, which
+   grows with every upload, so it must not hold the caller's thread.
+   What it marks and its failures are logged; ef_runlog_destroy stops it
+   (cancelling a sweep in progress). Call at most once. Returns 0, -1
+   with errno set when the thread cannot be started. */
+int ef_runlog_sweep_start (ef_runlog_t *self, int64_t stale_ms,
+                           int64_t period_ms);
 
 #endif

@@ -191,6 +191,8 @@ ef_cron_parse (const char *expr, ef_cron_t *out, char *err, size_t errlen)
     out->weekdays = (uint8_t) ((bits[5] | bits[5] >> 7) & 0x7F);
     out->days_any = any[3];
     out->weekdays_any = any[5];
+    /* as in cronie: such jobs run at least hourly whatever the clock does */
+    out->wildcard = *start[1 - first] == '*' || *start[2 - first] == '*';
     return 0;
 }
 
@@ -239,6 +241,46 @@ ef_cron_next (const ef_cron_t *c, int64_t after)
         else
             return (int64_t) t;
         t = timegm (&tm); /* normalizes the overflowing field */
+    }
+    return -1;
+}
+
+int64_t
+ef_cron_next_tz (const ef_cron_t *c, const ef_tz_t *tz, int64_t after)
+{
+    if (!tz)
+        return ef_cron_next (c, after);
+    const int64_t horizon = (int64_t) 5 * 366 * 86400;
+    if (after < -((int64_t) 1 << 50) || after > (int64_t) 1 << 50)
+        return -1; /* some 35 million years: beyond any useful calendar */
+    /* Walk the spans of constant UTC offset from after + 1 on. In a span
+       [start, end) with offset off, wall time w happens at UTC w - off;
+       ef_cron_next on wall times (read as UTC) finds the candidates. */
+    int64_t u = after + 1;
+    while (u <= after + horizon) {
+        int64_t start = ef_tz_prev_transition (tz, u);
+        int64_t end = ef_tz_next_transition (tz, u);
+        int32_t off = ef_tz_offset (tz, u);
+        int32_t before =
+            start == INT64_MIN ? off : ef_tz_offset (tz, start - 1);
+        if (u == start && before < off && !c->wildcard) {
+            /* jump forward: wall times [start + before, start + off) never
+               happen; a job due in there fires as the clock jumps */
+            int64_t n = ef_cron_next (c, start + before - 1);
+            if (n != -1 && n < start + off)
+                return start;
+        }
+        /* jump back: wall times [start + off, start + before) were shown
+           before start already; a fixed-time job does not fire again */
+        int64_t from = u + off - 1;
+        if (before > off && !c->wildcard && from < start + before - 1)
+            from = start + before - 1;
+        int64_t n = ef_cron_next (c, from);
+        if (n == -1)
+            return -1;
+        if (end == INT64_MAX || n < end + off)
+            return n - off;
+        u = end;
     }
     return -1;
 }

@@ -1,4 +1,4 @@
-/*  cron.h — cron expressions for scheduled pull jobs (times in UTC).
+/*  cron.h — cron expressions for scheduled pull jobs (UTC or a tz.h zone).
 
     Five fields: minute hour day-of-month month day-of-week, each `*`, a
     number, a range `a-b`, a step `a-b/n` (or `*` followed by `/n` for
@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "pipeline/tz.h"
+
 typedef struct {
     uint64_t seconds;  /* bit s set: fires at second s (only 0 with 5 fields) */
     uint64_t minutes;  /* bit m: minute m, 0-59 */
@@ -25,6 +27,7 @@ typedef struct {
     uint8_t weekdays;  /* bit w: weekday w, 0-6 with Sunday 0 */
     bool days_any;     /* day of month was '*' */
     bool weekdays_any; /* day of week was '*' */
+    bool wildcard;     /* minute or hour field starts with '*' (see below) */
 } ef_cron_t;
 
 /* Parses expr into out. Returns 0, or -1 with err naming the field and
@@ -34,5 +37,22 @@ int ef_cron_parse (const char *expr, ef_cron_t *out, char *err, size_t errlen);
 /* The first time (Unix seconds, UTC) strictly after `after` at which
    cron fires; -1 when none within about five years (e.g. February 30). */
 int64_t ef_cron_next (const ef_cron_t *cron, int64_t after);
+
+/* The first instant (Unix seconds) strictly after `after` at which cron
+   fires on the local wall clock of tz; tz NULL is UTC (= ef_cron_next).
+   Same -1 as ef_cron_next. Around daylight-saving changes it behaves as
+   cronie does:
+   - wall times skipped by a jump forward (02:30 when 02:00 becomes
+     03:00): a job due in the gap fires once, at the first instant after
+     the jump (03:00 new time);
+   - wall times repeated by a jump back (02:30 twice when 03:00 becomes
+     02:00): a job fires once, at the first occurrence.
+   Jobs whose minute or hour field starts with '*' (cron->wildcard: every
+   minute, every 15 minutes written with a star, "* 2 * * *", @hourly) run
+   on the clock's rhythm instead: they fire in both passes of a repeated
+   hour and not for skipped wall times, so they never pause or bunch up.
+   Thread-safe (tz is only read). */
+int64_t ef_cron_next_tz (const ef_cron_t *cron, const ef_tz_t *tz,
+                         int64_t after);
 
 #endif

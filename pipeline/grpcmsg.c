@@ -1,6 +1,12 @@
 /*  grpcmsg.c — helpers shared by embedflow's gRPC code. */
 #include "pipeline/grpcmsg.h"
 
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/slice.h>
@@ -75,4 +81,52 @@ ef_grpc_deadline_ms (int64_t ms)
         return gpr_inf_past (GPR_CLOCK_MONOTONIC);
     return gpr_time_add (gpr_now (GPR_CLOCK_MONOTONIC),
                          gpr_time_from_millis (ms, GPR_TIMESPAN));
+}
+
+char *
+ef_grpc_read_pem (const char *path)
+{
+    FILE *f = fopen (path, "rb");
+    if (!f)
+        return NULL;
+    char *data = NULL;
+    size_t len = 0;
+    char chunk[4096];
+    size_t n;
+    while ((n = fread (chunk, 1, sizeof chunk, f)) > 0) {
+        char *grown = realloc (data, len + n + 1);
+        if (!grown) {
+            free (data);
+            fclose (f);
+            errno = ENOMEM;
+            return NULL;
+        }
+        data = grown;
+        memcpy (data + len, chunk, n);
+        len += n;
+    }
+    bool failed = ferror (f) != 0;
+    fclose (f);
+    if (failed || !data) {
+        free (data);
+        errno = failed ? EIO : EINVAL;
+        return NULL;
+    }
+    data[len] = 0;
+    return data;
+}
+
+void
+ef_grpc_cq_destroy (grpc_completion_queue *cq)
+{
+    if (!cq)
+        return;
+    grpc_completion_queue_shutdown (cq);
+    for (;;) {
+        grpc_event ev = grpc_completion_queue_next (
+            cq, gpr_inf_future (GPR_CLOCK_MONOTONIC), NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN)
+            break;
+    }
+    grpc_completion_queue_destroy (cq);
 }

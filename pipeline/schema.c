@@ -131,6 +131,11 @@ static const s_migration_t s_migrations[] = {
      "  document_id text NOT NULL,"
      "  source text NOT NULL DEFAULT '',"
      "  created_at timestamptz NOT NULL DEFAULT now());"},
+    /* The sweep for uploads of killed processes looks at running runs
+       only: without this it reads all of job_run every stale_after. */
+    {4, "job_run index of running runs",
+     "CREATE INDEX job_run_running ON ${S}.job_run (heartbeat_at)"
+     " WHERE status = 'running';"},
 };
 
 #define S_MIGRATIONS (sizeof s_migrations / sizeof s_migrations[0])

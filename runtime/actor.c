@@ -243,6 +243,27 @@ ef_actor_try_send (ef_actor_t *self, int port, int to, zmsg_t **msg_p)
     return s_send (self, sock, msg_p, true);
 }
 
+int
+ef_actor_try_recv (ef_actor_t *self, int port, zmsg_t **msg_p)
+{
+    assert (msg_p);
+    assert (port >= 0 && port < self->n_ports
+            && self->ports[port].def->dir == EF_PORT_IN);
+    *msg_p = NULL;
+    zsock_t *sock = self->ports[port].socks[0];
+    /* POLLIN promises a whole message (ZeroMQ delivers its frames
+       together), so the read below does not block. */
+    if (!(zsock_events (sock) & ZMQ_POLLIN))
+        return 0;
+    zmsg_t *msg = zmsg_recv (sock);
+    if (!msg)
+        return -1;
+    self->last_input_us = ef_clock_mono_us ();
+    ef_actor_count_message (self, true, msg);
+    *msg_p = msg;
+    return 1;
+}
+
 const char *
 ef_actor_name (const ef_actor_t *self)
 {
@@ -271,6 +292,12 @@ const void *
 ef_actor_globals (const ef_actor_t *self)
 {
     return ef_config_globals (self->config);
+}
+
+const ef_config_t *
+ef_actor_config (const ef_actor_t *self)
+{
+    return self->config;
 }
 
 void *

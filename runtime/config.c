@@ -11,7 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define EF_MAX_LINKS 64
+#define EF_MAX_LINKS    64
+#define EF_MAX_SECTIONS 8
+#define EF_MAX_ENTRIES  256
 
 typedef struct {
     const ef_actor_def_t *def; /* borrowed from the registry */
@@ -27,6 +29,20 @@ typedef struct {
     int hwm;          /* 0 = the ports' default */
 } s_link_cfg_t;
 
+typedef struct {
+    char *name;    /* the entry's key, [A-Za-z0-9_-]+ */
+    void *options; /* section table's struct, table-owned strings */
+} s_entry_t;
+
+typedef struct {
+    char *name;                        /* top-level key, e.g. "jobs" */
+    const ef_option_t *table;          /* borrowed */
+    size_t entry_size;                 /* bytes of one entry's struct */
+    ef_entry_check_fn *check;          /* whole-entry check, or NULL */
+    s_entry_t entries[EF_MAX_ENTRIES]; /* in the order first named */
+    size_t n_entries;                  /* used entries */
+} s_section_t;
+
 struct ef_config {
     const ef_registry_t *registry;    /* borrowed */
     const ef_option_t *globals_table; /* borrowed */
@@ -35,8 +51,10 @@ struct ef_config {
     size_t n_actors;                  /* == registry size */
     s_link_cfg_t links[EF_MAX_LINKS]; /* every link any port names */
     size_t n_links;                   /* used entries */
-    bool run_all;                     /* no `run` given: everything here */
-    int64_t drain_idle_ms;            /* see ef_config_drain_idle_ms */
+    s_section_t *sections[EF_MAX_SECTIONS]; /* see ef_config_add_section */
+    size_t n_sections;                      /* used entries */
+    bool run_all;          /* no `run` given: everything here */
+    int64_t drain_idle_ms; /* see ef_config_drain_idle_ms */
 };
 
 static s_actor_cfg_t *
@@ -127,6 +145,16 @@ ef_config_destroy (ef_config_t **self_p)
         free (self->links[i].endpoint);
         free (self->links[i].bind);
     }
+    for (size_t i = 0; i < self->n_sections; i++) {
+        s_section_t *sec = self->sections[i];
+        for (size_t e = 0; e < sec->n_entries; e++) {
+            ef_options_free (sec->table, sec->entries[e].options);
+            free (sec->entries[e].options);
+            free (sec->entries[e].name);
+        }
+        free (sec->name);
+        free (sec);
+    }
     free (self);
     *self_p = NULL;
 }
@@ -161,6 +189,132 @@ s_set_run (ef_config_t *self, const char *value, char *err, size_t errlen)
     }
     free (copy);
     return rc;
+}
+
+static s_section_t *
+s_section (const ef_config_t *self, const char *name, size_t len)
+{
+    for (size_t i = 0; i < self->n_sections; i++)
+        if (strlen (self->sections[i]->name) == len
+            && strncmp (self->sections[i]->name, name, len) == 0)
+            return self->sections[i];
+    return NULL;
+}
+
+int
+ef_config_add_section (ef_config_t *self, const char *name,
+                       const ef_option_t *table, size_t entry_size,
+                       ef_entry_check_fn *check, char *err, size_t errlen)
+{
+    if (self->n_sections == EF_MAX_SECTIONS
+        || s_section (self, name, strlen (name))) {
+        snprintf (err, errlen,
+                  "section %s: too many sections or declared twice", name);
+        return -1;
+    }
+    s_section_t *sec = calloc (1, sizeof *sec);
+    if (!sec || !(sec->name = strdup (name))) {
+        free (sec);
+        snprintf (err, errlen, "out of memory");
+        return -1;
+    }
+    sec->table = table;
+    sec->entry_size = entry_size ? entry_size : 1;
+    sec->check = check;
+    self->sections[self->n_sections++] = sec;
+    return 0;
+}
+
+/* Sets KEY of entry NAME ("NAME.KEY" in rest), creating the entry with
+   the table's defaults when it is new. */
+static int
+s_set_entry (s_section_t *sec, const char *rest, const char *value, char *err,
+             size_t errlen)
+{
+    const char *dot = strchr (rest, '.');
+    size_t len = dot ? (size_t) (dot - rest) : strlen (rest);
+    if (!dot || len == 0 || !dot[1]) {
+        snprintf (err, errlen, "expected %s.NAME.KEY", sec->name);
+        return -1;
+    }
+    if (len > 63
+        || strspn (rest, "abcdefghijklmnopqrstuvwxyz"
+                         "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+               < len) {
+        snprintf (err, errlen,
+                  "'%.*s': a name is 1 to 63 letters, digits, '_' or '-'",
+                  (int) (len > 80 ? 80 : len), rest);
+        return -1;
+    }
+    s_entry_t *entry = NULL;
+    for (size_t i = 0; i < sec->n_entries && !entry; i++)
+        if (strlen (sec->entries[i].name) == len
+            && strncmp (sec->entries[i].name, rest, len) == 0)
+            entry = &sec->entries[i];
+    if (!entry) {
+        if (sec->n_entries == EF_MAX_ENTRIES) {
+            snprintf (err, errlen, "at most %d entries", EF_MAX_ENTRIES);
+            return -1;
+        }
+        s_entry_t fresh = {strndup (rest, len), calloc (1, sec->entry_size)};
+        if (!fresh.name || !fresh.options) {
+            free (fresh.name);
+            free (fresh.options);
+            snprintf (err, errlen, "out of memory");
+            return -1;
+        }
+        if (ef_options_defaults (sec->table, fresh.options, err, errlen) != 0) {
+            free (fresh.name);
+            free (fresh.options);
+            return -1;
+        }
+        sec->entries[sec->n_entries] = fresh;
+        entry = &sec->entries[sec->n_entries++];
+        if (ef_options_set (sec->table, entry->options, dot + 1, value, err,
+                            errlen)
+            == 0)
+            return 0;
+        /* a key that does not take leaves no entry behind */
+        ef_options_free (sec->table, entry->options);
+        free (entry->options);
+        free (entry->name);
+        sec->n_entries--;
+        return -1;
+    }
+    return ef_options_set (sec->table, entry->options, dot + 1, value, err,
+                           errlen);
+}
+
+size_t
+ef_config_section_size (const ef_config_t *self, const char *section)
+{
+    s_section_t *sec = s_section (self, section, strlen (section));
+    return sec ? sec->n_entries : 0;
+}
+
+void *
+ef_config_section_entry (const ef_config_t *self, const char *section, size_t i,
+                         const char **name)
+{
+    s_section_t *sec = s_section (self, section, strlen (section));
+    if (!sec || i >= sec->n_entries)
+        return NULL;
+    if (name)
+        *name = sec->entries[i].name;
+    return sec->entries[i].options;
+}
+
+void *
+ef_config_section_find (const ef_config_t *self, const char *section,
+                        const char *name)
+{
+    const char *n;
+    void *entry;
+    for (size_t i = 0; (entry = ef_config_section_entry (self, section, i, &n));
+         i++)
+        if (strcmp (n, name) == 0)
+            return entry;
+    return NULL;
 }
 
 /* Checks an endpoint's scheme. */
@@ -263,6 +417,13 @@ ef_config_set (ef_config_t *self, const char *path, const char *value,
         free (*field);
         *field = strdup (value);
         rc = *field ? 0 : -1;
+        goto done;
+    }
+    const char *dot = strchr (path, '.');
+    s_section_t *sec =
+        dot ? s_section (self, path, (size_t) (dot - path)) : NULL;
+    if (sec) {
+        rc = s_set_entry (sec, dot + 1, value, why, sizeof why);
         goto done;
     }
     rc = ef_options_set (self->globals_table, self->globals, path, value, why,
@@ -480,9 +641,38 @@ ef_config_runs_here (const ef_config_t *self, const char *actor)
     return a && (self->run_all || a->runs_here);
 }
 
+/* Runs the actors' and the sections' whole-entry checks. */
+static int
+s_validate_entries (const ef_config_t *self, char *err, size_t errlen)
+{
+    char why[512];
+    for (size_t i = 0; i < self->n_actors; i++) {
+        const s_actor_cfg_t *a = &self->actors[i];
+        if (a->def->check && ef_config_runs_here (self, a->def->name)
+            && a->def->check (a->options, why, sizeof why) != 0) {
+            snprintf (err, errlen, "actors.%s.%s", a->def->name, why);
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < self->n_sections; i++) {
+        const s_section_t *sec = self->sections[i];
+        for (size_t e = 0; sec->check && e < sec->n_entries; e++)
+            if (sec->check (sec->entries[e].name, sec->entries[e].options, why,
+                            sizeof why)
+                != 0) {
+                snprintf (err, errlen, "%s.%s.%s", sec->name,
+                          sec->entries[e].name, why);
+                return -1;
+            }
+    }
+    return 0;
+}
+
 int
 ef_config_validate (ef_config_t *self, char *err, size_t errlen)
 {
+    if (s_validate_entries (self, err, errlen) != 0)
+        return -1;
     for (size_t i = 0; i < self->n_links; i++) {
         const char *name = self->links[i].name;
         bool in = false, out = false;

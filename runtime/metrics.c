@@ -51,7 +51,7 @@ typedef struct {
     s_type_t type; /* which of the three */
     char *name;    /* metric name */
     char *help;    /* HELP text */
-    char *actor;   /* label value, NULL for none */
+    char *labels;  /* rendered, escaped: a="x",b="y"; NULL for none */
     void *metric;  /* ef_counter_t / ef_gauge_t / ef_histogram_t */
 } s_series_t;
 
@@ -60,10 +60,121 @@ static s_series_t **s_series; /* every series, in creation order */
 static size_t s_n_series;     /* used */
 static size_t s_cap_series;   /* allocated */
 
-/* Finds or creates a series under the lock. NULL when out of memory. */
-static void *
-s_get (s_type_t type, const char *name, const char *help, const char *actor)
+/* True when name is a valid Prometheus label name that we may use. */
+static bool
+s_label_name_ok (const char *name)
 {
+    if (!name || !*name || strncmp (name, "__", 2) == 0)
+        return false;
+    for (const char *p = name; *p; p++)
+        if (!(*p == '_' || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+              || (p > name && *p >= '0' && *p <= '9')))
+            return false;
+    return true;
+}
+
+/* Length of the valid UTF-8 sequence at p (1..4), 0 when p does not start
+   one. */
+static size_t
+s_utf8_length (const unsigned char *p)
+{
+    size_t n = p[0] < 0x80             ? 1
+               : (p[0] & 0xE0) == 0xC0 ? 2
+               : (p[0] & 0xF0) == 0xE0 ? 3
+               : (p[0] & 0xF8) == 0xF0 ? 4
+                                       : 0;
+    if (n == 2 && p[0] < 0xC2)
+        return 0; /* overlong */
+    for (size_t i = 1; i < n; i++)
+        if ((p[i] & 0xC0) != 0x80)
+            return 0;
+    if (n == 3
+        && ((p[0] == 0xE0 && p[1] < 0xA0)       /* overlong */
+            || (p[0] == 0xED && p[1] >= 0xA0))) /* surrogate */
+        return 0;
+    if (n == 4
+        && ((p[0] == 0xF0 && p[1] < 0x90) || p[0] > 0xF4
+            || (p[0] == 0xF4 && p[1] >= 0x90)))
+        return 0;
+    return n;
+}
+
+/* Writes value escaped as the text format wants (backslash, double quote
+   and newline; a byte that is not valid UTF-8 becomes '?', since one such
+   byte makes a scraper reject the whole page) into out when not NULL.
+   Returns the length written (or needed). */
+static size_t
+s_escape (char *out, const char *value)
+{
+    size_t n = 0;
+    const unsigned char *p = (const unsigned char *) value;
+    while (*p) {
+        size_t len = s_utf8_length (p);
+        const char *esc = *p == '\\'   ? "\\\\"
+                          : *p == '"'  ? "\\\""
+                          : *p == '\n' ? "\\n"
+                          : len == 0   ? "?"
+                                       : NULL;
+        if (esc) {
+            if (out)
+                memcpy (out + n, esc, strlen (esc));
+            n += strlen (esc);
+            p += len ? len : 1;
+        }
+        else {
+            if (out)
+                memcpy (out + n, p, len);
+            n += len;
+            p += len;
+        }
+    }
+    return n;
+}
+
+/* The label set of name, value pairs (NULL-terminated; NULL or empty for
+   none) rendered as a="x",b="y" into a heap string, *text NULL for none.
+   Returns 0, -1 when out of memory. A bad or reserved label name is a
+   programming error (assert; -1 without asserts). */
+static int
+s_labels_text (s_type_t type, const char *const *labels, char **text)
+{
+    *text = NULL;
+    size_t size = 0, pairs = 0;
+    for (; labels && labels[pairs * 2]; pairs++) {
+        const char *lname = labels[pairs * 2];
+        const char *value = labels[pairs * 2 + 1];
+        bool ok = s_label_name_ok (lname) && value
+                  && (type != S_HISTOGRAM || strcmp (lname, "le") != 0);
+        assert (ok);
+        if (!ok) /* without asserts: no series, not a page scrapers reject */
+            return -1;
+        size += strlen (lname) + 4 + s_escape (NULL, value);
+    }
+    if (pairs == 0)
+        return 0;
+    char *t = malloc (size + 1);
+    if (!t)
+        return -1;
+    size_t n = 0;
+    for (size_t i = 0; i < pairs; i++) {
+        n += (size_t) sprintf (t + n, "%s%s=\"", i ? "," : "", labels[i * 2]);
+        n += s_escape (t + n, labels[i * 2 + 1]);
+        t[n++] = '"';
+    }
+    t[n] = 0;
+    *text = t;
+    return 0;
+}
+
+/* Finds or creates the series of name with the label pairs labels (see
+   s_labels_text) under the lock. NULL when out of memory. */
+static void *
+s_get (s_type_t type, const char *name, const char *help,
+       const char *const *labels)
+{
+    char *a;
+    if (s_labels_text (type, labels, &a) != 0)
+        return NULL;
     pthread_mutex_lock (&s_lock);
     void *found = NULL;
     for (size_t i = 0; i < s_n_series && !found; i++) {
@@ -71,8 +182,8 @@ s_get (s_type_t type, const char *name, const char *help, const char *actor)
         if (strcmp (s->name, name) != 0)
             continue;
         assert (s->type == type);
-        if ((!actor && !s->actor)
-            || (actor && s->actor && strcmp (actor, s->actor) == 0))
+        if ((!a && !s->labels)
+            || (a && s->labels && strcmp (a, s->labels) == 0))
             found = s->metric;
     }
     if (!found && s_n_series == s_cap_series) {
@@ -90,40 +201,77 @@ s_get (s_type_t type, const char *name, const char *help, const char *actor)
         s_series_t *s = calloc (1, sizeof *s);
         void *metric = calloc (1, size);
         char *n = strdup (name), *h = strdup (help ? help : "");
-        char *a = actor ? strdup (actor) : NULL;
-        if (s && metric && n && h && (a || !actor)) {
+        if (s && metric && n && h) {
             *s = (s_series_t){type, n, h, a, metric};
             s_series[s_n_series++] = s;
             found = metric;
+            a = NULL; /* the series owns it */
         }
         else {
             free (s);
             free (metric);
             free (n);
             free (h);
-            free (a);
         }
     }
     pthread_mutex_unlock (&s_lock);
+    free (a);
     return found;
+}
+
+/* The label pairs of an actor="<actor>" series (none when actor is
+   NULL), in pairs (room for three pointers). */
+static const char *const *
+s_actor_labels (const char *actor, const char *pairs[3])
+{
+    if (!actor)
+        return NULL;
+    pairs[0] = "actor";
+    pairs[1] = actor;
+    pairs[2] = NULL;
+    return pairs;
 }
 
 ef_counter_t *
 ef_metrics_counter (const char *name, const char *help, const char *actor)
 {
-    return s_get (S_COUNTER, name, help, actor);
+    const char *pairs[3];
+    return s_get (S_COUNTER, name, help, s_actor_labels (actor, pairs));
 }
 
 ef_gauge_t *
 ef_metrics_gauge (const char *name, const char *help, const char *actor)
 {
-    return s_get (S_GAUGE, name, help, actor);
+    const char *pairs[3];
+    return s_get (S_GAUGE, name, help, s_actor_labels (actor, pairs));
 }
 
 ef_histogram_t *
 ef_metrics_histogram (const char *name, const char *help, const char *actor)
 {
-    return s_get (S_HISTOGRAM, name, help, actor);
+    const char *pairs[3];
+    return s_get (S_HISTOGRAM, name, help, s_actor_labels (actor, pairs));
+}
+
+ef_counter_t *
+ef_metrics_counter_labeled (const char *name, const char *help,
+                            const char *const *labels)
+{
+    return s_get (S_COUNTER, name, help, labels);
+}
+
+ef_gauge_t *
+ef_metrics_gauge_labeled (const char *name, const char *help,
+                          const char *const *labels)
+{
+    return s_get (S_GAUGE, name, help, labels);
+}
+
+ef_histogram_t *
+ef_metrics_histogram_labeled (const char *name, const char *help,
+                              const char *const *labels)
+{
+    return s_get (S_HISTOGRAM, name, help, labels);
 }
 
 void
@@ -359,23 +507,28 @@ s_printf (s_text_t *t, const char *fmt, ...)
     }
 }
 
-/* Appends a label value with \, " and newline escaped. */
+/* Appends {labels,extra} (the series' labels are escaped already);
+   nothing when there are neither. */
 static void
-s_label (s_text_t *t, const char *prefix, const char *actor, const char *extra)
+s_label (s_text_t *t, const char *labels, const char *extra)
 {
-    if (!actor && !extra)
+    if (!labels && !extra)
         return;
-    s_printf (t, "%s", prefix);
-    if (actor) {
-        s_printf (t, "actor=\"");
-        for (const char *p = actor; *p; p++)
-            s_printf (t, "%s%c", *p == '\\' || *p == '"' ? "\\" : "",
-                      *p == '\n' ? 'n' : *p);
-        s_printf (t, "\"%s", extra ? "," : "");
-    }
-    if (extra)
-        s_printf (t, "%s", extra);
-    s_printf (t, "}");
+    s_printf (t, "{%s%s%s}", labels ? labels : "", labels && extra ? "," : "",
+              extra ? extra : "");
+}
+
+/* Appends HELP text with backslash and newline escaped. */
+static void
+s_help (s_text_t *t, const char *help)
+{
+    for (const char *p = help; *p; p++)
+        if (*p == '\\')
+            s_printf (t, "\\\\");
+        else if (*p == '\n')
+            s_printf (t, "\\n");
+        else
+            s_printf (t, "%c", *p);
 }
 
 /* Writes one series' samples. */
@@ -384,7 +537,7 @@ s_render_series (s_text_t *t, const s_series_t *s)
 {
     if (s->type == S_COUNTER || s->type == S_GAUGE) {
         s_printf (t, "%s", s->name);
-        s_label (t, "{", s->actor, NULL);
+        s_label (t, s->labels, NULL);
         if (s->type == S_COUNTER)
             s_printf (t, " %llu\n",
                       (unsigned long long) ef_counter_value (s->metric));
@@ -399,7 +552,7 @@ s_render_series (s_text_t *t, const s_series_t *s)
         char le[48];
         snprintf (le, sizeof le, "le=\"%g\"", s_bounds[b]);
         s_printf (t, "%s_bucket", s->name);
-        s_label (t, "{", s->actor, le);
+        s_label (t, s->labels, le);
         s_printf (t, " %llu\n", (unsigned long long) cumulative);
     }
     /* count last, so +Inf is never below a finite bucket read earlier */
@@ -407,12 +560,22 @@ s_render_series (s_text_t *t, const s_series_t *s)
     if (count < cumulative)
         count = cumulative;
     s_printf (t, "%s_bucket", s->name);
-    s_label (t, "{", s->actor, "le=\"+Inf\"");
+    s_label (t, s->labels, "le=\"+Inf\"");
     s_printf (t, " %llu\n%s_sum", (unsigned long long) count, s->name);
-    s_label (t, "{", s->actor, NULL);
+    s_label (t, s->labels, NULL);
     s_printf (t, " %.9f\n%s_count", ef_histogram_sum (h), s->name);
-    s_label (t, "{", s->actor, NULL);
+    s_label (t, s->labels, NULL);
     s_printf (t, " %llu\n", (unsigned long long) count);
+}
+
+/* qsort order of series indices: by name, then by creation. Called under
+   the lock. */
+static int
+s_by_name (const void *a, const void *b)
+{
+    size_t i = *(const size_t *) a, j = *(const size_t *) b;
+    int c = strcmp (s_series[i]->name, s_series[j]->name);
+    return c ? c : (i > j) - (i < j);
 }
 
 char *
@@ -420,25 +583,28 @@ ef_metrics_render (size_t *len)
 {
     s_text_t t = {NULL, 0, 0, false};
     pthread_mutex_lock (&s_lock);
-    /* Series of one name are grouped under one HELP/TYPE header. */
-    bool *done = calloc (s_n_series ? s_n_series : 1, sizeof *done);
-    if (!done)
+    /* Series of one name are grouped under one HELP/TYPE header: sorted
+       by name (then creation), which stays fast with thousands of
+       series (per-job ones). */
+    size_t *order = malloc ((s_n_series ? s_n_series : 1) * sizeof *order);
+    if (!order)
         t.failed = true;
-    for (size_t i = 0; i < s_n_series && done; i++) {
-        if (done[i])
-            continue;
-        const s_series_t *s = s_series[i];
-        static const char *types[] = {"counter", "gauge", "histogram"};
-        s_printf (&t, "# HELP %s %s\n# TYPE %s %s\n", s->name, s->help, s->name,
-                  types[s->type]);
-        for (size_t j = i; j < s_n_series; j++)
-            if (!done[j] && strcmp (s_series[j]->name, s->name) == 0) {
-                s_render_series (&t, s_series[j]);
-                done[j] = true;
-            }
+    for (size_t i = 0; i < s_n_series && order; i++)
+        order[i] = i;
+    if (order)
+        qsort (order, s_n_series, sizeof *order, s_by_name);
+    for (size_t k = 0; k < s_n_series && order; k++) {
+        const s_series_t *s = s_series[order[k]];
+        if (k == 0 || strcmp (s_series[order[k - 1]]->name, s->name) != 0) {
+            static const char *types[] = {"counter", "gauge", "histogram"};
+            s_printf (&t, "# HELP %s ", s->name);
+            s_help (&t, s->help);
+            s_printf (&t, "\n# TYPE %s %s\n", s->name, types[s->type]);
+        }
+        s_render_series (&t, s);
     }
     pthread_mutex_unlock (&s_lock);
-    free (done);
+    free (order);
     s_printf (&t,
               "# HELP embedflow_process_resident_memory_bytes Resident set "
               "size of the embedflow process.\n"

@@ -18,6 +18,8 @@ packages=(
     libmicrohttpd-dev
     # run: the private PostgreSQL of `embedflow run` / `demo`
     postgresql
+    # run: time zones of cron jobs (/usr/share/zoneinfo, read by pipeline/tz.c)
+    tzdata
     # tests and the Python example
     python3 python3-grpcio python3-protobuf python3-pytest python3-psycopg2
     # `embedflow graph --png` and `bench --plot` (their tests use them)

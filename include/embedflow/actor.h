@@ -56,6 +56,10 @@ typedef struct ef_actor_def {
     unsigned flags;             /* EF_ACTOR_SOURCE */
     int default_instances;      /* when the config says nothing */
 
+    /* Optional: checks the options as a whole before anything starts
+       (keys that need each other). Returns 0, or -1 with why = "KEY:
+       reason"; the process then exits with a usage error. */
+    int (*check) (const void *options, char *why, size_t len);
     int (*init) (ef_actor_t *self);
     /* Returns 0; -1 stops this instance as failed (logged). */
     int (*handle) (ef_actor_t *self, int port, zmsg_t **msg_p);
@@ -77,6 +81,9 @@ int ef_actor_instances (const ef_actor_t *self);
 const void *ef_actor_options (const ef_actor_t *self);
 /* The application's global options struct (read-only). */
 const void *ef_actor_globals (const ef_actor_t *self);
+/* The whole configuration (read-only while the runtime runs): for the
+   application's sections, ef_config_section_entry. */
+const struct ef_config *ef_actor_config (const ef_actor_t *self);
 
 /* Private state; the actor owns what it stores here. */
 void *ef_actor_state (const ef_actor_t *self);
@@ -98,6 +105,15 @@ int ef_actor_send (ef_actor_t *self, int port, int to, zmsg_t **msg_p);
    taken), 0 when the link is full (*msg_p untouched, try again later),
    -1 on a socket error (*msg_p untouched). */
 int ef_actor_try_send (ef_actor_t *self, int port, int to, zmsg_t **msg_p);
+
+/* Takes the next message waiting on an IN port without blocking, for an
+   actor that wants to gather what has queued up (a writer merging
+   batches into one transaction). Returns 1 with the message in *msg_p
+   (the caller owns it and destroys it: it does not go through handle),
+   0 when nothing is waiting (*msg_p NULL), -1 on a socket error. Works on
+   a paused port too. Counted in the instance's messages and bytes in
+   like any message the runtime delivers. */
+int ef_actor_try_recv (ef_actor_t *self, int port, zmsg_t **msg_p);
 
 /* Stops or resumes reading an IN port (its queue then fills and its
    producers block). */

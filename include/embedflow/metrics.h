@@ -1,8 +1,10 @@
 /*  metrics.h — process-wide counters, gauges and histograms.
 
     One registry per process holds every series: a metric name, its help
-    text and at most one label, actor="<instance>" (NULL for process-wide
-    series). Series are created on first use and live until the process
+    text and its labels: actor="<instance>" for the per-instance series
+    (none for process-wide ones), or any label set given as name, value
+    pairs (ef_metrics_counter_labeled). Series are created on first use
+    and live until the process
     ends; updates are atomic adds, so actors update them from their own
     threads without a lock. ef_metrics_render writes the whole registry in
     the Prometheus text format (0.0.4), with the process's resident memory
@@ -36,6 +38,25 @@ ef_gauge_t *ef_metrics_gauge (const char *name, const char *help,
                               const char *actor);
 ef_histogram_t *ef_metrics_histogram (const char *name, const char *help,
                                       const char *actor);
+
+/* The series name{l1="v1",l2="v2",...}: labels holds label name, value
+   pairs and ends with a NULL name, e.g.
+     (const char *const[]){"job_name", job, "status", "failed", NULL}
+   (NULL or {NULL} for no labels). Values may hold any text: backslash,
+   double quote and newline are escaped as the text format wants, a byte
+   that is not UTF-8 shows as '?'. Label names must match
+   [a-zA-Z_][a-zA-Z0-9_]*, not start with "__", and not be "le" on a
+   histogram (assert). Same sharing, NULL and type rules as above; the
+   label order is part of the series' identity. Every label value makes
+   a series that lives until the process ends: callers bound how many
+   distinct values they use. */
+ef_counter_t *ef_metrics_counter_labeled (const char *name, const char *help,
+                                          const char *const *labels);
+ef_gauge_t *ef_metrics_gauge_labeled (const char *name, const char *help,
+                                      const char *const *labels);
+ef_histogram_t *ef_metrics_histogram_labeled (const char *name,
+                                              const char *help,
+                                              const char *const *labels);
 
 void ef_counter_add (ef_counter_t *self, uint64_t n);
 uint64_t ef_counter_value (const ef_counter_t *self);

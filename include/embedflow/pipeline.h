@@ -26,6 +26,7 @@ typedef struct {
 extern const ef_option_t ef_globals_options[];
 
 extern const ef_actor_def_t ef_grpc_receiver_actor;
+extern const ef_actor_def_t ef_scheduler_actor;
 extern const ef_actor_def_t ef_grpc_puller_actor;
 extern const ef_actor_def_t ef_splitter_actor;
 extern const ef_actor_def_t ef_db_writer_actor;

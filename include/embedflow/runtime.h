@@ -51,12 +51,41 @@ int ef_config_load_file (ef_config_t *self, const char *path, char *err,
      actors.NAME.instances    how many instances
      links.NAME.endpoint|bind|hwm
      run                      comma list of the actors this process runs
+     SECTION.NAME.KEY         KEY of entry NAME of a section (jobs.nightly.
+                              schedule), the entry made on first mention
    Returns 0, or -1 with err naming the key and the reason. */
 int ef_config_set (ef_config_t *self, const char *path, const char *value,
                    char *err, size_t errlen);
 
+/* Checks one entry of a section as a whole (what a single key cannot
+   tell: a required key, a key that names a file). Returns 0, or -1 with
+   why = "KEY: reason". */
+typedef int (ef_entry_check_fn) (const char *name, const void *entry, char *why,
+                                 size_t len);
+
+/* Declares a top-level section of named entries, `SECTION: {NAME: {KEY:
+   VALUE...}...}`, each entry filled from table (defaults first) like an
+   actor's options: the application's list of jobs, say. Entry names are
+   1 to 63 of [A-Za-z0-9_-]; at most 256 entries. check (may be NULL)
+   runs on every entry in ef_config_validate. Call before loading.
+   Returns 0, -1 with err when declared twice or out of room. */
+int ef_config_add_section (ef_config_t *self, const char *section,
+                           const ef_option_t *table, size_t entry_size,
+                           ef_entry_check_fn *check, char *err, size_t errlen);
+/* How many entries a section has (0 for an unknown section). */
+size_t ef_config_section_size (const ef_config_t *self, const char *section);
+/* Entry i of a section in the order first named, its name in *name
+   (borrowed, when name is not NULL); NULL past the end. */
+void *ef_config_section_entry (const ef_config_t *self, const char *section,
+                               size_t i, const char **name);
+/* The entry called name, NULL when there is none. */
+void *ef_config_section_find (const ef_config_t *self, const char *section,
+                              const char *name);
+
 /* Checks the whole: every link has a producer and a consumer somewhere,
-   endpoints are well formed. Returns 0 or -1 with err. */
+   endpoints are well formed, every actor running here accepts its
+   options (ef_actor_def_t.check) and every section entry passes its
+   section's check. Returns 0 or -1 with err naming the key. */
 int ef_config_validate (ef_config_t *self, char *err, size_t errlen);
 
 void *ef_config_globals (ef_config_t *self);

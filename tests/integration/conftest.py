@@ -88,11 +88,12 @@ class Embedflow:
                         f"command {' '.join(self.args)}\nlog:\n{self.log}")
         return self
 
-    def wait_for_line(self, pattern, timeout=30):
-        """Blocks until a log line matches pattern; returns the match."""
+    def wait_for_line(self, pattern, timeout=30, after=0):
+        """Blocks until a log line (from line index `after` on) matches
+        pattern; returns the match."""
         rx = re.compile(pattern)
         deadline = time.monotonic() + timeout
-        seen = 0
+        seen = after
         with self._cond:
             while True:
                 for line in self.lines[seen:]:

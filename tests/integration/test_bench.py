@@ -10,7 +10,9 @@ from conftest import DATABASE, EMBEDFLOW_BIN, clean_env
 FIELDS = {"rows", "seconds", "rows_per_s", "mb_per_s", "ratio_copy",
           "ratio_staged", "latency_p50_s", "latency_p95_s", "latency_p99_s",
           "peak_rss_bytes", "cpu_self_s", "cpu_postgres_s"}
-CONTENDERS = ["copy", "staged", "row", "embedflow"]
+CONTENDERS = ["copy", "staged", "row", "embedflow", "embedflow pull"]
+# the pull run also says what its built-in server spent and how many calls
+PULL_FIELDS = FIELDS | {"server_encode_s", "calls"}
 
 
 def bench(*args, timeout=600):
@@ -33,19 +35,27 @@ def test_bench_runs_every_contender_and_writes_json(tmp_path, db):
             assert any(line.split()[:2] == [w, name]
                        for line in p.stdout.splitlines()), p.stdout
     assert p.stdout.count("targets: embedflow") == 2
+    for w in ("1", "2"):
+        assert any(line.split()[:3] == [w, "embedflow", "pull"]
+                   for line in p.stdout.splitlines()), p.stdout
     # not a terminal: plain progress lines, no carriage returns
     assert "\r" not in p.stderr
 
     doc = json.loads(out.read_text())
     assert doc["params"]["rows"] == 2000
     assert doc["params"]["writers"] == [1, 2]
+    assert doc["params"]["pull"] is True
     assert doc["command"].startswith("embedflow bench")
     results = doc["results"]
     assert [(r["contender"], r["writers"]) for r in results] == \
         [(c, w) for w in (1, 2) for c in CONTENDERS]
     for r in results:
         for m in [r["median"]] + r["runs"]:
-            assert set(m) == FIELDS, m
+            pull = r["contender"] == "embedflow pull"
+            assert set(m) == (PULL_FIELDS if pull else FIELDS), m
+            if pull:
+                # one GetEmbeddings call carried every row
+                assert m["calls"] == 1 and m["server_encode_s"] >= 0
             want = 300 if r["contender"] == "row" else 2000
             assert m["rows"] == want, r
             assert m["rows_per_s"] > 0 and m["seconds"] > 0
@@ -63,7 +73,8 @@ def test_bench_runs_every_contender_and_writes_json(tmp_path, db):
     for schema, rows in (("embedflow_bench_copy", 2000),
                          ("embedflow_bench_staged", 2000),
                          ("embedflow_bench_row", 300),
-                         ("embedflow_bench_pipeline", 2000)):
+                         ("embedflow_bench_pipeline", 2000),
+                         ("embedflow_bench_pull", 2000)):
         assert db.count(schema, "chunk") == rows
         assert db.count(schema, "embedding") == rows
         assert db.scalar(f"SELECT count(*) FROM {schema}.embedding "
@@ -73,15 +84,38 @@ def test_bench_runs_every_contender_and_writes_json(tmp_path, db):
                           f"chunk_index) FROM {s}.chunk WHERE document_id "
                           "= 'doc-000003'")
                 for s in ("embedflow_bench_copy", "embedflow_bench_staged",
-                          "embedflow_bench_pipeline")}
+                          "embedflow_bench_pipeline", "embedflow_bench_pull")}
     assert len(contents) == 1
     # the pre-existing quarter was updated, not duplicated or left stale
-    assert db.scalar("SELECT count(*) FROM embedflow_bench_pipeline.chunk c "
-                     "JOIN embedflow_bench_copy.chunk d USING (document_id, "
-                     "chunk_index) WHERE c.content_hash = d.content_hash") \
-        == 2000
+    for s in ("embedflow_bench_pipeline", "embedflow_bench_pull"):
+        assert db.scalar(f"SELECT count(*) FROM {s}.chunk c "
+                         "JOIN embedflow_bench_copy.chunk d USING "
+                         "(document_id, chunk_index) "
+                         "WHERE c.content_hash = d.content_hash") == 2000
     for s in ("embedflow_bench_copy", "embedflow_bench_staged",
-              "embedflow_bench_row", "embedflow_bench_pipeline"):
+              "embedflow_bench_row", "embedflow_bench_pipeline",
+              "embedflow_bench_pull"):
+        db.rows(f"DROP SCHEMA {s} CASCADE")
+
+
+def test_bench_runs_no_job_but_its_own(db):
+    # a job that would run at start and every second in `run`: the bench
+    # runs only its own pull job, once per pull run
+    p = bench("--rows", "500", "--dim", "8", "--runs", "1", "--writers", "1",
+              "--row-rows", "50", "--jobs.other.target", "127.0.0.1:1",
+              "--jobs.other.schedule", "* * * * * *",
+              "--actors.scheduler.run_now", "other")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert any(line.split()[:3] == ["1", "embedflow", "pull"]
+               for line in p.stdout.splitlines()), p.stdout
+    for s in ("embedflow_bench_pipeline", "embedflow_bench_pull"):
+        assert db.scalar(f"SELECT count(*) FROM {s}.job_run "
+                         "WHERE job = 'other'") == 0
+    assert db.rows("SELECT status, rows_written FROM "
+                   "embedflow_bench_pull.job_run") == [("completed", 500)]
+    for s in ("embedflow_bench_copy", "embedflow_bench_staged",
+              "embedflow_bench_row", "embedflow_bench_pipeline",
+              "embedflow_bench_pull"):
         db.rows(f"DROP SCHEMA {s} CASCADE")
 
 
@@ -101,10 +135,13 @@ def test_bench_plot_without_gnuplot_says_so(tmp_path):
     p = subprocess.run(
         [EMBEDFLOW_BIN, "bench", "--database", DATABASE, "--rows", "200",
          "--dim", "8", "--runs", "1", "--writers", "1", "--row-rows", "50",
-         "--plot", str(tmp_path / "x.png")],
+         "--no-pull", "--plot", str(tmp_path / "x.png")],
         stdin=subprocess.DEVNULL, capture_output=True, text=True,
         timeout=300, env=env)
     assert p.returncode == 0, p.stderr
+    # --no-pull: the push pipeline only
+    assert "1       embedflow " in p.stdout
+    assert "embedflow pull" not in p.stdout
     assert "gnuplot is not available" in p.stderr
     assert not (tmp_path / "x.png").exists()
 

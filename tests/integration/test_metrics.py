@@ -10,8 +10,10 @@ import urllib.request
 
 import pytest
 
+import grpc
+
 from conftest import DATABASE, EMBEDFLOW_BIN, Embedflow, clean_env
-from helpers import send, stream
+from helpers import chunk, raw_call, row, send, stream
 
 PG_SH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
                      "pg.sh")
@@ -123,6 +125,99 @@ def test_counters_add_up_to_the_upload(embedflow):
     assert total(s, "embedflow_actor_dead_lettered_total", "dlq") == 10
     assert total(s, "embedflow_actor_rows_in_total", "grpc-receiver") \
         == n + 10
+
+
+def test_job_counters_follow_each_source(embedflow):
+    """embedflow_job_*{job_name=SOURCE}: rows received, written and
+    dead-lettered per upload source, and runs by outcome."""
+    ef = embedflow(writers=2, dim=8, extra=["--metrics", "127.0.0.1:0"])
+    base = ef.wait_for_line(_METRICS).group(1)
+    good_a, bad_a, n_b = 300, 20, 150
+    # source a: good rows, then one chunk of the wrong dimension
+    chunks = stream(good_a, 8, 50) + [
+        chunk([row("short", i, 4) for i in range(bad_a)], 99)]
+    result = send(ef.target, chunks, source="a")
+    assert (result.written, result.dead_lettered) == (good_a, bad_a)
+    # source b: a name that needs escaping in the text format
+    b = 'b "quoted" \\ name'
+    result = send(ef.target, stream(n_b, 8, 50, doc_prefix="bee"), source=b)
+    assert (result.written, result.dead_lettered) == (n_b, 0)
+    # a failed run under the default source: not an EmbeddingChunk
+    err = raw_call(ef.target, [b"\xff\xff\xff"])
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    s = scrape(base)
+
+    def job(name, source, status=None):
+        label = 'job_name="%s"' % source.replace("\\", "\\\\").replace(
+            '"', '\\"')
+        if status:
+            label += f',status="{status}"'
+        return s[("embedflow_job_" + name, label)]
+
+    assert job("rows_received_total", "a") == good_a + bad_a
+    assert job("rows_written_total", "a") == good_a
+    assert job("rows_dead_lettered_total", "a") == bad_a
+    assert job("runs_total", "a", "completed") == 1
+    assert job("runs_total", "a", "failed") == 0
+    assert job("rows_received_total", b) == n_b
+    assert job("rows_written_total", b) == n_b
+    assert job("rows_dead_lettered_total", b) == 0
+    assert job("runs_total", b, "completed") == 1
+    assert job("runs_total", "upload", "failed") == 1
+    assert job("runs_total", "upload", "completed") == 0
+    # per-job rows add up to the receiver's
+    assert sum(v for (n, _), v in s.items()
+               if n == "embedflow_job_rows_received_total") \
+        == total(s, "embedflow_actor_rows_in_total", "grpc-receiver")
+
+
+def test_demo_serves_metrics_until_told(schema):
+    """`demo --metrics --linger` keeps the endpoint up after the summary,
+    so the final counts are scraped without racing the demo's exit."""
+    n = 2000
+    ef = Embedflow(["demo", "--database", DATABASE, "--schema", schema,
+                    "--rows", str(n), "--dim", "8", "--writers", "2",
+                    "--chunk-rows", "100", "--metrics", "127.0.0.1:0",
+                    "--linger"])
+    try:
+        base = ef.wait_for_line(_METRICS).group(1)
+        ef.wait_for_line(r"done; serving metrics", timeout=120)
+        assert re.search(r"rows written\s+2,?000\b", ef.log), ef.log
+        s = scrape(base)
+        assert total(s, "embedflow_actor_rows_in_total", "grpc-receiver") == n
+        assert total(s, "embedflow_actor_rows_out_total", "db-writer") == n
+        assert s[("embedflow_pipeline_latency_seconds_count", "")] == n
+        assert s[("embedflow_job_rows_written_total",
+                  'job_name="demo"')] == n
+        assert s[("embedflow_job_runs_total",
+                  'job_name="demo",status="completed"')] == 1
+        assert get(base + "/healthz") == (200, "ok\n")
+        status, body = get(base + "/readyz")     # the pipeline has stopped
+        assert status == 503 and "not listening" in body, body
+        assert ef.stop() == 0, ef.log
+    finally:
+        if ef.alive():
+            ef.proc.kill()
+
+
+def test_demo_metrics_flags():
+    p = subprocess.run([EMBEDFLOW_BIN, "demo", "--help"],
+                       stdin=subprocess.DEVNULL, capture_output=True,
+                       text=True, timeout=30, env=clean_env())
+    assert p.returncode == 0
+    assert "--metrics" in p.stdout and "--linger" in p.stdout
+    p = subprocess.run([EMBEDFLOW_BIN, "demo", "--rows", "10", "--linger"],
+                       stdin=subprocess.DEVNULL, capture_output=True,
+                       text=True, timeout=30, env=clean_env())
+    assert p.returncode == 2, p.stderr
+    assert "--linger needs --metrics" in p.stderr
+    p = subprocess.run([EMBEDFLOW_BIN, "demo", "--database",
+                        "host=/nonexistent", "--schema", "unused",
+                        "--metrics", "no-port-here"],
+                       stdin=subprocess.DEVNULL, capture_output=True,
+                       text=True, timeout=30, env=clean_env())
+    assert p.returncode == 2, p.stderr
+    assert "not HOST:PORT" in p.stderr
 
 
 def test_bad_metrics_address_is_a_usage_error(schema):

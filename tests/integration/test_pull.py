@@ -128,8 +128,8 @@ def test_server_restart_mid_stream(db, schema):
     second = None
     try:
         ef = pull(schema, first.target,
-                  extra=["--actors.grpc-puller.retries", "30",
-                         "--actors.grpc-puller.retry_cap", "500ms"])
+                  extra=["--jobs.src.retries", "30",
+                         "--jobs.src.retry_cap", "500ms"])
         first.wait_for(lambda e: e["event"] == "dying")
         first.proc.wait()
         second = AiServer(rows, DIM, port=port)
@@ -153,8 +153,8 @@ def test_server_gone_fails_after_retries(db, schema):
     server = AiServer(1000, DIM, extra=["--fault-die-after", "1"])
     try:
         ef = pull(schema, server.target,
-                  extra=["--actors.grpc-puller.retries", "2",
-                         "--actors.grpc-puller.retry_cap", "100ms"])
+                  extra=["--jobs.src.retries", "2",
+                         "--jobs.src.retry_cap", "100ms"])
         assert finish(ef) == 1, ef.log
         assert "retries exhausted" in ef.log
         (run,) = runs(db, schema)

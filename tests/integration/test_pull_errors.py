@@ -47,8 +47,8 @@ def test_idle_timeout(db, schema):
     server = AiServer(1000, DIM, extra=["--delay-ms", "3000"])
     try:
         ef = pull(schema, server.target,
-                  extra=["--actors.grpc-puller.idle_timeout", "300ms",
-                         "--actors.grpc-puller.retries", "0"])
+                  extra=["--jobs.src.idle_timeout", "300ms",
+                         "--jobs.src.retries", "0"])
         assert finish(ef) == 1, ef.log
         (run,) = runs(db, schema)
         assert run["status"] == "failed"
@@ -63,9 +63,9 @@ def test_deadline(db, schema):
     server = AiServer(1000, DIM, extra=["--delay-ms", "400"])
     try:
         ef = pull(schema, server.target,
-                  extra=["--actors.grpc-puller.deadline", "200ms",
-                         "--actors.grpc-puller.retries", "0",
-                         "--actors.grpc-puller.idle_timeout", "0"])
+                  extra=["--jobs.src.deadline", "200ms",
+                         "--jobs.src.retries", "0",
+                         "--jobs.src.idle_timeout", "0"])
         assert finish(ef) == 1, ef.log
         (run,) = runs(db, schema)
         assert "DEADLINE_EXCEEDED" in run["error"]
@@ -75,10 +75,12 @@ def test_deadline(db, schema):
 
 def test_bad_settings_fail_at_start(schema):
     cases = [
-        (["--filter", "novalue"], "is not KEY=VALUE"),
-        (["--actors.grpc-puller.tls_ca", "/nonexistent/ca.pem"],
-         "cannot read tls_ca"),
-        (["--actors.grpc-puller.trigger", "upload"], "must be manual or cron"),
+        (["--filter", "novalue"],
+         "jobs.src.filter: 'novalue' is not KEY=VALUE"),
+        (["--jobs.src.tls_ca", "/nonexistent/ca.pem"],
+         "jobs.src.tls_ca: cannot read /nonexistent/ca.pem"),
+        (["--jobs.src.chunk_size", "0"], "jobs.src.chunk_size"),
+        (["--job", "other", "--target", ""], "--target is needed"),
     ]
     for extra, want in cases:
         out = subprocess.run(
@@ -86,7 +88,7 @@ def test_bad_settings_fail_at_start(schema):
              schema, "--dim", str(DIM), "--target", "127.0.0.1:1",
              "--source", "src", *extra],
             capture_output=True, env=clean_env(), timeout=60)
-        assert out.returncode == 1, (extra, out.stdout, out.stderr)
+        assert out.returncode == 2, (extra, out.stdout, out.stderr)
         assert want in (out.stdout + out.stderr).decode(), extra
 
 
@@ -102,23 +104,23 @@ def test_tls_and_bearer_token(db, schema, tmp_path):
                    check=True, capture_output=True, timeout=60)
     server = AiServer(600, DIM, extra=["--tls-cert", str(cert), "--tls-key",
                                        str(key), "--auth-token", "s3cret"])
-    once = ["--actors.grpc-puller.retries", "0"]
+    once = ["--jobs.src.retries", "0"]
     try:
         # plaintext against a TLS server: the stream never starts
         ef = pull(schema, server.target, extra=once)
         assert finish(ef) == 1, ef.log
         assert "UNAVAILABLE" in runs(db, schema)[-1]["error"]
         # TLS with the wrong token: refused, not retried
-        tls = ["--actors.grpc-puller.tls_ca", str(cert)]
+        tls = ["--jobs.src.tls_ca", str(cert)]
         ef = pull(schema, server.target,
-                  extra=tls + ["--actors.grpc-puller.auth_token",
+                  extra=tls + ["--jobs.src.auth_token",
                                "not-it-4711"])
         assert finish(ef) == 1, ef.log
         assert "UNAUTHENTICATED" in runs(db, schema)[-1]["error"]
         assert "not-it-4711" not in ef.log   # a secret never reaches the log
         # TLS with the right token
         ef = pull(schema, server.target,
-                  extra=tls + ["--actors.grpc-puller.auth_token", "s3cret"])
+                  extra=tls + ["--jobs.src.auth_token", "s3cret"])
         assert finish(ef) == 0, ef.log
         assert db.count(schema, "chunk") == 600
     finally:

@@ -1,5 +1,5 @@
-"""Scheduled pulls: `embedflow run` with actors.grpc-puller.schedule (cron,
-UTC) against the example AI server — repeated firing without overlap,
+"""Scheduled pulls: `embedflow run` with a job of the jobs section on a
+cron schedule against the example AI server — repeated firing without overlap,
 the misfire policy after downtime, retries of failed runs, one run per
 slot across processes, and bad expressions refused at start."""
 import datetime
@@ -13,9 +13,9 @@ DIM = 16
 
 
 def schedule(target, cron, *extra):
-    return ["--actors.grpc-puller.target", target,
-            "--actors.grpc-puller.source", "src",
-            "--actors.grpc-puller.schedule", cron, *extra]
+    return ["--jobs.src.target", target,
+            "--jobs.src.source", "src",
+            "--jobs.src.schedule", cron, *extra]
 
 
 def cron_runs(db, schema):
@@ -31,7 +31,7 @@ def test_every_second_without_overlap(db, schema, embedflow):
         for n in range(3):
             server.wait_for(lambda e, n=n: e["event"] == "end" and
                             e["call"] == n + 1)
-        ef.wait_for_line(r"skipped: the previous run is still running")
+        ef.wait_for_line(r"skipped: the previous run is still going")
         assert ef.stop() == 0, ef.log
         done = [r for r in cron_runs(db, schema)]
         assert len(done) >= 3
@@ -60,7 +60,7 @@ def test_misfire_fire_once_and_skip(db, schema, embedflow):
         started = datetime.datetime.now(datetime.timezone.utc)
         ef = embedflow(dim=DIM, extra=schedule(
             server.target, "* * * * *",
-            "--actors.grpc-puller.misfire", "fire_once"))
+            "--jobs.src.misfire", "fire_once"))
         m = ef.wait_for_line(r"(\d+) slot\(s\) missed: running once now")
         assert int(m.group(1)) >= 9
         ef.wait_for_line(r"run \S+ completed")
@@ -76,7 +76,7 @@ def test_misfire_fire_once_and_skip(db, schema, embedflow):
         db.rows(f'INSERT INTO "{schema}".job_slot (job, slot) '
                 f"VALUES ('src', %s)", (away,))
         skipper = embedflow(dim=DIM, extra=schedule(
-            server.target, "* * * * *", "--actors.grpc-puller.misfire",
+            server.target, "* * * * *", "--jobs.src.misfire",
             "skip"))
         skipper.wait_for_line(r"slot\(s\) missed: skipped")
         assert skipper.stop() == 0
@@ -90,16 +90,16 @@ def test_failed_run_is_retried_with_backoff(db, schema, embedflow):
     server = AiServer(10, DIM)
     server.stop()
     assert finish(pull(schema, server.target,
-                       extra=["--actors.grpc-puller.retries", "0"])) == 1
+                       extra=["--jobs.src.retries", "0"])) == 1
     # a yearly job whose last slot was two years ago: fire_once runs it now
     db.rows(f'INSERT INTO "{schema}".job_slot (job, slot) '
             f"VALUES ('src', now() - interval '2 years')")
     ef = embedflow(dim=DIM, extra=schedule(
-        server.target, "@yearly", "--actors.grpc-puller.misfire", "fire_once",
-        "--actors.grpc-puller.retries", "0",
-        "--actors.grpc-puller.run_retries", "2",
-        "--actors.grpc-puller.run_retry_base", "50ms",
-        "--actors.grpc-puller.run_retry_cap", "100ms"))
+        server.target, "@yearly", "--jobs.src.misfire", "fire_once",
+        "--jobs.src.retries", "0",
+        "--jobs.src.run_retries", "2",
+        "--jobs.src.run_retry_base", "50ms",
+        "--jobs.src.run_retry_cap", "100ms"))
     ef.wait_for_line(r"retries spent; next try at the next slot")
     assert ef.stop() == 0, ef.log
     failed = cron_runs(db, schema)
@@ -127,21 +127,31 @@ def test_two_processes_run_each_slot_once(db, schema, embedflow):
 
 
 def test_bad_schedule_is_a_usage_error(schema):
+    job = ["--jobs.nightly.target", "127.0.0.1:1"]
     cases = [
-        (["--actors.grpc-puller.schedule", "* 24 * * *"],
-         "job nightly: field 2 (hour): 24 is out of range 0-23"),
-        (["--actors.grpc-puller.schedule", "*/5 * * *"], "job nightly: 4 "
-         "fields"),
-        (["--actors.grpc-puller.schedule", "@often"], "unknown alias"),
-        (["--actors.grpc-puller.schedule", "@hourly",
-          "--actors.grpc-puller.misfire", "sometimes"],
-         "misfire: job nightly: 'sometimes'"),
+        (job + ["--jobs.nightly.schedule", "* 24 * * *"],
+         "config jobs.nightly.schedule: field 2 (hour): 24 is out of "
+         "range 0-23"),
+        (job + ["--jobs.nightly.schedule", "*/5 * * *"],
+         "jobs.nightly.schedule: 4 fields"),
+        (job + ["--jobs.nightly.schedule", "@often"], "unknown alias"),
+        (job + ["--jobs.nightly.schedule", "@hourly",
+                "--jobs.nightly.misfire", "sometimes"],
+         "jobs.nightly.misfire: 'sometimes' is not skip or fire_once"),
+        (job + ["--jobs.nightly.schedule", "@hourly",
+                "--jobs.nightly.timezone", "Mars/Olympus"],
+         "jobs.nightly.timezone: unknown time zone 'Mars/Olympus'"),
+        (["--jobs.nightly.schedule", "@hourly"],
+         "jobs.nightly.target: is required"),
+        (job + ["--jobs.nightly.schedul", "@hourly"],
+         "jobs.nightly.schedul: unknown key"),
+        (["--jobs.night/ly.target", "127.0.0.1:1"],
+         "a name is 1 to 63 letters"),
     ]
     for extra, want in cases:
         out = subprocess.run(
             [EMBEDFLOW_BIN, "run", "--database", DATABASE, "--schema", schema,
-             "--dim", str(DIM), "--actors.grpc-puller.target", "127.0.0.1:1",
-             "--actors.grpc-puller.job", "nightly", *extra],
+             "--dim", str(DIM), *extra],
             capture_output=True, env=clean_env(), timeout=60)
         assert out.returncode == 2, (extra, out.stderr)
         assert want in out.stderr.decode(), (extra, out.stderr)

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "embedflow/actor.h"
 #include "embedflow/backoff.h"
 #include "pipeline/checkpoint.h"
 #include "pipeline/pg.h"
@@ -255,4 +256,265 @@ EF_TEST (db_checkpoint_job_lock_and_stale_runs)
     ef_job_unlock (b, schema, "j");
     EF_CHECK (ef_job_try_lock (b, schema, "j", err, sizeof err) == 1);
     PQfinish (b);
+}
+
+/* Runs sql (every %s is the quoted test schema) with text params; returns
+   the result or NULL (printed). */
+static PGresult *
+s_query (PGconn *c, const char *schema, const char *sql_fmt, int n,
+         const char *const *params)
+{
+    char *sql;
+    if (asprintf (&sql, sql_fmt, schema, schema) < 0)
+        return NULL;
+    PGresult *res = PQexecParams (c, sql, n, NULL, params, NULL, NULL, 0);
+    free (sql);
+    ExecStatusType st = PQresultStatus (res);
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+        fprintf (stderr, "%s", PQerrorMessage (c));
+        PQclear (res);
+        return NULL;
+    }
+    return res;
+}
+
+/* A new run of job with trigger whose heartbeat is at (SQL timestamptz
+   expression); run receives its id. */
+static bool
+s_run_at (PGconn *c, const char *schema, char run[37], const char *job,
+          const char *trigger, const char *at)
+{
+    char err[256];
+    uint8_t id[16];
+    ef_uuid7_generate (id);
+    ef_uuid_format (id, run);
+    if (ef_run_start (c, schema, run, job, trigger, "", -1, err, sizeof err)
+        != 0) {
+        fprintf (stderr, "%s\n", err);
+        return false;
+    }
+    char *sql;
+    if (asprintf (&sql,
+                  "UPDATE \"%%s\".job_run SET heartbeat_at = %s"
+                  " WHERE id = $1::uuid",
+                  at)
+        < 0)
+        return false;
+    const char *p[] = {run};
+    PGresult *res = s_query (c, schema, sql, 1, p);
+    free (sql);
+    PQclear (res);
+    return res != NULL;
+}
+
+/* The run's "status|error|finished_at = heartbeat_at|rows_received" as
+   a heap string. */
+static char *
+s_run_row (PGconn *c, const char *schema, const char *run)
+{
+    const char *p[] = {run};
+    PGresult *res = s_query (
+        c, schema,
+        "SELECT status || '|' || coalesce (error, '') || '|'"
+        "  || coalesce ((finished_at = heartbeat_at)::text, 'null') || '|'"
+        "  || rows_received FROM \"%s\".job_run WHERE id = $1::uuid",
+        1, p);
+    char *v = strdup (res && PQntuples (res) ? PQgetvalue (res, 0, 0) : "?");
+    PQclear (res);
+    return v;
+}
+
+/* True when the run's row reads expected (see s_run_row). */
+static bool
+s_row_is (PGconn *c, const char *schema, const char *run, const char *expected)
+{
+    char *v = s_run_row (c, schema, run);
+    bool ok = strcmp (v, expected) == 0;
+    if (!ok)
+        fprintf (stderr, "run row '%s', expected '%s'\n", v, expected);
+    free (v);
+    return ok;
+}
+
+EF_TEST (db_checkpoint_stale_uploads)
+{
+    const char *schema = ef_test_schema ();
+    PGconn *c = s_connect (schema);
+    EF_REQUIRE (c);
+    char err[256];
+    char old[37], late[37], fresh[37], pull[37], done[37];
+    /* a heartbeat at a known time, one just over and one just under the
+       10 s threshold, a pull run (lock-based recovery, not ours) and an
+       upload that ended long ago */
+    EF_REQUIRE (s_run_at (c, schema, old, "src", "upload",
+                          "'2026-01-02 03:04:05.678+00'"));
+    EF_REQUIRE (s_run_at (c, schema, late, "src", "upload",
+                          "now () - interval '11 seconds'"));
+    EF_REQUIRE (s_run_at (c, schema, fresh, "src", "upload",
+                          "now () - interval '9 seconds'"));
+    EF_REQUIRE (s_run_at (c, schema, pull, "src", "manual",
+                          "now () - interval '1 hour'"));
+    EF_REQUIRE (s_run_at (c, schema, done, "src", "upload",
+                          "now () - interval '1 hour'"));
+    EF_REQUIRE (ef_run_update (c, schema, done, "completed", 3, 3, 0, NULL, err,
+                               sizeof err)
+                == 0);
+
+    EF_CHECK (ef_job_abandon_stale_uploads (c, schema, 10000, err, sizeof err)
+              == 2);
+    EF_CHECK (s_row_is (c, schema, old,
+                        "abandoned|heartbeat stopped at 2026-01-02 03:04:05"
+                        " UTC: the process taking the upload is gone|true|0"));
+    char *v = s_run_row (c, schema, late);
+    EF_CHECK (strncmp (v, "abandoned|heartbeat stopped at ", 31) == 0);
+    free (v);
+    EF_CHECK (s_row_is (c, schema, fresh, "running||null|0"));
+    EF_CHECK (s_row_is (c, schema, pull, "running||null|0"));
+    v = s_run_row (c, schema, done);
+    EF_CHECK (strncmp (v, "completed||", 11) == 0);
+    free (v);
+    /* nothing left to mark; the lock-based recovery of pull runs leaves
+       uploads alone */
+    EF_CHECK (ef_job_abandon_stale_uploads (c, schema, 10000, err, sizeof err)
+              == 0);
+    EF_CHECK (ef_job_abandon_stale (c, schema, "src", err, sizeof err) == 1);
+    EF_CHECK (s_row_is (c, schema, fresh, "running||null|0"));
+
+    /* A beat stores counts; it brings an upload wrongly taken for dead
+       back to 'running' and leaves ended runs alone. */
+    ef_run_counts_t beats[] = {
+        {old, 5, 4, 1}, {fresh, 7, 6, 0}, {done, 9, 9, 0}};
+    EF_CHECK (ef_run_beat (c, schema, beats, 3, err, sizeof err) == 2);
+    EF_CHECK (s_row_is (c, schema, old, "running||null|5"));
+    EF_CHECK (s_row_is (c, schema, fresh, "running||null|7"));
+    v = s_run_row (c, schema, done);
+    EF_CHECK (strncmp (v, "completed||", 11) == 0 && strstr (v, "|3"));
+    free (v);
+    const char *p[] = {fresh};
+    PGresult *res = s_query (c, schema,
+                             "SELECT rows_written, rows_dead_lettered,"
+                             " heartbeat_at > now () - interval '5 seconds'"
+                             " FROM \"%s\".job_run WHERE id = $1::uuid",
+                             1, p);
+    EF_CHECK (res && strcmp (PQgetvalue (res, 0, 0), "6") == 0
+              && strcmp (PQgetvalue (res, 0, 1), "0") == 0
+              && strcmp (PQgetvalue (res, 0, 2), "t") == 0);
+    PQclear (res);
+    /* the fresh beats keep them from being marked */
+    EF_CHECK (ef_job_abandon_stale_uploads (c, schema, 10000, err, sizeof err)
+              == 0);
+    EF_CHECK (ef_run_beat (c, schema, beats, 0, err, sizeof err) == 0);
+
+    /* errors are reported, not crashes */
+    ef_run_counts_t bad[] = {{"not-a-uuid", 1, 1, 0}};
+    EF_CHECK (ef_run_beat (c, schema, bad, 1, err, sizeof err) == -1);
+    EF_CHECK (strstr (err, "storing heartbeats") != NULL);
+    EF_CHECK (ef_job_abandon_stale_uploads (c, "no_such_schema_here", 10000,
+                                            err, sizeof err)
+              == -1);
+    EF_CHECK (strstr (err, "marking stale uploads") != NULL);
+    PQfinish (c);
+}
+
+/* The run's status ("?" when absent). */
+static bool
+s_status_is (PGconn *c, const char *schema, const char *run,
+             const char *expected)
+{
+    const char *p[] = {run};
+    PGresult *res =
+        s_query (c, schema,
+                 "SELECT status FROM \"%s\".job_run WHERE id = $1::uuid", 1, p);
+    bool ok = res && PQntuples (res)
+              && strcmp (PQgetvalue (res, 0, 0), expected) == 0;
+    PQclear (res);
+    return ok;
+}
+
+/* Waits up to 10 s for the run's status to be expected. */
+static bool
+s_wait_status (PGconn *c, const char *schema, const char *run,
+               const char *expected)
+{
+    for (int i = 0; i < 500; i++) {
+        if (s_status_is (c, schema, run, expected))
+            return true;
+        ef_backoff_sleep (20, NULL);
+    }
+    return false;
+}
+
+EF_TEST (db_checkpoint_runlog_beats)
+{
+    const char *schema = ef_test_schema ();
+    PGconn *c = s_connect (schema);
+    EF_REQUIRE (c);
+    ef_runlog_t *log = ef_runlog_new (ef_test_conninfo (), schema, S_DIM);
+    EF_REQUIRE (log);
+    char run[37], dead[37], dead2[37];
+    uint8_t id[16];
+    ef_uuid7_generate (id);
+    ef_uuid_format (id, run);
+    ef_runlog_start (log, run, "src", "upload");
+    ef_run_counts_t beat[] = {{run, 10, 8, 1}};
+    ef_runlog_beat (log, beat, 1);
+    EF_CHECK (s_row_is (c, schema, run, "running||null|10"));
+    /* another process's upload whose heartbeat stopped a minute ago is
+       marked at once, one found later by a periodic sweep; the live one
+       stays */
+    EF_REQUIRE (s_run_at (c, schema, dead, "src", "upload",
+                          "now () - interval '1 minute'"));
+    EF_REQUIRE (ef_runlog_sweep_start (log, 30000, 50) == 0);
+    EF_CHECK (s_wait_status (c, schema, dead, "abandoned"));
+    EF_REQUIRE (s_run_at (c, schema, dead2, "src", "upload",
+                          "now () - interval '1 minute'"));
+    EF_CHECK (s_wait_status (c, schema, dead2, "abandoned"));
+    EF_CHECK (s_row_is (c, schema, run, "running||null|10"));
+    ef_runlog_end (log, run, "completed", 10, 9, 1, NULL);
+    EF_CHECK (s_row_is (c, schema, run, "completed||true|10"));
+    ef_runlog_destroy (&log);
+    EF_CHECK (log == NULL);
+
+    /* a sweep stuck behind a lock is cancelled when the runlog goes */
+    log = ef_runlog_new (ef_test_conninfo (), schema, S_DIM);
+    EF_REQUIRE (log);
+    PGresult *res = s_query (c, schema, "BEGIN", 0, NULL);
+    PQclear (res);
+    res =
+        s_query (c, schema,
+                 "LOCK TABLE \"%s\".job_run IN ACCESS EXCLUSIVE MODE", 0, NULL);
+    EF_CHECK (res != NULL);
+    PQclear (res);
+    EF_REQUIRE (ef_runlog_sweep_start (log, 30000, 50) == 0);
+    const char *p[] = {schema};
+    bool waiting = false;
+    for (int i = 0; i < 500 && !waiting; i++) {
+        /* inside a transaction the activity view is a snapshot */
+        PQclear (PQexec (c, "SELECT pg_stat_clear_snapshot ()"));
+        res = PQexecParams (c,
+                            "SELECT count (*) FROM pg_stat_activity"
+                            " WHERE wait_event_type = 'Lock'"
+                            " AND query LIKE '%' || $1 || '%'",
+                            1, NULL, p, NULL, NULL, 0);
+        waiting = PQresultStatus (res) == PGRES_TUPLES_OK
+                  && strcmp (PQgetvalue (res, 0, 0), "0") != 0;
+        PQclear (res);
+        if (!waiting)
+            ef_backoff_sleep (20, NULL);
+    }
+    EF_CHECK (waiting);
+    int64_t t0 = ef_clock_mono_us ();
+    ef_runlog_destroy (&log);
+    EF_CHECK (ef_clock_mono_us () - t0 < 5000000);
+    PQclear (PQexec (c, "ROLLBACK"));
+
+    /* without a database: logged, never passed on */
+    log = ef_runlog_new ("host=127.0.0.1 port=1 dbname=x connect_timeout=2",
+                         schema, S_DIM);
+    EF_REQUIRE (log);
+    ef_runlog_beat (log, beat, 1);
+    ef_runlog_beat (log, beat, 1);
+    EF_CHECK (ef_runlog_sweep_start (log, 30000, 50) == 0);
+    ef_runlog_destroy (&log);
+    PQfinish (c);
 }

@@ -5,6 +5,7 @@
 #include "embedflow/pipeline.h"
 #include "runtime/internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -159,6 +160,85 @@ EF_TEST (config_yaml)
     EF_CHECK (strstr (err, "YAML") != NULL);
     EF_CHECK (ef_config_load_file (c, "/nonexistent/x.yaml", err, sizeof err)
               == -1);
+    unlink (path);
+    ef_config_destroy (&c);
+    ef_registry_destroy (&reg);
+}
+
+/* A section check: n must be odd. */
+static int
+s_entry_check (const char *name, const void *entry, char *why, size_t len)
+{
+    (void) name;
+    if (((const s_opts_t *) entry)->n % 2 == 1)
+        return 0;
+    snprintf (why, len, "n: must be odd");
+    return -1;
+}
+
+EF_TEST (config_sections)
+{
+    char path[] = "/tmp/ef-config-XXXXXX";
+    int fd = mkstemp (path);
+    EF_REQUIRE (fd >= 0);
+    const char *yaml = "jobs:\n"
+                       "  nightly:\n"
+                       "    n: 7\n"
+                       "    some_name: docs\n"
+                       "  hourly:\n"
+                       "    flag: no\n";
+    EF_REQUIRE (write (fd, yaml, strlen (yaml)) == (ssize_t) strlen (yaml));
+    close (fd);
+    ef_registry_t *reg;
+    ef_config_t *c = s_config (&reg);
+    char err[512];
+    /* before the section is declared, its keys are unknown globals */
+    EF_CHECK (ef_config_set (c, "jobs.x.n", "1", err, sizeof err) == -1);
+    EF_REQUIRE (ef_config_add_section (c, "jobs", s_table, sizeof (s_opts_t),
+                                       s_entry_check, err, sizeof err)
+                == 0);
+    EF_CHECK (ef_config_add_section (c, "jobs", s_table, sizeof (s_opts_t),
+                                     NULL, err, sizeof err)
+              == -1);
+    EF_CHECK (ef_config_section_size (c, "jobs") == 0);
+    EF_CHECK (ef_config_load_file (c, path, err, sizeof err) == 0);
+    /* entries in the order first named, defaults under what was set */
+    EF_REQUIRE (ef_config_section_size (c, "jobs") == 2);
+    const char *name = NULL;
+    const s_opts_t *o = ef_config_section_entry (c, "jobs", 0, &name);
+    EF_REQUIRE (o && strcmp (name, "nightly") == 0);
+    EF_CHECK (o->n == 7 && strcmp (o->name, "docs") == 0 && o->flag);
+    o = ef_config_section_entry (c, "jobs", 1, &name);
+    EF_REQUIRE (o && strcmp (name, "hourly") == 0);
+    EF_CHECK (o->n == 5 && !o->flag && strcmp (o->name, "x") == 0);
+    EF_CHECK (ef_config_section_entry (c, "jobs", 2, &name) == NULL);
+    /* a flag over the file: same entry; a new name: a new entry */
+    EF_CHECK (ef_config_set (c, "jobs.hourly.n", "9", err, sizeof err) == 0);
+    EF_CHECK (((s_opts_t *) ef_config_section_find (c, "jobs", "hourly"))->n
+              == 9);
+    EF_CHECK (ef_config_set (c, "jobs.adhoc.ms", "2s", err, sizeof err) == 0);
+    EF_CHECK (ef_config_section_size (c, "jobs") == 3);
+    EF_CHECK (ef_config_section_find (c, "jobs", "nope") == NULL);
+    EF_CHECK (ef_config_section_size (c, "nosuch") == 0);
+    /* errors name the path and the reason */
+    EF_CHECK (ef_config_set (c, "jobs.hourly.nn", "1", err, sizeof err) == -1);
+    EF_CHECK (strstr (err, "jobs.hourly.nn") && strstr (err, "unknown key"));
+    EF_CHECK (ef_config_set (c, "jobs.hourly.n", "99", err, sizeof err) == -1);
+    EF_CHECK (strstr (err, "range") != NULL);
+    EF_CHECK (ef_config_set (c, "jobs.hourly", "1", err, sizeof err) == -1);
+    EF_CHECK (strstr (err, "expected jobs.NAME.KEY") != NULL);
+    EF_CHECK (ef_config_set (c, "jobs.a b.n", "1", err, sizeof err) == -1);
+    EF_CHECK (strstr (err, "letters, digits") != NULL);
+    /* the check runs in validate: hourly has n = 9, adhoc 5, nightly 7 */
+    EF_CHECK (ef_config_validate (c, err, sizeof err) == 0);
+    EF_CHECK (ef_config_set (c, "jobs.adhoc.n", "4", err, sizeof err) == 0);
+    EF_CHECK (ef_config_validate (c, err, sizeof err) == -1);
+    EF_CHECK (strcmp (err, "jobs.adhoc.n: must be odd") == 0);
+    EF_CHECK (ef_config_set (c, "jobs.adhoc.n", "3", err, sizeof err) == 0);
+    /* a bad key or value creates no entry */
+    EF_CHECK (ef_config_set (c, "jobs.fresh.n", "99", err, sizeof err) == -1);
+    EF_CHECK (ef_config_set (c, "jobs.fresh.x", "1", err, sizeof err) == -1);
+    EF_CHECK (ef_config_section_size (c, "jobs") == 3);
     unlink (path);
     ef_config_destroy (&c);
     ef_registry_destroy (&reg);

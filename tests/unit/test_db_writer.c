@@ -4,12 +4,14 @@
     is survived; a spent retry budget dead-letters instead of dropping. */
 #include "ef_test.h"
 
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "embedflow/metrics.h"
 #include "embedflow/pipeline.h"
 #include "embedflow/runtime.h"
 #include "embedflow/v1/embedding.pb-c.h"
@@ -217,6 +219,9 @@ s_killer (void *arg)
     return NULL;
 }
 
+/* actors.db-writer.adaptive for the next s_run_pipeline */
+static const char *s_adaptive = "false";
+
 /* Runs feeder -> 2 db-writers (+ dlq) -> acks over `phases` phases. */
 static void
 s_run_pipeline (PGconn *c, int phases, const char *retry_budget, bool kill)
@@ -244,6 +249,13 @@ s_run_pipeline (PGconn *c, int phases, const char *retry_budget, bool kill)
                              sizeof err)
               == 0);
     EF_CHECK (ef_config_set (cfg, "actors.db-writer.retry_budget", retry_budget,
+                             err, sizeof err)
+              == 0);
+    EF_CHECK (ef_config_set (cfg, "actors.db-writer.adaptive", s_adaptive, err,
+                             sizeof err)
+              == 0);
+    /* every commit counts as fast: queued batches are merged */
+    EF_CHECK (ef_config_set (cfg, "actors.db-writer.adaptive_target", "60s",
                              err, sizeof err)
               == 0);
     if (ef_config_validate (cfg, err, sizeof err) != 0)
@@ -376,6 +388,43 @@ EF_TEST (db_writer_settles_every_row)
     }
     embedflow__v1__embedding__free_unpacked (e, NULL);
     PQclear (res);
+    s_cleanup (c);
+}
+
+EF_TEST (db_writer_adaptive_merges_and_settles_every_row)
+{
+    /* Group commit: the batches queued behind a transaction are merged,
+       through the killed sessions' retries and the poison row's
+       bisection, and still every row is acked exactly once. */
+    PGconn *c = s_prepare ();
+    EF_REQUIRE (c);
+    s_adaptive = "true";
+    s_run_pipeline (c, 2, "30", true);
+    s_adaptive = "false";
+
+    long total = 2L * BATCHES * ROWS;
+    EF_CHECK (atomic_load (&s_run.acked) == s_run.expected);
+    EF_CHECK (atomic_load (&s_run.written[0]) == total / 2);
+    EF_CHECK (atomic_load (&s_run.dead[0]) == 0);
+    EF_CHECK (atomic_load (&s_run.written[1]) == total / 2 - 1);
+    EF_CHECK (atomic_load (&s_run.dead[1]) == 3);
+    EF_CHECK (s_count (c, "SELECT count (*) FROM \"%s\".chunk") == total - 1);
+    EF_CHECK (s_count (c, "SELECT count (*) FROM \"%s\".embedding")
+              == total - 1);
+    EF_CHECK (s_count (c, "SELECT count (*) FROM \"%s\".dead_letter") == 1);
+    uint64_t merged = 0, in_merged = 0;
+    for (int w = 0; w < 2; w++) {
+        char name[32];
+        snprintf (name, sizeof name, "db-writer[%d]", w);
+        merged += ef_counter_value (ef_metrics_counter (
+            "embedflow_writer_merged_transactions_total", "", name));
+        in_merged += ef_counter_value (ef_metrics_counter (
+            "embedflow_writer_merged_batches_total", "", name));
+    }
+    if (ef_test_verbose)
+        printf ("%" PRIu64 " merged transactions of %" PRIu64 " batches\n",
+                merged, in_merged);
+    EF_CHECK (merged >= 1 && in_merged >= 2 * merged);
     s_cleanup (c);
 }
 

@@ -116,3 +116,52 @@ EF_TEST (metrics_updates_from_threads_add_up)
               == 400000);
     EF_CHECK (ef_histogram_count (h) == 400000);
 }
+
+EF_TEST (metrics_label_values_are_escaped)
+{
+    /* backslash, double quote and newline escaped; a byte that is not
+       UTF-8 shown as '?'; valid UTF-8 kept */
+    ef_counter_t *c = ef_metrics_counter_labeled (
+        "t_escape_total", "Help with \\ and\nnewline.",
+        (const char *const[]){"job_name", "a\\b\"c\nd\xff\xc3\xa9", "status",
+                              "ok", NULL});
+    EF_REQUIRE (c);
+    ef_counter_add (c, 4);
+    /* the same label set is the same series; another order is not */
+    EF_CHECK (ef_metrics_counter_labeled (
+                  "t_escape_total", NULL,
+                  (const char *const[]){"job_name", "a\\b\"c\nd\xff\xc3\xa9",
+                                        "status", "ok", NULL})
+              == c);
+    EF_CHECK (ef_metrics_counter_labeled (
+                  "t_escape_total", NULL,
+                  (const char *const[]){"job_name", "x", "status", "ok", NULL})
+              != c);
+    /* the one-label constructor and the labeled one meet */
+    ef_counter_t *a = ef_metrics_counter ("t_escape_total", NULL, "n\"1");
+    EF_CHECK (ef_metrics_counter_labeled (
+                  "t_escape_total", NULL,
+                  (const char *const[]){"actor", "n\"1", NULL})
+              == a);
+    EF_CHECK (ef_metrics_counter_labeled ("t_escape_total", NULL, NULL)
+              == ef_metrics_counter ("t_escape_total", NULL, NULL));
+    ef_histogram_observe (
+        ef_metrics_histogram_labeled ("t_escape_seconds", "E.",
+                                      (const char *const[]){"k", "v", NULL}),
+        0.001);
+    char *text = ef_metrics_render (NULL);
+    EF_REQUIRE (text);
+    EF_CHECK (
+        strstr (text, "# HELP t_escape_total Help with \\\\ and\\nnewline.\n"));
+    EF_CHECK (strstr (text, "t_escape_total{job_name=\"a\\\\b\\\"c\\nd?\xc3\xa9"
+                            "\",status=\"ok\"} 4\n"));
+    EF_CHECK (strstr (text, "t_escape_total{actor=\"n\\\"1\"} 0\n"));
+    EF_CHECK (
+        strstr (text, "t_escape_seconds_bucket{k=\"v\",le=\"0.001\"} 1\n"));
+    EF_CHECK (strstr (text, "t_escape_seconds_count{k=\"v\"} 1\n"));
+    /* no raw newline inside any sample line: every line is a comment or
+       name{...} value */
+    for (char *line = strtok (text, "\n"); line; line = strtok (NULL, "\n"))
+        EF_CHECK (line[0] == '#' || strchr (line, ' '));
+    free (text);
+}
