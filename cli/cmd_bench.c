@@ -488,6 +488,28 @@ s_slow_down (s_bench_t *b, const char *schema)
     return ok ? 0 : -1;
 }
 
+/* Points the bench's pipeline at schema with `writers` writers, its
+   receiver listening on listen. Returns 0, -1 (logged). */
+static int
+s_configure_pipeline (s_bench_t *b, int writers, const char *schema,
+                      const char *listen)
+{
+    char err[512], value[64];
+    snprintf (value, sizeof value, "%d", writers);
+    if (ef_config_set (b->cli->config, "actors.grpc-receiver.listen", listen,
+                       err, sizeof err)
+            != 0
+        || ef_config_set (b->cli->config, "actors.db-writer.instances", value,
+                          err, sizeof err)
+               != 0
+        || ef_config_set (b->cli->config, "schema", schema, err, sizeof err)
+               != 0) {
+        ef_error ("cannot configure the pipeline: %s", err);
+        return -1;
+    }
+    return 0;
+}
+
 /* Runs the pipeline in this process with `writers` writers. Returns 0 or
    -1. */
 static int
@@ -498,23 +520,15 @@ s_run_pipeline (s_bench_t *b, int writers, s_measure_t *m)
         || s_preload (b, schema, b->rows, writers) != 0
         || s_slow_down (b, schema) != 0)
         return -1;
-    char err[512], value[64], listen[64];
+    char listen[64];
     int port = ef_cli_free_port ();
-    snprintf (listen, sizeof listen, "127.0.0.1:%d", port);
-    snprintf (value, sizeof value, "%d", writers);
-    if (port < 0
-        || ef_config_set (b->cli->config, "actors.grpc-receiver.listen", listen,
-                          err, sizeof err)
-               != 0
-        || ef_config_set (b->cli->config, "actors.db-writer.instances", value,
-                          err, sizeof err)
-               != 0
-        || ef_config_set (b->cli->config, "schema", schema, err, sizeof err)
-               != 0) {
-        ef_error ("cannot configure the pipeline: %s",
-                  port < 0 ? "no free port" : err);
+    if (port < 0) {
+        ef_error ("cannot configure the pipeline: no free port");
         return -1;
     }
+    snprintf (listen, sizeof listen, "127.0.0.1:%d", port);
+    if (s_configure_pipeline (b, writers, schema, listen) != 0)
+        return -1;
     ef_metrics_reset ();
     s_reset_peak_rss ();
     s_pgcpu_t before;
@@ -632,7 +646,7 @@ s_run_pull (s_bench_t *b, int writers, s_measure_t *m)
     if (s_fresh_schema (b, schema) != 0
         || s_preload (b, schema, b->rows, writers) != 0)
         return -1;
-    char err[512], value[64], target[64];
+    char err[512], target[64];
     ef_loadgen_opts_t g = s_gen (b, 42);
     ef_pullserver_t *server =
         ef_pullserver_new (&g, "127.0.0.1:0", err, sizeof err);
@@ -643,16 +657,7 @@ s_run_pull (s_bench_t *b, int writers, s_measure_t *m)
     snprintf (target, sizeof target, "127.0.0.1:%d",
               ef_pullserver_port (server));
     ef_info ("bench: pull server listening on %s", target);
-    snprintf (value, sizeof value, "%d", writers);
-    if (ef_config_set (b->cli->config, "actors.grpc-receiver.listen",
-                       "127.0.0.1:0", err, sizeof err)
-            != 0
-        || ef_config_set (b->cli->config, "actors.db-writer.instances", value,
-                          err, sizeof err)
-               != 0
-        || ef_config_set (b->cli->config, "schema", schema, err, sizeof err)
-               != 0) {
-        ef_error ("cannot configure the pipeline: %s", err);
+    if (s_configure_pipeline (b, writers, schema, "127.0.0.1:0") != 0) {
         ef_pullserver_destroy (&server);
         return -1;
     }

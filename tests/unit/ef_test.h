@@ -13,6 +13,7 @@
 #define EF_TEST_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 typedef void (ef_test_fn) (void);
@@ -21,6 +22,8 @@ void ef_test_fail (const char *file, int line, const char *expr);
 const char *ef_test_conninfo (void);
 const char *ef_test_schema (void);
 extern bool ef_test_verbose;
+/* Unix seconds of a UTC date and time (month 1-12). */
+int64_t ef_test_utc (int y, int mo, int d, int h, int mi, int s);
 
 #define EF_TEST(name)                                                          \
     static void ef_test_##name (void);                                         \

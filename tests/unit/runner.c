@@ -5,6 +5,8 @@
 */
 #include "ef_test.h"
 
+#include <time.h>
+
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -92,4 +94,17 @@ main (int argc, char **argv)
         return 2;
     }
     return s_failures ? 1 : 0;
+}
+
+int64_t
+ef_test_utc (int y, int mo, int d, int h, int mi, int s)
+{
+    struct tm tm = {0};
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = s;
+    return (int64_t) timegm (&tm);
 }

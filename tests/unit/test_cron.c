@@ -6,20 +6,6 @@
 
 #include "pipeline/cron.h"
 
-/* Unix seconds of a UTC date and time. */
-static int64_t
-s_utc (int y, int mo, int d, int h, int mi, int s)
-{
-    struct tm tm = {0};
-    tm.tm_year = y - 1900;
-    tm.tm_mon = mo - 1;
-    tm.tm_mday = d;
-    tm.tm_hour = h;
-    tm.tm_min = mi;
-    tm.tm_sec = s;
-    return (int64_t) timegm (&tm);
-}
-
 /* The next firing of expr after t, or -2 when expr does not parse. */
 static int64_t
 s_next (const char *expr, int64_t t)
@@ -35,35 +21,40 @@ s_next (const char *expr, int64_t t)
 
 EF_TEST (cron_fields_and_next)
 {
-    int64_t t = s_utc (2026, 11, 26, 7, 58, 30); /* a Thursday */
-    EF_CHECK (s_next ("* * * * *", t) == s_utc (2026, 11, 26, 7, 59, 0));
-    EF_CHECK (s_next ("*/15 * * * *", t) == s_utc (2026, 11, 26, 8, 0, 0));
-    EF_CHECK (s_next ("5,10 9-17/4 * * *", t) == s_utc (2026, 11, 26, 9, 5, 0));
-    EF_CHECK (s_next ("0 0 1 jan *", t) == s_utc (2027, 1, 1, 0, 0, 0));
-    EF_CHECK (s_next ("30 6 * * MON-fri", t) == s_utc (2026, 11, 27, 6, 30, 0));
-    EF_CHECK (s_next ("0 12 * * 7", t) == s_utc (2026, 11, 29, 12, 0, 0));
-    EF_CHECK (s_next ("0 12 * * sun", t) == s_utc (2026, 11, 29, 12, 0, 0));
+    int64_t t = ef_test_utc (2026, 11, 26, 7, 58, 30); /* a Thursday */
+    EF_CHECK (s_next ("* * * * *", t) == ef_test_utc (2026, 11, 26, 7, 59, 0));
+    EF_CHECK (s_next ("*/15 * * * *", t)
+              == ef_test_utc (2026, 11, 26, 8, 0, 0));
+    EF_CHECK (s_next ("5,10 9-17/4 * * *", t)
+              == ef_test_utc (2026, 11, 26, 9, 5, 0));
+    EF_CHECK (s_next ("0 0 1 jan *", t) == ef_test_utc (2027, 1, 1, 0, 0, 0));
+    EF_CHECK (s_next ("30 6 * * MON-fri", t)
+              == ef_test_utc (2026, 11, 27, 6, 30, 0));
+    EF_CHECK (s_next ("0 12 * * 7", t) == ef_test_utc (2026, 11, 29, 12, 0, 0));
+    EF_CHECK (s_next ("0 12 * * sun", t)
+              == ef_test_utc (2026, 11, 29, 12, 0, 0));
     /* both day fields restricted: either one fires */
-    EF_CHECK (s_next ("0 0 1 * 6", t) == s_utc (2026, 11, 28, 0, 0, 0));
+    EF_CHECK (s_next ("0 0 1 * 6", t) == ef_test_utc (2026, 11, 28, 0, 0, 0));
     /* six fields: seconds first */
     EF_CHECK (s_next ("* * * * * *", t) == t + 1);
-    EF_CHECK (s_next ("*/20 * * * * *", t) == s_utc (2026, 11, 26, 7, 58, 40));
+    EF_CHECK (s_next ("*/20 * * * * *", t)
+              == ef_test_utc (2026, 11, 26, 7, 58, 40));
     /* leap day */
-    EF_CHECK (s_next ("0 0 29 2 *", t) == s_utc (2028, 2, 29, 0, 0, 0));
+    EF_CHECK (s_next ("0 0 29 2 *", t) == ef_test_utc (2028, 2, 29, 0, 0, 0));
     /* never */
     EF_CHECK (s_next ("0 0 30 2 *", t) == -1);
 }
 
 EF_TEST (cron_aliases)
 {
-    int64_t t = s_utc (2026, 11, 26, 7, 58, 30);
-    EF_CHECK (s_next ("@hourly", t) == s_utc (2026, 11, 26, 8, 0, 0));
-    EF_CHECK (s_next ("@daily", t) == s_utc (2026, 11, 27, 0, 0, 0));
-    EF_CHECK (s_next ("@midnight", t) == s_utc (2026, 11, 27, 0, 0, 0));
-    EF_CHECK (s_next ("@weekly", t) == s_utc (2026, 11, 29, 0, 0, 0));
-    EF_CHECK (s_next ("@monthly", t) == s_utc (2026, 12, 1, 0, 0, 0));
-    EF_CHECK (s_next ("@yearly", t) == s_utc (2027, 1, 1, 0, 0, 0));
-    EF_CHECK (s_next ("@annually", t) == s_utc (2027, 1, 1, 0, 0, 0));
+    int64_t t = ef_test_utc (2026, 11, 26, 7, 58, 30);
+    EF_CHECK (s_next ("@hourly", t) == ef_test_utc (2026, 11, 26, 8, 0, 0));
+    EF_CHECK (s_next ("@daily", t) == ef_test_utc (2026, 11, 27, 0, 0, 0));
+    EF_CHECK (s_next ("@midnight", t) == ef_test_utc (2026, 11, 27, 0, 0, 0));
+    EF_CHECK (s_next ("@weekly", t) == ef_test_utc (2026, 11, 29, 0, 0, 0));
+    EF_CHECK (s_next ("@monthly", t) == ef_test_utc (2026, 12, 1, 0, 0, 0));
+    EF_CHECK (s_next ("@yearly", t) == ef_test_utc (2027, 1, 1, 0, 0, 0));
+    EF_CHECK (s_next ("@annually", t) == ef_test_utc (2027, 1, 1, 0, 0, 0));
 }
 
 /* True when expr is refused with an error containing want. */
