@@ -282,12 +282,7 @@ s_drain (ef_actor_t *actor, s_self_t *self)
 static int
 s_init (ef_actor_t *actor)
 {
-    s_self_t *self = calloc (1, sizeof *self);
-    if (!self) {
-        ef_actor_fail (actor, "out of memory");
-        return -1;
-    }
-    ef_actor_set_state (actor, self);
+    s_self_t *self = ef_actor_state (actor);
     self->opts = ef_actor_options (actor);
     self->globals = ef_actor_globals (actor);
     self->port_committed = ef_actor_port (actor, "committed");
@@ -398,8 +393,6 @@ static void
 s_destroy (ef_actor_t *actor)
 {
     s_self_t *self = ef_actor_state (actor);
-    if (!self)
-        return;
     if (self->active)
         ef_info ("%" PRIu64 " Invalidate calls, %" PRIu64
                  " document ids delivered, %" PRIu64 " retries, %" PRIu64
@@ -415,8 +408,6 @@ s_destroy (ef_actor_t *actor)
         grpc_shutdown ();
     ef_outbox_destroy (&self->outbox);
     PQfinish (self->conn);
-    free (self);
-    ef_actor_set_state (actor, NULL);
 }
 
 static const ef_port_def_t s_ports[] = {
@@ -430,6 +421,7 @@ const ef_actor_def_t ef_cache_invalidator_actor = {
                "CacheService (from the outbox)",
     .options = s_options,
     .options_size = sizeof (s_options_t),
+    .state_size = sizeof (s_self_t),
     .ports = s_ports,
     .flags = 0,
     .default_instances = 1,

@@ -645,12 +645,7 @@ s_send_ack (ef_actor_t *actor, s_self_t *self)
 static int
 s_init (ef_actor_t *actor)
 {
-    s_self_t *self = calloc (1, sizeof *self);
-    if (!self) {
-        ef_actor_fail (actor, "out of memory");
-        return -1;
-    }
-    ef_actor_set_state (actor, self);
+    s_self_t *self = ef_actor_state (actor);
     self->opts = ef_actor_options (actor);
     self->globals = ef_actor_globals (actor);
     self->port_batches = ef_actor_port (actor, "batches");
@@ -893,8 +888,6 @@ static void
 s_destroy (ef_actor_t *actor)
 {
     s_self_t *self = ef_actor_state (actor);
-    if (!self)
-        return;
     if (self->rows_written || self->rows_dead)
         ef_info ("%" PRIu64 " rows written, %" PRIu64 " dead-lettered, %" PRIu64
                  " transactions, %" PRIu64 " retries, %" PRIu64
@@ -908,8 +901,6 @@ s_destroy (ef_actor_t *actor)
     ef_outbox_destroy (&self->outbox);
     PQfinish (self->conn);
     free (self->tallies);
-    free (self);
-    ef_actor_set_state (actor, NULL);
 }
 
 static const ef_port_def_t s_ports[] = {
@@ -926,6 +917,7 @@ const ef_actor_def_t ef_db_writer_actor = {
     .summary = "writes row batches to PostgreSQL (one connection each)",
     .options = s_options,
     .options_size = sizeof (s_options_t),
+    .state_size = sizeof (s_self_t),
     .ports = s_ports,
     .flags = 0,
     .default_instances = 2,

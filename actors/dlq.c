@@ -398,12 +398,7 @@ s_flush (ef_actor_t *actor, s_self_t *self, bool once)
 static int
 s_init (ef_actor_t *actor)
 {
-    s_self_t *self = calloc (1, sizeof *self);
-    if (!self) {
-        ef_actor_fail (actor, "out of memory");
-        return -1;
-    }
-    ef_actor_set_state (actor, self);
+    s_self_t *self = ef_actor_state (actor);
     self->opts = ef_actor_options (actor);
     self->globals = ef_actor_globals (actor);
     self->port_dead = ef_actor_port (actor, "dead");
@@ -509,8 +504,6 @@ static void
 s_destroy (ef_actor_t *actor)
 {
     s_self_t *self = ef_actor_state (actor);
-    if (!self)
-        return;
     if (self->n_pending && self->conn) {
         /* One last try; after a hard stop nothing waits for more. */
         size_t n = self->n_pending;
@@ -535,8 +528,6 @@ s_destroy (ef_actor_t *actor)
         embedflow__v1__dead_letter__free_unpacked (self->pending[i], NULL);
     free (self->pending);
     PQfinish (self->conn);
-    free (self);
-    ef_actor_set_state (actor, NULL);
 }
 
 static const ef_port_def_t s_ports[] = {
@@ -551,6 +542,7 @@ const ef_actor_def_t ef_dlq_actor = {
     .summary = "stores rows that cannot be written, with the reason",
     .options = s_options,
     .options_size = sizeof (s_options_t),
+    .state_size = sizeof (s_self_t),
     .ports = s_ports,
     .flags = 0,
     .default_instances = 1,

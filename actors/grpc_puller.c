@@ -940,12 +940,7 @@ s_job (s_puller_t *self, const char *name)
 static int
 s_init (ef_actor_t *actor)
 {
-    s_puller_t *self = calloc (1, sizeof *self);
-    if (!self) {
-        ef_actor_fail (actor, "out of memory");
-        return -1;
-    }
-    ef_actor_set_state (actor, self);
+    s_puller_t *self = ef_actor_state (actor);
     self->actor = actor;
     self->opts = ef_actor_options (actor);
     self->globals = ef_actor_globals (actor);
@@ -1188,8 +1183,6 @@ static void
 s_destroy (ef_actor_t *actor)
 {
     s_puller_t *self = ef_actor_state (actor);
-    if (!self)
-        return;
     for (size_t i = 0; i < self->n_jobs; i++)
         if (self->jobs[i].call)
             grpc_call_cancel (self->jobs[i].call->call, NULL);
@@ -1213,8 +1206,6 @@ s_destroy (ef_actor_t *actor)
         grpc_shutdown ();
     PQfinish (self->conn);
     free (self->jobs);
-    free (self);
-    ef_actor_set_state (actor, NULL);
 }
 
 static const ef_port_def_t s_ports[] = {
@@ -1231,6 +1222,7 @@ const ef_actor_def_t ef_grpc_puller_actor = {
                "asks for, resuming each from its committed checkpoint",
     .options = s_options,
     .options_size = sizeof (s_options_t),
+    .state_size = sizeof (s_puller_t),
     .ports = s_ports,
     .flags = EF_ACTOR_SOURCE,
     .default_instances = 1,

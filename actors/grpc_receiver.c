@@ -974,12 +974,7 @@ s_credentials (ef_actor_t *actor, const s_options_t *opts)
 static int
 s_init (ef_actor_t *actor)
 {
-    s_receiver_t *self = (s_receiver_t *) calloc (1, sizeof *self);
-    if (!self) {
-        ef_actor_fail (actor, "out of memory");
-        return -1;
-    }
-    ef_actor_set_state (actor, self);
+    s_receiver_t *self = ef_actor_state (actor);
     self->actor = actor;
     self->opts = (const s_options_t *) ef_actor_options (actor);
     self->shutdown_tag = (s_tag_t){S_TAG_SHUTDOWN, self};
@@ -1179,8 +1174,6 @@ static void
 s_destroy (ef_actor_t *actor)
 {
     s_receiver_t *self = (s_receiver_t *) ef_actor_state (actor);
-    if (!self)
-        return;
     if (self->server && !self->started)
         /* no listener, no call: nothing to shut down */
         grpc_server_destroy (self->server);
@@ -1219,8 +1212,6 @@ s_destroy (ef_actor_t *actor)
     if (self->grpc_up)
         grpc_shutdown ();
     ef_runlog_destroy (&self->runlog);
-    free (self);
-    ef_actor_set_state (actor, NULL);
 }
 
 static const ef_port_def_t s_ports[] = {
@@ -1235,6 +1226,7 @@ const ef_actor_def_t ef_grpc_receiver_actor = {
                "when every row is settled",
     .options = s_options,
     .options_size = sizeof (s_options_t),
+    .state_size = sizeof (s_receiver_t),
     .ports = s_ports,
     .flags = EF_ACTOR_SOURCE,
     .default_instances = 1,

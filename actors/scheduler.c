@@ -228,12 +228,7 @@ s_next_wake (const s_scheduler_t *self)
 static int
 s_init (ef_actor_t *actor)
 {
-    s_scheduler_t *self = calloc (1, sizeof *self);
-    if (!self) {
-        ef_actor_fail (actor, "out of memory");
-        return -1;
-    }
-    ef_actor_set_state (actor, self);
+    s_scheduler_t *self = ef_actor_state (actor);
     self->actor = actor;
     self->opts = ef_actor_options (actor);
     self->globals = ef_actor_globals (actor);
@@ -397,14 +392,10 @@ static void
 s_destroy (ef_actor_t *actor)
 {
     s_scheduler_t *self = ef_actor_state (actor);
-    if (!self)
-        return;
     for (size_t i = 0; i < self->n_jobs; i++)
         ef_tz_destroy (&self->jobs[i].tz);
     PQfinish (self->conn);
     free (self->jobs);
-    free (self);
-    ef_actor_set_state (actor, NULL);
 }
 
 static const ef_port_def_t s_ports[] = {
@@ -419,6 +410,7 @@ const ef_actor_def_t ef_scheduler_actor = {
                "process per slot, no overlap, misfire policy, retries)",
     .options = s_options,
     .options_size = sizeof (s_options_t),
+    .state_size = sizeof (s_scheduler_t),
     .ports = s_ports,
     .flags = EF_ACTOR_SOURCE,
     .default_instances = 1,

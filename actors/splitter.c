@@ -67,10 +67,7 @@ s_init (ef_actor_t *actor)
 {
     const s_options_t *o = ef_actor_options (actor);
     const ef_globals_t *g = ef_actor_globals (actor);
-    s_self_t *self = calloc (1, sizeof *self);
-    if (!self)
-        return -1;
-    ef_actor_set_state (actor, self);
+    s_self_t *self = ef_actor_state (actor);
     self->port_batches = ef_actor_port (actor, "batches");
     self->port_dead = ef_actor_port (actor, "dead");
     self->limits = (ef_row_limits_t){
@@ -97,11 +94,7 @@ static void
 s_destroy (ef_actor_t *actor)
 {
     s_self_t *self = ef_actor_state (actor);
-    if (!self)
-        return;
     ef_batcher_destroy (&self->batcher);
-    free (self);
-    ef_actor_set_state (actor, NULL);
 }
 
 /* Sends writer w's batch (blocking: backpressure). */
@@ -332,6 +325,7 @@ const ef_actor_def_t ef_splitter_actor = {
     .summary = "validates rows and re-splits them into per-writer batches",
     .options = s_options,
     .options_size = sizeof (s_options_t),
+    .state_size = sizeof (s_self_t),
     .ports = s_ports,
     .default_instances = 1,
     .init = s_init,

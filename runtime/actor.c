@@ -22,12 +22,12 @@ typedef struct {
 } s_port_t;
 
 struct ef_actor {
-    const ef_actor_def_t *def;    /* borrowed */
-    ef_config_t *config;          /* borrowed */
-    char name[80];                /* "db-writer[2]" */
-    int index;                    /* 0-based instance number */
-    int instances;                /* instances of this actor in the topology */
-    void *state;                  /* the actor's own, see ef_actor_set_state */
+    const ef_actor_def_t *def; /* borrowed */
+    ef_config_t *config;       /* borrowed */
+    char name[80];             /* "db-writer[2]" */
+    int index;                 /* 0-based instance number */
+    int instances;             /* instances of this actor in the topology */
+    void *state; /* def->state_size bytes, or ef_actor_set_state's */
     s_port_t ports[EF_MAX_PORTS]; /* in definition order */
     int n_ports;                  /* used entries */
     zsock_t *pipe;                /* to the runtime, borrowed from zactor */
@@ -444,8 +444,13 @@ ef_actor_thread (zsock_t *pipe, void *args)
         for (int p = 0; p < self->n_ports; p++)
             if (self->ports[p].def->dir == EF_PORT_IN)
                 zpoller_add (self->poller, self->ports[p].socks[0]);
-        inited = true;
-        if (self->def->init && self->def->init (self) != 0 && !*self->fail)
+        if (self->def->state_size
+            && !(self->state = calloc (1, self->def->state_size)))
+            snprintf (self->fail, sizeof self->fail, "out of memory");
+        else
+            inited = true;
+        if (inited && self->def->init && self->def->init (self) != 0
+            && !*self->fail)
             snprintf (self->fail, sizeof self->fail, "init failed");
     }
     if (*self->fail) {
@@ -493,6 +498,10 @@ ef_actor_thread (zsock_t *pipe, void *args)
     }
     if (inited && self->def->destroy)
         self->def->destroy (self);
+    if (self->def->state_size) {
+        free (self->state);
+        self->state = NULL;
+    }
     zpoller_destroy (&self->poller);
     s_close_ports (self);
     /* A DIED actor waits for $TERM so the runtime can collect it. */

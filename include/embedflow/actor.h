@@ -55,6 +55,10 @@ typedef struct ef_actor_def {
     const ef_port_def_t *ports; /* ports, terminated by a NULL name */
     unsigned flags;             /* EF_ACTOR_SOURCE */
     int default_instances;      /* when the config says nothing */
+    size_t state_size;          /* > 0: the runtime callocs this many bytes of
+                          state (ef_actor_state) before init and frees
+                          them after destroy; destroy frees what the
+                          state points to */
 
     /* Optional: checks the options as a whole before anything starts
        (keys that need each other). Returns 0, or -1 with why = "KEY:
@@ -85,7 +89,8 @@ const void *ef_actor_globals (const ef_actor_t *self);
    application's sections, ef_config_section_entry. */
 const struct ef_config *ef_actor_config (const ef_actor_t *self);
 
-/* Private state; the actor owns what it stores here. */
+/* Private state: the runtime's zeroed state_size bytes, or whatever the
+   actor stored with ef_actor_set_state (then the actor owns it). */
 void *ef_actor_state (const ef_actor_t *self);
 void ef_actor_set_state (ef_actor_t *self, void *state);
 
