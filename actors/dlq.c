@@ -5,7 +5,9 @@
             the splitter, the writers, any actor that gives up on a row)
       acks  OUT: an Ack per stored group, counting each letter's covers as
             dead_lettered for its stream (covers 0: a letter that settles
-            no received row, e.g. a failed invalidation)
+            no received row, e.g. a failed invalidation); a letter with
+            reason_code EF_DEAD_STREAM_ENDED also tells the receiver to end
+            the upload, with the letter's reason
 
     Letters are gathered for up to flush_interval or flush_items, then
     stored in one COPY; only after the commit are they acked. When the
@@ -28,6 +30,7 @@
 #include "embedflow/metrics.h"
 #include "embedflow/pipeline.h"
 #include "embedflow/v1/pipeline.pb-c.h"
+#include "pipeline/badrows.h"
 #include "pipeline/checkpoint.h"
 #include "pipeline/pg.h"
 #include "pipeline/pgwrite.h"
@@ -138,7 +141,9 @@ s_send_ack_to (ef_actor_t *actor, s_self_t *self, uint32_t origin)
     }
     for (size_t i = 0; i < self->n_pending; i++) {
         const Embedflow__V1__DeadLetter *d = self->pending[i];
-        if (d->covers == 0 || d->origin != origin)
+        bool ends = d->reason_code
+                    && strcmp (d->reason_code, EF_DEAD_STREAM_ENDED) == 0;
+        if ((d->covers == 0 && !ends) || d->origin != origin)
             continue;
         size_t t = 0;
         while (t < n && tallies[t].stream_id != d->stream_id)
@@ -150,6 +155,8 @@ s_send_ack_to (ef_actor_t *actor, s_self_t *self, uint32_t origin)
             n++;
         }
         tallies[t].dead_lettered += d->covers;
+        if (ends)
+            tallies[t].ended = d->reason; /* lives as long as pending */
     }
     int rc = 0;
     if (n > 0) {

@@ -55,6 +55,7 @@
 #include "embedflow/v1/embedding.pb-c.h"
 #include "embedflow/v1/pipeline.pb-c.h"
 #include "pipeline/checkpoint.h"
+#include "pipeline/chunkwire.h"
 #include "pipeline/grpcmsg.h"
 #include "pipeline/job.h"
 #include "pipeline/jobmetrics.h"
@@ -562,24 +563,36 @@ s_on_message (s_call_t *c, grpc_byte_buffer *buf)
     job->last_msg_us = ef_clock_mono_us ();
     zframe_t *body = ef_grpc_message_frame (buf);
     grpc_byte_buffer_destroy (buf);
-    Embedflow__V1__EmbeddingChunk *chunk =
-        body ? embedflow__v1__embedding_chunk__unpack (NULL, zframe_size (body),
-                                                       zframe_data (body))
-             : NULL;
-    if (!chunk) {
+    /* walked, not decoded: the splitter decodes one item at a time */
+    ef_chunk_shape_t shape;
+    char why[160] = "no message";
+    if (!body
+        || ef_chunk_scan (zframe_data (body), zframe_size (body), &shape, why,
+                          sizeof why)
+               != 0) {
         snprintf (c->fatal, sizeof c->fatal,
                   "message %" PRIu64 " from %s (%zu bytes, after chunk %" PRIu64
-                  " of the run) is not a valid EmbeddingChunk",
+                  " of the run) is not a valid EmbeddingChunk: %s",
                   job->messages, job->opts->target,
-                  body ? zframe_size (body) : 0, job->seq);
+                  body ? zframe_size (body) : 0, job->seq, why);
         zframe_destroy (&body);
         grpc_call_cancel (c->call, NULL);
         return;
     }
     ef_backoff_reset (&job->backoff);
-    char *token = strdup (chunk->resume_token ? chunk->resume_token : "");
-    size_t rows = chunk->n_items;
-    embedflow__v1__embedding_chunk__free_unpacked (chunk, NULL);
+    const char *token_bytes = (const char *) shape.resume_token.data;
+    size_t token_len = shape.resume_token.len;
+    if (!ef_text_valid (token_bytes ? token_bytes : "", token_len)) {
+        snprintf (c->fatal, sizeof c->fatal,
+                  "message %" PRIu64 " from %s: resume_token is not valid "
+                  "UTF-8 or holds a NUL byte",
+                  job->messages, job->opts->target);
+        zframe_destroy (&body);
+        grpc_call_cancel (c->call, NULL);
+        return;
+    }
+    char *token = strndup (token_bytes ? token_bytes : "", token_len);
+    size_t rows = shape.items;
     if (!token || rows > UINT32_MAX) {
         snprintf (c->fatal, sizeof c->fatal, "%s",
                   token ? "too many items in one chunk" : "out of memory");

@@ -2,8 +2,10 @@
 
     Each upload (a client-streaming call) becomes a stream with its own
     stream_id and UUIDv7 job_id. Every EmbeddingChunk read from it is
-    checked to parse, stamped with a ChunkHeader and forwarded on the
-    "chunks" link as [header, original bytes]. Acks from the writers and
+    walked on its bytes (pipeline/chunkwire.h) to check that it parses and
+    what decoding it would cost, never decoded here, then stamped with a
+    ChunkHeader and forwarded on the "chunks" link as [header, original
+    bytes]. Acks from the writers and
     the DLQ count rows back in; once the client has half-closed and every
     received row is written or dead-lettered, the call is answered with an
     UploadResult. The reply is an acknowledgement, not a receipt.
@@ -15,17 +17,22 @@
     with short deadlines, because gRPC only moves bytes while some thread
     is inside grpc_completion_queue_next.
 
-    Concurrency: uploads beyond max_streams are refused at once with
-    RESOURCE_EXHAUSTED rather than queued, so a client learns it should
-    retry instead of waiting silently. Methods other than UploadEmbeddings
-    (GetEmbeddings is the pull side's business, not served here) are
-    answered UNIMPLEMENTED.
+    Concurrency: an upload takes one of max_streams places with its
+    first message (or its end, if it sends none); beyond them uploads are
+    refused at once with RESOURCE_EXHAUSTED rather than queued, so a
+    client learns it should retry instead of waiting silently. Calls that
+    send nothing hold no place and are ended after idle_timeout
+    (DEADLINE_EXCEEDED); one connection may open streams_per_connection
+    calls, and keepalive pings close connections of vanished clients.
+    Methods other than UploadEmbeddings (GetEmbeddings is the pull side's
+    business, not served here) are answered UNIMPLEMENTED.
 
     Errors: a message that does not parse ends the call with
     INVALID_ARGUMENT at once; rows of earlier chunks were already forwarded
     and still go through the pipeline, but their acks find no stream and
     are dropped. A message over max_message_bytes is refused by gRPC itself
-    (the client sees RESOURCE_EXHAUSTED). A client that cancels or
+    (the client sees RESOURCE_EXHAUSTED), and so is one whose decoded size
+    would pass max_decoded_bytes, from its bytes. A client that cancels or
     disconnects loses its unforwarded chunk; it got no UploadResult, so it
     knows to send again (writes are idempotent).
 
@@ -70,6 +77,7 @@
 #include "embedflow/v1/embedding.pb-c.h"
 #include "embedflow/v1/pipeline.pb-c.h"
 #include "pipeline/checkpoint.h"
+#include "pipeline/chunkwire.h"
 #include "pipeline/grpcmsg.h"
 #include "pipeline/jobmetrics.h"
 #include "pipeline/uuid7.h"
@@ -86,7 +94,12 @@
 typedef struct {
     char *listen;              /* HOST:PORT the server binds */
     int64_t max_message_bytes; /* receive limit per message */
+    int64_t max_decoded_bytes; /* limit per message once decoded; 0 auto */
     int64_t max_streams;       /* concurrent uploads accepted */
+    int64_t idle_timeout;      /* ms a client may send nothing; 0 never */
+    int64_t streams_per_conn;  /* HTTP/2 streams one connection may open */
+    int64_t keepalive;         /* ms between HTTP/2 pings to idle clients */
+    int64_t keepalive_timeout; /* ms a ping may go unanswered */
     int64_t drain_timeout;     /* ms open uploads get on graceful stop */
     char *default_source;      /* source without embedflow-source metadata */
     bool bdp_probe;            /* let HTTP/2 windows grow to the BDP */
@@ -103,8 +116,29 @@ static const ef_option_t s_options[] = {
     {"max_message_bytes", EF_OPT_SIZE, "64M",
      offsetof (s_options_t, max_message_bytes), 1024, INT32_MAX,
      "largest EmbeddingChunk accepted (larger: RESOURCE_EXHAUSTED)"},
+    {"max_decoded_bytes", EF_OPT_SIZE, "0",
+     offsetof (s_options_t, max_decoded_bytes), 0, (int64_t) 1 << 40,
+     "largest EmbeddingChunk once decoded (rows, text, vectors), checked "
+     "on its bytes before decoding (larger: RESOURCE_EXHAUSTED); "
+     "0 = 2 x max_message_bytes"},
     {"max_streams", EF_OPT_INT, "64", offsetof (s_options_t, max_streams), 1,
-     1000000, "concurrent uploads; beyond it calls get RESOURCE_EXHAUSTED"},
+     1000000,
+     "concurrent uploads; beyond it calls get RESOURCE_EXHAUSTED (an "
+     "upload takes a place with its first message)"},
+    {"idle_timeout", EF_OPT_MS, "60s", offsetof (s_options_t, idle_timeout), 0,
+     86400000,
+     "an upload that sends nothing for this long is ended with "
+     "DEADLINE_EXCEEDED; 0 = never"},
+    {"streams_per_connection", EF_OPT_INT, "16",
+     offsetof (s_options_t, streams_per_conn), 1, 1000000,
+     "HTTP/2 streams (calls) one client connection may have open at once"},
+    {"keepalive", EF_OPT_MS, "60s", offsetof (s_options_t, keepalive), 1000,
+     86400000,
+     "HTTP/2 ping interval on a quiet connection, to find clients that "
+     "are gone"},
+    {"keepalive_timeout", EF_OPT_MS, "20s",
+     offsetof (s_options_t, keepalive_timeout), 1000, 3600000,
+     "a connection whose ping is not answered within this is closed"},
     {"drain_timeout", EF_OPT_MS, "30s", offsetof (s_options_t, drain_timeout),
      0, 86400000,
      "on graceful stop, uploads still open after this are cancelled"},
@@ -173,7 +207,8 @@ typedef struct s_stream {
     uint64_t stream_id; /* unique in the process */
     char job_id[37];    /* UUIDv7 text */
     char *source;       /* rows' source */
-    bool refused;       /* over max_streams: refused on accept */
+    bool admitted;      /* holds a place among max_streams */
+    bool refused;       /* refused: no token, or over max_streams */
     bool reading;       /* a RECV_MESSAGE is in flight */
     bool half_closed;   /* client finished sending */
     bool logged;        /* its job_run row is open */
@@ -187,6 +222,7 @@ typedef struct s_stream {
     uint64_t written;   /* rows acked as committed */
     uint64_t dead;      /* rows acked as dead-lettered */
     int64_t started_us; /* monotonic time of accept */
+    int64_t read_us;    /* monotonic time the pending read was posted */
     char *peer;         /* client address, for logs */
 
     const ef_job_metrics_t *job; /* its per-job series, set on accept */
@@ -231,6 +267,7 @@ struct s_receiver {
     int64_t drain_deadline_us; /* monotonic time to cancel stragglers */
     ef_runlog_t *runlog;       /* job_run rows of uploads */
     int64_t stale_ms;          /* stale_after, resolved */
+    int64_t max_decoded;       /* max_decoded_bytes, resolved */
     int64_t next_beat_us;      /* monotonic time of the next heartbeat */
     s_tag_t shutdown_tag;      /* S_TAG_SHUTDOWN */
 };
@@ -397,6 +434,7 @@ s_stream_read (s_stream_t *stream)
         return;
     }
     stream->reading = true;
+    stream->read_us = ef_clock_mono_us ();
     stream->refs++;
 }
 
@@ -469,24 +507,39 @@ s_stream_on_message (s_stream_t *stream, grpc_byte_buffer *buf)
     byte *dst = zframe_data (body);
     stream->bytes += size;
 
-    Embedflow__V1__EmbeddingChunk *chunk =
-        embedflow__v1__embedding_chunk__unpack (NULL, size, dst);
-    if (!chunk) {
-        char text[256];
+    /* The bytes are walked, not decoded: what decoding would cost is
+       known before anything is allocated for it. */
+    ef_chunk_shape_t shape;
+    char why[160];
+    if (ef_chunk_scan (dst, size, &shape, why, sizeof why) != 0) {
+        char text[320];
         snprintf (text, sizeof text,
                   "message %" PRIu64 " of the stream (%zu bytes at byte "
                   "offset %" PRIu64 ", after seq %" PRIu64
-                  ") is not a valid EmbeddingChunk",
-                  stream->messages, size, offset, stream->last_seq);
+                  ") is not a valid EmbeddingChunk: %s",
+                  stream->messages, size, offset, stream->last_seq, why);
         ef_warn ("stream %" PRIu64 " (job %s): %s", stream->stream_id,
                  stream->job_id, text);
         zframe_destroy (&body);
         s_stream_reply (stream, GRPC_STATUS_INVALID_ARGUMENT, text);
         return;
     }
-    size_t rows = chunk->n_items;
-    uint64_t seq = chunk->seq;
-    embedflow__v1__embedding_chunk__free_unpacked (chunk, NULL);
+    if ((int64_t) shape.decoded_bytes > self->max_decoded) {
+        char text[320];
+        snprintf (text, sizeof text,
+                  "message %" PRIu64 " of the stream (%zu bytes, %zu items) "
+                  "would take %zu bytes decoded; the limit is %" PRId64
+                  " (max_decoded_bytes)",
+                  stream->messages, size, shape.items, shape.decoded_bytes,
+                  self->max_decoded);
+        ef_warn ("stream %" PRIu64 " (job %s) from %s: %s", stream->stream_id,
+                 stream->job_id, stream->peer, text);
+        zframe_destroy (&body);
+        s_stream_reply (stream, GRPC_STATUS_RESOURCE_EXHAUSTED, text);
+        return;
+    }
+    size_t rows = shape.items;
+    uint64_t seq = shape.seq;
     stream->last_seq = seq;
     if (rows == 0 || rows > UINT32_MAX) {
         /* nothing to write (or more rows than a header can count, which no
@@ -576,15 +629,48 @@ s_authorized (s_stream_t *stream, const char *token)
     return false;
 }
 
-/* Counts streams that hold an accepted upload (not refused ones). */
+/* Counts streams that hold a place among max_streams. */
 static int
 s_active_streams (s_receiver_t *self)
 {
     int n = 0;
     for (s_stream_t *s = self->streams; s; s = s->next)
-        if (!s->refused)
+        if (s->admitted)
             n++;
     return n;
+}
+
+/* Gives an upload its place once it sends its first message (or ends
+   without one), so connections that open calls and send nothing hold
+   none. Returns false when it was refused (over max_streams). */
+static bool
+s_stream_admit (s_stream_t *stream)
+{
+    s_receiver_t *self = stream->owner;
+    if (stream->admitted)
+        return true;
+    if (stream->refused)
+        return false;
+    if (s_active_streams (self) >= self->opts->max_streams) {
+        char text[128];
+        snprintf (text, sizeof text,
+                  "too many concurrent uploads (max_streams=%" PRId64
+                  "); retry later",
+                  self->opts->max_streams);
+        ef_warn ("refusing an upload from %s: %s", stream->peer, text);
+        stream->refused = true;
+        s_stream_reply (stream, GRPC_STATUS_RESOURCE_EXHAUSTED, text);
+        return false;
+    }
+    stream->admitted = true;
+    ef_debug ("upload %s (stream %" PRIu64 ", source %s) from %s",
+              stream->job_id, stream->stream_id, stream->source, stream->peer);
+    /* per-job series only for uploads let in: a caller without the token
+       cannot add series */
+    stream->job = ef_job_metrics (stream->source);
+    ef_runlog_start (self->runlog, stream->job_id, stream->source, "upload");
+    stream->logged = true;
+    return true;
 }
 
 /* A new upload arrived: set it up and start its two chains. */
@@ -600,7 +686,6 @@ s_on_accept (s_receiver_t *self, s_stream_t *stream, bool ok)
     if (!self->shutdown_started)
         s_accept_next (self);
 
-    bool refuse = s_active_streams (self) >= self->opts->max_streams;
     stream->stream_id = s_new_stream_id ();
     uint8_t id[16];
     ef_uuid7_generate (id);
@@ -610,7 +695,6 @@ s_on_accept (s_receiver_t *self, s_stream_t *stream, bool ok)
     stream->peer = strdup (peer ? peer : "?");
     gpr_free (peer);
     stream->started_us = ef_clock_mono_us ();
-    stream->refused = refuse;
     stream->next = self->streams;
     self->streams = stream;
 
@@ -647,23 +731,8 @@ s_on_accept (s_receiver_t *self, s_stream_t *stream, bool ok)
                         "missing or wrong bearer token");
         return;
     }
-    if (refuse) {
-        char text[128];
-        snprintf (text, sizeof text,
-                  "too many concurrent uploads (max_streams=%" PRId64
-                  "); retry later",
-                  self->opts->max_streams);
-        ef_warn ("refusing an upload from %s: %s", stream->peer, text);
-        s_stream_reply (stream, GRPC_STATUS_RESOURCE_EXHAUSTED, text);
-        return;
-    }
-    ef_debug ("upload %s (stream %" PRIu64 ", source %s) from %s",
-              stream->job_id, stream->stream_id, stream->source, stream->peer);
-    /* per-job series only for uploads let in: a caller without the token
-       cannot add series */
-    stream->job = ef_job_metrics (stream->source);
-    ef_runlog_start (self->runlog, stream->job_id, stream->source, "upload");
-    stream->logged = true;
+    ef_debug ("call %" PRIu64 " from %s: waiting for its first message",
+              stream->stream_id, stream->peer);
     s_stream_read (stream);
 }
 
@@ -683,9 +752,10 @@ s_on_recv (s_stream_t *stream, bool ok)
     }
     else if (!buf) {
         stream->half_closed = true;
-        s_stream_check_done (stream);
+        if (s_stream_admit (stream))
+            s_stream_check_done (stream);
     }
-    else if (stream->replied || stream->closed)
+    else if (stream->replied || stream->closed || !s_stream_admit (stream))
         grpc_byte_buffer_destroy (buf);
     else
         s_stream_on_message (stream, buf);
@@ -991,6 +1061,9 @@ s_init (ef_actor_t *actor)
        makes them 'running' again. A killed one is marked within
        2 x stale_after. */
     self->stale_ms = s_stale_ms (self->opts);
+    self->max_decoded = self->opts->max_decoded_bytes
+                            ? self->opts->max_decoded_bytes
+                            : 2 * self->opts->max_message_bytes;
     self->next_beat_us = ef_clock_mono_us () + self->opts->heartbeat * 1000;
     /* uploads hold no lock: a live receiver's heartbeat is the only sign
        of life, so any process may mark the uploads of a dead one, now and
@@ -1004,7 +1077,7 @@ s_init (ef_actor_t *actor)
     grpc_init ();
     self->grpc_up = true;
 
-    grpc_arg args[3];
+    grpc_arg args[8];
     memset (args, 0, sizeof args);
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = (char *) GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
@@ -1022,7 +1095,27 @@ s_init (ef_actor_t *actor)
     args[2].type = GRPC_ARG_INTEGER;
     args[2].key = (char *) GRPC_ARG_HTTP2_BDP_PROBE;
     args[2].value.integer = self->opts->bdp_probe ? 1 : 0;
-    grpc_channel_args channel_args = {3, args};
+    /* One connection cannot open calls without end; idle ones are also
+       ended by idle_timeout, and pings find clients that vanished
+       without closing their connection. */
+    args[3].type = GRPC_ARG_INTEGER;
+    args[3].key = (char *) GRPC_ARG_MAX_CONCURRENT_STREAMS;
+    args[3].value.integer = (int) self->opts->streams_per_conn;
+    args[4].type = GRPC_ARG_INTEGER;
+    args[4].key = (char *) GRPC_ARG_KEEPALIVE_TIME_MS;
+    args[4].value.integer = (int) self->opts->keepalive;
+    args[5].type = GRPC_ARG_INTEGER;
+    args[5].key = (char *) GRPC_ARG_KEEPALIVE_TIMEOUT_MS;
+    args[5].value.integer = (int) self->opts->keepalive_timeout;
+    /* pings also go to connections without a call: a client that opened
+       one and vanished still costs a socket */
+    args[6].type = GRPC_ARG_INTEGER;
+    args[6].key = (char *) GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS;
+    args[6].value.integer = 1;
+    args[7].type = GRPC_ARG_INTEGER;
+    args[7].key = (char *) GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA;
+    args[7].value.integer = 0;
+    grpc_channel_args channel_args = {8, args};
 
     self->cq = grpc_completion_queue_create_for_next (NULL);
     self->server = grpc_server_create (&channel_args, NULL);
@@ -1087,7 +1180,8 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
     for (size_t i = 0; i < ack->n_tallies; i++) {
         Embedflow__V1__StreamTally *t = ack->tallies[i];
         s_stream_t *stream = self->streams;
-        while (stream && (stream->stream_id != t->stream_id || stream->refused))
+        while (stream
+               && (stream->stream_id != t->stream_id || !stream->admitted))
             stream = stream->next;
         if (!stream) {
             ef_debug ("ack from %s for unknown stream %" PRIu64 " (%" PRIu64
@@ -1103,12 +1197,42 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
         ef_actor_count (self->actor, EF_METRIC_ROWS_OUT, (int64_t) t->written);
         ef_actor_count (self->actor, EF_METRIC_IN_FLIGHT,
                         -(int64_t) (t->written + t->dead_lettered));
+        if (t->ended && *t->ended && !stream->replied) {
+            ef_warn ("upload %s from %s ended: %s", stream->job_id,
+                     stream->peer, t->ended);
+            s_stream_reply (stream, GRPC_STATUS_INVALID_ARGUMENT, t->ended);
+        }
         s_stream_check_done (stream);
     }
     embedflow__v1__ack__free_unpacked (ack, NULL);
     zmsg_destroy (msg_p);
     self->acked = true;
     return 0;
+}
+
+/* Ends the uploads whose client has sent nothing for idle_timeout while
+   a read waited for it (a stream held back by backpressure is not idle:
+   it is not reading). */
+static void
+s_end_idle (s_receiver_t *self)
+{
+    int64_t limit = self->opts->idle_timeout;
+    if (limit <= 0)
+        return;
+    int64_t now = ef_clock_mono_us ();
+    for (s_stream_t *s = self->streams; s; s = s->next) {
+        if (!s->reading || s->replied || s->closed
+            || now - s->read_us < limit * 1000)
+            continue;
+        char text[160];
+        snprintf (text, sizeof text,
+                  "no message for %" PRId64 " ms (idle_timeout); %" PRIu64
+                  " rows were received before",
+                  limit, s->received);
+        ef_warn ("upload %s from %s: %s", s->job_id, s->peer, text);
+        ef_actor_count (self->actor, EF_METRIC_ERRORS, 1);
+        s_stream_reply (s, GRPC_STATUS_DEADLINE_EXCEEDED, text);
+    }
 }
 
 /* Runs the completion queue for a moment, retries pending chunks, and
@@ -1128,6 +1252,7 @@ s_tick (ef_actor_t *actor)
     self->busy = s_poll (self, wait) > 0;
     s_flush_pending (self);
     s_history_tick (self);
+    s_end_idle (self);
 
     if (self->draining && !self->drained) {
         if (!self->cancelled_all && self->streams
@@ -1155,6 +1280,11 @@ s_drain (ef_actor_t *actor)
         return;
     self->draining = true;
     ef_actor_gauge (actor, EF_METRIC_LISTENING, 0);
+    /* calls that never sent a message have nothing to finish */
+    for (s_stream_t *s = self->streams; s; s = s->next)
+        if (!s->admitted && !s->replied && !s->closed)
+            s_stream_reply (s, GRPC_STATUS_UNAVAILABLE,
+                            "embedflow is shutting down; retry");
     self->drain_deadline_us =
         ef_clock_mono_us () + self->opts->drain_timeout * 1000;
     int open = s_active_streams (self);

@@ -18,7 +18,10 @@
 
 #include "embedflow/v1/embedding.pb-c.h"
 #include "embedflow/v1/pipeline.pb-c.h"
+#include "pipeline/badrows.h"
 #include "pipeline/batcher.h"
+#include "pipeline/checkpoint.h"
+#include "pipeline/chunkwire.h"
 #include "pipeline/uuid7.h"
 #include "pipeline/validate.h"
 
@@ -32,6 +35,9 @@ typedef struct {
     int64_t max_content_bytes;
     int64_t max_metadata_bytes;
     int64_t max_document_id_bytes;
+    int64_t max_model_bytes;
+    int64_t max_bad_rows;    /* an upload with more bad rows ... */
+    int64_t max_bad_percent; /* ... that are also this share is ended */
 } s_options_t;
 
 static const ef_option_t s_options[] = {
@@ -50,6 +56,18 @@ static const ef_option_t s_options[] = {
     {"max_document_id_bytes", EF_OPT_SIZE, "1k",
      offsetof (s_options_t, max_document_id_bytes), 1, 1 << 20,
      "longest document_id accepted"},
+    {"max_model_bytes", EF_OPT_SIZE, "1k",
+     offsetof (s_options_t, max_model_bytes), 1, 1 << 20,
+     "longest model name accepted"},
+    {"max_bad_rows", EF_OPT_INT, "1000", offsetof (s_options_t, max_bad_rows),
+     0, INT64_MAX,
+     "an upload is ended (INVALID_ARGUMENT) once more than this many of its "
+     "rows were bad and they are over max_bad_percent of its rows; 0 = "
+     "never"},
+    {"max_bad_percent", EF_OPT_INT, "50",
+     offsetof (s_options_t, max_bad_percent), 0, 100,
+     "share of bad rows (percent) past which an upload with more than "
+     "max_bad_rows bad rows is ended"},
     EF_OPTION_END};
 
 typedef struct {
@@ -58,6 +76,8 @@ typedef struct {
     int64_t linger_us;      /* from options */
     int port_batches;       /* OUT, one socket per writer */
     int port_dead;          /* OUT */
+    ef_badrows_t *badrows;  /* bad rows per upload */
+    int64_t forget_at_us;   /* next time quiet uploads are forgotten */
     uint64_t rows_in;       /* counters for the log */
     uint64_t rows_dead;
 } s_self_t;
@@ -75,12 +95,15 @@ s_init (ef_actor_t *actor)
         .max_content_bytes = o->max_content_bytes,
         .max_metadata_bytes = o->max_metadata_bytes,
         .max_document_id_bytes = o->max_document_id_bytes,
+        .max_model_bytes = o->max_model_bytes,
     };
     self->linger_us = o->linger_ms * 1000;
     self->batcher =
         ef_batcher_new (ef_actor_port_width (actor, self->port_batches),
                         (size_t) o->batch_rows, (size_t) o->batch_bytes);
-    if (!self->batcher) {
+    self->badrows = ef_badrows_new ((uint64_t) o->max_bad_rows,
+                                    (unsigned) o->max_bad_percent);
+    if (!self->batcher || !self->badrows) {
         ef_actor_fail (actor, "out of memory");
         return -1;
     }
@@ -95,6 +118,7 @@ s_destroy (ef_actor_t *actor)
 {
     s_self_t *self = ef_actor_state (actor);
     ef_batcher_destroy (&self->batcher);
+    ef_badrows_destroy (&self->badrows);
 }
 
 /* Sends writer w's batch (blocking: backpressure). */
@@ -111,12 +135,14 @@ s_flush (ef_actor_t *actor, s_self_t *self, int w)
     return ef_actor_send (actor, self->port_batches, w, &msg);
 }
 
-/* Sends one dead letter for a row that cannot be used. */
+/* Sends one dead letter for rows that cannot be used: original is the
+   Embedding's bytes exactly as received (NULL for a whole chunk), so it
+   can be inspected and replayed after a fix. */
 static int
 s_dead_letter (ef_actor_t *actor, s_self_t *self,
-               const Embedflow__V1__ChunkHeader *hdr,
-               const Embedflow__V1__Embedding *row, uint32_t covers,
-               const char *code, const char *why)
+               const Embedflow__V1__ChunkHeader *hdr, const ef_span_t *original,
+               const char *document_id, uint32_t covers, const char *code,
+               const char *why)
 {
     Embedflow__V1__DeadLetter dl = EMBEDFLOW__V1__DEAD_LETTER__INIT;
     dl.stage = "split";
@@ -125,35 +151,42 @@ s_dead_letter (ef_actor_t *actor, s_self_t *self,
     dl.attempts = 1;
     dl.job_id = hdr->job_id;
     dl.source = hdr->source;
-    dl.document_id = row && row->document_id ? row->document_id : "";
+    dl.document_id = (char *) (document_id ? document_id : "");
     dl.stream_id = hdr->stream_id;
     dl.covers = covers;
     dl.chunk_seq = hdr->seq;
     dl.chunk_rows = hdr->rows;
     dl.resume_token = hdr->resume_token;
     dl.origin = hdr->origin;
-    uint8_t *orig = NULL;
-    if (row) {
-        dl.original.len = protobuf_c_message_get_packed_size (&row->base);
-        orig = malloc (dl.original.len ? dl.original.len : 1);
-        if (!orig)
-            return -1;
-        protobuf_c_message_pack (&row->base, orig);
-        dl.original.data = orig;
+    if (original) {
+        dl.original.data = (uint8_t *) original->data;
+        dl.original.len = original->len;
     }
     size_t size = protobuf_c_message_get_packed_size (&dl.base);
     zframe_t *frame = zframe_new (NULL, size);
-    if (!frame) {
-        free (orig);
+    if (!frame)
         return -1;
-    }
     protobuf_c_message_pack (&dl.base, zframe_data (frame));
-    free (orig);
     zmsg_t *msg = zmsg_new ();
     zmsg_append (msg, &frame);
     self->rows_dead += covers;
     ef_actor_count (actor, EF_METRIC_DEAD_LETTERED, covers);
     return ef_actor_send (actor, self->port_dead, 0, &msg);
+}
+
+/* Dead-letters an item whose text is bad. Its document_id may itself be
+   the bad text, so the letter names it escaped (\x00), never cut. */
+static int
+s_dead_letter_text (ef_actor_t *actor, s_self_t *self,
+                    const Embedflow__V1__ChunkHeader *hdr,
+                    const ef_span_t *item, const char *why)
+{
+    char doc[256] = "";
+    ef_span_t id = {NULL, 0};
+    if (ef_wire_find_bytes (item->data, item->len, 2, &id) == 1)
+        ef_text_escape (id.data, id.len, doc, sizeof doc);
+    return s_dead_letter (actor, self, hdr, item, doc, 1,
+                          ef_row_error_code (EF_ROW_BAD_TEXT), why);
 }
 
 static char *
@@ -220,6 +253,45 @@ s_arm (ef_actor_t *actor, s_self_t *self)
     }
 }
 
+/* Validates one decoded row and adds it to its writer's batch, or
+   dead-letters it and sets *bad_code to the reason. Returns 0, -1 when
+   out of memory or the send failed. */
+static int
+s_take_row (ef_actor_t *actor, s_self_t *self,
+            const Embedflow__V1__ChunkHeader *hdr,
+            const Embedflow__V1__Embedding *e, const ef_span_t *item,
+            const char **bad_code)
+{
+    size_t mlen = 0;
+    char *mjson = ef_metadata_json (e->metadata, e->n_metadata, &mlen);
+    if (!mjson)
+        return -1;
+    uint8_t id[16];
+    bool has_id = false;
+    char why[256];
+    ef_row_error_t err =
+        ef_row_validate (e, &self->limits, mlen, id, &has_id, why, sizeof why);
+    if (err != EF_ROW_OK) {
+        free (mjson);
+        *bad_code = ef_row_error_code (err);
+        return s_dead_letter (actor, self, hdr, item, e->document_id, 1,
+                              *bad_code, why);
+    }
+    if (!has_id)
+        ef_uuid7_generate (id);
+    Embedflow__V1__Row *row = s_make_row (hdr, e, id, &mjson);
+    free (mjson);
+    if (!row)
+        return -1;
+    int rc = 0;
+    int ready = ef_batcher_add (self->batcher, &row);
+    if (ready >= 0)
+        rc = s_flush (actor, self, ready);
+    for (int w; rc == 0 && (w = ef_batcher_full (self->batcher)) >= 0;)
+        rc = s_flush (actor, self, w);
+    return rc;
+}
+
 static int
 s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
 {
@@ -240,57 +312,71 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
             embedflow__v1__chunk_header__free_unpacked (hdr, NULL);
         return 0;
     }
-    Embedflow__V1__EmbeddingChunk *chunk =
-        embedflow__v1__embedding_chunk__unpack (NULL, zframe_size (cf),
-                                                zframe_data (cf));
+    /* Items are taken from the bytes one at a time: memory follows one
+       row, not the chunk, and text is checked on its wire length. */
+    const uint8_t *data = zframe_data (cf);
+    size_t size = zframe_size (cf), offset = 0, items = 0;
+    ef_span_t item;
     int rc = 0;
-    if (!chunk) {
-        rc = s_dead_letter (actor, self, hdr, NULL, hdr->rows,
-                            "undecodable_chunk",
-                            "the chunk could not be decoded");
-        embedflow__v1__chunk_header__free_unpacked (hdr, NULL);
-        return rc;
-    }
-    for (size_t i = 0; i < chunk->n_items && rc == 0; i++) {
-        const Embedflow__V1__Embedding *e = chunk->items[i];
+    int64_t now = ef_clock_mono_us ();
+    /* only uploads are limited: a pull job's server is configured, and
+       its run fails or resumes on its own terms */
+    bool limited = hdr->origin == EF_ORIGIN_PUSH;
+    bool ended = limited && ef_badrows_ended (self->badrows, hdr->stream_id);
+    while (rc == 0 && !ended
+           && ef_chunk_next_item (data, size, &offset, &item) == 1) {
+        items++;
         self->rows_in++;
         ef_actor_count (actor, EF_METRIC_ROWS_IN, 1);
-        size_t mlen = 0;
-        char *mjson = ef_metadata_json (e->metadata, e->n_metadata, &mlen);
-        if (!mjson) {
-            rc = -1;
-            break;
-        }
-        uint8_t id[16];
-        bool has_id = false;
+        const char *bad_code = NULL;
         char why[256];
-        ef_row_error_t err = ef_row_validate (e, &self->limits, mlen, id,
-                                              &has_id, why, sizeof why);
-        if (err != EF_ROW_OK) {
-            free (mjson);
-            rc = s_dead_letter (actor, self, hdr, e, 1, ef_row_error_code (err),
-                                why);
-            continue;
+        Embedflow__V1__Embedding *e = NULL;
+        if (ef_item_text_check (item.data, item.len, why, sizeof why)
+            != EF_ROW_OK) {
+            bad_code = ef_row_error_code (EF_ROW_BAD_TEXT);
+            rc = s_dead_letter_text (actor, self, hdr, &item, why);
         }
-        if (!has_id)
-            ef_uuid7_generate (id);
-        Embedflow__V1__Row *row = s_make_row (hdr, e, id, &mjson);
-        free (mjson);
-        if (!row) {
-            rc = -1;
-            break;
+        else if (!(e = embedflow__v1__embedding__unpack (NULL, item.len,
+                                                         item.data))) {
+            bad_code = "undecodable_row";
+            rc = s_dead_letter (actor, self, hdr, &item, NULL, 1, bad_code,
+                                "the row could not be decoded");
         }
-        int ready = ef_batcher_add (self->batcher, &row);
-        if (ready >= 0)
-            rc = s_flush (actor, self, ready);
-        for (int w; rc == 0 && (w = ef_batcher_full (self->batcher)) >= 0;)
-            rc = s_flush (actor, self, w);
+        else {
+            rc = s_take_row (actor, self, hdr, e, &item, &bad_code);
+            embedflow__v1__embedding__free_unpacked (e, NULL);
+        }
+        if (limited)
+            ended =
+                ef_badrows_count (self->badrows, hdr->stream_id, bad_code, now);
     }
-    if (chunk->n_items != hdr->rows)
+    if (rc == 0 && ended) {
+        /* One letter stands for the rows not looked at and ends the
+           upload through the DLQ's ack; later chunks of it each get one
+           letter too, never one per row. */
+        char text[512];
+        ef_badrows_describe (self->badrows, hdr->stream_id, text, sizeof text);
+        uint32_t rest = items < hdr->rows ? (uint32_t) (hdr->rows - items) : 0;
+        rc = s_dead_letter (actor, self, hdr, NULL, NULL, rest,
+                            EF_DEAD_STREAM_ENDED, text);
+    }
+    else if (rc == 0 && items < hdr->rows) {
+        /* cut short or malformed (only a peer speaking another protocol
+           sends that: the receiver checked the bytes): the rows that
+           cannot be read are settled as dead so the upload can end */
+        rc = s_dead_letter (actor, self, hdr, NULL, NULL,
+                            (uint32_t) (hdr->rows - items), "undecodable_chunk",
+                            "the chunk could not be decoded");
+    }
+    else if (items > hdr->rows)
         ef_warn ("chunk %llu says %u rows but holds %zu",
-                 (unsigned long long) hdr->seq, hdr->rows, chunk->n_items);
-    embedflow__v1__embedding_chunk__free_unpacked (chunk, NULL);
+                 (unsigned long long) hdr->seq, hdr->rows, items);
     embedflow__v1__chunk_header__free_unpacked (hdr, NULL);
+    if (now >= self->forget_at_us) {
+        /* an upload quiet for 10 minutes is over or gone */
+        ef_badrows_forget (self->badrows, now - 600 * 1000000LL);
+        self->forget_at_us = now + 60 * 1000000LL;
+    }
     if (rc == 0)
         s_arm (actor, self);
     else if (!ef_actor_stopping (actor))

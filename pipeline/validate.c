@@ -29,15 +29,15 @@ ef_row_error_code (ef_row_error_t error)
                                                                : "unknown";
 }
 
-bool
-ef_text_valid (const char *s, size_t len)
+size_t
+ef_text_invalid_at (const char *s, size_t len)
 {
     const unsigned char *p = (const unsigned char *) s;
     size_t i = 0;
     while (i < len) {
         unsigned char c = p[i];
         if (c == 0)
-            return false; /* PostgreSQL text cannot hold NUL */
+            return i; /* PostgreSQL text cannot hold NUL */
         if (c < 0x80) {
             i++;
             continue;
@@ -51,20 +51,26 @@ ef_text_valid (const char *s, size_t len)
         else if ((c & 0xf8) == 0xf0)
             need = 3, cp = c & 0x07;
         else
-            return false;
+            return i;
         for (size_t k = 1; k <= need; k++) {
             if (i + k >= len || (p[i + k] & 0xc0) != 0x80)
-                return false;
+                return i;
             cp = cp << 6 | (p[i + k] & 0x3f);
         }
         /* Overlong forms, surrogates and values past U+10FFFF. */
         if ((need == 1 && cp < 0x80) || (need == 2 && cp < 0x800)
             || (need == 3 && cp < 0x10000) || cp > 0x10ffff
             || (cp >= 0xd800 && cp <= 0xdfff))
-            return false;
+            return i;
         i += need + 1;
     }
-    return true;
+    return len;
+}
+
+bool
+ef_text_valid (const char *s, size_t len)
+{
+    return ef_text_invalid_at (s, len) == len;
 }
 
 ef_row_error_t
@@ -109,30 +115,17 @@ ef_row_validate (const Embedflow__V1__Embedding *e,
                   content_len, (long long) limits->max_content_bytes);
         return EF_ROW_CONTENT_TOO_LARGE;
     }
+    size_t model_len = e->model ? strlen (e->model) : 0;
+    if ((int64_t) model_len > limits->max_model_bytes) {
+        snprintf (why, whylen, "model is %zu bytes, the limit is %lld",
+                  model_len, (long long) limits->max_model_bytes);
+        return EF_ROW_BAD_TEXT;
+    }
     if ((int64_t) metadata_json_len > limits->max_metadata_bytes) {
         snprintf (why, whylen,
                   "metadata is %zu bytes as JSON, the limit is %lld",
                   metadata_json_len, (long long) limits->max_metadata_bytes);
         return EF_ROW_METADATA_TOO_LARGE;
-    }
-    /* protobuf-c does not check UTF-8 and PostgreSQL refuses bad text; a
-       clear reason here beats an opaque SQLSTATE later. Strings in
-       protobuf-c are NUL-terminated copies, so an embedded NUL shows up as
-       a length shorter than the field — caught by the writer instead. */
-    const char *fields[] = {e->document_id, e->content, e->model};
-    const char *names[] = {"document_id", "content", "model"};
-    for (size_t f = 0; f < 3; f++)
-        if (fields[f] && !ef_text_valid (fields[f], strlen (fields[f]))) {
-            snprintf (why, whylen, "%s is not valid UTF-8", names[f]);
-            return EF_ROW_BAD_TEXT;
-        }
-    for (size_t m = 0; m < e->n_metadata; m++) {
-        const char *k = e->metadata[m]->key, *v = e->metadata[m]->value;
-        if ((k && !ef_text_valid (k, strlen (k)))
-            || (v && !ef_text_valid (v, strlen (v)))) {
-            snprintf (why, whylen, "metadata entry %zu is not valid UTF-8", m);
-            return EF_ROW_BAD_TEXT;
-        }
     }
     if (e->id && *e->id) {
         if (ef_uuid_parse (e->id, id) != 0) {

@@ -88,18 +88,21 @@ class Embedflow:
                         f"command {' '.join(self.args)}\nlog:\n{self.log}")
         return self
 
-    def wait_for_line(self, pattern, timeout=30, after=0):
-        """Blocks until a log line (from line index `after` on) matches
-        pattern; returns the match."""
+    def wait_for_line(self, pattern, timeout=30, after=0, nth=1):
+        """Blocks until `nth` log lines (from line index `after` on) match
+        pattern; returns the nth match."""
         rx = re.compile(pattern)
         deadline = time.monotonic() + timeout
         seen = after
+        found = 0
         with self._cond:
             while True:
                 for line in self.lines[seen:]:
                     m = rx.search(line)
                     if m:
-                        return m
+                        found += 1
+                        if found == nth:
+                            return m
                 seen = len(self.lines)
                 left = deadline - time.monotonic()
                 if left <= 0 or (not self._reader.is_alive()

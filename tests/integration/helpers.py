@@ -5,6 +5,8 @@ import time
 import uuid
 
 import grpc
+import psycopg2
+import pytest
 
 from embedflow.v1 import embedding_pb2
 from upload import SERVICE, chunked, synthetic_rows, upload  # noqa: F401
@@ -51,6 +53,33 @@ def raw_call(target, payloads, timeout=30):
             return call(iter(payloads), timeout=timeout)
         except grpc.RpcError as e:
             return e
+
+
+def wait_until(what, predicate, timeout=60):
+    """Polls predicate (a state of another process that sends no event,
+    such as rows in the database) until it returns something true, and
+    returns that; fails the test after timeout seconds. A
+    psycopg2.OperationalError counts as not yet (a server starting)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except psycopg2.OperationalError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def proc_status_kb(pid, key="VmRSS"):
+    """A size from /proc/PID/status in kB: VmRSS now, VmHWM the peak."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
 
 
 def is_uuid7(text):

@@ -6,19 +6,11 @@ import time
 import psycopg2
 
 from conftest import DATABASE
-from helpers import send, stream
+from helpers import proc_status_kb, send, stream
 
 DIM = 256
 CHUNKS = 400
 CHUNK_ROWS = 100
-
-
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def wait_for_stall(counter, quiet=1.0, limit=30.0):
@@ -63,7 +55,7 @@ def test_blocked_database_holds_the_client(embedflow, db, schema):
     t.start()
     try:
         held = wait_for_stall(lambda: sent[0])
-        rss = rss_kb(ef.proc.pid)
+        rss = proc_status_kb(ef.proc.pid)
         # The links hold at most a few dozen chunks (hwm on both sides of
         # chunks and batches, one batch in each actor) plus what HTTP/2
         # flow control lets through; never the whole stream.

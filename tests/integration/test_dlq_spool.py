@@ -4,13 +4,11 @@ imported once the database is back, also after a kill -9, and the spool
 is removed; nothing is lost or stored twice."""
 import os
 import signal
-import time
 
 import psycopg2
-import pytest
 
 from conftest import Embedflow
-from helpers import chunk, row, send
+from helpers import chunk, row, send, wait_until
 from private_pg import private_pg  # noqa: F401,F811 (fixture)
 
 DIM = 8
@@ -30,20 +28,6 @@ def dead_docs(conninfo):
             return sorted(d for (d,) in cur.fetchall())
     finally:
         conn.close()
-
-
-def wait_until(what, predicate, timeout=60):
-    """Polls a state of another process (there is no event for it)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if predicate():
-                return
-        except psycopg2.OperationalError:
-            pass            # the server is still starting
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def start(pg, spool):

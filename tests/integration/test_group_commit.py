@@ -5,14 +5,13 @@ alone. With `adaptive` off every batch is its own transaction."""
 import re
 import subprocess
 import threading
-import time
 import urllib.request
 
 import psycopg2
 import pytest
 
 from conftest import DATABASE, EMBEDFLOW_BIN, clean_env
-from helpers import chunk, row, send
+from helpers import chunk, row, send, wait_until
 
 DIM = 8
 BATCH = 25
@@ -34,14 +33,6 @@ def scrape(base):
 
 def value(samples, name, actor):
     return samples.get((name, f'actor="{actor}"'), 0)
-
-
-def wait_until(what, cond, timeout=60):
-    """Polls cond (a cheap scrape) until it holds; fails after timeout."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def start(embedflow, adaptive):

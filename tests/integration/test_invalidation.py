@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import DATABASE, EMBEDFLOW_BIN, clean_env
-from helpers import chunk, row, send, stream
+from helpers import chunk, row, send, stream, wait_until
 
 DIM = 8
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -65,16 +65,6 @@ def calls(record):
 
 def delivered(record):
     return {(s, d) for s, ids in calls(record) for d in ids}
-
-
-def wait_until(what, predicate, timeout=60):
-    """Polls predicate (a state in another process, no event to wait on)
-    until it holds; fails the test after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def outbox(db, schema):

@@ -10,7 +10,7 @@ import time
 import psycopg2
 
 from conftest import Embedflow, clean_env
-from helpers import send, stream
+from helpers import proc_status_kb, send, stream
 from private_pg import private_pg  # noqa: F401,F811 (fixture)
 
 DIM = 128
@@ -18,14 +18,6 @@ ROWS = 50_000
 CHUNK_ROWS = 500
 STOP_AFTER_CHUNKS = 20          # of 100: stop the server mid-stream
 DOWN_SECONDS = 5
-
-
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def test_postgres_restart_mid_stream(private_pg):
@@ -52,7 +44,7 @@ def test_postgres_restart_mid_stream(private_pg):
         # RSS while the database is away: the pipeline must hold the
         # client back, not buffer the rest of the stream.
         while time.monotonic() - t0 < DOWN_SECONDS:
-            samples.append((time.monotonic() - t0, rss_kb(ef.proc.pid)))
+            samples.append((time.monotonic() - t0, proc_status_kb(ef.proc.pid)))
             time.sleep(0.1)
         private_pg.start_again()
         timeline["up"] = time.monotonic()

@@ -9,15 +9,13 @@ import re
 import signal
 import subprocess
 import threading
-import time
 import uuid
 
 import grpc
 import psycopg2
-import pytest
 
 from conftest import DATABASE, EMBEDFLOW_BIN, clean_env
-from helpers import send, stream
+from helpers import send, stream, wait_until
 
 DIM = 16
 BEAT = ["--actors.grpc-receiver.heartbeat", "200ms"]
@@ -59,18 +57,6 @@ class GatedUpload:
         self.chunks.put(None)
         self.thread.join(60)
         assert not self.thread.is_alive(), "the upload did not end"
-
-
-def wait_until(what, fn, timeout=20):
-    """Polls fn until it returns something true; fails after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def run_of(db, schema, job):

@@ -8,7 +8,7 @@
 #include <string.h>
 
 static float s_vec[4] = {0.1f, 0.2f, 0.3f, 0.4f};
-static const ef_row_limits_t s_limits = {4, 100, 60, 20};
+static const ef_row_limits_t s_limits = {4, 100, 60, 20, 8};
 
 static Embedflow__V1__Embedding
 s_good (void)
@@ -76,8 +76,9 @@ EF_TEST (validate_rules)
               == EF_ROW_OK);
     EF_CHECK (has_id && id[0] == 0x01 && id[15] == 0x01);
 
-    e = s_good (), e.content = "bad \xc3\x28 utf8";
+    e = s_good (), e.model = "a-model-name-over-8";
     EF_CHECK (s_check (&e, why) == EF_ROW_BAD_TEXT);
+    EF_CHECK (strstr (why, "model") != NULL);
 
     e = s_good (), e.chunk_index = 0x80000000u;
     EF_CHECK (s_check (&e, why) == EF_ROW_CHUNK_INDEX_RANGE);
