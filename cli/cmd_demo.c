@@ -243,7 +243,9 @@ ef_cmd_demo (int argc, char **argv)
     }
     else
         printf ("\nlook at the result:\n");
-    const char *conn = cli.pgserver ? cli.globals->database : "$DATABASE_URL";
+    char conn[1024] = "$DATABASE_URL";
+    if (cli.pgserver)
+        ef_pg_redact (cli.globals->database, conn, sizeof conn, NULL, 0);
     printf ("  psql \"%s\" -c 'SELECT count(*) FROM %s.chunk'\n"
             "  psql \"%s\" -c 'SELECT c.document_id, c.chunk_index, e.dim, "
             "c.updated_at FROM %s.chunk c JOIN %s.embedding e USING (id) "

@@ -3,6 +3,7 @@
 
 #include "embedflow/log.h"
 #include "pipeline/job.h"
+#include "pipeline/pg.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -225,7 +226,9 @@ ef_cli_resolve_database (ef_cli_t *cli)
         ef_error ("cannot start the private PostgreSQL: %s", err);
         return -1;
     }
-    ef_info ("private PostgreSQL ready: psql \"%s\"", conninfo);
+    char shown[1024];
+    ef_pg_redact (conninfo, shown, sizeof shown, NULL, 0);
+    ef_info ("private PostgreSQL ready: psql \"%s\"", shown);
     if (ef_config_set (cli->config, "data_dir", dir, err, sizeof err) != 0)
         return -1;
     return ef_config_set (cli->config, "database", conninfo, err, sizeof err);

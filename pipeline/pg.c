@@ -48,56 +48,171 @@ s_is_uri (const char *s)
            || strncmp (s, "postgres://", 11) == 0;
 }
 
-/* Redacts a postgresql:// URL: the password of user:password@ and any
-   password= query parameter. */
+/* How a setting's value may be shown. */
+typedef enum {
+    S_SHOW,   /* a keyword libpq knows and does not hide */
+    S_SECRET, /* libpq hides it (dispchar '*'), or it may hold a conninfo */
+    S_UNKNOWN /* not in libpq's table: an alias or a typo, value unseen */
+} s_show_t;
+
+/* One redaction in progress. */
+typedef struct {
+    const PQconninfoOption *table; /* libpq's keywords and how they show */
+    s_out_t out;                   /* the redacted text */
+    char note[160];                /* first thing libpq will not accept */
+    bool refused;                  /* libpq would misread it: do not use */
+} s_redactor_t;
+
+/* Records why the string is not valid, unless a reason is already there. */
 static void
-s_redact_uri (const char *s, s_out_t *o)
+s_note (s_redactor_t *r, const char *what, const char *key, size_t keylen)
+{
+    if (r->note[0])
+        return;
+    if (key)
+        snprintf (r->note, sizeof r->note, "\"%.*s\" %s",
+                  (int) (keylen > 64 ? 64 : keylen), key, what);
+    else
+        snprintf (r->note, sizeof r->note, "%s", what);
+}
+
+/* Classifies keyword key[0..len) by libpq's own table. dbname is shown
+   unless its value looks like a connection string of its own, which may
+   carry a password. */
+static s_show_t
+s_classify (const s_redactor_t *r, const char *key, size_t len,
+            const char *value, size_t valuelen)
+{
+    for (const PQconninfoOption *o = r->table; o->keyword; o++) {
+        if (strlen (o->keyword) != len || strncmp (o->keyword, key, len) != 0)
+            continue;
+        if (o->dispchar && strchr (o->dispchar, '*'))
+            return S_SECRET;
+        if (strcmp (o->keyword, "dbname") == 0
+            && (memchr (value, '=', valuelen) || memchr (value, '@', valuelen)))
+            return S_SECRET;
+        return S_SHOW;
+    }
+    return S_UNKNOWN;
+}
+
+/* Writes one setting: the value as written when it may be shown, else
+   "***". Records an unknown keyword as the reason libpq will refuse. */
+static void
+s_put_setting (s_redactor_t *r, const char *key, size_t keylen,
+               const char *name, size_t namelen, const char *value,
+               size_t valuelen)
+{
+    s_show_t show = s_classify (r, key, keylen, value, valuelen);
+    if (show == S_UNKNOWN)
+        s_note (r, "is not a libpq keyword", key, keylen);
+    s_out_put (&r->out, name, namelen);
+    s_out_puts (&r->out, "=");
+    if (show == S_SHOW)
+        s_out_put (&r->out, value, valuelen);
+    else
+        s_out_puts (&r->out, "***");
+}
+
+/* Decodes the %XX escapes of s[0..n) into out (NUL-terminated), as libpq
+   does for URL parameter names. Returns the length, or -1 when an escape
+   is bad or the result does not fit: the name is then treated as
+   unknown. */
+static int
+s_uri_decode (const char *s, size_t n, char *out, size_t outlen)
+{
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c == '%') {
+            if (i + 2 >= n)
+                return -1;
+            if (!isxdigit ((unsigned char) s[i + 1])
+                || !isxdigit ((unsigned char) s[i + 2]))
+                return -1;
+            char hex[3] = {s[i + 1], s[i + 2], '\0'};
+            c = (char) strtol (hex, NULL, 16);
+            if (c == '\0')
+                return -1;
+            i += 2;
+        }
+        if (len + 1 >= outlen)
+            return -1;
+        out[len++] = c;
+    }
+    out[len] = '\0';
+    return (int) len;
+}
+
+/* Redacts a postgresql:// URL: the password of user:password@ and every
+   query parameter that libpq hides or does not know. libpq ends the user
+   part at the first '@' or '/', so an unencoded '@' or '/' in a password
+   would make it read part of the password as host, port or database name
+   and print it in its errors: such a URL is refused, and everything
+   before its last '@' is masked. */
+static void
+s_redact_uri (s_redactor_t *r, const char *s)
 {
     const char *rest = strstr (s, "://") + 3;
-    s_out_put (o, s, (size_t) (rest - s));
+    s_out_put (&r->out, s, (size_t) (rest - s));
     const char *query = strchr (rest, '?');
     const char *end = query ? query : rest + strlen (rest);
-    /* The last '@' before the query ends the credentials. libpq stops at
-       the first one, but a password holding an unencoded '@' or '/' must
-       not leak either, so this masks generously. */
-    const char *at = NULL;
+    const char *first_at = memchr (rest, '@', (size_t) (end - rest));
+    const char *last_at = NULL;
     for (const char *p = rest; p < end; p++)
         if (*p == '@')
-            at = p;
-    if (at) {
-        const char *colon = memchr (rest, ':', (size_t) (at - rest));
-        if (colon) {
-            s_out_put (o, rest, (size_t) (colon - rest));
-            s_out_puts (o, ":***");
-            s_out_put (o, at, (size_t) (end - at));
+            last_at = p;
+    if (first_at) {
+        const char *slash = memchr (rest, '/', (size_t) (first_at - rest));
+        if (first_at != last_at || slash) {
+            r->refused = true;
+            s_note (r,
+                    "an unencoded '@' or '/' in the user name or password "
+                    "of the URL (write them as %40 and %2F)",
+                    NULL, 0);
         }
-        else
-            s_out_put (o, rest, (size_t) (end - rest));
+        const char *colon = memchr (rest, ':', (size_t) (last_at - rest));
+        const char *user_end = colon ? colon : last_at;
+        if (memchr (rest, '/', (size_t) (user_end - rest))
+            || memchr (rest, '@', (size_t) (user_end - rest)))
+            s_out_puts (&r->out, "***");
+        else {
+            s_out_put (&r->out, rest, (size_t) (user_end - rest));
+            if (colon)
+                s_out_puts (&r->out, ":***");
+        }
+        rest = last_at;
     }
-    else
-        s_out_put (o, rest, (size_t) (end - rest));
+    s_out_put (&r->out, rest, (size_t) (end - rest));
     if (!query)
         return;
     const char *p = query;
     while (*p) {
-        s_out_put (o, p, 1); /* '?' or '&' */
+        s_out_put (&r->out, p, 1); /* '?' or '&' */
         p++;
         const char *amp = strchr (p, '&');
         const char *pend = amp ? amp : p + strlen (p);
         const char *eq = memchr (p, '=', (size_t) (pend - p));
-        if (eq && eq - p == 8 && strncmp (p, "password", 8) == 0) {
-            s_out_puts (o, "password=***");
+        if (!eq) {
+            s_note (r, "a URL parameter without '='", NULL, 0);
+            s_out_puts (&r->out, "...");
+            return;
         }
-        else
-            s_out_put (o, p, (size_t) (pend - p));
+        char key[64];
+        int keylen = s_uri_decode (p, (size_t) (eq - p), key, sizeof key);
+        if (keylen < 0)
+            keylen = snprintf (key, sizeof key, "%s", "?");
+        s_put_setting (r, key, (size_t) keylen, p, (size_t) (eq - p), eq + 1,
+                       (size_t) (pend - eq - 1));
         p = pend;
     }
 }
 
-/* Redacts a key/value conninfo, token by token. A malformed token ends
-   the output with "..." so nothing after it can leak. */
+/* Redacts a key/value conninfo, token by token, with libpq's quoting
+   rules. A token libpq would reject ends the output with "..." so nothing
+   after it can leak. */
 static void
-s_redact_kv (const char *s, s_out_t *o)
+s_redact_kv (s_redactor_t *r, const char *s)
 {
     const char *p = s;
     bool first = true;
@@ -113,7 +228,8 @@ s_redact_kv (const char *s, s_out_t *o)
         while (isspace ((unsigned char) *p))
             p++;
         if (*p != '=' || keylen == 0) {
-            s_out_puts (o, first ? "..." : " ...");
+            s_note (r, "a token that is not keyword=value", NULL, 0);
+            s_out_puts (&r->out, first ? "..." : " ...");
             return;
         }
         p++;
@@ -129,7 +245,11 @@ s_redact_kv (const char *s, s_out_t *o)
                 p++;
             }
             if (*p != '\'') {
-                s_out_puts (o, first ? "..." : " ...");
+                s_note (r, "a quote that is not closed", NULL, 0);
+                if (!first)
+                    s_out_puts (&r->out, " ");
+                s_out_put (&r->out, key, keylen);
+                s_out_puts (&r->out, "=*** ...");
                 return;
             }
             p++;
@@ -141,40 +261,99 @@ s_redact_kv (const char *s, s_out_t *o)
                 p++;
             }
         }
-        size_t valuelen = (size_t) (p - value);
         if (!first)
-            s_out_puts (o, " ");
+            s_out_puts (&r->out, " ");
         first = false;
-        s_out_put (o, key, keylen);
-        s_out_puts (o, "=");
-        bool secret = keylen == 8 && strncmp (key, "password", 8) == 0;
-        /* dbname may itself hold a whole conninfo or URL with a password */
-        if (keylen == 6 && strncmp (key, "dbname", 6) == 0) {
-            for (size_t i = 0; i < valuelen && !secret; i++)
-                secret = value[i] == '=' || value[i] == '@';
-        }
-        if (secret)
-            s_out_puts (o, "***");
-        else
-            s_out_put (o, value, valuelen);
+        s_put_setting (r, key, keylen, key, keylen, value,
+                       (size_t) (p - value));
     }
 }
 
-void
-ef_pg_redact (const char *conninfo, char *out, size_t outlen)
+/* Copies libpq's parse error into r->note with everything between its
+   first and last double quote (where libpq quotes the text it choked on,
+   which may be a password) replaced by "...". */
+static void
+s_note_libpq (s_redactor_t *r, const char *msg)
 {
-    s_out_t o = {out, outlen, 0};
-    if (outlen == 0)
+    if (r->note[0] || !msg)
         return;
-    out[0] = '\0';
-    if (!conninfo)
-        return;
-    if (s_is_uri (conninfo))
-        s_redact_uri (conninfo, &o);
-    else if (strchr (conninfo, '='))
-        s_redact_kv (conninfo, &o);
+    size_t len = strcspn (msg, "\n");
+    const char *open = memchr (msg, '"', len);
+    const char *close = NULL;
+    for (const char *p = msg; p < msg + len; p++)
+        if (*p == '"')
+            close = p;
+    if (open && close > open)
+        snprintf (r->note, sizeof r->note, "%.*s\"...\"%.*s",
+                  (int) (open - msg), msg, (int) (msg + len - close - 1),
+                  close + 1);
+    else if (open)
+        snprintf (r->note, sizeof r->note, "%.*s\"...", (int) (open - msg),
+                  msg);
     else
-        s_out_puts (&o, conninfo); /* a bare database name */
+        snprintf (r->note, sizeof r->note, "%.*s", (int) len, msg);
+}
+
+/* True when any value libpq would hide shows in out: the last guard
+   against a string this redactor reads differently from libpq. Values
+   shorter than 4 bytes are not looked for, they match too much. */
+static bool
+s_leaks (const PQconninfoOption *parsed, const char *out)
+{
+    for (const PQconninfoOption *o = parsed; o->keyword; o++)
+        if (o->val && strlen (o->val) >= 4 && o->dispchar
+            && strchr (o->dispchar, '*') && strstr (out, o->val))
+            return true;
+    return false;
+}
+
+int
+ef_pg_redact (const char *conninfo, char *out, size_t outlen, char *why,
+              size_t whylen)
+{
+    if (why && whylen)
+        why[0] = '\0';
+    if (outlen)
+        out[0] = '\0';
+    s_redactor_t r = {.out = {out, outlen, 0}};
+    if (!conninfo)
+        return 0;
+    bool uri = s_is_uri (conninfo);
+    if (!uri && !strchr (conninfo, '=')) {
+        s_out_puts (&r.out, conninfo); /* a bare database name */
+        return 0;
+    }
+    /* libpq's own table says which keywords it hides (dispchar '*'):
+       password and sslpassword today, any it adds tomorrow. */
+    PQconninfoOption *table = PQconninfoParse ("", NULL);
+    if (!table) {
+        s_out_puts (&r.out, "***");
+        if (why && whylen)
+            snprintf (why, whylen, "out of memory");
+        return -1;
+    }
+    r.table = table;
+    char *perr = NULL;
+    PQconninfoOption *parsed = PQconninfoParse (conninfo, &perr);
+    if (uri)
+        s_redact_uri (&r, conninfo);
+    else
+        s_redact_kv (&r, conninfo);
+    if (!parsed)
+        s_note_libpq (&r, perr ? perr : "out of memory");
+    if (parsed && s_leaks (parsed, out)) {
+        r.out.len = 0;
+        if (outlen)
+            out[0] = '\0';
+        s_out_puts (&r.out, uri ? "postgresql://***" : "***");
+    }
+    int rc = parsed && !r.refused ? 0 : -1;
+    if (rc != 0 && why && whylen)
+        snprintf (why, whylen, "%s", r.note);
+    PQconninfoFree (parsed);
+    PQconninfoFree (table);
+    PQfreemem (perr);
+    return rc;
 }
 
 /* Replaces every occurrence of secret in s (in place) with "***". */
@@ -226,6 +405,26 @@ s_notice (void *arg, const char *message)
     ef_debug ("postgres: %.*s", (int) len, message);
 }
 
+/* Scrubs from msg every value in conninfo that its redaction hides:
+   libpq echoes some values (a database name, a host) in its errors. */
+static void
+s_scrub_conninfo (char *msg, const char *conninfo)
+{
+    PQconninfoOption *parsed = PQconninfoParse (conninfo, NULL);
+    if (!parsed)
+        return;
+    for (const PQconninfoOption *o = parsed; o->keyword; o++) {
+        if (!o->val)
+            continue;
+        bool hidden = o->dispchar && strchr (o->dispchar, '*');
+        if (strcmp (o->keyword, "dbname") == 0)
+            hidden = strchr (o->val, '=') || strchr (o->val, '@');
+        if (hidden)
+            s_scrub (msg, o->val);
+    }
+    PQconninfoFree (parsed);
+}
+
 PGconn *
 ef_pg_connect (const char *conninfo, const char *app_name, char *err,
                size_t errlen)
@@ -233,6 +432,17 @@ ef_pg_connect (const char *conninfo, const char *app_name, char *err,
     if (!conninfo) {
         const char *url = getenv ("DATABASE_URL");
         conninfo = url && *url ? url : "";
+    }
+    /* A string libpq cannot parse is not handed to it: its parse errors
+       quote the text they choke on, which may be a password. */
+    char where[512], why[200];
+    if (ef_pg_redact (conninfo, where, sizeof where, why, sizeof why) != 0) {
+        if (err && errlen)
+            snprintf (err, errlen,
+                      "cannot connect to PostgreSQL (%s): the connection "
+                      "string is not valid: %s",
+                      where, why);
+        return NULL;
     }
     /* Defaults go before the expanded conninfo so that it overrides
        them; the encoding goes after it because protobuf strings are
@@ -271,14 +481,13 @@ ef_pg_connect (const char *conninfo, const char *app_name, char *err,
     if (err && errlen) {
         s_out_t o = {err, errlen, 0};
         err[0] = '\0';
-        char where[512];
-        ef_pg_redact (conninfo, where, sizeof where);
         s_out_puts (&o, "cannot connect to PostgreSQL (");
         s_out_puts (&o, *where ? where : "libpq defaults");
         s_out_puts (&o, "): ");
         s_one_line (&o, conn ? PQerrorMessage (conn) : "out of memory");
         if (conn)
             s_scrub (err, PQpass (conn));
+        s_scrub_conninfo (err, conninfo);
     }
     PQfinish (conn);
     return NULL;

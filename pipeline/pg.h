@@ -2,7 +2,7 @@
 
     One place decides how embedflow opens a libpq connection (which
     defaults, which settings every session gets), how a connection string
-    is shown to people (never with its password), and which failures are
+    is shown to people (never with a secret), and which failures are
     worth retrying.
 */
 #ifndef EF_PG_H
@@ -23,17 +23,28 @@ typedef enum {
    set), TCP keepalives (idle 30 s, interval 10 s, 3 probes) and app_name
    as fallback_application_name (so application_name in conninfo or
    PGAPPNAME wins); app_name may be NULL. client_encoding is always UTF8,
-   as protobuf strings are. Returns the connection, or NULL with err holding
-   the reason and the redacted conninfo (never a password). */
+   as protobuf strings are. A conninfo ef_pg_redact refuses is not tried.
+   Returns the connection, or NULL with err holding the reason and the
+   redacted conninfo (never a secret). */
 PGconn *ef_pg_connect (const char *conninfo, const char *app_name, char *err,
                        size_t errlen);
 
-/* Copies conninfo to out with every password masked: the value of
-   password=... in key/value form, the password of a URL's user:password@
-   and any password= query parameter. A string it cannot parse is cut at
-   the point of trouble. NULL conninfo gives "". Always terminates out
-   (when outlen > 0). */
-void ef_pg_redact (const char *conninfo, char *out, size_t outlen);
+/* Copies conninfo to out as written, with the value of every keyword
+   that libpq itself hides (its dispchar '*': password, sslpassword and
+   any it adds) replaced by "***", in key/value form, in URL query
+   parameters (names percent-decoded as libpq does) and in a URL's
+   user:password@. The values of keywords libpq does not know (a typo
+   such as passwd, or an alias) and of a dbname that looks like a
+   connection string are masked too. Every message that shows a conninfo
+   goes through here. NULL conninfo gives "", a string without '=' (a
+   database name) is copied. Always terminates out (when outlen > 0).
+   Returns 0 when libpq can use the string; -1 when it cannot parse it,
+   or when it is a URL whose unencoded '@' or '/' would make libpq read
+   part of a password as a host or database: the output then stops at
+   the first token it cannot read ("...") and why (may be NULL) says what
+   is wrong without quoting any value. */
+int ef_pg_redact (const char *conninfo, char *out, size_t outlen, char *why,
+                  size_t whylen);
 
 /* Classifies a SQLSTATE. NULL or "" (no server error: the connection was
    lost) is transient, as are classes 08, 53, 58 and 57P01-57P03, 40001,

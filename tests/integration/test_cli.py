@@ -66,6 +66,39 @@ def test_unreachable_database_fails_fast_without_password(database):
     assert "Pa55-s3cret" not in out, "the password was printed"
 
 
+SSLPASS, PASSWD, PASSWORD = "Xyz-sslpass-71", "Abc-passwd-82", "Def-pass-93"
+
+
+@pytest.mark.parametrize("database,named", [
+    (f"host=10.255.255.1 connect_timeout=1 sslpassword={SSLPASS} "
+     f"passwd={PASSWD} password={PASSWORD} user=ef dbname=x", "passwd"),
+    (f"host=10.255.255.1 connect_timeout=1 sslpassword={SSLPASS} "
+     f"password={PASSWORD} user=ef dbname=x", None),
+    (f"postgresql://ef:{PASSWORD}@10.255.255.1/x?connect_timeout=1"
+     f"&sslpassword={SSLPASS}&pass%77ord={PASSWORD}", None),
+    (f"postgres://ef:{PASSWORD}@10.255.255.1/x?connect_timeout=1"
+     f"&sslpassword={SSLPASS}&passwd={PASSWD}", "passwd"),
+    # libpq quotes the token it cannot decode in its own error
+    (f"postgresql://ef:{PASSWORD}%zz@10.255.255.1/x", "percent"),
+    # libpq would read "{PASSWORD}@10..." as the host and print it
+    (f"postgresql://ef:{SSLPASS}@{PASSWORD}@10.255.255.1/x", "%40"),
+], ids=["conninfo-passwd", "conninfo", "url", "url-passwd", "url-bad-escape",
+        "url-unencoded-at"])
+def test_no_secret_keyword_is_printed(database, named):
+    """Every keyword libpq hides (password, sslpassword), a keyword it
+    does not know (passwd) and a string it cannot parse: exit 1, the
+    reason named, no secret in the output."""
+    rc, out = run_cli("run", "--database", database, "--listen",
+                      "127.0.0.1:0", "--schema", "secrets", timeout=30)
+    assert rc == 1, f"exit {rc}\n{out}"
+    assert "cannot connect to PostgreSQL" in out, out
+    for secret in (SSLPASS, PASSWD, PASSWORD):
+        assert secret not in out, f"{secret} was printed:\n{out}"
+    assert "sslpassword=***" in out or "://ef:***@" in out, out
+    if named:
+        assert named in out, out
+
+
 @pytest.fixture(scope="module")
 def data_dir():
     """A data directory for the private PostgreSQL. Not under pytest's
