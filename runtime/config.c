@@ -938,8 +938,41 @@ ef_config_print (const ef_config_t *self, FILE *out)
 
 /* --- CURVE keys and link limits ---------------------------------------- */
 
+/* The value of "NAME = "VALUE"" on a line of text (ZPL, as zcert writes
+   it) into out (41 bytes): true when found and 40 characters long. */
+static bool
+s_zpl_key (const char *text, const char *name, char out[41])
+{
+    size_t n = strlen (name);
+    for (const char *line = text; line && *line;) {
+        const char *p = line + strspn (line, " \t");
+        if (strncmp (p, name, n) == 0) {
+            p += n;
+            p += strspn (p, " \t");
+            if (*p == '=') {
+                p++;
+                p += strspn (p, " \t");
+                if (*p == '"')
+                    p++;
+                size_t len = strcspn (p, "\"\r\n \t");
+                if (len != 40)
+                    return false;
+                memcpy (out, p, 40);
+                out[40] = 0;
+                return true;
+            }
+        }
+        line = strchr (line, '\n');
+        line = line ? line + 1 : NULL;
+    }
+    return false;
+}
+
 /* Reads a zcert file into a new cert, or says why not: the file cannot
-   be opened, or holds no CURVE key. NULL with why set. */
+   be opened, or holds no CURVE key. NULL with why set. Not zcert_load:
+   it reads PATH_secret before PATH (a public key file named as such
+   would silently yield the pair), and czmq's parser leaks and prints on
+   malformed input, which an operator's typo must not cause. */
 static zcert_t *
 s_load_cert (const char *path, char *why, size_t len)
 {
@@ -948,26 +981,20 @@ s_load_cert (const char *path, char *why, size_t len)
         snprintf (why, len, "cannot read %s: %s", path, strerror (errno));
         return NULL;
     }
+    char text[16384];
+    size_t got = fread (text, 1, sizeof text - 1, f);
+    bool whole = feof (f);
     fclose (f);
-    /* zcert_load tries PATH_secret before PATH: a base name given as
-       PATH would read the pair, which is not what a public key file
-       means; load exactly the file named. */
-    zconfig_t *root = zconfig_load (path);
-    const char *pub =
-        root ? zconfig_get (root, "/curve/public-key", NULL) : NULL;
-    const char *sec =
-        root ? zconfig_get (root, "/curve/secret-key", NULL) : NULL;
-    zcert_t *cert = NULL;
+    text[got] = 0;
+    char pub[41], sec[41];
     uint8_t pk[32], sk[32] = {0};
-    if (pub && strlen (pub) == 40 && zmq_z85_decode (pk, pub)
-        && (!sec || (strlen (sec) == 40 && zmq_z85_decode (sk, sec))))
-        cert = zcert_new_from (pk, sk);
-    else
-        snprintf (why, len,
-                  "%s is not a key file (make one with embedflow keygen)",
-                  path);
-    zconfig_destroy (&root);
-    return cert;
+    bool has_sec = s_zpl_key (text, "secret-key", sec);
+    if (whole && s_zpl_key (text, "public-key", pub) && zmq_z85_decode (pk, pub)
+        && (!has_sec || zmq_z85_decode (sk, sec)))
+        return zcert_new_from (pk, sk);
+    snprintf (why, len, "%s is not a key file (make one with embedflow keygen)",
+              path);
+    return NULL;
 }
 
 /* True when cert carries a secret key (a public file has none). */
