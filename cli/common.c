@@ -152,10 +152,21 @@ ef_cli_load_prepared (ef_cli_t *cli, const char *command, int argc, char **argv,
         if (rc != EF_EXIT_OK)
             return rc;
     }
+    ef_pipeline_link_limits (cli->config);
     if (ef_config_validate (cli->config, err, sizeof err) != 0) {
         fprintf (stderr, "embedflow %s: config %s\n", command, err);
         return EF_EXIT_USAGE;
     }
+    /* Only the commands that open links read key files: graph, jobs and
+       top work on a configuration whose secret this user cannot read. */
+    static const char *const opens_links[] = {"run", "demo", "pull", "bench",
+                                              "dlq"};
+    for (size_t i = 0; i < sizeof opens_links / sizeof opens_links[0]; i++)
+        if (strcmp (command, opens_links[i]) == 0
+            && ef_config_load_keys (cli->config, err, sizeof err) != 0) {
+            fprintf (stderr, "embedflow %s: config %s\n", command, err);
+            return EF_EXIT_USAGE;
+        }
     ef_log_set_level (cli->globals->verbose ? EF_LOG_DEBUG : EF_LOG_INFO);
     return EF_EXIT_OK;
 }
@@ -187,10 +198,31 @@ ef_cli_print_config_help (ef_cli_t *cli)
     printf ("\npull jobs: one entry each under `jobs:` in the config file, "
             "or flags --jobs.NAME.KEY VALUE:\n");
     ef_options_print_help (ef_job_options, "jobs.NAME.", stdout);
-    printf ("\nlinks (links.NAME.endpoint / .bind / .hwm): chunks, batches, "
-            "acks, pull-acks, dead, committed, runs, run-ends.\n"
-            "Default endpoints are inproc://NAME (per-instance links "
-            "inproc://NAME-{i}).\n");
+    printf (
+        "\nlinks: chunks, batches, acks, pull-acks, dead, committed, "
+        "runs, run-ends; keys\n"
+        "  links.NAME.endpoint        what producers connect to (default "
+        "inproc://NAME,\n"
+        "                             per-instance links inproc://NAME-{i})\n"
+        "  links.NAME.bind            what the consumer binds (default: "
+        "endpoint)\n"
+        "  links.NAME.hwm             messages that may wait on the link\n"
+        "  links.NAME.max_message     largest message accepted (default "
+        "from what the link\n"
+        "                             carries: batches batch_bytes + one "
+        "row, acks 1M)\n"
+        "  links.NAME.server_key      public key file (or Z85 key) of the "
+        "host that binds it\n"
+        "  links.NAME.insecure        true: tcp without CURVE off "
+        "loopback (logged)\n"
+        "\nCURVE keys (tcp links off loopback need them; embedflow keygen "
+        "makes a pair):\n"
+        "  curve.key                  this process's secret key file "
+        "(NAME.key_secret)\n"
+        "  curve.clients              directory of the public key files "
+        "allowed to connect\n"
+        "                             to the tcp links this process "
+        "binds\n");
 }
 
 int

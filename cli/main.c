@@ -32,6 +32,7 @@ s_usage (FILE *out)
         "  top     live view of a running embedflow's actors (reads its "
         "--metrics)\n"
         "  dlq     list, show, replay and purge dead letters\n"
+        "  keygen  make a CURVE key pair for tcp:// links between hosts\n"
         "  help    this text; `embedflow COMMAND --help` for a command's "
         "options\n"
         "\n"
@@ -66,6 +67,8 @@ main (int argc, char **argv)
         return ef_cmd_top (argc - 1, argv + 1);
     if (strcmp (cmd, "dlq") == 0)
         return ef_cmd_dlq (argc - 1, argv + 1);
+    if (strcmp (cmd, "keygen") == 0)
+        return ef_cmd_keygen (argc - 1, argv + 1);
     if (strcmp (cmd, "help") == 0 || strcmp (cmd, "--help") == 0
         || strcmp (cmd, "-h") == 0) {
         s_usage (stdout);

@@ -14,11 +14,17 @@
 /* Blocking sends wake this often to look at the stop flag. */
 #define EF_SEND_SLICE_MS 100
 
+/* Handshake failures of one link are logged at most this often. */
+#define EF_HANDSHAKE_LOG_US (10 * 1000000)
+
 typedef struct {
     const ef_port_def_t *def; /* borrowed from the actor definition */
     zsock_t **socks;          /* width sockets (OUT) or one (IN) */
+    zsock_t **mons;           /* each tcp socket's event monitor, or NULL */
     int width;                /* see ef_actor_port_width */
     bool paused;              /* IN: removed from the poller */
+    int64_t warned_us;        /* last handshake failure logged, monotonic */
+    uint64_t quiet;           /* failures not logged since */
 } s_port_t;
 
 struct ef_actor {
@@ -81,10 +87,18 @@ static void
 s_close_ports (ef_actor_t *self)
 {
     for (int p = 0; p < self->n_ports; p++) {
-        for (int i = 0; i < self->ports[p].width; i++)
+        for (int i = 0; i < self->ports[p].width; i++) {
+            if (self->ports[p].mons && self->ports[p].mons[i]) {
+                zmq_socket_monitor (zsock_resolve (self->ports[p].socks[i]),
+                                    NULL, 0);
+                zsock_destroy (&self->ports[p].mons[i]);
+            }
             zsock_destroy (&self->ports[p].socks[i]);
+        }
         free (self->ports[p].socks);
+        free (self->ports[p].mons);
         self->ports[p].socks = NULL;
+        self->ports[p].mons = NULL;
         self->ports[p].width = 0;
     }
     self->n_ports = 0;
@@ -98,6 +112,132 @@ ef_actor_destroy (ef_actor_t **self_p)
     s_close_ports (*self_p);
     free (*self_p);
     *self_p = NULL;
+}
+
+/* Starts a monitor on socket w of port: handshake failures of its peers
+   (bind) or of its own attempts (connect) arrive on a PAIR socket the
+   actor polls. Returns 0, or -1 with self->fail set. */
+static int
+s_monitor (ef_actor_t *self, s_port_t *port, int w, bool bind)
+{
+    char ep[96];
+    snprintf (ep, sizeof ep, "inproc://ef-monitor-%p-%d", (void *) port, w);
+    int events = ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
+                 | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                 | (bind ? 0 : ZMQ_EVENT_HANDSHAKE_FAILED_AUTH);
+    if (zmq_socket_monitor (zsock_resolve (port->socks[w]), ep, events) != 0
+        || !(port->mons[w] = zsock_new_pair (NULL))
+        || zsock_connect (port->mons[w], "%s", ep) != 0) {
+        snprintf (self->fail, sizeof self->fail,
+                  "links.%s: cannot monitor the socket: %s", port->def->link,
+                  zmq_strerror (zmq_errno ()));
+        return -1;
+    }
+    return 0;
+}
+
+/* Prepares a tcp socket of link before it binds or connects: CURVE as
+   server (this process's key pair, the link's name as ZAP domain, so
+   refusals are counted per link) or as client (the binding side's public
+   key), unless the link is insecure or this end has no keys (loopback:
+   ef_config_validate refused every other case). Returns 0, or -1 with
+   self->fail set. */
+static int
+s_secure (ef_actor_t *self, s_port_t *port, int w, bool bind)
+{
+    const char *link = port->def->link;
+    zsock_t *s = port->socks[w];
+    zcert_t *cert = ef_config_cert (self->config);
+    const char *server_key = ef_config_link_server_key (self->config, link);
+    if (!ef_config_link_insecure (self->config, link)) {
+        if (bind && cert) {
+            zcert_apply (cert, zsock_resolve (s));
+            zsock_set_curve_server (s, 1);
+            zsock_set_zap_domain (s, link);
+        }
+        else if (!bind && server_key) {
+            if (!cert) {
+                snprintf (self->fail, sizeof self->fail,
+                          "links.%s.server_key: needs curve.key", link);
+                return -1;
+            }
+            zcert_apply (cert, zsock_resolve (s));
+            zsock_set_curve_serverkey (s, server_key);
+        }
+    }
+    if (bind) {
+        ef_link_count_rejected (link, "key", 0);
+        ef_link_count_rejected (link, "handshake", 0);
+    }
+    return s_monitor (self, port, w, bind);
+}
+
+/* Reads one event from monitor w of port: a peer that failed the
+   handshake on a bound link is counted as rejected; a handshake of this
+   end that failed is logged, both at most every EF_HANDSHAKE_LOG_US per
+   port. */
+static void
+s_monitor_event (s_port_t *port, int w)
+{
+    zmsg_t *msg = zmsg_recv (port->mons[w]);
+    zframe_t *head = msg ? zmsg_first (msg) : NULL;
+    char *where =
+        msg && zmsg_next (msg) ? zframe_strdup (zmsg_last (msg)) : NULL;
+    if (head && zframe_size (head) == 6) {
+        uint16_t event;
+        uint32_t value;
+        memcpy (&event, zframe_data (head), 2);
+        memcpy (&value, zframe_data (head) + 2, 4);
+        bool bind = port->def->dir == EF_PORT_IN;
+        const char *why = event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
+                              ? "the peer refused our key"
+                          : value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
+                              ? "one side uses CURVE and the other does not"
+                          : value == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC
+                              ? "CURVE keys do not match (a wrong server_key)"
+                          : event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                              ? "the connection failed during the handshake"
+                              : "a malformed handshake";
+        if (bind)
+            ef_link_count_rejected (port->def->link, "handshake", 1);
+        else
+            ef_counter_add (
+                ef_metrics_counter_labeled (
+                    "embedflow_link_handshake_failures_total",
+                    "handshakes of this process's connections that failed "
+                    "(the peer refused our key, keys do not match)",
+                    (const char *const[]){"link", port->def->link, NULL}),
+                1);
+        int64_t now = ef_clock_mono_us ();
+        if (port->warned_us && now - port->warned_us < EF_HANDSHAKE_LOG_US)
+            port->quiet++;
+        else {
+            char more[64] = "";
+            if (port->quiet)
+                snprintf (more, sizeof more, " (and %llu not logged)",
+                          (unsigned long long) port->quiet);
+            ef_warn ("links.%s: %s %s failed the handshake: %s%s",
+                     port->def->link, bind ? "a peer of" : "connecting to",
+                     where ? where : "?", why, more);
+            port->warned_us = now;
+            port->quiet = 0;
+        }
+    }
+    free (where);
+    zmsg_destroy (&msg);
+}
+
+/* The port and socket index of monitor sock, or -1. */
+static int
+s_find_monitor (ef_actor_t *self, void *sock, int *w)
+{
+    for (int p = 0; p < self->n_ports; p++)
+        for (int i = 0; self->ports[p].mons && i < self->ports[p].width; i++)
+            if (self->ports[p].mons[i] == sock) {
+                *w = i;
+                return p;
+            }
+    return -1;
 }
 
 /* Opens every port: IN ports bind, OUT ports connect. Returns 0, or -1
@@ -131,10 +271,21 @@ s_open_ports (ef_actor_t *self)
                 return -1;
             }
             zsock_t *s = zsock_new (ZMQ_PULL);
-            if (!s)
+            port->mons = calloc (1, sizeof (zsock_t *));
+            if (!s || !port->mons) {
+                zsock_destroy (&s);
                 return -1;
+            }
             zsock_set_rcvhwm (s, hwm);
+            /* A peer announcing a bigger frame is disconnected before
+               anything is allocated for it. */
+            int64_t max = ef_config_link_max_message (self->config, pd->link);
+            zmq_setsockopt (zsock_resolve (s), ZMQ_MAXMSGSIZE, &max,
+                            sizeof max);
             port->socks[0] = s;
+            if (strncmp (ep, "tcp://", 6) == 0
+                && s_secure (self, port, 0, true) != 0)
+                return -1;
             if (zsock_bind (s, "%s", ep) < 0) {
                 snprintf (self->fail, sizeof self->fail,
                           "links.%s: cannot bind %s: %s", pd->link, ep,
@@ -152,7 +303,8 @@ s_open_ports (ef_actor_t *self)
         bool fan = in && in->per_instance;
         port->width = fan ? peers : 1;
         port->socks = calloc ((size_t) port->width, sizeof (zsock_t *));
-        if (!port->socks)
+        port->mons = calloc ((size_t) port->width, sizeof (zsock_t *));
+        if (!port->socks || !port->mons)
             return -1;
         for (int w = 0; w < port->width; w++) {
             zsock_t *s = zsock_new (ZMQ_PUSH);
@@ -166,8 +318,16 @@ s_open_ports (ef_actor_t *self)
             for (int idx = first; idx <= last; idx++) {
                 if (ef_config_link_endpoint (self->config, pd->link, false, idx,
                                              ep, sizeof ep)
-                        != 0
-                    || zsock_connect (s, "%s", ep) < 0) {
+                    != 0) {
+                    snprintf (self->fail, sizeof self->fail,
+                              "links.%s: cannot derive endpoint %d", pd->link,
+                              idx);
+                    return -1;
+                }
+                if (idx == first && strncmp (ep, "tcp://", 6) == 0
+                    && s_secure (self, port, w, false) != 0)
+                    return -1;
+                if (zsock_connect (s, "%s", ep) < 0) {
                     snprintf (self->fail, sizeof self->fail,
                               "links.%s: cannot connect %s: %s", pd->link, ep,
                               zmq_strerror (zmq_errno ()));
@@ -408,6 +568,11 @@ s_command (ef_actor_t *self)
 static int
 s_input (ef_actor_t *self, zsock_t *sock)
 {
+    int w, mon = s_find_monitor (self, sock, &w);
+    if (mon >= 0) {
+        s_monitor_event (&self->ports[mon], w);
+        return 0;
+    }
     int port = -1;
     for (int p = 0; p < self->n_ports; p++)
         if (self->ports[p].def->dir == EF_PORT_IN
@@ -441,9 +606,13 @@ ef_actor_thread (zsock_t *pipe, void *args)
             snprintf (self->fail, sizeof self->fail, "out of memory");
     }
     else {
-        for (int p = 0; p < self->n_ports; p++)
+        for (int p = 0; p < self->n_ports; p++) {
             if (self->ports[p].def->dir == EF_PORT_IN)
                 zpoller_add (self->poller, self->ports[p].socks[0]);
+            for (int w = 0; w < self->ports[p].width; w++)
+                if (self->ports[p].mons[w])
+                    zpoller_add (self->poller, self->ports[p].mons[w]);
+        }
         if (self->def->state_size
             && !(self->state = calloc (1, self->def->state_size)))
             snprintf (self->fail, sizeof self->fail, "out of memory");

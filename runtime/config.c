@@ -6,10 +6,16 @@
 */
 #include "internal.h"
 
+#include "embedflow/log.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <libfyaml.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <zmq.h>
 
 #define EF_MAX_LINKS    64
 #define EF_MAX_SECTIONS 8
@@ -23,10 +29,15 @@ typedef struct {
 } s_actor_cfg_t;
 
 typedef struct {
-    const char *name; /* borrowed from a port definition */
-    char *endpoint;   /* connect form; NULL = inproc default */
-    char *bind;       /* bind form; NULL = endpoint */
-    int hwm;          /* 0 = the ports' default */
+    const char *name;    /* borrowed from a port definition */
+    char *endpoint;      /* connect form; NULL = inproc default */
+    char *bind;          /* bind form; NULL = endpoint */
+    int hwm;             /* 0 = the ports' default */
+    char *server_key;    /* CURVE key of the binding side: file or Z85 text */
+    char server_txt[41]; /* server_key read by ef_config_load_keys, Z85 */
+    bool insecure;       /* tcp without CURVE allowed off loopback */
+    int64_t max_message; /* ZMQ_MAXMSGSIZE set by the user; 0 = default */
+    int64_t default_max; /* the application's default; 0 = the runtime's */
 } s_link_cfg_t;
 
 typedef struct {
@@ -55,6 +66,9 @@ struct ef_config {
     size_t n_sections;                      /* used entries */
     bool run_all;          /* no `run` given: everything here */
     int64_t drain_idle_ms; /* see ef_config_drain_idle_ms */
+    char *curve_key;       /* curve.key: this process's secret key file */
+    char *curve_clients;   /* curve.clients: directory of allowed keys */
+    zcert_t *cert;         /* curve_key read by ef_config_load_keys */
 };
 
 static s_actor_cfg_t *
@@ -144,7 +158,11 @@ ef_config_destroy (ef_config_t **self_p)
     for (size_t i = 0; i < self->n_links; i++) {
         free (self->links[i].endpoint);
         free (self->links[i].bind);
+        free (self->links[i].server_key);
     }
+    free (self->curve_key);
+    free (self->curve_clients);
+    zcert_destroy (&self->cert);
     for (size_t i = 0; i < self->n_sections; i++) {
         s_section_t *sec = self->sections[i];
         for (size_t e = 0; e < sec->n_entries; e++) {
@@ -404,19 +422,60 @@ ef_config_set (ef_config_t *self, const char *path, const char *value,
                 l->hwm = (int) n;
             goto done;
         }
-        char **field = strcmp (key, "endpoint") == 0 ? &l->endpoint
-                       : strcmp (key, "bind") == 0   ? &l->bind
-                                                     : NULL;
-        if (!field) {
-            snprintf (why, sizeof why,
-                      "unknown key (known: endpoint, bind, hwm)");
+        if (strcmp (key, "max_message") == 0
+            || strcmp (key, "max-message") == 0) {
+            ef_option_t t[] = {{"max_message", EF_OPT_SIZE, NULL,
+                                offsetof (s_link_cfg_t, max_message), 1024,
+                                (int64_t) 1 << 40, ""},
+                               EF_OPTION_END};
+            rc = ef_options_set (t, l, key, value, why, sizeof why);
             goto done;
         }
-        if (s_check_endpoint (value, why, sizeof why) != 0)
+        if (strcmp (key, "insecure") == 0) {
+            ef_option_t t[] = {{"insecure", EF_OPT_BOOL, NULL,
+                                offsetof (s_link_cfg_t, insecure), 0, 0, ""},
+                               EF_OPTION_END};
+            rc = ef_options_set (t, l, key, value, why, sizeof why);
             goto done;
+        }
+        char **field = strcmp (key, "endpoint") == 0     ? &l->endpoint
+                       : strcmp (key, "bind") == 0       ? &l->bind
+                       : strcmp (key, "server_key") == 0 ? &l->server_key
+                       : strcmp (key, "server-key") == 0 ? &l->server_key
+                                                         : NULL;
+        if (!field) {
+            snprintf (why, sizeof why,
+                      "unknown key (known: endpoint, bind, hwm, server_key, "
+                      "insecure, max_message)");
+            goto done;
+        }
+        if (field != &l->server_key
+            && s_check_endpoint (value, why, sizeof why) != 0)
+            goto done;
+        if (field == &l->server_key && !*value) {
+            snprintf (why, sizeof why,
+                      "a key file or a 40-character Z85 public key");
+            goto done;
+        }
         free (*field);
         *field = strdup (value);
         rc = *field ? 0 : -1;
+        goto done;
+    }
+    if (strncmp (path, "curve.", 6) == 0) {
+        const char *key = path + 6;
+        char **field = strcmp (key, "key") == 0       ? &self->curve_key
+                       : strcmp (key, "clients") == 0 ? &self->curve_clients
+                                                      : NULL;
+        if (!field)
+            snprintf (why, sizeof why, "unknown key (known: key, clients)");
+        else if (!*value)
+            snprintf (why, sizeof why, "a path is required");
+        else {
+            free (*field);
+            *field = strdup (value);
+            rc = *field ? 0 : -1;
+        }
         goto done;
     }
     const char *dot = strchr (path, '.');
@@ -668,10 +727,116 @@ s_validate_entries (const ef_config_t *self, char *err, size_t errlen)
     return 0;
 }
 
+/* True when the host of a tcp:// endpoint is a loopback address
+   (127.0.0.0/8, ::1, localhost, the interface lo); "*", other names and
+   addresses are not. A connect endpoint's "source;" part is skipped. */
+static bool
+s_tcp_loopback (const char *endpoint)
+{
+    const char *host = endpoint + 6; /* past "tcp://" */
+    const char *semi = strchr (host, ';');
+    if (semi)
+        host = semi + 1;
+    const char *colon = strrchr (host, ':');
+    size_t len = colon ? (size_t) (colon - host) : strlen (host);
+    char name[256];
+    if (len >= sizeof name)
+        return false;
+    memcpy (name, host, len);
+    name[len] = 0;
+    if (len >= 2 && name[0] == '[' && name[len - 1] == ']') {
+        memmove (name, name + 1, len - 2);
+        name[len - 2] = 0;
+    }
+    if (strcmp (name, "localhost") == 0 || strcmp (name, "lo") == 0)
+        return true;
+    struct in_addr v4;
+    struct in6_addr v6;
+    if (inet_pton (AF_INET, name, &v4) == 1)
+        return (ntohl (v4.s_addr) >> 24) == 127;
+    return inet_pton (AF_INET6, name, &v6) == 1
+           && memcmp (&v6, &in6addr_loopback, sizeof v6) == 0;
+}
+
+/* Whether this process binds (an IN port reads it) and connects (an OUT
+   port writes it) link. */
+static void
+s_link_ends_here (const ef_config_t *self, const char *link, bool *binds,
+                  bool *connects)
+{
+    *binds = *connects = false;
+    for (size_t a = 0; a < self->n_actors; a++) {
+        if (!ef_config_runs_here (self, self->actors[a].def->name))
+            continue;
+        for (const ef_port_def_t *p = self->actors[a].def->ports; p && p->name;
+             p++)
+            if (strcmp (p->link, link) == 0)
+                *(p->dir == EF_PORT_IN ? binds : connects) = true;
+    }
+}
+
+/* The rules for tcp links, from the configuration alone (key files are
+   read later, by ef_config_load_keys): an end this process opens off
+   loopback needs CURVE keys unless the link says insecure, and a key
+   needs what goes with it. Returns 0, or -1 with err naming the key. */
+static int
+s_validate_security (const ef_config_t *self, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < self->n_links; i++) {
+        const s_link_cfg_t *l = &self->links[i];
+        bool binds, connects;
+        s_link_ends_here (self, l->name, &binds, &connects);
+        const char *bind_ep = l->bind ? l->bind : l->endpoint;
+        bool tcp_bind = binds && bind_ep && strncmp (bind_ep, "tcp://", 6) == 0;
+        bool tcp_conn =
+            connects && l->endpoint && strncmp (l->endpoint, "tcp://", 6) == 0;
+        if (l->server_key && tcp_conn && !l->insecure && !self->curve_key) {
+            snprintf (err, errlen,
+                      "links.%s.server_key: needs curve.key, this process's "
+                      "own key pair (embedflow keygen)",
+                      l->name);
+            return -1;
+        }
+        if (tcp_bind && !l->insecure && self->curve_key
+            && !self->curve_clients) {
+            snprintf (err, errlen,
+                      "curve.clients: needed to bind links.%s with CURVE: "
+                      "the directory of the public keys allowed to connect",
+                      l->name);
+            return -1;
+        }
+        if (tcp_bind && !l->insecure && !self->curve_key
+            && !s_tcp_loopback (bind_ep)) {
+            snprintf (err, errlen,
+                      "links.%s: binding %s, which is not loopback, needs "
+                      "CURVE keys (curve.key and curve.clients; make them "
+                      "with embedflow keygen) or insecure: true",
+                      l->name, bind_ep);
+            return -1;
+        }
+        /* Connecting to a link this process binds itself, it knows the
+           server's key: its own. */
+        bool own = binds && tcp_bind && self->curve_key;
+        if (tcp_conn && !l->insecure && !l->server_key && !own
+            && !s_tcp_loopback (l->endpoint)) {
+            snprintf (err, errlen,
+                      "links.%s: connecting to %s, which is not loopback, "
+                      "needs CURVE keys (links.%s.server_key, the public key "
+                      "of the host that binds it, and curve.key) or "
+                      "insecure: true",
+                      l->name, l->endpoint, l->name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int
 ef_config_validate (ef_config_t *self, char *err, size_t errlen)
 {
     if (s_validate_entries (self, err, errlen) != 0)
+        return -1;
+    if (s_validate_security (self, err, errlen) != 0)
         return -1;
     for (size_t i = 0; i < self->n_links; i++) {
         const char *name = self->links[i].name;
@@ -769,4 +934,254 @@ ef_config_print (const ef_config_t *self, FILE *out)
                  ef_config_runs_here (self, self->actors[i].def->name)
                      ? ""
                      : "  # not in this process");
+}
+
+/* --- CURVE keys and link limits ---------------------------------------- */
+
+/* The value of "NAME = "VALUE"" on a line of text (ZPL, as zcert writes
+   it) into out (41 bytes): true when found and 40 characters long. */
+static bool
+s_zpl_key (const char *text, const char *name, char out[41])
+{
+    size_t n = strlen (name);
+    for (const char *line = text; line && *line;) {
+        const char *p = line + strspn (line, " \t");
+        if (strncmp (p, name, n) == 0) {
+            p += n;
+            p += strspn (p, " \t");
+            if (*p == '=') {
+                p++;
+                p += strspn (p, " \t");
+                if (*p == '"')
+                    p++;
+                size_t len = strcspn (p, "\"\r\n \t");
+                if (len != 40)
+                    return false;
+                memcpy (out, p, 40);
+                out[40] = 0;
+                return true;
+            }
+        }
+        line = strchr (line, '\n');
+        line = line ? line + 1 : NULL;
+    }
+    return false;
+}
+
+/* Reads a zcert file into a new cert, or says why not: the file cannot
+   be opened, or holds no CURVE key. NULL with why set. Not zcert_load:
+   it reads PATH_secret before PATH (a public key file named as such
+   would silently yield the pair), and czmq's parser leaks and prints on
+   malformed input, which an operator's typo must not cause. */
+static zcert_t *
+s_load_cert (const char *path, char *why, size_t len)
+{
+    FILE *f = fopen (path, "r");
+    if (!f) {
+        snprintf (why, len, "cannot read %s: %s", path, strerror (errno));
+        return NULL;
+    }
+    char text[16384];
+    size_t got = fread (text, 1, sizeof text - 1, f);
+    bool whole = feof (f);
+    fclose (f);
+    text[got] = 0;
+    char pub[41], sec[41];
+    uint8_t pk[32], sk[32] = {0};
+    bool has_sec = s_zpl_key (text, "secret-key", sec);
+    if (whole && s_zpl_key (text, "public-key", pub) && zmq_z85_decode (pk, pub)
+        && (!has_sec || zmq_z85_decode (sk, sec)))
+        return zcert_new_from (pk, sk);
+    snprintf (why, len, "%s is not a key file (make one with embedflow keygen)",
+              path);
+    return NULL;
+}
+
+/* True when cert carries a secret key (a public file has none). */
+static bool
+s_has_secret (zcert_t *cert)
+{
+    static const uint8_t zero[32];
+    return memcmp (zcert_secret_key (cert), zero, 32) != 0;
+}
+
+/* Checks the allow-list directory: readable, and every file in it (dot
+   files aside) a key file, at least one. Returns 0 or -1 with why. */
+static int
+s_check_clients (const char *dir, char *why, size_t len)
+{
+    DIR *d = opendir (dir);
+    if (!d) {
+        snprintf (why, len, "cannot read the directory %s: %s", dir,
+                  strerror (errno));
+        return -1;
+    }
+    int keys = 0, rc = 0;
+    struct dirent *e;
+    while (rc == 0 && (e = readdir (d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[4096];
+        struct stat st;
+        snprintf (path, sizeof path, "%s/%s", dir, e->d_name);
+        if (stat (path, &st) != 0 || !S_ISREG (st.st_mode))
+            continue;
+        zcert_t *cert = s_load_cert (path, why, len);
+        if (!cert)
+            rc = -1;
+        keys++;
+        zcert_destroy (&cert);
+    }
+    closedir (d);
+    if (rc == 0 && keys == 0) {
+        snprintf (why, len,
+                  "%s holds no public key: copy the .key file of every "
+                  "host that connects here into it",
+                  dir);
+        rc = -1;
+    }
+    return rc;
+}
+
+int
+ef_config_load_keys (ef_config_t *self, char *err, size_t errlen)
+{
+    char why[1024];
+    bool any = self->curve_key != NULL;
+    for (size_t i = 0; i < self->n_links; i++)
+        any = any || self->links[i].server_key;
+    if (any && !zsys_has_curve ()) {
+        snprintf (err, errlen,
+                  "curve.key: this libzmq was built without CURVE support");
+        return -1;
+    }
+    zcert_destroy (&self->cert);
+    if (self->curve_key) {
+        self->cert = s_load_cert (self->curve_key, why, sizeof why);
+        if (self->cert && !s_has_secret (self->cert)) {
+            snprintf (why, sizeof why,
+                      "%s holds only a public key: give the secret file "
+                      "(NAME.key_secret) of this host's pair",
+                      self->curve_key);
+            zcert_destroy (&self->cert);
+        }
+        if (!self->cert) {
+            snprintf (err, errlen, "curve.key: %s", why);
+            return -1;
+        }
+    }
+    if (self->curve_clients
+        && s_check_clients (self->curve_clients, why, sizeof why) != 0) {
+        snprintf (err, errlen, "curve.clients: %s", why);
+        return -1;
+    }
+    for (size_t i = 0; i < self->n_links; i++) {
+        s_link_cfg_t *l = &self->links[i];
+        l->server_txt[0] = 0;
+        if (!l->server_key)
+            continue;
+        uint8_t pk[32];
+        struct stat st;
+        if (strlen (l->server_key) == 40 && stat (l->server_key, &st) != 0
+            && zmq_z85_decode (pk, l->server_key)) {
+            memcpy (l->server_txt, l->server_key, 41);
+            continue;
+        }
+        zcert_t *cert = s_load_cert (l->server_key, why, sizeof why);
+        if (!cert) {
+            snprintf (err, errlen, "links.%s.server_key: %s", l->name, why);
+            return -1;
+        }
+        snprintf (l->server_txt, sizeof l->server_txt, "%s",
+                  zcert_public_txt (cert));
+        zcert_destroy (&cert);
+    }
+    return 0;
+}
+
+zcert_t *
+ef_config_cert (const ef_config_t *self)
+{
+    return self->cert;
+}
+
+const char *
+ef_config_curve_clients (const ef_config_t *self)
+{
+    return self->curve_clients;
+}
+
+const char *
+ef_config_link_server_key (const ef_config_t *self, const char *link)
+{
+    const s_link_cfg_t *l = s_link (self, link);
+    if (l && l->server_txt[0])
+        return l->server_txt;
+    bool binds, connects;
+    s_link_ends_here (self, link, &binds, &connects);
+    const char *bind_ep = l ? (l->bind ? l->bind : l->endpoint) : NULL;
+    if (binds && self->cert && bind_ep && strncmp (bind_ep, "tcp://", 6) == 0)
+        return zcert_public_txt (self->cert);
+    return NULL;
+}
+
+bool
+ef_config_link_insecure (const ef_config_t *self, const char *link)
+{
+    const s_link_cfg_t *l = s_link (self, link);
+    return l && l->insecure;
+}
+
+void
+ef_config_link_set_default_max (ef_config_t *self, const char *link,
+                                int64_t bytes)
+{
+    s_link_cfg_t *l = s_link (self, link);
+    if (l)
+        l->default_max = bytes;
+}
+
+int64_t
+ef_config_link_max_message (const ef_config_t *self, const char *link)
+{
+    const s_link_cfg_t *l = s_link (self, link);
+    if (l && l->max_message > 0)
+        return l->max_message;
+    return l && l->default_max > 0 ? l->default_max : EF_LINK_MAX_DEFAULT;
+}
+
+int
+ef_config_actor_option_int (const ef_config_t *self, const char *actor,
+                            const char *key, int64_t *out)
+{
+    s_actor_cfg_t *a = s_actor (self, actor);
+    const ef_option_t *o = a ? ef_options_find (a->def->options, key) : NULL;
+    if (!o
+        || (o->type != EF_OPT_INT && o->type != EF_OPT_SIZE
+            && o->type != EF_OPT_MS))
+        return -1;
+    memcpy (out, (char *) a->options + o->offset, sizeof *out);
+    return 0;
+}
+
+void
+ef_config_warn_insecure (const ef_config_t *self)
+{
+    for (size_t i = 0; i < self->n_links; i++) {
+        const s_link_cfg_t *l = &self->links[i];
+        bool binds, connects;
+        s_link_ends_here (self, l->name, &binds, &connects);
+        const char *bind_ep = l->bind ? l->bind : l->endpoint;
+        if (!l->insecure)
+            continue;
+        if (binds && bind_ep && strncmp (bind_ep, "tcp://", 6) == 0)
+            ef_warn ("links.%s: insecure: binding %s without CURVE: anyone "
+                     "who reaches it can send to this process",
+                     l->name, bind_ep);
+        if (connects && l->endpoint && strncmp (l->endpoint, "tcp://", 6) == 0)
+            ef_warn ("links.%s: insecure: connecting to %s without CURVE: "
+                     "the peer is not authenticated and the data is not "
+                     "encrypted",
+                     l->name, l->endpoint);
+    }
 }

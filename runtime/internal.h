@@ -22,11 +22,54 @@ const ef_actor_def_t *ef_config_link_consumer (const ef_config_t *self,
 
 const ef_registry_t *ef_config_registry (const ef_config_t *self);
 
+/* This process's CURVE key pair (curve.key) once ef_config_load_keys has
+   read it, else NULL. Borrowed. */
+zcert_t *ef_config_cert (const ef_config_t *self);
+
+/* The directory of allowed client keys (curve.clients), or NULL. */
+const char *ef_config_curve_clients (const ef_config_t *self);
+
+/* The Z85 public key a connecting end of link expects of the side that
+   binds: links.NAME.server_key (read by ef_config_load_keys), else this
+   process's own when it binds the link itself with CURVE, else NULL. */
+const char *ef_config_link_server_key (const ef_config_t *self,
+                                       const char *link);
+
+/* links.NAME.insecure: tcp without CURVE on this link. */
+bool ef_config_link_insecure (const ef_config_t *self, const char *link);
+
+/* Largest message an IN port of link accepts (ZMQ_MAXMSGSIZE): the
+   configured one, else the application's default, else
+   EF_LINK_MAX_DEFAULT. */
+int64_t ef_config_link_max_message (const ef_config_t *self, const char *link);
+
+/* Logs a warning for every tcp link end this process opens without CURVE
+   because the link says insecure. */
+void ef_config_warn_insecure (const ef_config_t *self);
+
 /* Drain-idle time: how long a non-source actor's inputs must be quiet
    before it counts as drained. */
 int64_t ef_config_drain_idle_ms (const ef_config_t *self);
 
 #endif
+
+/* --- CURVE (curve.c) --------------------------------------------------- */
+
+typedef struct ef_zap ef_zap_t;
+
+/* Starts the process's ZAP handler: CURVE clients whose public key is a
+   file in the directory clients may connect to what this process binds;
+   so may this process's own key (own: its actors connect to the links it
+   binds); the others are refused, counted and logged per link (the
+   socket's ZAP domain names the link). NULL with err when the handler cannot bind
+   (another one runs in this process) or out of memory. */
+ef_zap_t *ef_zap_new (const char *clients, zcert_t *own, char *err,
+                      size_t errlen);
+void ef_zap_destroy (ef_zap_t **self_p);
+
+/* Adds n to embedflow_link_rejected_peers_total{link, reason}
+   (0 creates the series). */
+void ef_link_count_rejected (const char *link, const char *reason, uint64_t n);
 
 /* --- actor instances (actor.c), driven by the runtime (runtime.c) ------ */
 

@@ -33,6 +33,8 @@ struct ef_runtime {
     atomic_int hard_stop;      /* raised on the second signal */
     atomic_int stop_requested; /* ef_runtime_stop was called */
     bool failed;               /* an actor died */
+    ef_zap_t *zap;             /* CURVE allow-list, when this process has
+                                  keys; outlives the actors' sockets */
 };
 
 void
@@ -104,6 +106,7 @@ ef_runtime_destroy (ef_runtime_t **self_p)
         return;
     ef_runtime_t *self = *self_p;
     s_stop_all (self);
+    ef_zap_destroy (&self->zap);
     for (size_t i = 0; i < self->n; i++)
         ef_actor_destroy (&self->inst[i].actor);
     free (self->inst);
@@ -114,6 +117,16 @@ ef_runtime_destroy (ef_runtime_t **self_p)
 int
 ef_runtime_start (ef_runtime_t *self, char *err, size_t errlen)
 {
+    /* The handler must answer before the first CURVE socket binds: libzmq
+       lets every client in when no handler is there. */
+    if (ef_config_cert (self->config) && ef_config_curve_clients (self->config)
+        && !self->zap) {
+        self->zap = ef_zap_new (ef_config_curve_clients (self->config),
+                                ef_config_cert (self->config), err, errlen);
+        if (!self->zap)
+            return -1;
+    }
+    ef_config_warn_insecure (self->config);
     for (size_t i = 0; i < self->n; i++) {
         self->inst[i].thread =
             zactor_new (ef_actor_thread, self->inst[i].actor);

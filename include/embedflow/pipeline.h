@@ -33,6 +33,12 @@ extern const ef_actor_def_t ef_db_writer_actor;
 extern const ef_actor_def_t ef_dlq_actor;
 extern const ef_actor_def_t ef_cache_invalidator_actor;
 
+/* Sets each link's default largest message (ZMQ_MAXMSGSIZE) from what it
+   carries: batches from splitter.batch_bytes and the row limits, chunks
+   and dead letters from the gRPC message limits, 1 MiB for acks and the
+   other small messages. Call once the options are final. */
+void ef_pipeline_link_limits (ef_config_t *config);
+
 /* Registers every built-in actor. Returns 0 or -1 (duplicate name). */
 int ef_register_builtin_actors (ef_registry_t *registry);
 

@@ -49,7 +49,8 @@ int ef_config_load_file (ef_config_t *self, const char *path, char *err,
      KEY                      a global (dim, database, …)
      actors.NAME.KEY          an actor option
      actors.NAME.instances    how many instances
-     links.NAME.endpoint|bind|hwm
+     links.NAME.endpoint|bind|hwm|server_key|insecure|max_message
+     curve.key|clients        this process's CURVE key pair, allowed keys
      run                      comma list of the actors this process runs
      SECTION.NAME.KEY         KEY of entry NAME of a section (jobs.nightly.
                               schedule), the entry made on first mention
@@ -87,6 +88,30 @@ void *ef_config_section_find (const ef_config_t *self, const char *section,
    options (ef_actor_def_t.check) and every section entry passes its
    section's check. Returns 0 or -1 with err naming the key. */
 int ef_config_validate (ef_config_t *self, char *err, size_t errlen);
+
+/* Reads the CURVE key files the configuration names: curve.key (this
+   process's secret key file), curve.clients (a directory of public key
+   files, every file in it must be one) and each links.NAME.server_key (a
+   public key file, or the key itself as 40 characters of Z85). Call
+   before ef_runtime_start in a process that opens its links; commands
+   that only look at a configuration need not. Returns 0, or -1 with err
+   naming the key and why (unreadable, not a key file, no secret key). */
+int ef_config_load_keys (ef_config_t *self, char *err, size_t errlen);
+
+/* The largest message an IN port of a link accepts when neither the
+   application nor links.NAME.max_message says otherwise: 64 MiB. */
+#define EF_LINK_MAX_DEFAULT ((int64_t) 64 << 20)
+
+/* Sets the application's default ZMQ_MAXMSGSIZE for link (bytes, sized
+   from what the link carries); links.NAME.max_message overrides it. An
+   unknown link is ignored. */
+void ef_config_link_set_default_max (ef_config_t *self, const char *link,
+                                     int64_t bytes);
+
+/* Reads an actor's numeric option (INT, SIZE or MS) by key into *out.
+   Returns 0, -1 for an unknown actor or key or another type. */
+int ef_config_actor_option_int (const ef_config_t *self, const char *actor,
+                                const char *key, int64_t *out);
 
 void *ef_config_globals (ef_config_t *self);
 /* An actor's options struct, NULL for an unknown actor. */

@@ -45,8 +45,9 @@ class Embedflow:
     process never blocks on a full pipe) into .lines; .target is the gRPC
     address it announced."""
 
-    def __init__(self, args, env=None):
-        self.args = [EMBEDFLOW_BIN] + list(args)
+    def __init__(self, args, env=None, prefix=()):
+        # prefix: a command that runs the binary, e.g. `ip netns exec NS`
+        self.args = list(prefix) + [EMBEDFLOW_BIN] + list(args)
         self.lines = []
         self.target = None
         self.expect_exit = None     # None: teardown asserts a clean exit

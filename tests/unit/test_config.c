@@ -262,3 +262,114 @@ EF_TEST (backoff_policy)
     atomic_int stop = 1;
     EF_CHECK (ef_backoff_sleep (10000, &stop) == -1);
 }
+
+EF_TEST (config_tcp_links_need_keys_off_loopback)
+{
+    ef_registry_t *reg;
+    ef_config_t *c = s_config (&reg);
+    EF_REQUIRE (c);
+    char err[1024];
+    /* the ingest side of a split: connects batches and dead, binds acks */
+    EF_CHECK (ef_config_set (c, "run",
+                             "grpc-receiver,scheduler,grpc-puller,splitter",
+                             err, sizeof err)
+              == 0);
+    EF_CHECK (ef_config_set (c, "links.batches.endpoint", "tcp://10.0.0.2:7100",
+                             err, sizeof err)
+              == 0);
+    EF_CHECK (ef_config_set (c, "links.dead.endpoint", "tcp://127.0.0.1:7090",
+                             err, sizeof err)
+              == 0);
+    EF_CHECK (ef_config_set (c, "links.acks.endpoint", "tcp://127.0.0.1:7080",
+                             err, sizeof err)
+              == 0);
+    EF_CHECK (ef_config_set (c, "links.pull-acks.endpoint",
+                             "tcp://localhost:7081", err, sizeof err)
+              == 0);
+    EF_CHECK (ef_config_validate (c, err, sizeof err) == -1);
+    EF_CHECK (strstr (err, "links.batches") && strstr (err, "server_key"));
+    /* insecure lets it through */
+    EF_CHECK (
+        ef_config_set (c, "links.batches.insecure", "true", err, sizeof err)
+        == 0);
+    EF_CHECK (ef_config_validate (c, err, sizeof err) == 0);
+    EF_CHECK (
+        ef_config_set (c, "links.batches.insecure", "false", err, sizeof err)
+        == 0);
+    /* a server key needs a key pair of our own */
+    EF_CHECK (ef_config_set (c, "links.batches.server_key",
+                             "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7", err,
+                             sizeof err)
+              == 0);
+    EF_CHECK (ef_config_validate (c, err, sizeof err) == -1);
+    EF_CHECK (strstr (err, "curve.key") != NULL);
+    EF_CHECK (ef_config_set (c, "curve.key", "/x/k.key_secret", err, sizeof err)
+              == 0);
+    /* acks binds on loopback: with a key pair it needs an allow-list */
+    EF_CHECK (ef_config_validate (c, err, sizeof err) == -1);
+    EF_CHECK (strstr (err, "curve.clients") != NULL);
+    EF_CHECK (ef_config_set (c, "curve.clients", "/x/clients", err, sizeof err)
+              == 0);
+    EF_CHECK (ef_config_validate (c, err, sizeof err) == 0);
+    /* with keys, binding every interface is fine */
+    EF_CHECK (
+        ef_config_set (c, "links.acks.bind", "tcp://*:7080", err, sizeof err)
+        == 0);
+    EF_CHECK (ef_config_validate (c, err, sizeof err) == 0);
+    ef_config_destroy (&c);
+    ef_registry_destroy (&reg);
+    /* the writer side, no keys: binding every interface is refused */
+    c = s_config (&reg);
+    EF_REQUIRE (c);
+    EF_CHECK (ef_config_set (c, "run", "db-writer,dlq,cache-invalidator", err,
+                             sizeof err)
+              == 0);
+    EF_CHECK (
+        ef_config_set (c, "links.batches.bind", "tcp://*:7100", err, sizeof err)
+        == 0);
+    EF_CHECK (ef_config_set (c, "links.batches.endpoint", "tcp://10.0.0.2:7100",
+                             err, sizeof err)
+              == 0);
+    EF_CHECK (ef_config_set (c, "links.acks.endpoint", "tcp://[::1]:7080", err,
+                             sizeof err)
+              == 0);
+    EF_CHECK (ef_config_set (c, "links.pull-acks.endpoint",
+                             "tcp://127.0.0.2:7081", err, sizeof err)
+              == 0);
+    EF_CHECK (ef_config_validate (c, err, sizeof err) == -1);
+    EF_CHECK (strstr (err, "links.batches") && strstr (err, "tcp://*:7100")
+              && strstr (err, "insecure"));
+    EF_CHECK (ef_config_set (c, "curve.nope", "x", err, sizeof err) == -1);
+    EF_CHECK (strstr (err, "curve.nope") && strstr (err, "clients"));
+    EF_CHECK (ef_config_set (c, "links.batches.secure", "x", err, sizeof err)
+              == -1);
+    EF_CHECK (strstr (err, "insecure") != NULL);
+    ef_config_destroy (&c);
+    ef_registry_destroy (&reg);
+}
+
+EF_TEST (config_link_max_message)
+{
+    ef_registry_t *reg;
+    ef_config_t *c = s_config (&reg);
+    EF_REQUIRE (c);
+    char err[512];
+    EF_CHECK (ef_config_link_max_message (c, "batches") == EF_LINK_MAX_DEFAULT);
+    ef_pipeline_link_limits (c);
+    int64_t batches = ef_config_link_max_message (c, "batches");
+    EF_CHECK (batches > (16 << 20) && batches < (20 << 20));
+    EF_CHECK (ef_config_link_max_message (c, "acks") == 1 << 20);
+    EF_CHECK (
+        ef_config_set (c, "actors.splitter.batch_bytes", "64M", err, sizeof err)
+        == 0);
+    ef_pipeline_link_limits (c);
+    EF_CHECK (ef_config_link_max_message (c, "batches") > (64 << 20));
+    EF_CHECK (
+        ef_config_set (c, "links.batches.max_message", "2M", err, sizeof err)
+        == 0);
+    EF_CHECK (ef_config_link_max_message (c, "batches") == 2 << 20);
+    EF_CHECK (ef_config_set (c, "links.acks.max_message", "12", err, sizeof err)
+              == -1);
+    ef_config_destroy (&c);
+    ef_registry_destroy (&reg);
+}
