@@ -71,6 +71,7 @@
 #include <string.h>
 
 #include "embedflow/actor.h"
+#include "embedflow/budget.h"
 #include "embedflow/log.h"
 #include "embedflow/metrics.h"
 #include "embedflow/pipeline.h"
@@ -97,6 +98,7 @@ typedef struct {
     int64_t max_decoded_bytes; /* limit per message once decoded; 0 auto */
     int64_t max_streams;       /* concurrent uploads accepted */
     int64_t idle_timeout;      /* ms a client may send nothing; 0 never */
+    int64_t first_timeout;     /* ms a new call may hold a read others need */
     int64_t streams_per_conn;  /* HTTP/2 streams one connection may open */
     int64_t keepalive;         /* ms between HTTP/2 pings to idle clients */
     int64_t keepalive_timeout; /* ms a ping may go unanswered */
@@ -113,7 +115,7 @@ typedef struct {
 static const ef_option_t s_options[] = {
     {"listen", EF_OPT_STRING, "0.0.0.0:50051", offsetof (s_options_t, listen),
      0, 0, "address of the gRPC server, HOST:PORT (port 0 picks a free one)"},
-    {"max_message_bytes", EF_OPT_SIZE, "64M",
+    {"max_message_bytes", EF_OPT_SIZE, "16M",
      offsetof (s_options_t, max_message_bytes), 1024, INT32_MAX,
      "largest EmbeddingChunk accepted (larger: RESOURCE_EXHAUSTED)"},
     {"max_decoded_bytes", EF_OPT_SIZE, "0",
@@ -129,6 +131,10 @@ static const ef_option_t s_options[] = {
      86400000,
      "an upload that sends nothing for this long is ended with "
      "DEADLINE_EXCEEDED; 0 = never"},
+    {"first_message_timeout", EF_OPT_MS, "10s",
+     offsetof (s_options_t, first_timeout), 10, 3600000,
+     "while uploads wait for max_inflight_bytes, a new call that has sent "
+     "no message for this long gives its place up (RESOURCE_EXHAUSTED)"},
     {"streams_per_connection", EF_OPT_INT, "16",
      offsetof (s_options_t, streams_per_conn), 1, 1000000,
      "HTTP/2 streams (calls) one client connection may have open at once"},
@@ -223,6 +229,9 @@ typedef struct s_stream {
     uint64_t dead;      /* rows acked as dead-lettered */
     int64_t started_us; /* monotonic time of accept */
     int64_t read_us;    /* monotonic time the pending read was posted */
+    int64_t charged;    /* bytes of the budget its unsettled rows hold */
+    int64_t reserved;   /* bytes of the budget its posted read holds */
+    bool budget_wait;   /* a read waits for the budget */
     char *peer;         /* client address, for logs */
 
     const ef_job_metrics_t *job; /* its per-job series, set on accept */
@@ -243,8 +252,20 @@ typedef struct {
 
 /* --- the actor's state --------------------------------------------------- */
 
+/* What a finished stream still holds of the budget: its rows are in the
+   pipeline until their acks come. */
+typedef struct s_orphan {
+    struct s_orphan *next; /* list */
+    uint64_t stream_id;    /* whose acks release it */
+    int64_t charged;       /* bytes still held */
+    uint64_t unsettled;    /* rows not yet acked */
+} s_orphan_t;
+
 struct s_receiver {
     ef_actor_t *actor;         /* the actor instance */
+    ef_budget_t *budget;       /* the process's bytes in flight */
+    int n_budget_waits;        /* streams whose read waits for it */
+    s_orphan_t *orphans;       /* charges of streams already freed */
     const s_options_t *opts;   /* its options */
     int chunks_port;           /* OUT: chunks */
     int acks_port;             /* IN: acks */
@@ -317,6 +338,64 @@ s_accept_next (s_receiver_t *self)
     return 0;
 }
 
+/* The share of charged bytes that settled of unsettled rows release;
+   all of it once every row is settled. Takes it off *charged. */
+static int64_t
+s_release_share (int64_t *charged, uint64_t unsettled, uint64_t settled)
+{
+    int64_t share = settled >= unsettled
+                        ? *charged
+                        : (int64_t) ((double) *charged * (double) settled
+                                     / (double) unsettled);
+    *charged -= share;
+    return share;
+}
+
+/* Hands what a stream being freed still holds of the budget to the
+   orphan list, released as its rows' acks come. Out of memory: released
+   now (the rows are bounded by the links' high-water marks). */
+static void
+s_stream_keep_charge (s_stream_t *stream)
+{
+    s_receiver_t *self = stream->owner;
+    uint64_t settled = stream->written + stream->dead;
+    uint64_t unsettled =
+        stream->received > settled ? stream->received - settled : 0;
+    if (stream->charged <= 0)
+        return;
+    s_orphan_t *o = unsettled ? calloc (1, sizeof *o) : NULL;
+    if (!o) {
+        ef_budget_release (self->budget, stream->charged);
+        stream->charged = 0;
+        return;
+    }
+    *o = (s_orphan_t){self->orphans, stream->stream_id, stream->charged,
+                      unsettled};
+    self->orphans = o;
+    stream->charged = 0;
+}
+
+/* Releases what acks of a freed stream settle. True when stream_id was
+   an orphan's. */
+static bool
+s_orphan_settle (s_receiver_t *self, uint64_t stream_id, uint64_t settled)
+{
+    for (s_orphan_t **p = &self->orphans; *p; p = &(*p)->next) {
+        s_orphan_t *o = *p;
+        if (o->stream_id != stream_id)
+            continue;
+        ef_budget_release (
+            self->budget, s_release_share (&o->charged, o->unsettled, settled));
+        o->unsettled = settled >= o->unsettled ? 0 : o->unsettled - settled;
+        if (o->unsettled == 0) {
+            *p = o->next;
+            free (o);
+        }
+        return true;
+    }
+    return false;
+}
+
 /* Frees a stream whose batches have all completed; unlinks it. */
 static void
 s_stream_free (s_stream_t *stream)
@@ -327,6 +406,9 @@ s_stream_free (s_stream_t *stream)
         p = &(*p)->next;
     if (*p)
         *p = stream->next;
+    if (stream->budget_wait)
+        self->n_budget_waits--;
+    s_stream_keep_charge (stream);
     if (stream->pending) {
         zmsg_destroy (&stream->pending);
         self->n_pending--;
@@ -419,8 +501,22 @@ static void
 s_stream_read (s_stream_t *stream)
 {
     if (stream->reading || stream->half_closed || stream->replied
-        || stream->closed || stream->pending)
+        || stream->closed || stream->pending || stream->budget_wait)
         return;
+    s_receiver_t *self = stream->owner;
+    /* A posted read lets gRPC take in a whole message, up to
+       max_message_bytes, before we see it: each read reserves that much,
+       so what gRPC holds is in the budget too, and every call stops
+       reading until acks give bytes back. A call that holds a read but
+       sends nothing is ended after first_message_timeout while others
+       wait (s_end_idle), so idle calls cannot keep real uploads out. */
+    int64_t reserve = self->opts->max_message_bytes;
+    if (!ef_budget_fits (self->budget, reserve)) {
+        stream->budget_wait = true;
+        stream->owner->n_budget_waits++;
+        ef_budget_count_wait (stream->owner->budget);
+        return;
+    }
     grpc_op op;
     memset (&op, 0, sizeof op);
     op.op = GRPC_OP_RECV_MESSAGE;
@@ -434,6 +530,8 @@ s_stream_read (s_stream_t *stream)
         return;
     }
     stream->reading = true;
+    stream->reserved = reserve;
+    ef_budget_charge (self->budget, stream->reserved);
     stream->read_us = ef_clock_mono_us ();
     stream->refs++;
 }
@@ -575,6 +673,11 @@ s_stream_on_message (s_stream_t *stream, grpc_byte_buffer *buf)
     zmsg_append (msg, &hframe);
     zmsg_append (msg, &body);
 
+    /* what this message may hold while its rows are in the pipeline:
+       its bytes, and its rows decoded (in batches, queues, the DLQ) */
+    int64_t charge = (int64_t) (size + shape.decoded_bytes);
+    stream->charged += charge;
+    ef_budget_charge (self->budget, charge);
     stream->received += rows;
     ef_counter_add (stream->job->received, rows);
     ef_actor_count (self->actor, EF_METRIC_ROWS_IN, (int64_t) rows);
@@ -741,6 +844,8 @@ static void
 s_on_recv (s_stream_t *stream, bool ok)
 {
     stream->reading = false;
+    ef_budget_release (stream->owner->budget, stream->reserved);
+    stream->reserved = 0;
     grpc_byte_buffer *buf = stream->recv_buf;
     stream->recv_buf = NULL;
     if (!ok) {
@@ -1061,6 +1166,8 @@ s_init (ef_actor_t *actor)
        makes them 'running' again. A killed one is marked within
        2 x stale_after. */
     self->stale_ms = s_stale_ms (self->opts);
+    self->budget = ef_budget_process ();
+    ef_budget_set_limit (self->budget, globals->max_inflight_bytes);
     self->max_decoded = self->opts->max_decoded_bytes
                             ? self->opts->max_decoded_bytes
                             : 2 * self->opts->max_message_bytes;
@@ -1183,6 +1290,10 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
         while (stream
                && (stream->stream_id != t->stream_id || !stream->admitted))
             stream = stream->next;
+        if (!stream
+            && s_orphan_settle (self, t->stream_id,
+                                t->written + t->dead_lettered))
+            continue;
         if (!stream) {
             ef_debug ("ack from %s for unknown stream %" PRIu64 " (%" PRIu64
                       " written, %" PRIu64 " dead) ignored",
@@ -1190,6 +1301,13 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
                       t->dead_lettered);
             continue;
         }
+        uint64_t settled = stream->written + stream->dead;
+        ef_budget_release (self->budget,
+                           s_release_share (&stream->charged,
+                                            stream->received > settled
+                                                ? stream->received - settled
+                                                : 0,
+                                            t->written + t->dead_lettered));
         stream->written += t->written;
         stream->dead += t->dead_lettered;
         ef_counter_add (stream->job->written, t->written);
@@ -1210,6 +1328,33 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
     return 0;
 }
 
+/* Once acks gave bytes back, streams waiting for the budget read again,
+   starting after the last one resumed so that none is always last. */
+static void
+s_resume_budget_waits (s_receiver_t *self)
+{
+    if (self->n_budget_waits == 0
+        || !ef_budget_fits (self->budget, self->opts->max_message_bytes))
+        return;
+    int skip = (int) (self->rotation++ % (unsigned) self->n_budget_waits);
+    for (int pass = 0; pass < 2; pass++) {
+        int index = 0;
+        for (s_stream_t *s = self->streams; s; s = s->next) {
+            if (!s->budget_wait)
+                continue;
+            bool mine = pass == 0 ? index >= skip : index < skip;
+            index++;
+            if (!mine)
+                continue;
+            s->budget_wait = false;
+            self->n_budget_waits--;
+            s_stream_read (s);
+            if (!ef_budget_fits (self->budget, self->opts->max_message_bytes))
+                return;
+        }
+    }
+}
+
 /* Ends the uploads whose client has sent nothing for idle_timeout while
    a read waited for it (a stream held back by backpressure is not idle:
    it is not reading). */
@@ -1217,10 +1362,24 @@ static void
 s_end_idle (s_receiver_t *self)
 {
     int64_t limit = self->opts->idle_timeout;
-    if (limit <= 0)
-        return;
     int64_t now = ef_clock_mono_us ();
     for (s_stream_t *s = self->streams; s; s = s->next) {
+        if (self->n_budget_waits > 0 && s->reading && !s->admitted
+            && !s->replied && !s->closed
+            && now - s->read_us >= self->opts->first_timeout * 1000) {
+            char text[200];
+            snprintf (text, sizeof text,
+                      "embedflow is busy (max_inflight_bytes) and this call "
+                      "sent no message within %" PRId64
+                      " ms (first_message_timeout); retry",
+                      self->opts->first_timeout);
+            ef_debug ("call %" PRIu64 " from %s: %s", s->stream_id, s->peer,
+                      text);
+            s_stream_reply (s, GRPC_STATUS_RESOURCE_EXHAUSTED, text);
+            continue;
+        }
+        if (limit <= 0)
+            continue;
         if (!s->reading || s->replied || s->closed
             || now - s->read_us < limit * 1000)
             continue;
@@ -1253,6 +1412,7 @@ s_tick (ef_actor_t *actor)
     s_flush_pending (self);
     s_history_tick (self);
     s_end_idle (self);
+    s_resume_budget_waits (self);
 
     if (self->draining && !self->drained) {
         if (!self->cancelled_all && self->streams
@@ -1341,6 +1501,13 @@ s_destroy (ef_actor_t *actor)
     }
     if (self->grpc_up)
         grpc_shutdown ();
+    /* the budget is the process's: give back what this instance held */
+    while (self->orphans) {
+        s_orphan_t *o = self->orphans;
+        self->orphans = o->next;
+        ef_budget_release (self->budget, o->charged);
+        free (o);
+    }
     ef_runlog_destroy (&self->runlog);
 }
 

@@ -23,6 +23,13 @@ const ef_option_t ef_globals_options[] = {
     {"metrics", EF_OPT_STRING, NULL, offsetof (ef_globals_t, metrics), 0, 0,
      "HOST:PORT to serve /metrics (Prometheus), /healthz and /readyz on; "
      "unset = no endpoint"},
+    {"max_inflight_bytes", EF_OPT_SIZE, "256M",
+     offsetof (ef_globals_t, max_inflight_bytes), (int64_t) 1 << 20,
+     (int64_t) 1 << 40,
+     "bytes of received rows the process holds before they are settled "
+     "(messages, decoded rows, queued batches, dead letters); sources stop "
+     "reading while it is spent. Peak memory is about this plus a fixed "
+     "overhead (README: Memory)"},
     {"verbose", EF_OPT_BOOL, "false", offsetof (ef_globals_t, verbose), 0, 0,
      "log debug detail"},
     EF_OPTION_END};

@@ -21,6 +21,7 @@ typedef struct {
     bool verbose;
 
     char *api_server; /* CacheService HOST:PORT; NULL or "" = none */
+    int64_t max_inflight_bytes; /* the process's budget (budget.h) */
 } ef_globals_t;
 
 extern const ef_option_t ef_globals_options[];

@@ -73,6 +73,22 @@ def wait_until(what, predicate, timeout=60):
         time.sleep(0.05)
 
 
+def wait_for_stall(counter, quiet=1.0, limit=30.0):
+    """Returns the count once it has not moved for `quiet` seconds. There
+    is no event for 'nothing more happens', so this is the one place that
+    observes over time; it returns as soon as the stall is seen."""
+    deadline = time.monotonic() + limit
+    last, since = counter(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = counter()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return now
+    return counter()
+
+
 def proc_status_kb(pid, key="VmRSS"):
     """A size from /proc/PID/status in kB: VmRSS now, VmHWM the peak."""
     with open(f"/proc/{pid}/status") as f:

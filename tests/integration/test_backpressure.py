@@ -1,32 +1,15 @@
 """Backpressure: while the database cannot take rows, the gRPC client is
 held back by flow control instead of embedflow buffering the stream."""
 import threading
-import time
 
 import psycopg2
 
 from conftest import DATABASE
-from helpers import proc_status_kb, send, stream
+from helpers import proc_status_kb, send, stream, wait_for_stall
 
 DIM = 256
 CHUNKS = 400
 CHUNK_ROWS = 100
-
-
-def wait_for_stall(counter, quiet=1.0, limit=30.0):
-    """Returns the count once it has not moved for `quiet` seconds. There
-    is no event for 'nothing more happens', so this is the one place that
-    observes over time; it returns as soon as the stall is seen."""
-    deadline = time.monotonic() + limit
-    last, since = counter(), time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.1)
-        now = counter()
-        if now != last:
-            last, since = now, time.monotonic()
-        elif time.monotonic() - since >= quiet:
-            return now
-    return counter()
 
 
 def test_blocked_database_holds_the_client(embedflow, db, schema):

@@ -62,8 +62,11 @@ def idle_clients():
 
 def test_idle_streams_do_not_take_upload_places(embedflow, db, schema,
                                                 idle_clients):
+    # 1 MB messages: max_inflight_bytes (256 MB) lets 256 calls read at
+    # once, so 200 idle ones cannot take every read either
     ef = embedflow(dim=DIM, extra=["--actors.grpc-receiver.max_streams", "4",
-                                   "--verbose"])
+                                   "--actors.grpc-receiver.max_message_bytes",
+                                   "1M", "--verbose"])
     idle = idle_clients(ef.target)
     idle.open(200)
     # every idle call has reached the server before the real upload
@@ -98,3 +101,26 @@ def test_silent_client_is_ended_after_idle_timeout(embedflow, db, schema,
     ef.wait_for_line(r"no message for 1000 ms")
     assert send(ef.target, [chunk([row("later", 0, DIM)], 1)]).written == 1
     assert db.count(schema, "chunk") == 11
+
+
+def test_idle_calls_give_reads_up_when_memory_is_short(embedflow, db, schema,
+                                                      idle_clients):
+    """With room for only two reads (2 x 64 MB of a 128 MB budget), idle
+    calls holding them are ended after first_message_timeout while a real
+    upload waits, and the real upload goes through."""
+    ef = embedflow(dim=DIM, extra=[
+        "--max_inflight_bytes", "128M",
+        "--actors.grpc-receiver.max_message_bytes", "64M",
+        "--actors.grpc-receiver.first_message_timeout", "500ms",
+        "--verbose"])
+    idle = idle_clients(ef.target)
+    calls = idle.open(10)
+    ef.wait_for_line(r"call \d+ from .*: waiting for its first message",
+                     nth=10, timeout=60)
+    result = send(ef.target, [chunk([row("real", 0, DIM)], 1)])
+    assert result.written == 1
+    busy = [c.exception(timeout=30) for c in calls if c.done()]
+    assert busy, "no idle call gave its read up"
+    for err in busy:
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "first_message_timeout" in err.details()
