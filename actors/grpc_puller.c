@@ -49,6 +49,7 @@
 
 #include "actors/grpc_puller.h"
 #include "embedflow/actor.h"
+#include "embedflow/budget.h"
 #include "embedflow/backoff.h"
 #include "embedflow/log.h"
 #include "embedflow/pipeline.h"
@@ -155,6 +156,9 @@ struct s_job {
     uint64_t received;               /* rows forwarded (and pending) */
     uint64_t written;                /* rows acked as committed */
     uint64_t dead;                   /* rows acked as dead-lettered */
+    int64_t charged;                 /* budget its unsettled rows hold */
+    int64_t reserved;                /* budget its posted read holds */
+    bool budget_wait;                /* a read waits for the budget */
     uint64_t calls;                  /* attempts made */
     uint64_t shown_received;         /* part of received in the progress sums */
     uint64_t shown_settled;          /* part of written + dead in them */
@@ -171,6 +175,7 @@ struct s_job {
 
 struct s_puller {
     ef_actor_t *actor;           /* the actor instance */
+    ef_budget_t *budget;         /* the process's bytes in flight */
     const s_options_t *opts;     /* its options */
     const ef_globals_t *globals; /* schema, database */
     int chunks_port;             /* OUT: chunks */
@@ -297,6 +302,16 @@ s_read (s_job_t *job)
     if (!c || c->reading || c->eos || c->broken || job->pending || c->fatal[0]
         || (c->has_status && c->status != GRPC_STATUS_OK))
         return;
+    /* as the receiver's reads: each reserves a whole message of the
+       process's budget, and none is posted while it has no room */
+    int64_t reserve = job->opts->max_message_bytes;
+    if (!ef_budget_fits (job->owner->budget, reserve)) {
+        if (!job->budget_wait)
+            ef_budget_count_wait (job->owner->budget);
+        job->budget_wait = true;
+        return;
+    }
+    job->budget_wait = false;
     grpc_op op;
     memset (&op, 0, sizeof op);
     op.op = GRPC_OP_RECV_MESSAGE;
@@ -310,6 +325,8 @@ s_read (s_job_t *job)
         return;
     }
     c->reading = true;
+    job->reserved = reserve;
+    ef_budget_charge (job->owner->budget, reserve);
     c->refs++;
 }
 
@@ -511,6 +528,10 @@ s_finish (s_job_t *job, const char *status)
     }
     job->active = false;
     job->phase = S_IDLE;
+    /* rows of a failed run may still be in the pipeline; they are bounded
+       by the links' high-water marks */
+    ef_budget_release (self->budget, job->charged);
+    job->charged = 0;
 }
 
 /* Ends the run once the stream is over and every row is settled. */
@@ -593,6 +614,7 @@ s_on_message (s_call_t *c, grpc_byte_buffer *buf)
     }
     char *token = strndup (token_bytes ? token_bytes : "", token_len);
     size_t rows = shape.items;
+    size_t body_size = zframe_size (body);
     if (!token || rows > UINT32_MAX) {
         snprintf (c->fatal, sizeof c->fatal, "%s",
                   token ? "too many items in one chunk" : "out of memory");
@@ -646,6 +668,9 @@ s_on_message (s_call_t *c, grpc_byte_buffer *buf)
     zmsg_append (msg, &body);
     free (job->last_token);
     job->last_token = token;
+    int64_t charge = (int64_t) (body_size + shape.decoded_bytes);
+    job->charged += charge;
+    ef_budget_charge (job->owner->budget, charge);
     job->received += rows;
     ef_counter_add (job->metrics->received, rows);
     job->pending = msg;
@@ -728,8 +753,8 @@ s_call_maybe_end (s_call_t *c)
         if (job->pending)
             return; /* s_flush reads on */
         s_read (job);
-        if (c->refs > 0)
-            return;
+        if (c->refs > 0 || job->budget_wait)
+            return; /* the tick reads on once the budget has room */
     }
     bool current = job->call == c;
     if (current) {
@@ -750,6 +775,8 @@ s_dispatch (grpc_event *ev)
         break;
     case S_TAG_RECV: {
         c->reading = false;
+        ef_budget_release (c->job->owner->budget, c->job->reserved);
+        c->job->reserved = 0;
         grpc_byte_buffer *buf = c->recv_buf;
         c->recv_buf = NULL;
         if (!ev->success)
@@ -957,6 +984,9 @@ s_init (ef_actor_t *actor)
     self->actor = actor;
     self->opts = ef_actor_options (actor);
     self->globals = ef_actor_globals (actor);
+    /* the receiver sets the same limit when it runs in this process */
+    self->budget = ef_budget_process ();
+    ef_budget_set_limit (self->budget, self->globals->max_inflight_bytes);
     self->chunks_port = ef_actor_port (actor, "chunks");
     self->acks_port = ef_actor_port (actor, "acks");
     self->runs_port = ef_actor_port (actor, "runs");
@@ -1066,6 +1096,13 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
                       t->stream_id);
             continue;
         }
+        uint64_t settled = job->written + job->dead;
+        ef_budget_release (self->budget,
+                           ef_budget_share (&job->charged,
+                                            job->received > settled
+                                                ? job->received - settled
+                                                : 0,
+                                            t->written + t->dead_lettered));
         job->written += t->written;
         job->dead += t->dead_lettered;
         ef_counter_add (job->metrics->written, t->written);
@@ -1086,13 +1123,18 @@ s_job_tick (s_job_t *job, int64_t now)
     if (!job->active)
         return;
     s_flush (job);
+    if (job->budget_wait) {
+        s_read (job);
+        if (!job->budget_wait)
+            job->last_msg_us = now; /* the wait was ours, not the server's */
+    }
     if (job->phase == S_LOCKING) {
         s_try_lock (job);
         return;
     }
     s_call_t *c = job->call;
     if (job->phase == S_CALLING && c && !c->idle_expired
-        && job->opts->idle_timeout > 0 && !job->pending
+        && job->opts->idle_timeout > 0 && !job->pending && !job->budget_wait
         && now - job->last_msg_us > job->opts->idle_timeout * 1000) {
         c->idle_expired = true;
         grpc_call_cancel (c->call, NULL);

@@ -338,19 +338,6 @@ s_accept_next (s_receiver_t *self)
     return 0;
 }
 
-/* The share of charged bytes that settled of unsettled rows release;
-   all of it once every row is settled. Takes it off *charged. */
-static int64_t
-s_release_share (int64_t *charged, uint64_t unsettled, uint64_t settled)
-{
-    int64_t share = settled >= unsettled
-                        ? *charged
-                        : (int64_t) ((double) *charged * (double) settled
-                                     / (double) unsettled);
-    *charged -= share;
-    return share;
-}
-
 /* Hands what a stream being freed still holds of the budget to the
    orphan list, released as its rows' acks come. Out of memory: released
    now (the rows are bounded by the links' high-water marks). */
@@ -385,7 +372,7 @@ s_orphan_settle (s_receiver_t *self, uint64_t stream_id, uint64_t settled)
         if (o->stream_id != stream_id)
             continue;
         ef_budget_release (
-            self->budget, s_release_share (&o->charged, o->unsettled, settled));
+            self->budget, ef_budget_share (&o->charged, o->unsettled, settled));
         o->unsettled = settled >= o->unsettled ? 0 : o->unsettled - settled;
         if (o->unsettled == 0) {
             *p = o->next;
@@ -1303,7 +1290,7 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
         }
         uint64_t settled = stream->written + stream->dead;
         ef_budget_release (self->budget,
-                           s_release_share (&stream->charged,
+                           ef_budget_share (&stream->charged,
                                             stream->received > settled
                                                 ? stream->received - settled
                                                 : 0,

@@ -105,6 +105,17 @@ ef_budget_peak (const ef_budget_t *self)
     return __atomic_load_n (&self->peak, __ATOMIC_RELAXED);
 }
 
+int64_t
+ef_budget_share (int64_t *charged, uint64_t unsettled, uint64_t settled)
+{
+    int64_t share = settled >= unsettled
+                        ? *charged
+                        : (int64_t) ((double) *charged * (double) settled
+                                     / (double) unsettled);
+    *charged -= share;
+    return share;
+}
+
 void
 ef_budget_count_wait (ef_budget_t *self)
 {

@@ -41,6 +41,12 @@ void ef_budget_release (ef_budget_t *self, int64_t n);
 int64_t ef_budget_used (const ef_budget_t *self);
 int64_t ef_budget_peak (const ef_budget_t *self);
 
+/* The part of *charged (bytes held for unsettled rows) that settling
+   `settled` of them gives back: a proportional share, all of it once
+   every row is settled. Takes it off *charged and returns it. */
+int64_t ef_budget_share (int64_t *charged, uint64_t unsettled,
+                         uint64_t settled);
+
 /* Counts a read that waited for the budget (exposed as a metric). */
 void ef_budget_count_wait (ef_budget_t *self);
 

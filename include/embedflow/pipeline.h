@@ -20,7 +20,7 @@ typedef struct {
     char *metrics;  /* HOST:PORT of the HTTP metrics endpoint, NULL = none */
     bool verbose;
 
-    char *api_server; /* CacheService HOST:PORT; NULL or "" = none */
+    char *api_server;           /* CacheService HOST:PORT; NULL or "" = none */
     int64_t max_inflight_bytes; /* the process's budget (budget.h) */
 } ef_globals_t;
 

@@ -268,3 +268,18 @@ def test_uploads_are_in_the_job_history(db, schema, embedflow):
     assert (run["rows_received"], run["rows_written"]) == (300, 300)
     # pushed rows leave no pull checkpoint behind
     assert db.count(schema, "pull_piece") == 0
+
+
+def test_pull_within_a_small_budget(db, schema):
+    """With max_inflight_bytes smaller than one message's reservation, the
+    puller reads one message at a time, each only once the rows of the
+    last are settled: every row still arrives (a charge never given back
+    would stop it)."""
+    rows = 5000
+    server = AiServer(rows, DIM, extra=["--delay-ms", "0"])
+    try:
+        ef = pull(schema, server.target, extra=["--max_inflight_bytes", "1M"])
+        assert finish(ef) == 0, ef.log
+        assert stored_rows(db, schema) == (rows, rows, 0, rows - 1)
+    finally:
+        server.stop()

@@ -23,3 +23,15 @@ EF_TEST (runtime_budget_fits_and_peak)
     EF_CHECK (ef_budget_fits (b, 1 << 30) && !ef_budget_spent (b));
     ef_budget_release (b, 1000);
 }
+
+EF_TEST (runtime_budget_share_gives_all_back)
+{
+    int64_t charged = 1000;
+    /* 3 of 10 rows settle: 300 back; the other 7: the rest */
+    EF_CHECK (ef_budget_share (&charged, 10, 3) == 300 && charged == 700);
+    EF_CHECK (ef_budget_share (&charged, 7, 7) == 700 && charged == 0);
+    charged = 10;
+    for (uint64_t left = 3; left > 0; left--)
+        ef_budget_share (&charged, left, 1);
+    EF_CHECK (charged == 0); /* rounding never leaves bytes behind */
+}
