@@ -54,6 +54,7 @@
 #include "pipeline/aimd.h"
 #include "pipeline/observe.h"
 #include "pipeline/checkpoint.h"
+#include "pipeline/linkwire.h"
 #include "pipeline/outbox.h"
 #include "pipeline/pg.h"
 #include "pipeline/pgwrite.h"
@@ -138,248 +139,7 @@ s_covers (const Embedflow__V1__Row *row)
     return row->covers ? row->covers : 1;
 }
 
-/* --- metadata_json back to a map ---------------------------------------- */
-
-/* Appends the UTF-8 encoding of cp to *w. */
-static void
-s_utf8_put (char **w, uint32_t cp)
-{
-    unsigned char *p = (unsigned char *) *w;
-    if (cp < 0x80)
-        *p++ = (unsigned char) cp;
-    else if (cp < 0x800) {
-        *p++ = (unsigned char) (0xC0 | cp >> 6);
-        *p++ = (unsigned char) (0x80 | (cp & 0x3F));
-    }
-    else if (cp < 0x10000) {
-        *p++ = (unsigned char) (0xE0 | cp >> 12);
-        *p++ = (unsigned char) (0x80 | ((cp >> 6) & 0x3F));
-        *p++ = (unsigned char) (0x80 | (cp & 0x3F));
-    }
-    else {
-        *p++ = (unsigned char) (0xF0 | cp >> 18);
-        *p++ = (unsigned char) (0x80 | ((cp >> 12) & 0x3F));
-        *p++ = (unsigned char) (0x80 | ((cp >> 6) & 0x3F));
-        *p++ = (unsigned char) (0x80 | (cp & 0x3F));
-    }
-    *w = (char *) p;
-}
-
-/* Reads 4 hex digits. Returns 0, -1 when one is not hex. */
-static int
-s_hex4 (const char *p, uint32_t *out)
-{
-    uint32_t v = 0;
-    for (int i = 0; i < 4; i++) {
-        char c = p[i];
-        v <<= 4;
-        if (c >= '0' && c <= '9')
-            v |= (uint32_t) (c - '0');
-        else if (c >= 'a' && c <= 'f')
-            v |= (uint32_t) (c - 'a' + 10);
-        else if (c >= 'A' && c <= 'F')
-            v |= (uint32_t) (c - 'A' + 10);
-        else
-            return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-/* Parses the JSON string at *p (at its opening quote) into a heap copy,
-   advancing *p past it. NULL when malformed or out of memory. */
-static char *
-s_json_string (const char **p)
-{
-    const char *s = *p;
-    if (*s != '"')
-        return NULL;
-    s++;
-    /* Unescaping never makes a string longer. */
-    const char *end = s;
-    while (*end && *end != '"')
-        end += (*end == '\\' && end[1]) ? 2 : 1;
-    if (*end != '"')
-        return NULL;
-    char *out = malloc ((size_t) (end - s) + 1);
-    if (!out)
-        return NULL;
-    char *w = out;
-    while (s < end) {
-        if (*s != '\\') {
-            *w++ = *s++;
-            continue;
-        }
-        s++;
-        uint32_t cp;
-        switch (*s) {
-        case '"':
-        case '\\':
-        case '/':
-            *w++ = *s;
-            break;
-        case 'b':
-            *w++ = '\b';
-            break;
-        case 'f':
-            *w++ = '\f';
-            break;
-        case 'n':
-            *w++ = '\n';
-            break;
-        case 'r':
-            *w++ = '\r';
-            break;
-        case 't':
-            *w++ = '\t';
-            break;
-        case 'u':
-            if (end - s < 5 || s_hex4 (s + 1, &cp) != 0)
-                goto bad;
-            s += 4;
-            if (cp >= 0xD800 && cp <= 0xDBFF) {
-                uint32_t lo;
-                if (end - s < 7 || s[1] != '\\' || s[2] != 'u'
-                    || s_hex4 (s + 3, &lo) != 0 || lo < 0xDC00 || lo > 0xDFFF)
-                    goto bad;
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                s += 6;
-            }
-            else if (cp >= 0xDC00 && cp <= 0xDFFF)
-                goto bad;
-            if (cp == 0)
-                goto bad; /* cannot live in a C string */
-            s_utf8_put (&w, cp);
-            break;
-        default:
-            goto bad;
-        }
-        s++;
-    }
-    *w = '\0';
-    *p = end + 1;
-    return out;
-bad:
-    free (out);
-    return NULL;
-}
-
-/* Frees the metadata entries s_metadata_from_json made. */
-static void
-s_entries_free (Embedflow__V1__Embedding *e)
-{
-    for (size_t i = 0; i < e->n_metadata; i++) {
-        free (e->metadata[i]->key);
-        free (e->metadata[i]->value);
-        free (e->metadata[i]);
-    }
-    free (e->metadata);
-    e->metadata = NULL;
-    e->n_metadata = 0;
-}
-
-/* Fills e's metadata from a flat JSON object of strings. Returns 0, or
-   -1 (e's metadata left empty) when json is anything else. */
-static int
-s_metadata_from_json (Embedflow__V1__Embedding *e, const char *json)
-{
-    const char *p = json;
-#define SKIP_WS()                                                              \
-    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')                \
-    p++
-    SKIP_WS ();
-    if (!*p)
-        return 0;
-    if (*p++ != '{')
-        return -1;
-    size_t cap = 0;
-    SKIP_WS ();
-    if (*p == '}')
-        return 0;
-    while (true) {
-        SKIP_WS ();
-        char *key = s_json_string (&p);
-        if (!key)
-            goto bad;
-        SKIP_WS ();
-        char *value = NULL;
-        if (*p == ':') {
-            p++;
-            SKIP_WS ();
-            value = s_json_string (&p);
-        }
-        Embedflow__V1__Embedding__MetadataEntry *entry =
-            value ? malloc (sizeof *entry) : NULL;
-        if (entry && e->n_metadata == cap) {
-            cap = cap ? cap * 2 : 8;
-            void *grown = realloc (e->metadata, cap * sizeof *e->metadata);
-            if (!grown) {
-                free (entry);
-                entry = NULL;
-            }
-            else
-                e->metadata = grown;
-        }
-        if (!entry) {
-            free (key);
-            free (value);
-            goto bad;
-        }
-        embedflow__v1__embedding__metadata_entry__init (entry);
-        entry->key = key;
-        entry->value = value;
-        e->metadata[e->n_metadata++] = entry;
-        SKIP_WS ();
-        if (*p == ',') {
-            p++;
-            continue;
-        }
-        if (*p++ != '}')
-            goto bad;
-        SKIP_WS ();
-        if (*p)
-            goto bad;
-        return 0;
-    }
-#undef SKIP_WS
-bad:
-    s_entries_free (e);
-    return -1;
-}
-
 /* --- dead letters -------------------------------------------------------- */
-
-/* Packs row as the Embedding it came from into a heap buffer (*len
-   bytes). NULL when out of memory. *metadata_lost is set when
-   metadata_json could not be turned back into a map. */
-static uint8_t *
-s_original (const Embedflow__V1__Row *row, size_t *len, bool *metadata_lost)
-{
-    Embedflow__V1__Embedding e = EMBEDFLOW__V1__EMBEDDING__INIT;
-    char id[37] = "";
-    if (row->id.len == 16) {
-        const uint8_t *b = row->id.data;
-        snprintf (id, sizeof id,
-                  "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
-                  "%02x%02x%02x%02x%02x%02x",
-                  b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9],
-                  b[10], b[11], b[12], b[13], b[14], b[15]);
-    }
-    e.id = id;
-    e.document_id = row->document_id;
-    e.chunk_index = row->chunk_index;
-    e.content = row->content;
-    e.n_vector = row->n_vector;
-    e.vector = row->vector;
-    e.model = row->model;
-    *metadata_lost = s_metadata_from_json (&e, row->metadata_json) != 0;
-    *len = embedflow__v1__embedding__get_packed_size (&e);
-    uint8_t *buf = malloc (*len ? *len : 1);
-    if (buf)
-        embedflow__v1__embedding__pack (&e, buf);
-    s_entries_free (&e);
-    return buf;
-}
 
 /* Sends rows[0..n) to the DLQ as one message of DeadLetter frames.
    Returns 0, -1 when the process is stopping hard or out of memory. */
@@ -395,7 +155,7 @@ s_dead_letter (ef_actor_t *actor, s_self_t *self,
         const Embedflow__V1__Row *row = rows[i];
         bool lost = false;
         size_t olen = 0;
-        uint8_t *orig = s_original (row, &olen, &lost);
+        uint8_t *orig = ef_linkwire_row_original (row, &olen, &lost);
         char *why = NULL;
         if (lost) {
             if (asprintf (&why,
@@ -716,14 +476,14 @@ static Embedflow__V1__RowBatch *
 s_unpack (zmsg_t **msg_p)
 {
     zframe_t *frame = zmsg_first (*msg_p);
+    char why[128] = "an empty message";
     Embedflow__V1__RowBatch *batch =
-        frame ? embedflow__v1__row_batch__unpack (NULL, zframe_size (frame),
-                                                  zframe_data (frame))
+        frame ? ef_linkwire_row_batch (zframe_data (frame), zframe_size (frame),
+                                       why, sizeof why)
               : NULL;
     if (!batch)
-        ef_error ("dropping a message that is not a RowBatch (%zu frames, "
-                  "%zu bytes)",
-                  zmsg_size (*msg_p), frame ? zframe_size (frame) : 0);
+        ef_error ("dropping a message of %zu frames: %s", zmsg_size (*msg_p),
+                  why);
     zmsg_destroy (msg_p);
     return batch;
 }

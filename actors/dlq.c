@@ -32,6 +32,7 @@
 #include "embedflow/v1/pipeline.pb-c.h"
 #include "pipeline/badrows.h"
 #include "pipeline/checkpoint.h"
+#include "pipeline/linkwire.h"
 #include "pipeline/pg.h"
 #include "pipeline/pgwrite.h"
 #include "pipeline/schema.h"
@@ -95,33 +96,6 @@ s_push (s_self_t *self, Embedflow__V1__DeadLetter *letter)
     }
     self->pending[self->n_pending++] = letter;
     return 0;
-}
-
-/* A letter standing for a frame that does not parse, built by packing
-   and unpacking so that it is freed like any other. NULL when out of
-   memory. */
-static Embedflow__V1__DeadLetter *
-s_undecodable (zframe_t *frame)
-{
-    char reason[96];
-    snprintf (reason, sizeof reason,
-              "a frame of %zu bytes on the dead link is not a DeadLetter",
-              zframe_size (frame));
-    Embedflow__V1__DeadLetter dl = EMBEDFLOW__V1__DEAD_LETTER__INIT;
-    dl.stage = "dlq";
-    dl.reason_code = "undecodable";
-    dl.reason = reason;
-    dl.original.data = zframe_data (frame);
-    dl.original.len = zframe_size (frame);
-    size_t size = embedflow__v1__dead_letter__get_packed_size (&dl);
-    uint8_t *buf = malloc (size);
-    if (!buf)
-        return NULL;
-    embedflow__v1__dead_letter__pack (&dl, buf);
-    Embedflow__V1__DeadLetter *copy =
-        embedflow__v1__dead_letter__unpack (NULL, size, buf);
-    free (buf);
-    return copy;
 }
 
 /* Sends one Ack for the letters of one origin just stored, if any
@@ -466,14 +440,13 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
     }
     for (zframe_t *frame = zmsg_first (*msg_p); frame;
          frame = zmsg_next (*msg_p)) {
-        Embedflow__V1__DeadLetter *letter = embedflow__v1__dead_letter__unpack (
-            NULL, zframe_size (frame), zframe_data (frame));
-        if (!letter) {
+        bool undecodable = false;
+        Embedflow__V1__DeadLetter *letter = ef_linkwire_dead_letter (
+            zframe_data (frame), zframe_size (frame), &undecodable);
+        if (undecodable)
             ef_warn ("a %zu-byte frame is not a DeadLetter: stored as "
                      "undecodable",
                      zframe_size (frame));
-            letter = s_undecodable (frame);
-        }
         if (!letter || s_push (self, letter) != 0) {
             if (letter)
                 embedflow__v1__dead_letter__free_unpacked (letter, NULL);

@@ -60,6 +60,7 @@
 #include "pipeline/grpcmsg.h"
 #include "pipeline/job.h"
 #include "pipeline/jobmetrics.h"
+#include "pipeline/linkwire.h"
 #include "pipeline/pg.h"
 #include "pipeline/schema.h"
 #include "pipeline/uuid7.h"
@@ -1075,13 +1076,14 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
         ef_actor_wake_in (actor, 0);
         return 0;
     }
+    char why[160] = "an empty message";
     Embedflow__V1__Ack *ack =
-        frame ? embedflow__v1__ack__unpack (NULL, zframe_size (frame),
-                                            zframe_data (frame))
+        frame ? ef_linkwire_ack (zframe_data (frame), zframe_size (frame), why,
+                                 sizeof why)
               : NULL;
     zmsg_destroy (msg_p);
     if (!ack) {
-        ef_warn ("dropping a message on pull-acks that is not an Ack");
+        ef_warn ("dropping a message on pull-acks: %s", why);
         return 0;
     }
     for (size_t i = 0; i < ack->n_tallies; i++) {

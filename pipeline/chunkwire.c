@@ -63,8 +63,10 @@ s_next_field (const uint8_t *buf, size_t len, size_t *pos, s_field_t *f)
         return 0;
     f->at = *pos;
     uint64_t tag;
-    if (s_varint (buf, len, pos, &tag) != 0 || (tag >> 3) == 0
-        || (tag >> 3) > UINT32_MAX)
+    /* protobuf-c reads a tag of at most 5 bytes and refuses the message
+       otherwise: so does this walk. */
+    if (s_varint (buf, len, pos, &tag) != 0 || *pos - f->at > 5
+        || (tag >> 3) == 0 || (tag >> 3) > UINT32_MAX)
         return -1;
     f->number = (uint32_t) (tag >> 3);
     f->wire = (int) (tag & 7);

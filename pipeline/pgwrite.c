@@ -692,6 +692,33 @@ s_copy (ef_pgwrite_t *self, const char *sql, s_encoder_t *encode,
     return s_copy_finish (conn, b, what, rep);
 }
 
+char *
+ef_pgwrite_copy_rows (ef_copy_table_t table, Embedflow__V1__Row *const *rows,
+                      size_t n, size_t *len)
+{
+    s_encoder_t *encode = table == EF_COPY_CHUNK       ? s_encode_chunk
+                          : table == EF_COPY_EMBEDDING ? s_encode_embedding
+                                                       : s_encode_stage;
+    s_buf_t b = {0};
+    s_buf_put (&b, s_copy_header, sizeof s_copy_header);
+    for (size_t i = 0; i < n && !b.oom; i++) {
+        if (rows[i]->id.len != 16) {
+            b.oom = true; /* s_check_rows refuses such a row first */
+            break;
+        }
+        uint8_t hash[16];
+        ef_pgwrite_hash (rows[i], hash);
+        encode (&b, rows[i], hash);
+    }
+    s_put16 (&b, 0xFFFF);
+    if (b.oom) {
+        free (b.data);
+        return NULL;
+    }
+    *len = b.len;
+    return b.data;
+}
+
 /* Runs the prepared upsert over the staging table; adds what it changed
    to *changed. */
 static ef_write_status_t
@@ -1063,6 +1090,43 @@ s_put_int4 (s_buf_t *b, uint32_t v)
     s_put32 (b, v > INT32_MAX ? INT32_MAX : v);
 }
 
+/* One dead_letter tuple of the COPY. */
+static void
+s_encode_dead_letter (s_buf_t *b, const Embedflow__V1__DeadLetter *d)
+{
+    s_put16 (b, 10);
+    s_put_text_safe (b, d->stage, false);
+    s_put_text_safe (b, d->reason_code, false);
+    s_put_text_safe (b, d->reason, false);
+    s_put_text_safe (b, d->sqlstate, true);
+    s_put_int4 (b, d->attempts);
+    s_put_text_safe (b, d->job_id, true);
+    s_put_text_safe (b, d->source, true);
+    s_put_text_safe (b, d->document_id, true);
+    s_put_int4 (b, d->covers);
+    if (d->original.len || d->original.data)
+        s_put_field (b, d->original.data, d->original.len);
+    else
+        s_put_null (b);
+}
+
+char *
+ef_pgwrite_copy_dead_letters (Embedflow__V1__DeadLetter *const *items, size_t n,
+                              size_t *len)
+{
+    s_buf_t b = {0};
+    s_buf_put (&b, s_copy_header, sizeof s_copy_header);
+    for (size_t i = 0; i < n; i++)
+        s_encode_dead_letter (&b, items[i]);
+    s_put16 (&b, 0xFFFF);
+    if (b.oom) {
+        free (b.data);
+        return NULL;
+    }
+    *len = b.len;
+    return b.data;
+}
+
 ef_write_status_t
 ef_pgwrite_dead_letters (PGconn *conn, const char *schema,
                          Embedflow__V1__DeadLetter *const *items, size_t n,
@@ -1104,21 +1168,7 @@ ef_pgwrite_dead_letters (PGconn *conn, const char *schema,
     s_buf_t b = {0};
     s_buf_put (&b, s_copy_header, sizeof s_copy_header);
     for (size_t i = 0; i < n; i++) {
-        const Embedflow__V1__DeadLetter *d = items[i];
-        s_put16 (&b, 10);
-        s_put_text_safe (&b, d->stage, false);
-        s_put_text_safe (&b, d->reason_code, false);
-        s_put_text_safe (&b, d->reason, false);
-        s_put_text_safe (&b, d->sqlstate, true);
-        s_put_int4 (&b, d->attempts);
-        s_put_text_safe (&b, d->job_id, true);
-        s_put_text_safe (&b, d->source, true);
-        s_put_text_safe (&b, d->document_id, true);
-        s_put_int4 (&b, d->covers);
-        if (d->original.len || d->original.data)
-            s_put_field (&b, d->original.data, d->original.len);
-        else
-            s_put_null (&b);
+        s_encode_dead_letter (&b, items[i]);
         if (b.len >= S_FLUSH_BYTES && !b.oom && s_buf_flush (&b, conn) != 0)
             break;
     }

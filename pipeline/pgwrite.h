@@ -98,6 +98,27 @@ int ef_pgwrite_add_hook (ef_pgwrite_t *self, ef_pgwrite_hook_fn *fn, void *arg);
    stores). */
 void ef_pgwrite_hash (const Embedflow__V1__Row *row, uint8_t hash[16]);
 
+/* The tables a batch is COPied into. */
+typedef enum {
+    EF_COPY_CHUNK,     /* <schema>.chunk: new rows */
+    EF_COPY_EMBEDDING, /* <schema>.embedding: new rows */
+    EF_COPY_STAGE,     /* pg_temp.ef_stage: changed rows */
+} ef_copy_table_t;
+
+/* The binary COPY data ef_pgwrite_batch sends into table for rows[0..n)
+   (header, one tuple per row with its content hash, trailer), in a heap
+   buffer of *len bytes; no server is involved. NULL when out of memory
+   or when a row's id is not 16 bytes (ef_pgwrite_batch refuses such a
+   row before it encodes anything). */
+char *ef_pgwrite_copy_rows (ef_copy_table_t table,
+                            Embedflow__V1__Row *const *rows, size_t n,
+                            size_t *len);
+
+/* The binary COPY data ef_pgwrite_dead_letters sends for items[0..n),
+   in a heap buffer of *len bytes. NULL when out of memory. */
+char *ef_pgwrite_copy_dead_letters (Embedflow__V1__DeadLetter *const *items,
+                                    size_t n, size_t *len);
+
 /* Appends items[0..n) to <schema>.dead_letter in one COPY (one
    transaction). Text that is not valid UTF-8 is stored with U+FFFD in
    place of the bad bytes (original keeps the exact bytes); empty

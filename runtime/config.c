@@ -574,16 +574,91 @@ s_yaml_walk (s_yaml_ctx_t *ctx, struct fy_node *node, const char *path,
     return 0;
 }
 
+/* Length of the valid UTF-8 sequence at p (left bytes), 0 when there is
+   none: no overlongs, surrogates or code points past U+10FFFF. */
+static size_t
+s_utf8_seq (const unsigned char *p, size_t left)
+{
+    unsigned char c = p[0];
+    if (c < 0x80)
+        return 1;
+    size_t n = c >= 0xC2 && c <= 0xDF   ? 2
+               : c >= 0xE0 && c <= 0xEF ? 3
+               : c >= 0xF0 && c <= 0xF4 ? 4
+                                        : 0;
+    if (n == 0 || n > left)
+        return 0;
+    uint32_t cp = c & (0x7F >> n);
+    for (size_t i = 1; i < n; i++) {
+        if ((p[i] & 0xC0) != 0x80)
+            return 0;
+        cp = cp << 6 | (p[i] & 0x3F);
+    }
+    if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10FFFF
+        || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return n;
+}
+
+/* Checks that the file at path is UTF-8 text of a sane size. libfyaml
+   (0.8) spins forever on some bytes that are not UTF-8 (a directive
+   line "%\xec"), so they never reach it. Returns 0, -1 with err naming
+   the file and the line. */
+static int
+s_check_text (const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen (path, "rb");
+    if (!f) {
+        snprintf (err, errlen, "%s: %s", path, strerror (errno));
+        return -1;
+    }
+    enum { S_MAX = 16 << 20 };
+    unsigned char buf[4096 + 4];
+    size_t have = 0, total = 0;
+    int line = 1, rc = 0;
+    while (rc == 0) {
+        size_t got = fread (buf + have, 1, sizeof buf - 4 - have, f);
+        if (got == 0 && have == 0)
+            break;
+        total += got;
+        size_t end = have + got, i = 0;
+        bool eof = got == 0;
+        while (i < end) {
+            /* A sequence cut by the buffer's end waits for more bytes. */
+            if (!eof && end - i < 4 && buf[i] >= 0x80)
+                break;
+            size_t n = s_utf8_seq (buf + i, end - i);
+            if (n == 0 || buf[i] == 0) {
+                snprintf (err, errlen, "%s:%d: not UTF-8 text", path, line);
+                rc = -1;
+                break;
+            }
+            line += buf[i] == '\n';
+            i += n;
+        }
+        memmove (buf, buf + i, end - i);
+        have = end - i;
+        if (eof)
+            break;
+        if (total > S_MAX) {
+            snprintf (err, errlen, "%s: larger than %d MB", path, S_MAX >> 20);
+            rc = -1;
+        }
+    }
+    if (rc == 0 && ferror (f)) {
+        snprintf (err, errlen, "%s: %s", path, strerror (errno));
+        rc = -1;
+    }
+    fclose (f);
+    return rc;
+}
+
 int
 ef_config_load_file (ef_config_t *self, const char *path, char *err,
                      size_t errlen)
 {
-    FILE *probe = fopen (path, "r");
-    if (!probe) {
-        snprintf (err, errlen, "%s: %s", path, strerror (errno));
+    if (s_check_text (path, err, errlen) != 0)
         return -1;
-    }
-    fclose (probe);
     struct fy_parse_cfg cfg = {.flags = FYPCF_QUIET};
     struct fy_document *doc = fy_document_build_from_file (&cfg, path);
     if (!doc) {

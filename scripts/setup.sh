@@ -26,6 +26,8 @@ packages=(
     python3-zmq
     # `embedflow graph --png` and `bench --plot` (their tests use them)
     graphviz gnuplot-nox
+    # scripts/fuzz.sh: clang with libFuzzer and the sanitizer runtimes
+    clang libclang-rt-14-dev
 )
 
 missing=()

@@ -256,3 +256,29 @@ EF_TEST (chunkwire_agrees_with_unpack)
     /* both outcomes were exercised */
     EF_CHECK (accepted > 1000 && accepted < 19000);
 }
+
+/* Found by fuzz_chunk: a tag spelt in 6 bytes (an unknown field) passed
+   the scan, while protobuf-c refuses the message. */
+EF_TEST (chunkwire_long_tag_refused_like_protobuf)
+{
+    static const uint8_t msg[] = {0xb5, 0xff, 0xf5, 0xf5, 0xfd,
+                                  0x00, 0x0a, 0x00, 0x0a, 0x00};
+    Embedflow__V1__EmbeddingChunk *c =
+        embedflow__v1__embedding_chunk__unpack (NULL, sizeof msg, msg);
+    EF_CHECK (c == NULL);
+    if (c)
+        embedflow__v1__embedding_chunk__free_unpacked (c, NULL);
+    ef_chunk_shape_t shape;
+    char why[160] = "";
+    EF_CHECK (ef_chunk_scan (msg, sizeof msg, &shape, why, sizeof why) == -1);
+    EF_CHECK (why[0] != '\0');
+    /* The same field with a 5-byte tag is an unknown field both skip. */
+    static const uint8_t ok[] = {0xb0, 0xff, 0xf5, 0xf5, 0x0d,
+                                 0x00, 0x0a, 0x00, 0x0a, 0x00};
+    c = embedflow__v1__embedding_chunk__unpack (NULL, sizeof ok, ok);
+    EF_CHECK (c && c->n_items == 2);
+    if (c)
+        embedflow__v1__embedding_chunk__free_unpacked (c, NULL);
+    EF_CHECK (ef_chunk_scan (ok, sizeof ok, &shape, why, sizeof why) == 0
+              && shape.items == 2);
+}

@@ -165,6 +165,53 @@ EF_TEST (config_yaml)
     ef_registry_destroy (&reg);
 }
 
+/* Writes n bytes to a fresh temporary file; its path goes to path. */
+static void
+s_write_file (char *path, const char *bytes, size_t n)
+{
+    strcpy (path, "/tmp/ef-config-XXXXXX");
+    int fd = mkstemp (path);
+    if (fd >= 0) {
+        if (write (fd, bytes, n) != (ssize_t) n)
+            path[0] = '\0';
+        close (fd);
+    }
+}
+
+/* Found by fuzz_config: libfyaml spun forever on a directive line that
+   is not UTF-8, so `run --config` hung instead of exiting 2. */
+EF_TEST (config_file_not_utf8)
+{
+    ef_registry_t *reg;
+    ef_config_t *c = s_config (&reg);
+    EF_REQUIRE (c);
+    char path[64], err[512] = "";
+    const char bad[] = "dim: 8\n%\xec\n";
+    s_write_file (path, bad, sizeof bad - 1);
+    EF_CHECK (ef_config_load_file (c, path, err, sizeof err) == -1);
+    EF_CHECK (strstr (err, ":2: not UTF-8 text") != NULL);
+    unlink (path);
+    const char nul[] = "dim: 8\nschema: a\0b\n";
+    s_write_file (path, nul, sizeof nul - 1);
+    EF_CHECK (ef_config_load_file (c, path, err, sizeof err) == -1);
+    EF_CHECK (strstr (err, ":2: not UTF-8 text") != NULL);
+    unlink (path);
+
+    /* UTF-8 is fine, also a character cut by the reader's buffer. */
+    static char good[8192];
+    size_t n = (size_t) snprintf (good, sizeof good, "schema: caf\xc3\xa9\n#");
+    while (n < 4095)
+        good[n++] = 'x';
+    n += (size_t) snprintf (good + n, sizeof good - n, "\xc3\xa9\ndim: 16\n");
+    s_write_file (path, good, n);
+    EF_CHECK (ef_config_load_file (c, path, err, sizeof err) == 0);
+    ef_globals_t *g = ef_config_globals (c);
+    EF_CHECK (strcmp (g->schema, "caf\xc3\xa9") == 0 && g->dim == 16);
+    unlink (path);
+    ef_config_destroy (&c);
+    ef_registry_destroy (&reg);
+}
+
 /* A section check: n must be odd. */
 static int
 s_entry_check (const char *name, const void *entry, char *why, size_t len)
