@@ -81,6 +81,7 @@
 #include "pipeline/chunkwire.h"
 #include "pipeline/grpcmsg.h"
 #include "pipeline/jobmetrics.h"
+#include "pipeline/linkwire.h"
 #include "pipeline/uuid7.h"
 
 #define S_UPLOAD_METHOD "/embedflow.v1.EmbeddingService/UploadEmbeddings"
@@ -1262,12 +1263,13 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
         return 0;
     }
     zframe_t *frame = zmsg_first (*msg_p);
+    char why[160] = "no frame";
     Embedflow__V1__Ack *ack =
-        frame ? embedflow__v1__ack__unpack (NULL, zframe_size (frame),
-                                            zframe_data (frame))
+        frame ? ef_linkwire_ack (zframe_data (frame), zframe_size (frame), why,
+                                 sizeof why)
               : NULL;
     if (!ack) {
-        ef_warn ("dropping an ack that does not parse");
+        ef_warn ("dropping an ack: %s", why);
         zmsg_destroy (msg_p);
         return 0;
     }
