@@ -94,6 +94,8 @@ static const ef_option_t s_options[] = {
 typedef struct {
     uint64_t stream_id; /* receiver's stream */
     uint32_t origin;    /* EF_ORIGIN_*: the link its ack goes to */
+    uint64_t chunk_seq; /* chunk of the stream the rows came in */
+    uint32_t attempt;   /* which sending of that chunk */
     uint64_t written;   /* received rows committed (covers) */
 } s_tally_t;
 
@@ -182,6 +184,7 @@ s_dead_letter (ef_actor_t *actor, s_self_t *self,
         dl.chunk_rows = row->chunk_rows;
         dl.resume_token = row->resume_token;
         dl.origin = row->origin;
+        dl.attempt = row->attempt;
         zframe_t *frame =
             orig ? zframe_new (
                 NULL, embedflow__v1__dead_letter__get_packed_size (&dl))
@@ -212,7 +215,9 @@ s_count_written (s_self_t *self, Embedflow__V1__Row *const *rows, size_t n)
         size_t t = 0;
         while (t < self->n_tallies
                && (self->tallies[t].stream_id != rows[i]->stream_id
-                   || self->tallies[t].origin != rows[i]->origin))
+                   || self->tallies[t].origin != rows[i]->origin
+                   || self->tallies[t].chunk_seq != rows[i]->chunk_seq
+                   || self->tallies[t].attempt != rows[i]->attempt))
             t++;
         if (t == self->n_tallies) {
             if (self->n_tallies == self->cap_tallies) {
@@ -224,7 +229,8 @@ s_count_written (s_self_t *self, Embedflow__V1__Row *const *rows, size_t n)
                 self->cap_tallies = cap;
             }
             self->tallies[t] =
-                (s_tally_t){rows[i]->stream_id, rows[i]->origin, 0};
+                (s_tally_t){rows[i]->stream_id, rows[i]->origin,
+                            rows[i]->chunk_seq, rows[i]->attempt, 0};
             self->n_tallies++;
         }
         self->tallies[t].written += s_covers (rows[i]);
@@ -362,6 +368,8 @@ s_send_ack_to (ef_actor_t *actor, s_self_t *self, uint32_t origin)
                 continue;
             embedflow__v1__stream_tally__init (&tallies[n]);
             tallies[n].stream_id = self->tallies[i].stream_id;
+            tallies[n].chunk_seq = self->tallies[i].chunk_seq;
+            tallies[n].attempt = self->tallies[i].attempt;
             tallies[n].written = self->tallies[i].written;
             ptrs[n] = &tallies[n];
             n++;

@@ -120,11 +120,16 @@ s_send_ack_to (ef_actor_t *actor, s_self_t *self, uint32_t origin)
         if ((d->covers == 0 && !ends) || d->origin != origin)
             continue;
         size_t t = 0;
-        while (t < n && tallies[t].stream_id != d->stream_id)
+        while (t < n
+               && (tallies[t].stream_id != d->stream_id
+                   || tallies[t].chunk_seq != d->chunk_seq
+                   || tallies[t].attempt != d->attempt))
             t++;
         if (t == n) {
             embedflow__v1__stream_tally__init (&tallies[t]);
             tallies[t].stream_id = d->stream_id;
+            tallies[t].chunk_seq = d->chunk_seq;
+            tallies[t].attempt = d->attempt;
             ptrs[t] = &tallies[t];
             n++;
         }

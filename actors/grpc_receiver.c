@@ -72,6 +72,7 @@
 
 #include "embedflow/actor.h"
 #include "embedflow/budget.h"
+#include "embedflow/linkstate.h"
 #include "embedflow/log.h"
 #include "embedflow/metrics.h"
 #include "embedflow/pipeline.h"
@@ -80,16 +81,18 @@
 #include "pipeline/checkpoint.h"
 #include "pipeline/chunkwire.h"
 #include "pipeline/grpcmsg.h"
+#include "pipeline/inflight.h"
 #include "pipeline/jobmetrics.h"
 #include "pipeline/linkwire.h"
 #include "pipeline/uuid7.h"
 
-#define S_UPLOAD_METHOD "/embedflow.v1.EmbeddingService/UploadEmbeddings"
-#define S_SOURCE_KEY    "embedflow-source"
-#define S_SOURCE_MAX    255 /* longest source name taken from metadata */
-#define S_EVENT_BUDGET  256 /* completions handled per tick */
-#define S_IDLE_WAIT_MS  5   /* next() deadline when nothing is pending */
-#define S_RETRY_WAIT_MS 1   /* next() deadline while a send is pending */
+#define S_UPLOAD_METHOD   "/embedflow.v1.EmbeddingService/UploadEmbeddings"
+#define S_SOURCE_KEY      "embedflow-source"
+#define S_SOURCE_MAX      255     /* longest source name taken from metadata */
+#define S_EVENT_BUDGET    256     /* completions handled per tick */
+#define S_IDLE_WAIT_MS    5       /* next() deadline when nothing is pending */
+#define S_RETRY_WAIT_MS   1       /* next() deadline while a send is pending */
+#define S_RESEND_DELAY_US 1000000 /* quiet links before re-sending */
 
 /* --- options ------------------------------------------------------------ */
 
@@ -100,6 +103,7 @@ typedef struct {
     int64_t max_streams;       /* concurrent uploads accepted */
     int64_t idle_timeout;      /* ms a client may send nothing; 0 never */
     int64_t first_timeout;     /* ms a new call may hold a read others need */
+    int64_t delivery_timeout;  /* ms rows may stay unsettled, a peer gone */
     int64_t streams_per_conn;  /* HTTP/2 streams one connection may open */
     int64_t keepalive;         /* ms between HTTP/2 pings to idle clients */
     int64_t keepalive_timeout; /* ms a ping may go unanswered */
@@ -132,6 +136,11 @@ static const ef_option_t s_options[] = {
      86400000,
      "an upload that sends nothing for this long is ended with "
      "DEADLINE_EXCEEDED; 0 = never"},
+    {"delivery_timeout", EF_OPT_MS, "60s",
+     offsetof (s_options_t, delivery_timeout), 100, 86400000,
+     "when links cross hosts: an upload whose rows stay unsettled this "
+     "long while a peer is gone (or went since they were sent) ends with "
+     "UNAVAILABLE naming the link"},
     {"first_message_timeout", EF_OPT_MS, "10s",
      offsetof (s_options_t, first_timeout), 10, 3600000,
      "while uploads wait for max_inflight_bytes, a new call that has sent "
@@ -211,29 +220,30 @@ typedef struct s_stream {
     grpc_slice reply_details;       /* status message being sent */
     bool has_details;               /* reply_details holds a ref */
 
-    uint64_t stream_id; /* unique in the process */
-    char job_id[37];    /* UUIDv7 text */
-    char *source;       /* rows' source */
-    bool admitted;      /* holds a place among max_streams */
-    bool refused;       /* refused: no token, or over max_streams */
-    bool reading;       /* a RECV_MESSAGE is in flight */
-    bool half_closed;   /* client finished sending */
-    bool logged;        /* its job_run row is open */
-    bool replied;       /* the final status batch was posted */
-    bool closed;        /* RECV_CLOSE_ON_SERVER came back */
-    zmsg_t *pending;    /* chunk waiting for room on the link */
-    uint64_t messages;  /* messages read */
-    uint64_t bytes;     /* bytes read */
-    uint64_t last_seq;  /* seq of the last good chunk */
-    uint64_t received;  /* rows forwarded (and pending) */
-    uint64_t written;   /* rows acked as committed */
-    uint64_t dead;      /* rows acked as dead-lettered */
-    int64_t started_us; /* monotonic time of accept */
-    int64_t read_us;    /* monotonic time the pending read was posted */
-    int64_t charged;    /* bytes of the budget its unsettled rows hold */
-    int64_t reserved;   /* bytes of the budget its posted read holds */
-    bool budget_wait;   /* a read waits for the budget */
-    char *peer;         /* client address, for logs */
+    uint64_t stream_id;  /* unique in the process */
+    char job_id[37];     /* UUIDv7 text */
+    char *source;        /* rows' source */
+    bool admitted;       /* holds a place among max_streams */
+    bool refused;        /* refused: no token, or over max_streams */
+    bool reading;        /* a RECV_MESSAGE is in flight */
+    bool half_closed;    /* client finished sending */
+    bool logged;         /* its job_run row is open */
+    bool replied;        /* the final status batch was posted */
+    bool closed;         /* RECV_CLOSE_ON_SERVER came back */
+    zmsg_t *pending;     /* chunk waiting for room on the link */
+    uint64_t messages;   /* messages read */
+    uint64_t bytes;      /* bytes read */
+    uint64_t last_seq;   /* seq of the last good chunk */
+    uint64_t received;   /* rows forwarded (and pending) */
+    uint64_t written;    /* rows acked as committed */
+    uint64_t dead;       /* rows acked as dead-lettered */
+    int64_t started_us;  /* monotonic time of accept */
+    int64_t read_us;     /* monotonic time the pending read was posted */
+    ef_inflight_t *held; /* chunks sent, not settled (admitted only) */
+    bool resending;      /* sending its held chunks again */
+    int64_t reserved;    /* bytes of the budget its posted read holds */
+    bool budget_wait;    /* a read waits for the budget */
+    char *peer;          /* client address, for logs */
 
     const ef_job_metrics_t *job; /* its per-job series, set on accept */
 } s_stream_t;
@@ -253,20 +263,22 @@ typedef struct {
 
 /* --- the actor's state --------------------------------------------------- */
 
-/* What a finished stream still holds of the budget: its rows are in the
-   pipeline until their acks come. */
+/* The chunks a finished stream still holds: its rows are in the
+   pipeline until their acks come, and so is their share of the budget. */
 typedef struct s_orphan {
     struct s_orphan *next; /* list */
-    uint64_t stream_id;    /* whose acks release it */
-    int64_t charged;       /* bytes still held */
-    uint64_t unsettled;    /* rows not yet acked */
+    uint64_t stream_id;    /* whose acks settle it */
+    ef_inflight_t *held;   /* its unsettled chunks */
 } s_orphan_t;
 
 struct s_receiver {
     ef_actor_t *actor;         /* the actor instance */
     ef_budget_t *budget;       /* the process's bytes in flight */
     int n_budget_waits;        /* streams whose read waits for it */
-    s_orphan_t *orphans;       /* charges of streams already freed */
+    s_orphan_t *orphans;       /* chunks of streams already freed */
+    bool resend;               /* links cross hosts: keep chunks to resend */
+    uint64_t churn_seen;       /* link churn last acted on */
+    int64_t resend_at_us;      /* when to send held chunks again; 0 none */
     const s_options_t *opts;   /* its options */
     int chunks_port;           /* OUT: chunks */
     int acks_port;             /* IN: acks */
@@ -339,49 +351,62 @@ s_accept_next (s_receiver_t *self)
     return 0;
 }
 
-/* Hands what a stream being freed still holds of the budget to the
-   orphan list, released as its rows' acks come. Out of memory: released
-   now (the rows are bounded by the links' high-water marks). */
+/* Hands the chunks a stream being freed still holds to the orphan list,
+   settled as their acks come. Out of memory: released now (the rows are
+   bounded by the links' high-water marks). */
 static void
-s_stream_keep_charge (s_stream_t *stream)
+s_stream_keep_held (s_stream_t *stream)
 {
     s_receiver_t *self = stream->owner;
-    uint64_t settled = stream->written + stream->dead;
-    uint64_t unsettled =
-        stream->received > settled ? stream->received - settled : 0;
-    if (stream->charged <= 0)
+    if (!stream->held)
         return;
-    s_orphan_t *o = unsettled ? calloc (1, sizeof *o) : NULL;
+    s_orphan_t *o =
+        ef_inflight_empty (stream->held) ? NULL : calloc (1, sizeof *o);
     if (!o) {
-        ef_budget_release (self->budget, stream->charged);
-        stream->charged = 0;
+        ef_budget_release (self->budget, ef_inflight_charged (stream->held));
+        ef_inflight_destroy (&stream->held);
         return;
     }
-    *o = (s_orphan_t){self->orphans, stream->stream_id, stream->charged,
-                      unsettled};
+    *o = (s_orphan_t){self->orphans, stream->stream_id, stream->held};
+    stream->held = NULL;
     self->orphans = o;
-    stream->charged = 0;
 }
 
-/* Releases what acks of a freed stream settle. True when stream_id was
-   an orphan's. */
+/* Settles a tally of a freed stream. True when stream_id was an
+   orphan's. */
 static bool
-s_orphan_settle (s_receiver_t *self, uint64_t stream_id, uint64_t settled)
+s_orphan_settle (s_receiver_t *self, const Embedflow__V1__StreamTally *t)
 {
     for (s_orphan_t **p = &self->orphans; *p; p = &(*p)->next) {
         s_orphan_t *o = *p;
-        if (o->stream_id != stream_id)
+        if (o->stream_id != t->stream_id)
             continue;
-        ef_budget_release (
-            self->budget, ef_budget_share (&o->charged, o->unsettled, settled));
-        o->unsettled = settled >= o->unsettled ? 0 : o->unsettled - settled;
-        if (o->unsettled == 0) {
+        ef_settle_t done;
+        ef_inflight_settle (o->held, t->chunk_seq, t->attempt, t->written,
+                            t->dead_lettered, &done);
+        ef_budget_release (self->budget, done.released);
+        if (ef_inflight_empty (o->held)) {
             *p = o->next;
+            ef_inflight_destroy (&o->held);
             free (o);
         }
         return true;
     }
     return false;
+}
+
+/* Gives up every orphan: after a peer went away their rows may never be
+   acked, and their clients got no UploadResult, so they send again. */
+static void
+s_orphans_release (s_receiver_t *self)
+{
+    while (self->orphans) {
+        s_orphan_t *o = self->orphans;
+        self->orphans = o->next;
+        ef_budget_release (self->budget, ef_inflight_charged (o->held));
+        ef_inflight_destroy (&o->held);
+        free (o);
+    }
 }
 
 /* Frees a stream whose batches have all completed; unlinks it. */
@@ -396,7 +421,7 @@ s_stream_free (s_stream_t *stream)
         *p = stream->next;
     if (stream->budget_wait)
         self->n_budget_waits--;
-    s_stream_keep_charge (stream);
+    s_stream_keep_held (stream);
     if (stream->pending) {
         zmsg_destroy (&stream->pending);
         self->n_pending--;
@@ -489,7 +514,8 @@ static void
 s_stream_read (s_stream_t *stream)
 {
     if (stream->reading || stream->half_closed || stream->replied
-        || stream->closed || stream->pending || stream->budget_wait)
+        || stream->closed || stream->pending || stream->budget_wait
+        || stream->resending)
         return;
     s_receiver_t *self = stream->owner;
     /* A posted read lets gRPC take in a whole message, up to
@@ -529,7 +555,7 @@ static void
 s_stream_check_done (s_stream_t *stream)
 {
     if (!stream->half_closed || stream->pending || stream->replied
-        || stream->closed)
+        || stream->closed || stream->resending)
         return;
     uint64_t settled = stream->written + stream->dead;
     if (settled < stream->received)
@@ -547,6 +573,79 @@ s_stream_check_done (s_stream_t *stream)
              stream->job_id, stream->source, stream->peer,
              (double) (ef_clock_mono_us () - stream->started_us) / 1e6, text);
     s_stream_reply (stream, GRPC_STATUS_OK, text);
+}
+
+/* The message forwarded for a chunk: [ChunkHeader, body]. Takes body.
+   NULL when out of memory. */
+static zmsg_t *
+s_chunk_message (s_stream_t *stream, uint64_t seq, uint32_t rows,
+                 uint32_t attempt, zframe_t **body)
+{
+    Embedflow__V1__ChunkHeader header = EMBEDFLOW__V1__CHUNK_HEADER__INIT;
+    header.stream_id = stream->stream_id;
+    header.job_id = stream->job_id;
+    header.seq = seq;
+    header.source = stream->source;
+    header.rows = rows;
+    header.received_us = ef_clock_wall_us ();
+    header.attempt = attempt;
+    size_t hsize = embedflow__v1__chunk_header__get_packed_size (&header);
+    zframe_t *hframe = zframe_new (NULL, hsize);
+    zmsg_t *msg = zmsg_new ();
+    if (!hframe || !msg || !*body) {
+        zframe_destroy (&hframe);
+        zframe_destroy (body);
+        zmsg_destroy (&msg);
+        return NULL;
+    }
+    embedflow__v1__chunk_header__pack (&header, zframe_data (hframe));
+    zmsg_append (msg, &hframe);
+    zmsg_append (msg, body);
+    return msg;
+}
+
+/* Puts the held chunks that are due again on the link, in order, until
+   the link is full (s_flush_pending goes on from there) or none is left;
+   then reading goes on. */
+static void
+s_stream_feed (s_stream_t *stream)
+{
+    s_receiver_t *self = stream->owner;
+    while (stream->resending && !stream->pending && !stream->replied
+           && !stream->closed) {
+        uint64_t seq;
+        uint32_t attempt, rows;
+        zframe_t *body = NULL;
+        ef_links_state_t links;
+        ef_links_state (&links);
+        int rc = ef_inflight_next_due (stream->held, &seq, &attempt, &rows,
+                                       &body, ef_clock_mono_us (), links.churn);
+        if (rc == 0) {
+            stream->resending = false;
+            s_stream_read (stream);
+            s_stream_check_done (stream);
+            return;
+        }
+        zmsg_t *msg =
+            rc > 0 ? s_chunk_message (stream, seq, rows, attempt, &body) : NULL;
+        if (!msg) {
+            s_stream_reply (stream, GRPC_STATUS_INTERNAL, "out of memory");
+            return;
+        }
+        stream->pending = msg;
+        self->n_pending++;
+        int sent = ef_actor_try_send (self->actor, self->chunks_port, 0,
+                                      &stream->pending);
+        if (sent == 0)
+            return;
+        self->n_pending--;
+        if (sent < 0) {
+            zmsg_destroy (&stream->pending);
+            s_stream_reply (stream, GRPC_STATUS_UNAVAILABLE,
+                            "embedflow cannot forward chunks right now");
+            return;
+        }
+    }
 }
 
 /* Tries to hand the pending chunk to the link; on success reads on.
@@ -570,7 +669,10 @@ s_stream_flush (s_stream_t *stream)
                         "embedflow cannot forward chunks right now");
         return -1;
     }
-    s_stream_read (stream);
+    if (stream->resending)
+        s_stream_feed (stream);
+    else
+        s_stream_read (stream);
     return 1;
 }
 
@@ -640,36 +742,34 @@ s_stream_on_message (s_stream_t *stream, grpc_byte_buffer *buf)
         return;
     }
 
-    Embedflow__V1__ChunkHeader header = EMBEDFLOW__V1__CHUNK_HEADER__INIT;
-    header.stream_id = stream->stream_id;
-    header.job_id = stream->job_id;
-    header.seq = seq;
-    header.source = stream->source;
-    header.rows = (uint32_t) rows;
-    header.received_us = ef_clock_wall_us ();
-    size_t hsize = embedflow__v1__chunk_header__get_packed_size (&header);
-    zframe_t *hframe = zframe_new (NULL, hsize);
-    zmsg_t *msg = zmsg_new ();
-    if (!hframe || !msg) {
-        zframe_destroy (&hframe);
-        zframe_destroy (&body);
-        zmsg_destroy (&msg);
-        s_stream_reply (stream, GRPC_STATUS_INTERNAL, "out of memory");
-        return;
-    }
-    embedflow__v1__chunk_header__pack (&header, zframe_data (hframe));
-    zmsg_append (msg, &hframe);
-    zmsg_append (msg, &body);
-
     /* what this message may hold while its rows are in the pipeline:
        its bytes, and its rows decoded (in batches, queues, the DLQ) */
     int64_t charge = (int64_t) (size + shape.decoded_bytes);
-    stream->charged += charge;
+    ef_links_state_t links;
+    ef_links_state (&links);
+    /* while held chunks are sent again, a new one goes after them */
+    if (ef_inflight_add (stream->held, seq, (uint32_t) rows, charge, body,
+                         ef_clock_mono_us (), links.churn, stream->resending)
+        != 0) {
+        zframe_destroy (&body);
+        s_stream_reply (stream, GRPC_STATUS_INTERNAL, "out of memory");
+        return;
+    }
     ef_budget_charge (self->budget, charge);
     stream->received += rows;
     ef_counter_add (stream->job->received, rows);
     ef_actor_count (self->actor, EF_METRIC_ROWS_IN, (int64_t) rows);
     ef_actor_count (self->actor, EF_METRIC_IN_FLIGHT, (int64_t) rows);
+    if (stream->resending) {
+        zframe_destroy (&body);
+        s_stream_feed (stream);
+        return;
+    }
+    zmsg_t *msg = s_chunk_message (stream, seq, (uint32_t) rows, 0, &body);
+    if (!msg) {
+        s_stream_reply (stream, GRPC_STATUS_INTERNAL, "out of memory");
+        return;
+    }
     stream->pending = msg;
     self->n_pending++;
     s_stream_flush (stream);
@@ -751,6 +851,12 @@ s_stream_admit (s_stream_t *stream)
         ef_warn ("refusing an upload from %s: %s", stream->peer, text);
         stream->refused = true;
         s_stream_reply (stream, GRPC_STATUS_RESOURCE_EXHAUSTED, text);
+        return false;
+    }
+    stream->held = ef_inflight_new (self->resend);
+    if (!stream->held) {
+        stream->refused = true;
+        s_stream_reply (stream, GRPC_STATUS_INTERNAL, "out of memory");
         return false;
     }
     stream->admitted = true;
@@ -1154,6 +1260,13 @@ s_init (ef_actor_t *actor)
        makes them 'running' again. A killed one is marked within
        2 x stale_after. */
     self->stale_ms = s_stale_ms (self->opts);
+    /* rows sent across hosts can be lost with a peer: keep every chunk
+       until it is settled, to send it again */
+    const ef_config_t *config = ef_actor_config (actor);
+    static const char *crossing[] = {"chunks", "batches", "dead", "acks"};
+    for (size_t i = 0; i < sizeof crossing / sizeof crossing[0]; i++)
+        self->resend =
+            self->resend || ef_config_link_crosses_hosts (config, crossing[i]);
     self->budget = ef_budget_process ();
     ef_budget_set_limit (self->budget, globals->max_inflight_bytes);
     self->max_decoded = self->opts->max_decoded_bytes
@@ -1279,9 +1392,7 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
         while (stream
                && (stream->stream_id != t->stream_id || !stream->admitted))
             stream = stream->next;
-        if (!stream
-            && s_orphan_settle (self, t->stream_id,
-                                t->written + t->dead_lettered))
+        if (!stream && s_orphan_settle (self, t))
             continue;
         if (!stream) {
             ef_debug ("ack from %s for unknown stream %" PRIu64 " (%" PRIu64
@@ -1290,20 +1401,20 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
                       t->dead_lettered);
             continue;
         }
-        uint64_t settled = stream->written + stream->dead;
-        ef_budget_release (self->budget,
-                           ef_budget_share (&stream->charged,
-                                            stream->received > settled
-                                                ? stream->received - settled
-                                                : 0,
-                                            t->written + t->dead_lettered));
-        stream->written += t->written;
-        stream->dead += t->dead_lettered;
-        ef_counter_add (stream->job->written, t->written);
-        ef_counter_add (stream->job->dead_lettered, t->dead_lettered);
-        ef_actor_count (self->actor, EF_METRIC_ROWS_OUT, (int64_t) t->written);
+        /* counted per chunk and attempt: a tally of a chunk that was
+           sent again since counts nothing */
+        ef_settle_t done;
+        ef_inflight_settle (stream->held, t->chunk_seq, t->attempt, t->written,
+                            t->dead_lettered, &done);
+        ef_budget_release (self->budget, done.released);
+        stream->written += done.written;
+        stream->dead += done.dead;
+        ef_counter_add (stream->job->written, done.written);
+        ef_counter_add (stream->job->dead_lettered, done.dead);
+        ef_actor_count (self->actor, EF_METRIC_ROWS_OUT,
+                        (int64_t) done.written);
         ef_actor_count (self->actor, EF_METRIC_IN_FLIGHT,
-                        -(int64_t) (t->written + t->dead_lettered));
+                        -(int64_t) (done.written + done.dead));
         if (t->ended && *t->ended && !stream->replied) {
             ef_warn ("upload %s from %s ended: %s", stream->job_id,
                      stream->peer, t->ended);
@@ -1315,6 +1426,69 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
     zmsg_destroy (msg_p);
     self->acked = true;
     return 0;
+}
+
+/* When links cross hosts: after a peer went or came (and every
+   connection has its peer again), every upload sends the chunks it holds
+   again, in order, as new attempts; an upload whose oldest chunk stays
+   unsettled for delivery_timeout while a peer is missing, or went since
+   it was sent, ends UNAVAILABLE naming the link. Uploads already over
+   hold nothing worth re-sending: their clients send again. */
+static void
+s_check_links (s_receiver_t *self)
+{
+    if (!self->resend)
+        return;
+    ef_links_state_t links;
+    ef_links_state (&links);
+    int64_t now = ef_clock_mono_us ();
+    if (links.churn != self->churn_seen) {
+        self->churn_seen = links.churn;
+        /* a peer that comes back usually does so with a burst of events:
+           wait for the last of them */
+        self->resend_at_us = now + S_RESEND_DELAY_US;
+        s_orphans_release (self);
+    }
+    bool resend =
+        self->resend_at_us && now >= self->resend_at_us && links.down == 0;
+    if (resend)
+        self->resend_at_us = 0;
+    for (s_stream_t *s = self->streams; s; s = s->next) {
+        if (!s->admitted || !s->held || s->replied || s->closed)
+            continue;
+        ef_settle_t back;
+        size_t due = resend ? ef_inflight_restart (s->held, &back) : 0;
+        if (due) {
+            s->written -= back.written;
+            s->dead -= back.dead;
+            ef_actor_count (self->actor, EF_METRIC_IN_FLIGHT,
+                            (int64_t) (back.written + back.dead));
+            ef_actor_count (self->actor, EF_METRIC_RETRIES, (int64_t) due);
+            ef_info ("upload %s: sending %zu unsettled chunk(s) again",
+                     s->job_id, due);
+            s->resending = true;
+            if (!s->pending)
+                s_stream_feed (s);
+            continue;
+        }
+        int64_t sent_us;
+        uint64_t churn;
+        if (!ef_inflight_oldest (s->held, &sent_us, &churn)
+            || now - sent_us < self->opts->delivery_timeout * 1000
+            || (links.down == 0 && churn == links.churn))
+            continue;
+        char text[320];
+        snprintf (text, sizeof text,
+                  "rows not settled within %" PRId64
+                  " ms (delivery_timeout): %s%s; %" PRIu64 " of %" PRIu64
+                  " rows settled, send again",
+                  self->opts->delivery_timeout,
+                  links.lost[0] ? links.lost : "a link",
+                  links.down ? " has no peer" : " lost its peer",
+                  s->written + s->dead, s->received);
+        ef_warn ("upload %s from %s: %s", s->job_id, s->peer, text);
+        s_stream_reply (s, GRPC_STATUS_UNAVAILABLE, text);
+    }
 }
 
 /* Once acks gave bytes back, streams waiting for the budget read again,
@@ -1401,6 +1575,7 @@ s_tick (ef_actor_t *actor)
     s_flush_pending (self);
     s_history_tick (self);
     s_end_idle (self);
+    s_check_links (self);
     s_resume_budget_waits (self);
 
     if (self->draining && !self->drained) {
@@ -1491,12 +1666,7 @@ s_destroy (ef_actor_t *actor)
     if (self->grpc_up)
         grpc_shutdown ();
     /* the budget is the process's: give back what this instance held */
-    while (self->orphans) {
-        s_orphan_t *o = self->orphans;
-        self->orphans = o->next;
-        ef_budget_release (self->budget, o->charged);
-        free (o);
-    }
+    s_orphans_release (self);
     ef_runlog_destroy (&self->runlog);
 }
 

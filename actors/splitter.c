@@ -158,6 +158,7 @@ s_dead_letter (ef_actor_t *actor, s_self_t *self,
     dl.chunk_rows = hdr->rows;
     dl.resume_token = hdr->resume_token;
     dl.origin = hdr->origin;
+    dl.attempt = hdr->attempt;
     if (original) {
         dl.original.data = (uint8_t *) original->data;
         dl.original.len = original->len;
@@ -232,6 +233,7 @@ s_make_row (const Embedflow__V1__ChunkHeader *hdr,
     r->chunk_seq = hdr->seq;
     r->chunk_rows = hdr->rows;
     r->origin = hdr->origin;
+    r->attempt = hdr->attempt;
     return r;
 }
 

@@ -122,9 +122,11 @@ s_monitor (ef_actor_t *self, s_port_t *port, int w, bool bind)
 {
     char ep[96];
     snprintf (ep, sizeof ep, "inproc://ef-monitor-%p-%d", (void *) port, w);
-    int events = ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
-                 | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL
-                 | (bind ? 0 : ZMQ_EVENT_HANDSHAKE_FAILED_AUTH);
+    int events =
+        ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
+        | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_DISCONNECTED
+        | (bind ? ZMQ_EVENT_ACCEPTED
+                : ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_CONNECTED);
     if (zmq_socket_monitor (zsock_resolve (port->socks[w]), ep, events) != 0
         || !(port->mons[w] = zsock_new_pair (NULL))
         || zsock_connect (port->mons[w], "%s", ep) != 0) {
@@ -189,6 +191,14 @@ s_monitor_event (s_port_t *port, int w)
         memcpy (&event, zframe_data (head), 2);
         memcpy (&value, zframe_data (head) + 2, 4);
         bool bind = port->def->dir == EF_PORT_IN;
+        if (event == ZMQ_EVENT_CONNECTED || event == ZMQ_EVENT_ACCEPTED
+            || event == ZMQ_EVENT_DISCONNECTED) {
+            ef_links_peer_event (port->def->link, where, !bind,
+                                 event != ZMQ_EVENT_DISCONNECTED);
+            free (where);
+            zmsg_destroy (&msg);
+            return;
+        }
         const char *why = event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
                               ? "the peer refused our key"
                           : value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
@@ -327,6 +337,8 @@ s_open_ports (ef_actor_t *self)
                 if (idx == first && strncmp (ep, "tcp://", 6) == 0
                     && s_secure (self, port, w, false) != 0)
                     return -1;
+                if (strncmp (ep, "tcp://", 6) == 0)
+                    ef_links_expect (); /* peerless until it connects */
                 if (zsock_connect (s, "%s", ep) < 0) {
                     snprintf (self->fail, sizeof self->fail,
                               "links.%s: cannot connect %s: %s", pd->link, ep,

@@ -775,6 +775,19 @@ ef_config_runs_here (const ef_config_t *self, const char *actor)
     return a && (self->run_all || a->runs_here);
 }
 
+bool
+ef_config_link_crosses_hosts (const ef_config_t *self, const char *link)
+{
+    char ep[256];
+    /* per-instance links derive one endpoint per index: the first tells */
+    for (int index = -1; index <= 0; index++)
+        if (ef_config_link_endpoint (self, link, false, index, ep, sizeof ep)
+                == 0
+            && strncmp (ep, "tcp://", 6) == 0)
+            return true;
+    return false;
+}
+
 /* Runs the actors' and the sections' whole-entry checks. */
 static int
 s_validate_entries (const ef_config_t *self, char *err, size_t errlen)

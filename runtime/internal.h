@@ -71,6 +71,13 @@ void ef_zap_destroy (ef_zap_t **self_p);
    (0 creates the series). */
 void ef_link_count_rejected (const char *link, const char *reason, uint64_t n);
 
+/* Link state (linkstate.c): a tcp connection this process makes starts
+   peerless; monitors report each peer that came (up) or went. outgoing
+   tells a connection this process makes from one it accepted. */
+void ef_links_expect (void);
+void ef_links_peer_event (const char *link, const char *endpoint, bool outgoing,
+                          bool up);
+
 /* --- actor instances (actor.c), driven by the runtime (runtime.c) ------ */
 
 /* A not-yet-started instance of def. stop points at the runtime's hard

@@ -118,6 +118,9 @@ void *ef_config_globals (ef_config_t *self);
 void *ef_config_actor_options (ef_config_t *self, const char *actor);
 int ef_config_instances (const ef_config_t *self, const char *actor);
 bool ef_config_runs_here (const ef_config_t *self, const char *actor);
+/* True when link joins processes (a tcp:// endpoint), where what is
+   queued for a peer that goes away is lost. */
+bool ef_config_link_crosses_hosts (const ef_config_t *self, const char *link);
 
 /* Writes the topology as Graphviz DOT. */
 void ef_config_print_dot (const ef_config_t *self, FILE *out);

@@ -30,7 +30,17 @@ def message(upload, seq):
     return embedding_pb2.EmbeddingChunk(items=items, seq=seq)
 
 
-def test_big_messages_into_locked_table(embedflow, db, schema):
+def under_asan(pid):
+    with open(f"/proc/{pid}/maps") as f:
+        return "libasan" in f.read()
+
+
+def test_big_messages_into_locked_table(embedflow, db, schema, monkeypatch):
+    # Under AddressSanitizer freed memory sits in a quarantine instead of
+    # being reused: turn that off (its shadow memory still adds some)
+    monkeypatch.setenv("ASAN_OPTIONS", os.environ.get("ASAN_OPTIONS", "")
+                       + ":quarantine_size_mb=0"
+                       ":thread_local_quarantine_size_kb=0")
     ef = embedflow(dim=DIM, extra=[
         "--max_inflight_bytes", f"{BUDGET_MB}M",
         "--actors.grpc-receiver.max_message_bytes", f"{MAX_MESSAGE_MB}M",
@@ -71,8 +81,9 @@ def test_big_messages_into_locked_table(embedflow, db, schema):
         print(f"peak RSS {peak / 1024:.0f} MB (at start {base / 1024:.0f} "
               f"MB), budget {BUDGET_MB} MB, {held} messages sent")
         assert held < UPLOADS * MESSAGES, "nothing held the clients back"
-        assert peak < PEAK_LIMIT_MB * 1024, \
-            f"peak RSS {peak} kB over {PEAK_LIMIT_MB} MB"
+        limit = PEAK_LIMIT_MB * (2 if under_asan(ef.proc.pid) else 1)
+        assert peak < limit * 1024, \
+            f"peak RSS {peak} kB over {limit} MB"
     finally:
         locker.commit()
         locker.close()

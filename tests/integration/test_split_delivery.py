@@ -1,0 +1,138 @@
+"""Delivery across hosts survives a lost writer host: an ingest host
+(gRPC, splitter) and a writer host (writers, DLQ) in network namespaces.
+The writer host is killed with SIGKILL in the middle of an upload: when
+it comes back, the ingest host sends what was not settled again and the
+upload ends OK with the exact row set, without the client sending
+anything again; when it never comes back, the upload ends UNAVAILABLE
+within delivery_timeout, naming the link."""
+import signal
+import threading
+
+import grpc
+import pytest
+
+import netns
+from conftest import DATABASE, Embedflow, clean_env
+from helpers import send, stream, wait_until
+
+reason = netns.skip_reason()
+if reason:
+    pytest.skip(reason, allow_module_level=True)
+
+ROWS = 30000
+DIM = 16
+CHUNK_ROWS = 100
+WRITERS = 2
+
+
+def config(path, ingest, writer, run, schema, extra=""):
+    """Links across the namespaces without keys: `insecure: true`, since
+    this test is about delivery (test_split_netns covers CURVE)."""
+    links = {"batches": f"tcp://{writer.addr}:7100",
+             "dead": f"tcp://{writer.addr}:7090",
+             "acks": f"tcp://{ingest.addr}:7080",
+             "pull-acks": f"tcp://{ingest.addr}:7081"}
+    lines = [f"dim: {DIM}", f"schema: {schema}", f'database: "{DATABASE}"',
+             f"run: [{', '.join(run)}]",
+             "actors:",
+             '  grpc-receiver: { listen: "0.0.0.0:50051", '
+             'delivery_timeout: 5s }',
+             f"  db-writer: {{ instances: {WRITERS} }}",
+             "  splitter: { batch_rows: 200 }",
+             "links:"]
+    for name, ep in links.items():
+        port = ep.rsplit(":", 1)[1]
+        lines.append(f'  {name}: {{ endpoint: "{ep}", bind: "tcp://*:{port}",'
+                     f" insecure: true }}")
+    path.write_text("\n".join(lines) + "\n" + extra)
+    return path
+
+
+class Split:
+    """The two hosts and their processes."""
+
+    def __init__(self, net, tmp_path, schema):
+        self.net = net
+        self.ingest = net.host("ingest", 1)
+        self.writer = net.host("writer", 20)
+        self.wcfg = config(tmp_path / "writer.yaml", self.ingest, self.writer,
+                           ["db-writer", "dlq", "cache-invalidator"], schema)
+        self.icfg = config(tmp_path / "ingest.yaml", self.ingest, self.writer,
+                           ["grpc-receiver", "scheduler", "grpc-puller",
+                            "splitter"], schema)
+        self.wef = self.start(self.writer, self.wcfg)
+        self.ief = self.start(self.ingest, self.icfg)
+        self.target = f"{self.ingest.addr}:50051"
+
+    def start(self, host, cfg):
+        ef = Embedflow(["run", "--config", str(cfg)], prefix=host.command([]),
+                       env=clean_env())
+        self.net.processes.append(ef.proc)
+        ef.wait_for_line(r"embedflow: ready", timeout=60)
+        return ef
+
+    def kill_writer(self):
+        self.wef.proc.send_signal(signal.SIGKILL)
+        self.wef.proc.wait(30)
+
+
+@pytest.fixture
+def split(tmp_path, schema, db):
+    with netns.Network() as net:
+        s = Split(net, tmp_path, schema)
+        yield s
+
+
+def upload_in_background(target, chunks):
+    outcome = {}
+
+    def run():
+        try:
+            outcome["result"] = send(target, chunks)
+        except grpc.RpcError as e:
+            outcome["error"] = e
+    t = threading.Thread(target=run)
+    t.start()
+    return t, outcome
+
+
+def count(db, schema):
+    return db.scalar(f'SELECT count(*) FROM "{schema}".chunk')
+
+
+def test_writer_host_killed_and_back(split, db, schema):
+    chunks = stream(ROWS, DIM, CHUNK_ROWS, doc_prefix="d")
+    t, outcome = upload_in_background(split.target, chunks)
+    # mid-upload: some rows are committed, most are not
+    wait_until("a fifth of the rows", lambda: count(db, schema) >= ROWS // 5)
+    split.kill_writer()
+    split.ief.wait_for_line(r"links\.\S+: the peer of .* went away")
+    split.wef = split.start(split.writer, split.wcfg)
+    t.join(180)
+    assert not t.is_alive(), "the upload did not end"
+    assert "error" not in outcome, outcome["error"].details()
+    r = outcome["result"]
+    assert (r.received, r.written, r.dead_lettered) == (ROWS, ROWS, 0)
+    split.ief.wait_for_line(r"sending \d+ unsettled chunk\(s\) again")
+    got = db.rows(f'SELECT document_id, chunk_index, content '
+                  f'FROM "{schema}".chunk')
+    assert len(got) == ROWS
+    want = {(c.document_id, c.chunk_index, c.content)
+            for ch in chunks for c in ch.items}
+    assert set(got) == want
+    assert db.scalar(f'SELECT count(*) FROM "{schema}".embedding') == ROWS
+    assert db.scalar(f'SELECT count(*) FROM "{schema}".dead_letter') == 0
+
+
+def test_writer_host_never_back(split, db, schema):
+    chunks = stream(ROWS, DIM, CHUNK_ROWS, doc_prefix="n")
+    t, outcome = upload_in_background(split.target, chunks)
+    wait_until("a fifth of the rows", lambda: count(db, schema) >= ROWS // 5)
+    split.kill_writer()
+    t.join(60)
+    assert not t.is_alive(), "the upload hangs without its writer host"
+    assert "error" in outcome, outcome
+    err = outcome["error"]
+    assert err.code() == grpc.StatusCode.UNAVAILABLE, err.details()
+    assert "delivery_timeout" in err.details()
+    assert f"{split.writer.addr}:" in err.details(), err.details()
