@@ -25,6 +25,7 @@
 #include "pipeline/uuid7.h"
 #include "pipeline/validate.h"
 
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,6 +39,7 @@ typedef struct {
     int64_t max_model_bytes;
     int64_t max_bad_rows;    /* an upload with more bad rows ... */
     int64_t max_bad_percent; /* ... that are also this share is ended */
+    int64_t hold_bytes;      /* batches held for a writer whose peer is gone */
 } s_options_t;
 
 static const ef_option_t s_options[] = {
@@ -68,7 +70,22 @@ static const ef_option_t s_options[] = {
      offsetof (s_options_t, max_bad_percent), 0, 100,
      "share of bad rows (percent) past which an upload with more than "
      "max_bad_rows bad rows is ended"},
+    {"hold_bytes", EF_OPT_SIZE, "64M", offsetof (s_options_t, hold_bytes), 0,
+     (int64_t) 1 << 40,
+     "when a writer's link crosses hosts and its peer is gone, batches for "
+     "it wait here up to this many bytes while the other writers go on; "
+     "beyond, they are dropped (counted) and the gRPC receiver sends their "
+     "chunks again once the peer is back"},
     EF_OPTION_END};
+
+/* Batches for one writer whose peer is gone. */
+typedef struct {
+    zlist_t *batches;    /* zmsg_t, oldest first (owned) */
+    int64_t bytes;       /* their size */
+    uint64_t dropped;    /* rows dropped in this outage */
+    ef_gauge_t *gauge;   /* embedflow_splitter_held_bytes{writer} */
+    ef_counter_t *drops; /* embedflow_splitter_dropped_rows_total{writer} */
+} s_hold_t;
 
 typedef struct {
     ef_batcher_t *batcher;  /* pending batches, one per writer */
@@ -77,6 +94,8 @@ typedef struct {
     int port_batches;       /* OUT, one socket per writer */
     int port_dead;          /* OUT */
     ef_badrows_t *badrows;  /* bad rows per upload */
+    s_hold_t *holds;        /* per writer; NULL when batches stay in process */
+    int64_t hold_max;       /* hold_bytes */
     int64_t forget_at_us;   /* next time quiet uploads are forgotten */
     uint64_t rows_in;       /* counters for the log */
     uint64_t rows_dead;
@@ -98,6 +117,34 @@ s_init (ef_actor_t *actor)
         .max_model_bytes = o->max_model_bytes,
     };
     self->linger_us = o->linger_ms * 1000;
+    int writers = ef_actor_port_width (actor, self->port_batches);
+    if (ef_config_link_crosses_hosts (ef_actor_config (actor), "batches")) {
+        self->hold_max = o->hold_bytes;
+        self->holds = calloc ((size_t) writers, sizeof *self->holds);
+        for (int w = 0; self->holds && w < writers; w++) {
+            char index[16];
+            snprintf (index, sizeof index, "%d", w);
+            const char *const labels[] = {"writer", index, NULL};
+            self->holds[w].batches = zlist_new ();
+            self->holds[w].gauge = ef_metrics_gauge_labeled (
+                "embedflow_splitter_held_bytes",
+                "bytes of batches held for a writer whose peer is gone",
+                labels);
+            self->holds[w].drops = ef_metrics_counter_labeled (
+                "embedflow_splitter_dropped_rows_total",
+                "rows dropped past hold_bytes while their writer's peer was "
+                "gone (the receiver sends their chunks again)",
+                labels);
+            if (!self->holds[w].batches) {
+                ef_actor_fail (actor, "out of memory");
+                return -1;
+            }
+        }
+        if (!self->holds) {
+            ef_actor_fail (actor, "out of memory");
+            return -1;
+        }
+    }
     self->batcher =
         ef_batcher_new (ef_actor_port_width (actor, self->port_batches),
                         (size_t) o->batch_rows, (size_t) o->batch_bytes);
@@ -119,9 +166,56 @@ s_destroy (ef_actor_t *actor)
     s_self_t *self = ef_actor_state (actor);
     ef_batcher_destroy (&self->batcher);
     ef_badrows_destroy (&self->badrows);
+    int writers = ef_actor_port_width (actor, self->port_batches);
+    for (int w = 0; self->holds && w < writers; w++) {
+        if (zlist_size (self->holds[w].batches))
+            ef_warn ("stopping with %zu batch(es) held for writer %d, whose "
+                     "peer is gone: they are dropped, and their uploads were "
+                     "not acknowledged",
+                     zlist_size (self->holds[w].batches), w);
+        zmsg_t *msg;
+        while ((msg = zlist_pop (self->holds[w].batches)))
+            zmsg_destroy (&msg);
+        zlist_destroy (&self->holds[w].batches);
+    }
+    free (self->holds);
 }
 
-/* Sends writer w's batch (blocking: backpressure). */
+/* Sends what writer w holds, oldest first, while its peer takes it.
+   Returns 0 (some may still be held), -1 when stopping or failed. */
+static int
+s_release_held (ef_actor_t *actor, s_self_t *self, int w)
+{
+    s_hold_t *h = self->holds ? &self->holds[w] : NULL;
+    zmsg_t *msg;
+    while (h && (msg = zlist_first (h->batches))) {
+        int64_t size = (int64_t) zmsg_content_size (msg);
+        int rc = ef_actor_send_or_hold (actor, self->port_batches, w, &msg);
+        if (rc < 0) {
+            zlist_remove (h->batches, zlist_first (h->batches));
+            return -1;
+        }
+        if (rc == 1)
+            return 0;
+        zlist_pop (h->batches);
+        h->bytes -= size;
+        ef_gauge_set (h->gauge, h->bytes);
+        if (zlist_size (h->batches) == 0 && h->dropped) {
+            ef_info ("writer %d is back; %" PRIu64 " rows dropped while it "
+                     "was gone are sent again by the receiver",
+                     w, h->dropped);
+            h->dropped = 0;
+        }
+    }
+    return 0;
+}
+
+/* Sends writer w's batch. In one process that blocks while the writer's
+   queue is full (backpressure). Across hosts, a writer whose peer is
+   gone gets its batches held, up to hold_bytes, so the other writers go
+   on; beyond that they are dropped and counted: their chunks stay
+   unsettled at the receiver, which sends them again once the peer is
+   back. */
 static int
 s_flush (ef_actor_t *actor, s_self_t *self, int w)
 {
@@ -132,7 +226,36 @@ s_flush (ef_actor_t *actor, s_self_t *self, int w)
     ef_debug ("batch of %zu rows to writer %d", rows, w);
     ef_actor_count (actor, EF_METRIC_ROWS_OUT, (int64_t) rows);
     ef_actor_count (actor, EF_METRIC_BATCHES, 1);
-    return ef_actor_send (actor, self->port_batches, w, &msg);
+    if (!self->holds)
+        return ef_actor_send (actor, self->port_batches, w, &msg);
+    s_hold_t *h = &self->holds[w];
+    if (s_release_held (actor, self, w) != 0) {
+        zmsg_destroy (&msg);
+        return -1;
+    }
+    int rc = zlist_size (h->batches)
+                 ? 1
+                 : ef_actor_send_or_hold (actor, self->port_batches, w, &msg);
+    if (rc <= 0)
+        return rc;
+    int64_t size = (int64_t) zmsg_content_size (msg);
+    if (h->bytes + size > self->hold_max) {
+        if (!h->dropped)
+            ef_warn ("writer %d is gone and %" PRId64 " bytes are held for "
+                     "it (hold_bytes): dropping its batches until it is back",
+                     w, h->bytes);
+        h->dropped += rows;
+        ef_counter_add (h->drops, rows);
+        zmsg_destroy (&msg);
+        return 0;
+    }
+    if (zlist_append (h->batches, msg) != 0) {
+        zmsg_destroy (&msg);
+        return -1;
+    }
+    h->bytes += size;
+    ef_gauge_set (h->gauge, h->bytes);
+    return 0;
 }
 
 /* Sends one dead letter for rows that cannot be used: original is the
@@ -247,12 +370,17 @@ s_arm (ef_actor_t *actor, s_self_t *self)
         if (t >= 0 && (oldest < 0 || t < oldest))
             oldest = t;
     }
-    if (oldest < 0)
-        ef_actor_wake_in (actor, -1);
-    else {
+    int64_t wait = -1;
+    if (oldest >= 0) {
         int64_t due = oldest + self->linger_us - ef_clock_mono_us ();
-        ef_actor_wake_in (actor, due > 0 ? (due + 999) / 1000 : 0);
+        wait = due > 0 ? (due + 999) / 1000 : 0;
     }
+    for (int w = 0;
+         self->holds && w < ef_actor_port_width (actor, self->port_batches);
+         w++)
+        if (zlist_size (self->holds[w].batches) && (wait < 0 || wait > 100))
+            wait = 100; /* look again whether its peer is back */
+    ef_actor_wake_in (actor, wait);
 }
 
 /* Validates one decoded row and adds it to its writer's batch, or
@@ -392,6 +520,11 @@ s_tick (ef_actor_t *actor)
 {
     s_self_t *self = ef_actor_state (actor);
     int64_t now = ef_clock_mono_us ();
+    for (int w = 0;
+         self->holds && w < ef_actor_port_width (actor, self->port_batches);
+         w++)
+        if (s_release_held (actor, self, w) != 0)
+            return ef_actor_stopping (actor) ? 0 : -1;
     for (int w = 0; w < ef_actor_port_width (actor, self->port_batches); w++) {
         int64_t t = ef_batcher_oldest_us (self->batcher, w);
         if (t >= 0 && now - t >= self->linger_us

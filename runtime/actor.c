@@ -21,6 +21,7 @@ typedef struct {
     const ef_port_def_t *def; /* borrowed from the actor definition */
     zsock_t **socks;          /* width sockets (OUT) or one (IN) */
     zsock_t **mons;           /* each tcp socket's event monitor, or NULL */
+    int *peers;               /* each socket's connected peers (monitored) */
     int width;                /* see ef_actor_port_width */
     bool paused;              /* IN: removed from the poller */
     int64_t warned_us;        /* last handshake failure logged, monotonic */
@@ -97,8 +98,10 @@ s_close_ports (ef_actor_t *self)
         }
         free (self->ports[p].socks);
         free (self->ports[p].mons);
+        free (self->ports[p].peers);
         self->ports[p].socks = NULL;
         self->ports[p].mons = NULL;
+        self->ports[p].peers = NULL;
         self->ports[p].width = 0;
     }
     self->n_ports = 0;
@@ -193,6 +196,9 @@ s_monitor_event (s_port_t *port, int w)
         bool bind = port->def->dir == EF_PORT_IN;
         if (event == ZMQ_EVENT_CONNECTED || event == ZMQ_EVENT_ACCEPTED
             || event == ZMQ_EVENT_DISCONNECTED) {
+            bool up = event != ZMQ_EVENT_DISCONNECTED;
+            if (port->peers && (up || port->peers[w] > 0))
+                port->peers[w] += up ? 1 : -1;
             ef_links_peer_event (port->def->link, where, !bind,
                                  event != ZMQ_EVENT_DISCONNECTED);
             free (where);
@@ -282,7 +288,8 @@ s_open_ports (ef_actor_t *self)
             }
             zsock_t *s = zsock_new (ZMQ_PULL);
             port->mons = calloc (1, sizeof (zsock_t *));
-            if (!s || !port->mons) {
+            port->peers = calloc (1, sizeof (int));
+            if (!s || !port->mons || !port->peers) {
                 zsock_destroy (&s);
                 return -1;
             }
@@ -314,7 +321,8 @@ s_open_ports (ef_actor_t *self)
         port->width = fan ? peers : 1;
         port->socks = calloc ((size_t) port->width, sizeof (zsock_t *));
         port->mons = calloc ((size_t) port->width, sizeof (zsock_t *));
-        if (!port->socks || !port->mons)
+        port->peers = calloc ((size_t) port->width, sizeof (int));
+        if (!port->socks || !port->mons || !port->peers)
             return -1;
         for (int w = 0; w < port->width; w++) {
             zsock_t *s = zsock_new (ZMQ_PUSH);
@@ -405,6 +413,34 @@ ef_actor_send (ef_actor_t *self, int port, int to, zmsg_t **msg_p)
         return -1;
     }
     return 0;
+}
+
+int
+ef_actor_send_or_hold (ef_actor_t *self, int port, int to, zmsg_t **msg_p)
+{
+    zsock_t *sock = s_out_sock (self, port, to);
+    assert (sock);
+    s_port_t *p = &self->ports[port];
+    zsock_t *mon = p->mons ? p->mons[to] : NULL;
+    for (;;) {
+        int rc = s_send (self, sock, msg_p, true);
+        if (rc == 1)
+            return 0;
+        if (rc < 0 || *self->stop) {
+            zmsg_destroy (msg_p);
+            return -1;
+        }
+        /* full: wait a slice for room, reading the monitor meanwhile so
+           that a peer that goes is noticed (inproc links have none) */
+        while (mon && (zsock_events (mon) & ZMQ_POLLIN))
+            s_monitor_event (p, to);
+        if (mon && p->peers && p->peers[to] == 0)
+            return 1;
+        zmq_pollitem_t items[2] = {
+            {zsock_resolve (sock), 0, ZMQ_POLLOUT, 0},
+            {mon ? zsock_resolve (mon) : NULL, 0, ZMQ_POLLIN, 0}};
+        zmq_poll (items, mon ? 2 : 1, EF_SEND_SLICE_MS);
+    }
 }
 
 int

@@ -64,11 +64,12 @@ struct ef_config {
     size_t n_links;                   /* used entries */
     s_section_t *sections[EF_MAX_SECTIONS]; /* see ef_config_add_section */
     size_t n_sections;                      /* used entries */
-    bool run_all;          /* no `run` given: everything here */
-    int64_t drain_idle_ms; /* see ef_config_drain_idle_ms */
-    char *curve_key;       /* curve.key: this process's secret key file */
-    char *curve_clients;   /* curve.clients: directory of allowed keys */
-    zcert_t *cert;         /* curve_key read by ef_config_load_keys */
+    bool run_all;             /* no `run` given: everything here */
+    int64_t drain_idle_ms;    /* see ef_config_drain_idle_ms */
+    int64_t drain_timeout_ms; /* see ef_config_drain_timeout_ms */
+    char *curve_key;          /* curve.key: this process's secret key file */
+    char *curve_clients;      /* curve.clients: directory of allowed keys */
+    zcert_t *cert;            /* curve_key read by ef_config_load_keys */
 };
 
 static s_actor_cfg_t *
@@ -100,6 +101,7 @@ ef_config_new (const ef_registry_t *registry, const ef_option_t *globals,
     self->globals_table = globals;
     self->run_all = true;
     self->drain_idle_ms = 200;
+    self->drain_timeout_ms = 60000;
     self->globals = calloc (1, globals_size ? globals_size : 1);
     self->n_actors = ef_registry_size (registry);
     self->actors =
@@ -367,6 +369,15 @@ ef_config_set (ef_config_t *self, const char *path, const char *value,
                             ""},
                            EF_OPTION_END};
         rc = ef_options_set (t, self, "drain_idle", value, why, sizeof why);
+        goto done;
+    }
+    if (strcmp (path, "drain_timeout") == 0
+        || strcmp (path, "drain-timeout") == 0) {
+        ef_option_t t[] = {{"drain_timeout", EF_OPT_MS, NULL,
+                            offsetof (ef_config_t, drain_timeout_ms), 100,
+                            86400000, ""},
+                           EF_OPTION_END};
+        rc = ef_options_set (t, self, "drain_timeout", value, why, sizeof why);
         goto done;
     }
     if (strncmp (path, "actors.", 7) == 0) {
@@ -746,6 +757,12 @@ int64_t
 ef_config_drain_idle_ms (const ef_config_t *self)
 {
     return self->drain_idle_ms;
+}
+
+int64_t
+ef_config_drain_timeout_ms (const ef_config_t *self)
+{
+    return self->drain_timeout_ms;
 }
 
 void *

@@ -50,6 +50,10 @@ void ef_config_warn_insecure (const ef_config_t *self);
 /* Drain-idle time: how long a non-source actor's inputs must be quiet
    before it counts as drained. */
 int64_t ef_config_drain_idle_ms (const ef_config_t *self);
+/* How long a drain may take in all (key drain_timeout, default 60 s):
+   past it the runtime stops every actor, and what could not finish (a
+   peer that is gone, say) is not acknowledged. */
+int64_t ef_config_drain_timeout_ms (const ef_config_t *self);
 
 #endif
 

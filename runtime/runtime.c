@@ -233,7 +233,11 @@ ef_runtime_wait (ef_runtime_t *self)
         ef_error ("an actor failed: stopping");
 
     const ef_registry_t *reg = ef_config_registry (self->config);
-    for (size_t d = 0; d < ef_registry_size (reg) && !self->failed; d++) {
+    int64_t deadline =
+        ef_clock_mono_us () + ef_config_drain_timeout_ms (self->config) * 1000;
+    bool timed_out = false;
+    for (size_t d = 0;
+         d < ef_registry_size (reg) && !self->failed && !timed_out; d++) {
         const ef_actor_def_t *def = ef_registry_at (reg, d);
         bool any = false;
         for (size_t i = 0; i < self->n; i++)
@@ -248,6 +252,15 @@ ef_runtime_wait (ef_runtime_t *self)
                     any = true;
             if (!any || self->failed)
                 break;
+            if (ef_clock_mono_us () >= deadline) {
+                ef_error ("drain_timeout (%lld ms) passed before %s drained "
+                          "(a peer it waits for may be gone): stopping; its "
+                          "unfinished work is not acknowledged",
+                          (long long) ef_config_drain_timeout_ms (self->config),
+                          def->name);
+                timed_out = true;
+                break;
+            }
             if (s_watch (self, 100)) {
                 ef_error ("second signal: stopping now, work in flight is "
                           "not acknowledged");
@@ -258,6 +271,8 @@ ef_runtime_wait (ef_runtime_t *self)
     }
     self->hard_stop = 1;
     s_stop_all (self);
-    ef_info ("stopped%s", self->failed ? " after a failure" : "");
-    return self->failed ? 1 : 0;
+    ef_info ("stopped%s", self->failed ? " after a failure"
+                          : timed_out  ? " at drain_timeout"
+                                       : "");
+    return self->failed || timed_out ? 1 : 0;
 }

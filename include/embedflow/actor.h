@@ -106,6 +106,13 @@ int ef_actor_port_width (const ef_actor_t *self, int port);
    stopping hard or the socket failed (message destroyed). */
 int ef_actor_send (ef_actor_t *self, int port, int to, zmsg_t **msg_p);
 
+/* Like ef_actor_send, but when the link is full because its tcp peer is
+   gone (not just slow) it returns 1 without sending: *msg_p stays the
+   caller's, who may hold it or drop it, so that one lost peer does not
+   stop what goes to the others. Returns 0 sent, 1 held back, -1 as
+   ef_actor_send. */
+int ef_actor_send_or_hold (ef_actor_t *self, int port, int to, zmsg_t **msg_p);
+
 /* Like ef_actor_send but never blocks. Returns 1 when sent (ownership
    taken), 0 when the link is full (*msg_p untouched, try again later),
    -1 on a socket error (*msg_p untouched). */

@@ -25,6 +25,9 @@ _LISTENING = re.compile(r"listening on (\S+:\d+)")
 
 
 def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "delivery_timeout(T): the ingest host's delivery_timeout "
+        "in test_split_delivery")
     if not EMBEDFLOW_BIN or not DATABASE:
         raise pytest.UsageError(
             "run through ctest, or set EMBEDFLOW_BIN and EF_TEST_DATABASE")

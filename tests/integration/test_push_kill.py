@@ -46,7 +46,11 @@ def _chunks(version):
 
 def _stored(db, schema):
     """{(doc, index): (content, vector text)} of the rows in chunk joined
-    with embedding, and the number of ids in only one of the two."""
+    with embedding, and the number of ids in only one of the two. A kill
+    before the writers created the tables leaves nothing stored."""
+    if not db.rows("SELECT 1 FROM pg_tables WHERE schemaname = %s "
+                   "AND tablename = 'embedding'", (schema,)):
+        return {}, 0, 0
     rows = db.rows(
         f'SELECT c.document_id, c.chunk_index, c.content, e.vector::text '
         f'FROM "{schema}".chunk c JOIN "{schema}".embedding e USING (id)')

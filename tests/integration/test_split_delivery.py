@@ -7,6 +7,7 @@ anything again; when it never comes back, the upload ends UNAVAILABLE
 within delivery_timeout, naming the link."""
 import signal
 import threading
+import time
 
 import grpc
 import pytest
@@ -25,7 +26,7 @@ CHUNK_ROWS = 100
 WRITERS = 2
 
 
-def config(path, ingest, writer, run, schema, extra=""):
+def config(path, ingest, writer, run, schema, delivery_timeout):
     """Links across the namespaces without keys: `insecure: true`, since
     this test is about delivery (test_split_netns covers CURVE)."""
     links = {"batches": f"tcp://{writer.addr}:7100",
@@ -33,10 +34,10 @@ def config(path, ingest, writer, run, schema, extra=""):
              "acks": f"tcp://{ingest.addr}:7080",
              "pull-acks": f"tcp://{ingest.addr}:7081"}
     lines = [f"dim: {DIM}", f"schema: {schema}", f'database: "{DATABASE}"',
-             f"run: [{', '.join(run)}]",
+             f"run: [{', '.join(run)}]", "drain_timeout: 5s",
              "actors:",
              '  grpc-receiver: { listen: "0.0.0.0:50051", '
-             'delivery_timeout: 5s }',
+             f'delivery_timeout: {delivery_timeout} }}',
              f"  db-writer: {{ instances: {WRITERS} }}",
              "  splitter: { batch_rows: 200 }",
              "links:"]
@@ -44,22 +45,23 @@ def config(path, ingest, writer, run, schema, extra=""):
         port = ep.rsplit(":", 1)[1]
         lines.append(f'  {name}: {{ endpoint: "{ep}", bind: "tcp://*:{port}",'
                      f" insecure: true }}")
-    path.write_text("\n".join(lines) + "\n" + extra)
+    path.write_text("\n".join(lines) + "\n")
     return path
 
 
 class Split:
     """The two hosts and their processes."""
 
-    def __init__(self, net, tmp_path, schema):
+    def __init__(self, net, tmp_path, schema, delivery_timeout):
         self.net = net
         self.ingest = net.host("ingest", 1)
         self.writer = net.host("writer", 20)
         self.wcfg = config(tmp_path / "writer.yaml", self.ingest, self.writer,
-                           ["db-writer", "dlq", "cache-invalidator"], schema)
+                           ["db-writer", "dlq", "cache-invalidator"], schema,
+                           delivery_timeout)
         self.icfg = config(tmp_path / "ingest.yaml", self.ingest, self.writer,
                            ["grpc-receiver", "scheduler", "grpc-puller",
-                            "splitter"], schema)
+                            "splitter"], schema, delivery_timeout)
         self.wef = self.start(self.writer, self.wcfg)
         self.ief = self.start(self.ingest, self.icfg)
         self.target = f"{self.ingest.addr}:50051"
@@ -77,9 +79,12 @@ class Split:
 
 
 @pytest.fixture
-def split(tmp_path, schema, db):
+def split(request, tmp_path, schema, db):
+    """The two hosts; a test marked delivery_timeout(T) sets the ingest
+    host's delivery_timeout (default 60s)."""
+    mark = request.node.get_closest_marker("delivery_timeout")
     with netns.Network() as net:
-        s = Split(net, tmp_path, schema)
+        s = Split(net, tmp_path, schema, mark.args[0] if mark else "60s")
         yield s
 
 
@@ -124,6 +129,7 @@ def test_writer_host_killed_and_back(split, db, schema):
     assert db.scalar(f'SELECT count(*) FROM "{schema}".dead_letter') == 0
 
 
+@pytest.mark.delivery_timeout("5s")
 def test_writer_host_never_back(split, db, schema):
     chunks = stream(ROWS, DIM, CHUNK_ROWS, doc_prefix="n")
     t, outcome = upload_in_background(split.target, chunks)
@@ -136,3 +142,13 @@ def test_writer_host_never_back(split, db, schema):
     assert err.code() == grpc.StatusCode.UNAVAILABLE, err.details()
     assert "delivery_timeout" in err.details()
     assert f"{split.writer.addr}:" in err.details(), err.details()
+    # SIGTERM with the writer host still gone: the drain ends within
+    # drain_timeout (5 s), failing what cannot finish: the batches held for
+    # the missing writer are dropped (their upload was answered
+    # UNAVAILABLE), or what still waits for it is stopped at drain_timeout
+    started = time.monotonic()
+    rc = split.ief.stop(timeout=60)
+    assert time.monotonic() - started < 30
+    log = split.ief.log
+    assert ("held for writer" in log and rc == 0) or \
+        ("drain_timeout (5000 ms) passed" in log and rc == 1), log

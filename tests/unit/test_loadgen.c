@@ -108,6 +108,8 @@ s_sink_handle (ef_actor_t *a, int port, zmsg_t **msg_p)
     Embedflow__V1__StreamTally tally = EMBEDFLOW__V1__STREAM_TALLY__INIT;
     Embedflow__V1__StreamTally *tallies[1] = {&tally};
     tally.stream_id = h->stream_id;
+    tally.chunk_seq = h->seq; /* tallies are per chunk and attempt */
+    tally.attempt = h->attempt;
     tally.written = h->rows - (uint64_t) dead;
     tally.dead_lettered = (uint64_t) dead;
     Embedflow__V1__Ack ack = EMBEDFLOW__V1__ACK__INIT;
