@@ -50,6 +50,7 @@
 #include "actors/grpc_puller.h"
 #include "embedflow/actor.h"
 #include "embedflow/budget.h"
+#include "embedflow/linkstate.h"
 #include "embedflow/backoff.h"
 #include "embedflow/log.h"
 #include "embedflow/pipeline.h"
@@ -160,6 +161,8 @@ struct s_job {
     int64_t charged;                 /* budget its unsettled rows hold */
     int64_t reserved;                /* budget its posted read holds */
     bool budget_wait;                /* a read waits for the budget */
+    int64_t last_ack_us;             /* monotonic time of the last ack */
+    uint64_t churn_start;            /* link churn when the run began */
     uint64_t calls;                  /* attempts made */
     uint64_t shown_received;         /* part of received in the progress sums */
     uint64_t shown_settled;          /* part of written + dead in them */
@@ -951,6 +954,10 @@ s_request_run (s_job_t *job, const char *trigger, int64_t slot)
     job->start_token = job->last_token = NULL;
     job->seq = job->messages = job->calls = 0;
     job->received = job->written = job->dead = 0;
+    ef_links_state_t links;
+    ef_links_state (&links);
+    job->churn_start = links.churn;
+    job->last_ack_us = ef_clock_mono_us ();
     job->shown_received = job->shown_settled = 0;
     job->error[0] = '\0';
     job->run_recorded = false;
@@ -1107,6 +1114,7 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
                                             t->written + t->dead_lettered));
         job->written += t->written;
         job->dead += t->dead_lettered;
+        job->last_ack_us = ef_clock_mono_us ();
         ef_counter_add (job->metrics->written, t->written);
         ef_counter_add (job->metrics->dead_lettered, t->dead_lettered);
         s_publish (job);
@@ -1133,6 +1141,26 @@ s_job_tick (s_job_t *job, int64_t now)
     if (job->phase == S_LOCKING) {
         s_try_lock (job);
         return;
+    }
+    if (job->phase == S_SETTLING && job->opts->idle_timeout > 0
+        && job->written + job->dead < job->received
+        && now - job->last_ack_us > job->opts->idle_timeout * 1000) {
+        /* rows lost with a peer on another host are not sent again for a
+           pull: the run fails, and the next one resumes from the
+           checkpoint, which only committed rows moved */
+        ef_links_state_t links;
+        ef_links_state (&links);
+        if (links.churn != job->churn_start) {
+            snprintf (job->error, sizeof job->error,
+                      "%" PRIu64 " rows not settled for %" PRId64
+                      " ms (idle_timeout) after %s lost its peer; the next "
+                      "run resumes from the checkpoint",
+                      job->received - job->written - job->dead,
+                      job->opts->idle_timeout,
+                      links.lost[0] ? links.lost : "a link");
+            s_finish (job, NULL);
+            return;
+        }
     }
     s_call_t *c = job->call;
     if (job->phase == S_CALLING && c && !c->idle_expired

@@ -14,6 +14,11 @@
 /* Blocking sends wake this often to look at the stop flag. */
 #define EF_SEND_SLICE_MS 100
 
+/* ZMTP heartbeats on tcp links: a ping this often, and a peer silent
+   this long is disconnected. */
+#define EF_HEARTBEAT_MS         2000
+#define EF_HEARTBEAT_TIMEOUT_MS 10000
+
 /* Handshake failures of one link are logged at most this often. */
 #define EF_HANDSHAKE_LOG_US (10 * 1000000)
 
@@ -170,6 +175,11 @@ s_secure (ef_actor_t *self, s_port_t *port, int w, bool bind)
             zsock_set_curve_serverkey (s, server_key);
         }
     }
+    /* A host that dies without closing its connections (power, network)
+       sends no reset: ZMTP heartbeats find it, so that its link counts
+       as peerless and what it held is sent again once it is back. */
+    zsock_set_heartbeat_ivl (s, EF_HEARTBEAT_MS);
+    zsock_set_heartbeat_timeout (s, EF_HEARTBEAT_TIMEOUT_MS);
     if (bind) {
         ef_link_count_rejected (link, "key", 0);
         ef_link_count_rejected (link, "handshake", 0);

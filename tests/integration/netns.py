@@ -138,6 +138,12 @@ class Network:
         _ip("-n", ns, "link", "set", "lo", "up")
         return host
 
+    def set_link(self, host, up):
+        """Cuts (up=False) or restores the cable of host: its veth end on
+        the bridge goes down or up; the connections stay open."""
+        outer = self._links[self.hosts.index(host)]
+        _ip("link", "set", outer, "up" if up else "down")
+
     def close(self):
         """Ends the processes started in the hosts (SIGKILL after 10 s of
         SIGTERM), removes every namespace, veth and the bridge. Safe to

@@ -129,6 +129,26 @@ def test_writer_host_killed_and_back(split, db, schema):
     assert db.scalar(f'SELECT count(*) FROM "{schema}".dead_letter') == 0
 
 
+def test_link_down_ten_seconds(split, db, schema):
+    chunks = stream(ROWS, DIM, CHUNK_ROWS, doc_prefix="l")
+    t, outcome = upload_in_background(split.target, chunks)
+    wait_until("a fifth of the rows", lambda: count(db, schema) >= ROWS // 5)
+    split.net.set_link(split.writer, False)
+    try:
+        time.sleep(10)          # the fault: ten seconds without a cable
+    finally:
+        split.net.set_link(split.writer, True)
+    t.join(180)
+    assert not t.is_alive(), "the upload did not end"
+    assert "error" not in outcome, outcome["error"].details()
+    r = outcome["result"]
+    assert (r.received, r.written, r.dead_lettered) == (ROWS, ROWS, 0)
+    got = set(db.rows(f'SELECT document_id, chunk_index, content '
+                      f'FROM "{schema}".chunk'))
+    assert got == {(c.document_id, c.chunk_index, c.content)
+                   for ch in chunks for c in ch.items}
+
+
 @pytest.mark.delivery_timeout("5s")
 def test_writer_host_never_back(split, db, schema):
     chunks = stream(ROWS, DIM, CHUNK_ROWS, doc_prefix="n")
