@@ -412,21 +412,24 @@ s_out_sock (ef_actor_t *self, int port, int to)
     return p->socks[to];
 }
 
-int
-ef_actor_send (ef_actor_t *self, int port, int to, zmsg_t **msg_p)
+/* Reads every pending event of this actor's socket monitors. */
+static void
+s_drain_monitors (ef_actor_t *self)
 {
-    zsock_t *sock = s_out_sock (self, port, to);
-    assert (sock);
-    int rc = s_send (self, sock, msg_p, false);
-    if (rc != 1) {
-        zmsg_destroy (msg_p);
-        return -1;
-    }
-    return 0;
+    for (int p = 0; p < self->n_ports; p++)
+        for (int w = 0; self->ports[p].mons && w < self->ports[p].width; w++)
+            while (self->ports[p].mons[w]
+                   && (zsock_events (self->ports[p].mons[w]) & ZMQ_POLLIN))
+                s_monitor_event (&self->ports[p], w);
 }
 
-int
-ef_actor_send_or_hold (ef_actor_t *self, int port, int to, zmsg_t **msg_p)
+/* Sends, waiting in slices while the link is full. The actor's monitors
+   are read meanwhile, so peers that go or come are seen even while it
+   waits; with hold, a full link whose tcp peer is gone returns 1 and
+   leaves *msg_p to the caller. Returns 0 sent, 1 held, -1 when stopping
+   hard or the socket failed (message destroyed). */
+static int
+s_send_wait (ef_actor_t *self, int port, int to, zmsg_t **msg_p, bool hold)
 {
     zsock_t *sock = s_out_sock (self, port, to);
     assert (sock);
@@ -440,17 +443,26 @@ ef_actor_send_or_hold (ef_actor_t *self, int port, int to, zmsg_t **msg_p)
             zmsg_destroy (msg_p);
             return -1;
         }
-        /* full: wait a slice for room, reading the monitor meanwhile so
-           that a peer that goes is noticed (inproc links have none) */
-        while (mon && (zsock_events (mon) & ZMQ_POLLIN))
-            s_monitor_event (p, to);
-        if (mon && p->peers && p->peers[to] == 0)
+        s_drain_monitors (self);
+        if (hold && mon && p->peers && p->peers[to] == 0)
             return 1;
         zmq_pollitem_t items[2] = {
             {zsock_resolve (sock), 0, ZMQ_POLLOUT, 0},
             {mon ? zsock_resolve (mon) : NULL, 0, ZMQ_POLLIN, 0}};
         zmq_poll (items, mon ? 2 : 1, EF_SEND_SLICE_MS);
     }
+}
+
+int
+ef_actor_send (ef_actor_t *self, int port, int to, zmsg_t **msg_p)
+{
+    return s_send_wait (self, port, to, msg_p, false) == 0 ? 0 : -1;
+}
+
+int
+ef_actor_send_or_hold (ef_actor_t *self, int port, int to, zmsg_t **msg_p)
+{
+    return s_send_wait (self, port, to, msg_p, true);
 }
 
 int
