@@ -74,5 +74,7 @@ int ef_cmd_bench (int argc, char **argv);
 int ef_cmd_top (int argc, char **argv);
 int ef_cmd_dlq (int argc, char **argv);
 int ef_cmd_keygen (int argc, char **argv);
+int ef_cmd_check (int argc, char **argv);
+int ef_cmd_config (int argc, char **argv);
 
 #endif

@@ -33,6 +33,13 @@ s_usage (FILE *out)
         "--metrics)\n"
         "  dlq     list, show, replay and purge dead letters\n"
         "  keygen  make a CURVE key pair for tcp:// links between hosts\n"
+        "  check   validate the configuration and reach what it names "
+        "(database,\n"
+        "          schema, API server, pull job servers, link peers) "
+        "without running\n"
+        "  config  print the effective configuration as YAML, defaults "
+        "included,\n"
+        "          secrets masked\n"
         "  help    this text; `embedflow COMMAND --help` for a command's "
         "options\n"
         "\n"
@@ -69,6 +76,10 @@ main (int argc, char **argv)
         return ef_cmd_dlq (argc - 1, argv + 1);
     if (strcmp (cmd, "keygen") == 0)
         return ef_cmd_keygen (argc - 1, argv + 1);
+    if (strcmp (cmd, "check") == 0)
+        return ef_cmd_check (argc - 1, argv + 1);
+    if (strcmp (cmd, "config") == 0)
+        return ef_cmd_config (argc - 1, argv + 1);
     if (strcmp (cmd, "help") == 0 || strcmp (cmd, "--help") == 0
         || strcmp (cmd, "-h") == 0) {
         s_usage (stdout);

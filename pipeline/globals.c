@@ -2,6 +2,9 @@
 #include "embedflow/pipeline.h"
 
 #include <stddef.h>
+#include <string.h>
+
+#include "pipeline/pg.h"
 
 const ef_option_t ef_globals_options[] = {
     {"database", EF_OPT_SECRET, NULL, offsetof (ef_globals_t, database), 0, 0,
@@ -33,3 +36,13 @@ const ef_option_t ef_globals_options[] = {
     {"verbose", EF_OPT_BOOL, "false", offsetof (ef_globals_t, verbose), 0, 0,
      "log debug detail"},
     EF_OPTION_END};
+
+int
+ef_globals_show_secret (const char *path, const char *value, char *out,
+                        size_t len)
+{
+    if (strcmp (path, "database") != 0)
+        return -1;
+    ef_pg_redact (value, out, len, NULL, 0);
+    return 0;
+}

@@ -11,6 +11,7 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <libfyaml.h>
 #include <stdlib.h>
 #include <string.h>
@@ -521,8 +522,86 @@ s_node_line (struct fy_node *n)
     return m ? m->line + 1 : 0;
 }
 
-/* Flattens node under `path` into ef_config_set calls. Sequences become
-   comma lists (used by `run`). */
+/* Replaces ${VAR} and ${VAR:-default} in text with the environment's
+   values into out; "$${" stands for a literal "${" and any other '$' is
+   kept. The default is taken as written (no nesting) when VAR is unset
+   or empty. The replaced text is not read as YAML again, so a value
+   cannot add keys. Returns 0, or -1 with why naming the variable: one
+   that is unset without a default, a malformed ${...}, or a result that
+   does not fit out. */
+static int
+s_interpolate (const char *text, char *out, size_t outlen, char *why,
+               size_t whylen)
+{
+    size_t used = 0;
+    for (const char *p = text; *p;) {
+        const char *piece = p;
+        size_t n = 1;
+        if (p[0] == '$' && p[1] == '$' && p[2] == '{') {
+            piece = "${";
+            n = 2;
+            p += 3;
+        }
+        else if (p[0] == '$' && p[1] == '{') {
+            const char *name = p + 2;
+            const char *close = strchr (name, '}');
+            size_t len = strspn (name, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                       "abcdefghijklmnopqrstuvwxyz0123456789_");
+            if (!close) {
+                snprintf (why, whylen,
+                          "'${' without a closing '}' (write $${ for a "
+                          "literal ${)");
+                return -1;
+            }
+            bool has_default = strncmp (name + len, ":-", 2) == 0;
+            if (len == 0 || len > 255 || (name[0] >= '0' && name[0] <= '9')
+                || (name + len != close && !has_default)) {
+                snprintf (why, whylen,
+                          "'${%.*s}' is not ${NAME} or ${NAME:-default} "
+                          "(NAME: letters, digits and '_')",
+                          (int) (close - name > 64 ? 64 : close - name), name);
+                return -1;
+            }
+            char var[256];
+            memcpy (var, name, len);
+            var[len] = 0;
+            const char *value = getenv (var);
+            if (has_default && (!value || !*value)) {
+                piece = name + len + 2;
+                n = (size_t) (close - piece);
+            }
+            else if (!value) {
+                snprintf (why, whylen,
+                          "${%s} is not set (set it, or give a default: "
+                          "${%s:-VALUE})",
+                          var, var);
+                return -1;
+            }
+            else {
+                piece = value;
+                n = strlen (value);
+            }
+            p = close + 1;
+        }
+        else
+            p++;
+        if (n >= outlen - used) {
+            snprintf (why, whylen,
+                      "longer than %zu bytes once ${...} are "
+                      "replaced",
+                      outlen - 1);
+            return -1;
+        }
+        memcpy (out + used, piece, n);
+        used += n;
+    }
+    out[used] = 0;
+    return 0;
+}
+
+/* Flattens node under `path` into ef_config_set calls, each value with
+   its ${VAR}s replaced (s_interpolate). Sequences become comma lists
+   (used by `run`). */
 static int
 s_yaml_walk (s_yaml_ctx_t *ctx, struct fy_node *node, const char *path,
              int line)
@@ -555,6 +634,7 @@ s_yaml_walk (s_yaml_ctx_t *ctx, struct fy_node *node, const char *path,
         return 0;
     }
     char value[4096] = "";
+    char why[1024];
     if (type == FYNT_SEQUENCE) {
         size_t used = 0;
         void *iter = NULL;
@@ -567,17 +647,27 @@ s_yaml_walk (s_yaml_ctx_t *ctx, struct fy_node *node, const char *path,
                           line, path);
                 return -1;
             }
-            used += (size_t) snprintf (value + used, sizeof value - used,
-                                       "%s%s", used ? "," : "", s);
-            if (used >= sizeof value)
-                break;
+            if (used && used + 1 < sizeof value)
+                value[used++] = ',';
+            if (s_interpolate (s, value + used, sizeof value - used, why,
+                               sizeof why)
+                != 0) {
+                snprintf (ctx->err, ctx->errlen, "%s:%d: %s: %s", ctx->file,
+                          line, path, why);
+                return -1;
+            }
+            used += strlen (value + used);
         }
     }
     else {
         const char *s = fy_node_get_scalar0 (node);
-        snprintf (value, sizeof value, "%s", s ? s : "");
+        if (s_interpolate (s ? s : "", value, sizeof value, why, sizeof why)
+            != 0) {
+            snprintf (ctx->err, ctx->errlen, "%s:%d: %s: %s", ctx->file, line,
+                      path, why);
+            return -1;
+        }
     }
-    char why[1024];
     if (ef_config_set (ctx->config, path, value, why, sizeof why) != 0) {
         snprintf (ctx->err, ctx->errlen, "%s:%d: %s", ctx->file, line, why);
         return -1;
@@ -1021,24 +1111,192 @@ ef_config_print_dot (const ef_config_t *self, FILE *out)
     fprintf (out, "}\n");
 }
 
-void
-ef_config_print (const ef_config_t *self, FILE *out)
+/* --- printing the configuration ---------------------------------------- */
+
+/* Writes text as a YAML double-quoted scalar: '"' and '\' escaped,
+   control characters and bytes that are not UTF-8 as \xNN, so any value
+   prints as one valid line; "${" as "$${", so that loading it back does
+   not replace anything. */
+static void
+s_print_quoted (FILE *out, const char *text)
 {
-    for (const ef_option_t *o = self->globals_table; o && o->key; o++) {
-        const char *s = NULL;
-        if (o->type == EF_OPT_STRING || o->type == EF_OPT_SECRET)
-            memcpy (&s, (char *) self->globals + o->offset, sizeof s);
-        if (o->type == EF_OPT_SECRET && s)
-            s = "********";
-        if (o->type == EF_OPT_STRING || o->type == EF_OPT_SECRET)
-            fprintf (out, "%s: %s\n", o->key, s ? s : "~");
+    fputc ('"', out);
+    const unsigned char *p = (const unsigned char *) text;
+    size_t left = strlen (text);
+    while (left > 0) {
+        size_t n = s_utf8_seq (p, left);
+        if (*p == '"' || *p == '\\')
+            fprintf (out, "\\%c", *p);
+        else if (*p == '$' && p[1] == '{')
+            fputs ("$$", out);
+        else if (n == 0 || *p < 0x20 || *p == 0x7f)
+            fprintf (out, "\\x%02x", *p);
+        else
+            fwrite (p, 1, n, out);
+        n = n ? n : 1;
+        p += n;
+        left -= n;
     }
-    for (size_t i = 0; i < self->n_actors; i++)
-        fprintf (out, "actors.%s.instances: %d%s\n", self->actors[i].def->name,
-                 self->actors[i].instances,
-                 ef_config_runs_here (self, self->actors[i].def->name)
+    fputc ('"', out);
+}
+
+/* Writes v in the largest unit that divides it exactly, as the loader
+   reads it back: sizes in G, M, k or bytes, durations in h, m, s or ms. */
+static void
+s_print_scaled (FILE *out, int64_t v, ef_option_type_t type)
+{
+    static const char *const size_units[] = {"G", "M", "k"};
+    static const int64_t size_scales[] = {1 << 30, 1 << 20, 1 << 10};
+    static const char *const ms_units[] = {"h", "m", "s", "ms"};
+    static const int64_t ms_scales[] = {3600000, 60000, 1000, 1};
+    bool size = type == EF_OPT_SIZE;
+    size_t n = size ? 3 : 4;
+    for (size_t i = 0; v != 0 && i < n; i++) {
+        int64_t scale = size ? size_scales[i] : ms_scales[i];
+        if (v % scale == 0) {
+            fprintf (out, "%" PRId64 "%s", v / scale,
+                     size ? size_units[i] : ms_units[i]);
+            return;
+        }
+    }
+    fprintf (out, "%" PRId64, v);
+}
+
+/* Writes one option of obj as "KEY: VALUE" at indent; an unset string
+   as a comment, since YAML's null would be read back as the text "~".
+   A secret is "***", or what show makes of it. path is the key's
+   dotted path, for show. */
+static void
+s_print_option (FILE *out, int indent, const ef_option_t *o, const void *obj,
+                const char *path, ef_config_show_fn *show)
+{
+    const char *field = (const char *) obj + o->offset;
+    if (o->type == EF_OPT_STRING || o->type == EF_OPT_SECRET) {
+        const char *s;
+        memcpy (&s, field, sizeof s);
+        if (!s) {
+            fprintf (out, "%*s# %s: (not set)\n", indent, "", o->key);
+            return;
+        }
+        fprintf (out, "%*s%s: ", indent, "", o->key);
+        char shown[1024];
+        if (o->type == EF_OPT_SECRET
+            && (!show || show (path, s, shown, sizeof shown) != 0))
+            snprintf (shown, sizeof shown, "***");
+        s_print_quoted (out, o->type == EF_OPT_SECRET ? shown : s);
+        fputc ('\n', out);
+        return;
+    }
+    fprintf (out, "%*s%s: ", indent, "", o->key);
+    if (o->type == EF_OPT_BOOL) {
+        bool b;
+        memcpy (&b, field, sizeof b);
+        fprintf (out, "%s\n", b ? "true" : "false");
+        return;
+    }
+    int64_t v;
+    memcpy (&v, field, sizeof v);
+    if (o->type == EF_OPT_INT)
+        fprintf (out, "%" PRId64, v);
+    else
+        s_print_scaled (out, v, o->type);
+    fputc ('\n', out);
+}
+
+/* Writes every option of table in obj at indent; prefix + key is each
+   one's dotted path. */
+static void
+s_print_table (FILE *out, int indent, const ef_option_t *table, const void *obj,
+               const char *prefix, ef_config_show_fn *show)
+{
+    for (const ef_option_t *o = table; o && o->key; o++) {
+        char path[256];
+        snprintf (path, sizeof path, "%s%s", prefix, o->key);
+        s_print_option (out, indent, o, obj, path, show);
+    }
+}
+
+/* Writes an optional path-like string key of the runtime's own. */
+static void
+s_print_string (FILE *out, int indent, const char *key, const char *value,
+                const char *unset)
+{
+    if (!value) {
+        fprintf (out, "%*s# %s: (not set%s%s)\n", indent, "", key,
+                 unset ? ": " : "", unset ? unset : "");
+        return;
+    }
+    fprintf (out, "%*s%s: ", indent, "", key);
+    s_print_quoted (out, value);
+    fputc ('\n', out);
+}
+
+void
+ef_config_print (const ef_config_t *self, FILE *out, ef_config_show_fn *show)
+{
+    s_print_table (out, 0, self->globals_table, self->globals, "", show);
+    fprintf (out, "run: ");
+    if (self->run_all)
+        fprintf (out, "all\n");
+    else {
+        const char *sep = "[";
+        for (size_t i = 0; i < self->n_actors; i++)
+            if (self->actors[i].runs_here) {
+                fprintf (out, "%s%s", sep, self->actors[i].def->name);
+                sep = ", ";
+            }
+        fprintf (out, "%s]\n", *sep == '[' ? "[" : "");
+    }
+    fprintf (out, "drain_idle: ");
+    s_print_scaled (out, self->drain_idle_ms, EF_OPT_MS);
+    fprintf (out, "\nactors:\n");
+    for (size_t i = 0; i < self->n_actors; i++) {
+        const s_actor_cfg_t *a = &self->actors[i];
+        char prefix[128];
+        snprintf (prefix, sizeof prefix, "actors.%s.", a->def->name);
+        fprintf (out, "  %s:%s\n    instances: %d\n", a->def->name,
+                 ef_config_runs_here (self, a->def->name)
                      ? ""
-                     : "  # not in this process");
+                     : "  # not in this process",
+                 a->instances);
+        s_print_table (out, 4, a->def->options, a->options, prefix, show);
+    }
+    fprintf (out, "links:\n");
+    for (size_t i = 0; i < self->n_links; i++) {
+        const s_link_cfg_t *l = &self->links[i];
+        const ef_port_def_t *in = NULL;
+        ef_config_link_consumer (self, l->name, &in);
+        char ep[256];
+        fprintf (out, "  %s:\n", l->name);
+        if (ef_config_link_endpoint (self, l->name, false, -1, ep, sizeof ep)
+            == 0)
+            s_print_string (out, 4, "endpoint", ep, NULL);
+        s_print_string (out, 4, "bind", l->bind, "the endpoint");
+        fprintf (out, "    hwm: %d\n",
+                 ef_config_link_hwm (self, l->name, in ? in->hwm : 0));
+        fprintf (out, "    max_message: ");
+        s_print_scaled (out, ef_config_link_max_message (self, l->name),
+                        EF_OPT_SIZE);
+        fprintf (out, "\n    insecure: %s\n", l->insecure ? "true" : "false");
+        s_print_string (out, 4, "server_key", l->server_key, NULL);
+    }
+    /* a mapping of comments alone would be read back as null */
+    fprintf (out, "curve:%s\n",
+             self->curve_key || self->curve_clients ? "" : " {}");
+    s_print_string (out, 2, "key", self->curve_key, NULL);
+    s_print_string (out, 2, "clients", self->curve_clients, NULL);
+    for (size_t i = 0; i < self->n_sections; i++) {
+        const s_section_t *sec = self->sections[i];
+        fprintf (out, "%s:%s\n", sec->name, sec->n_entries ? "" : " {}");
+        for (size_t e = 0; e < sec->n_entries; e++) {
+            char prefix[160];
+            snprintf (prefix, sizeof prefix, "%s.%s.", sec->name,
+                      sec->entries[e].name);
+            fprintf (out, "  %s:\n", sec->entries[e].name);
+            s_print_table (out, 4, sec->table, sec->entries[e].options, prefix,
+                           show);
+        }
+    }
 }
 
 /* --- CURVE keys and link limits ---------------------------------------- */

@@ -22,6 +22,8 @@ packages=(
     tzdata
     # tests and the Python example
     python3 python3-grpcio python3-protobuf python3-pytest python3-psycopg2
+    # tests: `embedflow config` output parsed back as YAML
+    python3-yaml
     # tests: a foreign ZeroMQ peer (plain and CURVE) on the tcp links
     python3-zmq
     # `embedflow graph --png` and `bench --plot` (their tests use them)

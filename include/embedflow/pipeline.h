@@ -26,6 +26,12 @@ typedef struct {
 
 extern const ef_option_t ef_globals_options[];
 
+/* What `embedflow config` shows of a secret (an ef_config_show_fn): the
+   database conninfo as ef_pg_redact shows it (host and names, never a
+   password); -1 for every other secret, which is then masked whole. */
+int ef_globals_show_secret (const char *path, const char *value, char *out,
+                            size_t len);
+
 extern const ef_actor_def_t ef_grpc_receiver_actor;
 extern const ef_actor_def_t ef_scheduler_actor;
 extern const ef_actor_def_t ef_grpc_puller_actor;

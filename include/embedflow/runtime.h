@@ -124,8 +124,20 @@ bool ef_config_link_crosses_hosts (const ef_config_t *self, const char *link);
 
 /* Writes the topology as Graphviz DOT. */
 void ef_config_print_dot (const ef_config_t *self, FILE *out);
-/* Writes every key with its value, secrets masked. */
-void ef_config_print (const ef_config_t *self, FILE *out);
+/* Says what of a secret's value may be shown: writes the value with its
+   secret parts masked into out (len bytes) and returns 0, or returns -1
+   to have it masked whole. path is the key's dotted path ("database",
+   "jobs.NAME.auth_token"). */
+typedef int (ef_config_show_fn) (const char *path, const char *value, char *out,
+                                 size_t len);
+
+/* Writes the whole configuration as YAML that ef_config_load_file reads
+   back to the same values: every key, defaults included, in the units
+   the loader takes (16M, 20ms); an unset key as a comment. The value of
+   every EF_OPT_SECRET option is "***" unless show (may be NULL) says
+   what of it may be shown. */
+void ef_config_print (const ef_config_t *self, FILE *out,
+                      ef_config_show_fn *show);
 
 /* --- process -------------------------------------------------------- */
 

@@ -36,7 +36,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
         if (ef_config_validate (config, err, sizeof err) == 0) {
             FILE *sink = fopen ("/dev/null", "w");
             if (sink) {
-                ef_config_print (config, sink);
+                ef_config_print (config, sink, ef_globals_show_secret);
                 ef_config_print_dot (config, sink);
                 fclose (sink);
             }

@@ -420,3 +420,120 @@ EF_TEST (config_link_max_message)
     ef_config_destroy (&c);
     ef_registry_destroy (&reg);
 }
+
+/* Loads text as a config file into a fresh config; returns it, NULL with
+   err set when the load failed. */
+static ef_config_t *
+s_load_text (ef_registry_t **reg, const char *text, char *err, size_t errlen)
+{
+    char path[64];
+    s_write_file (path, text, strlen (text));
+    ef_config_t *c = s_config (reg);
+    if (c && (!path[0] || ef_config_load_file (c, path, err, errlen) != 0))
+        ef_config_destroy (&c);
+    if (path[0])
+        unlink (path);
+    return c;
+}
+
+EF_TEST (config_env_interpolation)
+{
+    setenv ("EF_UT_DIM", "96", 1);
+    setenv ("EF_UT_EMPTY", "", 1);
+    unsetenv ("EF_UT_UNSET");
+    ef_registry_t *reg = NULL;
+    char err[512] = "";
+    ef_config_t *c =
+        s_load_text (&reg,
+                     "dim: ${EF_UT_DIM}\n"
+                     "schema: s_${EF_UT_UNSET:-d}_${EF_UT_EMPTY:-e}"
+                     "_$${EF_UT_DIM}_$x_${EF_UT_EMPTY}\n"
+                     "run: [splitter, '${EF_UT_UNSET:-db-writer}']\n",
+                     err, sizeof err);
+    EF_REQUIRE (c);
+    ef_globals_t *g = ef_config_globals (c);
+    EF_CHECK (g->dim == 96);
+    /* unset and empty take the default; $${ is a literal ${; a lone $
+       stays; an empty variable without a default is empty */
+    EF_CHECK (strcmp (g->schema, "s_d_e_${EF_UT_DIM}_$x_") == 0);
+    EF_CHECK (ef_config_runs_here (c, "db-writer")
+              && !ef_config_runs_here (c, "grpc-receiver"));
+    ef_config_destroy (&c);
+    ef_registry_destroy (&reg);
+
+    static const struct {
+        const char *text; /* the file */
+        const char *want; /* in the error */
+    } bad[] = {
+        {"dim: 8\nschema: ${EF_UT_UNSET}\n", ":2: schema: ${EF_UT_UNSET} is "
+                                             "not set"},
+        {"schema: ${EF_UT_DIM\n", "without a closing"},
+        {"schema: ${}\n", "is not ${NAME}"},
+        {"schema: ${9A}\n", "is not ${NAME}"},
+        {"schema: ${EF_UT_DIM-x}\n", "is not ${NAME}"},
+        {"run: [splitter, '${EF_UT_UNSET}']\n", "run: ${EF_UT_UNSET}"},
+        {"dim: ${EF_UT_EMPTY:-x}\n", "'x' is not an integer"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err[0] = 0;
+        c = s_load_text (&reg, bad[i].text, err, sizeof err);
+        EF_CHECK (c == NULL);
+        if (!strstr (err, bad[i].want))
+            fprintf (stderr, "case %zu: %s\n", i, err);
+        EF_CHECK (strstr (err, bad[i].want) != NULL);
+        ef_config_destroy (&c);
+        ef_registry_destroy (&reg);
+    }
+    unsetenv ("EF_UT_DIM");
+    unsetenv ("EF_UT_EMPTY");
+}
+
+/* The printed configuration is YAML the loader reads back to the same
+   configuration, secrets masked. */
+EF_TEST (config_print_round_trip)
+{
+    ef_registry_t *reg = NULL;
+    char err[512] = "";
+    ef_config_t *c = s_load_text (
+        &reg,
+        "database: 'host=h password=pw1 dbname=d'\n"
+        "dim: 12\n"
+        "drain_idle: 1500ms\n"
+        "actors:\n"
+        "  splitter: { batch_bytes: 3000, linger: 60s }\n"
+        "  grpc-receiver: { auth_token: tok1, default_source: "
+        "\"q\\\"\\\\\\t$${x}\" }\n"
+        "links:\n"
+        "  batches: { endpoint: 'tcp://127.0.0.1:7000', hwm: 9 }\n",
+        err, sizeof err);
+    EF_REQUIRE (c);
+    char *first = NULL, *second = NULL;
+    size_t n1 = 0, n2 = 0;
+    FILE *out = open_memstream (&first, &n1);
+    ef_config_print (c, out, ef_globals_show_secret);
+    fclose (out);
+    ef_config_destroy (&c);
+    ef_registry_destroy (&reg);
+    EF_CHECK (strstr (first, "database: \"host=h password=*** dbname=d\"\n"));
+    EF_CHECK (!strstr (first, "pw1") && !strstr (first, "tok1"));
+    EF_CHECK (strstr (first, "    auth_token: \"***\"\n"));
+    EF_CHECK (strstr (first, "    batch_bytes: 3000\n"));
+    EF_CHECK (strstr (first, "    linger: 1m\n"));
+    EF_CHECK (strstr (first, "drain_idle: 1500ms\n"));
+    EF_CHECK (strstr (first, "default_source: \"q\\\"\\\\\\x09$${x}\"\n"));
+    EF_CHECK (strstr (first, "# tls_cert: (not set)\n"));
+
+    c = s_load_text (&reg, first, err, sizeof err);
+    if (!c)
+        fprintf (stderr, "%s\n", err);
+    EF_REQUIRE (c);
+    out = open_memstream (&second, &n2);
+    ef_config_print (c, out, ef_globals_show_secret);
+    fclose (out);
+    EF_CHECK (strcmp (first, second) == 0);
+    EF_CHECK (ef_config_link_hwm (c, "batches", 4) == 9);
+    ef_config_destroy (&c);
+    ef_registry_destroy (&reg);
+    free (first);
+    free (second);
+}
