@@ -1249,6 +1249,8 @@ ef_config_print (const ef_config_t *self, FILE *out, ef_config_show_fn *show)
     }
     fprintf (out, "drain_idle: ");
     s_print_scaled (out, self->drain_idle_ms, EF_OPT_MS);
+    fprintf (out, "\ndrain_timeout: ");
+    s_print_scaled (out, self->drain_timeout_ms, EF_OPT_MS);
     fprintf (out, "\nactors:\n");
     for (size_t i = 0; i < self->n_actors; i++) {
         const s_actor_cfg_t *a = &self->actors[i];
