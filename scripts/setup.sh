@@ -16,6 +16,8 @@ packages=(
     libprotobuf-c-dev protobuf-c-compiler
     libczmq-dev libzmq3-dev libfyaml-dev libxxhash-dev uuid-dev libpq-dev
     libmicrohttpd-dev
+    # --log-format json: runtime/log.c encodes the lines with jansson
+    libjansson-dev
     # run: the private PostgreSQL of `embedflow run` / `demo`
     postgresql
     # run: time zones of cron jobs (/usr/share/zoneinfo, read by pipeline/tz.c)
