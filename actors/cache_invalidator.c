@@ -263,9 +263,11 @@ s_drain (ef_actor_t *actor, s_self_t *self)
             s_db_failed (actor, self, err);
             return 0;
         }
-        ef_error ("gave up on %zu document ids after %" PRIu32
-                  " calls: moved to dead_letter (%s)",
-                  batch.n_ids, attempts, why);
+        ef_error_kv (EF_KV (EF_KV_U64 ("documents", batch.n_ids),
+                            EF_KV_U64 ("attempts", attempts)),
+                     "gave up on %zu document ids after %" PRIu32
+                     " calls: moved to dead_letter (%s)",
+                     batch.n_ids, attempts, why);
         self->ids_dead += batch.n_ids;
         ef_backoff_reset (&self->api_backoff);
         ef_outbox_batch_clear (&batch);
@@ -394,10 +396,15 @@ s_destroy (ef_actor_t *actor)
 {
     s_self_t *self = ef_actor_state (actor);
     if (self->active)
-        ef_info ("%" PRIu64 " Invalidate calls, %" PRIu64
-                 " document ids delivered, %" PRIu64 " retries, %" PRIu64
-                 " ids dead-lettered",
-                 self->calls, self->ids_sent, self->retries, self->ids_dead);
+        ef_info_kv (
+            EF_KV (EF_KV_U64 ("calls", self->calls),
+                   EF_KV_U64 ("documents", self->ids_sent),
+                   EF_KV_U64 ("retries", self->retries),
+                   EF_KV_U64 ("documents_dead_lettered", self->ids_dead)),
+            "%" PRIu64 " Invalidate calls, %" PRIu64
+            " document ids delivered, %" PRIu64 " retries, %" PRIu64
+            " ids dead-lettered",
+            self->calls, self->ids_sent, self->retries, self->ids_dead);
     if (self->channel)
         grpc_channel_destroy (self->channel);
     if (self->cq) {

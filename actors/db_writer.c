@@ -298,9 +298,13 @@ s_settle (ef_actor_t *actor, s_self_t *self, Embedflow__V1__Row *const *rows,
         }
         if (st == EF_WRITE_ERROR && s_row_specific (&rep)) {
             if (n == 1) {
-                ef_warn ("dead-lettering %s/%" PRIu32 ": %s%s%s",
-                         rows[0]->document_id, rows[0]->chunk_index,
-                         rep.sqlstate, *rep.sqlstate ? " " : "", rep.message);
+                ef_warn_kv (
+                    EF_KV (EF_KV_STR ("document_id", rows[0]->document_id),
+                           EF_KV_U64 ("chunk_index", rows[0]->chunk_index),
+                           EF_KV_STR ("sqlstate", rep.sqlstate)),
+                    "dead-lettering %s/%" PRIu32 ": %s%s%s",
+                    rows[0]->document_id, rows[0]->chunk_index, rep.sqlstate,
+                    *rep.sqlstate ? " " : "", rep.message);
                 return s_dead_letter (actor, self, rows, 1, rep.reason_code,
                                       rep.sqlstate, rep.message, tried);
             }
@@ -314,9 +318,11 @@ s_settle (ef_actor_t *actor, s_self_t *self, Embedflow__V1__Row *const *rows,
         int64_t delay = ef_backoff_next (&backoff);
         if (delay < 0) {
             s_reconnect (self); /* for the batches after this one */
-            ef_error ("giving up on %zu rows after %" PRIu32
-                      " attempts, sending them to the DLQ: %s",
-                      n, tried, rep.message);
+            ef_error_kv (
+                EF_KV (EF_KV_U64 ("rows", n), EF_KV_U64 ("attempts", tried)),
+                "giving up on %zu rows after %" PRIu32
+                " attempts, sending them to the DLQ: %s",
+                n, tried, rep.message);
             char reason[sizeof rep.message + 64];
             snprintf (reason, sizeof reason,
                       "gave up after %" PRIu32 " attempts: %.500s", tried,
@@ -581,8 +587,10 @@ s_write (ef_actor_t *actor, s_self_t *self, Embedflow__V1__Row *const *rows,
     else
         snprintf (what, sizeof what, "batch %" PRIu64, first);
     if (self->batch_dead)
-        ef_info ("%s: %" PRIu64 " rows written, %" PRIu64 " dead-lettered",
-                 what, written, self->batch_dead);
+        ef_info_kv (EF_KV (EF_KV_U64 ("rows_written", written),
+                           EF_KV_U64 ("rows_dead_lettered", self->batch_dead)),
+                    "%s: %" PRIu64 " rows written, %" PRIu64 " dead-lettered",
+                    what, written, self->batch_dead);
     else
         ef_debug ("%s: %" PRIu64 " rows written", what, written);
     if (rc != 0 && !self->stopped && !ef_actor_stopping (actor))
@@ -657,11 +665,17 @@ s_destroy (ef_actor_t *actor)
 {
     s_self_t *self = ef_actor_state (actor);
     if (self->rows_written || self->rows_dead)
-        ef_info ("%" PRIu64 " rows written, %" PRIu64 " dead-lettered, %" PRIu64
-                 " transactions, %" PRIu64 " retries, %" PRIu64
-                 " batches, %" PRIu64 " merged transactions",
-                 self->rows_written, self->rows_dead, self->transactions,
-                 self->retries, self->batches, self->merged);
+        ef_info_kv (EF_KV (EF_KV_U64 ("rows_written", self->rows_written),
+                           EF_KV_U64 ("rows_dead_lettered", self->rows_dead),
+                           EF_KV_U64 ("transactions", self->transactions),
+                           EF_KV_U64 ("retries", self->retries),
+                           EF_KV_U64 ("batches", self->batches)),
+                    "%" PRIu64 " rows written, %" PRIu64
+                    " dead-lettered, %" PRIu64 " transactions, %" PRIu64
+                    " retries, %" PRIu64 " batches, %" PRIu64
+                    " merged transactions",
+                    self->rows_written, self->rows_dead, self->transactions,
+                    self->retries, self->batches, self->merged);
     ef_aimd_destroy (&self->aimd);
     free (self->group);
     free (self->rows);

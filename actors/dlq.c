@@ -499,11 +499,14 @@ s_destroy (ef_actor_t *actor)
                       n);
     }
     if (self->stored || self->spooled || self->store_failures)
-        ef_info ("%" PRIu64 " dead letters stored (%" PRIu64
-                 " through the spool, %" PRIu64 " imported), %" PRIu64
-                 " failed store attempts",
-                 self->stored, self->spooled, self->imported,
-                 self->store_failures);
+        ef_info_kv (EF_KV (EF_KV_U64 ("dead_letters", self->stored),
+                           EF_KV_U64 ("spooled", self->spooled),
+                           EF_KV_U64 ("imported", self->imported)),
+                    "%" PRIu64 " dead letters stored (%" PRIu64
+                    " through the spool, %" PRIu64 " imported), %" PRIu64
+                    " failed store attempts",
+                    self->stored, self->spooled, self->imported,
+                    self->store_failures);
     if (s_spooled (self))
         ef_warn ("%zu dead letters stay in the spool %s until the next start",
                  ef_spool_count (self->spool), self->spool_path);

@@ -413,10 +413,14 @@ s_call_start (s_job_t *job, const char *token)
     job->calls++;
     job->phase = S_CALLING;
     job->last_msg_us = ef_clock_mono_us ();
-    ef_info ("job %s run %s: GetEmbeddings on %s, source '%s', %s%s%s",
-             job->name, job->run_id, job->opts->target, job->source,
-             token && *token ? "resuming after token '" : "from the start",
-             token && *token ? token : "", token && *token ? "'" : "");
+    ef_info_kv (EF_KV (EF_KV_STR ("job_name", job->name),
+                       EF_KV_STR ("job_id", job->run_id),
+                       EF_KV_STR ("target", job->opts->target),
+                       EF_KV_STR ("source", job->source)),
+                "job %s run %s: GetEmbeddings on %s, source '%s', %s%s%s",
+                job->name, job->run_id, job->opts->target, job->source,
+                token && *token ? "resuming after token '" : "from the start",
+                token && *token ? token : "", token && *token ? "'" : "");
     s_read (job);
     return 0;
 }
@@ -504,16 +508,30 @@ s_finish (s_job_t *job, const char *status)
     if (!job->run_recorded)
         ef_info ("job %s: not run: %s", job->name, job->error);
     else if (job->error[0])
-        ef_error ("job %s run %s failed after %" PRIu64 " rows (%" PRIu64
-                  " written, %" PRIu64 " dead-lettered): %s; position '%s'",
-                  job->name, job->run_id, job->received, job->written,
-                  job->dead, job->error, rep.position);
+        ef_error_kv (EF_KV (EF_KV_STR ("job_name", job->name),
+                            EF_KV_STR ("job_id", job->run_id),
+                            EF_KV_F64 ("seconds", rep.seconds),
+                            EF_KV_U64 ("rows_received", job->received),
+                            EF_KV_U64 ("rows_written", job->written),
+                            EF_KV_U64 ("rows_dead_lettered", job->dead),
+                            EF_KV_STR ("position", rep.position)),
+                     "job %s run %s failed after %" PRIu64 " rows (%" PRIu64
+                     " written, %" PRIu64 " dead-lettered): %s; position '%s'",
+                     job->name, job->run_id, job->received, job->written,
+                     job->dead, job->error, rep.position);
     else
-        ef_info ("job %s run %s completed in %.1f s: %" PRIu64
-                 " rows received, %" PRIu64 " written, %" PRIu64
-                 " dead-lettered; position '%s'",
-                 job->name, job->run_id, rep.seconds, job->received,
-                 job->written, job->dead, rep.position);
+        ef_info_kv (EF_KV (EF_KV_STR ("job_name", job->name),
+                           EF_KV_STR ("job_id", job->run_id),
+                           EF_KV_F64 ("seconds", rep.seconds),
+                           EF_KV_U64 ("rows_received", job->received),
+                           EF_KV_U64 ("rows_written", job->written),
+                           EF_KV_U64 ("rows_dead_lettered", job->dead),
+                           EF_KV_STR ("position", rep.position)),
+                    "job %s run %s completed in %.1f s: %" PRIu64
+                    " rows received, %" PRIu64 " written, %" PRIu64
+                    " dead-lettered; position '%s'",
+                    job->name, job->run_id, rep.seconds, job->received,
+                    job->written, job->dead, rep.position);
     pthread_mutex_lock (&s_hook_lock);
     ef_pull_done_fn *fn = s_done_fn;
     void *arg = s_done_arg;

@@ -569,9 +569,16 @@ s_stream_check_done (s_stream_t *stream)
               "%" PRIu64 " rows received, %" PRIu64 " written, %" PRIu64
               " dead-lettered",
               stream->received, stream->written, stream->dead);
-    ef_info ("upload %s (source %s, from %s) done in %.1f s: %s",
-             stream->job_id, stream->source, stream->peer,
-             (double) (ef_clock_mono_us () - stream->started_us) / 1e6, text);
+    double secs = (double) (ef_clock_mono_us () - stream->started_us) / 1e6;
+    ef_info_kv (EF_KV (EF_KV_STR ("job_id", stream->job_id),
+                       EF_KV_STR ("source", stream->source),
+                       EF_KV_STR ("peer", stream->peer),
+                       EF_KV_F64 ("seconds", secs),
+                       EF_KV_U64 ("rows_received", stream->received),
+                       EF_KV_U64 ("rows_written", stream->written),
+                       EF_KV_U64 ("rows_dead_lettered", stream->dead)),
+                "upload %s (source %s, from %s) done in %.1f s: %s",
+                stream->job_id, stream->source, stream->peer, secs, text);
     s_stream_reply (stream, GRPC_STATUS_OK, text);
 }
 
@@ -967,9 +974,13 @@ s_on_close (s_stream_t *stream)
 {
     stream->closed = true;
     if ((!stream->replied || stream->cancelled) && !stream->refused)
-        ef_info ("upload %s (from %s) cancelled after %" PRIu64
-                 " rows; those forwarded are still written, unacknowledged",
-                 stream->job_id, stream->peer, stream->received);
+        ef_info_kv (EF_KV (EF_KV_STR ("job_id", stream->job_id),
+                           EF_KV_STR ("peer", stream->peer),
+                           EF_KV_U64 ("rows_received", stream->received)),
+                    "upload %s (from %s) cancelled after %" PRIu64
+                    " rows; those forwarded are still written, "
+                    "unacknowledged",
+                    stream->job_id, stream->peer, stream->received);
     if (stream->logged) {
         stream->logged = false;
         ef_counter_add (stream->job->runs_failed, 1);
@@ -1416,8 +1427,10 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
         ef_actor_count (self->actor, EF_METRIC_IN_FLIGHT,
                         -(int64_t) (done.written + done.dead));
         if (t->ended && *t->ended && !stream->replied) {
-            ef_warn ("upload %s from %s ended: %s", stream->job_id,
-                     stream->peer, t->ended);
+            ef_warn_kv (EF_KV (EF_KV_STR ("job_id", stream->job_id),
+                               EF_KV_STR ("peer", stream->peer)),
+                        "upload %s from %s ended: %s", stream->job_id,
+                        stream->peer, t->ended);
             s_stream_reply (stream, GRPC_STATUS_INVALID_ARGUMENT, t->ended);
         }
         s_stream_check_done (stream);
@@ -1551,7 +1564,10 @@ s_end_idle (s_receiver_t *self)
                   "no message for %" PRId64 " ms (idle_timeout); %" PRIu64
                   " rows were received before",
                   limit, s->received);
-        ef_warn ("upload %s from %s: %s", s->job_id, s->peer, text);
+        ef_warn_kv (EF_KV (EF_KV_STR ("job_id", s->job_id),
+                           EF_KV_STR ("peer", s->peer),
+                           EF_KV_U64 ("rows_received", s->received)),
+                    "upload %s from %s: %s", s->job_id, s->peer, text);
         ef_actor_count (self->actor, EF_METRIC_ERRORS, 1);
         s_stream_reply (s, GRPC_STATUS_DEADLINE_EXCEEDED, text);
     }

@@ -47,12 +47,14 @@ s_generator (void *arg)
 }
 
 /* Prints progress until the generator is done: in place on a terminal,
-   one line every few seconds otherwise. */
+   one line every few seconds otherwise, a log line (with the counts as
+   fields) every few seconds with --log-format json. */
 static void *
 s_progress (void *arg)
 {
     s_demo_t *demo = arg;
-    bool tty = isatty (STDERR_FILENO);
+    bool json = ef_log_format () == EF_LOG_FORMAT_JSON;
+    bool tty = !json && isatty (STDERR_FILENO);
     double start = (double) ef_clock_mono_us () / 1e6, last_line = start;
     while (!atomic_load (&demo->done)) {
         usleep (250 * 1000);
@@ -65,6 +67,16 @@ s_progress (void *arg)
                      "\r  sent %llu / %llu rows  %.0f rows/s  ETA %.0fs   ",
                      (unsigned long long) sent,
                      (unsigned long long) demo->opts.rows, rate, left);
+        else if (json && now - last_line >= 5.0) {
+            ef_info_kv (EF_KV (EF_KV_U64 ("rows_sent", sent),
+                               EF_KV_U64 ("rows_total", demo->opts.rows),
+                               EF_KV_F64 ("rows_per_second", rate)),
+                        "progress: sent %llu / %llu rows, %.0f rows/s, "
+                        "ETA %.0fs",
+                        (unsigned long long) sent,
+                        (unsigned long long) demo->opts.rows, rate, left);
+            last_line = now;
+        }
         else if (now - last_line >= 5.0) {
             fprintf (stderr,
                      "progress: sent %llu / %llu rows, %.0f rows/s, "

@@ -50,7 +50,8 @@ static void *
 s_progress (void *arg)
 {
     s_pull_t *pull = arg;
-    bool tty = isatty (STDERR_FILENO);
+    bool json = ef_log_format () == EF_LOG_FORMAT_JSON;
+    bool tty = !json && isatty (STDERR_FILENO);
     double start = (double) ef_clock_mono_us () / 1e6, last = start;
     while (!atomic_load (&pull->stop_progress)) {
         usleep (200 * 1000);
@@ -60,12 +61,23 @@ s_progress (void *arg)
         last = now;
         uint64_t received, settled;
         ef_puller_progress (&received, &settled);
+        double rate = now > start ? (double) settled / (now - start) : 0;
+        if (json) {
+            ef_info_kv (EF_KV (EF_KV_U64 ("rows_received", received),
+                               EF_KV_U64 ("rows_settled", settled),
+                               EF_KV_F64 ("rows_per_second", rate)),
+                        "progress: received %llu rows, %llu settled, %.0f "
+                        "rows/s",
+                        (unsigned long long) received,
+                        (unsigned long long) settled, rate);
+            continue;
+        }
         fprintf (stderr,
                  tty ? "\r  received %llu rows, %llu settled, %.0f rows/s   "
                      : "progress: received %llu rows, %llu settled, %.0f "
                        "rows/s\n",
                  (unsigned long long) received, (unsigned long long) settled,
-                 now > start ? (double) settled / (now - start) : 0);
+                 rate);
     }
     if (tty)
         fprintf (stderr, "\n");

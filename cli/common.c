@@ -6,6 +6,7 @@
 #include "pipeline/pg.h"
 
 #include <arpa/inet.h>
+#include <grpc/support/log.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,42 @@ static const struct {
     {"data-dir", "data_dir", "directory of the private PostgreSQL"},
     {"api-server", "api_server", "API server HOST:PORT to invalidate caches"},
 };
+
+/* gRPC core's own messages, as lines of the JSON log: gRPC writes them
+   to stderr in a format of its own, which a JSON reader cannot parse. */
+static void
+s_grpc_log (gpr_log_func_args *args)
+{
+    ef_log_level_t level =
+        args->severity == GPR_LOG_SEVERITY_ERROR  ? EF_LOG_ERROR
+        : args->severity == GPR_LOG_SEVERITY_INFO ? EF_LOG_INFO
+                                                  : EF_LOG_DEBUG;
+    ef_log_kv (level,
+               EF_KV (EF_KV_STR ("component", "grpc"),
+                      EF_KV_STR ("file", args->file),
+                      EF_KV_I64 ("line", args->line)),
+               "%s", args->message);
+}
+
+/* Applies log_format. Returns EF_EXIT_OK, or EF_EXIT_USAGE after saying
+   why. */
+static int
+s_apply_log_format (ef_cli_t *cli, const char *command)
+{
+    ef_log_format_t format;
+    if (ef_log_format_parse (cli->globals->log_format, &format) != 0) {
+        fprintf (stderr,
+                 "embedflow %s: config log_format: '%s' is not text or "
+                 "json\n",
+                 command,
+                 cli->globals->log_format ? cli->globals->log_format : "");
+        return EF_EXIT_USAGE;
+    }
+    ef_log_set_format (format);
+    if (format == EF_LOG_FORMAT_JSON)
+        gpr_set_log_function (s_grpc_log);
+    return EF_EXIT_OK;
+}
 
 static const char *
 s_alias (const char *flag)
@@ -147,6 +184,9 @@ ef_cli_load_prepared (ef_cli_t *cli, const char *command, int argc, char **argv,
             return EF_EXIT_USAGE;
         }
     }
+    int format_rc = s_apply_log_format (cli, command);
+    if (format_rc != EF_EXIT_OK)
+        return format_rc;
     if (prepare) {
         int rc = prepare (cli, arg);
         if (rc != EF_EXIT_OK)

@@ -35,6 +35,10 @@ const ef_option_t ef_globals_options[] = {
      "overhead (README: Memory)"},
     {"verbose", EF_OPT_BOOL, "false", offsetof (ef_globals_t, verbose), 0, 0,
      "log debug detail"},
+    {"log_format", EF_OPT_STRING, "text", offsetof (ef_globals_t, log_format),
+     0, 0,
+     "text, or json: one JSON object a line (time, level, actor, message "
+     "and the line's fields) for Loki, Elasticsearch or journald"},
     EF_OPTION_END};
 
 int

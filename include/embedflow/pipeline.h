@@ -19,6 +19,7 @@ typedef struct {
     char *data_dir; /* where a private PostgreSQL lives */
     char *metrics;  /* HOST:PORT of the HTTP metrics endpoint, NULL = none */
     bool verbose;
+    char *log_format; /* "text" or "json" (log.h) */
 
     char *api_server;           /* CacheService HOST:PORT; NULL or "" = none */
     int64_t max_inflight_bytes; /* the process's budget (budget.h) */
