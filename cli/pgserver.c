@@ -333,6 +333,33 @@ s_child_become (const s_user_t *user)
     return 0;
 }
 
+/* The environment for a child: ours without systemd's notification
+   variables. PostgreSQL is built with sd_notify: given NOTIFY_SOCKET it
+   would announce READY=1 and STOPPING=1 of its own on embedflow's socket.
+   The strings are borrowed from environ; NULL when out of memory. */
+static char **
+s_child_env (void)
+{
+    static const char *const drop[] = {
+        "NOTIFY_SOCKET=", "WATCHDOG_USEC=", "WATCHDOG_PID="};
+    size_t n = 0;
+    while (environ[n])
+        n++;
+    char **env = calloc (n + 1, sizeof *env);
+    if (!env)
+        return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool keep = true;
+        for (size_t d = 0; d < sizeof drop / sizeof drop[0]; d++)
+            if (strncmp (environ[i], drop[d], strlen (drop[d])) == 0)
+                keep = false;
+        if (keep)
+            env[k++] = environ[i];
+    }
+    return env;
+}
+
 /* Starts argv[0] (an absolute path) with stdin from /dev/null, stdout and
    stderr on out_fd, default signal handling, no inherited descriptors,
    in / and, when new_session, in a session of its own (so a Ctrl-C at
@@ -341,13 +368,21 @@ static pid_t
 s_spawn (char *const argv[], const s_user_t *user, int out_fd, bool new_session,
          char *err, size_t errlen)
 {
+    char **env = s_child_env ();
+    if (!env) {
+        s_errf (err, errlen, "cannot start %s: out of memory", argv[0]);
+        return -1;
+    }
     pid_t pid = fork ();
     if (pid == -1) {
         s_errf (err, errlen, "cannot start %s: %s", argv[0], strerror (errno));
+        free (env);
         return -1;
     }
-    if (pid > 0)
+    if (pid > 0) {
+        free (env);
         return pid;
+    }
 
     /* Child. */
     sigset_t none;
@@ -380,7 +415,7 @@ s_spawn (char *const argv[], const s_user_t *user, int out_fd, bool new_session,
         s_child_say ("embedflow: cannot switch user for ", argv[0]);
         _exit (126);
     }
-    execv (argv[0], argv);
+    execve (argv[0], argv, env);
     s_child_say ("embedflow: cannot execute ", argv[0]);
     _exit (127);
 }

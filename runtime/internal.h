@@ -94,3 +94,18 @@ void ef_actor_destroy (ef_actor_t **self_p);
    answers "READY" or "FAILED" + reason after init, "DRAINED" after a
    "$DRAIN", and "DIED" + reason when a handler fails. */
 void ef_actor_thread (zsock_t *pipe, void *args);
+
+/* --- systemd notification (notify.c) ------------------------------------ */
+
+/* READY=1: every actor of the process has started. */
+void ef_notify_ready (void);
+
+/* STOPPING=1: the process drains. */
+void ef_notify_stopping (void);
+
+/* Microseconds between two WATCHDOG=1 pings (half the unit's
+   WatchdogSec=), 0 when no watchdog is set for this process. */
+int64_t ef_notify_watchdog_interval_us (void);
+
+/* WATCHDOG=1: the runtime's loop is alive. */
+void ef_notify_watchdog (void);

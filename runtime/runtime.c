@@ -7,11 +7,15 @@
     first: a source stops taking new work and finishes what is in flight,
     then the next stage drains what reached it, and so on. A second signal
     ends the process at once.
+    Under systemd (Type=notify) the runtime says READY=1 once every actor
+    is ready, STOPPING=1 when the drain begins, and pings the watchdog from
+    its loop while it waits and drains (notify.c).
 */
 #include "internal.h"
 
 #include "embedflow/log.h"
 
+#include <inttypes.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -35,6 +39,8 @@ struct ef_runtime {
     bool failed;               /* an actor died */
     ef_zap_t *zap;             /* CURVE allow-list, when this process has
                                   keys; outlives the actors' sockets */
+    int64_t watchdog_us;       /* between WATCHDOG=1 pings; 0 = none */
+    int64_t watchdog_last_us;  /* monotonic time of the last ping */
 };
 
 void
@@ -156,9 +162,19 @@ ef_runtime_start (ef_runtime_t *self, char *err, size_t errlen)
         free (reason);
         zmsg_destroy (&msg);
     }
-    if (rc != 0)
+    if (rc != 0) {
         s_stop_all (self);
-    return rc;
+        return rc;
+    }
+    ef_notify_ready ();
+    self->watchdog_us = ef_notify_watchdog_interval_us ();
+    if (self->watchdog_us > 0) {
+        ef_notify_watchdog ();
+        self->watchdog_last_us = ef_clock_mono_us ();
+        ef_debug ("systemd watchdog: a ping every %" PRId64 " ms",
+                  self->watchdog_us / 1000);
+    }
+    return 0;
 }
 
 void
@@ -203,11 +219,19 @@ ef_signals_pending (void)
     return sig > 0 ? sig : 0;
 }
 
-/* Polls every pipe for up to timeout ms. Returns a signal number when one
-   arrived, else 0. */
+/* Polls every pipe for up to timeout ms (less when the watchdog is due
+   sooner) and pings the watchdog when it is due. Returns a signal number
+   when one arrived, else 0. */
 static int
 s_watch (ef_runtime_t *self, int timeout)
 {
+    if (self->watchdog_us > 0) {
+        int64_t due_ms =
+            (self->watchdog_last_us + self->watchdog_us - ef_clock_mono_us ())
+            / 1000;
+        if (due_ms < timeout)
+            timeout = due_ms > 0 ? (int) due_ms : 0;
+    }
     zpoller_t *poller = zpoller_new (NULL);
     for (size_t i = 0; i < self->n; i++)
         if (self->inst[i].thread)
@@ -217,6 +241,13 @@ s_watch (ef_runtime_t *self, int timeout)
         if (which == (void *) self->inst[i].thread)
             s_read_pipe (self, i);
     zpoller_destroy (&poller);
+    if (self->watchdog_us > 0) {
+        int64_t now = ef_clock_mono_us ();
+        if (now - self->watchdog_last_us >= self->watchdog_us) {
+            ef_notify_watchdog ();
+            self->watchdog_last_us = now;
+        }
+    }
     return ef_signals_pending ();
 }
 
@@ -231,6 +262,7 @@ ef_runtime_wait (ef_runtime_t *self)
                  strsignal (sig));
     else if (self->failed)
         ef_error ("an actor failed: stopping");
+    ef_notify_stopping ();
 
     const ef_registry_t *reg = ef_config_registry (self->config);
     int64_t deadline =

@@ -18,6 +18,8 @@ packages=(
     libmicrohttpd-dev
     # --log-format json: runtime/log.c encodes the lines with jansson
     libjansson-dev
+    # Type=notify units: READY, STOPPING and the watchdog (runtime/notify.c)
+    libsystemd-dev
     # run: the private PostgreSQL of `embedflow run` / `demo`
     postgresql
     # run: time zones of cron jobs (/usr/share/zoneinfo, read by pipeline/tz.c)
