@@ -1186,6 +1186,35 @@ s_usage (const ef_cli_flag_t *flags, ef_cli_t *cli)
     ef_cli_print_config_help (cli);
 }
 
+/* --target: one upload of b->rows to a pipeline running elsewhere; the
+   UploadResult comes once every row is committed or dead-lettered, so
+   the time is end to end. Prints one JSON line. Returns an exit code. */
+static int
+s_run_target (s_bench_t *b, const char *target)
+{
+    ef_loadgen_opts_t opts = {0};
+    opts.target = target;
+    opts.rows = b->rows;
+    opts.dim = b->dim;
+    opts.chunk_rows = b->chunk_rows;
+    opts.streams = b->streams;
+    opts.seed = (uint64_t) ef_clock_wall_us ();
+    opts.timeout_ms = 3600000;
+    ef_loadgen_result_t res;
+    memset (&res, 0, sizeof res);
+    if (ef_loadgen_run (&opts, &res, NULL) != 0) {
+        fprintf (stderr, "embedflow bench: %s\n", res.error);
+        return EF_EXIT_FAIL;
+    }
+    printf ("{\"target\": \"%s\", \"rows\": %llu, \"written\": %llu, "
+            "\"dead_lettered\": %llu, \"seconds\": %.3f, \"rows_s\": %.0f}\n",
+            target, (unsigned long long) res.received,
+            (unsigned long long) res.written,
+            (unsigned long long) res.dead_lettered, res.seconds,
+            res.seconds > 0 ? (double) res.received / res.seconds : 0);
+    return EF_EXIT_OK;
+}
+
 int
 ef_cmd_bench (int argc, char **argv)
 {
@@ -1193,7 +1222,7 @@ ef_cmd_bench (int argc, char **argv)
     char *rows = NULL, *row_rows = NULL, *chunk_rows = NULL, *batch_rows = NULL,
          *writers = NULL, *runs = NULL, *upsert = NULL, *json = NULL,
          *plot = NULL, *streams = NULL, *memory = NULL, *slow_ms = NULL,
-         *sweep = NULL, *no_pull = NULL;
+         *sweep = NULL, *no_pull = NULL, *target = NULL;
     const ef_cli_flag_t flags[] = {
         {"rows", "N", "rows per contender and run (default 100000)", &rows},
         {"row-rows", "N",
@@ -1224,6 +1253,11 @@ ef_cmd_bench (int argc, char **argv)
          &no_pull},
         {"slow-ms", "MS",
          "--memory: sleep per statement into chunk (default 5)", &slow_ms},
+        {"target", "HOST:PORT",
+         "only upload --rows with the load generator to an embedflow that "
+         "runs elsewhere (split across hosts, say) and print one JSON line: "
+         "rows/s until every row is acknowledged; no database, no baselines",
+         &target},
         {NULL, NULL, NULL, NULL}};
     ef_cli_t cli;
     bool help;
@@ -1335,6 +1369,18 @@ ef_cmd_bench (int argc, char **argv)
         free (b);
         ef_cli_close (&cli);
         return EF_EXIT_USAGE;
+    }
+    if (target && (!strchr (target, ':') || strchr (target, '"'))) {
+        fprintf (stderr, "embedflow bench: --target must be HOST:PORT\n");
+        free (b);
+        ef_cli_close (&cli);
+        return EF_EXIT_USAGE;
+    }
+    if (target) {
+        rc = s_run_target (b, target);
+        free (b);
+        ef_cli_close (&cli);
+        return rc;
     }
     if (plot && !s_have_gnuplot ()) {
         fprintf (stderr, "embedflow bench: --plot: gnuplot is not available "
