@@ -181,3 +181,24 @@ def test_bench_sweep_prints_the_best_configuration(tmp_path):
     assert f"batch_rows: {best['batch_rows']}" in p.stdout
     p = bench("--sweep", "100,,400", timeout=30)
     assert p.returncode == 2 and "--sweep" in p.stderr
+
+
+def test_bench_target_uploads_to_a_running_pipeline(embedflow, db, schema):
+    """--target: only the load generator, against an embedflow that runs
+    elsewhere; its figure is taken once every row is acknowledged."""
+    ef = embedflow(dim=16)
+    p = subprocess.run(
+        [EMBEDFLOW_BIN, "bench", "--target", ef.target, "--rows", "3000",
+         "--dim", "16", "--chunk-rows", "100"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
+        env=clean_env())
+    assert p.returncode == 0, p.stderr
+    line = json.loads(p.stdout.strip().splitlines()[-1])
+    assert (line["rows"], line["written"], line["dead_lettered"]) == \
+        (3000, 3000, 0)
+    assert line["rows_s"] > 0 and line["target"] == ef.target
+    assert db.count(schema, "chunk") == 3000
+    bad = subprocess.run([EMBEDFLOW_BIN, "bench", "--target", "nowhere"],
+                         capture_output=True, text=True, timeout=60,
+                         env=clean_env())
+    assert bad.returncode == 2 and "HOST:PORT" in bad.stderr
