@@ -92,11 +92,13 @@ static const ef_option_t s_options[] = {
 
 /* Rows written for one stream in the batch being settled. */
 typedef struct {
-    uint64_t stream_id; /* receiver's stream */
-    uint32_t origin;    /* EF_ORIGIN_*: the link its ack goes to */
-    uint64_t chunk_seq; /* chunk of the stream the rows came in */
-    uint32_t attempt;   /* which sending of that chunk */
-    uint64_t written;   /* received rows committed (covers) */
+    uint64_t stream_id;      /* receiver's stream */
+    ProtobufCBinaryData key; /* its stream_key, borrowed from a row that
+                                lives until the ack is sent */
+    uint32_t origin;         /* EF_ORIGIN_*: the link its ack goes to */
+    uint64_t chunk_seq;      /* chunk of the stream the rows came in */
+    uint32_t attempt;        /* which sending of that chunk */
+    uint64_t written;        /* received rows committed (covers) */
 } s_tally_t;
 
 typedef struct {
@@ -179,6 +181,7 @@ s_dead_letter (ef_actor_t *actor, s_self_t *self,
         dl.original.data = orig;
         dl.original.len = orig ? olen : 0;
         dl.stream_id = row->stream_id;
+        dl.stream_key = row->stream_key;
         dl.covers = s_covers (row);
         dl.chunk_seq = row->chunk_seq;
         dl.chunk_rows = row->chunk_rows;
@@ -207,6 +210,14 @@ s_dead_letter (ef_actor_t *actor, s_self_t *self,
 
 /* --- settling a batch ---------------------------------------------------- */
 
+/* True when two stream keys are the same bytes. */
+static bool
+s_same_key (ProtobufCBinaryData a, ProtobufCBinaryData b)
+{
+    return a.len == b.len
+           && (a.len == 0 || memcmp (a.data, b.data, a.len) == 0);
+}
+
 /* Counts rows[0..n) as written. Returns 0, -1 when out of memory. */
 static int
 s_count_written (s_self_t *self, Embedflow__V1__Row *const *rows, size_t n)
@@ -217,7 +228,8 @@ s_count_written (s_self_t *self, Embedflow__V1__Row *const *rows, size_t n)
                && (self->tallies[t].stream_id != rows[i]->stream_id
                    || self->tallies[t].origin != rows[i]->origin
                    || self->tallies[t].chunk_seq != rows[i]->chunk_seq
-                   || self->tallies[t].attempt != rows[i]->attempt))
+                   || self->tallies[t].attempt != rows[i]->attempt
+                   || !s_same_key (self->tallies[t].key, rows[i]->stream_key)))
             t++;
         if (t == self->n_tallies) {
             if (self->n_tallies == self->cap_tallies) {
@@ -228,9 +240,9 @@ s_count_written (s_self_t *self, Embedflow__V1__Row *const *rows, size_t n)
                 self->tallies = grown;
                 self->cap_tallies = cap;
             }
-            self->tallies[t] =
-                (s_tally_t){rows[i]->stream_id, rows[i]->origin,
-                            rows[i]->chunk_seq, rows[i]->attempt, 0};
+            self->tallies[t] = (s_tally_t){
+                rows[i]->stream_id, rows[i]->stream_key, rows[i]->origin,
+                rows[i]->chunk_seq, rows[i]->attempt,    0};
             self->n_tallies++;
         }
         self->tallies[t].written += s_covers (rows[i]);
@@ -376,6 +388,7 @@ s_send_ack_to (ef_actor_t *actor, s_self_t *self, uint32_t origin)
             tallies[n].stream_id = self->tallies[i].stream_id;
             tallies[n].chunk_seq = self->tallies[i].chunk_seq;
             tallies[n].attempt = self->tallies[i].attempt;
+            tallies[n].stream_key = self->tallies[i].key;
             tallies[n].written = self->tallies[i].written;
             ptrs[n] = &tallies[n];
             n++;

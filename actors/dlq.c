@@ -123,13 +123,18 @@ s_send_ack_to (ef_actor_t *actor, s_self_t *self, uint32_t origin)
         while (t < n
                && (tallies[t].stream_id != d->stream_id
                    || tallies[t].chunk_seq != d->chunk_seq
-                   || tallies[t].attempt != d->attempt))
+                   || tallies[t].attempt != d->attempt
+                   || tallies[t].stream_key.len != d->stream_key.len
+                   || (d->stream_key.len
+                       && memcmp (tallies[t].stream_key.data,
+                                  d->stream_key.data, d->stream_key.len))))
             t++;
         if (t == n) {
             embedflow__v1__stream_tally__init (&tallies[t]);
             tallies[t].stream_id = d->stream_id;
             tallies[t].chunk_seq = d->chunk_seq;
             tallies[t].attempt = d->attempt;
+            tallies[t].stream_key = d->stream_key; /* lives as pending */
             ptrs[t] = &tallies[t];
             n++;
         }

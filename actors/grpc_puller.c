@@ -64,6 +64,7 @@
 #include "pipeline/linkwire.h"
 #include "pipeline/pg.h"
 #include "pipeline/schema.h"
+#include "pipeline/streamkey.h"
 #include "pipeline/uuid7.h"
 
 #define S_METHOD       "/embedflow.v1.EmbeddingService/GetEmbeddings"
@@ -151,6 +152,7 @@ struct s_job {
     s_call_t *call;                  /* the current attempt, or NULL */
     char run_id[37];                 /* this run's job_run.id */
     uint64_t stream_id;              /* what acks name */
+    uint8_t key[EF_STREAM_KEY_LEN];  /* stream_key: what acks must carry */
     char *start_token;               /* where the run started */
     char *last_token;                /* token of the last chunk forwarded */
     uint64_t seq;                    /* next chunk sequence of the run */
@@ -666,6 +668,7 @@ s_on_message (s_call_t *c, grpc_byte_buffer *buf)
     }
     Embedflow__V1__ChunkHeader header = EMBEDFLOW__V1__CHUNK_HEADER__INIT;
     header.stream_id = job->stream_id;
+    header.stream_key = ef_stream_key_field (job->key);
     header.job_id = job->run_id;
     header.seq = seq;
     header.source = (char *) job->source;
@@ -912,6 +915,10 @@ s_begin_run (s_job_t *job)
             : ef_job_position (self->conn, schema, job->name, err, sizeof err);
     if (!job->start_token)
         goto fail;
+    if (ef_stream_key_new (job->key) != 0) {
+        snprintf (err, sizeof err, "no random bytes from the kernel");
+        goto fail;
+    }
     uint8_t id[16];
     ef_uuid7_generate (id);
     ef_uuid_format (id, job->run_id);
@@ -1015,6 +1022,7 @@ s_init (ef_actor_t *actor)
     ef_budget_set_limit (self->budget, self->globals->max_inflight_bytes);
     self->chunks_port = ef_actor_port (actor, "chunks");
     self->acks_port = ef_actor_port (actor, "acks");
+    ef_acks_unknown_init ("pull-acks");
     self->runs_port = ef_actor_port (actor, "runs");
     self->ends_port = ef_actor_port (actor, "run-ends");
     assert (self->chunks_port >= 0 && self->acks_port >= 0
@@ -1116,11 +1124,12 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
         s_job_t *job = NULL;
         for (size_t j = 0; j < self->n_jobs && !job; j++)
             if (self->jobs[j].active && self->jobs[j].stream_id == t->stream_id
-                && t->stream_id != 0)
+                && t->stream_id != 0
+                && ef_stream_key_match (self->jobs[j].key, t->stream_key))
                 job = &self->jobs[j];
         if (!job) {
-            ef_debug ("ack for unknown pull stream %" PRIu64 " ignored",
-                      t->stream_id);
+            ef_acks_unknown ("pull-acks", ack->from, t->stream_id,
+                             t->written + t->dead_lettered);
             continue;
         }
         uint64_t settled = job->written + job->dead;

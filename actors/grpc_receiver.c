@@ -84,6 +84,7 @@
 #include "pipeline/inflight.h"
 #include "pipeline/jobmetrics.h"
 #include "pipeline/linkwire.h"
+#include "pipeline/streamkey.h"
 #include "pipeline/uuid7.h"
 
 #define S_UPLOAD_METHOD   "/embedflow.v1.EmbeddingService/UploadEmbeddings"
@@ -220,24 +221,25 @@ typedef struct s_stream {
     grpc_slice reply_details;       /* status message being sent */
     bool has_details;               /* reply_details holds a ref */
 
-    uint64_t stream_id;  /* unique in the process */
-    char job_id[37];     /* UUIDv7 text */
-    char *source;        /* rows' source */
-    bool admitted;       /* holds a place among max_streams */
-    bool refused;        /* refused: no token, or over max_streams */
-    bool reading;        /* a RECV_MESSAGE is in flight */
-    bool half_closed;    /* client finished sending */
-    bool logged;         /* its job_run row is open */
-    bool replied;        /* the final status batch was posted */
-    bool closed;         /* RECV_CLOSE_ON_SERVER came back */
-    zmsg_t *pending;     /* chunk waiting for room on the link */
-    uint64_t messages;   /* messages read */
-    uint64_t bytes;      /* bytes read */
-    uint64_t last_seq;   /* seq of the last good chunk */
-    uint64_t received;   /* rows forwarded (and pending) */
-    uint64_t written;    /* rows acked as committed */
-    uint64_t dead;       /* rows acked as dead-lettered */
-    int64_t started_us;  /* monotonic time of accept */
+    uint64_t stream_id;             /* unique in the process */
+    uint8_t key[EF_STREAM_KEY_LEN]; /* stream_key: acks must carry it */
+    char job_id[37];                /* UUIDv7 text */
+    char *source;                   /* rows' source */
+    bool admitted;                  /* holds a place among max_streams */
+    bool refused;                   /* refused: no token, or over max_streams */
+    bool reading;                   /* a RECV_MESSAGE is in flight */
+    bool half_closed;               /* client finished sending */
+    bool logged;                    /* its job_run row is open */
+    bool replied;                   /* the final status batch was posted */
+    bool closed;                    /* RECV_CLOSE_ON_SERVER came back */
+    zmsg_t *pending;                /* chunk waiting for room on the link */
+    uint64_t messages;              /* messages read */
+    uint64_t bytes;                 /* bytes read */
+    uint64_t last_seq;              /* seq of the last good chunk */
+    uint64_t received;              /* rows forwarded (and pending) */
+    uint64_t written;               /* rows acked as committed */
+    uint64_t dead;                  /* rows acked as dead-lettered */
+    int64_t started_us;             /* monotonic time of accept */
     int64_t read_us;     /* monotonic time the pending read was posted */
     ef_inflight_t *held; /* chunks sent, not settled (admitted only) */
     bool resending;      /* sending its held chunks again */
@@ -266,9 +268,10 @@ typedef struct {
 /* The chunks a finished stream still holds: its rows are in the
    pipeline until their acks come, and so is their share of the budget. */
 typedef struct s_orphan {
-    struct s_orphan *next; /* list */
-    uint64_t stream_id;    /* whose acks settle it */
-    ef_inflight_t *held;   /* its unsettled chunks */
+    struct s_orphan *next;          /* list */
+    uint64_t stream_id;             /* whose acks settle it */
+    uint8_t key[EF_STREAM_KEY_LEN]; /* with this stream_key */
+    ef_inflight_t *held;            /* its unsettled chunks */
 } s_orphan_t;
 
 struct s_receiver {
@@ -307,7 +310,8 @@ struct s_receiver {
 };
 
 /* stream ids start at the wall clock in µs so they do not repeat across
-   restarts of the process, which matters once acks travel over tcp */
+   restarts of the process; they are guessable: what an ack must also
+   know is the stream's random key (pipeline.proto) */
 static uint64_t s_next_stream_id;
 
 /* Returns a process-unique stream id; never fails. */
@@ -329,8 +333,10 @@ static int
 s_accept_next (s_receiver_t *self)
 {
     s_stream_t *stream = (s_stream_t *) calloc (1, sizeof *stream);
-    if (!stream) {
-        ef_error ("out of memory accepting uploads");
+    if (!stream || ef_stream_key_new (stream->key) != 0) {
+        ef_error ("%s accepting uploads",
+                  stream ? "no random bytes from the kernel" : "out of memory");
+        free (stream);
         return -1;
     }
     stream->owner = self;
@@ -367,7 +373,8 @@ s_stream_keep_held (s_stream_t *stream)
         ef_inflight_destroy (&stream->held);
         return;
     }
-    *o = (s_orphan_t){self->orphans, stream->stream_id, stream->held};
+    *o = (s_orphan_t){self->orphans, stream->stream_id, {0}, stream->held};
+    memcpy (o->key, stream->key, sizeof o->key);
     stream->held = NULL;
     self->orphans = o;
 }
@@ -379,7 +386,8 @@ s_orphan_settle (s_receiver_t *self, const Embedflow__V1__StreamTally *t)
 {
     for (s_orphan_t **p = &self->orphans; *p; p = &(*p)->next) {
         s_orphan_t *o = *p;
-        if (o->stream_id != t->stream_id)
+        if (o->stream_id != t->stream_id
+            || !ef_stream_key_match (o->key, t->stream_key))
             continue;
         ef_settle_t done;
         ef_inflight_settle (o->held, t->chunk_seq, t->attempt, t->written,
@@ -590,6 +598,7 @@ s_chunk_message (s_stream_t *stream, uint64_t seq, uint32_t rows,
 {
     Embedflow__V1__ChunkHeader header = EMBEDFLOW__V1__CHUNK_HEADER__INIT;
     header.stream_id = stream->stream_id;
+    header.stream_key = ef_stream_key_field (stream->key);
     header.job_id = stream->job_id;
     header.seq = seq;
     header.source = stream->source;
@@ -1260,6 +1269,7 @@ s_init (ef_actor_t *actor)
     self->shutdown_tag = (s_tag_t){S_TAG_SHUTDOWN, self};
     self->chunks_port = ef_actor_port (actor, "chunks");
     self->acks_port = ef_actor_port (actor, "acks");
+    ef_acks_unknown_init ("acks");
     assert (self->chunks_port >= 0 && self->acks_port >= 0);
     const ef_globals_t *globals = ef_actor_globals (actor);
     self->runlog =
@@ -1401,15 +1411,14 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
         Embedflow__V1__StreamTally *t = ack->tallies[i];
         s_stream_t *stream = self->streams;
         while (stream
-               && (stream->stream_id != t->stream_id || !stream->admitted))
+               && (stream->stream_id != t->stream_id || !stream->admitted
+                   || !ef_stream_key_match (stream->key, t->stream_key)))
             stream = stream->next;
         if (!stream && s_orphan_settle (self, t))
             continue;
         if (!stream) {
-            ef_debug ("ack from %s for unknown stream %" PRIu64 " (%" PRIu64
-                      " written, %" PRIu64 " dead) ignored",
-                      ack->from ? ack->from : "?", t->stream_id, t->written,
-                      t->dead_lettered);
+            ef_acks_unknown ("acks", ack->from, t->stream_id,
+                             t->written + t->dead_lettered);
             continue;
         }
         /* counted per chunk and attempt: a tally of a chunk that was

@@ -276,6 +276,7 @@ s_dead_letter (ef_actor_t *actor, s_self_t *self,
     dl.source = hdr->source;
     dl.document_id = (char *) (document_id ? document_id : "");
     dl.stream_id = hdr->stream_id;
+    dl.stream_key = hdr->stream_key;
     dl.covers = covers;
     dl.chunk_seq = hdr->seq;
     dl.chunk_rows = hdr->rows;
@@ -340,8 +341,13 @@ s_make_row (const Embedflow__V1__ChunkHeader *hdr,
     r->resume_token = s_strdup (hdr->resume_token);
     r->metadata_json = *metadata_json;
     *metadata_json = NULL;
-    if (!r->id.data || !r->vector || !r->document_id || !r->content || !r->model
-        || !r->source || !r->job_id || !r->resume_token || !r->metadata_json) {
+    r->stream_key.len = hdr->stream_key.len;
+    r->stream_key.data = malloc (hdr->stream_key.len ? hdr->stream_key.len : 1);
+    if (r->stream_key.data && hdr->stream_key.len)
+        memcpy (r->stream_key.data, hdr->stream_key.data, hdr->stream_key.len);
+    if (!r->stream_key.data || !r->id.data || !r->vector || !r->document_id
+        || !r->content || !r->model || !r->source || !r->job_id
+        || !r->resume_token || !r->metadata_json) {
         protobuf_c_message_free_unpacked (&r->base, NULL);
         return NULL;
     }

@@ -110,6 +110,7 @@ s_sink_handle (ef_actor_t *a, int port, zmsg_t **msg_p)
     tally.stream_id = h->stream_id;
     tally.chunk_seq = h->seq; /* tallies are per chunk and attempt */
     tally.attempt = h->attempt;
+    tally.stream_key = h->stream_key;
     tally.written = h->rows - (uint64_t) dead;
     tally.dead_lettered = (uint64_t) dead;
     Embedflow__V1__Ack ack = EMBEDFLOW__V1__ACK__INIT;

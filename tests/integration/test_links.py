@@ -1,0 +1,129 @@
+"""The tcp links of a split process, watched from outside on loopback:
+acks that do not carry their stream's random key settle nothing, and the
+link peers (connected, gone, back) show in metrics, the log and /readyz.
+The test process plays the writer host: it binds the writer's batches
+port and connects to the ingest process's acks port."""
+import concurrent.futures
+import socket
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import DATABASE, Embedflow, clean_env
+from helpers import send, stream
+
+zmq = pytest.importorskip("zmq")
+from embedflow.v1 import pipeline_pb2  # noqa: E402
+
+DIM = 8
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(base):
+    with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            samples[key] = float(value)
+    return samples
+
+
+def readyz(base):
+    try:
+        with urllib.request.urlopen(base + "/readyz", timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def wait_for(what, predicate, timeout=30):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def ingest(schema):
+    """An ingest-only process (receiver, splitter, one writer elsewhere)
+    whose links are loopback tcp; yields (process, ports, metrics URL)."""
+    ports = {name: free_port() for name in
+             ("batches", "acks", "pull-acks", "dead", "metrics")}
+    args = ["run", "--database", DATABASE, "--schema", schema,
+            "--listen", "127.0.0.1:0", "--dim", str(DIM), "--writers", "1",
+            "--run", "grpc-receiver,scheduler,grpc-puller,splitter",
+            "--metrics", f"127.0.0.1:{ports['metrics']}",
+            "--actors.splitter.linger", "1ms"]
+    for link in ("batches", "acks", "pull-acks", "dead"):
+        args += [f"--links.{link}.endpoint",
+                 f"tcp://127.0.0.1:{ports[link]}"]
+    ef = Embedflow(args).wait_ready()
+    yield ef, ports, f"http://127.0.0.1:{ports['metrics']}"
+    assert ef.stop() == 0, ef.log
+
+
+def ack(stream_id, written, key=None):
+    tally = pipeline_pb2.StreamTally(stream_id=stream_id, written=written)
+    if key is not None:
+        tally.stream_key = key
+    return pipeline_pb2.Ack(tallies=[tally],
+                            **{"from": "forger"}).SerializeToString()
+
+
+def test_forged_acks_settle_nothing(ingest):
+    ef, ports, base = ingest
+    unknown = 'embedflow_acks_unknown_total{link="acks"}'
+    assert scrape(base)[unknown] == 0
+    ctx = zmq.Context()
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        writer = ctx.socket(zmq.PULL)
+        writer.linger = 0
+        writer.bind(f"tcp://127.0.0.1:{ports['batches']}")
+        acks = ctx.socket(zmq.PUSH)
+        acks.linger = 0
+        acks.connect(f"tcp://127.0.0.1:{ports['acks']}")
+
+        rows = 50
+        upload = pool.submit(send, ef.target, stream(rows, DIM, 10), timeout=60)
+        got = []
+        while sum(r.covers for r in got) < rows:
+            assert writer.poll(30000), ef.log
+            got += pipeline_pb2.RowBatch.FromString(writer.recv()).rows
+        ids = {(r.stream_id, r.stream_key) for r in got}
+        assert len(ids) == 1
+        stream_id, key = ids.pop()
+        assert len(key) == 16
+
+        # the observed id, without its key, with a wrong one, and a guess
+        wrong = bytes(b ^ 0xFF for b in key)
+        for forged in (ack(stream_id, rows), ack(stream_id, rows, wrong),
+                       ack(stream_id + 1, rows, key)):
+            acks.send(forged)
+        wait_for("the forged acks counted",
+                 lambda: scrape(base).get(unknown, 0) >= 3)
+        assert not upload.done()
+        ef.wait_for_line(r"links\.acks: dropped an ack from forger for "
+                         rf"stream {stream_id} .*wrong key")
+
+        # the real key settles it
+        acks.send(ack(stream_id, rows, key))
+        result = upload.result(60)
+        assert (result.received, result.written) == (rows, rows)
+        assert scrape(base)[unknown] == 3
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        ctx.destroy(linger=0)
