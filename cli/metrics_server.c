@@ -35,7 +35,7 @@ struct ef_metrics_server {
     pthread_mutex_t lock;      /* guards the cached answer */
     int64_t checked_us;        /* when it was made, 0 = never */
     bool ready;                /* the cached answer */
-    char why[256];             /* what is not ready */
+    char why[1024];            /* what is not ready */
 };
 
 /* Splits "HOST:PORT" (HOST may be [v6]) into host and port. Returns 0,
@@ -79,11 +79,15 @@ s_check (ef_metrics_server_t *self, bool *ready, char *why, size_t whylen)
         bool grpc = !self->need_listener
                     || ef_metrics_gauge_sum ("embedflow_actor_listening") > 0;
         bool started = atomic_load (&self->started);
-        self->ready = ping == PQPING_OK && grpc && started;
-        snprintf (self->why, sizeof self->why, "%s%s%s",
+        /* a tcp link end with no peer for longer than its peer_timeout:
+           work for (or from) the host behind it cannot flow */
+        char links[768];
+        bool linked = ef_links_unready (links, sizeof links) == 0;
+        self->ready = ping == PQPING_OK && grpc && started && linked;
+        snprintf (self->why, sizeof self->why, "%s%s%s%s",
                   started ? "" : "starting\n",
                   ping == PQPING_OK ? "" : "database not reachable\n",
-                  grpc ? "" : "gRPC receiver not listening\n");
+                  grpc ? "" : "gRPC receiver not listening\n", links);
         self->checked_us = ef_clock_mono_us ();
     }
     *ready = self->ready;
@@ -142,7 +146,7 @@ s_request (void *cls, struct MHD_Connection *conn, const char *url,
         return s_reply (conn, MHD_HTTP_OK, text_type, "ok\n", 3);
     if (strcmp (url, "/readyz") == 0) {
         bool ready;
-        char why[256];
+        char why[1024];
         s_check (self, &ready, why, sizeof why);
         if (ready)
             return s_reply (conn, MHD_HTTP_OK, text_type, "ready\n", 6);

@@ -23,6 +23,11 @@
 #define EF_HANDSHAKE_LOG_US (10 * 1000000)
 
 typedef struct {
+    ef_link_end_t *end; /* owned: the peer count of one address */
+    int w;              /* the socket it belongs to */
+} s_end_t;
+
+typedef struct {
     const ef_port_def_t *def; /* borrowed from the actor definition */
     zsock_t **socks;          /* width sockets (OUT) or one (IN) */
     zsock_t **mons;           /* each tcp socket's event monitor, or NULL */
@@ -31,6 +36,8 @@ typedef struct {
     bool paused;              /* IN: removed from the poller */
     int64_t warned_us;        /* last handshake failure logged, monotonic */
     uint64_t quiet;           /* failures not logged since */
+    s_end_t *ends;            /* tcp addresses bound or connected */
+    int n_ends;               /* used entries */
 } s_port_t;
 
 struct ef_actor {
@@ -104,6 +111,11 @@ s_close_ports (ef_actor_t *self)
         free (self->ports[p].socks);
         free (self->ports[p].mons);
         free (self->ports[p].peers);
+        for (int e = 0; e < self->ports[p].n_ends; e++)
+            ef_link_end_destroy (&self->ports[p].ends[e].end);
+        free (self->ports[p].ends);
+        self->ports[p].ends = NULL;
+        self->ports[p].n_ends = 0;
         self->ports[p].socks = NULL;
         self->ports[p].mons = NULL;
         self->ports[p].peers = NULL;
@@ -153,12 +165,13 @@ s_monitor (ef_actor_t *self, s_port_t *port, int w, bool bind)
    ef_config_validate refused every other case). Returns 0, or -1 with
    self->fail set. */
 static int
-s_secure (ef_actor_t *self, s_port_t *port, int w, bool bind)
+s_secure (ef_actor_t *self, s_port_t *port, int w, bool bind, int idx)
 {
     const char *link = port->def->link;
     zsock_t *s = port->socks[w];
     zcert_t *cert = ef_config_cert (self->config);
-    const char *server_key = ef_config_link_server_key (self->config, link);
+    const char *server_key =
+        ef_config_link_server_key (self->config, link, idx);
     if (!ef_config_link_insecure (self->config, link)) {
         if (bind && cert) {
             zcert_apply (cert, zsock_resolve (s));
@@ -187,10 +200,47 @@ s_secure (ef_actor_t *self, s_port_t *port, int w, bool bind)
     return s_monitor (self, port, w, bind);
 }
 
-/* Reads one event from monitor w of port: a peer that failed the
-   handshake on a bound link is counted as rejected; a handshake of this
-   end that failed is logged, both at most every EF_HANDSHAKE_LOG_US per
-   port. */
+/* Registers a tcp address of socket w of port for peer counting.
+   Returns 0, -1 when out of memory. */
+static int
+s_add_end (ef_actor_t *self, s_port_t *port, int w, const char *ep, bool bind)
+{
+    s_end_t *grown =
+        realloc (port->ends, (size_t) (port->n_ends + 1) * sizeof *grown);
+    if (!grown)
+        return -1;
+    port->ends = grown;
+    ef_link_end_t *end = ef_link_end_new (
+        port->def->link, ep, bind,
+        ef_config_link_peer_timeout (self->config, port->def->link));
+    if (!end)
+        return -1;
+    port->ends[port->n_ends++] = (s_end_t){end, w};
+    return 0;
+}
+
+/* Counts a connection made or lost on socket w of port: on the end of
+   that address (a socket connecting to several has one per address),
+   else the socket's first. */
+static void
+s_peer_event (s_port_t *port, int w, const char *where, int delta)
+{
+    s_end_t *found = NULL;
+    for (int e = 0; e < port->n_ends; e++)
+        if (port->ends[e].w == w
+            && (!found
+                || (where
+                    && strcmp (ef_link_end_endpoint (port->ends[e].end), where)
+                           == 0)))
+            found = &port->ends[e];
+    if (found)
+        ef_link_end_event (found->end, delta);
+}
+
+/* Reads one event from monitor w of port: connections made and lost
+   are counted per address; a peer that failed the handshake on a bound
+   link is counted as rejected; a handshake of this end that failed is
+   logged, both at most every EF_HANDSHAKE_LOG_US per port. */
 static void
 s_monitor_event (s_port_t *port, int w)
 {
@@ -198,23 +248,29 @@ s_monitor_event (s_port_t *port, int w)
     zframe_t *head = msg ? zmsg_first (msg) : NULL;
     char *where =
         msg && zmsg_next (msg) ? zframe_strdup (zmsg_last (msg)) : NULL;
-    if (head && zframe_size (head) == 6) {
-        uint16_t event;
-        uint32_t value;
+    uint16_t event = 0;
+    if (head && zframe_size (head) == 6)
         memcpy (&event, zframe_data (head), 2);
+    if (event == ZMQ_EVENT_CONNECTED || event == ZMQ_EVENT_ACCEPTED
+        || event == ZMQ_EVENT_DISCONNECTED) {
+        /* the socket's peers (which writers can take a batch), the churn
+           the receiver's re-sending watches, then the count of this
+           address (metrics, the log, /readyz) */
+        bool up = event != ZMQ_EVENT_DISCONNECTED;
+        if (port->peers && (up || port->peers[w] > 0))
+            port->peers[w] += up ? 1 : -1;
+        ef_links_peer_event (port->def->link, where,
+                             port->def->dir == EF_PORT_OUT,
+                             event != ZMQ_EVENT_DISCONNECTED);
+        s_peer_event (port, w, where, event == ZMQ_EVENT_DISCONNECTED ? -1 : 1);
+        free (where);
+        zmsg_destroy (&msg);
+        return;
+    }
+    if (head && zframe_size (head) == 6) {
+        uint32_t value;
         memcpy (&value, zframe_data (head) + 2, 4);
         bool bind = port->def->dir == EF_PORT_IN;
-        if (event == ZMQ_EVENT_CONNECTED || event == ZMQ_EVENT_ACCEPTED
-            || event == ZMQ_EVENT_DISCONNECTED) {
-            bool up = event != ZMQ_EVENT_DISCONNECTED;
-            if (port->peers && (up || port->peers[w] > 0))
-                port->peers[w] += up ? 1 : -1;
-            ef_links_peer_event (port->def->link, where, !bind,
-                                 event != ZMQ_EVENT_DISCONNECTED);
-            free (where);
-            zmsg_destroy (&msg);
-            return;
-        }
         const char *why = event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH
                               ? "the peer refused our key"
                           : value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
@@ -311,7 +367,7 @@ s_open_ports (ef_actor_t *self)
                             sizeof max);
             port->socks[0] = s;
             if (strncmp (ep, "tcp://", 6) == 0
-                && s_secure (self, port, 0, true) != 0)
+                && s_secure (self, port, 0, true, idx) != 0)
                 return -1;
             if (zsock_bind (s, "%s", ep) < 0) {
                 snprintf (self->fail, sizeof self->fail,
@@ -319,6 +375,9 @@ s_open_ports (ef_actor_t *self)
                           zmq_strerror (zmq_errno ()));
                 return -1;
             }
+            if (strncmp (ep, "tcp://", 6) == 0
+                && s_add_end (self, port, 0, ep, true) != 0)
+                return -1;
             ef_debug ("port %s bound %s (hwm %d)", pd->name, ep, hwm);
             continue;
         }
@@ -353,7 +412,7 @@ s_open_ports (ef_actor_t *self)
                     return -1;
                 }
                 if (idx == first && strncmp (ep, "tcp://", 6) == 0
-                    && s_secure (self, port, w, false) != 0)
+                    && s_secure (self, port, w, false, idx) != 0)
                     return -1;
                 if (strncmp (ep, "tcp://", 6) == 0)
                     ef_links_expect (); /* peerless until it connects */
@@ -363,6 +422,9 @@ s_open_ports (ef_actor_t *self)
                               zmq_strerror (zmq_errno ()));
                     return -1;
                 }
+                if (strncmp (ep, "tcp://", 6) == 0
+                    && s_add_end (self, port, w, ep, false) != 0)
+                    return -1;
                 ef_debug ("port %s connected %s (hwm %d)", pd->name, ep, hwm);
             }
         }

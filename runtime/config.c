@@ -21,25 +21,54 @@
 #define EF_MAX_LINKS    64
 #define EF_MAX_SECTIONS 8
 #define EF_MAX_ENTRIES  256
+/* Most instances an actor may have (actors.NAME.instances). */
+#define EF_MAX_INSTANCES 256
 
 typedef struct {
     const ef_actor_def_t *def; /* borrowed from the registry */
     void *options;  /* def->options_size bytes, table-owned strings */
     int instances;  /* instances in the whole topology */
-    bool runs_here; /* started by this process */
+    bool runs_here; /* started by this process (some of its instances) */
+    int first;      /* first instance run here (run: NAME:A-B) */
+    int last;       /* last instance run here; -1 = through the last */
+    int16_t host_of[EF_MAX_INSTANCES]; /* index in hosts: of the host
+                                          running instance i; -1 none */
 } s_actor_cfg_t;
 
+/* One entry of `hosts:`: where a process runs and what (placement). */
 typedef struct {
-    const char *name;    /* borrowed from a port definition */
-    char *endpoint;      /* connect form; NULL = inproc default */
-    char *bind;          /* bind form; NULL = endpoint */
-    int hwm;             /* 0 = the ports' default */
-    char *server_key;    /* CURVE key of the binding side: file or Z85 text */
-    char server_txt[41]; /* server_key read by ef_config_load_keys, Z85 */
-    bool insecure;       /* tcp without CURVE allowed off loopback */
-    int64_t max_message; /* ZMQ_MAXMSGSIZE set by the user; 0 = default */
-    int64_t default_max; /* the application's default; 0 = the runtime's */
+    char *address;    /* what {host} in an endpoint becomes */
+    char *run;        /* the host's `run` list, ranges allowed */
+    char *key;        /* the host's public key file (server key of what it
+                      binds), or NULL */
+    char key_txt[41]; /* key read by ef_config_load_keys, Z85 */
+} s_host_t;
+
+static const ef_option_t s_host_options[] = {
+    {"address", EF_OPT_STRING, NULL, offsetof (s_host_t, address), 0, 0,
+     "address other hosts reach this one at: {host} in link endpoints"},
+    {"run", EF_OPT_STRING, NULL, offsetof (s_host_t, run), 0, 0,
+     "actors (and instance ranges, db-writer:0-1) this host runs"},
+    {"key", EF_OPT_STRING, NULL, offsetof (s_host_t, key), 0, 0,
+     "public key file of this host: the server key of the links it binds"},
+    EF_OPTION_END};
+
+typedef struct {
+    const char *name;      /* borrowed from a port definition */
+    char *endpoint;        /* connect form; NULL = inproc default */
+    char *bind;            /* bind form; NULL = endpoint */
+    int hwm;               /* 0 = the ports' default */
+    char *server_key;      /* CURVE key of the binding side: file or Z85 text */
+    char server_txt[41];   /* server_key read by ef_config_load_keys, Z85 */
+    bool insecure;         /* tcp without CURVE allowed off loopback */
+    int64_t max_message;   /* ZMQ_MAXMSGSIZE set by the user; 0 = default */
+    int64_t default_max;   /* the application's default; 0 = the runtime's */
+    int64_t peer_timeout;  /* ms without a peer before /readyz fails; 0 off */
+    bool peer_timeout_set; /* peer_timeout given (else the default) */
 } s_link_cfg_t;
+
+/* links.NAME.peer_timeout when not given. */
+#define EF_PEER_TIMEOUT_DEFAULT_MS 30000
 
 typedef struct {
     char *name;    /* the entry's key, [A-Za-z0-9_-]+ */
@@ -66,6 +95,9 @@ struct ef_config {
     s_section_t *sections[EF_MAX_SECTIONS]; /* see ef_config_add_section */
     size_t n_sections;                      /* used entries */
     bool run_all;             /* no `run` given: everything here */
+    bool run_given;           /* `run` was set: it wins over the host's */
+    char *host;               /* `host`: this process's entry in hosts: */
+    bool placed;              /* hosts: resolved into host_of */
     int64_t drain_idle_ms;    /* see ef_config_drain_idle_ms */
     int64_t drain_timeout_ms; /* see ef_config_drain_timeout_ms */
     char *curve_key;          /* curve.key: this process's secret key file */
@@ -116,6 +148,9 @@ ef_config_new (const ef_registry_t *registry, const ef_option_t *globals,
         a->def = ef_registry_at (registry, i);
         a->instances =
             a->def->default_instances > 0 ? a->def->default_instances : 1;
+        a->last = -1;
+        for (int k = 0; k < EF_MAX_INSTANCES; k++)
+            a->host_of[k] = -1;
         a->options =
             calloc (1, a->def->options_size ? a->def->options_size : 1);
         if (!a->options)
@@ -132,6 +167,10 @@ ef_config_new (const ef_registry_t *registry, const ef_option_t *globals,
             self->links[self->n_links++].name = p->link;
         }
     }
+    if (ef_config_add_section (self, "hosts", s_host_options, sizeof (s_host_t),
+                               NULL, err, errlen)
+        != 0)
+        goto fail;
     return self;
 oom:
     snprintf (err, errlen, "out of memory");
@@ -165,6 +204,7 @@ ef_config_destroy (ef_config_t **self_p)
     }
     free (self->curve_key);
     free (self->curve_clients);
+    free (self->host);
     zcert_destroy (&self->cert);
     for (size_t i = 0; i < self->n_sections; i++) {
         s_section_t *sec = self->sections[i];
@@ -180,36 +220,90 @@ ef_config_destroy (ef_config_t **self_p)
     *self_p = NULL;
 }
 
-/* Applies a `run` list: "a,b" or "all". */
+/* Parses a `run` list, "a,b:0-1,c:2" (an actor, or one instance or a
+   range of them), into first[]/last[] per actor (-2: not listed; last
+   -1: through the last). Returns 0, or -1 with why. */
+static int
+s_parse_run (const ef_config_t *self, const char *value, int *first, int *last,
+             char *why, size_t len)
+{
+    for (size_t i = 0; i < self->n_actors; i++)
+        first[i] = last[i] = -2;
+    char *copy = strdup (value);
+    if (!copy) {
+        snprintf (why, len, "out of memory");
+        return -1;
+    }
+    int rc = 0;
+    char *save = NULL;
+    for (char *t = strtok_r (copy, ", ", &save); t && rc == 0;
+         t = strtok_r (NULL, ", ", &save)) {
+        char *colon = strchr (t, ':');
+        if (colon)
+            *colon = 0;
+        s_actor_cfg_t *a = s_actor (self, t);
+        if (!a) {
+            snprintf (why, len, "'%s' is not an actor of this program", t);
+            rc = -1;
+            break;
+        }
+        size_t i = (size_t) (a - self->actors);
+        if (first[i] != -2) {
+            snprintf (why, len, "'%s' is named twice (give one range, A-B)", t);
+            rc = -1;
+            break;
+        }
+        first[i] = 0;
+        last[i] = -1;
+        if (!colon)
+            continue;
+        char *end;
+        long lo = strtol (colon + 1, &end, 10), hi = lo;
+        if (end != colon + 1 && *end == '-')
+            hi = strtol (end + 1, &end, 10);
+        if (end == colon + 1 || *end || lo < 0 || hi < lo
+            || hi >= EF_MAX_INSTANCES) {
+            snprintf (why, len,
+                      "'%s:%s': an instance range is N or A-B (0-based, A <= "
+                      "B)",
+                      t, colon + 1);
+            rc = -1;
+            break;
+        }
+        first[i] = (int) lo;
+        last[i] = (int) hi;
+    }
+    free (copy);
+    return rc;
+}
+
+/* Applies a `run` list (see s_parse_run) or "all". */
 static int
 s_set_run (ef_config_t *self, const char *value, char *err, size_t errlen)
 {
     if (strcmp (value, "all") == 0 || !*value) {
         self->run_all = true;
+        for (size_t i = 0; i < self->n_actors; i++) {
+            self->actors[i].first = 0;
+            self->actors[i].last = -1;
+        }
         return 0;
     }
-    for (size_t i = 0; i < self->n_actors; i++)
-        self->actors[i].runs_here = false;
-    self->run_all = false;
-    char *copy = strdup (value);
-    if (!copy) {
-        snprintf (err, errlen, "out of memory");
+    int first[EF_MAX_ENTRIES], last[EF_MAX_ENTRIES];
+    if (self->n_actors > EF_MAX_ENTRIES) {
+        snprintf (err, errlen, "too many actors");
         return -1;
     }
-    int rc = 0;
-    char *save = NULL;
-    for (char *t = strtok_r (copy, ", ", &save); t;
-         t = strtok_r (NULL, ", ", &save)) {
-        s_actor_cfg_t *a = s_actor (self, t);
-        if (!a) {
-            snprintf (err, errlen, "'%s' is not an actor of this program", t);
-            rc = -1;
-            break;
-        }
-        a->runs_here = true;
+    if (s_parse_run (self, value, first, last, err, errlen) != 0)
+        return -1;
+    self->run_all = false;
+    for (size_t i = 0; i < self->n_actors; i++) {
+        s_actor_cfg_t *a = &self->actors[i];
+        a->runs_here = first[i] != -2;
+        a->first = a->runs_here ? first[i] : 0;
+        a->last = a->runs_here ? last[i] : -1;
     }
-    free (copy);
-    return rc;
+    return 0;
 }
 
 static s_section_t *
@@ -362,6 +456,14 @@ ef_config_set (ef_config_t *self, const char *path, const char *value,
     }
     if (strcmp (path, "run") == 0) {
         rc = s_set_run (self, value, why, sizeof why);
+        self->run_given = self->run_given || rc == 0;
+        goto done;
+    }
+    if (strcmp (path, "host") == 0) {
+        free (self->host);
+        self->host = *value ? strdup (value) : NULL;
+        self->placed = false;
+        rc = 0;
         goto done;
     }
     if (strcmp (path, "drain_idle") == 0 || strcmp (path, "drain-idle") == 0) {
@@ -404,6 +506,7 @@ ef_config_set (ef_config_t *self, const char *path, const char *value,
             rc = ef_options_set (t, &n, key, value, why, sizeof why);
             if (rc == 0)
                 a->instances = (int) n;
+            self->placed = false;
             goto done;
         }
         rc = ef_options_set (a->def->options, a->options, key, value, why,
@@ -443,6 +546,16 @@ ef_config_set (ef_config_t *self, const char *path, const char *value,
             rc = ef_options_set (t, l, key, value, why, sizeof why);
             goto done;
         }
+        if (strcmp (key, "peer_timeout") == 0
+            || strcmp (key, "peer-timeout") == 0) {
+            ef_option_t t[] = {{"peer_timeout", EF_OPT_MS, NULL,
+                                offsetof (s_link_cfg_t, peer_timeout), 0,
+                                (int64_t) 86400000, ""},
+                               EF_OPTION_END};
+            rc = ef_options_set (t, l, "peer_timeout", value, why, sizeof why);
+            l->peer_timeout_set = l->peer_timeout_set || rc == 0;
+            goto done;
+        }
         if (strcmp (key, "insecure") == 0) {
             ef_option_t t[] = {{"insecure", EF_OPT_BOOL, NULL,
                                 offsetof (s_link_cfg_t, insecure), 0, 0, ""},
@@ -458,7 +571,7 @@ ef_config_set (ef_config_t *self, const char *path, const char *value,
         if (!field) {
             snprintf (why, sizeof why,
                       "unknown key (known: endpoint, bind, hwm, server_key, "
-                      "insecure, max_message)");
+                      "insecure, max_message, peer_timeout)");
             goto done;
         }
         if (field != &l->server_key
@@ -797,6 +910,21 @@ ef_config_link_consumer (const ef_config_t *self, const char *link,
     return NULL;
 }
 
+/* The hosts: entry running instance index (-1: the first) of the actor
+   that consumes link, NULL when there is no placement or none runs it. */
+static const s_host_t *
+s_consumer_host (const ef_config_t *self, const char *link, int index,
+                 const char **name)
+{
+    const ef_actor_def_t *def = ef_config_link_consumer (self, link, NULL);
+    const s_actor_cfg_t *a = def ? s_actor (self, def->name) : NULL;
+    int k = index < 0 ? 0 : index;
+    if (!self->placed || !a || k >= EF_MAX_INSTANCES || a->host_of[k] < 0)
+        return NULL;
+    return ef_config_section_entry (self, "hosts", (size_t) a->host_of[k],
+                                    name);
+}
+
 int
 ef_config_link_endpoint (const ef_config_t *self, const char *link, bool bind,
                          int index, char *out, size_t len)
@@ -808,6 +936,20 @@ ef_config_link_endpoint (const ef_config_t *self, const char *link, bool bind,
         snprintf (deflt, sizeof deflt,
                   index >= 0 ? "inproc://%s-{i}" : "inproc://%s", link);
         pattern = deflt;
+    }
+    /* {host}: the address of the host that runs the consuming instance */
+    char hosted[512];
+    const char *hmark = strstr (pattern, "{host}");
+    if (hmark) {
+        const s_host_t *h = s_consumer_host (self, link, index, NULL);
+        if (!h || !h->address)
+            return -1;
+        int n =
+            snprintf (hosted, sizeof hosted, "%.*s%s%s",
+                      (int) (hmark - pattern), pattern, h->address, hmark + 6);
+        if (n < 0 || (size_t) n >= sizeof hosted)
+            return -1;
+        pattern = hosted;
     }
     const char *mark = strstr (pattern, "{i}");
     int n;
@@ -893,6 +1035,183 @@ ef_config_link_crosses_hosts (const ef_config_t *self, const char *link)
             && strncmp (ep, "tcp://", 6) == 0)
             return true;
     return false;
+}
+
+bool
+ef_config_instance_runs_here (const ef_config_t *self, const char *actor,
+                              int index)
+{
+    s_actor_cfg_t *a = s_actor (self, actor);
+    return a && (self->run_all || a->runs_here) && index >= a->first
+           && (a->last < 0 || index <= a->last) && index < a->instances;
+}
+
+/* True when this process runs some but not all instances of a. */
+static bool
+s_partly_here (const ef_config_t *self, const s_actor_cfg_t *a)
+{
+    return (self->run_all || a->runs_here)
+           && (a->first > 0 || (a->last >= 0 && a->last < a->instances - 1));
+}
+
+/* Resolves hosts: (placement) into each actor's host_of and, when `host`
+   names this process's entry and `run` was not given, applies that
+   entry's run list. Every instance of every actor must run on exactly
+   one host. Returns 0, or -1 with err naming the key. */
+static int
+s_resolve_hosts (ef_config_t *self, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < self->n_actors; i++)
+        for (int k = 0; k < EF_MAX_INSTANCES; k++)
+            self->actors[i].host_of[k] = -1;
+    self->placed = false;
+    size_t n = ef_config_section_size (self, "hosts");
+    if (n == 0) {
+        if (self->host) {
+            snprintf (err, errlen,
+                      "host: '%s' needs a hosts: section naming "
+                      "it",
+                      self->host);
+            return -1;
+        }
+        return 0;
+    }
+    if (self->n_actors > EF_MAX_ENTRIES) {
+        snprintf (err, errlen, "too many actors");
+        return -1;
+    }
+    int first[EF_MAX_ENTRIES], last[EF_MAX_ENTRIES];
+    char why[512];
+    const char *name;
+    const char *mine = NULL;
+    for (size_t e = 0; e < n; e++) {
+        s_host_t *h = ef_config_section_entry (self, "hosts", e, &name);
+        if (!h->address || !*h->address) {
+            snprintf (err, errlen,
+                      "hosts.%s.address: required (what {host} in an "
+                      "endpoint becomes)",
+                      name);
+            return -1;
+        }
+        if (!h->run || !*h->run) {
+            snprintf (err, errlen, "hosts.%s.run: required", name);
+            return -1;
+        }
+        if (s_parse_run (self, h->run, first, last, why, sizeof why) != 0) {
+            snprintf (err, errlen, "hosts.%s.run: %s", name, why);
+            return -1;
+        }
+        if (self->host && strcmp (self->host, name) == 0)
+            mine = h->run;
+        for (size_t i = 0; i < self->n_actors; i++) {
+            s_actor_cfg_t *a = &self->actors[i];
+            if (first[i] == -2)
+                continue;
+            int hi = last[i] < 0 ? a->instances - 1 : last[i];
+            if (hi >= a->instances) {
+                snprintf (err, errlen,
+                          "hosts.%s.run: %s:%d-%d, but actors.%s.instances "
+                          "is %d",
+                          name, a->def->name, first[i], hi, a->def->name,
+                          a->instances);
+                return -1;
+            }
+            for (int k = first[i]; k <= hi; k++) {
+                if (a->host_of[k] >= 0) {
+                    const char *other;
+                    ef_config_section_entry (self, "hosts",
+                                             (size_t) a->host_of[k], &other);
+                    snprintf (err, errlen,
+                              "hosts.%s.run: %s[%d] runs on host %s already",
+                              name, a->def->name, k, other);
+                    return -1;
+                }
+                a->host_of[k] = (int16_t) e;
+            }
+        }
+    }
+    for (size_t i = 0; i < self->n_actors; i++)
+        for (int k = 0; k < self->actors[i].instances; k++)
+            if (self->actors[i].host_of[k] < 0) {
+                snprintf (err, errlen,
+                          "hosts: no host runs %s[%d]: every instance runs "
+                          "on exactly one host",
+                          self->actors[i].def->name, k);
+                return -1;
+            }
+    if (self->host && !mine) {
+        snprintf (err, errlen,
+                  "host: '%s' is not an entry of hosts:", self->host);
+        return -1;
+    }
+    if (mine && !self->run_given && s_set_run (self, mine, why, sizeof why))
+        return -1;
+    self->placed = true;
+    return 0;
+}
+
+/* Checks each actor's instance range in `run` against its instance
+   count. Returns 0, or -1 with err. */
+static int
+s_check_ranges (const ef_config_t *self, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < self->n_actors; i++) {
+        const s_actor_cfg_t *a = &self->actors[i];
+        if (!self->run_all && a->runs_here && a->last >= a->instances) {
+            snprintf (err, errlen,
+                      "run: %s:%d-%d, but actors.%s.instances is %d (the "
+                      "same count on every host)",
+                      a->def->name, a->first, a->last, a->def->name,
+                      a->instances);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* True when every instance of link's consumer runs on a host with a key
+   (hosts.NAME.key): a connecting end then has the server key of each. */
+static bool
+s_host_keys (const ef_config_t *self, const char *link)
+{
+    const ef_actor_def_t *def = ef_config_link_consumer (self, link, NULL);
+    const s_actor_cfg_t *a = def ? s_actor (self, def->name) : NULL;
+    if (!self->placed || !a)
+        return false;
+    for (int k = 0; k < a->instances; k++) {
+        const s_host_t *h = s_consumer_host (self, link, k, NULL);
+        if (!h || !h->key)
+            return false;
+    }
+    return true;
+}
+
+/* A producer that is not per-instance sends on one socket to every
+   instance of the consumer, and one socket has one server key: refuses
+   consumer instances of link on hosts with different keys. Returns 0 or
+   -1 with err. */
+static int
+s_link_mixed_keys (const ef_config_t *self, const char *link, char *err,
+                   size_t errlen)
+{
+    const ef_port_def_t *in = NULL;
+    const ef_actor_def_t *def = ef_config_link_consumer (self, link, &in);
+    const s_actor_cfg_t *a = def ? s_actor (self, def->name) : NULL;
+    if (!a || !self->placed || (in && in->per_instance))
+        return 0;
+    const s_host_t *h0 = s_consumer_host (self, link, 0, NULL);
+    for (int k = 1; k < a->instances; k++) {
+        const s_host_t *h = s_consumer_host (self, link, k, NULL);
+        if (h != h0 && h0 && h
+            && strcmp (h0->key ? h0->key : "", h->key ? h->key : "") != 0) {
+            snprintf (err, errlen,
+                      "links.%s: the instances of %s run on hosts with "
+                      "different keys; run them on one host",
+                      link, def->name);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 /* Runs the actors' and the sections' whole-entry checks. */
@@ -985,7 +1304,9 @@ s_validate_security (const ef_config_t *self, char *err, size_t errlen)
         bool tcp_bind = binds && bind_ep && strncmp (bind_ep, "tcp://", 6) == 0;
         bool tcp_conn =
             connects && l->endpoint && strncmp (l->endpoint, "tcp://", 6) == 0;
-        if (l->server_key && tcp_conn && !l->insecure && !self->curve_key) {
+        bool host_keys = s_host_keys (self, l->name);
+        if ((l->server_key || host_keys) && tcp_conn && !l->insecure
+            && !self->curve_key) {
             snprintf (err, errlen,
                       "links.%s.server_key: needs curve.key, this process's "
                       "own key pair (embedflow keygen)",
@@ -1012,7 +1333,7 @@ s_validate_security (const ef_config_t *self, char *err, size_t errlen)
         /* Connecting to a link this process binds itself, it knows the
            server's key: its own. */
         bool own = binds && tcp_bind && self->curve_key;
-        if (tcp_conn && !l->insecure && !l->server_key && !own
+        if (tcp_conn && !l->insecure && !l->server_key && !own && !host_keys
             && !s_tcp_loopback (l->endpoint)) {
             snprintf (err, errlen,
                       "links.%s: connecting to %s, which is not loopback, "
@@ -1029,6 +1350,9 @@ s_validate_security (const ef_config_t *self, char *err, size_t errlen)
 int
 ef_config_validate (ef_config_t *self, char *err, size_t errlen)
 {
+    if (s_resolve_hosts (self, err, errlen) != 0
+        || s_check_ranges (self, err, errlen) != 0)
+        return -1;
     if (s_validate_entries (self, err, errlen) != 0)
         return -1;
     if (s_validate_security (self, err, errlen) != 0)
@@ -1049,6 +1373,26 @@ ef_config_validate (ef_config_t *self, char *err, size_t errlen)
         const s_link_cfg_t *l = &self->links[i];
         bool inproc =
             !l->endpoint || strncmp (l->endpoint, "inproc://", 9) == 0;
+        if (l->endpoint && strstr (l->endpoint, "{host}") && !self->placed) {
+            snprintf (err, errlen,
+                      "links.%s.endpoint: {host} needs a hosts: section "
+                      "(placement)",
+                      name);
+            return -1;
+        }
+        if (s_link_mixed_keys (self, name, err, errlen) != 0)
+            return -1;
+        for (size_t a = 0; inproc && a < self->n_actors; a++)
+            for (const ef_port_def_t *p = self->actors[a].def->ports;
+                 p && p->name; p++)
+                if (strcmp (p->link, name) == 0
+                    && s_partly_here (self, &self->actors[a])) {
+                    snprintf (err, errlen,
+                              "links.%s: only some instances of %s run "
+                              "here, so this link needs a tcp:// endpoint",
+                              name, self->actors[a].def->name);
+                    return -1;
+                }
         if (!inproc && !self->run_all)
             continue;
         /* An inproc link only works when both ends run in this process. */
@@ -1080,17 +1424,106 @@ ef_config_validate (ef_config_t *self, char *err, size_t errlen)
     return 0;
 }
 
+/* Instances of a on host e: how many, the first and the last. */
+static int
+s_on_host (const s_actor_cfg_t *a, int e, int *lo, int *hi)
+{
+    int n = 0;
+    for (int k = 0; k < a->instances; k++)
+        if (a->host_of[k] == e) {
+            if (n++ == 0)
+                *lo = k;
+            *hi = k;
+        }
+    return n;
+}
+
+/* The topology with a cluster per entry of hosts: (see
+   ef_config_print_dot). */
+static void
+s_print_dot_hosts (const ef_config_t *self, FILE *out)
+{
+    size_t nh = ef_config_section_size (self, "hosts");
+    for (size_t e = 0; e < nh; e++) {
+        const char *name;
+        const s_host_t *h = ef_config_section_entry (self, "hosts", e, &name);
+        bool mine = self->host && strcmp (self->host, name) == 0;
+        fprintf (out,
+                 "  subgraph \"cluster_%zu\" {\n    label=\"host %s (%s)%s\";"
+                 "\n",
+                 e, name, h->address, mine ? ": this process" : "");
+        for (size_t i = 0; i < self->n_actors; i++) {
+            const s_actor_cfg_t *a = &self->actors[i];
+            int lo = 0, hi = 0, n = s_on_host (a, (int) e, &lo, &hi);
+            if (n == 0)
+                continue;
+            char what[64];
+            if (n == a->instances)
+                snprintf (what, sizeof what, "x%d", n);
+            else
+                snprintf (what, sizeof what, "[%d-%d] of %d", lo, hi,
+                          a->instances);
+            fprintf (out, "    \"%s@%s\" [label=\"%s %s\"];\n", a->def->name,
+                     name, a->def->name, what);
+        }
+        fprintf (out, "  }\n");
+    }
+    for (size_t i = 0; i < self->n_actors; i++)
+        for (const ef_port_def_t *p = self->actors[i].def->ports; p && p->name;
+             p++) {
+            if (p->dir != EF_PORT_OUT)
+                continue;
+            const ef_port_def_t *in = NULL;
+            const ef_actor_def_t *to =
+                ef_config_link_consumer (self, p->link, &in);
+            const s_actor_cfg_t *c = to ? s_actor (self, to->name) : NULL;
+            for (size_t ep = 0; c && ep < nh; ep++) {
+                int lo = 0, hi = 0;
+                const char *pname = "";
+                ef_config_section_entry (self, "hosts", ep, &pname);
+                if (!s_on_host (&self->actors[i], (int) ep, &lo, &hi))
+                    continue;
+                for (size_t ec = 0; ec < nh; ec++) {
+                    const char *cname = "";
+                    ef_config_section_entry (self, "hosts", ec, &cname);
+                    if (!s_on_host (c, (int) ec, &lo, &hi))
+                        continue;
+                    char addr[256] = "";
+                    ef_config_link_endpoint (
+                        self, p->link, false,
+                        (in && in->per_instance) || c->instances > 1 ? lo : -1,
+                        addr, sizeof addr);
+                    fprintf (out,
+                             "  \"%s@%s\" -> \"%s@%s\" "
+                             "[label=\"%s\\n%s%s\"];\n",
+                             self->actors[i].def->name, pname, to->name, cname,
+                             p->link, addr,
+                             in && in->per_instance && hi > lo ? " +i" : "");
+                }
+            }
+        }
+}
+
 void
 ef_config_print_dot (const ef_config_t *self, FILE *out)
 {
     fprintf (out, "digraph embedflow {\n  rankdir=LR;\n  node [shape=box];\n");
+    if (self->placed && ef_config_section_size (self, "hosts") > 0) {
+        s_print_dot_hosts (self, out);
+        fprintf (out, "}\n");
+        return;
+    }
     for (size_t i = 0; i < self->n_actors; i++) {
         const s_actor_cfg_t *a = &self->actors[i];
-        fprintf (out, "  \"%s\" [label=\"%s x%d%s\"%s];\n", a->def->name,
-                 a->def->name, a->instances,
-                 ef_config_runs_here (self, a->def->name) ? "" : "\\n(remote)",
-                 ef_config_runs_here (self, a->def->name) ? ""
-                                                          : " style=dashed");
+        char part[64] = "";
+        if (s_partly_here (self, a))
+            snprintf (part, sizeof part, "\\n([%d-%d] here)", a->first,
+                      a->last < 0 ? a->instances - 1 : a->last);
+        fprintf (
+            out, "  \"%s\" [label=\"%s x%d%s%s\"%s];\n", a->def->name,
+            a->def->name, a->instances,
+            ef_config_runs_here (self, a->def->name) ? "" : "\\n(remote)", part,
+            ef_config_runs_here (self, a->def->name) ? "" : " style=dashed");
     }
     for (size_t i = 0; i < self->n_actors; i++)
         for (const ef_port_def_t *p = self->actors[i].def->ports; p && p->name;
@@ -1408,6 +1841,26 @@ s_check_clients (const char *dir, char *why, size_t len)
     return rc;
 }
 
+/* Reads a public key given as a file or as 40 characters of Z85 into
+   out (41 bytes). Returns 0, or -1 with why. */
+static int
+s_public_key (const char *given, char out[41], char *why, size_t len)
+{
+    uint8_t pk[32];
+    struct stat st;
+    if (strlen (given) == 40 && stat (given, &st) != 0
+        && zmq_z85_decode (pk, given)) {
+        memcpy (out, given, 41);
+        return 0;
+    }
+    zcert_t *cert = s_load_cert (given, why, len);
+    if (!cert)
+        return -1;
+    snprintf (out, 41, "%s", zcert_public_txt (cert));
+    zcert_destroy (&cert);
+    return 0;
+}
+
 int
 ef_config_load_keys (ef_config_t *self, char *err, size_t errlen)
 {
@@ -1415,6 +1868,11 @@ ef_config_load_keys (ef_config_t *self, char *err, size_t errlen)
     bool any = self->curve_key != NULL;
     for (size_t i = 0; i < self->n_links; i++)
         any = any || self->links[i].server_key;
+    s_host_t *h;
+    const char *name;
+    for (size_t i = 0; (h = ef_config_section_entry (self, "hosts", i, &name));
+         i++)
+        any = any || h->key;
     if (any && !zsys_has_curve ()) {
         snprintf (err, errlen,
                   "curve.key: this libzmq was built without CURVE support");
@@ -1443,23 +1901,19 @@ ef_config_load_keys (ef_config_t *self, char *err, size_t errlen)
     for (size_t i = 0; i < self->n_links; i++) {
         s_link_cfg_t *l = &self->links[i];
         l->server_txt[0] = 0;
-        if (!l->server_key)
-            continue;
-        uint8_t pk[32];
-        struct stat st;
-        if (strlen (l->server_key) == 40 && stat (l->server_key, &st) != 0
-            && zmq_z85_decode (pk, l->server_key)) {
-            memcpy (l->server_txt, l->server_key, 41);
-            continue;
-        }
-        zcert_t *cert = s_load_cert (l->server_key, why, sizeof why);
-        if (!cert) {
+        if (l->server_key
+            && s_public_key (l->server_key, l->server_txt, why, sizeof why)) {
             snprintf (err, errlen, "links.%s.server_key: %s", l->name, why);
             return -1;
         }
-        snprintf (l->server_txt, sizeof l->server_txt, "%s",
-                  zcert_public_txt (cert));
-        zcert_destroy (&cert);
+    }
+    for (size_t i = 0; (h = ef_config_section_entry (self, "hosts", i, &name));
+         i++) {
+        h->key_txt[0] = 0;
+        if (h->key && s_public_key (h->key, h->key_txt, why, sizeof why)) {
+            snprintf (err, errlen, "hosts.%s.key: %s", name, why);
+            return -1;
+        }
     }
     return 0;
 }
@@ -1477,11 +1931,14 @@ ef_config_curve_clients (const ef_config_t *self)
 }
 
 const char *
-ef_config_link_server_key (const ef_config_t *self, const char *link)
+ef_config_link_server_key (const ef_config_t *self, const char *link, int index)
 {
     const s_link_cfg_t *l = s_link (self, link);
     if (l && l->server_txt[0])
         return l->server_txt;
+    const s_host_t *h = s_consumer_host (self, link, index, NULL);
+    if (h && h->key_txt[0])
+        return h->key_txt;
     bool binds, connects;
     s_link_ends_here (self, link, &binds, &connects);
     const char *bind_ep = l ? (l->bind ? l->bind : l->endpoint) : NULL;
@@ -1504,6 +1961,15 @@ ef_config_link_set_default_max (ef_config_t *self, const char *link,
     s_link_cfg_t *l = s_link (self, link);
     if (l)
         l->default_max = bytes;
+}
+
+int64_t
+ef_config_link_peer_timeout (const ef_config_t *self, const char *link)
+{
+    const s_link_cfg_t *l = s_link (self, link);
+    if (l && l->peer_timeout_set)
+        return l->peer_timeout;
+    return EF_PEER_TIMEOUT_DEFAULT_MS;
 }
 
 int64_t

@@ -30,10 +30,12 @@ zcert_t *ef_config_cert (const ef_config_t *self);
 const char *ef_config_curve_clients (const ef_config_t *self);
 
 /* The Z85 public key a connecting end of link expects of the side that
-   binds: links.NAME.server_key (read by ef_config_load_keys), else this
-   process's own when it binds the link itself with CURVE, else NULL. */
+   binds instance index (-1: the only one) of its consumer:
+   links.NAME.server_key (read by ef_config_load_keys), else the key of
+   the host that runs that instance (hosts.NAME.key), else this process's
+   own when it binds the link itself with CURVE, else NULL. */
 const char *ef_config_link_server_key (const ef_config_t *self,
-                                       const char *link);
+                                       const char *link, int index);
 
 /* links.NAME.insecure: tcp without CURVE on this link. */
 bool ef_config_link_insecure (const ef_config_t *self, const char *link);
@@ -109,3 +111,21 @@ int64_t ef_notify_watchdog_interval_us (void);
 
 /* WATCHDOG=1: the runtime's loop is alive. */
 void ef_notify_watchdog (void);
+
+/* --- link peers (linkstate.c) ------------------------------------------ */
+
+typedef struct ef_link_end ef_link_end_t;
+
+/* Registers one tcp end of link at endpoint (bind: an address this
+   process binds; else one it connects to), with no peer yet, and its
+   embedflow_link_peers series. timeout_ms: links.NAME.peer_timeout. NULL
+   when out of memory. */
+ef_link_end_t *ef_link_end_new (const char *link, const char *endpoint,
+                                bool bind, int64_t timeout_ms);
+/* Unregisters and frees the end. */
+void ef_link_end_destroy (ef_link_end_t **self_p);
+/* The endpoint it was registered with. */
+const char *ef_link_end_endpoint (const ef_link_end_t *self);
+/* A connection came (+1) or went (-1); warns when the last peer goes and
+   when one comes back after that. */
+void ef_link_end_event (ef_link_end_t *self, int delta);

@@ -72,8 +72,8 @@ ef_runtime_new (ef_config_t *config)
     size_t total = 0;
     for (size_t i = 0; i < ef_registry_size (reg); i++) {
         const ef_actor_def_t *def = ef_registry_at (reg, i);
-        if (ef_config_runs_here (config, def->name))
-            total += (size_t) ef_config_instances (config, def->name);
+        for (int k = 0; k < ef_config_instances (config, def->name); k++)
+            total += ef_config_instance_runs_here (config, def->name, k);
     }
     self->inst = calloc (total ? total : 1, sizeof *self->inst);
     if (!self->inst) {
@@ -85,6 +85,8 @@ ef_runtime_new (ef_config_t *config)
         if (!ef_config_runs_here (config, def->name))
             continue;
         for (int k = 0; k < ef_config_instances (config, def->name); k++) {
+            if (!ef_config_instance_runs_here (config, def->name, k))
+                continue;
             s_instance_t *in = &self->inst[self->n++];
             in->def = def;
             in->actor = ef_actor_new (config, def, k, &self->hard_stop);

@@ -51,7 +51,12 @@ int ef_config_load_file (ef_config_t *self, const char *path, char *err,
      actors.NAME.instances    how many instances
      links.NAME.endpoint|bind|hwm|server_key|insecure|max_message
      curve.key|clients        this process's CURVE key pair, allowed keys
-     run                      comma list of the actors this process runs
+     run                      comma list of the actors this process runs;
+                              NAME:A-B runs only instances A to B
+     hosts.NAME.address|run|key   placement: each host's address ({host}
+                              in an endpoint), actors and public key
+     host                     which entry of hosts this process is (its
+                              run list applies unless run is given)
      SECTION.NAME.KEY         KEY of entry NAME of a section (jobs.nightly.
                               schedule), the entry made on first mention
    Returns 0, or -1 with err naming the key and the reason. */
@@ -117,10 +122,15 @@ void *ef_config_globals (ef_config_t *self);
 /* An actor's options struct, NULL for an unknown actor. */
 void *ef_config_actor_options (ef_config_t *self, const char *actor);
 int ef_config_instances (const ef_config_t *self, const char *actor);
+/* True when this process runs some instance of actor. */
 bool ef_config_runs_here (const ef_config_t *self, const char *actor);
 /* True when link joins processes (a tcp:// endpoint), where what is
    queued for a peer that goes away is lost. */
 bool ef_config_link_crosses_hosts (const ef_config_t *self, const char *link);
+/* True when this process runs instance index of actor (run: NAME:A-B,
+   or its host's entry in hosts:). */
+bool ef_config_instance_runs_here (const ef_config_t *self, const char *actor,
+                                   int index);
 
 /* Writes the topology as Graphviz DOT. */
 void ef_config_print_dot (const ef_config_t *self, FILE *out);
@@ -168,5 +178,14 @@ int ef_runtime_wait (ef_runtime_t *self);
 
 /* Asks ef_runtime_wait to drain and return (any thread). */
 void ef_runtime_stop (ef_runtime_t *self);
+
+/* How many tcp link ends of this process have had no peer for longer
+   than their links.NAME.peer_timeout, with a line per end (which link,
+   which address, for how long) written into why. Any thread. */
+int ef_links_unready (char *why, size_t len);
+
+/* links.NAME.peer_timeout in ms (0: a link end without a peer does not
+   make the process unready). */
+int64_t ef_config_link_peer_timeout (const ef_config_t *self, const char *link);
 
 #endif

@@ -127,3 +127,72 @@ def test_forged_acks_settle_nothing(ingest):
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
         ctx.destroy(linger=0)
+
+
+def test_writer_gone_and_back(schema, db):
+    """A real writer process on loopback tcp: stopped, the ingest process
+    warns, its peers gauge drops and /readyz fails once peer_timeout has
+    passed; started again, all of it recovers and uploads flow."""
+    ports = {name: free_port() for name in
+             ("batches", "acks", "pull-acks", "dead", "metrics")}
+    links = []
+    for link in ("batches", "acks", "pull-acks", "dead"):
+        links += [f"--links.{link}.endpoint",
+                  f"tcp://127.0.0.1:{ports[link]}",
+                  f"--links.{link}.peer_timeout", "2s"]
+    common = ["run", "--database", DATABASE, "--schema", schema,
+              "--dim", str(DIM), "--writers", "1", *links]
+    writer_args = common + ["--run", "db-writer,dlq,cache-invalidator"]
+
+    def start_writer():
+        w = Embedflow(writer_args, env=clean_env())
+        w.wait_for_line(r"embedflow: ready")
+        return w
+
+    writer = start_writer()
+    ingest = Embedflow(common + [
+        "--run", "grpc-receiver,scheduler,grpc-puller,splitter",
+        "--listen", "127.0.0.1:0",
+        "--metrics", f"127.0.0.1:{ports['metrics']}"]).wait_ready()
+    base = f"http://127.0.0.1:{ports['metrics']}"
+    batches = ("embedflow_link_peers{link=\"batches\",endpoint="
+               f"\"tcp://127.0.0.1:{ports['batches']}\"}}")
+    acks = ("embedflow_link_peers{link=\"acks\",endpoint="
+            f"\"tcp://127.0.0.1:{ports['acks']}\"}}")
+    try:
+        # acks: the writer and the DLQ each connect
+        wait_for("both links up", lambda: scrape(base).get(batches) == 1
+                 and scrape(base).get(acks) == 2)
+        wait_for("ready", lambda: readyz(base)[0] == 200)
+
+        mark = len(ingest.lines)
+        assert writer.stop() == 0, writer.log
+        ingest.wait_for_line(r"links\.batches: lost the connection to "
+                             rf"tcp://127\.0\.0\.1:{ports['batches']}",
+                             after=mark)
+        gone = time.monotonic()
+        ingest.wait_for_line(r"links\.acks: the last peer connected to "
+                             rf"tcp://127\.0\.0\.1:{ports['acks']} is gone",
+                             after=mark)
+        sample = scrape(base)
+        assert sample[batches] == 0 and sample[acks] == 0
+        status, text = wait_for("/readyz failing",
+                                lambda: (lambda r: r if r[0] == 503
+                                         else None)(readyz(base)))
+        assert time.monotonic() - gone >= 1.5
+        assert f"links.batches: no peer at tcp://127.0.0.1:{ports['batches']}" \
+            in text, text
+
+        writer = start_writer()
+        ingest.wait_for_line(r"links\.batches: connected to "
+                             rf"tcp://127\.0\.0\.1:{ports['batches']} again",
+                             after=mark)
+        wait_for("both links back", lambda: scrape(base).get(batches) == 1
+                 and scrape(base).get(acks) == 2)
+        wait_for("ready again", lambda: readyz(base)[0] == 200)
+        result = send(ingest.target, stream(100, DIM, 10, doc_prefix="back"))
+        assert (result.received, result.written) == (100, 100)
+        assert db.count(schema, "chunk") == 100
+    finally:
+        for ef in (ingest, writer):
+            assert ef.stop() == 0, ef.log
