@@ -244,6 +244,8 @@ s_peer_event (s_port_t *port, int w, const char *where, int delta)
 static void
 s_monitor_event (s_port_t *port, int w)
 {
+    if (!(zsock_events (port->mons[w]) & ZMQ_POLLIN))
+        return; /* a stale wake-up, see s_input */
     zmsg_t *msg = zmsg_recv (port->mons[w]);
     zframe_t *head = msg ? zmsg_first (msg) : NULL;
     char *where =
@@ -710,6 +712,13 @@ s_input (ef_actor_t *self, zsock_t *sock)
         if (self->ports[p].def->dir == EF_PORT_IN
             && self->ports[p].socks[0] == sock)
             port = p;
+    /* The poller's word can be stale: when the peer whose message made
+       the socket readable is gone by now (killed, its pipe torn down),
+       a blocking read would wait for the next message from anyone, and
+       the actor would stop turning (its ticks, its gRPC queue, $DRAIN).
+       ZMQ_EVENTS is current: read only what is really there. */
+    if (!(zsock_events (sock) & ZMQ_POLLIN))
+        return 0;
     zmsg_t *msg = zmsg_recv (sock);
     if (!msg || port < 0) {
         zmsg_destroy (&msg);

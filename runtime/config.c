@@ -1308,9 +1308,11 @@ s_validate_security (const ef_config_t *self, char *err, size_t errlen)
         if ((l->server_key || host_keys) && tcp_conn && !l->insecure
             && !self->curve_key) {
             snprintf (err, errlen,
-                      "links.%s.server_key: needs curve.key, this process's "
+                      "links.%s%s: needs curve.key, this process's "
                       "own key pair (embedflow keygen)",
-                      l->name);
+                      l->name,
+                      l->server_key ? ".server_key"
+                                    : ": the server keys of hosts.*.key");
             return -1;
         }
         if (tcp_bind && !l->insecure && self->curve_key
