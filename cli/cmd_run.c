@@ -98,7 +98,8 @@ ef_cmd_graph (int argc, char **argv)
     if (rc == EF_EXIT_OK && help) {
         printf ("usage: embedflow graph [--config FILE] [--png FILE] "
                 "[options]\n\nPrints the topology (actors, instance "
-                "counts, links and endpoints) as Graphviz DOT,\nor draws it "
+                "counts, links and endpoints) as Graphviz DOT,\nwith a cluster "
+                "per host when the configuration has hosts:, or draws it "
                 "into a PNG with --png FILE (needs dot, Debian's "
                 "graphviz).\n");
         ef_cli_print_config_help (&cli);
