@@ -1066,6 +1066,20 @@ s_resolve_hosts (ef_config_t *self, char *err, size_t errlen)
             self->actors[i].host_of[k] = -1;
     self->placed = false;
     size_t n = ef_config_section_size (self, "hosts");
+    for (size_t i = 0; n == 0 && i < self->n_links; i++) {
+        const s_link_cfg_t *l = &self->links[i];
+        const char *key = l->endpoint && strstr (l->endpoint, "{host}")
+                              ? "endpoint"
+                          : l->bind && strstr (l->bind, "{host}") ? "bind"
+                                                                  : NULL;
+        if (key) {
+            snprintf (err, errlen,
+                      "links.%s.%s: {host} needs a hosts: section "
+                      "(placement)",
+                      l->name, key);
+            return -1;
+        }
+    }
     if (n == 0) {
         if (self->host) {
             snprintf (err, errlen,
@@ -1375,13 +1389,6 @@ ef_config_validate (ef_config_t *self, char *err, size_t errlen)
         const s_link_cfg_t *l = &self->links[i];
         bool inproc =
             !l->endpoint || strncmp (l->endpoint, "inproc://", 9) == 0;
-        if (l->endpoint && strstr (l->endpoint, "{host}") && !self->placed) {
-            snprintf (err, errlen,
-                      "links.%s.endpoint: {host} needs a hosts: section "
-                      "(placement)",
-                      name);
-            return -1;
-        }
         if (s_link_mixed_keys (self, name, err, errlen) != 0)
             return -1;
         for (size_t a = 0; inproc && a < self->n_actors; a++)

@@ -537,3 +537,153 @@ EF_TEST (config_print_round_trip)
     free (first);
     free (second);
 }
+
+/* Sets each "key=value" of pairs (NULL-terminated); 0 when all took. */
+static int
+s_set_all (ef_config_t *c, const char *const *pairs, char *err, size_t len)
+{
+    for (; *pairs; pairs++) {
+        char key[128];
+        const char *eq = strchr (*pairs, '=');
+        snprintf (key, sizeof key, "%.*s", (int) (eq - *pairs), *pairs);
+        if (ef_config_set (c, key, eq + 1, err, len) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* A placement of four writers on two hosts plus an ingest host, with
+   the writer-b host as this process, and one more setting; returns what
+   ef_config_validate returns. */
+static int
+s_placed (ef_config_t *c, const char *key, const char *value, char *err,
+          size_t len)
+{
+    static const char *const base[] = {
+        "actors.db-writer.instances=4",
+        "hosts.ingest.address=10.0.0.1",
+        "hosts.ingest.key=rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7",
+        "hosts.ingest.run=grpc-receiver,scheduler,grpc-puller,splitter",
+        "hosts.writer-a.address=10.0.0.2",
+        "hosts.writer-a.key=Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID",
+        "hosts.writer-a.run=db-writer:0-1,dlq,cache-invalidator",
+        "hosts.writer-b.address=10.0.0.3",
+        "hosts.writer-b.key=rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf8",
+        "hosts.writer-b.run=db-writer:2-3",
+        "host=writer-b",
+        "curve.key=/x/b.key_secret",
+        "curve.clients=/x/clients",
+        "links.batches.endpoint=tcp://{host}:7100",
+        "links.batches.bind=tcp://*:7100",
+        "links.dead.endpoint=tcp://{host}:7090",
+        "links.committed.endpoint=tcp://{host}:7091",
+        "links.acks.endpoint=tcp://{host}:7080",
+        "links.pull-acks.endpoint=tcp://{host}:7081",
+        NULL};
+    if (s_set_all (c, base, err, len) != 0)
+        return -1;
+    if (key && ef_config_set (c, key, value, err, len) != 0)
+        return -1;
+    return ef_config_validate (c, err, len);
+}
+
+EF_TEST (config_placement)
+{
+    ef_registry_t *reg;
+    ef_config_t *c = s_config (&reg);
+    EF_REQUIRE (c);
+    char err[1024] = "";
+    EF_REQUIRE (s_placed (c, NULL, NULL, err, sizeof err) == 0);
+    /* this process is writer-b: writers 2 and 3 only */
+    EF_CHECK (ef_config_runs_here (c, "db-writer"));
+    EF_CHECK (!ef_config_runs_here (c, "dlq"));
+    EF_CHECK (!ef_config_instance_runs_here (c, "db-writer", 1));
+    EF_CHECK (ef_config_instance_runs_here (c, "db-writer", 2));
+    EF_CHECK (ef_config_instance_runs_here (c, "db-writer", 3));
+    char ep[256];
+    /* {host}: the host of the consuming instance, its index on the port */
+    EF_CHECK (ef_config_link_endpoint (c, "batches", false, 1, ep, sizeof ep)
+                  == 0
+              && strcmp (ep, "tcp://10.0.0.2:7101") == 0);
+    EF_CHECK (ef_config_link_endpoint (c, "batches", false, 3, ep, sizeof ep)
+                  == 0
+              && strcmp (ep, "tcp://10.0.0.3:7103") == 0);
+    EF_CHECK (ef_config_link_endpoint (c, "batches", true, 2, ep, sizeof ep)
+                  == 0
+              && strcmp (ep, "tcp://*:7102") == 0);
+    EF_CHECK (ef_config_link_endpoint (c, "dead", false, -1, ep, sizeof ep) == 0
+              && strcmp (ep, "tcp://10.0.0.2:7090") == 0);
+    EF_CHECK (ef_config_link_endpoint (c, "acks", false, -1, ep, sizeof ep) == 0
+              && strcmp (ep, "tcp://10.0.0.1:7080") == 0);
+    /* the graph: a cluster per host, this one marked */
+    char *dot = NULL;
+    size_t dlen = 0;
+    FILE *f = open_memstream (&dot, &dlen);
+    ef_config_print_dot (c, f);
+    fclose (f);
+    EF_CHECK (strstr (dot, "host writer-b (10.0.0.3): this process"));
+    EF_CHECK (strstr (dot, "\"db-writer@writer-a\" [label=\"db-writer [0-1] "
+                           "of 4\"]"));
+    free (dot);
+    ef_config_destroy (&c);
+    ef_registry_destroy (&reg);
+
+    /* every bad placement exits with the key and the reason */
+    static const char *const bad[][3] = {
+        {"hosts.writer-b.run", "db-writer:2-4", "actors.db-writer.instances"},
+        {"hosts.writer-b.run", "db-writer:1-3", "runs on host writer-a"},
+        {"hosts.writer-b.run", "db-writer:3", "no host runs db-writer[2]"},
+        {"hosts.writer-b.run", "db-writer:3-2", "instance range"},
+        {"hosts.writer-b.run", "db-writer:x", "instance range"},
+        {"hosts.writer-b.run", "db-writer:2,db-writer:3", "named twice"},
+        {"hosts.writer-b.run", "db-writer:2-3,nope", "not an actor"},
+        {"hosts.writer-b.address", "", "hosts.writer-b.address"},
+        {"host", "writer-c", "'writer-c' is not an entry"},
+        {"links.committed.endpoint", "inproc://committed",
+         "links.committed: only some instances of db-writer"},
+        {"hosts.writer-b.key", "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7",
+         NULL},
+        {NULL, NULL, NULL}};
+    for (size_t i = 0; bad[i][0]; i++) {
+        c = s_config (&reg);
+        EF_REQUIRE (c);
+        err[0] = 0;
+        int rc = s_placed (c, bad[i][0], bad[i][1], err, sizeof err);
+        if (bad[i][2]) {
+            EF_CHECK (rc == -1);
+            EF_CHECK (strstr (err, bad[i][2]) != NULL);
+            if (!strstr (err, bad[i][2]))
+                fprintf (stderr, "  %s=%s: %s\n", bad[i][0], bad[i][1], err);
+        }
+        else
+            EF_CHECK (rc == 0);
+        ef_config_destroy (&c);
+        ef_registry_destroy (&reg);
+    }
+
+    /* {host} without hosts:, and a range beyond the instances */
+    c = s_config (&reg);
+    EF_REQUIRE (c);
+    EF_CHECK (ef_config_set (c, "links.batches.endpoint", "tcp://{host}:7100",
+                             err, sizeof err)
+              == 0);
+    EF_CHECK (ef_config_validate (c, err, sizeof err) == -1);
+    EF_CHECK (strstr (err, "{host} needs a hosts: section") != NULL);
+    ef_config_destroy (&c);
+    ef_registry_destroy (&reg);
+    c = s_config (&reg);
+    EF_REQUIRE (c);
+    EF_CHECK (ef_config_set (c, "run", "db-writer:1-2,dlq,cache-invalidator",
+                             err, sizeof err)
+              == 0);
+    EF_CHECK (ef_config_validate (c, err, sizeof err) == -1);
+    EF_CHECK (strstr (err, "run: db-writer:1-2") != NULL);
+    EF_CHECK (ef_config_set (c, "links.peer_timeout.x", "1", err, sizeof err)
+              == -1);
+    EF_CHECK (
+        ef_config_set (c, "links.acks.peer_timeout", "soon", err, sizeof err)
+        == -1);
+    EF_CHECK (strstr (err, "links.acks.peer_timeout") != NULL);
+    ef_config_destroy (&c);
+    ef_registry_destroy (&reg);
+}
