@@ -75,11 +75,21 @@ def ingest(schema):
     assert ef.stop() == 0, ef.log
 
 
-def ack(stream_id, written, key=None):
-    tally = pipeline_pb2.StreamTally(stream_id=stream_id, written=written)
-    if key is not None:
-        tally.stream_key = key
-    return pipeline_pb2.Ack(tallies=[tally],
+def ack(stream_id, rows, key=None):
+    """An Ack for rows (Row messages), a tally per chunk and attempt, as
+    a writer sends it, naming stream_id and carrying key."""
+    chunks = {}
+    for r in rows:
+        chunks[(r.chunk_seq, r.attempt)] = \
+            chunks.get((r.chunk_seq, r.attempt), 0) + r.covers
+    tallies = []
+    for (seq, attempt), written in sorted(chunks.items()):
+        tally = pipeline_pb2.StreamTally(stream_id=stream_id, written=written,
+                                         chunk_seq=seq, attempt=attempt)
+        if key is not None:
+            tally.stream_key = key
+        tallies.append(tally)
+    return pipeline_pb2.Ack(tallies=tallies,
                             **{"from": "forger"}).SerializeToString()
 
 
@@ -110,20 +120,21 @@ def test_forged_acks_settle_nothing(ingest):
 
         # the observed id, without its key, with a wrong one, and a guess
         wrong = bytes(b ^ 0xFF for b in key)
-        for forged in (ack(stream_id, rows), ack(stream_id, rows, wrong),
-                       ack(stream_id + 1, rows, key)):
+        for forged in (ack(stream_id, got), ack(stream_id, got, wrong),
+                       ack(stream_id + 1, got, key)):
             acks.send(forged)
+        forged_tallies = 3 * len({r.chunk_seq for r in got})
         wait_for("the forged acks counted",
-                 lambda: scrape(base).get(unknown, 0) >= 3)
+                 lambda: scrape(base).get(unknown, 0) >= forged_tallies)
         assert not upload.done()
         ef.wait_for_line(r"links\.acks: dropped an ack from forger for "
                          rf"stream {stream_id} .*wrong key")
 
         # the real key settles it
-        acks.send(ack(stream_id, rows, key))
+        acks.send(ack(stream_id, got, key))
         result = upload.result(60)
         assert (result.received, result.written) == (rows, rows)
-        assert scrape(base)[unknown] == 3
+        assert scrape(base)[unknown] == forged_tallies
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
         ctx.destroy(linger=0)

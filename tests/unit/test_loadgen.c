@@ -111,6 +111,8 @@ s_sink_handle (ef_actor_t *a, int port, zmsg_t **msg_p)
     tally.chunk_seq = h->seq; /* tallies are per chunk and attempt */
     tally.attempt = h->attempt;
     tally.stream_key = h->stream_key;
+    tally.chunk_seq = h->seq;
+    tally.attempt = h->attempt;
     tally.written = h->rows - (uint64_t) dead;
     tally.dead_lettered = (uint64_t) dead;
     Embedflow__V1__Ack ack = EMBEDFLOW__V1__ACK__INIT;
