@@ -14,10 +14,18 @@
 /* Blocking sends wake this often to look at the stop flag. */
 #define EF_SEND_SLICE_MS 100
 
-/* ZMTP heartbeats on tcp links: a ping this often, and a peer silent
-   this long is disconnected. */
-#define EF_HEARTBEAT_MS         2000
-#define EF_HEARTBEAT_TIMEOUT_MS 10000
+/* A tcp peer whose host is gone without a reset (power, network) is
+   dropped after this long: TCP keepalive probes an idle connection
+   (first after EF_KEEPALIVE_IDLE_S, then every EF_KEEPALIVE_INTVL_S,
+   EF_KEEPALIVE_CNT unanswered), and data unacknowledged for
+   EF_TCP_MAXRT_MS ends a busy one. Not ZMTP heartbeats: with libzmq
+   4.3.4 and CURVE, after a heartbeating peer was killed a PULL socket
+   reported a message that a read then waited for forever (the receiver
+   stopped answering gRPC, a DLQ never drained). */
+#define EF_KEEPALIVE_IDLE_S  5
+#define EF_KEEPALIVE_INTVL_S 2
+#define EF_KEEPALIVE_CNT     3
+#define EF_TCP_MAXRT_MS      10000
 
 /* Handshake failures of one link are logged at most this often. */
 #define EF_HANDSHAKE_LOG_US (10 * 1000000)
@@ -189,10 +197,14 @@ s_secure (ef_actor_t *self, s_port_t *port, int w, bool bind, int idx)
         }
     }
     /* A host that dies without closing its connections (power, network)
-       sends no reset: ZMTP heartbeats find it, so that its link counts
-       as peerless and what it held is sent again once it is back. */
-    zsock_set_heartbeat_ivl (s, EF_HEARTBEAT_MS);
-    zsock_set_heartbeat_timeout (s, EF_HEARTBEAT_TIMEOUT_MS);
+       sends no reset: keepalive and the retransmission limit find it, so
+       that its link counts as peerless and what it held is sent again
+       once it is back. */
+    zsock_set_tcp_keepalive (s, 1);
+    zsock_set_tcp_keepalive_idle (s, EF_KEEPALIVE_IDLE_S);
+    zsock_set_tcp_keepalive_intvl (s, EF_KEEPALIVE_INTVL_S);
+    zsock_set_tcp_keepalive_cnt (s, EF_KEEPALIVE_CNT);
+    zsock_set_tcp_maxrt (s, EF_TCP_MAXRT_MS);
     if (bind) {
         ef_link_count_rejected (link, "key", 0);
         ef_link_count_rejected (link, "handshake", 0);
