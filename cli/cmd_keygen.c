@@ -29,7 +29,7 @@ s_help (FILE *out)
              "never overwritten\n"
              "                otherwise)\n"
              "\n"
-             "Example: embedflow keygen /etc/embedflow/keys/writer-host.key\n");
+             "Example: embedflow keygen /etc/embedflow/keys/writer-a.key\n");
 }
 
 int

@@ -273,8 +273,9 @@ s_spool_seed (const char *name, Embedflow__V1__DeadLetter *const *letters,
 static void
 s_configs (const char *deploy)
 {
-    const char *files[] = {"embedflow.yaml", "pull-jobs.yaml",
-                           "split/ingest-host.yaml", "split/writer-host.yaml"};
+    const char *files[] = {"embedflow.yaml",      "pull-jobs.yaml",
+                           "split/cluster.yaml",  "split/ingest-host.yaml",
+                           "split/writer-a.yaml", "split/writer-b.yaml"};
     for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
         char path[4096], name[256];
         snprintf (path, sizeof path, "%s/%s", deploy, files[i]);
