@@ -2,6 +2,8 @@
 import math
 import random
 import time
+import urllib.error
+import urllib.request
 import uuid
 
 import grpc
@@ -87,6 +89,27 @@ def wait_for_stall(counter, quiet=1.0, limit=30.0):
         elif time.monotonic() - since >= quiet:
             return now
     return counter()
+
+
+def scrape(base):
+    """{'name{labels}': value} of every sample on BASE/metrics."""
+    with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            samples[key] = float(value)
+    return samples
+
+
+def readyz(base):
+    """(HTTP status, body) of BASE/readyz."""
+    try:
+        with urllib.request.urlopen(base + "/readyz", timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
 
 
 def proc_status_kb(pid, key="VmRSS"):

@@ -6,13 +6,11 @@ port and connects to the ingest process's acks port."""
 import concurrent.futures
 import socket
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
 from conftest import DATABASE, Embedflow, clean_env
-from helpers import send, stream
+from helpers import readyz, scrape, send, stream, wait_until
 
 zmq = pytest.importorskip("zmq")
 from embedflow.v1 import pipeline_pb2  # noqa: E402
@@ -24,36 +22,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def scrape(base):
-    with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
-        text = r.read().decode()
-    samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, value = line.rsplit(" ", 1)
-            samples[key] = float(value)
-    return samples
-
-
-def readyz(base):
-    try:
-        with urllib.request.urlopen(base + "/readyz", timeout=10) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def wait_for(what, predicate, timeout=30):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
 
 
 @pytest.fixture
@@ -124,7 +92,7 @@ def test_forged_acks_settle_nothing(ingest):
                        ack(stream_id + 1, got, key)):
             acks.send(forged)
         forged_tallies = 3 * len({r.chunk_seq for r in got})
-        wait_for("the forged acks counted",
+        wait_until("the forged acks counted",
                  lambda: scrape(base).get(unknown, 0) >= forged_tallies)
         assert not upload.done()
         ef.wait_for_line(r"links\.acks: dropped an ack from forger for "
@@ -172,9 +140,9 @@ def test_writer_gone_and_back(schema, db):
             f"\"tcp://127.0.0.1:{ports['acks']}\"}}")
     try:
         # acks: the writer and the DLQ each connect
-        wait_for("both links up", lambda: scrape(base).get(batches) == 1
+        wait_until("both links up", lambda: scrape(base).get(batches) == 1
                  and scrape(base).get(acks) == 2)
-        wait_for("ready", lambda: readyz(base)[0] == 200)
+        wait_until("ready", lambda: readyz(base)[0] == 200)
 
         mark = len(ingest.lines)
         assert writer.stop() == 0, writer.log
@@ -187,7 +155,7 @@ def test_writer_gone_and_back(schema, db):
                              after=mark)
         sample = scrape(base)
         assert sample[batches] == 0 and sample[acks] == 0
-        status, text = wait_for("/readyz failing",
+        status, text = wait_until("/readyz failing",
                                 lambda: (lambda r: r if r[0] == 503
                                          else None)(readyz(base)))
         assert time.monotonic() - gone >= 1.5
@@ -198,9 +166,9 @@ def test_writer_gone_and_back(schema, db):
         ingest.wait_for_line(r"links\.batches: connected to "
                              rf"tcp://127\.0\.0\.1:{ports['batches']} again",
                              after=mark)
-        wait_for("both links back", lambda: scrape(base).get(batches) == 1
+        wait_until("both links back", lambda: scrape(base).get(batches) == 1
                  and scrape(base).get(acks) == 2)
-        wait_for("ready again", lambda: readyz(base)[0] == 200)
+        wait_until("ready again", lambda: readyz(base)[0] == 200)
         result = send(ingest.target, stream(100, DIM, 10, doc_prefix="back"))
         assert (result.received, result.written) == (100, 100)
         assert db.count(schema, "chunk") == 100

@@ -7,15 +7,12 @@ test process is the uploading client on the bridge."""
 import pathlib
 import re
 import signal
-import time
-import urllib.error
-import urllib.request
 
 import pytest
 
 import netns
 from conftest import DATABASE, Embedflow, clean_env
-from helpers import send, stream
+from helpers import readyz, scrape, send, stream, wait_until
 
 reason = netns.skip_reason()
 if reason:
@@ -30,36 +27,6 @@ HOSTS = {"ingest": ("ingest-host.yaml", 1), "writer-a": ("writer-a.yaml", 2),
 def keygen(path):
     out = Embedflow(["keygen", str(path)])
     assert out.proc.wait(30) == 0, out.log
-
-
-def scrape(base):
-    with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
-        text = r.read().decode()
-    samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, value = line.rsplit(" ", 1)
-            samples[key] = float(value)
-    return samples
-
-
-def readyz(base):
-    try:
-        with urllib.request.urlopen(base + "/readyz", timeout=10) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def wait_for(what, predicate, timeout=30):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
 
 
 class Cluster:
@@ -164,7 +131,7 @@ def test_writer_host_lost_and_back(cluster, schema, db):
     b = cluster.hosts["writer-b"].addr
     peers = [f'embedflow_link_peers{{link="batches",endpoint="tcp://{b}:{p}"}}'
              for p in (7102, 7103)]
-    wait_for("ready", lambda: readyz(base)[0] == 200)
+    wait_until("ready", lambda: readyz(base)[0] == 200)
     assert all(scrape(base)[k] == 1 for k in peers)
 
     mark = len(ingest.lines)
@@ -174,9 +141,9 @@ def test_writer_host_lost_and_back(cluster, schema, db):
     writer_b.expect_exit = -9
     ingest.wait_for_line(rf"links\.batches: lost the connection to "
                          rf"tcp://{re.escape(b)}:7102", after=mark)
-    wait_for("the peers gauge to drop",
+    wait_until("the peers gauge to drop",
              lambda: all(scrape(base)[k] == 0 for k in peers))
-    status, text = wait_for("/readyz failing", lambda: (
+    status, text = wait_until("/readyz failing", lambda: (
         lambda r: r if r[0] == 503 else None)(readyz(base)))
     assert f"links.batches: no peer at tcp://{b}:7102" in text, text
 
@@ -184,7 +151,7 @@ def test_writer_host_lost_and_back(cluster, schema, db):
     cluster.start("writer-b")
     ingest.wait_for_line(rf"links\.batches: connected to "
                          rf"tcp://{re.escape(b)}:7102 again", after=mark)
-    wait_for("ready again", lambda: readyz(base)[0] == 200)
+    wait_until("ready again", lambda: readyz(base)[0] == 200)
     result = send(f"{cluster.hosts['ingest'].addr}:50051",
                   stream(400, DIM, 100, doc_prefix="back"))
     assert (result.received, result.written) == (400, 400)

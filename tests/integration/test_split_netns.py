@@ -6,13 +6,12 @@ without a key that pushes well-formed RowBatches to the writer's port and
 forged Acks to the ingest host's acks port."""
 import re
 import time
-import urllib.request
 
 import pytest
 
 import netns
 from conftest import DATABASE, Embedflow, clean_env
-from helpers import send, stream
+from helpers import scrape, send, stream
 
 reason = netns.skip_reason()
 if reason:
@@ -54,17 +53,6 @@ def config(path, keys, ingest, writer, run, schema):
                      f' server_key: {keys}/{owner}.key }}')
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def scrape(base):
-    with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
-        text = r.read().decode()
-    samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, value = line.rsplit(" ", 1)
-            samples[key] = float(value)
-    return samples
 
 
 def wait_metric(base, key, at_least, timeout=30):
