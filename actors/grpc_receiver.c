@@ -743,8 +743,10 @@ s_stream_on_message (s_stream_t *stream, grpc_byte_buffer *buf)
         return;
     }
     size_t rows = shape.items;
-    uint64_t seq = shape.seq;
-    stream->last_seq = seq;
+    stream->last_seq = shape.seq;
+    /* the client's seq is only for messages to people: chunks are counted
+       by their position in the stream, which no client can repeat */
+    uint64_t seq = stream->messages;
     if (rows == 0 || rows > UINT32_MAX) {
         /* nothing to write (or more rows than a header can count, which no
            message under the size limit can hold) */

@@ -152,10 +152,11 @@ ef_batcher_add (ef_batcher_t *self, Embedflow__V1__Row **row_p)
     int ready = -1;
     if (slot) {
         Embedflow__V1__Row *old = b->rows[slot - 1];
-        /* Only a row of the same chunk may take over another's count: a
-           pull checkpoint settles rows per chunk. */
-        if (old->stream_id == row->stream_id
-            && old->chunk_seq == row->chunk_seq) {
+        /* Only a row of the same sending of the same chunk may take over
+           another's count: acks and pull checkpoints settle rows per
+           chunk and attempt (a re-sent chunk is counted from zero). */
+        if (old->stream_id == row->stream_id && old->chunk_seq == row->chunk_seq
+            && old->attempt == row->attempt) {
             row->covers += old->covers;
             b->bytes -= ef_batcher_row_bytes (old);
             protobuf_c_message_free_unpacked (&old->base, NULL);

@@ -4,11 +4,11 @@
     are written by one writer, in arrival order. Each writer's pending
     batch is bounded by rows and by bytes, and holds each key
     (document_id, chunk_index) once: a later version of a key from the same
-    chunk of the same stream replaces the earlier one in place (last wins)
-    and takes over its count. A later version from another stream or
-    another chunk closes the batch first, so each stream's rows are still
-    acknowledged to that stream, and each chunk's rows counted to that
-    chunk (pull checkpoints).
+    sending (attempt) of the same chunk of the same stream replaces the
+    earlier one in place (last wins) and takes over its count. A later
+    version from another stream, chunk or attempt closes the batch first,
+    so each row is acknowledged to the chunk and attempt it came in (acks
+    and pull checkpoints count per chunk).
 */
 #ifndef EF_BATCHER_H
 #define EF_BATCHER_H

@@ -9,7 +9,7 @@ import psycopg2
 
 from conftest import DATABASE
 from embedflow.v1 import embedding_pb2
-from helpers import proc_status_kb, send, wait_for_stall, wait_until
+from helpers import proc_status_kb, scrape, send, wait_for_stall, wait_until
 
 DIM = 8
 UPLOADS = 8
@@ -92,3 +92,21 @@ def test_big_messages_into_locked_table(embedflow, db, schema, monkeypatch):
     assert not errors, errors
     assert all(r.written == ROWS * MESSAGES for r in results.values())
     assert db.count(schema, "chunk") == UPLOADS * MESSAGES * ROWS
+
+
+def test_budget_comes_back_whatever_the_client_numbers(embedflow, db, schema):
+    """Chunks without seq (all 0, proto3's default) and a document sent
+    again in a later chunk: the upload is counted right and every byte
+    it was charged is given back once it is over."""
+    ef = embedflow(dim=DIM, extra=["--metrics", "127.0.0.1:0"])
+    base = ef.wait_for_line(r"metrics on (http://\S+:\d+)/metrics").group(1)
+    chunks = [embedding_pb2.EmbeddingChunk(items=[
+        embedding_pb2.Embedding(document_id=f"d{(c * 10 + r) % 35}",
+                                chunk_index=0, content=f"v{c}",
+                                vector=[0.5] * DIM, model="m")
+        for r in range(10)]) for c in range(5)]
+    result = send(ef.target, chunks)
+    assert (result.received, result.written) == (50, 50)
+    assert db.count(schema, "chunk") == 35
+    assert wait_until("the budget given back", lambda: scrape(base).get(
+        "embedflow_inflight_bytes") == 0, timeout=30)

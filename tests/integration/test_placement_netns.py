@@ -7,7 +7,9 @@ test process is the uploading client on the bridge."""
 import pathlib
 import re
 import signal
+import threading
 
+import grpc
 import pytest
 
 import netns
@@ -155,3 +157,58 @@ def test_writer_host_lost_and_back(cluster, schema, db):
     result = send(f"{cluster.hosts['ingest'].addr}:50051",
                   stream(400, DIM, 100, doc_prefix="back"))
     assert (result.received, result.written) == (400, 400)
+
+
+def test_one_writer_host_lost_the_other_keeps_committing(cluster, schema, db):
+    """writer-b (writers 2 and 3) is killed in the middle of an upload:
+    writer-a keeps committing its documents while the splitter holds
+    writer-b's batches; once writer-b is back the upload ends OK with the
+    exact row set, the client sending nothing again."""
+    base = cluster.metrics("ingest")
+    a_base = cluster.metrics("writer-a")
+    rows = 60000
+    chunks = stream(rows, DIM, 100, doc_prefix="lost")
+    outcome = {}
+
+    def upload():
+        try:
+            outcome["result"] = send(f"{cluster.hosts['ingest'].addr}:50051",
+                                     chunks)
+        except grpc.RpcError as e:
+            outcome["error"] = e
+    t = threading.Thread(target=upload)
+    t.start()
+
+    def written_by_a():
+        sample = scrape(a_base)
+        return sum(sample.get(
+            f'embedflow_actor_rows_out_total{{actor="db-writer[{k}]"}}', 0)
+            for k in (0, 1))
+
+    wait_until("rows on both writer hosts",
+               lambda: db.scalar(f'SELECT count(*) FROM "{schema}".chunk')
+               >= rows // 10)
+    writer_b = cluster.procs.pop("writer-b")
+    writer_b.send_signal(signal.SIGKILL)
+    writer_b.proc.wait(30)
+    writer_b.expect_exit = -9
+    at_kill = written_by_a()
+    # writer-a goes on: well past what it had when writer-b went, and
+    # past what writer-b's queues take (4 batches of 1000 rows each), so
+    # the splitter holds writer-b's batches
+    wait_until("writer-a committing without writer-b",
+               lambda: written_by_a() >= at_kill + 20000, timeout=60)
+    held = scrape(base)
+    assert sum(held.get(f'embedflow_splitter_{what}{{writer="{w}"}}', 0)
+               for what in ("held_bytes", "dropped_rows_total")
+               for w in (2, 3)) > 0, held
+    cluster.start("writer-b")
+    t.join(180)
+    assert not t.is_alive(), "the upload did not end"
+    assert "error" not in outcome, outcome["error"].details()
+    r = outcome["result"]
+    assert (r.received, r.written, r.dead_lettered) == (rows, rows, 0)
+    got = set(db.rows(f'SELECT document_id, chunk_index, content '
+                      f'FROM "{schema}".chunk'))
+    assert got == {(c.document_id, c.chunk_index, c.content)
+                   for ch in chunks for c in ch.items}

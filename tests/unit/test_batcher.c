@@ -214,3 +214,32 @@ EF_TEST (batcher_dedup_per_chunk)
     zmsg_destroy (&m);
     ef_batcher_destroy (&b);
 }
+
+EF_TEST (batcher_dedup_per_attempt)
+{
+    /* A chunk sent again (a new attempt) while its first sending still
+       waits in the batch: the rows must not merge, or the new attempt's
+       ack would count the old attempt's rows too. */
+    ef_batcher_t *b = ef_batcher_new (1, 100, 1 << 30);
+    Embedflow__V1__Row *r = s_row ("doc", 7, 1, "first", 4);
+    r->chunk_seq = 3;
+    EF_CHECK (ef_batcher_add (b, &r) == -1);
+    r = s_row ("doc", 7, 1, "again", 4);
+    r->chunk_seq = 3;
+    r->attempt = 1;
+    EF_CHECK (ef_batcher_add (b, &r) == 0); /* another attempt: closes */
+    size_t n;
+    zmsg_t *m = ef_batcher_take (b, 0, &n);
+    Embedflow__V1__RowBatch *batch = s_unpack (m);
+    EF_REQUIRE (batch && batch->n_rows == 1);
+    EF_CHECK (batch->rows[0]->covers == 1 && batch->rows[0]->attempt == 0);
+    embedflow__v1__row_batch__free_unpacked (batch, NULL);
+    zmsg_destroy (&m);
+    m = ef_batcher_take (b, 0, &n);
+    batch = s_unpack (m);
+    EF_REQUIRE (batch && batch->n_rows == 1);
+    EF_CHECK (batch->rows[0]->covers == 1 && batch->rows[0]->attempt == 1);
+    embedflow__v1__row_batch__free_unpacked (batch, NULL);
+    zmsg_destroy (&m);
+    ef_batcher_destroy (&b);
+}
