@@ -275,38 +275,43 @@ typedef struct s_orphan {
 } s_orphan_t;
 
 struct s_receiver {
-    ef_actor_t *actor;         /* the actor instance */
-    ef_budget_t *budget;       /* the process's bytes in flight */
-    int n_budget_waits;        /* streams whose read waits for it */
-    s_orphan_t *orphans;       /* chunks of streams already freed */
-    bool resend;               /* links cross hosts: keep chunks to resend */
-    uint64_t churn_seen;       /* link churn last acted on */
-    int64_t resend_at_us;      /* when to send held chunks again; 0 none */
-    const s_options_t *opts;   /* its options */
-    int chunks_port;           /* OUT: chunks */
-    int acks_port;             /* IN: acks */
-    bool grpc_up;              /* grpc_init was called */
-    grpc_completion_queue *cq; /* the one queue, polled from tick */
-    grpc_server *server;       /* the server */
-    void *upload_method;       /* registered UploadEmbeddings */
-    int others;                /* s_other_t alive (pending one included) */
-    s_stream_t *streams;       /* accepted streams not yet freed */
-    int n_pending;             /* streams with a chunk waiting */
-    unsigned rotation;         /* fairness among pending streams */
-    bool started;              /* grpc_server_start was called */
-    bool busy;                 /* last tick found completions */
-    bool acked;                /* an ack came in since the last tick */
-    bool shutdown_started;     /* grpc_server_shutdown_and_notify called */
-    bool shutdown_done;        /* its tag came back */
-    bool cancelled_all;        /* grpc_server_cancel_all_calls called */
-    bool draining;             /* drain began */
-    bool drained;              /* ef_actor_drained was called */
-    int64_t drain_deadline_us; /* monotonic time to cancel stragglers */
-    ef_runlog_t *runlog;       /* job_run rows of uploads */
-    int64_t stale_ms;          /* stale_after, resolved */
-    int64_t max_decoded;       /* max_decoded_bytes, resolved */
-    int64_t next_beat_us;      /* monotonic time of the next heartbeat */
-    s_tag_t shutdown_tag;      /* S_TAG_SHUTDOWN */
+    ef_actor_t *actor;            /* the actor instance */
+    ef_budget_t *budget;          /* the process's bytes in flight */
+    int n_budget_waits;           /* streams whose read waits for it */
+    s_orphan_t *orphans;          /* chunks of streams already freed */
+    bool resend;                  /* links cross hosts: keep chunks to resend */
+    uint64_t churn_seen;          /* link churn last acted on */
+    int64_t resend_at_us;         /* when to send held chunks again; 0 none */
+    int64_t publish_at_us;        /* next update of the gauges below */
+    ef_gauge_t *unsettled_chunks; /* embedflow_receiver_unsettled_chunks */
+    ef_gauge_t *unsettled_bytes;  /* embedflow_receiver_unsettled_bytes */
+    ef_gauge_t *oldest_ms;        /* embedflow_receiver_oldest_unsettled_ms */
+    ef_counter_t *resent;         /* embedflow_receiver_resent_chunks_total */
+    const s_options_t *opts;      /* its options */
+    int chunks_port;              /* OUT: chunks */
+    int acks_port;                /* IN: acks */
+    bool grpc_up;                 /* grpc_init was called */
+    grpc_completion_queue *cq;    /* the one queue, polled from tick */
+    grpc_server *server;          /* the server */
+    void *upload_method;          /* registered UploadEmbeddings */
+    int others;                   /* s_other_t alive (pending one included) */
+    s_stream_t *streams;          /* accepted streams not yet freed */
+    int n_pending;                /* streams with a chunk waiting */
+    unsigned rotation;            /* fairness among pending streams */
+    bool started;                 /* grpc_server_start was called */
+    bool busy;                    /* last tick found completions */
+    bool acked;                   /* an ack came in since the last tick */
+    bool shutdown_started;        /* grpc_server_shutdown_and_notify called */
+    bool shutdown_done;           /* its tag came back */
+    bool cancelled_all;           /* grpc_server_cancel_all_calls called */
+    bool draining;                /* drain began */
+    bool drained;                 /* ef_actor_drained was called */
+    int64_t drain_deadline_us;    /* monotonic time to cancel stragglers */
+    ef_runlog_t *runlog;          /* job_run rows of uploads */
+    int64_t stale_ms;             /* stale_after, resolved */
+    int64_t max_decoded;          /* max_decoded_bytes, resolved */
+    int64_t next_beat_us;         /* monotonic time of the next heartbeat */
+    s_tag_t shutdown_tag;         /* S_TAG_SHUTDOWN */
 };
 
 /* stream ids start at the wall clock in µs so they do not repeat across
@@ -1290,6 +1295,20 @@ s_init (ef_actor_t *actor)
     for (size_t i = 0; i < sizeof crossing / sizeof crossing[0]; i++)
         self->resend =
             self->resend || ef_config_link_crosses_hosts (config, crossing[i]);
+    if (self->resend) {
+        self->unsettled_chunks = ef_metrics_gauge (
+            "embedflow_receiver_unsettled_chunks",
+            "chunks sent across hosts whose rows are not all settled", NULL);
+        self->unsettled_bytes = ef_metrics_gauge (
+            "embedflow_receiver_unsettled_bytes",
+            "budget bytes of those chunks (kept to be sent again)", NULL);
+        self->oldest_ms = ef_metrics_gauge (
+            "embedflow_receiver_oldest_unsettled_ms",
+            "how long the oldest of them has waited since it was sent", NULL);
+        self->resent = ef_metrics_counter (
+            "embedflow_receiver_resent_chunks_total",
+            "chunks sent again after a peer went away", NULL);
+    }
     self->budget = ef_budget_process ();
     ef_budget_set_limit (self->budget, globals->max_inflight_bytes);
     self->max_decoded = self->opts->max_decoded_bytes
@@ -1488,6 +1507,7 @@ s_check_links (s_receiver_t *self)
             ef_actor_count (self->actor, EF_METRIC_IN_FLIGHT,
                             (int64_t) (back.written + back.dead));
             ef_actor_count (self->actor, EF_METRIC_RETRIES, (int64_t) due);
+            ef_counter_add (self->resent, due);
             ef_info ("upload %s: sending %zu unsettled chunk(s) again",
                      s->job_id, due);
             s->resending = true;
@@ -1513,6 +1533,31 @@ s_check_links (s_receiver_t *self)
         ef_warn ("upload %s from %s: %s", s->job_id, s->peer, text);
         s_stream_reply (s, GRPC_STATUS_UNAVAILABLE, text);
     }
+}
+
+/* When links cross hosts: how much this receiver holds unsettled (chunks,
+   their budget bytes, the age of the oldest), twice a second. */
+static void
+s_publish_unsettled (s_receiver_t *self)
+{
+    int64_t now = ef_clock_mono_us ();
+    if (!self->resend || now < self->publish_at_us)
+        return;
+    self->publish_at_us = now + 500000;
+    int64_t chunks = 0, bytes = 0, oldest_us = now;
+    for (s_stream_t *s = self->streams; s; s = s->next) {
+        int64_t sent;
+        uint64_t churn;
+        if (!s->held)
+            continue;
+        chunks += (int64_t) ef_inflight_count (s->held);
+        bytes += ef_inflight_charged (s->held);
+        if (ef_inflight_oldest (s->held, &sent, &churn) && sent < oldest_us)
+            oldest_us = sent;
+    }
+    ef_gauge_set (self->unsettled_chunks, chunks);
+    ef_gauge_set (self->unsettled_bytes, bytes);
+    ef_gauge_set (self->oldest_ms, (now - oldest_us) / 1000);
 }
 
 /* Once acks gave bytes back, streams waiting for the budget read again,
@@ -1603,6 +1648,7 @@ s_tick (ef_actor_t *actor)
     s_history_tick (self);
     s_end_idle (self);
     s_check_links (self);
+    s_publish_unsettled (self);
     s_resume_budget_waits (self);
 
     if (self->draining && !self->drained) {

@@ -189,3 +189,9 @@ ef_inflight_charged (const ef_inflight_t *self)
 {
     return self->charged;
 }
+
+size_t
+ef_inflight_count (const ef_inflight_t *self)
+{
+    return self->n - self->head;
+}

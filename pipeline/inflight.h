@@ -72,4 +72,7 @@ bool ef_inflight_oldest (const ef_inflight_t *self, int64_t *sent_us,
 /* Budget bytes the held chunks are charged. */
 int64_t ef_inflight_charged (const ef_inflight_t *self);
 
+/* Chunks held. */
+size_t ef_inflight_count (const ef_inflight_t *self);
+
 #endif

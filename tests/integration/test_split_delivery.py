@@ -14,7 +14,7 @@ import pytest
 
 import netns
 from conftest import DATABASE, Embedflow, clean_env
-from helpers import send, stream, wait_until
+from helpers import scrape, send, stream, wait_until
 
 reason = netns.skip_reason()
 if reason:
@@ -63,12 +63,14 @@ class Split:
                            ["grpc-receiver", "scheduler", "grpc-puller",
                             "splitter"], schema, delivery_timeout)
         self.wef = self.start(self.writer, self.wcfg)
-        self.ief = self.start(self.ingest, self.icfg)
+        self.metrics = f"http://{self.ingest.addr}:9464"
+        self.ief = self.start(self.ingest, self.icfg, "--metrics",
+                              f"{self.ingest.addr}:9464")
         self.target = f"{self.ingest.addr}:50051"
 
-    def start(self, host, cfg):
-        ef = Embedflow(["run", "--config", str(cfg)], prefix=host.command([]),
-                       env=clean_env())
+    def start(self, host, cfg, *extra):
+        ef = Embedflow(["run", "--config", str(cfg), *extra],
+                       prefix=host.command([]), env=clean_env())
         self.net.processes.append(ef.proc)
         ef.wait_for_line(r"embedflow: ready", timeout=60)
         return ef
@@ -113,6 +115,10 @@ def test_writer_host_killed_and_back(split, db, schema):
     split.kill_writer()
     split.ief.wait_for_line(r"links\.\S+: (lost the connection to |the last "
                             r"peer connected to )")
+    # what waits for the writer host is visible meanwhile
+    wait_until("unsettled chunks shown", lambda: scrape(split.metrics).get(
+        "embedflow_receiver_unsettled_chunks", 0) > 0)
+    assert scrape(split.metrics)["embedflow_receiver_unsettled_bytes"] > 0
     split.wef = split.start(split.writer, split.wcfg)
     t.join(180)
     assert not t.is_alive(), "the upload did not end"
@@ -120,6 +126,9 @@ def test_writer_host_killed_and_back(split, db, schema):
     r = outcome["result"]
     assert (r.received, r.written, r.dead_lettered) == (ROWS, ROWS, 0)
     split.ief.wait_for_line(r"sending \d+ unsettled chunk\(s\) again")
+    assert scrape(split.metrics)["embedflow_receiver_resent_chunks_total"] > 0
+    wait_until("nothing unsettled", lambda: scrape(split.metrics)[
+        "embedflow_receiver_unsettled_chunks"] == 0)
     got = db.rows(f'SELECT document_id, chunk_index, content '
                   f'FROM "{schema}".chunk')
     assert len(got) == ROWS
