@@ -5,6 +5,7 @@ it comes back, the ingest host sends what was not settled again and the
 upload ends OK with the exact row set, without the client sending
 anything again; when it never comes back, the upload ends UNAVAILABLE
 within delivery_timeout, naming the link."""
+import re
 import signal
 import threading
 import time
@@ -15,6 +16,7 @@ import pytest
 import netns
 from conftest import DATABASE, Embedflow, clean_env
 from helpers import scrape, send, stream, wait_until
+from pullhelp import AiServer, runs
 
 reason = netns.skip_reason()
 if reason:
@@ -26,7 +28,8 @@ CHUNK_ROWS = 100
 WRITERS = 2
 
 
-def config(path, ingest, writer, run, schema, delivery_timeout):
+def config(path, ingest, writer, run, schema, delivery_timeout, extra=(),
+           tail=()):
     """Links across the namespaces without keys: `insecure: true`, since
     this test is about delivery (test_split_netns covers CURVE)."""
     links = {"batches": f"tcp://{writer.addr}:7100",
@@ -40,19 +43,21 @@ def config(path, ingest, writer, run, schema, delivery_timeout):
              f'delivery_timeout: {delivery_timeout} }}',
              f"  db-writer: {{ instances: {WRITERS} }}",
              "  splitter: { batch_rows: 200 }",
+             *extra,
              "links:"]
     for name, ep in links.items():
         port = ep.rsplit(":", 1)[1]
         lines.append(f'  {name}: {{ endpoint: "{ep}", bind: "tcp://*:{port}",'
                      f" insecure: true }}")
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines + list(tail)) + "\n")
     return path
 
 
 class Split:
     """The two hosts and their processes."""
 
-    def __init__(self, net, tmp_path, schema, delivery_timeout):
+    def __init__(self, net, tmp_path, schema, delivery_timeout,
+                 ingest_actors=(), ingest_tail=()):
         self.net = net
         self.ingest = net.host("ingest", 1)
         self.writer = net.host("writer", 20)
@@ -61,7 +66,8 @@ class Split:
                            delivery_timeout)
         self.icfg = config(tmp_path / "ingest.yaml", self.ingest, self.writer,
                            ["grpc-receiver", "scheduler", "grpc-puller",
-                            "splitter"], schema, delivery_timeout)
+                            "splitter"], schema, delivery_timeout,
+                           ingest_actors, ingest_tail)
         self.wef = self.start(self.writer, self.wcfg)
         self.metrics = f"http://{self.ingest.addr}:9464"
         self.ief = self.start(self.ingest, self.icfg, "--metrics",
@@ -182,3 +188,33 @@ def test_writer_host_never_back(split, db, schema):
     log = split.ief.log
     assert ("held for writer" in log and rc == 0) or \
         ("drain_timeout (5000 ms) passed" in log and rc == 1), log
+
+
+def test_pull_run_fails_when_its_rows_are_lost(tmp_path, schema, db):
+    """The ingest host pulls from an AI server; the writer host is killed
+    during the run and does not come back. Pulled rows are not sent again:
+    the run fails once no ack came for the job's idle_timeout, saying
+    which link lost its peer, and the next run resumes from the
+    checkpoint (which only committed rows moved)."""
+    with netns.Network() as net:
+        server = AiServer(20000, DIM, extra=["--host", net.gateway,
+                                             "--delay-ms", "20"])
+        try:
+            target = f"{net.gateway}:{server.port}"
+            split = Split(
+                net, tmp_path, schema, "60s",
+                ingest_actors=["  scheduler: { run_now: src }"],
+                ingest_tail=[f'jobs: {{ src: {{ target: "{target}", '
+                             'source: src, idle_timeout: 3s } }'])
+            wait_until("pulled rows committed",
+                       lambda: count(db, schema) >= 1000)
+            split.kill_writer()
+            split.ief.wait_for_line(
+                r"job src run \S+ failed .*rows not settled for 3000 ms "
+                r"\(idle_timeout\) after links\.\S+ tcp://"
+                + re.escape(split.writer.addr), timeout=60)
+            (run,) = runs(db, schema)
+            assert run["status"] == "failed"
+            assert "resumes from the checkpoint" in run["error"]
+        finally:
+            server.stop()
