@@ -1,6 +1,11 @@
 """Row builders and small clients shared by the integration tests."""
 import math
+import os
 import random
+import shutil
+import signal
+import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -55,6 +60,62 @@ def raw_call(target, payloads, timeout=30):
             return call(iter(payloads), timeout=timeout)
         except grpc.RpcError as e:
             return e
+
+
+class BackgroundUpload:
+    """An upload of chunks running in a thread while a test breaks
+    something; finish() waits for it and asserts it ended OK with every
+    row written and exactly these rows (last versions) in the table."""
+
+    def __init__(self, target, chunks):
+        self.chunks = chunks
+        self.outcome = {}
+        self.thread = threading.Thread(target=self._run, args=(target,))
+        self.thread.start()
+
+    def _run(self, target):
+        try:
+            self.outcome["result"] = send(target, self.chunks)
+        except grpc.RpcError as e:
+            self.outcome["error"] = e
+
+    def wait(self, timeout=180):
+        """Waits for the end; returns the grpc.RpcError, or None."""
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the upload did not end"
+        return self.outcome.get("error")
+
+    def finish(self, db, schema, timeout=180):
+        err = self.wait(timeout)
+        assert err is None, err.details()
+        rows = sum(len(c.items) for c in self.chunks)
+        r = self.outcome["result"]
+        assert (r.received, r.written, r.dead_lettered) == (rows, rows, 0)
+        got = db.rows(f'SELECT document_id, chunk_index, content '
+                      f'FROM "{schema}".chunk')
+        assert len(got) == rows
+        assert set(got) == {(c.document_id, c.chunk_index, c.content)
+                            for ch in self.chunks for c in ch.items}
+        return r
+
+
+def private_data_dir():
+    """Yields a data directory for a private PostgreSQL, removed after
+    (a server a failed test left there is stopped first). Not under
+    pytest's tmp_path: that is 0700 and, as root, the server runs as user
+    postgres, which must be able to reach it."""
+    path = tempfile.mkdtemp(prefix="ef-it-", dir="/tmp")
+    os.chmod(path, 0o755)
+    yield os.path.join(path, "data")
+    pidfile = os.path.join(path, "data", "pgdata", "postmaster.pid")
+    if os.path.exists(pidfile):
+        with open(pidfile) as f:
+            pid = int(f.readline())
+        try:
+            os.kill(pid, signal.SIGQUIT)
+        except ProcessLookupError:
+            pass
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def wait_until(what, predicate, timeout=60):

@@ -2,17 +2,14 @@
 and `run` with the private PostgreSQL they start themselves."""
 import os
 import re
-import shutil
-import signal
 import subprocess
-import tempfile
 import time
 
 import psycopg2
 import pytest
 
 from conftest import EMBEDFLOW_BIN, DATABASE, Embedflow, clean_env
-from helpers import send, stream
+from helpers import private_data_dir, send, stream
 
 
 def run_cli(*args, timeout=60, env=None):
@@ -101,21 +98,7 @@ def test_no_secret_keyword_is_printed(database, named):
 
 @pytest.fixture(scope="module")
 def data_dir():
-    """A data directory for the private PostgreSQL. Not under pytest's
-    tmp_path: that is 0700 and, as root, the server runs as user
-    postgres, which must be able to reach it."""
-    path = tempfile.mkdtemp(prefix="ef-it-", dir="/tmp")
-    os.chmod(path, 0o755)
-    yield os.path.join(path, "data")
-    pidfile = os.path.join(path, "data", "pgdata", "postmaster.pid")
-    if os.path.exists(pidfile):        # a failed test left it running
-        with open(pidfile) as f:
-            pid = int(f.readline())
-        try:
-            os.kill(pid, signal.SIGQUIT)
-        except ProcessLookupError:
-            pass
-    shutil.rmtree(path, ignore_errors=True)
+    yield from private_data_dir()
 
 
 def test_demo_end_to_end(data_dir):

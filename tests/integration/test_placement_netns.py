@@ -7,14 +7,12 @@ test process is the uploading client on the bridge."""
 import pathlib
 import re
 import signal
-import threading
 
-import grpc
 import pytest
 
 import netns
 from conftest import DATABASE, Embedflow, clean_env
-from helpers import readyz, scrape, send, stream, wait_until
+from helpers import BackgroundUpload, readyz, scrape, send, stream, wait_until
 
 reason = netns.skip_reason()
 if reason:
@@ -168,16 +166,7 @@ def test_one_writer_host_lost_the_other_keeps_committing(cluster, schema, db):
     a_base = cluster.metrics("writer-a")
     rows = 60000
     chunks = stream(rows, DIM, 100, doc_prefix="lost")
-    outcome = {}
-
-    def upload():
-        try:
-            outcome["result"] = send(f"{cluster.hosts['ingest'].addr}:50051",
-                                     chunks)
-        except grpc.RpcError as e:
-            outcome["error"] = e
-    t = threading.Thread(target=upload)
-    t.start()
+    up = BackgroundUpload(f"{cluster.hosts['ingest'].addr}:50051", chunks)
 
     def written_by_a():
         sample = scrape(a_base)
@@ -203,12 +192,4 @@ def test_one_writer_host_lost_the_other_keeps_committing(cluster, schema, db):
                for what in ("held_bytes", "dropped_rows_total")
                for w in (2, 3)) > 0, held
     cluster.start("writer-b")
-    t.join(180)
-    assert not t.is_alive(), "the upload did not end"
-    assert "error" not in outcome, outcome["error"].details()
-    r = outcome["result"]
-    assert (r.received, r.written, r.dead_lettered) == (rows, rows, 0)
-    got = set(db.rows(f'SELECT document_id, chunk_index, content '
-                      f'FROM "{schema}".chunk'))
-    assert got == {(c.document_id, c.chunk_index, c.content)
-                   for ch in chunks for c in ch.items}
+    up.finish(db, schema)

@@ -7,7 +7,6 @@ anything again; when it never comes back, the upload ends UNAVAILABLE
 within delivery_timeout, naming the link."""
 import re
 import signal
-import threading
 import time
 
 import grpc
@@ -15,7 +14,7 @@ import pytest
 
 import netns
 from conftest import DATABASE, Embedflow, clean_env
-from helpers import scrape, send, stream, wait_until
+from helpers import BackgroundUpload, scrape, stream, wait_until
 from pullhelp import AiServer, runs
 
 reason = netns.skip_reason()
@@ -96,26 +95,13 @@ def split(request, tmp_path, schema, db):
         yield s
 
 
-def upload_in_background(target, chunks):
-    outcome = {}
-
-    def run():
-        try:
-            outcome["result"] = send(target, chunks)
-        except grpc.RpcError as e:
-            outcome["error"] = e
-    t = threading.Thread(target=run)
-    t.start()
-    return t, outcome
-
-
 def count(db, schema):
     return db.scalar(f'SELECT count(*) FROM "{schema}".chunk')
 
 
 def test_writer_host_killed_and_back(split, db, schema):
     chunks = stream(ROWS, DIM, CHUNK_ROWS, doc_prefix="d")
-    t, outcome = upload_in_background(split.target, chunks)
+    up = BackgroundUpload(split.target, chunks)
     # mid-upload: some rows are committed, most are not
     wait_until("a fifth of the rows", lambda: count(db, schema) >= ROWS // 5)
     split.kill_writer()
@@ -126,55 +112,35 @@ def test_writer_host_killed_and_back(split, db, schema):
         "embedflow_receiver_unsettled_chunks", 0) > 0)
     assert scrape(split.metrics)["embedflow_receiver_unsettled_bytes"] > 0
     split.wef = split.start(split.writer, split.wcfg)
-    t.join(180)
-    assert not t.is_alive(), "the upload did not end"
-    assert "error" not in outcome, outcome["error"].details()
-    r = outcome["result"]
-    assert (r.received, r.written, r.dead_lettered) == (ROWS, ROWS, 0)
+    up.finish(db, schema)
     split.ief.wait_for_line(r"sending \d+ unsettled chunk\(s\) again")
     assert scrape(split.metrics)["embedflow_receiver_resent_chunks_total"] > 0
     wait_until("nothing unsettled", lambda: scrape(split.metrics)[
         "embedflow_receiver_unsettled_chunks"] == 0)
-    got = db.rows(f'SELECT document_id, chunk_index, content '
-                  f'FROM "{schema}".chunk')
-    assert len(got) == ROWS
-    want = {(c.document_id, c.chunk_index, c.content)
-            for ch in chunks for c in ch.items}
-    assert set(got) == want
     assert db.scalar(f'SELECT count(*) FROM "{schema}".embedding') == ROWS
     assert db.scalar(f'SELECT count(*) FROM "{schema}".dead_letter') == 0
 
 
 def test_link_down_ten_seconds(split, db, schema):
     chunks = stream(ROWS, DIM, CHUNK_ROWS, doc_prefix="l")
-    t, outcome = upload_in_background(split.target, chunks)
+    up = BackgroundUpload(split.target, chunks)
     wait_until("a fifth of the rows", lambda: count(db, schema) >= ROWS // 5)
     split.net.set_link(split.writer, False)
     try:
         time.sleep(10)          # the fault: ten seconds without a cable
     finally:
         split.net.set_link(split.writer, True)
-    t.join(180)
-    assert not t.is_alive(), "the upload did not end"
-    assert "error" not in outcome, outcome["error"].details()
-    r = outcome["result"]
-    assert (r.received, r.written, r.dead_lettered) == (ROWS, ROWS, 0)
-    got = set(db.rows(f'SELECT document_id, chunk_index, content '
-                      f'FROM "{schema}".chunk'))
-    assert got == {(c.document_id, c.chunk_index, c.content)
-                   for ch in chunks for c in ch.items}
+    up.finish(db, schema)
 
 
 @pytest.mark.delivery_timeout("5s")
 def test_writer_host_never_back(split, db, schema):
     chunks = stream(ROWS, DIM, CHUNK_ROWS, doc_prefix="n")
-    t, outcome = upload_in_background(split.target, chunks)
+    up = BackgroundUpload(split.target, chunks)
     wait_until("a fifth of the rows", lambda: count(db, schema) >= ROWS // 5)
     split.kill_writer()
-    t.join(60)
-    assert not t.is_alive(), "the upload hangs without its writer host"
-    assert "error" in outcome, outcome
-    err = outcome["error"]
+    err = up.wait(60)
+    assert err is not None, up.outcome
     assert err.code() == grpc.StatusCode.UNAVAILABLE, err.details()
     assert "delivery_timeout" in err.details()
     assert f"{split.writer.addr}:" in err.details(), err.details()

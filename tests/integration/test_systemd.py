@@ -17,6 +17,7 @@ import time
 import pytest
 
 from conftest import DATABASE, EMBEDFLOW_BIN, STOP_TIMEOUT, clean_env
+from helpers import private_data_dir
 
 DEPLOY = pathlib.Path(__file__).resolve().parents[2] / "deploy"
 START_TIMEOUT = 60
@@ -175,21 +176,7 @@ def test_no_watchdog_unless_the_unit_sets_one(notify, schema, tmp_path):
 
 @pytest.fixture
 def data_dir():
-    """A data directory for the private PostgreSQL. Not under pytest's
-    tmp_path: that is 0700 and, as root, the server runs as user
-    postgres, which must be able to reach it."""
-    path = tempfile.mkdtemp(prefix="ef-it-", dir="/tmp")
-    os.chmod(path, 0o755)
-    yield os.path.join(path, "data")
-    pidfile = os.path.join(path, "data", "pgdata", "postmaster.pid")
-    if os.path.exists(pidfile):        # a failed test left it running
-        with open(pidfile) as f:
-            pid = int(f.readline())
-        try:
-            os.kill(pid, signal.SIGQUIT)
-        except ProcessLookupError:
-            pass
-    shutil.rmtree(path, ignore_errors=True)
+    yield from private_data_dir()
 
 
 def test_private_postgres_does_not_speak_for_the_unit(notify, data_dir,
