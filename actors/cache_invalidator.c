@@ -6,7 +6,7 @@
 
     The writers insert the ids of documents whose rows changed into
     <schema>.invalidation_outbox in the same transaction as the rows
-    (pipeline/outbox.c), so an id exists exactly when its change is
+    (postgres/outbox.c), so an id exists exactly when its change is
     committed. This actor reads the outbox at start, every `poll` while
     idle, and whenever a hint arrives; it waits `window` (or until `max_ids` ids are announced) to
     gather more, then calls embedflow.v1.CacheService/Invalidate with the
@@ -36,13 +36,13 @@
 #include "embedflow/actor.h"
 #include "embedflow/backoff.h"
 #include "embedflow/log.h"
-#include "embedflow/pipeline.h"
+#include "pipeline/pipeline.h"
 #include "embedflow/v1/cache.pb-c.h"
 #include "embedflow/v1/pipeline.pb-c.h"
-#include "pipeline/grpcmsg.h"
-#include "pipeline/outbox.h"
-#include "pipeline/pg.h"
-#include "pipeline/schema.h"
+#include "grpc/grpcmsg.h"
+#include "postgres/outbox.h"
+#include "postgres/pg.h"
+#include "postgres/schema.h"
 
 #define S_METHOD "/embedflow.v1.CacheService/Invalidate"
 

@@ -9,7 +9,7 @@
       dead     OUT: DeadLetter frames (one message per settled group) for
                the rows the database refuses; the DLQ acks those
 
-    Each batch is one transaction (pipeline/pgwrite.c). A transient
+    Each batch is one transaction (postgres/pgwrite.c). A transient
     failure (connection lost, deadlock, server restarting) is retried
     with backoff after reconnecting; meanwhile this writer reads nothing,
     so its queue fills and backpressure reaches the source. A permanent
@@ -25,7 +25,7 @@
     Group commit (option adaptive): when batches are already queued
     behind the one that arrived, the writer takes them too (without
     waiting for any) and writes them as one transaction, up to a cap of
-    rows that an AIMD controller (pipeline/aimd.c) moves with the commit
+    rows that an AIMD controller (postgres/aimd.c) moves with the commit
     latency: one batch's worth more after a commit within
     adaptive_target, half after a slower one (or one that failed), never
     below one batch nor above adaptive_max_rows. With no backlog nothing
@@ -48,17 +48,17 @@
 #include "embedflow/backoff.h"
 #include "embedflow/log.h"
 #include "embedflow/metrics.h"
-#include "embedflow/pipeline.h"
+#include "pipeline/pipeline.h"
 #include "embedflow/v1/embedding.pb-c.h"
 #include "embedflow/v1/pipeline.pb-c.h"
-#include "pipeline/aimd.h"
+#include "postgres/aimd.h"
 #include "pipeline/observe.h"
-#include "pipeline/checkpoint.h"
-#include "pipeline/linkwire.h"
-#include "pipeline/outbox.h"
-#include "pipeline/pg.h"
-#include "pipeline/pgwrite.h"
-#include "pipeline/schema.h"
+#include "postgres/checkpoint.h"
+#include "rows/linkwire.h"
+#include "postgres/outbox.h"
+#include "postgres/pg.h"
+#include "postgres/pgwrite.h"
+#include "postgres/schema.h"
 
 typedef struct {
     int64_t retry_base;        /* first backoff ceiling, ms */

@@ -28,15 +28,15 @@
 #include "embedflow/backoff.h"
 #include "embedflow/log.h"
 #include "embedflow/metrics.h"
-#include "embedflow/pipeline.h"
+#include "pipeline/pipeline.h"
 #include "embedflow/v1/pipeline.pb-c.h"
-#include "pipeline/badrows.h"
-#include "pipeline/checkpoint.h"
-#include "pipeline/linkwire.h"
-#include "pipeline/pg.h"
-#include "pipeline/pgwrite.h"
-#include "pipeline/schema.h"
-#include "pipeline/spool.h"
+#include "rows/badrows.h"
+#include "postgres/checkpoint.h"
+#include "rows/linkwire.h"
+#include "postgres/pg.h"
+#include "postgres/pgwrite.h"
+#include "postgres/schema.h"
+#include "rows/spool.h"
 
 #include <unistd.h>
 

@@ -1,12 +1,12 @@
 /*  grpc_puller.c — the pull source: a gRPC client of GetEmbeddings.
 
     The puller runs the jobs of the config's `jobs:` section
-    (pipeline/job.h) when asked: a RunRequest on link "runs" (from the
+    (jobs/job.h) when asked: a RunRequest on link "runs" (from the
     scheduler) names a job. Jobs run side by side, each at most once at a
     time in this process; the job's advisory lock in the database keeps
     two processes from running it at once. A run marks runs of the job
     left 'running' by a dead process 'abandoned', reads the job's
-    committed position (pipeline/checkpoint.h), records itself in
+    committed position (postgres/checkpoint.h), records itself in
     job_run and calls GetEmbeddings with that resume token. It forwards
     every chunk to the splitter exactly as grpc-receiver does, as
     [ChunkHeader][original bytes] on "chunks", with origin 1, its own
@@ -53,19 +53,19 @@
 #include "embedflow/linkstate.h"
 #include "embedflow/backoff.h"
 #include "embedflow/log.h"
-#include "embedflow/pipeline.h"
+#include "pipeline/pipeline.h"
 #include "embedflow/v1/embedding.pb-c.h"
 #include "embedflow/v1/pipeline.pb-c.h"
-#include "pipeline/checkpoint.h"
-#include "pipeline/chunkwire.h"
-#include "pipeline/grpcmsg.h"
-#include "pipeline/job.h"
-#include "pipeline/jobmetrics.h"
-#include "pipeline/linkwire.h"
-#include "pipeline/pg.h"
-#include "pipeline/schema.h"
-#include "pipeline/streamkey.h"
-#include "pipeline/uuid7.h"
+#include "postgres/checkpoint.h"
+#include "rows/chunkwire.h"
+#include "grpc/grpcmsg.h"
+#include "jobs/job.h"
+#include "jobs/jobmetrics.h"
+#include "rows/linkwire.h"
+#include "postgres/pg.h"
+#include "postgres/schema.h"
+#include "rows/streamkey.h"
+#include "rows/uuid7.h"
 
 #define S_METHOD       "/embedflow.v1.EmbeddingService/GetEmbeddings"
 #define S_IDLE_WAIT_MS 5   /* next() deadline when nothing is pending */

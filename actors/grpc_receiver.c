@@ -2,7 +2,7 @@
 
     Each upload (a client-streaming call) becomes a stream with its own
     stream_id and UUIDv7 job_id. Every EmbeddingChunk read from it is
-    walked on its bytes (pipeline/chunkwire.h) to check that it parses and
+    walked on its bytes (rows/chunkwire.h) to check that it parses and
     what decoding it would cost, never decoded here, then stamped with a
     ChunkHeader and forwarded on the "chunks" link as [header, original
     bytes]. Acks from the writers and
@@ -75,17 +75,17 @@
 #include "embedflow/linkstate.h"
 #include "embedflow/log.h"
 #include "embedflow/metrics.h"
-#include "embedflow/pipeline.h"
+#include "pipeline/pipeline.h"
 #include "embedflow/v1/embedding.pb-c.h"
 #include "embedflow/v1/pipeline.pb-c.h"
-#include "pipeline/checkpoint.h"
-#include "pipeline/chunkwire.h"
-#include "pipeline/grpcmsg.h"
-#include "pipeline/inflight.h"
-#include "pipeline/jobmetrics.h"
-#include "pipeline/linkwire.h"
-#include "pipeline/streamkey.h"
-#include "pipeline/uuid7.h"
+#include "postgres/checkpoint.h"
+#include "rows/chunkwire.h"
+#include "grpc/grpcmsg.h"
+#include "rows/inflight.h"
+#include "jobs/jobmetrics.h"
+#include "rows/linkwire.h"
+#include "rows/streamkey.h"
+#include "rows/uuid7.h"
 
 #define S_UPLOAD_METHOD   "/embedflow.v1.EmbeddingService/UploadEmbeddings"
 #define S_SOURCE_KEY      "embedflow-source"

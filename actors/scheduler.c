@@ -2,7 +2,7 @@
 
     For every job of the config's `jobs:` section with a `schedule`, the
     scheduler finds the next slot (cron read in the job's time zone,
-    pipeline/cron.h, pipeline/tz.h) and, when it is due, claims it in
+    jobs/cron.h, jobs/tz.h) and, when it is due, claims it in
     job_slot: the process whose claim goes in sends a RunRequest to the
     grpc-puller on link "runs"; a process that sees the slot taken leaves
     it. The puller answers every request with a RunEnded on "run-ends".
@@ -27,13 +27,13 @@
 #include "embedflow/actor.h"
 #include "embedflow/backoff.h"
 #include "embedflow/log.h"
-#include "embedflow/pipeline.h"
+#include "pipeline/pipeline.h"
 #include "embedflow/v1/pipeline.pb-c.h"
-#include "pipeline/checkpoint.h"
-#include "pipeline/cron.h"
-#include "pipeline/job.h"
-#include "pipeline/pg.h"
-#include "pipeline/tz.h"
+#include "postgres/checkpoint.h"
+#include "jobs/cron.h"
+#include "jobs/job.h"
+#include "postgres/pg.h"
+#include "jobs/tz.h"
 
 #define S_MAX_WAIT_MS 1000 /* look at the clock at least this often */
 

@@ -14,16 +14,16 @@
 #include "embedflow/actor.h"
 #include "embedflow/log.h"
 #include "embedflow/metrics.h"
-#include "embedflow/pipeline.h"
+#include "pipeline/pipeline.h"
 
 #include "embedflow/v1/embedding.pb-c.h"
 #include "embedflow/v1/pipeline.pb-c.h"
-#include "pipeline/badrows.h"
-#include "pipeline/batcher.h"
-#include "pipeline/checkpoint.h"
-#include "pipeline/chunkwire.h"
-#include "pipeline/uuid7.h"
-#include "pipeline/validate.h"
+#include "rows/badrows.h"
+#include "rows/batcher.h"
+#include "postgres/checkpoint.h"
+#include "rows/chunkwire.h"
+#include "rows/uuid7.h"
+#include "rows/validate.h"
 
 #include <inttypes.h>
 #include <stdlib.h>

@@ -5,8 +5,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "cli/pgserver.h"
-#include "embedflow/pipeline.h"
+#include "testkit/pgserver.h"
+#include "pipeline/pipeline.h"
 
 enum { EF_EXIT_OK = 0, EF_EXIT_FAIL = 1, EF_EXIT_USAGE = 2 };
 
@@ -64,6 +64,12 @@ void ef_cli_close (ef_cli_t *cli);
 /* Starts the runtime for cli's config. Returns the runtime, or NULL after
    printing the reason. */
 ef_runtime_t *ef_cli_start_runtime (ef_cli_t *cli);
+
+typedef struct ef_metrics_server ef_metrics_server_t;
+/* Starts the endpoint when the command's config sets `metrics`, else
+   leaves *server NULL. Returns EF_EXIT_OK, EF_EXIT_USAGE when the
+   address is malformed, EF_EXIT_FAIL when it cannot be bound (logged). */
+int ef_cli_start_metrics (ef_cli_t *cli, ef_metrics_server_t **server);
 
 int ef_cmd_run (int argc, char **argv);
 int ef_cmd_demo (int argc, char **argv);

@@ -2,7 +2,7 @@
     take, on the same tables, rows and connection count.
 
     For every writer count and every run, four contenders write the same
-    rows into identical, freshly made schemas (cli/baselines.h):
+    rows into identical, freshly made schemas (bench/baselines.h):
       copy      (a) binary COPY into chunk + embedding, the ceiling
       staged    (b) COPY to staging + INSERT … ON CONFLICT, a careful program
       row       (c) row-at-a-time autocommitted INSERTs, an ORM; on a subset
@@ -11,7 +11,7 @@
                 real gRPC, each upload answered only once committed
       embedflow pull
                 the same pipeline pulling the same rows with its grpc-puller
-                from a GetEmbeddings server in this process (cli/pullserver.h)
+                from a GetEmbeddings server in this process (testkit/pullserver.h)
                 as one pull job, timed from the call to the last row settled
                 (--no-pull leaves it out)
     and the bench prints medians: rows/s, MB/s of vectors, ratios to (a)
@@ -19,16 +19,16 @@
     process and of the PostgreSQL server processes.
 */
 #include "actors/grpc_puller.h"
-#include "cli/baselines.h"
+#include "bench/baselines.h"
 #include "cli/cli.h"
-#include "cli/loadgen.h"
-#include "cli/pullserver.h"
-#include "pipeline/job.h"
+#include "testkit/loadgen.h"
+#include "testkit/pullserver.h"
+#include "jobs/job.h"
 
 #include "embedflow/log.h"
 #include "embedflow/metrics.h"
-#include "pipeline/pg.h"
-#include "pipeline/schema.h"
+#include "postgres/pg.h"
+#include "postgres/schema.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

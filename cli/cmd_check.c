@@ -16,13 +16,13 @@
     consumer instance.
 */
 #include "cli/cli.h"
-#include "cli/metrics_server.h"
+#include "pipeline/metrics_server.h"
 
 #include "embedflow/log.h"
-#include "pipeline/grpcmsg.h"
-#include "pipeline/job.h"
-#include "pipeline/pg.h"
-#include "pipeline/schema.h"
+#include "grpc/grpcmsg.h"
+#include "jobs/job.h"
+#include "postgres/pg.h"
+#include "postgres/schema.h"
 #include "runtime/internal.h"
 
 #include <errno.h>

@@ -8,11 +8,11 @@
     summary until a signal).
 */
 #include "cli/cli.h"
-#include "cli/loadgen.h"
-#include "cli/metrics_server.h"
+#include "testkit/loadgen.h"
+#include "pipeline/metrics_server.h"
 
 #include "embedflow/log.h"
-#include "pipeline/pg.h"
+#include "postgres/pg.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

@@ -20,11 +20,11 @@
     Without explicit IDs only letters not yet replayed are chosen.
 */
 #include "cli/cli.h"
-#include "cli/loadgen.h"
+#include "testkit/loadgen.h"
 
 #include "embedflow/log.h"
 #include "embedflow/v1/embedding.pb-c.h"
-#include "pipeline/pg.h"
+#include "postgres/pg.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>

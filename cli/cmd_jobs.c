@@ -5,10 +5,10 @@
 #include "cli/cli.h"
 
 #include "embedflow/log.h"
-#include "pipeline/cron.h"
-#include "pipeline/job.h"
-#include "pipeline/pg.h"
-#include "pipeline/tz.h"
+#include "jobs/cron.h"
+#include "jobs/job.h"
+#include "postgres/pg.h"
+#include "jobs/tz.h"
 
 #include <stdio.h>
 #include <stdlib.h>

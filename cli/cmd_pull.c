@@ -13,9 +13,9 @@
 #include "cli/cli.h"
 
 #include "actors/grpc_puller.h"
-#include "cli/metrics_server.h"
+#include "pipeline/metrics_server.h"
 #include "embedflow/log.h"
-#include "pipeline/job.h"
+#include "jobs/job.h"
 
 #include <pthread.h>
 #include <stdatomic.h>

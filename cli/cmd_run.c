@@ -1,6 +1,6 @@
 /*  cmd_run.c — `embedflow run` and `embedflow graph`. */
 #include "cli/cli.h"
-#include "cli/metrics_server.h"
+#include "pipeline/metrics_server.h"
 
 #include "embedflow/log.h"
 

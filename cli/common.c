@@ -2,8 +2,9 @@
 #include "cli/cli.h"
 
 #include "embedflow/log.h"
-#include "pipeline/job.h"
-#include "pipeline/pg.h"
+#include "jobs/job.h"
+#include "pipeline/metrics_server.h"
+#include "postgres/pg.h"
 
 #include <arpa/inet.h>
 #include <grpc/support/log.h>
@@ -367,4 +368,29 @@ ef_cli_close (ef_cli_t *cli)
     ef_config_destroy (&cli->config);
     ef_registry_destroy (&cli->registry);
     ef_pgserver_stop (&cli->pgserver);
+}
+
+int
+ef_cli_start_metrics (ef_cli_t *cli, ef_metrics_server_t **server)
+{
+    *server = NULL;
+    const char *address = cli->globals->metrics;
+    if (!address || !*address)
+        return EF_EXIT_OK;
+    char host[256], port[16], err[512];
+    if (ef_address_split (address, host, sizeof host, port, sizeof port) != 0) {
+        ef_error ("metrics: '%s' is not HOST:PORT", address);
+        return EF_EXIT_USAGE;
+    }
+    *server = ef_metrics_server_new (
+        address, cli->globals->database,
+        ef_config_runs_here (cli->config, "grpc-receiver"), err, sizeof err);
+    if (!*server) {
+        ef_error ("%s", err);
+        return EF_EXIT_FAIL;
+    }
+    ef_info ("metrics on http://%s%s%s:%d/metrics (and /healthz, /readyz)",
+             strchr (host, ':') ? "[" : "", host[0] ? host : "0.0.0.0",
+             strchr (host, ':') ? "]" : "", ef_metrics_server_port (*server));
+    return EF_EXIT_OK;
 }

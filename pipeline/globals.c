@@ -1,10 +1,10 @@
 /*  globals.c — the pipeline's top-level configuration keys. */
-#include "embedflow/pipeline.h"
+#include "pipeline/pipeline.h"
 
 #include <stddef.h>
 #include <string.h>
 
-#include "pipeline/pg.h"
+#include "postgres/pg.h"
 
 const ef_option_t ef_globals_options[] = {
     {"database", EF_OPT_SECRET, NULL, offsetof (ef_globals_t, database), 0, 0,

@@ -6,8 +6,8 @@
     what the link carries, from the options that bound it; the operator
     can still set links.NAME.max_message.
 */
-#include "embedflow/pipeline.h"
-#include "pipeline/job.h"
+#include "pipeline/pipeline.h"
+#include "jobs/job.h"
 
 /* Room for the protobuf framing around the payload of one message. */
 #define S_ENVELOPE ((int64_t) 64 << 10)

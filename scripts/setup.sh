@@ -22,7 +22,7 @@ packages=(
     libsystemd-dev
     # run: the private PostgreSQL of `embedflow run` / `demo`
     postgresql
-    # run: time zones of cron jobs (/usr/share/zoneinfo, read by pipeline/tz.c)
+    # run: time zones of cron jobs (/usr/share/zoneinfo, read by jobs/tz.c)
     tzdata
     # tests and the Python example
     python3 python3-grpcio python3-protobuf python3-pytest python3-psycopg2

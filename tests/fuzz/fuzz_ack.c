@@ -8,7 +8,7 @@
 
 #include <string.h>
 
-#include "pipeline/linkwire.h"
+#include "rows/linkwire.h"
 
 int
 LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)

@@ -15,9 +15,9 @@
 #include "embedflow/log.h"
 #include "embedflow/v1/embedding.pb-c.h"
 #include "embedflow/v1/pipeline.pb-c.h"
-#include "pipeline/chunkwire.h"
-#include "pipeline/linkwire.h"
-#include "pipeline/validate.h"
+#include "rows/chunkwire.h"
+#include "rows/linkwire.h"
+#include "rows/validate.h"
 
 /* What the splitter does with one item that passed the text check. */
 static void

@@ -10,9 +10,9 @@
 #include <unistd.h>
 
 #include "embedflow/log.h"
-#include "embedflow/pipeline.h"
+#include "pipeline/pipeline.h"
 #include "embedflow/runtime.h"
-#include "pipeline/job.h"
+#include "jobs/job.h"
 
 static ef_registry_t *s_registry; /* the built-in actors, for every run */
 

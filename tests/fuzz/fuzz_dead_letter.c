@@ -11,9 +11,9 @@
 #include <unistd.h>
 
 #include "embedflow/log.h"
-#include "pipeline/linkwire.h"
-#include "pipeline/pgwrite.h"
-#include "pipeline/spool.h"
+#include "rows/linkwire.h"
+#include "postgres/pgwrite.h"
+#include "rows/spool.h"
 
 int
 LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)

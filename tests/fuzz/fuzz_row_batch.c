@@ -14,8 +14,8 @@
 
 #include "embedflow/log.h"
 #include "embedflow/v1/embedding.pb-c.h"
-#include "pipeline/linkwire.h"
-#include "pipeline/pgwrite.h"
+#include "rows/linkwire.h"
+#include "postgres/pgwrite.h"
 
 #define S_DIM 4 /* the seeds' dimension */
 

@@ -16,7 +16,7 @@
 
 #include "embedflow/v1/embedding.pb-c.h"
 #include "embedflow/v1/pipeline.pb-c.h"
-#include "pipeline/spool.h"
+#include "rows/spool.h"
 
 static const char *s_out; /* OUTDIR */
 
@@ -226,7 +226,7 @@ s_dead_letters (Embedflow__V1__DeadLetter *l, size_t n)
     static const uint8_t junk[] = {0xff, 0xff, 0xff, 0xff, 0x0f, 0x12, 0x34};
     s_write ("dead_letter", "not-a-letter", junk, sizeof junk);
     /* Field number 0 in a two-byte tag: protobuf-c reads it, but not
-       once it is packed again (pipeline/linkwire.c drops it). */
+       once it is packed again (rows/linkwire.c drops it). */
     size_t len = embedflow__v1__dead_letter__get_packed_size (&l[0]);
     uint8_t *buf = malloc (len + 3);
     if (!buf)

@@ -2,7 +2,7 @@
     increase under the target, halving above it, floor and ceiling. */
 #include "ef_test.h"
 
-#include "pipeline/aimd.h"
+#include "postgres/aimd.h"
 
 #include <stdint.h>
 

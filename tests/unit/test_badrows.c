@@ -1,7 +1,7 @@
 /*  The limit on bad rows per upload: count and share, reasons named. */
 #include "ef_test.h"
 
-#include "pipeline/badrows.h"
+#include "rows/badrows.h"
 
 #include <string.h>
 

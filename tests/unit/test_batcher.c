@@ -1,7 +1,7 @@
 /*  Batch splitting by rows and bytes, de-duplication, stable routing. */
 #include "ef_test.h"
 
-#include "pipeline/batcher.h"
+#include "rows/batcher.h"
 
 #include <stdlib.h>
 #include <string.h>

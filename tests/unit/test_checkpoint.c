@@ -7,11 +7,11 @@
 
 #include "embedflow/actor.h"
 #include "embedflow/backoff.h"
-#include "pipeline/checkpoint.h"
-#include "pipeline/pg.h"
-#include "pipeline/pgwrite.h"
-#include "pipeline/schema.h"
-#include "pipeline/uuid7.h"
+#include "postgres/checkpoint.h"
+#include "postgres/pg.h"
+#include "postgres/pgwrite.h"
+#include "postgres/schema.h"
+#include "rows/uuid7.h"
 
 #define S_DIM 4
 

@@ -3,7 +3,7 @@
 #include "ef_test.h"
 
 #include "embedflow/v1/embedding.pb-c.h"
-#include "pipeline/chunkwire.h"
+#include "rows/chunkwire.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -2,7 +2,7 @@
 #include "ef_test.h"
 
 #include "embedflow/backoff.h"
-#include "embedflow/pipeline.h"
+#include "pipeline/pipeline.h"
 #include "runtime/internal.h"
 
 #include <stdio.h>

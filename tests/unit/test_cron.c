@@ -4,7 +4,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "pipeline/cron.h"
+#include "jobs/cron.h"
 
 /* The next firing of expr after t, or -2 when expr does not parse. */
 static int64_t

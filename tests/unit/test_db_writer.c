@@ -12,12 +12,12 @@
 #include <time.h>
 
 #include "embedflow/metrics.h"
-#include "embedflow/pipeline.h"
+#include "pipeline/pipeline.h"
 #include "embedflow/runtime.h"
 #include "embedflow/v1/embedding.pb-c.h"
 #include "embedflow/v1/pipeline.pb-c.h"
-#include "pipeline/pg.h"
-#include "pipeline/schema.h"
+#include "postgres/pg.h"
+#include "postgres/schema.h"
 
 #define DIM     16
 #define BATCHES 8  /* per phase */

@@ -2,7 +2,7 @@
     new attempt, stale tallies ignored. */
 #include "ef_test.h"
 
-#include "pipeline/inflight.h"
+#include "rows/inflight.h"
 
 #include <string.h>
 

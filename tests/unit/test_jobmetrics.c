@@ -2,7 +2,7 @@
     job_name label, capped into _other, safe from many threads. */
 #include "ef_test.h"
 
-#include "pipeline/jobmetrics.h"
+#include "jobs/jobmetrics.h"
 
 #include <pthread.h>
 #include <stdio.h>

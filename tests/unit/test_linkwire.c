@@ -8,8 +8,8 @@
 #include <unistd.h>
 
 #include "embedflow/v1/embedding.pb-c.h"
-#include "pipeline/linkwire.h"
-#include "pipeline/spool.h"
+#include "rows/linkwire.h"
+#include "rows/spool.h"
 
 /* A packed DeadLetter followed by extra bytes, in a heap buffer. */
 static uint8_t *

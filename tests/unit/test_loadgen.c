@@ -5,13 +5,13 @@
     own and a client that cannot connect. */
 #include "ef_test.h"
 
-#include "embedflow/pipeline.h"
+#include "pipeline/pipeline.h"
 #include "embedflow/runtime.h"
 #include "embedflow/v1/embedding.pb-c.h"
 #include "embedflow/v1/pipeline.pb-c.h"
-#include "pipeline/uuid7.h"
+#include "rows/uuid7.h"
 
-#include "cli/loadgen.h"
+#include "testkit/loadgen.h"
 
 #include <arpa/inet.h>
 #include <math.h>

@@ -7,10 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pipeline/outbox.h"
-#include "pipeline/pg.h"
-#include "pipeline/pgwrite.h"
-#include "pipeline/schema.h"
+#include "postgres/outbox.h"
+#include "postgres/pg.h"
+#include "postgres/pgwrite.h"
+#include "postgres/schema.h"
 
 #define DIM 4
 

@@ -2,7 +2,7 @@
 #include "ef_test.h"
 
 /* The module under test, compiled in (static helpers and all). */
-#include "pgserver.c"
+#include "testkit/pgserver.c"
 
 #include <libpq-fe.h>
 #include <stdio.h>

@@ -8,9 +8,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "pipeline/pg.h"
-#include "pipeline/pgwrite.h"
-#include "pipeline/schema.h"
+#include "postgres/pg.h"
+#include "postgres/pgwrite.h"
+#include "postgres/schema.h"
 
 /* --- helpers ---------------------------------------------------------- */
 

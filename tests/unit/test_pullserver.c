@@ -1,12 +1,12 @@
-/*  The bench's GetEmbeddings server (cli/pullserver.c) against a small C
+/*  The bench's GetEmbeddings server (testkit/pullserver.c) against a small C
     client: it serves exactly the load generator's bytes for the rows
     asked, with decimal resume tokens, honours a resume token, refuses
     malformed requests with INVALID_ARGUMENT, and stops cleanly with a
     stream still open (ASan runs check that nothing leaks). */
 #include "ef_test.h"
 
-#include "cli/loadgen.h"
-#include "cli/pullserver.h"
+#include "testkit/loadgen.h"
+#include "testkit/pullserver.h"
 #include "embedflow/v1/embedding.pb-c.h"
 
 #include <grpc/byte_buffer.h>

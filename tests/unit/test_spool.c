@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "pipeline/spool.h"
+#include "rows/spool.h"
 
 /* A fresh path under TMPDIR. */
 static const char *

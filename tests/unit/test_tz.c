@@ -11,8 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "pipeline/cron.h"
-#include "pipeline/tz.h"
+#include "jobs/cron.h"
+#include "jobs/tz.h"
 
 #define S_1970 ((int64_t) 0)
 #define S_2100 ((int64_t) 4102444800) /* 2100-01-01 00:00 UTC */

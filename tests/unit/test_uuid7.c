@@ -1,7 +1,7 @@
 /*  UUIDv7 layout, monotonicity and text form. */
 #include "ef_test.h"
 
-#include "pipeline/uuid7.h"
+#include "rows/uuid7.h"
 
 #include <pthread.h>
 #include <stdlib.h>

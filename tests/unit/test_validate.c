@@ -1,7 +1,7 @@
 /*  Every validation rule, and the canonical metadata JSON. */
 #include "ef_test.h"
 
-#include "pipeline/validate.h"
+#include "rows/validate.h"
 
 #include <math.h>
 #include <stdlib.h>

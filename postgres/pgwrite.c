@@ -1,0 +1,1184 @@
+/*  pgwrite.c — idempotent batch upsert through binary COPY.
+
+    Why this shape: measured on one connection with 768-dimension rows in
+    batches of 1000 (PostgreSQL 15, local socket, median of 4 runs),
+    rows/s for fresh rows, an unchanged re-send, and a re-send with every
+    vector changed:
+
+      lookup + direct COPY (this file)       12.1k   149k   7.6k
+      COPY into staging + ON CONFLICT         9.2k    19k   7.5k
+      INSERT ... ON CONFLICT over unnest()    7.3k    15k   6.5k
+      plain binary COPY into both tables     10.5k      -      -
+
+    Most of a fresh batch's time is the server's: receiving 768 float4
+    per row (one call per array element), the foreign key check and
+    writing the WAL.
+*/
+#include "postgres/pgwrite.h"
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define XXH_STATIC_LINKING_ONLY
+#include <xxhash.h>
+
+#include "postgres/pg.h"
+
+#define S_FLUSH_BYTES (256 * 1024) /* hand COPY data to libpq this often */
+
+/* Growable byte buffer for COPY data. */
+typedef struct {
+    char *data; /* bytes */
+    size_t len; /* used */
+    size_t cap; /* allocated */
+    bool oom;   /* an allocation failed; contents are incomplete */
+} s_buf_t;
+
+/* What a batch's row turns out to be. */
+enum {
+    S_ROW_DUP,     /* superseded by a later row of its key: not sent */
+    S_ROW_NEW,     /* key not in chunk yet */
+    S_ROW_SAME,    /* key present with the same content_hash: skipped */
+    S_ROW_CHANGED, /* key present with another content_hash */
+};
+
+struct ef_pgwrite {
+    PGconn *conn;     /* borrowed */
+    char *schema;     /* quoted identifier */
+    int dim;          /* vector length every row must have */
+    int backend_pid;  /* session holding staging + statements; 0 = none */
+    bool direct;      /* new rows may be COPied into the tables (the
+                              vector column is real[]) */
+    char upsert[32];  /* name of the prepared upsert from staging */
+    char lookup[32];  /* name of the prepared key lookup */
+    char *upsert_sql; /* statement texts */
+    char *lookup_sql;
+    char *copy_chunk_sql;
+    char *copy_embedding_sql;
+    char *vector_type_sql;
+    s_buf_t buf;     /* COPY data under construction */
+    s_buf_t keys[3]; /* lookup parameters: document_id, chunk_index,
+                              content_hash arrays */
+    uint8_t *hashes; /* 16 bytes per row of the current batch */
+    uint8_t *state;  /* S_ROW_* per row */
+    size_t *sent;    /* lookup position -> row index */
+    size_t *slots;   /* open-addressing table for finding duplicates */
+    bool *changed;   /* per row, what the hooks are told */
+    size_t cap;      /* rows the arrays above can hold */
+    struct {
+        ef_pgwrite_hook_fn *fn; /* called before COMMIT */
+        void *arg;              /* the hook's own, borrowed */
+    } hooks[EF_PGWRITE_MAX_HOOKS];
+    int n_hooks; /* used entries of hooks */
+};
+
+static atomic_uint s_instances; /* makes statement names unique */
+
+/* --- small helpers ---------------------------------------------------- */
+
+/* Monotonic clock in microseconds. */
+static int64_t
+s_now_us (void)
+{
+    struct timespec ts;
+    clock_gettime (CLOCK_MONOTONIC, &ts);
+    return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Makes room for `more` bytes; sets oom and returns false on failure. */
+static bool
+s_buf_reserve (s_buf_t *b, size_t more)
+{
+    if (b->oom)
+        return false;
+    if (b->len + more <= b->cap)
+        return true;
+    size_t cap = b->cap ? b->cap : 64 * 1024;
+    while (cap < b->len + more)
+        cap *= 2;
+    char *data = realloc (b->data, cap);
+    if (!data) {
+        b->oom = true;
+        return false;
+    }
+    b->data = data;
+    b->cap = cap;
+    return true;
+}
+
+/* Appends n bytes (dropped, with oom set, when memory runs out). */
+static void
+s_buf_put (s_buf_t *b, const void *p, size_t n)
+{
+    if (s_buf_reserve (b, n)) {
+        memcpy (b->data + b->len, p, n);
+        b->len += n;
+    }
+}
+
+/* Network byte order into p, as COPY binary wants every number. */
+static inline void
+s_be16 (char *p, uint16_t v)
+{
+    p[0] = (char) (v >> 8);
+    p[1] = (char) v;
+}
+
+static inline void
+s_be32 (char *p, uint32_t v)
+{
+    p[0] = (char) (v >> 24);
+    p[1] = (char) (v >> 16);
+    p[2] = (char) (v >> 8);
+    p[3] = (char) v;
+}
+
+/* Appends big-endian integers. */
+static void
+s_put16 (s_buf_t *b, uint16_t v)
+{
+    if (s_buf_reserve (b, 2)) {
+        s_be16 (b->data + b->len, v);
+        b->len += 2;
+    }
+}
+
+static void
+s_put32 (s_buf_t *b, uint32_t v)
+{
+    if (s_buf_reserve (b, 4)) {
+        s_be32 (b->data + b->len, v);
+        b->len += 4;
+    }
+}
+
+static void
+s_put64 (s_buf_t *b, uint64_t v)
+{
+    s_put32 (b, (uint32_t) (v >> 32));
+    s_put32 (b, (uint32_t) v);
+}
+
+/* A COPY field: int32 length then the bytes. */
+static void
+s_put_field (s_buf_t *b, const void *p, size_t n)
+{
+    s_put32 (b, (uint32_t) n);
+    s_buf_put (b, p, n);
+}
+
+/* A NULL field: length -1. */
+static void
+s_put_null (s_buf_t *b)
+{
+    s_put32 (b, 0xFFFFFFFFu);
+}
+
+/* A text field; the server checks the encoding. */
+static void
+s_put_text (s_buf_t *b, const char *s)
+{
+    s_put_field (b, s, strlen (s));
+}
+
+/* jsonb binary format: version byte 1, then the JSON text. */
+static void
+s_put_jsonb (s_buf_t *b, const char *json)
+{
+    if (!*json)
+        json = "{}";
+    size_t n = strlen (json);
+    s_put32 (b, (uint32_t) (n + 1));
+    s_buf_put (b, "\1", 1);
+    s_buf_put (b, json, n);
+}
+
+/* float4[] binary format: ndim, has-nulls flag, element type oid, then
+   per dimension (size, lower bound), then per element (length, value). */
+static void
+s_put_float4_array (s_buf_t *b, const float *v, size_t n)
+{
+    size_t size = n ? 20 + 8 * n : 12;
+    s_put32 (b, (uint32_t) size);
+    if (!s_buf_reserve (b, size))
+        return;
+    char *p = b->data + b->len;
+    s_be32 (p, n ? 1 : 0);
+    s_be32 (p + 4, 0);
+    s_be32 (p + 8, 700); /* FLOAT4OID */
+    if (n) {
+        s_be32 (p + 12, (uint32_t) n);
+        s_be32 (p + 16, 1);
+        p += 20;
+        for (size_t i = 0; i < n; i++, p += 8) {
+            uint32_t bits;
+            memcpy (&bits, &v[i], 4);
+            s_be32 (p, 4);
+            s_be32 (p + 4, bits);
+        }
+    }
+    b->len += size;
+}
+
+static const char s_copy_header[19] = "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0";
+
+/* Sends the buffer's bytes as COPY data and empties it. Returns 0, -1
+   when libpq refuses (connection gone). */
+static int
+s_buf_flush (s_buf_t *b, PGconn *conn)
+{
+    if (b->len == 0)
+        return 0;
+    int rc = PQputCopyData (conn, b->data, (int) b->len);
+    b->len = 0;
+    return rc == 1 ? 0 : -1;
+}
+
+/* snprintf that may cut its output: these are messages for people. */
+static void s_setf (char *out, size_t outlen, const char *fmt, ...)
+    __attribute__ ((format (printf, 3, 4)));
+static void
+s_setf (char *out, size_t outlen, const char *fmt, ...)
+{
+    va_list args;
+    va_start (args, fmt);
+    vsnprintf (out, outlen, fmt, args);
+    va_end (args);
+}
+
+/* Clears rep for a call with n rows. */
+static void
+s_report_reset (ef_write_report_t *rep, size_t n)
+{
+    memset (rep, 0, sizeof *rep);
+    rep->rows = n;
+}
+
+/* Fills rep from a failure of `what` and classifies it. Consumes res. */
+static ef_write_status_t
+s_fail (PGconn *conn, PGresult *res, const char *what, ef_write_report_t *rep)
+{
+    ef_pg_class_t cls = ef_pg_classify_result (conn, res);
+    char msg[sizeof rep->message];
+    ef_pg_error (conn, res, rep->sqlstate, msg, sizeof msg);
+    s_setf (rep->message, sizeof rep->message, "%s: %s", what, msg);
+    snprintf (rep->reason_code, sizeof rep->reason_code, "%s",
+              cls == EF_PG_TRANSIENT ? "db_unavailable" : "db_rejected");
+    PQclear (res);
+    return cls == EF_PG_TRANSIENT ? EF_WRITE_RETRY : EF_WRITE_ERROR;
+}
+
+/* Leaves the connection idle after a failure: ends the COPY if one is
+   open, reads what is left, rolls back an open transaction. */
+static void
+s_abandon (PGconn *conn)
+{
+    if (PQstatus (conn) != CONNECTION_OK)
+        return;
+    PGresult *res;
+    while ((res = PQgetResult (conn)) != NULL) {
+        ExecStatusType st = PQresultStatus (res);
+        PQclear (res);
+        if (st == PGRES_COPY_IN)
+            PQputCopyEnd (conn, "abandoned");
+        else if (st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH)
+            break; /* never started here */
+    }
+    if (PQtransactionStatus (conn) != PQTRANS_IDLE) {
+        res = PQexec (conn, "ROLLBACK");
+        PQclear (res);
+    }
+}
+
+/* Runs a command expecting COMMAND_OK or TUPLES_OK. Returns the result
+   (caller clears) or NULL after filling rep. */
+static PGresult *
+s_command (PGconn *conn, const char *sql, const char *what,
+           ef_write_report_t *rep, ef_write_status_t *status)
+{
+    PGresult *res = PQexec (conn, sql);
+    ExecStatusType st = res ? PQresultStatus (res) : PGRES_FATAL_ERROR;
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+        return res;
+    *status = s_fail (conn, res, what, rep);
+    return NULL;
+}
+
+/* Finishes a COPY: sends the rest of the buffer and the end marker and
+   collects the outcome. Returns EF_WRITE_OK or a failure with rep set. */
+static ef_write_status_t
+s_copy_finish (PGconn *conn, s_buf_t *b, const char *what,
+               ef_write_report_t *rep)
+{
+    if (b->oom) {
+        PQputCopyEnd (conn, "out of memory");
+        b->oom = false;
+        b->len = 0;
+        s_abandon (conn);
+        snprintf (rep->reason_code, sizeof rep->reason_code, "db_unavailable");
+        snprintf (rep->message, sizeof rep->message, "%s: out of memory", what);
+        return EF_WRITE_RETRY;
+    }
+    int sent = s_buf_flush (b, conn);
+    if (PQputCopyEnd (conn, NULL) != 1)
+        sent = -1;
+    PGresult *failed = NULL;
+    PGresult *res;
+    while ((res = PQgetResult (conn)) != NULL) {
+        if (PQresultStatus (res) != PGRES_COMMAND_OK && !failed)
+            failed = res;
+        else
+            PQclear (res);
+    }
+    if (failed || sent != 0 || PQstatus (conn) != CONNECTION_OK)
+        return s_fail (conn, failed, what, rep);
+    return EF_WRITE_OK;
+}
+
+/* --- the content hash ------------------------------------------------- */
+
+/* Adds one length-prefixed field, so that no two different rows can
+   present the same byte stream. */
+static void
+s_hash_field (XXH3_state_t *st, const void *p, size_t n)
+{
+    uint64_t len = n;
+    XXH3_128bits_update (st, &len, sizeof len);
+    XXH3_128bits_update (st, p, n);
+}
+
+void
+ef_pgwrite_hash (const Embedflow__V1__Row *row, uint8_t hash[16])
+{
+    XXH3_state_t st;
+    XXH3_INITSTATE (&st);
+    XXH3_128bits_reset (&st);
+    s_hash_field (&st, row->content, strlen (row->content));
+    s_hash_field (&st, row->metadata_json, strlen (row->metadata_json));
+    s_hash_field (&st, row->model, strlen (row->model));
+    s_hash_field (&st, row->source, strlen (row->source));
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    /* The stored hash must not depend on the writer's byte order. */
+    uint64_t len = row->n_vector * 4;
+    XXH3_128bits_update (&st, &len, sizeof len);
+    for (size_t i = 0; i < row->n_vector; i++) {
+        uint8_t le[4];
+        uint32_t bits;
+        memcpy (&bits, &row->vector[i], 4);
+        le[0] = (uint8_t) bits;
+        le[1] = (uint8_t) (bits >> 8);
+        le[2] = (uint8_t) (bits >> 16);
+        le[3] = (uint8_t) (bits >> 24);
+        XXH3_128bits_update (&st, le, 4);
+    }
+#else
+    s_hash_field (&st, row->vector, row->n_vector * sizeof (float));
+#endif
+    XXH128_canonical_t canon;
+    XXH128_canonicalFromHash (&canon, XXH3_128bits_digest (&st));
+    memcpy (hash, canon.digest, 16);
+}
+
+/* --- the writer ------------------------------------------------------- */
+
+ef_pgwrite_t *
+ef_pgwrite_new (PGconn *conn, const char *schema, int dim)
+{
+    ef_pgwrite_t *self = calloc (1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->conn = conn;
+    self->dim = dim;
+    self->schema = ef_pg_ident (conn, schema);
+    unsigned id = atomic_fetch_add (&s_instances, 1);
+    snprintf (self->upsert, sizeof self->upsert, "ef_upsert_%u", id);
+    snprintf (self->lookup, sizeof self->lookup, "ef_lookup_%u", id);
+    if (!self->schema) {
+        ef_pgwrite_destroy (&self);
+        return NULL;
+    }
+    /* Rows already stored with the same hash are dropped before the
+       INSERT, so they are neither locked nor rewritten; the ON CONFLICT
+       WHERE covers a concurrent change between the two. Both lookups
+       are scalar subqueries on purpose: they stay one index probe per
+       row whatever the planner guesses about the (unanalyzed) staging
+       table, where a NOT EXISTS became a full scan of chunk. */
+    const char *upsert =
+        "WITH up AS ("
+        "  INSERT INTO %1$s.chunk AS c (id, source, document_id, chunk_index,"
+        "    content, metadata, model, content_hash, updated_at)"
+        "  SELECT s.id, s.source, s.document_id, s.chunk_index, s.content,"
+        "    s.metadata, s.model, s.content_hash, now ()"
+        "  FROM pg_temp.ef_stage s"
+        "  WHERE s.content_hash IS DISTINCT FROM (SELECT o.content_hash"
+        "    FROM %1$s.chunk o WHERE o.document_id = s.document_id"
+        "      AND o.chunk_index = s.chunk_index)"
+        "  ORDER BY s.document_id, s.chunk_index"
+        "  ON CONFLICT (document_id, chunk_index) DO UPDATE"
+        "    SET source = excluded.source, content = excluded.content,"
+        "      metadata = excluded.metadata, model = excluded.model,"
+        "      content_hash = excluded.content_hash,"
+        "      updated_at = excluded.updated_at"
+        "    WHERE c.content_hash IS DISTINCT FROM excluded.content_hash"
+        "  RETURNING c.id, c.document_id, c.chunk_index)"
+        " INSERT INTO %1$s.embedding AS e (id, model, dim, vector, updated_at)"
+        " SELECT up.id, s.model, cardinality (s.vector), s.vector, now ()"
+        " FROM up JOIN pg_temp.ef_stage s"
+        "   ON s.document_id = up.document_id"
+        "  AND s.chunk_index = up.chunk_index"
+        " ON CONFLICT (id) DO UPDATE"
+        "   SET model = excluded.model, dim = excluded.dim,"
+        "     vector = excluded.vector, updated_at = excluded.updated_at";
+    const char *lookup =
+        "SELECT t.ord, (SELECT c.content_hash = t.h FROM %1$s.chunk c"
+        "   WHERE c.document_id = t.d AND c.chunk_index = t.i)"
+        " FROM unnest ($1::text[], $2::int8[], $3::bytea[])"
+        "   WITH ORDINALITY AS t (d, i, h, ord)";
+    const char *copy_chunk =
+        "COPY %1$s.chunk (id, source, document_id, chunk_index, content,"
+        " metadata, model, content_hash) FROM STDIN (FORMAT binary)";
+    const char *copy_embedding = "COPY %1$s.embedding (id, model, dim, vector)"
+                                 " FROM STDIN (FORMAT binary)";
+    const char *vector_type =
+        "SELECT value FROM %1$s.setting WHERE key = 'vector_type'";
+    if (asprintf (&self->upsert_sql, upsert, self->schema) < 0)
+        self->upsert_sql = NULL;
+    if (asprintf (&self->lookup_sql, lookup, self->schema) < 0)
+        self->lookup_sql = NULL;
+    if (asprintf (&self->copy_chunk_sql, copy_chunk, self->schema) < 0)
+        self->copy_chunk_sql = NULL;
+    if (asprintf (&self->copy_embedding_sql, copy_embedding, self->schema) < 0)
+        self->copy_embedding_sql = NULL;
+    if (asprintf (&self->vector_type_sql, vector_type, self->schema) < 0)
+        self->vector_type_sql = NULL;
+    if (!self->upsert_sql || !self->lookup_sql || !self->copy_chunk_sql
+        || !self->copy_embedding_sql || !self->vector_type_sql)
+        ef_pgwrite_destroy (&self);
+    return self;
+}
+
+void
+ef_pgwrite_destroy (ef_pgwrite_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    ef_pgwrite_t *self = *self_p;
+    free (self->schema);
+    free (self->upsert_sql);
+    free (self->lookup_sql);
+    free (self->copy_chunk_sql);
+    free (self->copy_embedding_sql);
+    free (self->vector_type_sql);
+    free (self->buf.data);
+    for (int i = 0; i < 3; i++)
+        free (self->keys[i].data);
+    free (self->hashes);
+    free (self->state);
+    free (self->sent);
+    free (self->slots);
+    free (self->changed);
+    free (self);
+    *self_p = NULL;
+}
+
+/* Sizes the per-row arrays for n rows. Returns 0 or -1. */
+static int
+s_reserve_rows (ef_pgwrite_t *self, size_t n)
+{
+    if (n <= self->cap)
+        return 0;
+    size_t cap = self->cap ? self->cap : 1024;
+    while (cap < n)
+        cap *= 2;
+    uint8_t *hashes = realloc (self->hashes, cap * 16);
+    if (hashes)
+        self->hashes = hashes;
+    uint8_t *state = realloc (self->state, cap);
+    if (state)
+        self->state = state;
+    size_t *sent = realloc (self->sent, cap * sizeof *sent);
+    if (sent)
+        self->sent = sent;
+    size_t *slots = realloc (self->slots, 2 * cap * sizeof *slots);
+    if (slots)
+        self->slots = slots;
+    bool *changed = realloc (self->changed, cap * sizeof *changed);
+    if (changed)
+        self->changed = changed;
+    if (!hashes || !state || !sent || !slots || !changed)
+        return -1;
+    self->cap = cap;
+    return 0;
+}
+
+/* Marks every row that a later row of the same key supersedes as
+   S_ROW_DUP, the others S_ROW_NEW. Returns how many were marked. */
+static size_t
+s_mark_duplicates (ef_pgwrite_t *self, Embedflow__V1__Row *const *rows,
+                   size_t n)
+{
+    size_t nslots = 2;
+    while (nslots < 2 * n)
+        nslots *= 2;
+    const size_t empty = (size_t) -1;
+    for (size_t i = 0; i < nslots; i++)
+        self->slots[i] = empty;
+    size_t dups = 0;
+    for (size_t i = 0; i < n; i++) {
+        const Embedflow__V1__Row *r = rows[i];
+        self->state[i] = S_ROW_NEW;
+        uint64_t h = XXH3_64bits_withSeed (
+            r->document_id, strlen (r->document_id), r->chunk_index);
+        size_t at = (size_t) h & (nslots - 1);
+        while (self->slots[at] != empty) {
+            const Embedflow__V1__Row *o = rows[self->slots[at]];
+            if (o->chunk_index == r->chunk_index
+                && strcmp (o->document_id, r->document_id) == 0) {
+                self->state[self->slots[at]] = S_ROW_DUP;
+                dups++;
+                break;
+            }
+            at = (at + 1) & (nslots - 1);
+        }
+        self->slots[at] = i;
+    }
+    return dups;
+}
+
+/* Creates the staging table, prepares the statements and reads the
+   vector column's type in a session that lacks them (a new or reset
+   connection). */
+static ef_write_status_t
+s_prepare_session (ef_pgwrite_t *self, ef_write_report_t *rep)
+{
+    PGconn *conn = self->conn;
+    int pid = PQbackendPID (conn);
+    if (pid != 0 && pid == self->backend_pid)
+        return EF_WRITE_OK;
+    ef_write_status_t status = EF_WRITE_OK;
+    /* The upsert's estimated cost on an unanalyzed staging table easily
+       passes jit_above_cost, and compiling it took longer (35 ms) than
+       running it. */
+    PGresult *res = s_command (conn, "SET jit = off", "preparing the session",
+                               rep, &status);
+    if (!res)
+        return status;
+    PQclear (res);
+    res = s_command (conn, self->vector_type_sql, "reading the schema settings",
+                     rep, &status);
+    if (!res)
+        return status;
+    self->direct =
+        PQntuples (res) == 1 && strcmp (PQgetvalue (res, 0, 0), "real[]") == 0;
+    PQclear (res);
+    res = s_command (conn, "SELECT to_regclass ('pg_temp.ef_stage') IS NULL",
+                     "preparing the session", rep, &status);
+    if (!res)
+        return status;
+    bool missing = strcmp (PQgetvalue (res, 0, 0), "t") == 0;
+    PQclear (res);
+    /* Staging rows live for one transaction: keep them inline and
+       uncompressed (toast_tuple_target), compressing is wasted work. */
+    if (missing) {
+        res = s_command (conn,
+                         "CREATE TEMP TABLE ef_stage ("
+                         "  id uuid, source text, document_id text,"
+                         "  chunk_index bigint, content text, metadata jsonb,"
+                         "  model text, content_hash bytea, vector real[])"
+                         " WITH (toast_tuple_target = 8160)"
+                         " ON COMMIT DELETE ROWS;"
+                         "ALTER TABLE ef_stage ALTER COLUMN vector"
+                         " SET STORAGE EXTERNAL",
+                         "creating the staging table", rep, &status);
+        if (!res)
+            return status;
+        PQclear (res);
+    }
+    const char *names[] = {self->upsert, self->lookup};
+    const char *texts[] = {self->upsert_sql, self->lookup_sql};
+    for (int i = 0; i < 2; i++) {
+        res = PQprepare (conn, names[i], texts[i], 0, NULL);
+        if (!res || PQresultStatus (res) != PGRES_COMMAND_OK) {
+            const char *state =
+                res ? PQresultErrorField (res, PG_DIAG_SQLSTATE) : NULL;
+            /* 42P05: prepared by an earlier, interrupted attempt */
+            if (!state || strcmp (state, "42P05") != 0)
+                return s_fail (conn, res, "preparing statements", rep);
+        }
+        PQclear (res);
+    }
+    self->backend_pid = pid;
+    return EF_WRITE_OK;
+}
+
+/* COPY row encoders: one per target table. */
+typedef void (s_encoder_t) (s_buf_t *b, const Embedflow__V1__Row *r,
+                            const uint8_t *hash);
+
+/* The columns chunk and staging share, in their order. */
+static void
+s_put_chunk_columns (s_buf_t *b, const Embedflow__V1__Row *r,
+                     const uint8_t *hash)
+{
+    s_put_field (b, r->id.data, 16);
+    s_put_text (b, r->source);
+    s_put_text (b, r->document_id);
+    s_put32 (b, 8);
+    s_put64 (b, r->chunk_index);
+    s_put_text (b, r->content);
+    s_put_jsonb (b, r->metadata_json);
+    s_put_text (b, r->model);
+    s_put_field (b, hash, 16);
+}
+
+/* pg_temp.ef_stage: the chunk columns and the vector. */
+static void
+s_encode_stage (s_buf_t *b, const Embedflow__V1__Row *r, const uint8_t *hash)
+{
+    s_put16 (b, 9);
+    s_put_chunk_columns (b, r, hash);
+    s_put_float4_array (b, r->vector, r->n_vector);
+}
+
+/* chunk: all but updated_at (its default is the transaction's time). */
+static void
+s_encode_chunk (s_buf_t *b, const Embedflow__V1__Row *r, const uint8_t *hash)
+{
+    s_put16 (b, 8);
+    s_put_chunk_columns (b, r, hash);
+}
+
+/* embedding: id, model, dim, vector. */
+static void
+s_encode_embedding (s_buf_t *b, const Embedflow__V1__Row *r,
+                    const uint8_t *hash)
+{
+    (void) hash;
+    s_put16 (b, 4);
+    s_put_field (b, r->id.data, 16);
+    s_put_text (b, r->model);
+    s_put32 (b, 4);
+    s_put32 (b, (uint32_t) r->n_vector);
+    s_put_float4_array (b, r->vector, r->n_vector);
+}
+
+/* COPYs the rows whose state is in mask (1 << S_ROW_*) with sql. */
+static ef_write_status_t
+s_copy (ef_pgwrite_t *self, const char *sql, s_encoder_t *encode,
+        Embedflow__V1__Row *const *rows, size_t n, unsigned mask,
+        const char *what, ef_write_report_t *rep)
+{
+    PGconn *conn = self->conn;
+    PGresult *res = PQexec (conn, sql);
+    if (!res || PQresultStatus (res) != PGRES_COPY_IN)
+        return s_fail (conn, res, what, rep);
+    PQclear (res);
+    s_buf_t *b = &self->buf;
+    b->len = 0;
+    s_buf_put (b, s_copy_header, sizeof s_copy_header);
+    for (size_t i = 0; i < n; i++) {
+        if (!(mask & (1u << self->state[i])))
+            continue;
+        encode (b, rows[i], self->hashes + 16 * i);
+        if (b->len >= S_FLUSH_BYTES && !b->oom && s_buf_flush (b, conn) != 0)
+            break; /* the outcome is collected by s_copy_finish */
+    }
+    s_put16 (b, 0xFFFF);
+    return s_copy_finish (conn, b, what, rep);
+}
+
+char *
+ef_pgwrite_copy_rows (ef_copy_table_t table, Embedflow__V1__Row *const *rows,
+                      size_t n, size_t *len)
+{
+    s_encoder_t *encode = table == EF_COPY_CHUNK       ? s_encode_chunk
+                          : table == EF_COPY_EMBEDDING ? s_encode_embedding
+                                                       : s_encode_stage;
+    s_buf_t b = {0};
+    s_buf_put (&b, s_copy_header, sizeof s_copy_header);
+    for (size_t i = 0; i < n && !b.oom; i++) {
+        if (rows[i]->id.len != 16) {
+            b.oom = true; /* s_check_rows refuses such a row first */
+            break;
+        }
+        uint8_t hash[16];
+        ef_pgwrite_hash (rows[i], hash);
+        encode (&b, rows[i], hash);
+    }
+    s_put16 (&b, 0xFFFF);
+    if (b.oom) {
+        free (b.data);
+        return NULL;
+    }
+    *len = b.len;
+    return b.data;
+}
+
+/* Runs the prepared upsert over the staging table; adds what it changed
+   to *changed. */
+static ef_write_status_t
+s_upsert_staged (ef_pgwrite_t *self, size_t *changed, ef_write_report_t *rep)
+{
+    PGresult *res =
+        PQexecPrepared (self->conn, self->upsert, 0, NULL, NULL, NULL, 0);
+    if (!res || PQresultStatus (res) != PGRES_COMMAND_OK)
+        return s_fail (self->conn, res, "upserting", rep);
+    *changed += strtoul (PQcmdTuples (res), NULL, 10);
+    PQclear (res);
+    return EF_WRITE_OK;
+}
+
+/* Appends the header of a one-dimensional binary array of n elements. */
+static void
+s_array_begin (s_buf_t *b, uint32_t elem_oid, size_t n)
+{
+    b->len = 0;
+    s_put32 (b, 1);
+    s_put32 (b, 0);
+    s_put32 (b, elem_oid);
+    s_put32 (b, (uint32_t) n);
+    s_put32 (b, 1);
+}
+
+/* Finds which rows are stored already, and whether with the same hash:
+   S_ROW_NEW rows become S_ROW_SAME or S_ROW_CHANGED. */
+static ef_write_status_t
+s_lookup (ef_pgwrite_t *self, Embedflow__V1__Row *const *rows, size_t n,
+          ef_write_report_t *rep)
+{
+    size_t nsent = 0;
+    for (size_t i = 0; i < n; i++)
+        if (self->state[i] == S_ROW_NEW)
+            self->sent[nsent++] = i;
+    s_buf_t *k = self->keys;
+    s_array_begin (&k[0], 25, nsent); /* text */
+    s_array_begin (&k[1], 20, nsent); /* int8 */
+    s_array_begin (&k[2], 17, nsent); /* bytea */
+    for (size_t j = 0; j < nsent; j++) {
+        const Embedflow__V1__Row *r = rows[self->sent[j]];
+        s_put_text (&k[0], r->document_id);
+        s_put32 (&k[1], 8);
+        s_put64 (&k[1], r->chunk_index);
+        s_put_field (&k[2], self->hashes + 16 * self->sent[j], 16);
+    }
+    if (k[0].oom || k[1].oom || k[2].oom) {
+        for (int i = 0; i < 3; i++)
+            k[i].oom = false;
+        snprintf (rep->reason_code, sizeof rep->reason_code, "db_unavailable");
+        snprintf (rep->message, sizeof rep->message, "out of memory");
+        return EF_WRITE_RETRY;
+    }
+    const char *values[3] = {k[0].data, k[1].data, k[2].data};
+    int lengths[3] = {(int) k[0].len, (int) k[1].len, (int) k[2].len};
+    int formats[3] = {1, 1, 1};
+    PGresult *res = PQexecPrepared (self->conn, self->lookup, 3, values,
+                                    lengths, formats, 0);
+    if (!res || PQresultStatus (res) != PGRES_TUPLES_OK)
+        return s_fail (self->conn, res, "looking up stored rows", rep);
+    for (int t = 0; t < PQntuples (res); t++) {
+        size_t ord = strtoul (PQgetvalue (res, t, 0), NULL, 10);
+        if (ord < 1 || ord > nsent || PQgetisnull (res, t, 1))
+            continue; /* not stored yet */
+        bool same = strcmp (PQgetvalue (res, t, 1), "t") == 0;
+        self->state[self->sent[ord - 1]] = same ? S_ROW_SAME : S_ROW_CHANGED;
+    }
+    PQclear (res);
+    return EF_WRITE_OK;
+}
+
+int
+ef_pgwrite_add_hook (ef_pgwrite_t *self, ef_pgwrite_hook_fn *fn, void *arg)
+{
+    if (self->n_hooks == EF_PGWRITE_MAX_HOOKS)
+        return -1;
+    self->hooks[self->n_hooks].fn = fn;
+    self->hooks[self->n_hooks].arg = arg;
+    self->n_hooks++;
+    return 0;
+}
+
+/* Runs every hook inside the open transaction. A row counts as changed
+   unless it is known unchanged (same hash) or superseded. */
+static ef_write_status_t
+s_run_hooks (ef_pgwrite_t *self, Embedflow__V1__Row *const *rows, size_t n,
+             ef_write_report_t *rep)
+{
+    if (self->n_hooks == 0)
+        return EF_WRITE_OK;
+    for (size_t i = 0; i < n; i++)
+        self->changed[i] =
+            self->state[i] != S_ROW_DUP && self->state[i] != S_ROW_SAME;
+    for (int h = 0; h < self->n_hooks; h++) {
+        ef_write_status_t status = self->hooks[h].fn (
+            self->conn, self->hooks[h].arg, rows, n, self->changed, rep);
+        if (status != EF_WRITE_OK)
+            return status;
+    }
+    return EF_WRITE_OK;
+}
+
+/* Ends the transaction. A COMMIT that answers ROLLBACK (the transaction
+   had failed unnoticed) is a failure too. */
+static ef_write_status_t
+s_commit (PGconn *conn, ef_write_report_t *rep)
+{
+    ef_write_status_t status = EF_WRITE_OK;
+    PGresult *res = s_command (conn, "COMMIT", "committing", rep, &status);
+    if (!res)
+        return status;
+    bool committed = strcmp (PQcmdStatus (res), "COMMIT") == 0;
+    PQclear (res);
+    if (committed)
+        return EF_WRITE_OK;
+    snprintf (rep->reason_code, sizeof rep->reason_code, "db_unavailable");
+    snprintf (rep->message, sizeof rep->message,
+              "committing: the transaction was rolled back");
+    return EF_WRITE_RETRY;
+}
+
+/* The general path: every row through staging and the upsert. */
+static ef_write_status_t
+s_write_staged (ef_pgwrite_t *self, Embedflow__V1__Row *const *rows, size_t n,
+                size_t *changed, ef_write_report_t *rep)
+{
+    ef_write_status_t status = EF_WRITE_OK;
+    PGresult *res = s_command (self->conn, "BEGIN", "starting the transaction",
+                               rep, &status);
+    if (!res)
+        return status;
+    PQclear (res);
+    unsigned all = 1u << S_ROW_NEW | 1u << S_ROW_SAME | 1u << S_ROW_CHANGED;
+    status = s_copy (self, "COPY pg_temp.ef_stage FROM STDIN (FORMAT binary)",
+                     s_encode_stage, rows, n, all, "staging the batch", rep);
+    if (status == EF_WRITE_OK)
+        status = s_upsert_staged (self, changed, rep);
+    /* Staging does not tell changed rows from unchanged ones: the hooks
+       hear of every row that was sent. */
+    for (size_t i = 0; i < n; i++)
+        if (self->state[i] == S_ROW_SAME)
+            self->state[i] = S_ROW_CHANGED;
+    if (status == EF_WRITE_OK)
+        status = s_run_hooks (self, rows, n, rep);
+    if (status == EF_WRITE_OK)
+        status = s_commit (self->conn, rep);
+    return status;
+}
+
+/* The fast path: one lookup of the keys, then new rows are COPied
+   straight into chunk and embedding (what a plain load would do), only
+   changed rows go through staging, unchanged ones are left alone. */
+static ef_write_status_t
+s_write_direct (ef_pgwrite_t *self, Embedflow__V1__Row *const *rows, size_t n,
+                size_t *changed, ef_write_report_t *rep)
+{
+    ef_write_status_t status = EF_WRITE_OK;
+    PGresult *res = s_command (self->conn, "BEGIN", "starting the transaction",
+                               rep, &status);
+    if (!res)
+        return status;
+    PQclear (res);
+    status = s_lookup (self, rows, n, rep);
+    if (status != EF_WRITE_OK)
+        return status;
+    size_t fresh = 0, stale = 0;
+    for (size_t i = 0; i < n; i++) {
+        fresh += self->state[i] == S_ROW_NEW;
+        stale += self->state[i] == S_ROW_CHANGED;
+    }
+    if (fresh) {
+        status = s_copy (self, self->copy_chunk_sql, s_encode_chunk, rows, n,
+                         1u << S_ROW_NEW, "inserting into chunk", rep);
+        if (status == EF_WRITE_OK)
+            status = s_copy (self, self->copy_embedding_sql, s_encode_embedding,
+                             rows, n, 1u << S_ROW_NEW,
+                             "inserting into embedding", rep);
+        if (status != EF_WRITE_OK)
+            return status;
+    }
+    if (stale) {
+        status =
+            s_copy (self, "COPY pg_temp.ef_stage FROM STDIN (FORMAT binary)",
+                    s_encode_stage, rows, n, 1u << S_ROW_CHANGED,
+                    "staging changed rows", rep);
+        if (status == EF_WRITE_OK)
+            status = s_upsert_staged (self, changed, rep);
+        if (status != EF_WRITE_OK)
+            return status;
+    }
+    status = s_run_hooks (self, rows, n, rep);
+    if (status == EF_WRITE_OK)
+        status = s_commit (self->conn, rep);
+    if (status == EF_WRITE_OK)
+        *changed += fresh;
+    return status;
+}
+
+/* Rejects rows the database would misread. Returns 0, or -1 with rep
+   describing the first bad row. */
+static int
+s_check_rows (ef_pgwrite_t *self, Embedflow__V1__Row *const *rows, size_t n,
+              ef_write_report_t *rep)
+{
+    for (size_t i = 0; i < n; i++) {
+        const Embedflow__V1__Row *r = rows[i];
+        const char *why = NULL;
+        char detail[64];
+        if (r->id.len != 16) {
+            snprintf (detail, sizeof detail, "id has %zu bytes, not 16",
+                      r->id.len);
+            why = detail;
+        }
+        else if (self->dim > 0 && r->n_vector != (size_t) self->dim) {
+            snprintf (detail, sizeof detail,
+                      "vector has %zu dimensions, not %d", r->n_vector,
+                      self->dim);
+            why = detail;
+        }
+        if (why) {
+            snprintf (rep->reason_code, sizeof rep->reason_code, "bad_row");
+            snprintf (rep->message, sizeof rep->message,
+                      "row %zu (document %.100s, chunk %u): %s", i,
+                      r->document_id, r->chunk_index, why);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+ef_write_status_t
+ef_pgwrite_batch (ef_pgwrite_t *self, Embedflow__V1__Row *const *rows, size_t n,
+                  ef_write_report_t *rep)
+{
+    ef_write_report_t scratch;
+    if (!rep)
+        rep = &scratch;
+    s_report_reset (rep, n);
+    int64_t started = s_now_us ();
+    PGconn *conn = self->conn;
+    if (n == 0)
+        return EF_WRITE_OK;
+    if (s_check_rows (self, rows, n, rep) != 0)
+        return EF_WRITE_ERROR;
+    if (s_reserve_rows (self, n) != 0) {
+        snprintf (rep->reason_code, sizeof rep->reason_code, "db_unavailable");
+        snprintf (rep->message, sizeof rep->message, "out of memory");
+        return EF_WRITE_RETRY;
+    }
+    rep->duplicates = s_mark_duplicates (self, rows, n);
+    for (size_t i = 0; i < n; i++)
+        if (self->state[i] != S_ROW_DUP)
+            ef_pgwrite_hash (rows[i], self->hashes + 16 * i);
+
+    if (PQstatus (conn) != CONNECTION_OK) {
+        self->backend_pid = 0;
+        return s_fail (conn, NULL, "connection", rep);
+    }
+    size_t changed = 0;
+    ef_write_status_t status = s_prepare_session (self, rep);
+    if (status == EF_WRITE_OK && self->direct) {
+        status = s_write_direct (self, rows, n, &changed, rep);
+        /* Another session stored one of the "new" keys after the lookup
+           (or a client reused an id): let ON CONFLICT sort it out. */
+        if (status == EF_WRITE_ERROR && strcmp (rep->sqlstate, "23505") == 0) {
+            s_abandon (conn);
+            s_report_reset (rep, n);
+            rep->duplicates = s_mark_duplicates (self, rows, n);
+            changed = 0;
+            status = s_write_staged (self, rows, n, &changed, rep);
+        }
+    }
+    else if (status == EF_WRITE_OK)
+        status = s_write_staged (self, rows, n, &changed, rep);
+
+    if (status != EF_WRITE_OK) {
+        s_abandon (conn);
+        changed = 0;
+        /* The caller resets a broken connection, and the new backend may
+           even reuse the old one's pid: set the session up again. */
+        if (PQstatus (conn) != CONNECTION_OK)
+            self->backend_pid = 0;
+    }
+    rep->changed = changed;
+    rep->elapsed_us = s_now_us () - started;
+    return status;
+}
+
+/* --- dead letters ----------------------------------------------------- */
+
+/* Length of the valid UTF-8 sequence at s (1-4), 0 when invalid. Same
+   rules as the server: no overlongs, surrogates or code points past
+   U+10FFFF. */
+static size_t
+s_utf8_seq (const unsigned char *s, size_t left)
+{
+    unsigned char c = s[0];
+    if (c < 0x80)
+        return 1;
+    size_t n;
+    uint32_t cp;
+    if (c >= 0xC2 && c <= 0xDF) {
+        n = 2;
+        cp = c & 0x1F;
+    }
+    else if (c >= 0xE0 && c <= 0xEF) {
+        n = 3;
+        cp = c & 0x0F;
+    }
+    else if (c >= 0xF0 && c <= 0xF4) {
+        n = 4;
+        cp = c & 0x07;
+    }
+    else
+        return 0;
+    if (n > left)
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10FFFF
+        || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return n;
+}
+
+/* Appends s as a text field, replacing invalid UTF-8 with U+FFFD; an
+   empty s is NULL when nullable. */
+static void
+s_put_text_safe (s_buf_t *b, const char *s, bool nullable)
+{
+    size_t n = strlen (s);
+    if (n == 0 && nullable) {
+        s_put_null (b);
+        return;
+    }
+    const unsigned char *u = (const unsigned char *) s;
+    size_t i = 0, seq = 0;
+    while (i < n && (seq = s_utf8_seq (u + i, n - i)) != 0)
+        i += seq;
+    if (i == n) {
+        s_put_field (b, s, n);
+        return;
+    }
+    /* Each bad byte becomes 3 bytes: compute the size, then write. */
+    size_t size = 0;
+    for (i = 0; i < n; i += seq ? seq : 1) {
+        seq = s_utf8_seq (u + i, n - i);
+        size += seq ? seq : 3;
+    }
+    s_put32 (b, (uint32_t) size);
+    for (i = 0; i < n; i += seq ? seq : 1) {
+        seq = s_utf8_seq (u + i, n - i);
+        if (seq)
+            s_buf_put (b, u + i, seq);
+        else
+            s_buf_put (b, "\xEF\xBF\xBD", 3);
+    }
+}
+
+/* An int4 field, clamped to its range. */
+static void
+s_put_int4 (s_buf_t *b, uint32_t v)
+{
+    s_put32 (b, 4);
+    s_put32 (b, v > INT32_MAX ? INT32_MAX : v);
+}
+
+/* One dead_letter tuple of the COPY. */
+static void
+s_encode_dead_letter (s_buf_t *b, const Embedflow__V1__DeadLetter *d)
+{
+    s_put16 (b, 10);
+    s_put_text_safe (b, d->stage, false);
+    s_put_text_safe (b, d->reason_code, false);
+    s_put_text_safe (b, d->reason, false);
+    s_put_text_safe (b, d->sqlstate, true);
+    s_put_int4 (b, d->attempts);
+    s_put_text_safe (b, d->job_id, true);
+    s_put_text_safe (b, d->source, true);
+    s_put_text_safe (b, d->document_id, true);
+    s_put_int4 (b, d->covers);
+    if (d->original.len || d->original.data)
+        s_put_field (b, d->original.data, d->original.len);
+    else
+        s_put_null (b);
+}
+
+char *
+ef_pgwrite_copy_dead_letters (Embedflow__V1__DeadLetter *const *items, size_t n,
+                              size_t *len)
+{
+    s_buf_t b = {0};
+    s_buf_put (&b, s_copy_header, sizeof s_copy_header);
+    for (size_t i = 0; i < n; i++)
+        s_encode_dead_letter (&b, items[i]);
+    s_put16 (&b, 0xFFFF);
+    if (b.oom) {
+        free (b.data);
+        return NULL;
+    }
+    *len = b.len;
+    return b.data;
+}
+
+ef_write_status_t
+ef_pgwrite_dead_letters (PGconn *conn, const char *schema,
+                         Embedflow__V1__DeadLetter *const *items, size_t n,
+                         ef_write_report_t *rep)
+{
+    ef_write_report_t scratch;
+    if (!rep)
+        rep = &scratch;
+    s_report_reset (rep, n);
+    int64_t started = s_now_us ();
+    if (n == 0)
+        return EF_WRITE_OK;
+    if (PQstatus (conn) != CONNECTION_OK)
+        return s_fail (conn, NULL, "connection", rep);
+    char *quoted = ef_pg_ident (conn, schema);
+    char *sql = NULL;
+    if (!quoted
+        || asprintf (&sql,
+                     "COPY %s.dead_letter (stage, reason_code, reason,"
+                     " sqlstate, attempts, job_id, source, document_id,"
+                     " covers, original) FROM STDIN (FORMAT binary)",
+                     quoted)
+               < 0) {
+        free (quoted);
+        snprintf (rep->reason_code, sizeof rep->reason_code, "db_unavailable");
+        snprintf (rep->message, sizeof rep->message, "out of memory");
+        return EF_WRITE_RETRY;
+    }
+    free (quoted);
+    ef_write_status_t status;
+    PGresult *res = PQexec (conn, sql);
+    free (sql);
+    if (!res || PQresultStatus (res) != PGRES_COPY_IN) {
+        status = s_fail (conn, res, "storing dead letters", rep);
+        s_abandon (conn);
+        return status;
+    }
+    PQclear (res);
+    s_buf_t b = {0};
+    s_buf_put (&b, s_copy_header, sizeof s_copy_header);
+    for (size_t i = 0; i < n; i++) {
+        s_encode_dead_letter (&b, items[i]);
+        if (b.len >= S_FLUSH_BYTES && !b.oom && s_buf_flush (&b, conn) != 0)
+            break;
+    }
+    s_put16 (&b, 0xFFFF);
+    status = s_copy_finish (conn, &b, "storing dead letters", rep);
+    free (b.data);
+    if (status != EF_WRITE_OK)
+        s_abandon (conn);
+    else
+        rep->changed = n;
+    rep->elapsed_us = s_now_us () - started;
+    return status;
+}

@@ -1,0 +1,493 @@
+/*  schema.c — versioned, idempotent migrations of embedflow's tables.
+
+    A migration is a row in s_migrations: its version, a description and
+    its SQL, in which ${S} stands for the quoted schema name, ${DIM} for
+    the dimension, ${VECTOR} for the vector column's type and
+    ${VECTOR_CHECK} for the constraint a real[] column needs and
+    ${VECTOR_STORAGE} for the statement that sets its storage. Adding a
+    table later is one more row; released rows never change.
+*/
+#include "postgres/schema.h"
+
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "postgres/pg.h"
+
+typedef struct {
+    int version;             /* applied in increasing order */
+    const char *description; /* recorded in schema_version */
+    const char *sql;         /* template, see above */
+} s_migration_t;
+
+static const s_migration_t s_migrations[] = {
+    {1, "chunk, embedding, dead_letter",
+     "CREATE TABLE ${S}.setting ("
+     "  key text PRIMARY KEY,"
+     "  value text NOT NULL);"
+     "INSERT INTO ${S}.setting (key, value)"
+     "  VALUES ('dim', '${DIM}'), ('vector_type', '${VECTOR}');"
+
+     /* The row's identity is (document_id, chunk_index); id is the stable
+        key other tables point at. content_hash (XXH3-128 of everything
+        written) lets an unchanged re-send skip the row entirely. */
+     "CREATE TABLE ${S}.chunk ("
+     "  id uuid PRIMARY KEY,"
+     "  source text NOT NULL DEFAULT '',"
+     "  document_id text NOT NULL,"
+     "  chunk_index bigint NOT NULL"
+     "    CHECK (chunk_index BETWEEN 0 AND 4294967295),"
+     "  content text NOT NULL DEFAULT '',"
+     "  metadata jsonb NOT NULL DEFAULT '{}',"
+     "  model text NOT NULL DEFAULT '',"
+     "  content_hash bytea NOT NULL,"
+     "  updated_at timestamptz NOT NULL DEFAULT now(),"
+     "  CONSTRAINT chunk_identity UNIQUE (document_id, chunk_index));"
+
+     /* Vectors are incompressible: keep them inline up to a full page
+        (768 float4 are 3 kB) and never try to compress them when a
+        larger one has to move out of line. */
+     "CREATE TABLE ${S}.embedding ("
+     "  id uuid PRIMARY KEY"
+     "    REFERENCES ${S}.chunk (id) ON DELETE CASCADE,"
+     "  model text NOT NULL DEFAULT '',"
+     "  dim integer NOT NULL CHECK (dim = ${DIM}),"
+     "  vector ${VECTOR} NOT NULL,"
+     "  updated_at timestamptz NOT NULL DEFAULT now()"
+     "  ${VECTOR_CHECK})"
+     "  WITH (toast_tuple_target = 8160);"
+     "${VECTOR_STORAGE}"
+
+     "CREATE TABLE ${S}.dead_letter ("
+     "  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+     "  created_at timestamptz NOT NULL DEFAULT now(),"
+     "  stage text NOT NULL,"
+     "  reason_code text NOT NULL,"
+     "  reason text NOT NULL DEFAULT '',"
+     "  sqlstate text,"
+     "  attempts integer NOT NULL DEFAULT 0,"
+     "  job_id text,"
+     "  source text,"
+     "  document_id text,"
+     "  covers integer NOT NULL DEFAULT 1,"
+     "  original bytea,"
+     "  replayed_at timestamptz);"
+     "CREATE INDEX dead_letter_created_at ON ${S}.dead_letter (created_at);"
+     "CREATE INDEX dead_letter_pending ON ${S}.dead_letter (reason_code, id)"
+     "  WHERE replayed_at IS NULL;"
+     "CREATE INDEX dead_letter_job ON ${S}.dead_letter (job_id)"
+     "  WHERE job_id IS NOT NULL;"
+     "CREATE INDEX dead_letter_document ON ${S}.dead_letter (document_id)"
+     "  WHERE document_id IS NOT NULL;"},
+    /* Pull jobs (postgres/checkpoint.c). job_run is the history, one row
+       per run; pull_piece is written in the same transaction as the rows
+       (or dead letters) it counts, so a job's position is derived from
+       what is committed and nothing else. */
+    {2, "job_run, pull_piece",
+     "CREATE TABLE ${S}.job_run ("
+     "  id uuid PRIMARY KEY,"
+     "  job text NOT NULL,"
+     "  trigger text NOT NULL"
+     "    CHECK (trigger IN ('cron', 'manual', 'upload')),"
+     "  status text NOT NULL"
+     "    CHECK (status IN ('running', 'completed', 'failed', 'abandoned')),"
+     "  started_at timestamptz NOT NULL DEFAULT now(),"
+     "  finished_at timestamptz,"
+     "  heartbeat_at timestamptz NOT NULL DEFAULT now(),"
+     "  rows_received bigint NOT NULL DEFAULT 0,"
+     "  rows_written bigint NOT NULL DEFAULT 0,"
+     "  rows_dead_lettered bigint NOT NULL DEFAULT 0,"
+     "  start_token text NOT NULL DEFAULT '',"
+     "  last_resume_token text,"
+     "  slot timestamptz,"
+     "  error text);"
+     "CREATE INDEX job_run_job ON ${S}.job_run (job, started_at DESC);"
+     "CREATE INDEX job_run_started ON ${S}.job_run (started_at DESC);"
+     "CREATE TABLE ${S}.pull_piece ("
+     "  run_id uuid NOT NULL,"
+     "  chunk_seq bigint NOT NULL,"
+     "  rows integer NOT NULL,"
+     "  chunk_rows integer NOT NULL,"
+     "  resume_token text NOT NULL,"
+     "  committed_at timestamptz NOT NULL DEFAULT now());"
+     "CREATE INDEX pull_piece_run ON ${S}.pull_piece (run_id, chunk_seq);"
+     /* one row per cron slot: whoever inserts it runs it */
+     "CREATE TABLE ${S}.job_slot ("
+     "  job text NOT NULL,"
+     "  slot timestamptz NOT NULL,"
+     "  claimed_at timestamptz NOT NULL DEFAULT now(),"
+     "  PRIMARY KEY (job, slot));"},
+    /* Transactional outbox of cache invalidations: a writer inserts the
+       document ids whose rows changed in the batch's own transaction;
+       the cache-invalidator deletes them once CacheService.Invalidate
+       took them (or moves them to dead_letter after its retry budget). */
+    {3, "invalidation_outbox",
+     "CREATE TABLE ${S}.invalidation_outbox ("
+     "  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+     "  document_id text NOT NULL,"
+     "  source text NOT NULL DEFAULT '',"
+     "  created_at timestamptz NOT NULL DEFAULT now());"},
+    /* The sweep for uploads of killed processes looks at running runs
+       only: without this it reads all of job_run every stale_after. */
+    {4, "job_run index of running runs",
+     "CREATE INDEX job_run_running ON ${S}.job_run (heartbeat_at)"
+     " WHERE status = 'running';"},
+};
+
+#define S_MIGRATIONS (sizeof s_migrations / sizeof s_migrations[0])
+
+int
+ef_schema_latest (void)
+{
+    return s_migrations[S_MIGRATIONS - 1].version;
+}
+
+/* Everything a template may mention. */
+typedef struct {
+    const char *schema;       /* quoted identifier */
+    char dim[16];             /* decimal */
+    char vector[160];         /* column type */
+    const char *vector_check; /* table constraint or "" */
+    char vector_storage[512]; /* ALTER TABLE statement or "" */
+} s_vars_t;
+
+/* Expands ${NAME} placeholders of tmpl into a heap string, NULL when out
+   of memory. An unknown name is a programming error. */
+static char *
+s_expand (const char *tmpl, const s_vars_t *v)
+{
+    struct {
+        const char *name;
+        const char *value;
+    } map[] = {
+        {"${S}", v->schema},
+        {"${DIM}", v->dim},
+        {"${VECTOR}", v->vector},
+        {"${VECTOR_CHECK}", v->vector_check},
+        {"${VECTOR_STORAGE}", v->vector_storage},
+    };
+    size_t nmap = sizeof map / sizeof map[0];
+    size_t size = strlen (tmpl) + 1;
+    for (const char *p = strstr (tmpl, "${"); p; p = strstr (p + 2, "${"))
+        for (size_t i = 0; i < nmap; i++)
+            if (strncmp (p, map[i].name, strlen (map[i].name)) == 0)
+                size += strlen (map[i].value);
+    char *out = malloc (size);
+    if (!out)
+        return NULL;
+    char *w = out;
+    const char *p = tmpl;
+    while (*p) {
+        if (p[0] == '$' && p[1] == '{') {
+            size_t i;
+            for (i = 0; i < nmap; i++)
+                if (strncmp (p, map[i].name, strlen (map[i].name)) == 0)
+                    break;
+            if (i == nmap) {
+                fprintf (stderr, "schema.c: unknown placeholder in %s\n", p);
+                abort ();
+            }
+            size_t n = strlen (map[i].value);
+            memcpy (w, map[i].value, n);
+            w += n;
+            p += strlen (map[i].name);
+            continue;
+        }
+        *w++ = *p++;
+    }
+    *w = '\0';
+    return out;
+}
+
+/* Runs one statement with text parameters and checks it succeeded.
+   Returns the result (caller clears) or NULL with err set. */
+static PGresult *
+s_exec (PGconn *conn, const char *sql, int nparams, const char *const *params,
+        const char *what, char *err, size_t errlen)
+{
+    PGresult *res =
+        PQexecParams (conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    ExecStatusType st = res ? PQresultStatus (res) : PGRES_FATAL_ERROR;
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+        return res;
+    char state[6], msg[400];
+    ef_pg_error (conn, res, state, msg, sizeof msg);
+    snprintf (err, errlen, "%s: %s%s%s", what, *state ? state : "",
+              *state ? " " : "", msg);
+    PQclear (res);
+    return NULL;
+}
+
+/* Runs a multi-statement script (simple protocol). Returns 0 or -1. */
+static int
+s_exec_script (PGconn *conn, const char *sql, const char *what, char *err,
+               size_t errlen)
+{
+    PGresult *res = PQexec (conn, sql);
+    ExecStatusType st = res ? PQresultStatus (res) : PGRES_FATAL_ERROR;
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+        PQclear (res);
+        return 0;
+    }
+    char state[6], msg[400];
+    ef_pg_error (conn, res, state, msg, sizeof msg);
+    snprintf (err, errlen, "%s: %s%s%s", what, *state ? state : "",
+              *state ? " " : "", msg);
+    PQclear (res);
+    return -1;
+}
+
+/* The advisory lock key of a schema: a stable 64-bit hash of its name. */
+static int64_t
+s_lock_key (const char *schema)
+{
+    char buf[160];
+    snprintf (buf, sizeof buf, "embedflow.schema:%s", schema);
+    return (int64_t) XXH3_64bits (buf, strlen (buf));
+}
+
+/* Decides the vector column type at the first migration: pgvector's
+   vector(dim) when the extension is installed or can be created, else
+   real[]. Fills v; returns 0, -1 with err on a database error. */
+static int
+s_choose_vector (PGconn *conn, int dim, s_vars_t *v, char *err, size_t errlen)
+{
+    snprintf (v->vector, sizeof v->vector, "real[]");
+    v->vector_check = ", CONSTRAINT embedding_vector_dim"
+                      " CHECK (array_ndims (vector) = 1"
+                      " AND cardinality (vector) = dim)";
+    snprintf (v->vector_storage, sizeof v->vector_storage,
+              "ALTER TABLE %s.embedding ALTER COLUMN vector"
+              " SET STORAGE EXTERNAL;",
+              v->schema);
+
+    /* pgvector path: not exercised by the test suite (the extension is
+       not installed there). */
+    PGresult *res =
+        s_exec (conn,
+                "SELECT EXISTS (SELECT 1 FROM pg_available_extensions"
+                "  WHERE name = 'vector')",
+                0, NULL, "looking for pgvector", err, errlen);
+    if (!res)
+        return -1;
+    bool available = strcmp (PQgetvalue (res, 0, 0), "t") == 0;
+    PQclear (res);
+    if (!available)
+        return 0;
+    /* One lock for the whole database: two schemas migrating at once
+       must not both try to create the extension. */
+    if (s_exec_script (conn,
+                       "SELECT pg_advisory_xact_lock (7301861541000001);"
+                       "SAVEPOINT ef_vector;"
+                       "CREATE EXTENSION IF NOT EXISTS vector;"
+                       "RELEASE SAVEPOINT ef_vector;",
+                       "creating pgvector", err, errlen)
+        != 0) {
+        /* Not allowed to create it: real[] works everywhere. */
+        if (s_exec_script (conn, "ROLLBACK TO SAVEPOINT ef_vector;",
+                           "creating pgvector", err, errlen)
+            != 0)
+            return -1;
+        err[0] = '\0';
+        return 0;
+    }
+    res = s_exec (conn,
+                  "SELECT quote_ident (n.nspname) FROM pg_extension e"
+                  "  JOIN pg_namespace n ON n.oid = e.extnamespace"
+                  "  WHERE e.extname = 'vector'",
+                  0, NULL, "locating pgvector", err, errlen);
+    if (!res)
+        return -1;
+    if (PQntuples (res) == 1) {
+        snprintf (v->vector, sizeof v->vector, "%s.vector(%d)",
+                  PQgetvalue (res, 0, 0), dim);
+        v->vector_check = "";
+        v->vector_storage[0] = '\0'; /* pgvector picks its own */
+    }
+    PQclear (res);
+    return 0;
+}
+
+/* The body of the migration transaction. Returns 0 or -1 with err. */
+static int
+s_migrate (PGconn *conn, const char *schema, int dim, char *err, size_t errlen)
+{
+    s_vars_t v = {.vector_check = ""};
+    char *quoted = ef_pg_ident (conn, schema);
+    if (!quoted) {
+        snprintf (err, errlen, "schema name \"%s\" cannot be quoted: %s",
+                  schema, PQerrorMessage (conn));
+        return -1;
+    }
+    v.schema = quoted;
+    snprintf (v.dim, sizeof v.dim, "%d", dim);
+    int rc = -1;
+    char *sql = NULL;
+    PGresult *res = NULL;
+
+    char key[32];
+    snprintf (key, sizeof key, "%" PRId64, s_lock_key (schema));
+    const char *key_p[] = {key};
+    /* Messages like "schema already exists, skipping" are noise here. */
+    res = s_exec (conn, "SET LOCAL client_min_messages = warning", 0, NULL,
+                  "setting up", err, errlen);
+    if (!res)
+        goto done;
+    PQclear (res);
+    res = s_exec (conn, "SELECT pg_advisory_xact_lock ($1::bigint)", 1, key_p,
+                  "locking the schema", err, errlen);
+    if (!res)
+        goto done;
+    PQclear (res);
+
+    /* After the lock, each statement sees what the previous holder
+       committed. Creating only what is missing keeps a current schema
+       usable by a role without CREATE privileges. */
+    const char *schema_p[] = {schema};
+    res =
+        s_exec (conn,
+                "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1),"
+                "  to_regclass (quote_ident ($1) || '.schema_version')"
+                "    IS NOT NULL",
+                1, schema_p, "inspecting the schema", err, errlen);
+    if (!res)
+        goto done;
+    bool has_schema = strcmp (PQgetvalue (res, 0, 0), "t") == 0;
+    bool has_versions = strcmp (PQgetvalue (res, 0, 1), "t") == 0;
+    PQclear (res);
+    res = NULL;
+    if (!has_schema) {
+        sql = s_expand ("CREATE SCHEMA ${S}", &v);
+        if (!sql
+            || s_exec_script (conn, sql, "creating the schema", err, errlen)
+                   != 0)
+            goto done;
+        free (sql);
+        sql = NULL;
+    }
+    if (!has_versions) {
+        sql = s_expand ("CREATE TABLE ${S}.schema_version ("
+                        "  version integer PRIMARY KEY,"
+                        "  description text NOT NULL,"
+                        "  applied_at timestamptz NOT NULL DEFAULT now())",
+                        &v);
+        if (!sql
+            || s_exec_script (conn, sql, "creating schema_version", err, errlen)
+                   != 0)
+            goto done;
+        free (sql);
+        sql = NULL;
+    }
+
+    sql = s_expand (
+        "SELECT coalesce (max (version), 0) FROM ${S}.schema_version", &v);
+    if (!sql
+        || !(res = s_exec (conn, sql, 0, NULL, "reading schema_version", err,
+                           errlen)))
+        goto done;
+    free (sql);
+    sql = NULL;
+    int current = atoi (PQgetvalue (res, 0, 0));
+    PQclear (res);
+    res = NULL;
+    if (current > ef_schema_latest ()) {
+        snprintf (err, errlen,
+                  "schema \"%s\" is at version %d but this embedflow knows "
+                  "versions up to %d: upgrade embedflow",
+                  schema, current, ef_schema_latest ());
+        goto done;
+    }
+    if (current >= 1) {
+        sql = s_expand ("SELECT value FROM ${S}.setting WHERE key = 'dim'", &v);
+        if (!sql
+            || !(res = s_exec (conn, sql, 0, NULL, "reading the dimension", err,
+                               errlen)))
+            goto done;
+        free (sql);
+        sql = NULL;
+        const char *stored =
+            PQntuples (res) == 1 ? PQgetvalue (res, 0, 0) : "(none)";
+        if (strcmp (stored, v.dim) != 0) {
+            snprintf (err, errlen,
+                      "schema \"%s\" holds %s-dimension vectors but dim is "
+                      "%d: use another schema, or the dim it was made for",
+                      schema, stored, dim);
+            goto done;
+        }
+        PQclear (res);
+        res = NULL;
+    }
+    for (size_t i = 0; i < S_MIGRATIONS; i++) {
+        const s_migration_t *m = &s_migrations[i];
+        if (m->version <= current)
+            continue;
+        if (m->version == 1
+            && s_choose_vector (conn, dim, &v, err, errlen) != 0)
+            goto done;
+        char what[64];
+        snprintf (what, sizeof what, "applying version %d", m->version);
+        sql = s_expand (m->sql, &v);
+        if (!sql || s_exec_script (conn, sql, what, err, errlen) != 0)
+            goto done;
+        free (sql);
+        sql = s_expand ("INSERT INTO ${S}.schema_version (version, description)"
+                        "  VALUES ($1::integer, $2)",
+                        &v);
+        char version[16];
+        snprintf (version, sizeof version, "%d", m->version);
+        const char *params[] = {version, m->description};
+        if (!sql || !(res = s_exec (conn, sql, 2, params, what, err, errlen)))
+            goto done;
+        PQclear (res);
+        res = NULL;
+        free (sql);
+        sql = NULL;
+    }
+    rc = 0;
+done:
+    if (rc != 0 && !*err)
+        snprintf (err, errlen, "out of memory");
+    PQclear (res);
+    free (sql);
+    free (quoted);
+    return rc;
+}
+
+int
+ef_schema_migrate (PGconn *conn, const char *schema, int dim, char *err,
+                   size_t errlen)
+{
+    char scratch[8];
+    if (!err || errlen == 0) {
+        err = scratch;
+        errlen = sizeof scratch;
+    }
+    err[0] = '\0';
+    if (!schema || !*schema || dim <= 0) {
+        snprintf (err, errlen, "migrating: need a schema name and dim > 0");
+        return -1;
+    }
+    if (s_exec_script (conn, "BEGIN", "starting the migration", err, errlen)
+        != 0)
+        return -1;
+    int rc = s_migrate (conn, schema, dim, err, errlen);
+    if (rc == 0)
+        rc = s_exec_script (conn, "COMMIT", "committing the migration", err,
+                            errlen);
+    else if (PQstatus (conn) == CONNECTION_OK) {
+        PGresult *res = PQexec (conn, "ROLLBACK");
+        PQclear (res);
+    }
+    if (rc != 0 && strncmp (err, "schema \"", 8) != 0) {
+        char *why = strdup (err);
+        if (why) {
+            snprintf (err, errlen, "schema \"%s\": %s", schema, why);
+            free (why);
+        }
+    }
+    return rc;
+}

@@ -1,0 +1,266 @@
+/*  batcher.c — per-writer batches with in-batch de-duplication. */
+#include "rows/batcher.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <xxhash.h>
+
+typedef struct {
+    Embedflow__V1__Row **rows;   /* owned rows, arrival order */
+    size_t n;                    /* rows held */
+    size_t cap;                  /* slots allocated */
+    size_t bytes;                /* sum of ef_batcher_row_bytes */
+    zhashx_t *keys;              /* "doc\x1fidx" -> slot + 1 */
+    int64_t oldest_us;           /* arrival of rows[0] */
+    Embedflow__V1__Row **closed; /* a batch closed early, awaiting take */
+    size_t n_closed;             /* rows in it */
+} s_batch_t;
+
+struct ef_batcher {
+    s_batch_t *batches;     /* one per writer */
+    int writers;            /* entries in batches */
+    size_t max_rows;        /* bound per batch */
+    size_t max_bytes;       /* bound per batch */
+    uint64_t next_batch_id; /* stamped on each RowBatch */
+};
+
+static int64_t
+s_mono_us (void)
+{
+    struct timespec ts;
+    clock_gettime (CLOCK_MONOTONIC, &ts);
+    return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int
+ef_batcher_route (const char *document_id, int n)
+{
+    if (n <= 1)
+        return 0;
+    XXH64_hash_t h = XXH64 (document_id, strlen (document_id), 0);
+    return (int) (h % (uint64_t) n);
+}
+
+size_t
+ef_batcher_row_bytes (const Embedflow__V1__Row *row)
+{
+    return 64 + row->n_vector * sizeof (float)
+           + (row->document_id ? strlen (row->document_id) : 0)
+           + (row->content ? strlen (row->content) : 0)
+           + (row->metadata_json ? strlen (row->metadata_json) : 0)
+           + (row->model ? strlen (row->model) : 0)
+           + (row->source ? strlen (row->source) : 0)
+           + (row->job_id ? strlen (row->job_id) : 0);
+}
+
+ef_batcher_t *
+ef_batcher_new (int writers, size_t max_rows, size_t max_bytes)
+{
+    ef_batcher_t *self = calloc (1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->writers = writers > 0 ? writers : 1;
+    self->max_rows = max_rows ? max_rows : 1;
+    self->max_bytes = max_bytes ? max_bytes : 1;
+    self->batches = calloc ((size_t) self->writers, sizeof *self->batches);
+    if (!self->batches) {
+        free (self);
+        return NULL;
+    }
+    for (int w = 0; w < self->writers; w++) {
+        s_batch_t *b = &self->batches[w];
+        b->cap = self->max_rows;
+        b->rows = calloc (b->cap, sizeof *b->rows);
+        b->keys = zhashx_new ();
+        b->oldest_us = -1;
+        if (!b->rows || !b->keys) {
+            ef_batcher_destroy (&self);
+            return NULL;
+        }
+    }
+    return self;
+}
+
+static void
+s_free_rows (Embedflow__V1__Row **rows, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (rows[i])
+            protobuf_c_message_free_unpacked (&rows[i]->base, NULL);
+}
+
+void
+ef_batcher_destroy (ef_batcher_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    ef_batcher_t *self = *self_p;
+    for (int w = 0; self->batches && w < self->writers; w++) {
+        s_batch_t *b = &self->batches[w];
+        if (b->rows)
+            s_free_rows (b->rows, b->n);
+        free (b->rows);
+        if (b->closed)
+            s_free_rows (b->closed, b->n_closed);
+        free (b->closed);
+        zhashx_destroy (&b->keys);
+    }
+    free (self->batches);
+    free (self);
+    *self_p = NULL;
+}
+
+static void
+s_key (const Embedflow__V1__Row *row, char *out, size_t len)
+{
+    snprintf (out, len, "%s\x1f%u", row->document_id, row->chunk_index);
+}
+
+/* Moves the pending rows of b into its closed slot. */
+static int
+s_close (s_batch_t *b, size_t cap)
+{
+    b->closed = b->rows;
+    b->n_closed = b->n;
+    b->rows = calloc (cap, sizeof *b->rows);
+    if (!b->rows) {
+        b->rows = b->closed;
+        b->closed = NULL;
+        b->n_closed = 0;
+        return -1;
+    }
+    b->n = 0;
+    b->bytes = 0;
+    b->oldest_us = -1;
+    zhashx_purge (b->keys);
+    return 0;
+}
+
+int
+ef_batcher_add (ef_batcher_t *self, Embedflow__V1__Row **row_p)
+{
+    Embedflow__V1__Row *row = *row_p;
+    *row_p = NULL;
+    int w = ef_batcher_route (row->document_id, self->writers);
+    s_batch_t *b = &self->batches[w];
+    /* A closed batch must be taken before this writer gets more. */
+    assert (!b->closed);
+    char key[1200];
+    s_key (row, key, sizeof key);
+    size_t slot = (size_t) (uintptr_t) zhashx_lookup (b->keys, key);
+    int ready = -1;
+    if (slot) {
+        Embedflow__V1__Row *old = b->rows[slot - 1];
+        /* Only a row of the same sending of the same chunk may take over
+           another's count: acks and pull checkpoints settle rows per
+           chunk and attempt (a re-sent chunk is counted from zero). */
+        if (old->stream_id == row->stream_id && old->chunk_seq == row->chunk_seq
+            && old->attempt == row->attempt) {
+            row->covers += old->covers;
+            b->bytes -= ef_batcher_row_bytes (old);
+            protobuf_c_message_free_unpacked (&old->base, NULL);
+            b->rows[slot - 1] = row;
+            b->bytes += ef_batcher_row_bytes (row);
+            return -1;
+        }
+        if (s_close (b, self->max_rows) == 0)
+            ready = w;
+    }
+    size_t bytes = ef_batcher_row_bytes (row);
+    if (ready < 0 && b->n > 0
+        && (b->n >= self->max_rows || b->bytes + bytes > self->max_bytes)
+        && s_close (b, self->max_rows) == 0)
+        ready = w;
+    if (b->n == b->cap) {
+        /* Only reachable when closing failed for lack of memory. */
+        size_t cap = b->cap * 2;
+        Embedflow__V1__Row **grown = realloc (b->rows, cap * sizeof *grown);
+        if (!grown) {
+            protobuf_c_message_free_unpacked (&row->base, NULL);
+            return ready;
+        }
+        b->rows = grown;
+        b->cap = cap;
+    }
+    if (b->n == 0)
+        b->oldest_us = s_mono_us ();
+    b->rows[b->n++] = row;
+    b->bytes += bytes;
+    zhashx_update (b->keys, key, (void *) (uintptr_t) b->n);
+    if (ready < 0 && (b->n >= self->max_rows || b->bytes >= self->max_bytes)
+        && s_close (b, self->max_rows) == 0)
+        ready = w;
+    return ready;
+}
+
+int
+ef_batcher_full (const ef_batcher_t *self)
+{
+    for (int w = 0; w < self->writers; w++)
+        if (self->batches[w].closed)
+            return w;
+    return -1;
+}
+
+zmsg_t *
+ef_batcher_take (ef_batcher_t *self, int w, size_t *rows_out)
+{
+    if (w < 0 || w >= self->writers)
+        return NULL;
+    s_batch_t *b = &self->batches[w];
+    Embedflow__V1__Row **rows;
+    size_t n;
+    bool closed = b->closed != NULL;
+    if (closed) {
+        rows = b->closed;
+        n = b->n_closed;
+    }
+    else {
+        rows = b->rows;
+        n = b->n;
+    }
+    if (rows_out)
+        *rows_out = n;
+    if (n == 0)
+        return NULL;
+    Embedflow__V1__RowBatch batch = EMBEDFLOW__V1__ROW_BATCH__INIT;
+    batch.batch_id = ++self->next_batch_id;
+    batch.n_rows = n;
+    batch.rows = rows;
+    size_t size = protobuf_c_message_get_packed_size (&batch.base);
+    zframe_t *frame = zframe_new (NULL, size);
+    zmsg_t *msg = zmsg_new ();
+    if (!frame || !msg) {
+        zframe_destroy (&frame);
+        zmsg_destroy (&msg);
+        return NULL;
+    }
+    protobuf_c_message_pack (&batch.base, zframe_data (frame));
+    zmsg_append (msg, &frame);
+    s_free_rows (rows, n);
+    if (closed) {
+        free (b->closed);
+        b->closed = NULL;
+        b->n_closed = 0;
+    }
+    else {
+        b->n = 0;
+        b->bytes = 0;
+        b->oldest_us = -1;
+        zhashx_purge (b->keys);
+    }
+    return msg;
+}
+
+int64_t
+ef_batcher_oldest_us (const ef_batcher_t *self, int w)
+{
+    return w >= 0 && w < self->writers ? self->batches[w].oldest_us : -1;
+}
+
+size_t
+ef_batcher_pending (const ef_batcher_t *self, int w)
+{
+    return w >= 0 && w < self->writers ? self->batches[w].n : 0;
+}

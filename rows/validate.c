@@ -1,0 +1,249 @@
+/*  validate.c — row validation and canonical metadata JSON. */
+#include "rows/validate.h"
+
+#include "rows/uuid7.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *s_codes[] = {
+    [EF_ROW_OK] = "ok",
+    [EF_ROW_NO_DOCUMENT_ID] = "missing_document_id",
+    [EF_ROW_DOCUMENT_ID_TOO_LONG] = "document_id_too_long",
+    [EF_ROW_EMPTY_VECTOR] = "empty_vector",
+    [EF_ROW_WRONG_DIMENSION] = "wrong_dimension",
+    [EF_ROW_NOT_FINITE] = "not_finite",
+    [EF_ROW_CONTENT_TOO_LARGE] = "content_too_large",
+    [EF_ROW_METADATA_TOO_LARGE] = "metadata_too_large",
+    [EF_ROW_BAD_UUID] = "bad_uuid",
+    [EF_ROW_BAD_TEXT] = "bad_text",
+    [EF_ROW_CHUNK_INDEX_RANGE] = "chunk_index_out_of_range",
+};
+
+const char *
+ef_row_error_code (ef_row_error_t error)
+{
+    return (size_t) error < sizeof s_codes / sizeof s_codes[0] ? s_codes[error]
+                                                               : "unknown";
+}
+
+size_t
+ef_text_invalid_at (const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *) s;
+    size_t i = 0;
+    while (i < len) {
+        unsigned char c = p[i];
+        if (c == 0)
+            return i; /* PostgreSQL text cannot hold NUL */
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t need;
+        uint32_t cp;
+        if ((c & 0xe0) == 0xc0)
+            need = 1, cp = c & 0x1f;
+        else if ((c & 0xf0) == 0xe0)
+            need = 2, cp = c & 0x0f;
+        else if ((c & 0xf8) == 0xf0)
+            need = 3, cp = c & 0x07;
+        else
+            return i;
+        for (size_t k = 1; k <= need; k++) {
+            if (i + k >= len || (p[i + k] & 0xc0) != 0x80)
+                return i;
+            cp = cp << 6 | (p[i + k] & 0x3f);
+        }
+        /* Overlong forms, surrogates and values past U+10FFFF. */
+        if ((need == 1 && cp < 0x80) || (need == 2 && cp < 0x800)
+            || (need == 3 && cp < 0x10000) || cp > 0x10ffff
+            || (cp >= 0xd800 && cp <= 0xdfff))
+            return i;
+        i += need + 1;
+    }
+    return len;
+}
+
+bool
+ef_text_valid (const char *s, size_t len)
+{
+    return ef_text_invalid_at (s, len) == len;
+}
+
+ef_row_error_t
+ef_row_validate (const Embedflow__V1__Embedding *e,
+                 const ef_row_limits_t *limits, size_t metadata_json_len,
+                 uint8_t id[16], bool *has_id, char *why, size_t whylen)
+{
+    *has_id = false;
+    size_t doc_len = e->document_id ? strlen (e->document_id) : 0;
+    if (doc_len == 0) {
+        snprintf (why, whylen, "document_id is missing");
+        return EF_ROW_NO_DOCUMENT_ID;
+    }
+    if ((int64_t) doc_len > limits->max_document_id_bytes) {
+        snprintf (why, whylen, "document_id is %zu bytes, the limit is %lld",
+                  doc_len, (long long) limits->max_document_id_bytes);
+        return EF_ROW_DOCUMENT_ID_TOO_LONG;
+    }
+    if (e->chunk_index > INT32_MAX) {
+        snprintf (why, whylen, "chunk_index %u is above %d", e->chunk_index,
+                  INT32_MAX);
+        return EF_ROW_CHUNK_INDEX_RANGE;
+    }
+    if (e->n_vector == 0) {
+        snprintf (why, whylen, "vector is empty");
+        return EF_ROW_EMPTY_VECTOR;
+    }
+    if ((int64_t) e->n_vector != limits->dim) {
+        snprintf (why, whylen, "vector has %zu dimensions, expected %lld",
+                  e->n_vector, (long long) limits->dim);
+        return EF_ROW_WRONG_DIMENSION;
+    }
+    for (size_t i = 0; i < e->n_vector; i++)
+        if (!isfinite (e->vector[i])) {
+            snprintf (why, whylen, "vector[%zu] is %s", i,
+                      isnan (e->vector[i]) ? "NaN" : "infinite");
+            return EF_ROW_NOT_FINITE;
+        }
+    size_t content_len = e->content ? strlen (e->content) : 0;
+    if ((int64_t) content_len > limits->max_content_bytes) {
+        snprintf (why, whylen, "content is %zu bytes, the limit is %lld",
+                  content_len, (long long) limits->max_content_bytes);
+        return EF_ROW_CONTENT_TOO_LARGE;
+    }
+    size_t model_len = e->model ? strlen (e->model) : 0;
+    if ((int64_t) model_len > limits->max_model_bytes) {
+        snprintf (why, whylen, "model is %zu bytes, the limit is %lld",
+                  model_len, (long long) limits->max_model_bytes);
+        return EF_ROW_BAD_TEXT;
+    }
+    if ((int64_t) metadata_json_len > limits->max_metadata_bytes) {
+        snprintf (why, whylen,
+                  "metadata is %zu bytes as JSON, the limit is %lld",
+                  metadata_json_len, (long long) limits->max_metadata_bytes);
+        return EF_ROW_METADATA_TOO_LARGE;
+    }
+    if (e->id && *e->id) {
+        if (ef_uuid_parse (e->id, id) != 0) {
+            snprintf (why, whylen, "id '%.64s' is not a UUID", e->id);
+            return EF_ROW_BAD_UUID;
+        }
+        *has_id = true;
+    }
+    return EF_ROW_OK;
+}
+
+/* --- canonical metadata JSON ------------------------------------------ */
+
+typedef struct {
+    char *buf;  /* heap */
+    size_t len; /* used */
+    size_t cap; /* allocated */
+    bool oom;   /* an allocation failed */
+} s_buf_t;
+
+static void
+s_put (s_buf_t *b, const char *s, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 64;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *grown = realloc (b->buf, cap);
+        if (!grown) {
+            b->oom = true;
+            return;
+        }
+        b->buf = grown;
+        b->cap = cap;
+    }
+    memcpy (b->buf + b->len, s, n);
+    b->len += n;
+    b->buf[b->len] = '\0';
+}
+
+static void
+s_put_json_string (s_buf_t *b, const char *s)
+{
+    s_put (b, "\"", 1);
+    for (const unsigned char *p = (const unsigned char *) (s ? s : ""); *p;
+         p++) {
+        char esc[8];
+        if (*p == '"' || *p == '\\') {
+            esc[0] = '\\', esc[1] = (char) *p;
+            s_put (b, esc, 2);
+        }
+        else if (*p < 0x20) {
+            snprintf (esc, sizeof esc, "\\u%04x", *p);
+            s_put (b, esc, 6);
+        }
+        else
+            s_put (b, (const char *) p, 1);
+    }
+    s_put (b, "\"", 1);
+}
+
+typedef struct {
+    const Embedflow__V1__Embedding__MetadataEntry *entry; /* borrowed */
+    size_t order;                                         /* wire position */
+} s_slot_t;
+
+/* Orders by key, then wire position, so of repeated keys the last stays
+   last (qsort itself is not stable). */
+static int
+s_slot_cmp (const void *a, const void *b)
+{
+    const s_slot_t *x = a, *y = b;
+    int c = strcmp (x->entry->key ? x->entry->key : "",
+                    y->entry->key ? y->entry->key : "");
+    if (c)
+        return c;
+    return x->order < y->order ? -1 : x->order > y->order;
+}
+
+char *
+ef_metadata_json (Embedflow__V1__Embedding__MetadataEntry *const *entries,
+                  size_t n, size_t *len_out)
+{
+    s_slot_t *sorted = NULL;
+    if (n) {
+        sorted = malloc (n * sizeof *sorted);
+        if (!sorted)
+            return NULL;
+        for (size_t i = 0; i < n; i++)
+            sorted[i] = (s_slot_t){entries[i], i};
+        qsort (sorted, n, sizeof *sorted, s_slot_cmp);
+    }
+    s_buf_t b = {0};
+    s_put (&b, "{", 1);
+    for (size_t i = 0; i < n; i++) {
+        const char *key = sorted[i].entry->key ? sorted[i].entry->key : "";
+        /* A map on the wire may repeat a key; the last one wins, as in
+           protobuf's own map semantics. */
+        if (i + 1 < n
+            && strcmp (key,
+                       sorted[i + 1].entry->key ? sorted[i + 1].entry->key : "")
+                   == 0)
+            continue;
+        if (b.len > 1)
+            s_put (&b, ",", 1);
+        s_put_json_string (&b, key);
+        s_put (&b, ":", 1);
+        s_put_json_string (&b, sorted[i].entry->value);
+    }
+    s_put (&b, "}", 1);
+    free (sorted);
+    if (b.oom) {
+        free (b.buf);
+        return NULL;
+    }
+    if (len_out)
+        *len_out = b.len;
+    return b.buf;
+}
