@@ -82,5 +82,17 @@ int ef_cmd_dlq (int argc, char **argv);
 int ef_cmd_keygen (int argc, char **argv);
 int ef_cmd_check (int argc, char **argv);
 int ef_cmd_config (int argc, char **argv);
+int ef_cmd_completion (int argc, char **argv);
+
+/* One subcommand: its name, its entry point (argv[0] is the command's
+   name) and what `embedflow help` says of it (lines joined by \n). */
+typedef struct {
+    const char *name;
+    int (*run) (int argc, char **argv);
+    const char *summary;
+} ef_command_t;
+
+/* Every command, in the order help lists them; ends with a NULL name. */
+extern const ef_command_t ef_commands[];
 
 #endif

@@ -1,53 +1,96 @@
-/*  main.c — the embedflow binary: one command per subcommand. */
+/*  main.c — the embedflow binary: one command per subcommand.
+
+    ef_commands is the one list of commands: the usage text, dispatch and
+    the bash completion script (cmd_completion.c) are all made from it.
+*/
 #include "cli/cli.h"
 
 #include <stdio.h>
 #include <string.h>
 
+static int s_cmd_help (int argc, char **argv);
+static int s_cmd_version (int argc, char **argv);
+
+const ef_command_t ef_commands[] = {
+    {"run", ef_cmd_run,
+     "run the pipeline: gRPC receiver, scheduled pull jobs, splitter,\n"
+     "N database writers, DLQ, cache invalidator"},
+    {"demo", ef_cmd_demo,
+     "stream a synthetic data set (141,897 x 768) through the pipeline\n"
+     "on a private PostgreSQL and print a summary"},
+    {"graph", ef_cmd_graph,
+     "print the configured topology as Graphviz DOT (--png FILE)"},
+    {"pull", ef_cmd_pull,
+     "pull one job now from an AI server (GetEmbeddings), resuming\n"
+     "from its committed checkpoint"},
+    {"jobs", ef_cmd_jobs,
+     "list recent job runs (--schedule: when jobs run next)"},
+    {"bench", ef_cmd_bench,
+     "measure the pipeline against COPY, staged-upsert and row-at-a-time\n"
+     "baselines on the same tables and rows"},
+    {"top", ef_cmd_top,
+     "live view of a running embedflow's actors (reads its --metrics)"},
+    {"dlq", ef_cmd_dlq, "list, show, replay and purge dead letters"},
+    {"keygen", ef_cmd_keygen,
+     "make a CURVE key pair for tcp:// links between hosts"},
+    {"check", ef_cmd_check,
+     "validate the configuration and reach what it names (database,\n"
+     "schema, API server, pull job servers, link peers) without running"},
+    {"config", ef_cmd_config,
+     "print the effective configuration as YAML, defaults included,\n"
+     "secrets masked"},
+    {"completion", ef_cmd_completion,
+     "print a bash completion script: source <(embedflow completion bash)"},
+    {"version", s_cmd_version, "print the version"},
+    {"help", s_cmd_help,
+     "this text; `embedflow COMMAND --help` for a command's options"},
+    {NULL, NULL, NULL},
+};
+
 static void
 s_usage (FILE *out)
 {
-    fprintf (
-        out,
-        "embedflow — stream embeddings from gRPC into PostgreSQL, fast and "
-        "without loss\n"
-        "\n"
-        "usage: embedflow COMMAND [options]\n"
-        "\n"
-        "commands:\n"
-        "  run     run the pipeline: gRPC receiver, scheduled pull jobs, "
-        "splitter,\n"
-        "          N database writers, DLQ, cache invalidator\n"
-        "  demo    stream a synthetic data set (141,897 x 768) through the "
-        "pipeline\n"
-        "          on a private PostgreSQL and print a summary\n"
-        "  graph   print the configured topology as Graphviz DOT (--png FILE)\n"
-        "  pull    pull one job now from an AI server (GetEmbeddings), "
-        "resuming\n"
-        "          from its committed checkpoint\n"
-        "  jobs    list recent job runs (--schedule: when jobs run next)\n"
-        "  bench   measure the pipeline against COPY, staged-upsert and "
-        "row-at-a-time\n"
-        "          baselines on the same tables and rows\n"
-        "  top     live view of a running embedflow's actors (reads its "
-        "--metrics)\n"
-        "  dlq     list, show, replay and purge dead letters\n"
-        "  keygen  make a CURVE key pair for tcp:// links between hosts\n"
-        "  check   validate the configuration and reach what it names "
-        "(database,\n"
-        "          schema, API server, pull job servers, link peers) "
-        "without running\n"
-        "  config  print the effective configuration as YAML, defaults "
-        "included,\n"
-        "          secrets masked\n"
-        "  help    this text; `embedflow COMMAND --help` for a command's "
-        "options\n"
-        "\n"
-        "With no database configured (--database, DATABASE_URL or PG* "
-        "variables),\n"
-        "the commands that need one start a private PostgreSQL under "
-        "--data-dir.\n"
-        "Exit codes: 0 ok, 1 runtime failure, 2 bad usage or configuration.\n");
+    fprintf (out, "embedflow — stream embeddings from gRPC into PostgreSQL, "
+                  "fast and without loss\n"
+                  "\n"
+                  "usage: embedflow COMMAND [options]\n"
+                  "\n"
+                  "commands:\n");
+    for (const ef_command_t *c = ef_commands; c->name; c++) {
+        fprintf (out, "  %-11s", c->name);
+        for (const char *s = c->summary; *s; s++) {
+            fputc (*s, out);
+            if (*s == '\n')
+                fprintf (out, "  %-11s", "");
+        }
+        fputc ('\n', out);
+    }
+    fprintf (out,
+             "\n"
+             "With no database configured (--database, DATABASE_URL or PG* "
+             "variables),\n"
+             "the commands that need one start a private PostgreSQL under "
+             "--data-dir.\n"
+             "Exit codes: 0 ok, 1 runtime failure, 2 bad usage or "
+             "configuration.\n");
+}
+
+static int
+s_cmd_help (int argc, char **argv)
+{
+    (void) argc;
+    (void) argv;
+    s_usage (stdout);
+    return EF_EXIT_OK;
+}
+
+static int
+s_cmd_version (int argc, char **argv)
+{
+    (void) argc;
+    (void) argv;
+    printf ("embedflow 0.1.0\n");
+    return EF_EXIT_OK;
 }
 
 int
@@ -58,37 +101,13 @@ main (int argc, char **argv)
         return EF_EXIT_USAGE;
     }
     const char *cmd = argv[1];
-    if (strcmp (cmd, "run") == 0)
-        return ef_cmd_run (argc - 1, argv + 1);
-    if (strcmp (cmd, "demo") == 0)
-        return ef_cmd_demo (argc - 1, argv + 1);
-    if (strcmp (cmd, "graph") == 0)
-        return ef_cmd_graph (argc - 1, argv + 1);
-    if (strcmp (cmd, "pull") == 0)
-        return ef_cmd_pull (argc - 1, argv + 1);
-    if (strcmp (cmd, "jobs") == 0)
-        return ef_cmd_jobs (argc - 1, argv + 1);
-    if (strcmp (cmd, "bench") == 0)
-        return ef_cmd_bench (argc - 1, argv + 1);
-    if (strcmp (cmd, "top") == 0)
-        return ef_cmd_top (argc - 1, argv + 1);
-    if (strcmp (cmd, "dlq") == 0)
-        return ef_cmd_dlq (argc - 1, argv + 1);
-    if (strcmp (cmd, "keygen") == 0)
-        return ef_cmd_keygen (argc - 1, argv + 1);
-    if (strcmp (cmd, "check") == 0)
-        return ef_cmd_check (argc - 1, argv + 1);
-    if (strcmp (cmd, "config") == 0)
-        return ef_cmd_config (argc - 1, argv + 1);
-    if (strcmp (cmd, "help") == 0 || strcmp (cmd, "--help") == 0
-        || strcmp (cmd, "-h") == 0) {
-        s_usage (stdout);
-        return EF_EXIT_OK;
-    }
-    if (strcmp (cmd, "version") == 0 || strcmp (cmd, "--version") == 0) {
-        printf ("embedflow 0.1.0\n");
-        return EF_EXIT_OK;
-    }
+    if (strcmp (cmd, "--help") == 0 || strcmp (cmd, "-h") == 0)
+        cmd = "help";
+    if (strcmp (cmd, "--version") == 0)
+        cmd = "version";
+    for (const ef_command_t *c = ef_commands; c->name; c++)
+        if (strcmp (cmd, c->name) == 0)
+            return c->run (argc - 1, argv + 1);
     fprintf (stderr, "embedflow: unknown command '%s'\n\n", cmd);
     s_usage (stderr);
     return EF_EXIT_USAGE;
