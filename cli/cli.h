@@ -65,6 +65,11 @@ void ef_cli_close (ef_cli_t *cli);
    printing the reason. */
 ef_runtime_t *ef_cli_start_runtime (ef_cli_t *cli);
 
+/* Waits for the runtime (ef_runtime_wait) and returns its result, 0 or 1.
+   A second signal ends the process here with exit 1, as promised to the
+   user: the actors may be blocked, and nothing else should run. */
+int ef_cli_wait_runtime (ef_runtime_t *rt);
+
 typedef struct ef_metrics_server ef_metrics_server_t;
 /* Starts the endpoint when the command's config sets `metrics`, else
    leaves *server NULL. Returns EF_EXIT_OK, EF_EXIT_USAGE when the

@@ -554,7 +554,7 @@ s_run_pipeline (s_bench_t *b, int writers, s_measure_t *m)
     pthread_mutex_unlock (&b->lock);
     if (atomic_load (&b->interrupted))
         ef_runtime_stop (u.runtime);
-    int rc = ef_runtime_wait (u.runtime);
+    int rc = ef_cli_wait_runtime (u.runtime);
     pthread_join (gen, NULL);
     b->label = NULL;
     pthread_mutex_lock (&b->lock);
@@ -694,7 +694,7 @@ s_run_pull (s_bench_t *b, int writers, s_measure_t *m)
         pthread_mutex_unlock (&b->lock);
         if (atomic_load (&b->interrupted))
             ef_runtime_stop (rt);
-        rc = ef_runtime_wait (rt);
+        rc = ef_cli_wait_runtime (rt);
         b->label = NULL;
         pthread_mutex_lock (&b->lock);
         b->runtime = NULL;

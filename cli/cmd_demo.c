@@ -221,7 +221,7 @@ ef_cmd_demo (int argc, char **argv)
     double start = (double) ef_clock_mono_us () / 1e6;
     pthread_create (&gen, NULL, s_generator, &demo);
     pthread_create (&prog, NULL, s_progress, &demo);
-    rc = ef_runtime_wait (demo.runtime);
+    rc = ef_cli_wait_runtime (demo.runtime);
     /* A signal drained the pipeline before the upload ended: the
        generator's call was cancelled and it returns on its own. */
     pthread_join (gen, NULL);

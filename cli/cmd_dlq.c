@@ -684,7 +684,7 @@ s_replay (ef_cli_t *cli, PGconn *conn, const char *table, const s_args_t *args)
     }
     if (rt) {
         ef_runtime_stop (rt);
-        if (ef_runtime_wait (rt) != 0)
+        if (ef_cli_wait_runtime (rt) != 0)
             failed = true;
         ef_runtime_destroy (&rt);
     }

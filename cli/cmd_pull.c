@@ -256,7 +256,7 @@ ef_cmd_pull (int argc, char **argv)
     pthread_mutex_unlock (&pull.lock);
     pthread_t prog;
     pthread_create (&prog, NULL, s_progress, &pull);
-    rc = ef_runtime_wait (rt);
+    rc = ef_cli_wait_runtime (rt);
     atomic_store (&pull.stop_progress, 1);
     pthread_join (prog, NULL);
     pthread_mutex_lock (&pull.lock);

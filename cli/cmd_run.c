@@ -45,7 +45,7 @@ ef_cmd_run (int argc, char **argv)
     }
     ef_metrics_server_started (metrics, true);
     ef_info ("ready");
-    rc = ef_runtime_wait (rt);
+    rc = ef_cli_wait_runtime (rt);
     ef_runtime_destroy (&rt);
     ef_metrics_server_destroy (&metrics);
     ef_cli_close (&cli);

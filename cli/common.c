@@ -346,6 +346,15 @@ ef_cli_start_runtime (ef_cli_t *cli)
 }
 
 int
+ef_cli_wait_runtime (ef_runtime_t *rt)
+{
+    int rc = ef_runtime_wait (rt);
+    if (rc == EF_RUNTIME_HARD_STOP)
+        _exit (EF_EXIT_FAIL);
+    return rc;
+}
+
+int
 ef_cli_free_port (void)
 {
     int fd = socket (AF_INET, SOCK_STREAM, 0);

@@ -6,7 +6,8 @@
     Stop: actors are drained in registration order, which is upstream
     first: a source stops taking new work and finishes what is in flight,
     then the next stage drains what reached it, and so on. A second signal
-    ends the process at once.
+    makes ef_runtime_wait return at once; the library never ends the
+    process itself.
     Under systemd (Type=notify) the runtime says READY=1 once every actor
     is ready, STOPPING=1 when the drain begins, and pings the watchdog from
     its loop while it waits and drains (notify.c).
@@ -296,10 +297,14 @@ ef_runtime_wait (ef_runtime_t *self)
                 break;
             }
             if (s_watch (self, 100)) {
+                /* The threads are told to stop but not joined: one may
+                   be blocked in a call that takes long to return, and
+                   the program asked to stop at once. Ending the process
+                   is its caller's decision. */
                 ef_error ("second signal: stopping now, work in flight is "
                           "not acknowledged");
-                self->hard_stop = 1;
-                _exit (1);
+                atomic_store (&self->hard_stop, 1);
+                return EF_RUNTIME_HARD_STOP;
             }
         }
     }

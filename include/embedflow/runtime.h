@@ -171,9 +171,17 @@ void ef_runtime_destroy (ef_runtime_t **self_p);
    stopping whatever had started. */
 int ef_runtime_start (ef_runtime_t *self, char *err, size_t errlen);
 
+/* What ef_runtime_wait returns when a second signal came while draining. */
+#define EF_RUNTIME_HARD_STOP (-1)
+
 /* Runs until SIGINT/SIGTERM, ef_runtime_stop, or an actor failing; then
-   drains (sources first) and stops every actor. A second signal stops at
-   once. Returns the exit code: 0 after a clean drain, 1 after a failure. */
+   drains (sources first) and stops every actor. Returns 0 after a clean
+   drain, 1 after an actor failed or drain_timeout passed.
+   A second signal during the drain returns EF_RUNTIME_HARD_STOP at once:
+   every actor has been told to stop (ef_actor_stopping) but their threads
+   may still run, so work in flight is not acknowledged. The caller then
+   ends the process (_exit), or calls ef_runtime_destroy, which waits for
+   each thread to notice. */
 int ef_runtime_wait (ef_runtime_t *self);
 
 /* Asks ef_runtime_wait to drain and return (any thread). */

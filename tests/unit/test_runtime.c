@@ -5,6 +5,8 @@
 
 #include "embedflow/runtime.h"
 
+#include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +17,7 @@ typedef struct {
     int64_t count;   /* messages to produce */
     int64_t sink_us; /* per-message work in the sink */
     bool fail_init;  /* make the sink's init fail */
+    bool stuck;      /* the sink never says it has drained */
 } s_opts_t;
 
 static const ef_option_t s_source_opts[] = {
@@ -24,6 +27,7 @@ static const ef_option_t s_sink_opts[] = {
     {"sink_us", EF_OPT_INT, "0", offsetof (s_opts_t, sink_us), 0, 0, "µs"},
     {"fail_init", EF_OPT_BOOL, "false", offsetof (s_opts_t, fail_init), 0, 0,
      "x"},
+    {"stuck", EF_OPT_BOOL, "false", offsetof (s_opts_t, stuck), 0, 0, "x"},
     EF_OPTION_END};
 
 static atomic_long s_sent, s_received, s_max_gap, s_full_hits;
@@ -124,7 +128,9 @@ static void
 s_sink_drain (ef_actor_t *a)
 {
     atomic_store (&s_drain_order[atomic_fetch_add (&s_drain_seq, 1)], 2);
-    ef_actor_drained (a);
+    const s_opts_t *o = ef_actor_options (a);
+    if (!o->stuck)
+        ef_actor_drained (a);
 }
 
 static const ef_port_def_t s_source_ports[] = {
@@ -233,6 +239,45 @@ EF_TEST (runtime_reports_init_failure)
     EF_CHECK (ef_runtime_start (rt, err, sizeof err) == -1);
     EF_CHECK (strstr (err, "sink[0]") && strstr (err, "cannot reach the moon"));
     ef_runtime_destroy (&rt);
+    ef_config_destroy (&c);
+    ef_registry_destroy (&reg);
+}
+
+EF_TEST (runtime_second_signal_returns)
+{
+    /* A sink that never finishes draining, and two signals: the first
+       starts the drain, the second must make ef_runtime_wait return
+       EF_RUNTIME_HARD_STOP to this caller instead of ending the process
+       (the library leaves that to the program). Both signals are pending
+       on this thread before the wait; SIGINT and SIGTERM are distinct,
+       so neither swallows the other, and the lower one is taken first. */
+    ef_registry_t *reg;
+    ef_config_t *c = s_setup (&reg);
+    char err[256];
+    EF_REQUIRE (ef_config_set (c, "actors.sink.stuck", "true", err, sizeof err)
+                == 0);
+    EF_REQUIRE (ef_config_set (c, "actors.source.count", "0", err, sizeof err)
+                == 0);
+    EF_REQUIRE (ef_config_set (c, "drain_timeout", "60s", err, sizeof err)
+                == 0);
+    sigset_t set, old;
+    sigemptyset (&set);
+    sigaddset (&set, SIGINT);
+    sigaddset (&set, SIGTERM);
+    pthread_sigmask (SIG_BLOCK, &set, &old);
+    s_rt = ef_runtime_new (c);
+    EF_REQUIRE (ef_runtime_start (s_rt, err, sizeof err) == 0);
+    pthread_kill (pthread_self (), SIGINT);
+    pthread_kill (pthread_self (), SIGTERM);
+    int64_t start = ef_clock_mono_us ();
+    EF_CHECK (ef_runtime_wait (s_rt) == EF_RUNTIME_HARD_STOP);
+    /* at once, not at drain_timeout */
+    EF_CHECK (ef_clock_mono_us () - start < 30 * 1000000LL);
+    EF_CHECK (atomic_load (&s_drain_seq) >= 1);
+    /* the threads saw the hard stop and can be joined */
+    ef_runtime_destroy (&s_rt);
+    EF_CHECK (ef_signals_pending () == 0);
+    pthread_sigmask (SIG_SETMASK, &old, NULL);
     ef_config_destroy (&c);
     ef_registry_destroy (&reg);
 }
