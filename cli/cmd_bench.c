@@ -21,6 +21,7 @@
 #include "actors/grpc_puller.h"
 #include "bench/baselines.h"
 #include "cli/cli.h"
+#include "pipeline/observe.h"
 #include "testkit/loadgen.h"
 #include "testkit/pullserver.h"
 #include "jobs/job.h"

@@ -3,6 +3,22 @@
 
 #include "embedflow/metrics.h"
 
+ef_histogram_t *
+ef_metrics_pipeline_latency (void)
+{
+    static ef_histogram_t *latency;
+    ef_histogram_t *h = __atomic_load_n (&latency, __ATOMIC_ACQUIRE);
+    if (!h) {
+        h = ef_metrics_histogram (
+            EF_METRIC_PIPELINE_LATENCY,
+            "Seconds from a chunk's arrival at the gRPC receiver to its row's "
+            "commit.",
+            NULL);
+        __atomic_store_n (&latency, h, __ATOMIC_RELEASE);
+    }
+    return h;
+}
+
 void
 ef_observe_committed (ef_actor_t *actor, Embedflow__V1__Row *const *rows,
                       size_t n, int64_t elapsed_us)

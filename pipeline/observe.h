@@ -11,7 +11,15 @@
 #include <stdint.h>
 
 #include "embedflow/actor.h"
+#include "embedflow/metrics.h"
 #include "embedflow/v1/pipeline.pb-c.h"
+
+/* End-to-end latency: chunk received by the gRPC receiver → its row
+   committed. Writers observe it for every committed row. */
+#define EF_METRIC_PIPELINE_LATENCY "embedflow_pipeline_latency_seconds"
+/* That histogram, created on first call; NULL only when out of memory
+   (updates accept NULL). */
+ef_histogram_t *ef_metrics_pipeline_latency (void);
 
 /* Per-writer histogram of the wall time of one batch transaction. */
 #define EF_METRIC_WRITER_COMMIT "embedflow_writer_commit_seconds"

@@ -2,6 +2,7 @@
 #ifndef EF_RUNTIME_INTERNAL_H
 #define EF_RUNTIME_INTERNAL_H
 
+#include "embedflow/metrics.h"
 #include "embedflow/runtime.h"
 
 /* Endpoint of `link` for instance `index` (-1 when not per-instance), in
@@ -129,3 +130,17 @@ const char *ef_link_end_endpoint (const ef_link_end_t *self);
 /* A connection came (+1) or went (-1); warns when the last peer goes and
    when one comes back after that. */
 void ef_link_end_event (ef_link_end_t *self, int delta);
+
+/* --- per-instance series (metrics.c), kept by the runtime ------------- */
+
+/* Creates every series of the instance at zero, so an idle instance is
+   listed too; the runtime calls it when the instance's thread starts. */
+void ef_actor_metrics_init (ef_actor_t *self);
+
+/* Counts one message (and its bytes) into or out of the instance; the
+   runtime calls it for every message. */
+void ef_actor_count_message (ef_actor_t *self, bool in, zmsg_t *msg);
+
+/* The series behind an instance's metric, by instance name; created on
+   first use (NULL when out of memory). For the runtime and tests. */
+void *ef_metrics_actor_series (const char *actor, ef_actor_metric_t metric);

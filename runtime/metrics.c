@@ -716,19 +716,3 @@ ef_actor_gauge (ef_actor_t *self, ef_actor_metric_t metric, int64_t value)
     if (metric == EF_METRIC_IN_FLIGHT || metric == EF_METRIC_LISTENING)
         ef_gauge_set (s_actor_series (ef_actor_name (self), metric), value);
 }
-
-ef_histogram_t *
-ef_metrics_pipeline_latency (void)
-{
-    static ef_histogram_t *latency;
-    ef_histogram_t *h = __atomic_load_n (&latency, __ATOMIC_ACQUIRE);
-    if (!h) {
-        h = ef_metrics_histogram (
-            EF_METRIC_PIPELINE_LATENCY,
-            "Seconds from a chunk's arrival at the gRPC receiver to its row's "
-            "commit.",
-            NULL);
-        __atomic_store_n (&latency, h, __ATOMIC_RELEASE);
-    }
-    return h;
-}

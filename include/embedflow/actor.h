@@ -8,7 +8,8 @@
 
     Lifecycle of one instance, all on its thread:
       init      open connections; on failure call ef_actor_fail and return
-                -1: the runtime reports the reason and the process exits 1
+                -1: ef_runtime_start stops what started and returns -1
+                with the reason
       handle    one message arrived on an input port (ownership passes)
       tick      the deadline set with ef_actor_wake_in passed
       drain     the process is stopping gracefully: finish in-flight work,
@@ -25,7 +26,10 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
+#include "embedflow/export.h"
 #include "embedflow/options.h"
+
+EF_API_BEGIN
 
 typedef struct ef_actor ef_actor_t;
 
@@ -62,7 +66,7 @@ typedef struct ef_actor_def {
 
     /* Optional: checks the options as a whole before anything starts
        (keys that need each other). Returns 0, or -1 with why = "KEY:
-       reason"; the process then exits with a usage error. */
+       reason"; ef_config_validate then fails naming actors.NAME.KEY. */
     int (*check) (const void *options, char *why, size_t len);
     int (*init) (ef_actor_t *self);
     /* Returns 0; -1 stops this instance as failed (logged). */
@@ -135,7 +139,7 @@ void ef_actor_pause (ef_actor_t *self, int port, bool paused);
    tick). The latest call wins. */
 void ef_actor_wake_in (ef_actor_t *self, int64_t ms);
 
-/* Records why init failed; the runtime prints it and exits 1. */
+/* Records why init failed; ef_runtime_start returns it in its err. */
 void ef_actor_fail (ef_actor_t *self, const char *fmt, ...)
     __attribute__ ((format (printf, 2, 3)));
 
@@ -151,5 +155,7 @@ const atomic_int *ef_actor_stop_flag (const ef_actor_t *self);
 /* Monotonic and wall clocks in microseconds. */
 int64_t ef_clock_mono_us (void);
 int64_t ef_clock_wall_us (void);
+
+EF_API_END
 
 #endif

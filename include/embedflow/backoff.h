@@ -10,6 +10,10 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "embedflow/export.h"
+
+EF_API_BEGIN
+
 typedef struct {
     int64_t base_ms;  /* first ceiling */
     int64_t cap_ms;   /* largest ceiling */
@@ -32,5 +36,7 @@ void ef_backoff_reset (ef_backoff_t *b);
 /* Sleeps for ms unless *stop becomes nonzero first (checked every 50 ms).
    Returns 0 after the full sleep, -1 when stopped. stop may be NULL. */
 int ef_backoff_sleep (int64_t ms, const atomic_int *stop);
+
+EF_API_END
 
 #endif

@@ -13,6 +13,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "embedflow/export.h"
+
+EF_API_BEGIN
+
 typedef struct ef_budget ef_budget_t;
 
 /* The process's budget; its limit is 0 (none) until set. Never NULL. */
@@ -49,5 +53,7 @@ int64_t ef_budget_share (int64_t *charged, uint64_t unsettled,
 
 /* Counts a read that waited for the budget (exposed as a metric). */
 void ef_budget_count_wait (ef_budget_t *self);
+
+EF_API_END
 
 #endif

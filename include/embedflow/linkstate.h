@@ -13,6 +13,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "embedflow/export.h"
+
+EF_API_BEGIN
+
 typedef struct {
     uint64_t churn; /* peers that went or came, since start */
     int down;       /* tcp connections this process makes, peerless now */
@@ -21,5 +25,7 @@ typedef struct {
 
 /* The state now. Never fails. */
 void ef_links_state (ef_links_state_t *out);
+
+EF_API_END
 
 #endif

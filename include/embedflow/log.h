@@ -23,6 +23,10 @@
 #include <stdarg.h>
 #include <stdint.h>
 
+#include "embedflow/export.h"
+
+EF_API_BEGIN
+
 typedef enum {
     EF_LOG_ERROR = 0,
     EF_LOG_WARN = 1,
@@ -105,5 +109,7 @@ void ef_vlog_kv (ef_log_level_t level, const ef_kv_t *fields, const char *fmt,
 #define ef_error_kv(fields, ...) ef_log_kv (EF_LOG_ERROR, fields, __VA_ARGS__)
 #define ef_warn_kv(fields, ...)  ef_log_kv (EF_LOG_WARN, fields, __VA_ARGS__)
 #define ef_info_kv(fields, ...)  ef_log_kv (EF_LOG_INFO, fields, __VA_ARGS__)
+
+EF_API_END
 
 #endif

@@ -21,7 +21,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "embedflow/export.h"
 #include "embedflow/actor.h"
+
+EF_API_BEGIN
 
 typedef struct ef_counter ef_counter_t;
 typedef struct ef_gauge ef_gauge_t;
@@ -127,23 +130,6 @@ void ef_actor_count_here (ef_actor_metric_t metric, int64_t n);
 /* Sets a gauge of this instance. */
 void ef_actor_gauge (ef_actor_t *self, ef_actor_metric_t metric, int64_t value);
 
-/* Creates every series of the instance at zero, so an idle instance is
-   listed too; the runtime calls it when the instance's thread starts. */
-void ef_actor_metrics_init (ef_actor_t *self);
-
-/* Counts one message (and its bytes) into or out of the instance; the
-   runtime calls it for every message. */
-void ef_actor_count_message (ef_actor_t *self, bool in, zmsg_t *msg);
-
-/* The series behind an instance's metric, by instance name; created on
-   first use (NULL when out of memory). For the runtime and tests. */
-void *ef_metrics_actor_series (const char *actor, ef_actor_metric_t metric);
-
-/* --- pipeline-wide series ---------------------------------------------- */
-
-/* End-to-end latency: chunk received by the gRPC receiver → its row
-   committed. Writers observe it for every committed row. */
-#define EF_METRIC_PIPELINE_LATENCY "embedflow_pipeline_latency_seconds"
-ef_histogram_t *ef_metrics_pipeline_latency (void);
+EF_API_END
 
 #endif

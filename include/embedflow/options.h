@@ -16,6 +16,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "embedflow/export.h"
+
+EF_API_BEGIN
+
 typedef enum {
     EF_OPT_INT,    /* int64_t; decimal */
     EF_OPT_SIZE,   /* int64_t bytes; accepts k, M, G suffixes (powers of 2) */
@@ -60,5 +64,7 @@ void ef_options_free (const ef_option_t *table, void *obj);
 /* Prints "  --PREFIXkey VALUE   description (default: X)" for each row. */
 void ef_options_print_help (const ef_option_t *table, const char *prefix,
                             void *stream);
+
+EF_API_END
 
 #endif

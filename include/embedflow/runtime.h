@@ -11,8 +11,11 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+#include "embedflow/export.h"
 #include "embedflow/actor.h"
 #include "embedflow/options.h"
+
+EF_API_BEGIN
 
 /* --- registry ------------------------------------------------------- */
 
@@ -195,5 +198,7 @@ int ef_links_unready (char *why, size_t len);
 /* links.NAME.peer_timeout in ms (0: a link end without a peer does not
    make the process unready). */
 int64_t ef_config_link_peer_timeout (const ef_config_t *self, const char *link);
+
+EF_API_END
 
 #endif

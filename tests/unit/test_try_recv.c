@@ -4,6 +4,7 @@
 
 #include "embedflow/metrics.h"
 #include "embedflow/runtime.h"
+#include "runtime/internal.h"
 
 #include <stdatomic.h>
 #include <stdlib.h>
