@@ -55,17 +55,22 @@ struct ef_actor {
     int index;                 /* 0-based instance number */
     int instances;             /* instances of this actor in the topology */
     void *state; /* def->state_size bytes, or ef_actor_set_state's */
-    s_port_t ports[EF_MAX_PORTS]; /* in definition order */
-    int n_ports;                  /* used entries */
-    zsock_t *pipe;                /* to the runtime, borrowed from zactor */
-    zpoller_t *poller;            /* pipe + unpaused IN ports */
-    int64_t wake_at_us;           /* monotonic tick deadline, -1 = none */
-    int64_t last_input_us;        /* last message on an IN port */
-    char fail[1024];              /* why init failed */
-    bool draining;                /* $DRAIN received */
-    bool drained;                 /* DRAINED sent */
-    bool terminated;              /* leave the loop */
-    const atomic_int *stop;       /* runtime's hard-stop flag */
+    s_port_t ports[EF_MAX_PORTS];  /* in definition order */
+    int n_ports;                   /* used entries */
+    zsock_t *pipe;                 /* to the runtime, borrowed from zactor */
+    zpoller_t *poller;             /* pipe + unpaused IN ports */
+    int64_t wake_at_us;            /* monotonic tick deadline, -1 = none */
+    int64_t last_input_us;         /* last message on an IN port */
+    char fail[1024];               /* why init failed */
+    bool inited;                   /* init ran: destroy is due */
+    zmsg_t *pending;               /* the message a failed handle gave back */
+    int pending_port;              /* the IN port it came from */
+    ef_restarts_t restarts;        /* policy and recent failures */
+    ef_counter_t *restart_counter; /* embedflow_actor_restarts_total */
+    bool draining;                 /* $DRAIN received */
+    bool drained;                  /* DRAINED sent */
+    bool terminated;               /* leave the loop */
+    const atomic_int *stop;        /* runtime's hard-stop flag */
 };
 
 int64_t
@@ -97,6 +102,7 @@ ef_actor_new (ef_config_t *config, const ef_actor_def_t *def, int index,
     self->instances = ef_config_instances (config, def->name);
     self->wake_at_us = -1;
     self->stop = stop;
+    self->restarts = ef_config_restarts (config, def->name);
     if (self->instances > 1)
         snprintf (self->name, sizeof self->name, "%s[%d]", def->name, index);
     else
@@ -138,6 +144,7 @@ ef_actor_destroy (ef_actor_t **self_p)
     if (!self_p || !*self_p)
         return;
     s_close_ports (*self_p);
+    zmsg_destroy (&(*self_p)->pending);
     free (*self_p);
     *self_p = NULL;
 }
@@ -684,9 +691,10 @@ ef_actor_stop_flag (const ef_actor_t *self)
     return self->stop;
 }
 
-/* Handles one command from the runtime. */
+/* Handles one command from the runtime. live: an instance is running
+   (else a $DRAIN is only remembered, for the restarted instance). */
 static void
-s_command (ef_actor_t *self)
+s_command (ef_actor_t *self, bool live)
 {
     zmsg_t *msg = zmsg_recv (self->pipe);
     if (!msg) {
@@ -701,7 +709,7 @@ s_command (ef_actor_t *self)
     else if (strcmp (cmd, "$DRAIN") == 0 && !self->draining) {
         self->draining = true;
         self->last_input_us = ef_clock_mono_us ();
-        if (self->def->drain)
+        if (live && self->def->drain)
             self->def->drain (self);
     }
     else if (strcmp (cmd, "$DRAIN") != 0)
@@ -710,7 +718,25 @@ s_command (ef_actor_t *self)
     zmsg_destroy (&msg); /* leftover frames never poison the next read */
 }
 
-/* Receives one message from the IN port sock and gives it to handle. */
+/* Gives msg (taken) to handle. A handle that fails and leaves the
+   message gives it back: it is kept for the restarted instance. Returns
+   what handle returned. */
+static int
+s_deliver (ef_actor_t *self, int port, zmsg_t *msg)
+{
+    int rc = self->def->handle ? self->def->handle (self, port, &msg) : 0;
+    if (rc != 0 && msg) {
+        zmsg_destroy (&self->pending);
+        self->pending = msg;
+        self->pending_port = port;
+    }
+    else
+        zmsg_destroy (&msg);
+    return rc;
+}
+
+/* Receives one message from the IN port sock and gives it to handle.
+   Returns what handle returned (0 for anything else). */
 static int
 s_input (ef_actor_t *self, zsock_t *sock)
 {
@@ -738,9 +764,118 @@ s_input (ef_actor_t *self, zsock_t *sock)
     }
     self->last_input_us = ef_clock_mono_us ();
     ef_actor_count_message (self, true, msg);
-    int rc = self->def->handle ? self->def->handle (self, port, &msg) : 0;
-    zmsg_destroy (&msg);
-    return rc;
+    return s_deliver (self, port, msg);
+}
+
+/* Makes the instance's state and runs init. Returns 0, or -1 with
+   self->fail set. */
+static int
+s_init_instance (ef_actor_t *self)
+{
+    self->wake_at_us = -1;
+    if (self->def->state_size
+        && !(self->state = calloc (1, self->def->state_size))) {
+        snprintf (self->fail, sizeof self->fail, "out of memory");
+        return -1;
+    }
+    self->inited = true;
+    if (self->def->init && self->def->init (self) != 0) {
+        if (!*self->fail)
+            snprintf (self->fail, sizeof self->fail, "init failed");
+        return -1;
+    }
+    return 0;
+}
+
+/* Runs destroy when init ran and frees the runtime's state. */
+static void
+s_destroy_instance (ef_actor_t *self)
+{
+    if (self->inited && self->def->destroy)
+        self->def->destroy (self);
+    self->inited = false;
+    if (self->def->state_size)
+        free (self->state);
+    self->state = NULL;
+}
+
+/* Waits ms before a restart while answering the pipe: $DRAIN is
+   remembered for the new instance, $TERM or a hard stop ends the wait.
+   Returns 0 when the time passed, -1 when the actor must stop. */
+static int
+s_restart_wait (ef_actor_t *self, int64_t ms)
+{
+    int64_t until = ef_clock_mono_us () + ms * 1000;
+    while (!self->terminated && !*self->stop) {
+        int64_t left = (until - ef_clock_mono_us () + 999) / 1000;
+        if (left <= 0)
+            return 0;
+        /* the hard-stop flag has no socket: look at it every 100 ms */
+        zmq_pollitem_t item = {zsock_resolve (self->pipe), 0, ZMQ_POLLIN, 0};
+        if (zmq_poll (&item, 1, left < 100 ? (long) left : 100) > 0)
+            s_command (self, false);
+    }
+    return -1;
+}
+
+/* The instance failed (why, unless it said more with ef_actor_fail):
+   destroys it and, as its policy allows, starts it again after a
+   backoff, its sockets untouched, then hands it the message the failed
+   handle gave back. A restart whose init fails or whose first message
+   fails again counts as one more failure. Returns 0 with the instance
+   running, -1 when it must stop: DIED went to the runtime (the policy
+   refused a restart) or the process is stopping. */
+static int
+s_recover (ef_actor_t *self, const char *why)
+{
+    for (;;) {
+        char reason[sizeof self->fail];
+        snprintf (reason, sizeof reason, "%s", *self->fail ? self->fail : why);
+        *self->fail = 0;
+        s_destroy_instance (self);
+        int64_t delay =
+            ef_restarts_failed (&self->restarts, ef_clock_mono_us () / 1000);
+        int count = ef_restarts_count (&self->restarts);
+        const ef_restarts_t *r = &self->restarts;
+        if (delay < 0) {
+            char died[sizeof reason + 160];
+            if (!r->restart)
+                snprintf (died, sizeof died, "%s (restart: never)", reason);
+            else
+                snprintf (died, sizeof died,
+                          "failed %d times within restart_window %lld ms "
+                          "(max_restarts %d): %s",
+                          count, (long long) r->window_ms, r->max_restarts,
+                          reason);
+            zstr_sendx (self->pipe, "DIED", died, NULL);
+            return -1;
+        }
+        ef_counter_add (self->restart_counter, 1);
+        ef_warn ("failed: %s; restarting in %lld ms (restart %d of at most %d "
+                 "within restart_window %lld ms)",
+                 reason, (long long) delay, count, r->max_restarts,
+                 (long long) r->window_ms);
+        if (s_restart_wait (self, delay) != 0)
+            return -1;
+        /* the new instance starts as the first did: reading every input */
+        for (int p = 0; p < self->n_ports; p++)
+            ef_actor_pause (self, p, false);
+        if (s_init_instance (self) != 0) {
+            why = "init failed";
+            continue;
+        }
+        ef_info ("restarted%s",
+                 self->pending ? ", handing it the message it failed on" : "");
+        if (self->draining && self->def->drain)
+            self->def->drain (self);
+        if (!self->pending)
+            return 0;
+        zmsg_t *msg = self->pending;
+        self->pending = NULL;
+        if (s_deliver (self, self->pending_port, msg) == 0)
+            return 0;
+        why = "a message handler failed";
+    }
 }
 
 void
@@ -750,9 +885,11 @@ ef_actor_thread (zsock_t *pipe, void *args)
     self->pipe = pipe;
     ef_log_set_name (self->name);
     ef_actor_metrics_init (self);
+    self->restart_counter = ef_metrics_counter (
+        "embedflow_actor_restarts_total",
+        "Times the instance failed and was started again.", self->name);
     zsock_signal (pipe, 0);
 
-    bool inited = false;
     self->poller = zpoller_new (pipe, NULL);
     if (!self->poller || s_open_ports (self) != 0) {
         if (!*self->fail)
@@ -766,14 +903,7 @@ ef_actor_thread (zsock_t *pipe, void *args)
                 if (self->ports[p].mons[w])
                     zpoller_add (self->poller, self->ports[p].mons[w]);
         }
-        if (self->def->state_size
-            && !(self->state = calloc (1, self->def->state_size)))
-            snprintf (self->fail, sizeof self->fail, "out of memory");
-        else
-            inited = true;
-        if (inited && self->def->init && self->def->init (self) != 0
-            && !*self->fail)
-            snprintf (self->fail, sizeof self->fail, "init failed");
+        s_init_instance (self);
     }
     if (*self->fail) {
         zstr_sendx (pipe, "FAILED", self->fail, NULL);
@@ -797,33 +927,26 @@ ef_actor_thread (zsock_t *pipe, void *args)
             timeout = 100;
         void *which = zpoller_wait (self->poller, (int) timeout);
         if (which == pipe)
-            s_command (self);
+            s_command (self, true);
         else if (which) {
-            if (s_input (self, which) != 0) {
-                zstr_sendx (pipe, "DIED", "a message handler failed", NULL);
+            if (s_input (self, which) != 0
+                && s_recover (self, "a message handler failed") != 0)
                 break;
-            }
         }
         else if (zpoller_terminated (self->poller))
             break;
         now = ef_clock_mono_us ();
         if (self->wake_at_us >= 0 && now >= self->wake_at_us) {
             self->wake_at_us = -1;
-            if (self->def->tick && self->def->tick (self) != 0) {
-                zstr_sendx (pipe, "DIED", "tick failed", NULL);
+            if (self->def->tick && self->def->tick (self) != 0
+                && s_recover (self, "tick failed") != 0)
                 break;
-            }
         }
         if (self->draining && !self->drained && !self->def->drain
             && now - self->last_input_us >= idle_us)
             ef_actor_drained (self);
     }
-    if (inited && self->def->destroy)
-        self->def->destroy (self);
-    if (self->def->state_size) {
-        free (self->state);
-        self->state = NULL;
-    }
+    s_destroy_instance (self);
     zpoller_destroy (&self->poller);
     s_close_ports (self);
     /* A DIED actor waits for $TERM so the runtime can collect it. */

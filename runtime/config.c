@@ -33,7 +33,23 @@ typedef struct {
     int last;       /* last instance run here; -1 = through the last */
     int16_t host_of[EF_MAX_INSTANCES]; /* index in hosts: of the host
                                           running instance i; -1 none */
+    int restart;            /* actors.NAME.restart: 1 always, 0 never, -1
+                               the definition's default */
+    int64_t max_restarts;   /* failures a restart_window may hold */
+    int64_t restart_window; /* ms a failure is remembered */
 } s_actor_cfg_t;
+
+/* The supervision keys every actor has (besides restart, which takes
+   always or never). */
+static const ef_option_t s_restart_options[] = {
+    {"max_restarts", EF_OPT_INT, "5", offsetof (s_actor_cfg_t, max_restarts), 0,
+     EF_RESTARTS_MAX,
+     "restarts allowed within restart_window; one more failure stops the "
+     "process (exit 1)"},
+    {"restart_window", EF_OPT_MS, "60s",
+     offsetof (s_actor_cfg_t, restart_window), 1, 86400000,
+     "how long a failure counts against max_restarts"},
+    EF_OPTION_END};
 
 /* One entry of `hosts:`: where a process runs and what (placement). */
 typedef struct {
@@ -149,6 +165,9 @@ ef_config_new (const ef_registry_t *registry, const ef_option_t *globals,
         a->instances =
             a->def->default_instances > 0 ? a->def->default_instances : 1;
         a->last = -1;
+        a->restart = -1;
+        if (ef_options_defaults (s_restart_options, a, err, errlen) != 0)
+            goto fail;
         for (int k = 0; k < EF_MAX_INSTANCES; k++)
             a->host_of[k] = -1;
         a->options =
@@ -507,6 +526,23 @@ ef_config_set (ef_config_t *self, const char *path, const char *value,
             if (rc == 0)
                 a->instances = (int) n;
             self->placed = false;
+            goto done;
+        }
+        if (strcmp (key, "restart") == 0) {
+            if (strcmp (value, "always") == 0 || strcmp (value, "never") == 0) {
+                a->restart = strcmp (value, "always") == 0;
+                rc = 0;
+            }
+            else
+                snprintf (why, sizeof why,
+                          "'%s' is not a restart policy: always or never",
+                          value);
+            goto done;
+        }
+        if (ef_options_find (s_restart_options, key)
+            && !ef_options_find (a->def->options, key)) {
+            rc = ef_options_set (s_restart_options, a, key, value, why,
+                                 sizeof why);
             goto done;
         }
         rc = ef_options_set (a->def->options, a->options, key, value, why,
@@ -1008,6 +1044,16 @@ ef_config_actor_options (ef_config_t *self, const char *actor)
 {
     s_actor_cfg_t *a = s_actor (self, actor);
     return a ? a->options : NULL;
+}
+
+ef_restarts_t
+ef_config_restarts (const ef_config_t *self, const char *actor)
+{
+    const s_actor_cfg_t *a = s_actor (self, actor);
+    if (!a)
+        return ef_restarts_make (false, 0, 1);
+    return ef_restarts_make (a->restart < 0 ? a->def->restart : a->restart == 1,
+                             (int) a->max_restarts, a->restart_window);
 }
 
 int
@@ -1703,6 +1749,10 @@ ef_config_print (const ef_config_t *self, FILE *out, ef_config_show_fn *show)
                      ? ""
                      : "  # not in this process",
                  a->instances);
+        fprintf (out, "    restart: %s\n",
+                 (a->restart < 0 ? a->def->restart : a->restart) ? "always"
+                                                                 : "never");
+        s_print_table (out, 4, s_restart_options, a, prefix, show);
         s_print_table (out, 4, a->def->options, a->options, prefix, show);
     }
     fprintf (out, "links:\n");

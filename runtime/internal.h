@@ -2,6 +2,7 @@
 #ifndef EF_RUNTIME_INTERNAL_H
 #define EF_RUNTIME_INTERNAL_H
 
+#include "embedflow/backoff.h"
 #include "embedflow/metrics.h"
 #include "embedflow/runtime.h"
 
@@ -57,6 +58,41 @@ int64_t ef_config_drain_idle_ms (const ef_config_t *self);
    past it the runtime stops every actor, and what could not finish (a
    peer that is gone, say) is not acknowledged. */
 int64_t ef_config_drain_timeout_ms (const ef_config_t *self);
+
+/* --- restart policy (restarts.c) -------------------------------------- */
+
+/* Most restarts a window may allow (actors.NAME.max_restarts). */
+#define EF_RESTARTS_MAX 100
+/* Backoff before a restart: the first ceiling and the largest. */
+#define EF_RESTART_BASE_MS 100
+#define EF_RESTART_CAP_MS  10000
+
+typedef struct {
+    bool restart;      /* actors.NAME.restart: always (else never) */
+    int max_restarts;  /* failures a window may hold and still restart */
+    int64_t window_ms; /* actors.NAME.restart_window */
+    int64_t times[EF_RESTARTS_MAX + 1]; /* recent failures, ms, oldest first */
+    int n;                              /* used entries of times */
+    ef_backoff_t backoff;               /* delay before each restart */
+} ef_restarts_t;
+
+/* A policy with no failure recorded. max_restarts is clamped to
+   [0, EF_RESTARTS_MAX]. */
+ef_restarts_t ef_restarts_make (bool restart, int max_restarts,
+                                int64_t window_ms);
+
+/* Records a failure at now_ms (monotonic). Returns the delay in ms before
+   the instance is started again, or -1 when it must not be: the policy is
+   never, or this failure makes more than max_restarts failures within
+   window_ms. */
+int64_t ef_restarts_failed (ef_restarts_t *self, int64_t now_ms);
+
+/* Failures within the window, counting the last one recorded. */
+int ef_restarts_count (const ef_restarts_t *self);
+
+/* The restart policy of actor: actors.NAME.restart (the definition's
+   restart flag when not given), max_restarts and restart_window. */
+ef_restarts_t ef_config_restarts (const ef_config_t *self, const char *actor);
 
 #endif
 

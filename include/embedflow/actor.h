@@ -8,14 +8,31 @@
 
     Lifecycle of one instance, all on its thread:
       init      open connections; on failure call ef_actor_fail and return
-                -1: ef_runtime_start stops what started and returns -1
-                with the reason
+                -1: at start, ef_runtime_start stops what started and
+                returns -1 with the reason (a restart's init: see
+                Supervision)
       handle    one message arrived on an input port (ownership passes)
       tick      the deadline set with ef_actor_wake_in passed
       drain     the process is stopping gracefully: finish in-flight work,
                 then call ef_actor_drained (sources are drained first)
-      destroy   release everything init made; called exactly once if init
-                was called, even when init failed
+      destroy   release everything init made; called exactly once after
+                each init, even when init failed
+
+    Supervision. When handle or tick returns -1 after a successful start,
+    the instance failed: the runtime calls destroy, waits a backoff and
+    calls init again on the same thread, with its sockets kept open (what
+    is queued on its input stays there, producers just wait) — as long as
+    its policy allows (actors.NAME.restart, max_restarts, restart_window;
+    the default is the definition's restart flag). A restart whose init
+    fails counts as one more failure. Otherwise ef_runtime_wait stops
+    every actor and returns 1 (embedflow exits 1), the log naming the
+    instance and the count. What was in the instance's hands:
+    a handle that returns -1 and leaves *msg_p in place gives the message
+    back: the restarted instance gets it again, first. Anything the
+    handler took (*msg_p set to NULL, ef_actor_try_recv) or state it held
+    is gone with the instance, so a handler settles (acks, dead-letters)
+    what it took before it fails, or it must not fail. Only failures the
+    actor reports are supervised: a crash of the process is not.
 
     Messages are zmsg_t of protobuf frames (proto/embedflow/v1/pipeline.proto).
 */
@@ -69,13 +86,17 @@ typedef struct ef_actor_def {
        reason"; ef_config_validate then fails naming actors.NAME.KEY. */
     int (*check) (const void *options, char *why, size_t len);
     int (*init) (ef_actor_t *self);
-    /* Returns 0; -1 stops this instance as failed (logged). */
+    /* Returns 0; -1: this instance failed (logged; restarted or the
+       process stops, see Supervision). Leaving *msg_p when failing hands
+       the message to the restarted instance. */
     int (*handle) (ef_actor_t *self, int port, zmsg_t **msg_p);
+    /* Returns 0; -1 fails the instance as handle does. */
     int (*tick) (ef_actor_t *self);
     /* Optional. Without it the instance counts as drained once its inputs
        have been idle for the runtime's drain-idle time. */
     void (*drain) (ef_actor_t *self);
     void (*destroy) (ef_actor_t *self);
+    bool restart; /* default of actors.NAME.restart: true = always */
 } ef_actor_def_t;
 
 /* --- for actor code ------------------------------------------------- */
@@ -139,7 +160,9 @@ void ef_actor_pause (ef_actor_t *self, int port, bool paused);
    tick). The latest call wins. */
 void ef_actor_wake_in (ef_actor_t *self, int64_t ms);
 
-/* Records why init failed; ef_runtime_start returns it in its err. */
+/* Records why init (or a failing handle or tick) failed: at start
+   ef_runtime_start returns it in its err; while running it is logged
+   with the failure. */
 void ef_actor_fail (ef_actor_t *self, const char *fmt, ...)
     __attribute__ ((format (printf, 2, 3)));
 
