@@ -36,9 +36,17 @@
     A dead letter's `original` is the row as an embedflow.v1.Embedding
     (id as UUID text, metadata parsed back from metadata_json), so a
     replay can send it again as it came.
+
+    Supervision: a writer is restarted by default (restart: always): all
+    it holds between batches is its connection. Its handle fails only
+    before it takes the batch, giving it back to the restarted instance.
+    EMBEDFLOW_TEST_FAIL_WRITE=N:K (tests only, not in --help) makes the
+    writers' handle fail K times in this process once N batches have been
+    taken, as a handle that cannot go on would.
 */
 #include <assert.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -627,9 +635,36 @@ s_write (ef_actor_t *actor, s_self_t *self, Embedflow__V1__Row *const *rows,
     s_wake_invalidator (actor, self);
 }
 
+/* Batches taken by the writers of this process, and the failures
+   EMBEDFLOW_TEST_FAIL_WRITE injected so far: process-wide, because a
+   restarted instance starts with new state. */
+static atomic_long s_fault_batches, s_fault_done;
+
+/* True when EMBEDFLOW_TEST_FAIL_WRITE=N:K asks this call to fail: the
+   K calls after the first N batches. Logged with ef_actor_fail. */
+static bool
+s_fault (ef_actor_t *actor)
+{
+    const char *spec = getenv ("EMBEDFLOW_TEST_FAIL_WRITE");
+    long after, times;
+    char tail;
+    if (!spec || sscanf (spec, "%ld:%ld%c", &after, &times, &tail) != 2)
+        return false;
+    if (atomic_load (&s_fault_batches) < after)
+        return false;
+    long k = atomic_fetch_add (&s_fault_done, 1) + 1;
+    if (k > times)
+        return false;
+    ef_actor_fail (actor,
+                   "injected failure %ld of %ld (EMBEDFLOW_TEST_FAIL_WRITE)", k,
+                   times);
+    return true;
+}
+
 /* Settles one RowBatch, with the batches queued behind it when
-   adaptive, and acks them. Always returns 0: a batch that cannot be
-   settled now stays unacked, the writer goes on. */
+   adaptive, and acks them. Returns 0: a batch that cannot be settled now
+   stays unacked, the writer goes on; -1 only for an injected failure,
+   with the batch left in *msg_p for the restarted writer. */
 static int
 s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
 {
@@ -638,6 +673,9 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
         zmsg_destroy (msg_p);
         return 0;
     }
+    if (s_fault (actor))
+        return -1;
+    atomic_fetch_add (&s_fault_batches, 1);
     Embedflow__V1__RowBatch *batch = s_unpack (msg_p);
     if (!batch)
         return 0;
@@ -721,4 +759,5 @@ const ef_actor_def_t ef_db_writer_actor = {
     .tick = NULL,
     .drain = NULL,
     .destroy = s_destroy,
+    .restart = true,
 };
