@@ -234,6 +234,16 @@ ef_cli_print_config_help (ef_cli_t *cli)
         printf ("\n%s — %s:\n", def->name, def->summary);
         printf ("  --%-38s %s (default: %d)\n", "actors.NAME.instances N",
                 "instances of this actor", def->default_instances);
+        printf ("  --%-38s %s (default: %s)\n",
+                "actors.NAME.restart always|never",
+                "restart a failed instance in place, or stop the process",
+                def->restart ? "always" : "never");
+        printf ("  --%-38s %s (default: 5)\n", "actors.NAME.max_restarts N",
+                "restarts within restart_window; one more failure stops "
+                "the process (exit 1)");
+        printf ("  --%-38s %s (default: 60s)\n",
+                "actors.NAME.restart_window DURATION",
+                "how long a failure counts against max_restarts");
         ef_options_print_help (def->options, prefix, stdout);
     }
     printf ("\npull jobs: one entry each under `jobs:` in the config file, "
