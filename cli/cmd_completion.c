@@ -75,10 +75,14 @@ ef_cmd_completion (int argc, char **argv)
         snprintf (prefix, sizeof prefix, "actors.%s.", def->name);
         s_print_bool_flags (def->options, prefix);
     }
+    /* the keys every actor has, shown once as actors.NAME.KEY in --help */
     printf ("'\n_embedflow_instances='");
+    static const char *const every[] = {"instances", "restart", "max_restarts",
+                                        "restart_window"};
     for (size_t i = 0; i < ef_registry_size (registry); i++)
-        printf ("%s--actors.%s.instances", i ? " " : "",
-                ef_registry_at (registry, i)->name);
+        for (size_t k = 0; k < sizeof every / sizeof every[0]; k++)
+            printf ("%s--actors.%s.%s", i || k ? " " : "",
+                    ef_registry_at (registry, i)->name, every[k]);
     printf (
         "'\n"
         "declare -gA _embedflow_flag_cache\n"

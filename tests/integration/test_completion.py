@@ -32,6 +32,7 @@ def complete(words):
     (["run", "--actors.db-writer.adaptive-t"],
      {"--actors.db-writer.adaptive-target"}),
     (["run", "--actors.splitter.ins"], {"--actors.splitter.instances"}),
+    (["run", "--actors.db-writer.max_r"], {"--actors.db-writer.max_restarts"}),
     (["run", "--actors.db-writer.adaptive", ""], {"true", "false"}),
     (["run", "--jobs.nightly.tls", ""], {"true", "false"}),
     (["run", "--log-format", ""], {"text", "json"}),
