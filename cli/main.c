@@ -89,7 +89,7 @@ s_cmd_version (int argc, char **argv)
 {
     (void) argc;
     (void) argv;
-    printf ("embedflow 0.1.0\n");
+    printf ("embedflow %s\n", EF_VERSION);
     return EF_EXIT_OK;
 }
 
