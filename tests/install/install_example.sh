@@ -12,7 +12,14 @@
 #     shared and the static library, and with pkg-config (shared, and
 #     static from Libs.private/Requires.private); each build runs its
 #     pipeline and must report the right sum of squares and exit 0;
-#   - a bad key on its command line exits 2 naming the key.
+#   - a bad key on its command line exits 2 naming the key;
+#   - what a host running the binary needs is there: the systemd unit
+#     (ExecStart naming PREFIX/bin/embedflow and PREFIX/etc's config,
+#     accepted by systemd-analyze), its sysusers.d and tmpfiles.d
+#     snippets, the config (data_dir absolute, under /var/lib/embedflow;
+#     an edited one survives a second install), the bash completion
+#     script (the binary's own, loadable) and embedflow(1) (found by man,
+#     no groff warnings, the binary's version and exactly its commands).
 # SANITIZE_FLAGS (the build's -fsanitize=...) are passed to the example
 # builds so that they link against a sanitized library.
 set -euo pipefail
@@ -127,3 +134,60 @@ rc=0
 [ $rc -eq 2 ] || fail "count=many exited $rc, not 2"
 grep -q count "$tmp/out" || fail "count=many: the error does not name the key: $(cat "$tmp/out")"
 echo "ok: count=many exits 2: $(cat "$tmp/out")"
+
+# --- what a host running the binary needs ------------------------------------
+unit=$prefix/lib/systemd/system/embedflow.service
+[ -f "$unit" ] || fail "lib/systemd/system/embedflow.service is not installed"
+grep -qx "ExecStart=$prefix/bin/embedflow run --config $prefix/etc/embedflow/embedflow.yaml" \
+    "$unit" || fail "the unit's ExecStart: $(grep ExecStart "$unit")"
+! grep -n '@' "$unit" || fail "the unit has unreplaced @VARIABLES@"
+if command -v systemd-analyze >/dev/null; then
+    out=$(systemd-analyze verify "$unit" 2>&1) \
+        || fail "systemd-analyze verify: $out"
+fi
+for d in sysusers.d tmpfiles.d; do
+    grep -q '^[ud] .*embedflow' "$prefix/lib/$d/embedflow.conf" \
+        || fail "lib/$d/embedflow.conf is not installed"
+done
+config=$prefix/etc/embedflow/embedflow.yaml
+[ -f "$config" ] || fail "etc/embedflow/embedflow.yaml is not installed"
+data_dir=$("$prefix/bin/embedflow" config --config "$config" \
+    | sed -n 's/^data_dir: *//p' | tr -d '"')
+case $data_dir in
+    /var/lib/embedflow/*) echo "ok: config: data_dir $data_dir" ;;
+    *) fail "the installed config's data_dir is '$data_dir', not under /var/lib/embedflow" ;;
+esac
+echo "# edited" >>"$config"
+cmake --install "$build" --prefix "$prefix" >"$tmp/install2.log" \
+    || { cat "$tmp/install2.log" >&2; fail "a second cmake --install failed"; }
+grep -qx "# edited" "$config" || fail "a second install replaced an edited config"
+grep -q "Keeping: $config" "$tmp/install2.log" \
+    || fail "a second install did not say it kept the config"
+
+completion=$prefix/share/bash-completion/completions/embedflow
+[ -f "$completion" ] || fail "the bash completion script is not installed"
+"$prefix/bin/embedflow" completion bash | cmp -s - "$completion" \
+    || fail "the installed completion differs from embedflow completion bash"
+bash -c "source '$completion' && complete -p embedflow" >/dev/null \
+    || fail "the completion script does not register a completion"
+
+page=$(MANPATH=$prefix/share/man man -w embedflow 2>&1) \
+    || fail "man -w embedflow (MANPATH=$prefix/share/man): $page"
+[ "$page" = "$prefix/share/man/man1/embedflow.1.gz" ] || fail "man -w: $page"
+zcat "$page" >"$tmp/embedflow.1"
+warnings=$(groff -man -ww -z -Tutf8 "$tmp/embedflow.1" 2>&1)
+[ -z "$warnings" ] || fail "groff warns about embedflow.1: $warnings"
+version=$("$prefix/bin/embedflow" --version)
+grep -q "^\.TH EMBEDFLOW 1 .*\"$version\"" "$tmp/embedflow.1" \
+    || fail "embedflow.1 is not of '$version': $(grep '^\.TH' "$tmp/embedflow.1")"
+# The commands of `embedflow help` and the entries under COMMANDS.
+"$prefix/bin/embedflow" help | awk '/^commands:/ {on=1; next} /^$/ {on=0}
+    on && /^  [a-z]/ {print $1}' | sort >"$tmp/commands"
+awk '/^\.SH/ {on = ($2 == "COMMANDS"); next}
+    on && prev == ".TP" && /^\.B / {print $2} {prev=$0}' "$tmp/embedflow.1" \
+    | sort >"$tmp/documented"
+[ -s "$tmp/commands" ] || fail "found no commands in embedflow help"
+diff -u "$tmp/commands" "$tmp/documented" >"$tmp/diff" \
+    || fail "embedflow.1's COMMANDS differ from embedflow help (- help, + page):
+$(cat "$tmp/diff")"
+echo "ok: unit, snippets, config, completion and embedflow.1 ($(wc -l <"$tmp/commands") commands) installed"

@@ -201,7 +201,11 @@ def test_private_postgres_does_not_speak_for_the_unit(notify, data_dir,
 
 
 def test_unit_verifies(tmp_path):
-    text = (DEPLOY / "embedflow.service").read_text()
+    # The unit as cmake --install makes it (cmake/install-system.cmake)
+    text = (DEPLOY / "embedflow.service.in").read_text() \
+        .replace("@EF_UNIT_BINDIR@", "/usr/bin") \
+        .replace("@EF_UNIT_SYSCONFDIR@", "/etc")
+    assert "@" not in text
     assert re.search(r"^Type=notify$", text, re.M)
     assert re.search(r"^WatchdogSec=\d+", text, re.M)
     assert re.search(r"^StateDirectory=embedflow$", text, re.M)
@@ -212,7 +216,7 @@ def test_unit_verifies(tmp_path):
         pytest.skip("systemd-analyze is not installed")
     # verify wants the ExecStart binary to exist: the one under test
     unit = tmp_path / "embedflow.service"
-    unit.write_text(text.replace("/usr/local/bin/embedflow", EMBEDFLOW_BIN))
+    unit.write_text(text.replace("/usr/bin/embedflow", EMBEDFLOW_BIN))
     out = subprocess.run(["systemd-analyze", "verify", str(unit)],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
