@@ -20,6 +20,9 @@ packages=(
     libjansson-dev
     # Type=notify units: READY, STOPPING and the watchdog (runtime/notify.c)
     libsystemd-dev
+    # cpack -G DEB: dpkg-shlibdeps declares the packages' library
+    # dependencies; man-db: the man page's tests (man -w, groff)
+    dpkg-dev man-db
     # run: the private PostgreSQL of `embedflow run` / `demo`
     postgresql
     # run: time zones of cron jobs (/usr/share/zoneinfo, read by jobs/tz.c)
