@@ -418,7 +418,7 @@ s_destroy (ef_actor_t *actor)
 }
 
 static const ef_port_def_t s_ports[] = {
-    {"committed", EF_PORT_IN, "committed", false, 1000},
+    {"committed", EF_PORT_IN, "embedflow.v1.Committed", false, 1000},
     {NULL, EF_PORT_IN, NULL, false, 0},
 };
 

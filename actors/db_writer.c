@@ -103,7 +103,8 @@ typedef struct {
     uint64_t stream_id;      /* receiver's stream */
     ProtobufCBinaryData key; /* its stream_key, borrowed from a row that
                                 lives until the ack is sent */
-    uint32_t origin;         /* EF_ORIGIN_*: the link its ack goes to */
+    const char *reply_to;    /* the source its ack goes to, borrowed
+                                like key */
     uint64_t chunk_seq;      /* chunk of the stream the rows came in */
     uint32_t attempt;        /* which sending of that chunk */
     uint64_t written;        /* received rows committed (covers) */
@@ -115,8 +116,7 @@ typedef struct {
     PGconn *conn;                /* owned */
     ef_pgwrite_t *writer;        /* owned, borrows conn */
     int port_batches;            /* IN */
-    int port_acks;               /* OUT: acks of pushed rows */
-    int port_pull_acks;          /* OUT: acks of pulled rows */
+    int port_acks;               /* OUT: acks, a link per source */
     int port_dead;               /* OUT */
     int port_committed;          /* OUT: wakes the cache-invalidator */
     ef_outbox_t *outbox;         /* owned; NULL without an API server */
@@ -194,7 +194,8 @@ s_dead_letter (ef_actor_t *actor, s_self_t *self,
         dl.chunk_seq = row->chunk_seq;
         dl.chunk_rows = row->chunk_rows;
         dl.resume_token = row->resume_token;
-        dl.origin = row->origin;
+        dl.reply_to = row->reply_to;
+        dl.checkpoint = row->checkpoint;
         dl.attempt = row->attempt;
         zframe_t *frame =
             orig ? zframe_new (
@@ -234,7 +235,7 @@ s_count_written (s_self_t *self, Embedflow__V1__Row *const *rows, size_t n)
         size_t t = 0;
         while (t < self->n_tallies
                && (self->tallies[t].stream_id != rows[i]->stream_id
-                   || self->tallies[t].origin != rows[i]->origin
+                   || strcmp (self->tallies[t].reply_to, rows[i]->reply_to)
                    || self->tallies[t].chunk_seq != rows[i]->chunk_seq
                    || self->tallies[t].attempt != rows[i]->attempt
                    || !s_same_key (self->tallies[t].key, rows[i]->stream_key)))
@@ -249,7 +250,7 @@ s_count_written (s_self_t *self, Embedflow__V1__Row *const *rows, size_t n)
                 self->cap_tallies = cap;
             }
             self->tallies[t] = (s_tally_t){
-                rows[i]->stream_id, rows[i]->stream_key, rows[i]->origin,
+                rows[i]->stream_id, rows[i]->stream_key, rows[i]->reply_to,
                 rows[i]->chunk_seq, rows[i]->attempt,    0};
             self->n_tallies++;
         }
@@ -373,14 +374,16 @@ s_settle (ef_actor_t *actor, s_self_t *self, Embedflow__V1__Row *const *rows,
     }
 }
 
-/* Sends the Ack of the batch just settled for the streams of one origin,
-   if it wrote anything for them. */
+/* Sends the Ack of the batch just settled for the streams of the source
+   reply_to, if it wrote anything for them, on the link of the acks port
+   that leads to that source. An ack no link leads to is logged and
+   dropped (the rows are committed; only the source does not hear). */
 static int
-s_send_ack_to (ef_actor_t *actor, s_self_t *self, uint32_t origin)
+s_send_ack_to (ef_actor_t *actor, s_self_t *self, const char *reply_to)
 {
     size_t mine = 0;
     for (size_t i = 0; i < self->n_tallies; i++)
-        mine += self->tallies[i].origin == origin;
+        mine += strcmp (self->tallies[i].reply_to, reply_to) == 0;
     if (mine == 0)
         return 0;
     Embedflow__V1__StreamTally *tallies =
@@ -390,7 +393,7 @@ s_send_ack_to (ef_actor_t *actor, s_self_t *self, uint32_t origin)
     if (tallies && ptrs) {
         size_t n = 0;
         for (size_t i = 0; i < self->n_tallies; i++) {
-            if (self->tallies[i].origin != origin)
+            if (strcmp (self->tallies[i].reply_to, reply_to) != 0)
                 continue;
             embedflow__v1__stream_tally__init (&tallies[n]);
             tallies[n].stream_id = self->tallies[i].stream_id;
@@ -418,19 +421,31 @@ s_send_ack_to (ef_actor_t *actor, s_self_t *self, uint32_t origin)
         return -1;
     }
     zmsg_append (msg, &frame);
-    return ef_actor_send (actor,
-                          origin == EF_ORIGIN_PULL ? self->port_pull_acks
-                                                   : self->port_acks,
-                          0, &msg);
+    int rc = ef_actor_send_to (actor, self->port_acks, reply_to, &msg);
+    if (rc == -2) {
+        ef_warn ("acks for '%s': no link of port acks leads to it (add it "
+                 "to an ack link's to); dropped",
+                 reply_to);
+        zmsg_destroy (&msg);
+        return 0;
+    }
+    return rc;
 }
 
-/* Sends the Acks of the batch just settled, one per origin. */
+/* Sends the Acks of the batch just settled, one per source; rows that
+   name no source (reply_to empty) are acknowledged to no one. */
 static int
 s_send_ack (ef_actor_t *actor, s_self_t *self)
 {
-    if (s_send_ack_to (actor, self, EF_ORIGIN_PUSH) != 0)
-        return -1;
-    return s_send_ack_to (actor, self, EF_ORIGIN_PULL);
+    for (size_t i = 0; i < self->n_tallies; i++) {
+        bool sent = !*self->tallies[i].reply_to;
+        for (size_t j = 0; j < i && !sent; j++)
+            sent = strcmp (self->tallies[j].reply_to, self->tallies[i].reply_to)
+                   == 0;
+        if (!sent && s_send_ack_to (actor, self, self->tallies[i].reply_to))
+            return -1;
+    }
+    return 0;
 }
 
 /* --- actor callbacks ----------------------------------------------------- */
@@ -445,10 +460,9 @@ s_init (ef_actor_t *actor)
     self->globals = ef_actor_globals (actor);
     self->port_batches = ef_actor_port (actor, "batches");
     self->port_acks = ef_actor_port (actor, "acks");
-    self->port_pull_acks = ef_actor_port (actor, "pull-acks");
     self->port_dead = ef_actor_port (actor, "dead");
     assert (self->port_batches >= 0 && self->port_acks >= 0
-            && self->port_pull_acks >= 0 && self->port_dead >= 0);
+            && self->port_dead >= 0);
 
     self->conn = ef_pg_open_for_actor (actor);
     if (!self->conn)
@@ -737,11 +751,10 @@ s_destroy (ef_actor_t *actor)
 }
 
 static const ef_port_def_t s_ports[] = {
-    {"batches", EF_PORT_IN, "batches", true, 4},
-    {"acks", EF_PORT_OUT, "acks", false, 10000},
-    {"pull-acks", EF_PORT_OUT, "pull-acks", false, 10000},
-    {"dead", EF_PORT_OUT, "dead", false, 10000},
-    {"committed", EF_PORT_OUT, "committed", false, 1000},
+    {"batches", EF_PORT_IN, "embedflow.v1.RowBatch", true, 4},
+    {"acks", EF_PORT_OUT, "embedflow.v1.Ack", false, 10000},
+    {"dead", EF_PORT_OUT, "embedflow.v1.DeadLetter", false, 10000},
+    {"committed", EF_PORT_OUT, "embedflow.v1.Committed", false, 1000},
     {NULL, EF_PORT_IN, NULL, false, 0},
 };
 

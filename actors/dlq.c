@@ -67,8 +67,7 @@ typedef struct {
     const ef_globals_t *globals;         /* borrowed from the runtime */
     PGconn *conn;                        /* owned */
     int port_dead;                       /* IN */
-    int port_acks;                       /* OUT: acks of pushed rows */
-    int port_pull_acks;                  /* OUT: acks of pulled rows */
+    int port_acks;                       /* OUT: acks, a link per source */
     Embedflow__V1__DeadLetter **pending; /* unpacked, waiting to be stored */
     size_t n_pending;                    /* used */
     size_t cap_pending;                  /* allocated */
@@ -98,10 +97,12 @@ s_push (s_self_t *self, Embedflow__V1__DeadLetter *letter)
     return 0;
 }
 
-/* Sends one Ack for the letters of one origin just stored, if any
-   carried covers. */
+/* Sends one Ack for the letters just stored whose source is reply_to,
+   if any carried covers, on the link of the acks port that leads to
+   that source. An ack no link leads to is logged and dropped (the
+   letters are stored; only the source does not hear). */
 static int
-s_send_ack_to (ef_actor_t *actor, s_self_t *self, uint32_t origin)
+s_send_ack_to (ef_actor_t *actor, s_self_t *self, const char *reply_to)
 {
     size_t n = 0;
     Embedflow__V1__StreamTally *tallies =
@@ -117,7 +118,7 @@ s_send_ack_to (ef_actor_t *actor, s_self_t *self, uint32_t origin)
         const Embedflow__V1__DeadLetter *d = self->pending[i];
         bool ends = d->reason_code
                     && strcmp (d->reason_code, EF_DEAD_STREAM_ENDED) == 0;
-        if ((d->covers == 0 && !ends) || d->origin != origin)
+        if ((d->covers == 0 && !ends) || strcmp (d->reply_to, reply_to) != 0)
             continue;
         size_t t = 0;
         while (t < n
@@ -154,10 +155,14 @@ s_send_ack_to (ef_actor_t *actor, s_self_t *self, uint32_t origin)
         if (msg) {
             embedflow__v1__ack__pack (&ack, zframe_data (frame));
             zmsg_append (msg, &frame);
-            rc = ef_actor_send (actor,
-                                origin == EF_ORIGIN_PULL ? self->port_pull_acks
-                                                         : self->port_acks,
-                                0, &msg);
+            rc = ef_actor_send_to (actor, self->port_acks, reply_to, &msg);
+            if (rc == -2) {
+                ef_warn ("acks for '%s': no link of port acks leads to it "
+                         "(add it to an ack link's to); dropped",
+                         reply_to);
+                zmsg_destroy (&msg);
+                rc = 0;
+            }
         }
         else {
             zframe_destroy (&frame);
@@ -170,13 +175,21 @@ s_send_ack_to (ef_actor_t *actor, s_self_t *self, uint32_t origin)
     return rc;
 }
 
-/* Sends the Acks of the letters just stored, one per origin. */
+/* Sends the Acks of the letters just stored, one per source. Letters
+   with no source (imported from the spool after a restart: their
+   streams are gone) are acknowledged to no one. */
 static int
 s_send_ack (ef_actor_t *actor, s_self_t *self)
 {
-    if (s_send_ack_to (actor, self, EF_ORIGIN_PUSH) != 0)
-        return -1;
-    return s_send_ack_to (actor, self, EF_ORIGIN_PULL);
+    for (size_t i = 0; i < self->n_pending; i++) {
+        const char *to = self->pending[i]->reply_to;
+        bool sent = !*to;
+        for (size_t j = 0; j < i && !sent; j++)
+            sent = strcmp (self->pending[j]->reply_to, to) == 0;
+        if (!sent && s_send_ack_to (actor, self, to) != 0)
+            return -1;
+    }
+    return 0;
 }
 
 /* Runs one statement outside of pgwrite; fills rep on failure. */
@@ -206,7 +219,7 @@ s_store (s_self_t *self, ef_write_report_t *rep)
 {
     bool pull = false;
     for (size_t i = 0; i < self->n_pending && !pull; i++)
-        pull = self->pending[i]->origin == EF_ORIGIN_PULL;
+        pull = self->pending[i]->checkpoint;
     if (!pull)
         return ef_pgwrite_dead_letters (self->conn, self->globals->schema,
                                         self->pending, self->n_pending, rep);
@@ -394,9 +407,7 @@ s_init (ef_actor_t *actor)
     self->globals = ef_actor_globals (actor);
     self->port_dead = ef_actor_port (actor, "dead");
     self->port_acks = ef_actor_port (actor, "acks");
-    self->port_pull_acks = ef_actor_port (actor, "pull-acks");
-    assert (self->port_dead >= 0 && self->port_acks >= 0
-            && self->port_pull_acks >= 0);
+    assert (self->port_dead >= 0 && self->port_acks >= 0);
 
     self->conn = ef_pg_open_for_actor (actor);
     if (!self->conn)
@@ -524,9 +535,8 @@ s_destroy (ef_actor_t *actor)
 }
 
 static const ef_port_def_t s_ports[] = {
-    {"dead", EF_PORT_IN, "dead", false, 10000},
-    {"acks", EF_PORT_OUT, "acks", false, 10000},
-    {"pull-acks", EF_PORT_OUT, "pull-acks", false, 10000},
+    {"dead", EF_PORT_IN, "embedflow.v1.DeadLetter", false, 10000},
+    {"acks", EF_PORT_OUT, "embedflow.v1.Ack", false, 10000},
     {NULL, EF_PORT_IN, NULL, false, 0},
 };
 

@@ -67,6 +67,10 @@
 #include "rows/streamkey.h"
 #include "rows/uuid7.h"
 
+/* The actor's name: sources stamp it in every chunk (reply_to), and
+   acks come back on the link whose `to` names it. */
+static const char s_name[] = "grpc-puller";
+
 #define S_METHOD       "/embedflow.v1.EmbeddingService/GetEmbeddings"
 #define S_IDLE_WAIT_MS 5   /* next() deadline when nothing is pending */
 #define S_LOCK_POLL_MS 100 /* between tries of a job's lock */
@@ -675,7 +679,8 @@ s_on_message (s_call_t *c, grpc_byte_buffer *buf)
     header.rows = (uint32_t) rows;
     header.received_us = ef_clock_wall_us ();
     header.resume_token = token;
-    header.origin = EF_ORIGIN_PULL;
+    header.reply_to = (char *) s_name; /* acks come back here */
+    header.checkpoint = true;
     size_t hsize = embedflow__v1__chunk_header__get_packed_size (&header);
     zframe_t *hframe = zframe_new (NULL, hsize);
     zmsg_t *msg = zmsg_new ();
@@ -1321,15 +1326,15 @@ s_destroy (ef_actor_t *actor)
 }
 
 static const ef_port_def_t s_ports[] = {
-    {"chunks", EF_PORT_OUT, "chunks", false, 8},
-    {"acks", EF_PORT_IN, "pull-acks", false, 10000},
-    {"runs", EF_PORT_IN, "runs", false, 1000},
-    {"run-ends", EF_PORT_OUT, "run-ends", false, 1000},
+    {"chunks", EF_PORT_OUT, "embedflow.v1.ChunkHeader", false, 8},
+    {"acks", EF_PORT_IN, "embedflow.v1.Ack", false, 10000},
+    {"runs", EF_PORT_IN, "embedflow.v1.RunRequest", false, 1000},
+    {"run-ends", EF_PORT_OUT, "embedflow.v1.RunEnded", false, 1000},
     {NULL, EF_PORT_IN, NULL, false, 0},
 };
 
 const ef_actor_def_t ef_grpc_puller_actor = {
-    .name = "grpc-puller",
+    .name = s_name,
     .summary = "gRPC client of GetEmbeddings: runs the jobs the scheduler "
                "asks for, resuming each from its committed checkpoint",
     .options = s_options,

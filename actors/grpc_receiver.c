@@ -87,6 +87,10 @@
 #include "rows/streamkey.h"
 #include "rows/uuid7.h"
 
+/* The actor's name: sources stamp it in every chunk (reply_to), and
+   acks come back on the link whose `to` names it. */
+static const char s_name[] = "grpc-receiver";
+
 #define S_UPLOAD_METHOD   "/embedflow.v1.EmbeddingService/UploadEmbeddings"
 #define S_SOURCE_KEY      "embedflow-source"
 #define S_SOURCE_MAX      255     /* longest source name taken from metadata */
@@ -610,6 +614,8 @@ s_chunk_message (s_stream_t *stream, uint64_t seq, uint32_t rows,
     header.rows = rows;
     header.received_us = ef_clock_wall_us ();
     header.attempt = attempt;
+    header.reply_to = (char *) s_name; /* acks come back here */
+    header.limit_bad_rows = true;      /* it ends a stream with too many */
     size_t hsize = embedflow__v1__chunk_header__get_packed_size (&header);
     zframe_t *hframe = zframe_new (NULL, hsize);
     zmsg_t *msg = zmsg_new ();
@@ -1744,13 +1750,13 @@ s_destroy (ef_actor_t *actor)
 }
 
 static const ef_port_def_t s_ports[] = {
-    {"chunks", EF_PORT_OUT, "chunks", false, 8},
-    {"acks", EF_PORT_IN, "acks", false, 10000},
+    {"chunks", EF_PORT_OUT, "embedflow.v1.ChunkHeader", false, 8},
+    {"acks", EF_PORT_IN, "embedflow.v1.Ack", false, 10000},
     {NULL, EF_PORT_IN, NULL, false, 0},
 };
 
 const ef_actor_def_t ef_grpc_receiver_actor = {
-    .name = "grpc-receiver",
+    .name = s_name,
     .summary = "gRPC server for UploadEmbeddings: stamps chunks, answers "
                "when every row is settled",
     .options = s_options,

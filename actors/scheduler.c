@@ -399,8 +399,8 @@ s_destroy (ef_actor_t *actor)
 }
 
 static const ef_port_def_t s_ports[] = {
-    {"runs", EF_PORT_OUT, "runs", false, 1000},
-    {"run-ends", EF_PORT_IN, "run-ends", false, 1000},
+    {"runs", EF_PORT_OUT, "embedflow.v1.RunRequest", false, 1000},
+    {"run-ends", EF_PORT_IN, "embedflow.v1.RunEnded", false, 1000},
     {NULL, EF_PORT_IN, NULL, false, 0},
 };
 

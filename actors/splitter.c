@@ -281,7 +281,8 @@ s_dead_letter (ef_actor_t *actor, s_self_t *self,
     dl.chunk_seq = hdr->seq;
     dl.chunk_rows = hdr->rows;
     dl.resume_token = hdr->resume_token;
-    dl.origin = hdr->origin;
+    dl.reply_to = hdr->reply_to;
+    dl.checkpoint = hdr->checkpoint;
     dl.attempt = hdr->attempt;
     if (original) {
         dl.original.data = (uint8_t *) original->data;
@@ -339,6 +340,7 @@ s_make_row (const Embedflow__V1__ChunkHeader *hdr,
     r->source = s_strdup (hdr->source);
     r->job_id = s_strdup (hdr->job_id);
     r->resume_token = s_strdup (hdr->resume_token);
+    r->reply_to = s_strdup (hdr->reply_to);
     r->metadata_json = *metadata_json;
     *metadata_json = NULL;
     r->stream_key.len = hdr->stream_key.len;
@@ -347,7 +349,7 @@ s_make_row (const Embedflow__V1__ChunkHeader *hdr,
         memcpy (r->stream_key.data, hdr->stream_key.data, hdr->stream_key.len);
     if (!r->stream_key.data || !r->id.data || !r->vector || !r->document_id
         || !r->content || !r->model || !r->source || !r->job_id
-        || !r->resume_token || !r->metadata_json) {
+        || !r->resume_token || !r->reply_to || !r->metadata_json) {
         protobuf_c_message_free_unpacked (&r->base, NULL);
         return NULL;
     }
@@ -361,7 +363,7 @@ s_make_row (const Embedflow__V1__ChunkHeader *hdr,
     r->received_us = hdr->received_us;
     r->chunk_seq = hdr->seq;
     r->chunk_rows = hdr->rows;
-    r->origin = hdr->origin;
+    r->checkpoint = hdr->checkpoint;
     r->attempt = hdr->attempt;
     return r;
 }
@@ -455,9 +457,10 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
     ef_span_t item;
     int rc = 0;
     int64_t now = ef_clock_mono_us ();
-    /* only uploads are limited: a pull job's server is configured, and
-       its run fails or resumes on its own terms */
-    bool limited = hdr->origin == EF_ORIGIN_PUSH;
+    /* only sources that can end a stream ask for the limit (uploads): a
+       pull job's server is configured, and its run fails or resumes on
+       its own terms */
+    bool limited = hdr->limit_bad_rows;
     bool ended = limited && ef_badrows_ended (self->badrows, hdr->stream_id);
     while (rc == 0 && !ended
            && ef_chunk_next_item (data, size, &offset, &item) == 1) {
@@ -542,9 +545,9 @@ s_tick (ef_actor_t *actor)
 }
 
 static const ef_port_def_t s_ports[] = {
-    {"chunks", EF_PORT_IN, "chunks", false, 8},
-    {"batches", EF_PORT_OUT, "batches", false, 4},
-    {"dead", EF_PORT_OUT, "dead", false, 10000},
+    {"chunks", EF_PORT_IN, "embedflow.v1.ChunkHeader", false, 8},
+    {"batches", EF_PORT_OUT, "embedflow.v1.RowBatch", false, 4},
+    {"dead", EF_PORT_OUT, "embedflow.v1.DeadLetter", false, 10000},
     {NULL, 0, NULL, false, 0}};
 
 const ef_actor_def_t ef_splitter_actor = {

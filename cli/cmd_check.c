@@ -540,67 +540,58 @@ static void
 s_check_links (s_check_t *c)
 {
     const ef_config_t *cfg = c->cli->config;
-    const ef_registry_t *reg = c->cli->registry;
-    /* each link once: a link is named by several ports */
-    const char *seen[128];
-    size_t n_seen = 0;
-    for (size_t a = 0; a < ef_registry_size (reg); a++)
-        for (const ef_port_def_t *p = ef_registry_at (reg, a)->ports;
-             p && p->name; p++) {
-            bool dup = false;
-            for (size_t i = 0; i < n_seen; i++)
-                dup = dup || strcmp (seen[i], p->link) == 0;
-            if (dup || n_seen == 128)
-                continue;
-            seen[n_seen++] = p->link;
-            const ef_port_def_t *in = NULL;
-            const ef_actor_def_t *consumer =
-                ef_config_link_consumer (cfg, p->link, &in);
-            if (!consumer)
-                continue;
-            int peers = ef_config_instances (cfg, consumer->name);
-            bool binds = ef_config_runs_here (cfg, consumer->name);
-            bool connects = false;
-            for (size_t b = 0; b < ef_registry_size (reg); b++) {
-                const ef_actor_def_t *def = ef_registry_at (reg, b);
-                for (const ef_port_def_t *q = def->ports; q && q->name; q++)
-                    if (q->dir == EF_PORT_OUT && strcmp (q->link, p->link) == 0
+    for (size_t l = 0; l < ef_config_link_count (cfg); l++) {
+        const char *link = ef_config_link_name (cfg, l);
+        const ef_port_def_t *in = NULL;
+        const ef_actor_def_t *consumer =
+            ef_config_link_consumer (cfg, link, &in);
+        if (!consumer)
+            continue;
+        int peers = ef_config_instances (cfg, consumer->name);
+        bool binds = ef_config_runs_here (cfg, consumer->name);
+        bool connects = false;
+        for (size_t b = 0; b < ef_config_actor_count (cfg); b++) {
+            const ef_actor_def_t *def = ef_config_actor_at (cfg, b);
+            for (const ef_port_def_t *q = def->ports; q && q->name; q++) {
+                const char *joined[16];
+                size_t n =
+                    ef_config_port_links (cfg, def->name, q->name, joined, 16);
+                for (size_t k = 0; k < n && k < 16; k++)
+                    if (q->dir == EF_PORT_OUT && strcmp (joined[k], link) == 0
                         && ef_config_runs_here (cfg, def->name))
                         connects = true;
             }
-            bool many = (in && in->per_instance) || peers > 1;
-            for (int i = many ? 0 : -1; i < (many ? peers : 0); i++) {
-                char ep[256], what[96], why[512];
-                snprintf (what, sizeof what, "links.%s", p->link);
-                if (binds
-                    && ef_config_link_endpoint (cfg, p->link, true, i, ep,
-                                                sizeof ep)
-                           == 0
-                    && s_tcp_address (ep)) {
-                    if (s_can_bind (c, s_tcp_address (ep), why, sizeof why)
-                        != 0)
-                        s_report (c, EF_EXIT_FAIL, what, "%s", why);
-                    else
-                        s_report (c, EF_EXIT_OK, what, "can bind %s", ep);
-                }
-                /* A peer this process binds itself is not up yet. */
-                if (connects && !binds
-                    && ef_config_link_endpoint (cfg, p->link, false, i, ep,
-                                                sizeof ep)
-                           == 0
-                    && s_tcp_address (ep)) {
-                    if (s_can_connect (s_tcp_address (ep), c->timeout_ms, why,
-                                       sizeof why)
-                        != 0)
-                        s_report (c, EF_EXIT_FAIL, what,
-                                  "no %s listening on %s: %s", consumer->name,
-                                  ep, why);
-                    else
-                        s_report (c, EF_EXIT_OK, what, "%s listening on %s",
-                                  consumer->name, ep);
-                }
+        }
+        bool many = (in && in->per_instance) || peers > 1;
+        for (int i = many ? 0 : -1; i < (many ? peers : 0); i++) {
+            char ep[256], what[96], why[512];
+            snprintf (what, sizeof what, "links.%s", link);
+            if (binds
+                && ef_config_link_endpoint (cfg, link, true, i, ep, sizeof ep)
+                       == 0
+                && s_tcp_address (ep)) {
+                if (s_can_bind (c, s_tcp_address (ep), why, sizeof why) != 0)
+                    s_report (c, EF_EXIT_FAIL, what, "%s", why);
+                else
+                    s_report (c, EF_EXIT_OK, what, "can bind %s", ep);
+            }
+            /* A peer this process binds itself is not up yet. */
+            if (connects && !binds
+                && ef_config_link_endpoint (cfg, link, false, i, ep, sizeof ep)
+                       == 0
+                && s_tcp_address (ep)) {
+                if (s_can_connect (s_tcp_address (ep), c->timeout_ms, why,
+                                   sizeof why)
+                    != 0)
+                    s_report (c, EF_EXIT_FAIL, what,
+                              "no %s listening on %s: %s", consumer->name, ep,
+                              why);
+                else
+                    s_report (c, EF_EXIT_OK, what, "%s listening on %s",
+                              consumer->name, ep);
             }
         }
+    }
 }
 
 /* The network ends this process would open: the gRPC listener, the

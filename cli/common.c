@@ -106,6 +106,7 @@ ef_cli_load_prepared (ef_cli_t *cli, const char *command, int argc, char **argv,
         fprintf (stderr, "embedflow: %s\n", err);
         return EF_EXIT_FAIL;
     }
+    ef_config_enable_plugins (cli->config, cli->registry);
     if (ef_jobs_declare (cli->config, err, sizeof err) != 0) {
         fprintf (stderr, "embedflow: %s\n", err);
         return EF_EXIT_FAIL;
@@ -249,9 +250,27 @@ ef_cli_print_config_help (ef_cli_t *cli)
     printf ("\npull jobs: one entry each under `jobs:` in the config file, "
             "or flags --jobs.NAME.KEY VALUE:\n");
     ef_options_print_help (ef_job_options, "jobs.NAME.", stdout);
+    printf ("\nplugins: [FILE.so, ...]       shared objects whose actors "
+            "(entry point %s)\n"
+            "                             join the pipeline by links\n",
+            EF_PLUGIN_ENTRY);
+    printf ("\nlinks (the default topology; a new NAME adds a link):\n");
+    for (size_t i = 0; i < ef_config_link_count (cli->config); i++) {
+        const char *name = ef_config_link_name (cli->config, i);
+        const ef_actor_def_t *to =
+            ef_config_link_consumer (cli->config, name, NULL);
+        printf ("  %-12s %s -> %s\n", name,
+                ef_config_link_type (cli->config, name)
+                    ? ef_config_link_type (cli->config, name)
+                    : "?",
+                to ? to->name : "?");
+    }
     printf (
-        "\nlinks: chunks, batches, acks, pull-acks, dead, committed, "
-        "runs, run-ends; keys\n"
+        "keys\n"
+        "  links.NAME.from            OUT ports that write it, "
+        "ACTOR.PORT[, ...]\n"
+        "  links.NAME.to              the IN port that reads it, "
+        "ACTOR.PORT (same type)\n"
         "  links.NAME.endpoint        what producers connect to (default "
         "inproc://NAME,\n"
         "                             per-instance links inproc://NAME-{i})\n"

@@ -1,4 +1,11 @@
-/*  links.c — how big a message each link of the pipeline may carry.
+/*  links.c — the pipeline's default topology, and how big a message each
+    link may carry.
+
+    The default topology joins the built-in actors as the README draws
+    them; the configuration may change any link's from and to, or add
+    links (a transform between splitter and writers). Acks go back by the
+    source named in each row (reply_to): db-writer.acks and dlq.acks join
+    one link per source, and a new source joins them with its own link.
 
     A link's IN port refuses a frame over its ZMQ_MAXMSGSIZE before
     allocating it, so a peer (or a stranger on an insecure link) cannot
@@ -8,6 +15,32 @@
 */
 #include "pipeline/pipeline.h"
 #include "jobs/job.h"
+
+#include <string.h>
+
+/* name, from (OUT ports), to (the IN port) */
+static const char *const s_default_links[][3] = {
+    {"chunks", "grpc-receiver.chunks, grpc-puller.chunks", "splitter.chunks"},
+    {"batches", "splitter.batches", "db-writer.batches"},
+    {"acks", "db-writer.acks, dlq.acks", "grpc-receiver.acks"},
+    {"pull-acks", "db-writer.acks, dlq.acks", "grpc-puller.acks"},
+    {"dead", "splitter.dead, db-writer.dead", "dlq.dead"},
+    {"committed", "db-writer.committed", "cache-invalidator.committed"},
+    {"runs", "scheduler.runs", "grpc-puller.runs"},
+    {"run-ends", "grpc-puller.run-ends", "scheduler.run-ends"},
+};
+
+int
+ef_pipeline_default_links (ef_registry_t *registry)
+{
+    for (size_t i = 0; i < sizeof s_default_links / sizeof s_default_links[0];
+         i++)
+        if (ef_registry_add_link (registry, s_default_links[i][0],
+                                  s_default_links[i][1], s_default_links[i][2])
+            != 0)
+            return -1;
+    return 0;
+}
 
 /* Room for the protobuf framing around the payload of one message. */
 #define S_ENVELOPE ((int64_t) 64 << 10)
@@ -45,13 +78,20 @@ ef_pipeline_link_limits (ef_config_t *config)
         + 4 * g->dim;
     int64_t batch =
         s_option (config, "splitter", "batch_bytes", (int64_t) 16 << 20) + row;
-    ef_config_link_set_default_max (config, "chunks", chunk + S_ENVELOPE);
-    ef_config_link_set_default_max (config, "batches", batch + S_ENVELOPE);
-    /* dead: one dead letter carries the row as received, at most a whole
-       chunk's message. */
-    ef_config_link_set_default_max (config, "dead", chunk + S_ENVELOPE);
-    const char *small[] = {"acks", "pull-acks", "committed", "runs",
-                           "run-ends"};
-    for (size_t i = 0; i < sizeof small / sizeof small[0]; i++)
-        ef_config_link_set_default_max (config, small[i], S_SMALL);
+    /* By what a link carries, so a link the configuration adds (a
+       transform's output) is sized like the one it stands beside. Dead
+       letters carry the row as received, at most a whole chunk's
+       message. */
+    for (size_t i = 0; i < ef_config_link_count (config); i++) {
+        const char *name = ef_config_link_name (config, i);
+        const char *type = ef_config_link_type (config, name);
+        int64_t max = S_SMALL;
+        if (type && strcmp (type, "embedflow.v1.ChunkHeader") == 0)
+            max = chunk + S_ENVELOPE;
+        else if (type && strcmp (type, "embedflow.v1.RowBatch") == 0)
+            max = batch + S_ENVELOPE;
+        else if (type && strcmp (type, "embedflow.v1.DeadLetter") == 0)
+            max = chunk + S_ENVELOPE;
+        ef_config_link_set_default_max (config, name, max);
+    }
 }

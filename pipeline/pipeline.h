@@ -1,7 +1,8 @@
 /*  pipeline.h — the embedding-ingest pipeline built on the runtime.
 
     The application's global settings (top-level config keys shared by all
-    actors) and the built-in actor definitions.
+    actors), the registration of the built-in actors and their default
+    topology.
 */
 #ifndef EF_PIPELINE_H
 #define EF_PIPELINE_H
@@ -33,21 +34,20 @@ extern const ef_option_t ef_globals_options[];
 int ef_globals_show_secret (const char *path, const char *value, char *out,
                             size_t len);
 
-extern const ef_actor_def_t ef_grpc_receiver_actor;
-extern const ef_actor_def_t ef_scheduler_actor;
-extern const ef_actor_def_t ef_grpc_puller_actor;
-extern const ef_actor_def_t ef_splitter_actor;
-extern const ef_actor_def_t ef_db_writer_actor;
-extern const ef_actor_def_t ef_dlq_actor;
-extern const ef_actor_def_t ef_cache_invalidator_actor;
-
-/* Sets each link's default largest message (ZMQ_MAXMSGSIZE) from what it
-   carries: batches from splitter.batch_bytes and the row limits, chunks
-   and dead letters from the gRPC message limits, 1 MiB for acks and the
-   other small messages. Call once the options are final. */
+/* Sets each link's default largest message (ZMQ_MAXMSGSIZE) from the
+   message type it carries: row batches from splitter.batch_bytes and the
+   row limits, chunks and dead letters from the gRPC message limits, 1 MiB
+   for acks and the other small messages. Call once the options and the
+   links are final. */
 void ef_pipeline_link_limits (ef_config_t *config);
 
-/* Registers every built-in actor. Returns 0 or -1 (duplicate name). */
+/* Registers every built-in actor (the ef_builtin_actor lines of
+   CMakeLists.txt: the build generates this function and the externs)
+   and the default topology. Returns 0 or -1 (duplicate name). */
 int ef_register_builtin_actors (ef_registry_t *registry);
+
+/* Adds the default topology, the links of today's pipeline
+   (pipeline/links.c), to registry. Returns 0 or -1. */
+int ef_pipeline_default_links (ef_registry_t *registry);
 
 #endif

@@ -182,7 +182,7 @@ ef_checkpoint_rows_hook (PGconn *conn, void *arg,
     size_t np = 0, cap = 0;
     for (size_t i = 0; i < n; i++) {
         const Embedflow__V1__Row *r = rows[i];
-        if (r->origin != EF_ORIGIN_PULL)
+        if (!r->checkpoint)
             continue;
         if (s_piece_add (&pieces, &np, &cap, r->job_id, r->chunk_seq,
                          r->covers ? r->covers : 1, r->chunk_rows,
@@ -210,7 +210,7 @@ ef_checkpoint_dead_letters (PGconn *conn, const char *schema,
     size_t np = 0, cap = 0;
     for (size_t i = 0; i < n; i++) {
         const Embedflow__V1__DeadLetter *d = items[i];
-        if (d->origin != EF_ORIGIN_PULL || d->covers == 0)
+        if (!d->checkpoint || d->covers == 0)
             continue;
         if (s_piece_add (&pieces, &np, &cap, d->job_id, d->chunk_seq, d->covers,
                          d->chunk_rows, d->resume_token)

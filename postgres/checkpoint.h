@@ -15,7 +15,8 @@
     are deleted in the same statement, so pull_piece only holds the
     pieces of runs in progress.
 
-    Only rows whose origin is EF_ORIGIN_PULL are recorded.
+    Only rows (and letters) whose source asked for it are recorded: those
+    with `checkpoint` set (the grpc-puller sets it on every chunk).
 */
 #ifndef EF_CHECKPOINT_H
 #define EF_CHECKPOINT_H
@@ -27,9 +28,6 @@
 
 #include "embedflow/v1/pipeline.pb-c.h"
 #include "postgres/pgwrite.h"
-
-#define EF_ORIGIN_PUSH 0 /* acked on link "acks" (grpc-receiver) */
-#define EF_ORIGIN_PULL 1 /* acked on link "pull-acks" (grpc-puller) */
 
 /* A pgwrite hook (arg: the schema name, borrowed) that records the pull
    pieces of a row batch in its transaction. Returns EF_WRITE_OK, or a

@@ -35,8 +35,12 @@ typedef struct {
     int w;              /* the socket it belongs to */
 } s_end_t;
 
+/* One lane: a port's sockets on one link. An IN port has one lane; an
+   OUT port one per link its `from` names (replies: a lane per source). */
 typedef struct {
     const ef_port_def_t *def; /* borrowed from the actor definition */
+    const char *link;         /* the link, borrowed from the config */
+    int def_port;             /* index of def in the definition's ports */
     zsock_t **socks;          /* width sockets (OUT) or one (IN) */
     zsock_t **mons;           /* each tcp socket's event monitor, or NULL */
     int *peers;               /* each socket's connected peers (monitored) */
@@ -55,8 +59,11 @@ struct ef_actor {
     int index;                 /* 0-based instance number */
     int instances;             /* instances of this actor in the topology */
     void *state; /* def->state_size bytes, or ef_actor_set_state's */
-    s_port_t ports[EF_MAX_PORTS];  /* in definition order */
+    s_port_t ports[EF_MAX_PORTS];  /* lanes, in definition order */
     int n_ports;                   /* used entries */
+    int lane_first[EF_MAX_PORTS];  /* definition port -> its first lane */
+    int lane_count[EF_MAX_PORTS];  /* definition port -> its lanes */
+    int n_defs;                    /* ports in the definition */
     zsock_t *pipe;                 /* to the runtime, borrowed from zactor */
     zpoller_t *poller;             /* pipe + unpaused IN ports */
     int64_t wake_at_us;            /* monotonic tick deadline, -1 = none */
@@ -64,7 +71,7 @@ struct ef_actor {
     char fail[1024];               /* why init failed */
     bool inited;                   /* init ran: destroy is due */
     zmsg_t *pending;               /* the message a failed handle gave back */
-    int pending_port;              /* the IN port it came from */
+    int pending_port;              /* the IN lane it came from */
     ef_restarts_t restarts;        /* policy and recent failures */
     ef_counter_t *restart_counter; /* embedflow_actor_restarts_total */
     bool draining;                 /* $DRAIN received */
@@ -166,7 +173,7 @@ s_monitor (ef_actor_t *self, s_port_t *port, int w, bool bind)
         || !(port->mons[w] = zsock_new_pair (NULL))
         || zsock_connect (port->mons[w], "%s", ep) != 0) {
         snprintf (self->fail, sizeof self->fail,
-                  "links.%s: cannot monitor the socket: %s", port->def->link,
+                  "links.%s: cannot monitor the socket: %s", port->link,
                   zmq_strerror (zmq_errno ()));
         return -1;
     }
@@ -182,7 +189,7 @@ s_monitor (ef_actor_t *self, s_port_t *port, int w, bool bind)
 static int
 s_secure (ef_actor_t *self, s_port_t *port, int w, bool bind, int idx)
 {
-    const char *link = port->def->link;
+    const char *link = port->link;
     zsock_t *s = port->socks[w];
     zcert_t *cert = ef_config_cert (self->config);
     const char *server_key =
@@ -230,8 +237,8 @@ s_add_end (ef_actor_t *self, s_port_t *port, int w, const char *ep, bool bind)
         return -1;
     port->ends = grown;
     ef_link_end_t *end = ef_link_end_new (
-        port->def->link, ep, bind,
-        ef_config_link_peer_timeout (self->config, port->def->link));
+        port->link, ep, bind,
+        ef_config_link_peer_timeout (self->config, port->link));
     if (!end)
         return -1;
     port->ends[port->n_ends++] = (s_end_t){end, w};
@@ -280,8 +287,7 @@ s_monitor_event (s_port_t *port, int w)
         bool up = event != ZMQ_EVENT_DISCONNECTED;
         if (port->peers && (up || port->peers[w] > 0))
             port->peers[w] += up ? 1 : -1;
-        ef_links_peer_event (port->def->link, where,
-                             port->def->dir == EF_PORT_OUT,
+        ef_links_peer_event (port->link, where, port->def->dir == EF_PORT_OUT,
                              event != ZMQ_EVENT_DISCONNECTED);
         s_peer_event (port, w, where, event == ZMQ_EVENT_DISCONNECTED ? -1 : 1);
         free (where);
@@ -302,14 +308,14 @@ s_monitor_event (s_port_t *port, int w)
                               ? "the connection failed during the handshake"
                               : "a malformed handshake";
         if (bind)
-            ef_link_count_rejected (port->def->link, "handshake", 1);
+            ef_link_count_rejected (port->link, "handshake", 1);
         else
             ef_counter_add (
                 ef_metrics_counter_labeled (
                     "embedflow_link_handshake_failures_total",
                     "handshakes of this process's connections that failed "
                     "(the peer refused our key, keys do not match)",
-                    (const char *const[]){"link", port->def->link, NULL}),
+                    (const char *const[]){"link", port->link, NULL}),
                 1);
         int64_t now = ef_clock_mono_us ();
         if (port->warned_us && now - port->warned_us < EF_HANDSHAKE_LOG_US)
@@ -319,9 +325,9 @@ s_monitor_event (s_port_t *port, int w)
             if (port->quiet)
                 snprintf (more, sizeof more, " (and %llu not logged)",
                           (unsigned long long) port->quiet);
-            ef_warn ("links.%s: %s %s failed the handshake: %s%s",
-                     port->def->link, bind ? "a peer of" : "connecting to",
-                     where ? where : "?", why, more);
+            ef_warn ("links.%s: %s %s failed the handshake: %s%s", port->link,
+                     bind ? "a peer of" : "connecting to", where ? where : "?",
+                     why, more);
             port->warned_us = now;
             port->quiet = 0;
         }
@@ -343,111 +349,142 @@ s_find_monitor (ef_actor_t *self, void *sock, int *w)
     return -1;
 }
 
-/* Opens every port: IN ports bind, OUT ports connect. Returns 0, or -1
-   with self->fail set. */
+static int s_open_lane (ef_actor_t *self, const ef_port_def_t *pd, int d,
+                        const char *link);
+
+/* Opens every port, a lane per link it joins: IN ports bind, OUT ports
+   connect. Returns 0, or -1 with self->fail set. */
 static int
 s_open_ports (ef_actor_t *self)
 {
-    for (const ef_port_def_t *pd = self->def->ports; pd && pd->name; pd++) {
-        if (self->n_ports == EF_MAX_PORTS) {
-            snprintf (self->fail, sizeof self->fail, "too many ports");
+    int d = 0;
+    for (const ef_port_def_t *pd = self->def->ports; pd && pd->name;
+         pd++, d++) {
+        const char *links[EF_MAX_PORTS];
+        size_t n = ef_config_port_links (self->config, self->def->name,
+                                         pd->name, links, EF_MAX_PORTS);
+        if (d == EF_MAX_PORTS || n > EF_MAX_PORTS
+            || self->n_ports + (int) n > EF_MAX_PORTS) {
+            snprintf (self->fail, sizeof self->fail,
+                      "too many ports or links (at most %d)", EF_MAX_PORTS);
             return -1;
         }
-        s_port_t *port = &self->ports[self->n_ports++];
-        port->def = pd;
-        int hwm = ef_config_link_hwm (self->config, pd->link, pd->hwm);
-        char ep[256];
-        if (pd->dir == EF_PORT_IN) {
-            port->width = 1;
-            port->socks = calloc (1, sizeof (zsock_t *));
-            if (!port->socks)
+        /* ef_config_validate refuses both; a program that starts a
+           runtime without it gets an OUT port that sends nowhere (-1) */
+        if (pd->dir == EF_PORT_IN && n != 1) {
+            snprintf (self->fail, sizeof self->fail,
+                      "links: port %s.%s is read by %zu links (one is needed)",
+                      self->def->name, pd->name, n);
+            return -1;
+        }
+        self->lane_first[d] = self->n_ports;
+        self->lane_count[d] = (int) n;
+        self->n_defs = d + 1;
+        for (size_t k = 0; k < n; k++)
+            if (s_open_lane (self, pd, d, links[k]) != 0)
                 return -1;
-            /* Several instances on a shared link each bind their own
-               endpoint; the producer's PUSH connects to all of them. */
-            int idx =
-                pd->per_instance || self->instances > 1 ? self->index : -1;
-            if (ef_config_link_endpoint (self->config, pd->link, true, idx, ep,
+    }
+    return 0;
+}
+
+/* Opens the lane of port pd (index d) on link: an IN port binds, an OUT
+   port connects. Returns 0, or -1 with self->fail set. */
+static int
+s_open_lane (ef_actor_t *self, const ef_port_def_t *pd, int d, const char *link)
+{
+    s_port_t *port = &self->ports[self->n_ports++];
+    port->def = pd;
+    port->link = link;
+    port->def_port = d;
+    int hwm = ef_config_link_hwm (self->config, link, pd->hwm);
+    char ep[256];
+    if (pd->dir == EF_PORT_IN) {
+        port->width = 1;
+        port->socks = calloc (1, sizeof (zsock_t *));
+        if (!port->socks)
+            return -1;
+        /* Several instances on a shared link each bind their own
+           endpoint; the producer's PUSH connects to all of them. */
+        int idx = pd->per_instance || self->instances > 1 ? self->index : -1;
+        if (ef_config_link_endpoint (self->config, link, true, idx, ep,
+                                     sizeof ep)
+            != 0) {
+            snprintf (self->fail, sizeof self->fail,
+                      "links.%s: cannot derive endpoint %d", link, idx);
+            return -1;
+        }
+        zsock_t *s = zsock_new (ZMQ_PULL);
+        port->mons = calloc (1, sizeof (zsock_t *));
+        port->peers = calloc (1, sizeof (int));
+        if (!s || !port->mons || !port->peers) {
+            zsock_destroy (&s);
+            return -1;
+        }
+        zsock_set_rcvhwm (s, hwm);
+        /* A peer announcing a bigger frame is disconnected before
+           anything is allocated for it. */
+        int64_t max = ef_config_link_max_message (self->config, link);
+        zmq_setsockopt (zsock_resolve (s), ZMQ_MAXMSGSIZE, &max, sizeof max);
+        port->socks[0] = s;
+        if (strncmp (ep, "tcp://", 6) == 0
+            && s_secure (self, port, 0, true, idx) != 0)
+            return -1;
+        if (zsock_bind (s, "%s", ep) < 0) {
+            snprintf (self->fail, sizeof self->fail,
+                      "links.%s: cannot bind %s: %s", link, ep,
+                      zmq_strerror (zmq_errno ()));
+            return -1;
+        }
+        if (strncmp (ep, "tcp://", 6) == 0
+            && s_add_end (self, port, 0, ep, true) != 0)
+            return -1;
+        ef_debug ("port %s bound %s (hwm %d)", pd->name, ep, hwm);
+        return 0;
+    }
+    const ef_port_def_t *in = NULL;
+    const ef_actor_def_t *consumer =
+        ef_config_link_consumer (self->config, link, &in);
+    int peers =
+        consumer ? ef_config_instances (self->config, consumer->name) : 1;
+    bool fan = in && in->per_instance;
+    port->width = fan ? peers : 1;
+    port->socks = calloc ((size_t) port->width, sizeof (zsock_t *));
+    port->mons = calloc ((size_t) port->width, sizeof (zsock_t *));
+    port->peers = calloc ((size_t) port->width, sizeof (int));
+    if (!port->socks || !port->mons || !port->peers)
+        return -1;
+    for (int w = 0; w < port->width; w++) {
+        zsock_t *s = zsock_new (ZMQ_PUSH);
+        if (!s)
+            return -1;
+        port->socks[w] = s;
+        zsock_set_sndhwm (s, hwm);
+        zsock_set_sndtimeo (s, EF_SEND_SLICE_MS);
+        int first = fan ? w : (peers > 1 ? 0 : -1);
+        int last = fan ? w : (peers > 1 ? peers - 1 : -1);
+        for (int idx = first; idx <= last; idx++) {
+            if (ef_config_link_endpoint (self->config, link, false, idx, ep,
                                          sizeof ep)
                 != 0) {
                 snprintf (self->fail, sizeof self->fail,
-                          "links.%s: cannot derive endpoint %d", pd->link, idx);
+                          "links.%s: cannot derive endpoint %d", link, idx);
                 return -1;
             }
-            zsock_t *s = zsock_new (ZMQ_PULL);
-            port->mons = calloc (1, sizeof (zsock_t *));
-            port->peers = calloc (1, sizeof (int));
-            if (!s || !port->mons || !port->peers) {
-                zsock_destroy (&s);
+            if (idx == first && strncmp (ep, "tcp://", 6) == 0
+                && s_secure (self, port, w, false, idx) != 0)
                 return -1;
-            }
-            zsock_set_rcvhwm (s, hwm);
-            /* A peer announcing a bigger frame is disconnected before
-               anything is allocated for it. */
-            int64_t max = ef_config_link_max_message (self->config, pd->link);
-            zmq_setsockopt (zsock_resolve (s), ZMQ_MAXMSGSIZE, &max,
-                            sizeof max);
-            port->socks[0] = s;
-            if (strncmp (ep, "tcp://", 6) == 0
-                && s_secure (self, port, 0, true, idx) != 0)
-                return -1;
-            if (zsock_bind (s, "%s", ep) < 0) {
+            if (strncmp (ep, "tcp://", 6) == 0)
+                ef_links_expect (); /* peerless until it connects */
+            if (zsock_connect (s, "%s", ep) < 0) {
                 snprintf (self->fail, sizeof self->fail,
-                          "links.%s: cannot bind %s: %s", pd->link, ep,
+                          "links.%s: cannot connect %s: %s", link, ep,
                           zmq_strerror (zmq_errno ()));
                 return -1;
             }
             if (strncmp (ep, "tcp://", 6) == 0
-                && s_add_end (self, port, 0, ep, true) != 0)
+                && s_add_end (self, port, w, ep, false) != 0)
                 return -1;
-            ef_debug ("port %s bound %s (hwm %d)", pd->name, ep, hwm);
-            continue;
-        }
-        const ef_port_def_t *in = NULL;
-        const ef_actor_def_t *consumer =
-            ef_config_link_consumer (self->config, pd->link, &in);
-        int peers =
-            consumer ? ef_config_instances (self->config, consumer->name) : 1;
-        bool fan = in && in->per_instance;
-        port->width = fan ? peers : 1;
-        port->socks = calloc ((size_t) port->width, sizeof (zsock_t *));
-        port->mons = calloc ((size_t) port->width, sizeof (zsock_t *));
-        port->peers = calloc ((size_t) port->width, sizeof (int));
-        if (!port->socks || !port->mons || !port->peers)
-            return -1;
-        for (int w = 0; w < port->width; w++) {
-            zsock_t *s = zsock_new (ZMQ_PUSH);
-            if (!s)
-                return -1;
-            port->socks[w] = s;
-            zsock_set_sndhwm (s, hwm);
-            zsock_set_sndtimeo (s, EF_SEND_SLICE_MS);
-            int first = fan ? w : (peers > 1 ? 0 : -1);
-            int last = fan ? w : (peers > 1 ? peers - 1 : -1);
-            for (int idx = first; idx <= last; idx++) {
-                if (ef_config_link_endpoint (self->config, pd->link, false, idx,
-                                             ep, sizeof ep)
-                    != 0) {
-                    snprintf (self->fail, sizeof self->fail,
-                              "links.%s: cannot derive endpoint %d", pd->link,
-                              idx);
-                    return -1;
-                }
-                if (idx == first && strncmp (ep, "tcp://", 6) == 0
-                    && s_secure (self, port, w, false, idx) != 0)
-                    return -1;
-                if (strncmp (ep, "tcp://", 6) == 0)
-                    ef_links_expect (); /* peerless until it connects */
-                if (zsock_connect (s, "%s", ep) < 0) {
-                    snprintf (self->fail, sizeof self->fail,
-                              "links.%s: cannot connect %s: %s", pd->link, ep,
-                              zmq_strerror (zmq_errno ()));
-                    return -1;
-                }
-                if (strncmp (ep, "tcp://", 6) == 0
-                    && s_add_end (self, port, w, ep, false) != 0)
-                    return -1;
-                ef_debug ("port %s connected %s (hwm %d)", pd->name, ep, hwm);
-            }
+            ef_debug ("port %s connected %s (hwm %d)", pd->name, ep, hwm);
         }
     }
     return 0;
@@ -481,6 +518,15 @@ s_send (ef_actor_t *self, zsock_t *sock, zmsg_t **msg_p, bool dontwait)
     ef_actor_count_message (self, false, msg);
     zmsg_destroy (msg_p);
     return 1;
+}
+
+/* The first lane of definition port `port`, -1 when there is none. */
+static int
+s_lane (const ef_actor_t *self, int port)
+{
+    return port >= 0 && port < self->n_defs && self->lane_count[port] > 0
+               ? self->lane_first[port]
+               : -1;
 }
 
 static zsock_t *
@@ -539,19 +585,48 @@ s_send_wait (ef_actor_t *self, int port, int to, zmsg_t **msg_p, bool hold)
 int
 ef_actor_send (ef_actor_t *self, int port, int to, zmsg_t **msg_p)
 {
-    return s_send_wait (self, port, to, msg_p, false) == 0 ? 0 : -1;
+    int lane = s_lane (self, port);
+    if (lane < 0) {
+        ef_error ("port %d joins no link: message dropped", port);
+        zmsg_destroy (msg_p);
+        return -1;
+    }
+    return s_send_wait (self, lane, to, msg_p, false) == 0 ? 0 : -1;
+}
+
+int
+ef_actor_send_to (ef_actor_t *self, int port, const char *actor, zmsg_t **msg_p)
+{
+    int first = s_lane (self, port);
+    for (int k = 0; first >= 0 && k < self->lane_count[port]; k++) {
+        const ef_actor_def_t *peer = ef_config_link_consumer (
+            self->config, self->ports[first + k].link, NULL);
+        if (peer && actor && strcmp (peer->name, actor) == 0)
+            return s_send_wait (self, first + k, 0, msg_p, false) == 0 ? 0 : -1;
+    }
+    return -2;
+}
+
+const char *
+ef_actor_port_peer (const ef_actor_t *self, int port)
+{
+    int lane = s_lane (self, port);
+    const ef_actor_def_t *peer = lane >= 0 ? ef_config_link_consumer (
+                                     self->config, self->ports[lane].link, NULL)
+                                           : NULL;
+    return peer ? peer->name : NULL;
 }
 
 int
 ef_actor_send_or_hold (ef_actor_t *self, int port, int to, zmsg_t **msg_p)
 {
-    return s_send_wait (self, port, to, msg_p, true);
+    return s_send_wait (self, s_lane (self, port), to, msg_p, true);
 }
 
 int
 ef_actor_try_send (ef_actor_t *self, int port, int to, zmsg_t **msg_p)
 {
-    zsock_t *sock = s_out_sock (self, port, to);
+    zsock_t *sock = s_out_sock (self, s_lane (self, port), to);
     assert (sock);
     return s_send (self, sock, msg_p, true);
 }
@@ -560,6 +635,7 @@ int
 ef_actor_try_recv (ef_actor_t *self, int port, zmsg_t **msg_p)
 {
     assert (msg_p);
+    port = s_lane (self, port);
     assert (port >= 0 && port < self->n_ports
             && self->ports[port].def->dir == EF_PORT_IN);
     *msg_p = NULL;
@@ -638,12 +714,14 @@ ef_actor_port (const ef_actor_t *self, const char *name)
 int
 ef_actor_port_width (const ef_actor_t *self, int port)
 {
-    return port >= 0 && port < self->n_ports ? self->ports[port].width : 0;
+    port = s_lane (self, port);
+    return port >= 0 ? self->ports[port].width : 0;
 }
 
 void
 ef_actor_pause (ef_actor_t *self, int port, bool paused)
 {
+    port = s_lane (self, port);
     if (port < 0 || port >= self->n_ports
         || self->ports[port].def->dir != EF_PORT_IN
         || self->ports[port].paused == paused)
@@ -724,7 +802,9 @@ s_command (ef_actor_t *self, bool live)
 static int
 s_deliver (ef_actor_t *self, int port, zmsg_t *msg)
 {
-    int rc = self->def->handle ? self->def->handle (self, port, &msg) : 0;
+    int rc = self->def->handle
+                 ? self->def->handle (self, self->ports[port].def_port, &msg)
+                 : 0;
     if (rc != 0 && msg) {
         zmsg_destroy (&self->pending);
         self->pending = msg;
@@ -859,7 +939,11 @@ s_recover (ef_actor_t *self, const char *why)
             return -1;
         /* the new instance starts as the first did: reading every input */
         for (int p = 0; p < self->n_ports; p++)
-            ef_actor_pause (self, p, false);
+            if (self->ports[p].def->dir == EF_PORT_IN
+                && self->ports[p].paused) {
+                self->ports[p].paused = false;
+                zpoller_add (self->poller, self->ports[p].socks[0]);
+            }
         if (s_init_instance (self) != 0) {
             why = "init failed";
             continue;

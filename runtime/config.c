@@ -9,6 +9,7 @@
 #include "embedflow/log.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -19,6 +20,7 @@
 #include <zmq.h>
 
 #define EF_MAX_LINKS    64
+#define EF_MAX_PLUGINS  16
 #define EF_MAX_SECTIONS 8
 #define EF_MAX_ENTRIES  256
 /* Most instances an actor may have (actors.NAME.instances). */
@@ -70,7 +72,9 @@ static const ef_option_t s_host_options[] = {
     EF_OPTION_END};
 
 typedef struct {
-    const char *name;      /* borrowed from a port definition */
+    char *name;            /* links.NAME */
+    char *from;            /* comma list of OUT ports, ACTOR.PORT; NULL none */
+    char *to;              /* the IN port, ACTOR.PORT; NULL none */
     char *endpoint;        /* connect form; NULL = inproc default */
     char *bind;            /* bind form; NULL = endpoint */
     int hwm;               /* 0 = the ports' default */
@@ -106,7 +110,11 @@ struct ef_config {
     void *globals;                    /* owned struct of globals_size bytes */
     s_actor_cfg_t *actors;            /* one per registered definition */
     size_t n_actors;                  /* == registry size */
-    s_link_cfg_t links[EF_MAX_LINKS]; /* every link any port names */
+    ef_registry_t *plugins_into;      /* ef_config_enable_plugins, borrowed */
+    char *plugins[EF_MAX_PLUGINS];    /* shared objects loaded, in order */
+    size_t n_plugins;                 /* used entries */
+    s_link_cfg_t links[EF_MAX_LINKS]; /* the topology: defaults, then the
+                                         configuration's */
     size_t n_links;                   /* used entries */
     s_section_t *sections[EF_MAX_SECTIONS]; /* see ef_config_add_section */
     size_t n_sections;                      /* used entries */
@@ -139,6 +147,73 @@ s_link (const ef_config_t *self, const char *name)
     return NULL;
 }
 
+/* The link called name, made (with nothing set) when it is new and
+   make is true. NULL when it is not there, or out of room or memory
+   (why says which). */
+static s_link_cfg_t *
+s_link_make (ef_config_t *self, const char *name, bool make, char *why,
+             size_t len)
+{
+    s_link_cfg_t *l = s_link (self, name);
+    if (l || !make)
+        return l;
+    size_t n = strlen (name);
+    if (n == 0 || n > 63
+        || strspn (name, "abcdefghijklmnopqrstuvwxyz"
+                         "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+               < n) {
+        snprintf (why, len,
+                  "'%.64s': a link name is 1 to 63 letters, digits, '_' or "
+                  "'-'",
+                  name);
+        return NULL;
+    }
+    if (self->n_links == EF_MAX_LINKS) {
+        snprintf (why, len, "at most %d links", EF_MAX_LINKS);
+        return NULL;
+    }
+    l = &self->links[self->n_links];
+    memset (l, 0, sizeof *l);
+    if (!(l->name = strdup (name))) {
+        snprintf (why, len, "out of memory");
+        return NULL;
+    }
+    self->n_links++;
+    return l;
+}
+
+/* Adds def to the actors of the configuration, with its defaults.
+   Returns 0, -1 with err. */
+static int
+s_add_actor (ef_config_t *self, const ef_actor_def_t *def, char *err,
+             size_t errlen)
+{
+    s_actor_cfg_t *grown =
+        realloc (self->actors, (self->n_actors + 1) * sizeof *grown);
+    if (!grown) {
+        snprintf (err, errlen, "out of memory");
+        return -1;
+    }
+    self->actors = grown;
+    s_actor_cfg_t *a = &self->actors[self->n_actors];
+    memset (a, 0, sizeof *a);
+    a->def = def;
+    a->instances = def->default_instances > 0 ? def->default_instances : 1;
+    a->last = -1;
+    a->restart = -1;
+    for (int k = 0; k < EF_MAX_INSTANCES; k++)
+        a->host_of[k] = -1;
+    a->options = calloc (1, def->options_size ? def->options_size : 1);
+    if (!a->options) {
+        snprintf (err, errlen, "out of memory");
+        return -1;
+    }
+    self->n_actors++;
+    if (ef_options_defaults (s_restart_options, a, err, errlen) != 0)
+        return -1;
+    return ef_options_defaults (def->options, a->options, err, errlen);
+}
+
 ef_config_t *
 ef_config_new (const ef_registry_t *registry, const ef_option_t *globals,
                size_t globals_size, char *err, size_t errlen)
@@ -152,39 +227,20 @@ ef_config_new (const ef_registry_t *registry, const ef_option_t *globals,
     self->drain_idle_ms = 200;
     self->drain_timeout_ms = 60000;
     self->globals = calloc (1, globals_size ? globals_size : 1);
-    self->n_actors = ef_registry_size (registry);
-    self->actors =
-        calloc (self->n_actors ? self->n_actors : 1, sizeof *self->actors);
-    if (!self->globals || !self->actors)
+    if (!self->globals)
         goto oom;
     if (ef_options_defaults (globals, self->globals, err, errlen) != 0)
         goto fail;
-    for (size_t i = 0; i < self->n_actors; i++) {
-        s_actor_cfg_t *a = &self->actors[i];
-        a->def = ef_registry_at (registry, i);
-        a->instances =
-            a->def->default_instances > 0 ? a->def->default_instances : 1;
-        a->last = -1;
-        a->restart = -1;
-        if (ef_options_defaults (s_restart_options, a, err, errlen) != 0)
+    for (size_t i = 0; i < ef_registry_size (registry); i++)
+        if (s_add_actor (self, ef_registry_at (registry, i), err, errlen))
             goto fail;
-        for (int k = 0; k < EF_MAX_INSTANCES; k++)
-            a->host_of[k] = -1;
-        a->options =
-            calloc (1, a->def->options_size ? a->def->options_size : 1);
-        if (!a->options)
+    const char *name, *from, *to;
+    for (size_t i = 0;
+         ef_registry_link_at (registry, i, &name, &from, &to) == 0; i++) {
+        s_link_cfg_t *l = s_link_make (self, name, true, err, errlen);
+        if (!l || (from && !(l->from = strdup (from)))
+            || (to && !(l->to = strdup (to))))
             goto oom;
-        if (ef_options_defaults (a->def->options, a->options, err, errlen))
-            goto fail;
-        for (const ef_port_def_t *p = a->def->ports; p && p->name; p++) {
-            if (s_link (self, p->link))
-                continue;
-            if (self->n_links == EF_MAX_LINKS) {
-                snprintf (err, errlen, "too many links");
-                goto fail;
-            }
-            self->links[self->n_links++].name = p->link;
-        }
     }
     if (ef_config_add_section (self, "hosts", s_host_options, sizeof (s_host_t),
                                NULL, err, errlen)
@@ -216,7 +272,12 @@ ef_config_destroy (ef_config_t **self_p)
         }
     }
     free (self->actors);
+    for (size_t i = 0; i < self->n_plugins; i++)
+        free (self->plugins[i]);
     for (size_t i = 0; i < self->n_links; i++) {
+        free (self->links[i].name);
+        free (self->links[i].from);
+        free (self->links[i].to);
         free (self->links[i].endpoint);
         free (self->links[i].bind);
         free (self->links[i].server_key);
@@ -463,6 +524,94 @@ s_check_endpoint (const char *v, char *err, size_t errlen)
     return -1;
 }
 
+void
+ef_config_enable_plugins (ef_config_t *self, ef_registry_t *registry)
+{
+    self->plugins_into = registry;
+}
+
+/* Loads each shared object of a `plugins` list that is not loaded yet
+   and adds the actors it registered. Returns 0, -1 with why naming the
+   file. */
+static int
+s_set_plugins (ef_config_t *self, const char *value, char *why, size_t len)
+{
+    if (!self->plugins_into) {
+        snprintf (why, len, "unknown key (this program loads no plugins)");
+        return -1;
+    }
+    char *copy = strdup (value);
+    if (!copy) {
+        snprintf (why, len, "out of memory");
+        return -1;
+    }
+    int rc = 0;
+    char *save = NULL;
+    for (char *t = strtok_r (copy, ",", &save); t && rc == 0;
+         t = strtok_r (NULL, ",", &save)) {
+        while (isspace ((unsigned char) *t))
+            t++;
+        size_t n = strlen (t);
+        while (n > 0 && isspace ((unsigned char) t[n - 1]))
+            t[--n] = 0;
+        bool seen = n == 0;
+        for (size_t i = 0; i < self->n_plugins && !seen; i++)
+            seen = strcmp (self->plugins[i], t) == 0;
+        if (seen)
+            continue;
+        if (self->n_plugins == EF_MAX_PLUGINS) {
+            snprintf (why, len, "at most %d plugins", EF_MAX_PLUGINS);
+            rc = -1;
+        }
+        else if (ef_registry_load_plugin (self->plugins_into, t, why, len) != 0)
+            rc = -1;
+        else if (!(self->plugins[self->n_plugins] = strdup (t))) {
+            snprintf (why, len, "out of memory");
+            rc = -1;
+        }
+        else
+            self->n_plugins++;
+        for (size_t i = self->n_actors;
+             rc == 0 && i < ef_registry_size (self->plugins_into); i++)
+            rc = s_add_actor (self, ef_registry_at (self->plugins_into, i), why,
+                              len);
+    }
+    free (copy);
+    return rc;
+}
+
+/* Checks a `from` or `to` value: comma-separated ACTOR.PORT items
+   (one for `to`). Whether they name real ports is for
+   ef_config_validate, since a plugin may bring the actor later. */
+static int
+s_check_refs (const char *value, bool one, char *why, size_t len)
+{
+    int n = 0;
+    for (const char *p = value; *p;) {
+        p += strspn (p, " \t,");
+        size_t l = strcspn (p, ",");
+        while (l > 0 && isspace ((unsigned char) p[l - 1]))
+            l--;
+        if (l == 0)
+            break;
+        const char *dot = memchr (p, '.', l);
+        if (!dot || dot == p || dot == p + l - 1 || memchr (p, ' ', l)) {
+            snprintf (why, len, "'%.*s' is not ACTOR.PORT", (int) l, p);
+            return -1;
+        }
+        n++;
+        p += l;
+        p += strcspn (p, ",");
+    }
+    if (n == 0 || (one && n > 1)) {
+        snprintf (why, len,
+                  one ? "one port, ACTOR.PORT (a link has one consumer)"
+                      : "a list of ports, ACTOR.PORT");
+        return -1;
+    }
+    return 0;
+}
+
 int
 ef_config_set (ef_config_t *self, const char *path, const char *value,
                char *err, size_t errlen)
@@ -476,6 +625,10 @@ ef_config_set (ef_config_t *self, const char *path, const char *value,
     if (strcmp (path, "run") == 0) {
         rc = s_set_run (self, value, why, sizeof why);
         self->run_given = self->run_given || rc == 0;
+        goto done;
+    }
+    if (strcmp (path, "plugins") == 0) {
+        rc = s_set_plugins (self, value, why, sizeof why);
         goto done;
     }
     if (strcmp (path, "host") == 0) {
@@ -555,15 +708,26 @@ ef_config_set (ef_config_t *self, const char *path, const char *value,
         char link[64];
         snprintf (link, sizeof link, "%.*s",
                   (int) (dot ? dot - name : (ptrdiff_t) strlen (name)), name);
-        s_link_cfg_t *l = s_link (self, link);
-        if (!l || !dot) {
-            snprintf (why, sizeof why,
-                      l ? "expected links.NAME.KEY"
-                        : "'%s' is not a link of this program",
-                      link);
+        if (!dot) {
+            snprintf (why, sizeof why, "expected links.NAME.KEY");
             goto done;
         }
+        /* A new name makes a new link: ef_config_validate then wants
+           its from and to. */
+        s_link_cfg_t *l = s_link_make (self, link, true, why, sizeof why);
+        if (!l)
+            goto done;
         const char *key = dot + 1;
+        if (strcmp (key, "from") == 0 || strcmp (key, "to") == 0) {
+            bool to = key[0] == 't';
+            if (s_check_refs (value, to, why, sizeof why) != 0)
+                goto done;
+            char **field = to ? &l->to : &l->from;
+            free (*field);
+            *field = strdup (value);
+            rc = *field ? 0 : -1;
+            goto done;
+        }
         if (strcmp (key, "hwm") == 0) {
             ef_option_t t[] = {{"hwm", EF_OPT_INT, NULL, 0, 1, 1000000, ""},
                                EF_OPTION_END};
@@ -606,8 +770,8 @@ ef_config_set (ef_config_t *self, const char *path, const char *value,
                                                          : NULL;
         if (!field) {
             snprintf (why, sizeof why,
-                      "unknown key (known: endpoint, bind, hwm, server_key, "
-                      "insecure, max_message, peer_timeout)");
+                      "unknown key (known: from, to, endpoint, bind, hwm, "
+                      "server_key, insecure, max_message, peer_timeout)");
             goto done;
         }
         if (field != &l->server_key
@@ -660,7 +824,8 @@ typedef struct {
     ef_config_t *config; /* target */
     const char *file;    /* for messages */
     char *err;           /* caller's buffer */
-    size_t errlen;
+    size_t errlen;       /* its size */
+    bool plugins_done;   /* the top-level `plugins` was read first */
 } s_yaml_ctx_t;
 
 static int
@@ -767,6 +932,8 @@ s_yaml_walk (s_yaml_ctx_t *ctx, struct fy_node *node, const char *path,
                           ctx->file, line);
                 return -1;
             }
+            if (ctx->plugins_done && !*path && strcmp (key, "plugins") == 0)
+                continue;
             char sub[256];
             snprintf (sub, sizeof sub, "%s%s%s", path, *path ? "." : "", key);
             struct fy_node *v = fy_node_pair_value (pair);
@@ -922,8 +1089,19 @@ ef_config_load_file (ef_config_t *self, const char *path, char *err,
         rc = -1;
     }
     else if (root) {
-        s_yaml_ctx_t ctx = {self, path, err, errlen};
-        rc = s_yaml_walk (&ctx, root, "", 1);
+        s_yaml_ctx_t ctx = {self, path, err, errlen, false};
+        /* Plugins first: the rest of the file may name their actors. */
+        struct fy_node *plugins =
+            fy_node_mapping_lookup_by_string (root, "plugins", FY_NT);
+        if (plugins) {
+            struct fy_node *key =
+                fy_node_mapping_lookup_key_by_string (root, "plugins", FY_NT);
+            rc = s_yaml_walk (&ctx, plugins, "plugins",
+                              key ? s_node_line (key) : 1);
+            ctx.plugins_done = true;
+        }
+        if (rc == 0)
+            rc = s_yaml_walk (&ctx, root, "", 1);
     }
     fy_document_destroy (doc);
     return rc;
@@ -931,19 +1109,132 @@ ef_config_load_file (ef_config_t *self, const char *path, char *err,
 
 /* --- topology queries --------------------------------------------------- */
 
+/* The next ACTOR.PORT item of a comma list at *p: its start and length
+   (trimmed), *p moved past it. NULL at the end. */
+static const char *
+s_next_ref (const char **p, size_t *len)
+{
+    const char *q = *p;
+    q += strspn (q, " \t,");
+    if (!*q)
+        return NULL;
+    size_t l = strcspn (q, ",");
+    *p = q + l;
+    while (l > 0 && isspace ((unsigned char) q[l - 1]))
+        l--;
+    *len = l;
+    return q;
+}
+
+/* Finds the port ref (ACTOR.PORT, len bytes) names: the actor's index
+   in *actor and the port in *port. Returns 0, or -1 with why saying
+   what is not there. */
+static int
+s_port_ref (const ef_config_t *self, const char *ref, size_t len, size_t *actor,
+            const ef_port_def_t **port, char *why, size_t whylen)
+{
+    const char *dot = memchr (ref, '.', len);
+    size_t alen = dot ? (size_t) (dot - ref) : len;
+    for (size_t i = 0; i < self->n_actors; i++) {
+        const ef_actor_def_t *def = self->actors[i].def;
+        if (strlen (def->name) != alen || strncmp (def->name, ref, alen) != 0)
+            continue;
+        char known[256] = "";
+        size_t used = 0;
+        for (const ef_port_def_t *p = def->ports; p && p->name; p++) {
+            if (dot && strlen (p->name) == len - alen - 1
+                && strncmp (p->name, dot + 1, len - alen - 1) == 0) {
+                *actor = i;
+                *port = p;
+                return 0;
+            }
+            int n = snprintf (known + used, sizeof known - used, "%s%s",
+                              used ? ", " : "", p->name);
+            if (n > 0 && (size_t) n < sizeof known - used)
+                used += (size_t) n;
+        }
+        snprintf (why, whylen, "actor %s has no port '%.*s' (its ports: %s)",
+                  def->name, dot ? (int) (len - alen - 1) : 0,
+                  dot ? dot + 1 : "", used ? known : "none");
+        return -1;
+    }
+    snprintf (why, whylen, "'%.*s' is not an actor of this program", (int) alen,
+              ref);
+    return -1;
+}
+
 const ef_actor_def_t *
 ef_config_link_consumer (const ef_config_t *self, const char *link,
                          const ef_port_def_t **port)
 {
-    for (size_t i = 0; i < self->n_actors; i++)
-        for (const ef_port_def_t *p = self->actors[i].def->ports; p && p->name;
-             p++)
-            if (p->dir == EF_PORT_IN && strcmp (p->link, link) == 0) {
-                if (port)
-                    *port = p;
-                return self->actors[i].def;
-            }
-    return NULL;
+    const s_link_cfg_t *l = s_link (self, link);
+    size_t a;
+    const ef_port_def_t *p;
+    char why[256];
+    if (!l || !l->to
+        || s_port_ref (self, l->to, strlen (l->to), &a, &p, why, sizeof why)
+        || p->dir != EF_PORT_IN)
+        return NULL;
+    if (port)
+        *port = p;
+    return self->actors[a].def;
+}
+
+/* True when actor a is an end of link l: its consumer (in) or one of
+   its producers (out). */
+static bool
+s_joins (const ef_config_t *self, const s_link_cfg_t *l, size_t a, bool in)
+{
+    char why[256];
+    size_t ai, len;
+    const ef_port_def_t *p;
+    const char *list = in ? l->to : l->from;
+    for (const char *r, *at = list ? list : ""; (r = s_next_ref (&at, &len));)
+        if (s_port_ref (self, r, len, &ai, &p, why, sizeof why) == 0 && ai == a)
+            return true;
+    return false;
+}
+
+size_t
+ef_config_port_links (const ef_config_t *self, const char *actor,
+                      const char *port, const char **links, size_t max)
+{
+    size_t n = 0, alen = strlen (actor), plen = strlen (port), len;
+    for (size_t i = 0; i < self->n_links; i++) {
+        const s_link_cfg_t *l = &self->links[i];
+        for (int side = 0; side < 2; side++) {
+            const char *list = side ? l->to : l->from;
+            bool hit = false;
+            for (const char *r, *at = list ? list : "";
+                 !hit && (r = s_next_ref (&at, &len));)
+                hit = len == alen + 1 + plen && strncmp (r, actor, alen) == 0
+                      && r[alen] == '.'
+                      && strncmp (r + alen + 1, port, plen) == 0;
+            if (hit && n < max)
+                links[n] = l->name;
+            n += hit;
+        }
+    }
+    return n;
+}
+
+size_t
+ef_config_link_count (const ef_config_t *self)
+{
+    return self->n_links;
+}
+
+const char *
+ef_config_link_name (const ef_config_t *self, size_t i)
+{
+    return i < self->n_links ? self->links[i].name : NULL;
+}
+
+const char *
+ef_config_link_type (const ef_config_t *self, const char *link)
+{
+    const ef_port_def_t *in = NULL;
+    return ef_config_link_consumer (self, link, &in) ? in->type : NULL;
 }
 
 /* The hosts: entry running instance index (-1: the first) of the actor
@@ -1339,13 +1630,12 @@ s_link_ends_here (const ef_config_t *self, const char *link, bool *binds,
                   bool *connects)
 {
     *binds = *connects = false;
-    for (size_t a = 0; a < self->n_actors; a++) {
+    const s_link_cfg_t *l = s_link (self, link);
+    for (size_t a = 0; l && a < self->n_actors; a++) {
         if (!ef_config_runs_here (self, self->actors[a].def->name))
             continue;
-        for (const ef_port_def_t *p = self->actors[a].def->ports; p && p->name;
-             p++)
-            if (strcmp (p->link, link) == 0)
-                *(p->dir == EF_PORT_IN ? binds : connects) = true;
+        *binds = *binds || s_joins (self, l, a, true);
+        *connects = *connects || s_joins (self, l, a, false);
     }
 }
 
@@ -1409,6 +1699,153 @@ s_validate_security (const ef_config_t *self, char *err, size_t errlen)
     return 0;
 }
 
+/* Checks the graph: each link's `to` is an IN port and its `from` OUT
+   ports of the same message type, all of them real; no IN port is read
+   by two links; every IN port has a link (a producer) and every OUT
+   port joins one. Returns 0, or -1 with err naming the key. */
+static int
+s_validate_topology (const ef_config_t *self, char *err, size_t errlen)
+{
+    char why[512];
+    size_t a, len;
+    const ef_port_def_t *in, *out;
+    for (size_t i = 0; i < self->n_links; i++) {
+        const s_link_cfg_t *l = &self->links[i];
+        if (!l->to) {
+            snprintf (err, errlen,
+                      "links.%s.to: not set: the IN port that reads the "
+                      "link, ACTOR.PORT",
+                      l->name);
+            return -1;
+        }
+        if (s_port_ref (self, l->to, strlen (l->to), &a, &in, why, sizeof why)
+            != 0) {
+            snprintf (err, errlen, "links.%s.to: %s", l->name, why);
+            return -1;
+        }
+        if (in->dir != EF_PORT_IN) {
+            snprintf (err, errlen,
+                      "links.%s.to: %s is an OUT port; a link is read by "
+                      "an IN port",
+                      l->name, l->to);
+            return -1;
+        }
+        for (size_t j = 0; j < i; j++)
+            if (self->links[j].to && strcmp (self->links[j].to, l->to) == 0) {
+                snprintf (err, errlen,
+                          "links.%s.to: %s already reads links.%s (an IN "
+                          "port reads one link; list several producers in "
+                          "one link's from)",
+                          l->name, l->to, self->links[j].name);
+                return -1;
+            }
+        if (!l->from) {
+            snprintf (err, errlen,
+                      "links.%s.from: not set: %s has no producer (the OUT "
+                      "ports that write the link, ACTOR.PORT, ...)",
+                      l->name, l->to);
+            return -1;
+        }
+        for (const char *r, *at = l->from; (r = s_next_ref (&at, &len));) {
+            if (s_port_ref (self, r, len, &a, &out, why, sizeof why) != 0) {
+                snprintf (err, errlen, "links.%s.from: %s", l->name, why);
+                return -1;
+            }
+            if (out->dir != EF_PORT_OUT) {
+                snprintf (err, errlen,
+                          "links.%s.from: %.*s is an IN port; a link is "
+                          "written by OUT ports",
+                          l->name, (int) len, r);
+                return -1;
+            }
+            if (strcmp (out->type ? out->type : "", in->type ? in->type : "")
+                != 0) {
+                snprintf (err, errlen,
+                          "links.%s.from: %.*s carries %s, but %s (links.%s."
+                          "to) takes %s",
+                          l->name, (int) len, r, out->type ? out->type : "?",
+                          l->to, l->name, in->type ? in->type : "?");
+                return -1;
+            }
+        }
+    }
+    const char *any[1];
+    for (size_t i = 0; i < self->n_actors; i++) {
+        const ef_actor_def_t *def = self->actors[i].def;
+        for (const ef_port_def_t *p = def->ports; p && p->name; p++) {
+            if (ef_config_port_links (self, def->name, p->name, any, 1) > 0)
+                continue;
+            if (p->dir == EF_PORT_IN)
+                snprintf (err, errlen,
+                          "links: %s.%s has no producer: no link's to names "
+                          "it (links.NAME.to: %s.%s)",
+                          def->name, p->name, def->name, p->name);
+            else
+                snprintf (err, errlen,
+                          "links: %s.%s joins no link: no link's from names "
+                          "it (links.NAME.from: %s.%s)",
+                          def->name, p->name, def->name, p->name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+size_t
+ef_config_drain_order (const ef_config_t *self, size_t *order)
+{
+    /* Kahn's algorithm over actor -> actor edges of the links, leaving
+       out the links into sources (replies: acks); among the actors whose
+       feeders are all placed, the first registered goes first, and a
+       cycle left is broken the same way. */
+    size_t n = self->n_actors, done = 0;
+    bool *placed = calloc (n ? n : 1, sizeof *placed);
+    if (!placed) {
+        for (size_t i = 0; i < n; i++)
+            order[i] = i;
+        return n;
+    }
+    while (done < n) {
+        size_t pick = n;
+        for (size_t b = 0; b < n && pick == n; b++) {
+            if (placed[b])
+                continue;
+            bool fed = false;
+            if (!(self->actors[b].def->flags & EF_ACTOR_SOURCE))
+                for (size_t i = 0; i < self->n_links && !fed; i++) {
+                    const s_link_cfg_t *l = &self->links[i];
+                    if (!s_joins (self, l, b, true))
+                        continue;
+                    for (size_t a = 0; a < n && !fed; a++)
+                        fed =
+                            a != b && !placed[a] && s_joins (self, l, a, false);
+                }
+            if (!fed)
+                pick = b;
+        }
+        if (pick == n) /* a cycle: the first registered of it */
+            for (size_t b = 0; b < n && pick == n; b++)
+                if (!placed[b])
+                    pick = b;
+        placed[pick] = true;
+        order[done++] = pick;
+    }
+    free (placed);
+    return n;
+}
+
+const ef_actor_def_t *
+ef_config_actor_at (const ef_config_t *self, size_t i)
+{
+    return i < self->n_actors ? self->actors[i].def : NULL;
+}
+
+size_t
+ef_config_actor_count (const ef_config_t *self)
+{
+    return self->n_actors;
+}
+
 int
 ef_config_validate (ef_config_t *self, char *err, size_t errlen)
 {
@@ -1419,61 +1856,47 @@ ef_config_validate (ef_config_t *self, char *err, size_t errlen)
         return -1;
     if (s_validate_security (self, err, errlen) != 0)
         return -1;
+    if (s_validate_topology (self, err, errlen) != 0)
+        return -1;
     for (size_t i = 0; i < self->n_links; i++) {
-        const char *name = self->links[i].name;
-        bool in = false, out = false;
-        for (size_t a = 0; a < self->n_actors; a++)
-            for (const ef_port_def_t *p = self->actors[a].def->ports;
-                 p && p->name; p++)
-                if (strcmp (p->link, name) == 0)
-                    *(p->dir == EF_PORT_IN ? &in : &out) = true;
-        if (!in || !out) {
-            snprintf (err, errlen, "links.%s: has no %s", name,
-                      in ? "producer" : "consumer");
-            return -1;
-        }
         const s_link_cfg_t *l = &self->links[i];
+        const char *name = l->name;
         bool inproc =
             !l->endpoint || strncmp (l->endpoint, "inproc://", 9) == 0;
         if (s_link_mixed_keys (self, name, err, errlen) != 0)
             return -1;
         for (size_t a = 0; inproc && a < self->n_actors; a++)
-            for (const ef_port_def_t *p = self->actors[a].def->ports;
-                 p && p->name; p++)
-                if (strcmp (p->link, name) == 0
-                    && s_partly_here (self, &self->actors[a])) {
-                    snprintf (err, errlen,
-                              "links.%s: only some instances of %s run "
-                              "here, so this link needs a tcp:// endpoint",
-                              name, self->actors[a].def->name);
-                    return -1;
-                }
+            if ((s_joins (self, l, a, true) || s_joins (self, l, a, false))
+                && s_partly_here (self, &self->actors[a])) {
+                snprintf (err, errlen,
+                          "links.%s: only some instances of %s run "
+                          "here, so this link needs a tcp:// endpoint",
+                          name, self->actors[a].def->name);
+                return -1;
+            }
         if (!inproc && !self->run_all)
             continue;
         /* An inproc link only works when both ends run in this process. */
         for (size_t a = 0; inproc && a < self->n_actors; a++) {
             if (ef_config_runs_here (self, self->actors[a].def->name))
                 continue;
-            for (const ef_port_def_t *p = self->actors[a].def->ports;
-                 p && p->name; p++)
-                if (strcmp (p->link, name) == 0) {
-                    bool peer_here = false;
-                    for (size_t b = 0; b < self->n_actors; b++)
-                        for (const ef_port_def_t *q =
-                                 self->actors[b].def->ports;
-                             q && q->name; q++)
-                            if (strcmp (q->link, name) == 0 && q->dir != p->dir
-                                && ef_config_runs_here (
-                                    self, self->actors[b].def->name))
-                                peer_here = true;
-                    if (peer_here) {
-                        snprintf (err, errlen,
-                                  "links.%s: %s runs in another process, so "
-                                  "this link needs a tcp:// endpoint",
-                                  name, self->actors[a].def->name);
-                        return -1;
-                    }
+            for (int side = 0; side < 2; side++) {
+                if (!s_joins (self, l, a, side))
+                    continue;
+                bool peer_here = false;
+                for (size_t b = 0; b < self->n_actors; b++)
+                    peer_here = peer_here
+                                || (s_joins (self, l, b, !side)
+                                    && ef_config_runs_here (
+                                        self, self->actors[b].def->name));
+                if (peer_here) {
+                    snprintf (err, errlen,
+                              "links.%s: %s runs in another process, so "
+                              "this link needs a tcp:// endpoint",
+                              name, self->actors[a].def->name);
+                    return -1;
                 }
+            }
         }
     }
     return 0;
@@ -1523,14 +1946,14 @@ s_print_dot_hosts (const ef_config_t *self, FILE *out)
         }
         fprintf (out, "  }\n");
     }
-    for (size_t i = 0; i < self->n_actors; i++)
-        for (const ef_port_def_t *p = self->actors[i].def->ports; p && p->name;
-             p++) {
-            if (p->dir != EF_PORT_OUT)
+    for (size_t li = 0; li < self->n_links; li++)
+        for (size_t i = 0; i < self->n_actors; i++) {
+            const s_link_cfg_t *p = &self->links[li];
+            if (!s_joins (self, p, i, false))
                 continue;
             const ef_port_def_t *in = NULL;
             const ef_actor_def_t *to =
-                ef_config_link_consumer (self, p->link, &in);
+                ef_config_link_consumer (self, p->name, &in);
             const s_actor_cfg_t *c = to ? s_actor (self, to->name) : NULL;
             for (size_t ep = 0; c && ep < nh; ep++) {
                 int lo = 0, hi = 0;
@@ -1545,14 +1968,14 @@ s_print_dot_hosts (const ef_config_t *self, FILE *out)
                         continue;
                     char addr[256] = "";
                     ef_config_link_endpoint (
-                        self, p->link, false,
+                        self, p->name, false,
                         (in && in->per_instance) || c->instances > 1 ? lo : -1,
                         addr, sizeof addr);
                     fprintf (out,
                              "  \"%s@%s\" -> \"%s@%s\" "
                              "[label=\"%s\\n%s%s\"];\n",
                              self->actors[i].def->name, pname, to->name, cname,
-                             p->link, addr,
+                             p->name, addr,
                              in && in->per_instance && hi > lo ? " +i" : "");
                 }
             }
@@ -1580,21 +2003,21 @@ ef_config_print_dot (const ef_config_t *self, FILE *out)
             ef_config_runs_here (self, a->def->name) ? "" : "\\n(remote)", part,
             ef_config_runs_here (self, a->def->name) ? "" : " style=dashed");
     }
-    for (size_t i = 0; i < self->n_actors; i++)
-        for (const ef_port_def_t *p = self->actors[i].def->ports; p && p->name;
-             p++) {
-            if (p->dir != EF_PORT_OUT)
+    for (size_t li = 0; li < self->n_links; li++)
+        for (size_t i = 0; i < self->n_actors; i++) {
+            const s_link_cfg_t *l = &self->links[li];
+            if (!s_joins (self, l, i, false))
                 continue;
             const ef_port_def_t *in = NULL;
             const ef_actor_def_t *to =
-                ef_config_link_consumer (self, p->link, &in);
+                ef_config_link_consumer (self, l->name, &in);
             char ep[256] = "";
-            ef_config_link_endpoint (self, p->link, false,
+            ef_config_link_endpoint (self, l->name, false,
                                      in && in->per_instance ? 0 : -1, ep,
                                      sizeof ep);
             if (to)
                 fprintf (out, "  \"%s\" -> \"%s\" [label=\"%s\\n%s\"];\n",
-                         self->actors[i].def->name, to->name, p->link, ep);
+                         self->actors[i].def->name, to->name, l->name, ep);
         }
     fprintf (out, "}\n");
 }
@@ -1723,6 +2146,14 @@ void
 ef_config_print (const ef_config_t *self, FILE *out, ef_config_show_fn *show)
 {
     s_print_table (out, 0, self->globals_table, self->globals, "", show);
+    if (self->n_plugins) {
+        fprintf (out, "plugins:\n");
+        for (size_t i = 0; i < self->n_plugins; i++) {
+            fprintf (out, "  - ");
+            s_print_quoted (out, self->plugins[i]);
+            fputc ('\n', out);
+        }
+    }
     fprintf (out, "run: ");
     if (self->run_all)
         fprintf (out, "all\n");
@@ -1762,6 +2193,8 @@ ef_config_print (const ef_config_t *self, FILE *out, ef_config_show_fn *show)
         ef_config_link_consumer (self, l->name, &in);
         char ep[256];
         fprintf (out, "  %s:\n", l->name);
+        s_print_string (out, 4, "from", l->from, NULL);
+        s_print_string (out, 4, "to", l->to, NULL);
         if (ef_config_link_endpoint (self, l->name, false, -1, ep, sizeof ep)
             == 0)
             s_print_string (out, 4, "endpoint", ep, NULL);

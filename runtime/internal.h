@@ -17,12 +17,24 @@ int ef_config_link_endpoint (const ef_config_t *self, const char *link,
 int ef_config_link_hwm (const ef_config_t *self, const char *link,
                         int port_default);
 
-/* The actor whose IN port reads `link`, NULL when none is registered. */
-const ef_actor_def_t *ef_config_link_consumer (const ef_config_t *self,
-                                               const char *link,
-                                               const ef_port_def_t **port);
-
 const ef_registry_t *ef_config_registry (const ef_config_t *self);
+
+/* The links that port of actor joins (OUT: every link whose from names
+   it; IN: the link whose to names it), their names (borrowed) in
+   links[0..max); returns how many there are. */
+size_t ef_config_port_links (const ef_config_t *self, const char *actor,
+                             const char *port, const char **links, size_t max);
+
+/* The actors of the configuration (the registry's, plugins included). */
+size_t ef_config_actor_count (const ef_config_t *self);
+const ef_actor_def_t *ef_config_actor_at (const ef_config_t *self, size_t i);
+
+/* The order to drain actors in, as indexes of ef_config_actor_at into
+   order (ef_config_actor_count entries): sources first, then each actor
+   after every actor that feeds it (links into sources, the replies, do
+   not count; a cycle is broken in registration order). Returns the
+   count. */
+size_t ef_config_drain_order (const ef_config_t *self, size_t *order);
 
 /* This process's CURVE key pair (curve.key) once ef_config_load_keys has
    read it, else NULL. Borrowed. */

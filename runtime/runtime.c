@@ -3,11 +3,12 @@
     Start: every instance is started at once (so N writers connect to the
     database in parallel), then each one's READY/FAILED answer is
     collected; one failure stops the rest and is reported.
-    Stop: actors are drained in registration order, which is upstream
-    first: a source stops taking new work and finishes what is in flight,
-    then the next stage drains what reached it, and so on. A second signal
-    makes ef_runtime_wait return at once; the library never ends the
-    process itself.
+    Stop: actors are drained in the order of the graph the links make
+    (ef_config_drain_order): sources first, each stop taking new work and
+    finishing what is in flight, then every actor once all that feed it
+    have drained, and so on downstream. A second signal makes
+    ef_runtime_wait return at once; the library never ends the process
+    itself.
     Under systemd (Type=notify) the runtime says READY=1 once every actor
     is ready, STOPPING=1 when the drain begins, and pings the watchdog from
     its loop while it waits and drains (notify.c).
@@ -267,13 +268,16 @@ ef_runtime_wait (ef_runtime_t *self)
         ef_error ("an actor failed: stopping");
     ef_notify_stopping ();
 
-    const ef_registry_t *reg = ef_config_registry (self->config);
+    size_t n_defs = ef_config_actor_count (self->config);
+    size_t *order = calloc (n_defs ? n_defs : 1, sizeof *order);
+    if (order)
+        ef_config_drain_order (self->config, order);
     int64_t deadline =
         ef_clock_mono_us () + ef_config_drain_timeout_ms (self->config) * 1000;
     bool timed_out = false;
-    for (size_t d = 0;
-         d < ef_registry_size (reg) && !self->failed && !timed_out; d++) {
-        const ef_actor_def_t *def = ef_registry_at (reg, d);
+    for (size_t d = 0; d < n_defs && !self->failed && !timed_out; d++) {
+        const ef_actor_def_t *def =
+            ef_config_actor_at (self->config, order ? order[d] : d);
         bool any = false;
         for (size_t i = 0; i < self->n; i++)
             if (self->inst[i].def == def) {
@@ -304,10 +308,12 @@ ef_runtime_wait (ef_runtime_t *self)
                 ef_error ("second signal: stopping now, work in flight is "
                           "not acknowledged");
                 atomic_store (&self->hard_stop, 1);
+                free (order);
                 return EF_RUNTIME_HARD_STOP;
             }
         }
     }
+    free (order);
     self->hard_stop = 1;
     s_stop_all (self);
     ef_info ("stopped%s", self->failed ? " after a failure"

@@ -14,7 +14,8 @@
       handle    one message arrived on an input port (ownership passes)
       tick      the deadline set with ef_actor_wake_in passed
       drain     the process is stopping gracefully: finish in-flight work,
-                then call ef_actor_drained (sources are drained first)
+                then call ef_actor_drained (sources are drained first, then
+                every actor after all actors that feed it)
       destroy   release everything init made; called exactly once after
                 each init, even when init failed
 
@@ -55,10 +56,14 @@ typedef enum {
     EF_PORT_OUT, /* PUSH: connects to the endpoint of the link */
 } ef_port_dir_t;
 
+/* A port is a name, a direction and the type of message it carries (the
+   protobuf message name, "embedflow.v1.RowBatch"). Which port joins which
+   is the configuration's business (links.NAME.from / to, runtime.h): an
+   actor never names its peers. */
 typedef struct {
-    const char *name; /* port name, unique within the actor */
-    ef_port_dir_t dir;
-    const char *link; /* the link this port joins, e.g. "batches" */
+    const char *name;  /* port name, unique within the actor */
+    ef_port_dir_t dir; /* IN or OUT */
+    const char *type;  /* message type: only a port of the same type joins */
     /* IN: each instance binds its own endpoint ("{i}" = instance index).
        OUT: one socket per instance of the link's consumer, so the actor
        picks the destination (ef_actor_send's `to`). */
@@ -66,7 +71,9 @@ typedef struct {
     int hwm; /* default high-water mark (messages) */
 } ef_port_def_t;
 
-#define EF_ACTOR_SOURCE 0x1 /* takes data from outside: drained first */
+/* Takes data from outside: drained first; links into a source (replies
+   such as acks) do not count when the runtime orders the drain. */
+#define EF_ACTOR_SOURCE 0x1
 
 typedef struct ef_actor_def {
     const char *name;           /* "db-writer": config section, log tag */
@@ -122,14 +129,27 @@ void ef_actor_set_state (ef_actor_t *self, void *state);
 /* Port index by name, or -1. Look ports up once in init. */
 int ef_actor_port (const ef_actor_t *self, const char *name);
 /* Sockets behind an OUT port: consumer instance count when per_instance,
-   else 1. */
+   else 1 (of its first link, when several links leave the port). */
 int ef_actor_port_width (const ef_actor_t *self, int port);
+
+/* The actor (definition name) consuming the first link that leaves OUT
+   port, NULL when none. */
+const char *ef_actor_port_peer (const ef_actor_t *self, int port);
 
 /* Sends on an OUT port to consumer `to` (0 unless per_instance). Blocks
    while the link is at its high-water mark: that is backpressure. Takes
    ownership of *msg_p and NULLs it. Returns 0, or -1 when the process is
    stopping hard or the socket failed (message destroyed). */
 int ef_actor_send (ef_actor_t *self, int port, int to, zmsg_t **msg_p);
+
+/* Sends on the link of OUT port `port` whose consumer is the actor named
+   `actor`: how a reply (an ack, say) finds the source named in the
+   message it answers, when the configuration joins the port to one link
+   per source. Blocks like ef_actor_send. Returns 0 sent, -1 as
+   ef_actor_send (message destroyed), -2 when no link of the port leads
+   to that actor (*msg_p untouched: the caller logs and drops it). */
+int ef_actor_send_to (ef_actor_t *self, int port, const char *actor,
+                      zmsg_t **msg_p);
 
 /* Like ef_actor_send, but when the link is full because its tcp peer is
    gone (not just slow) it returns 1 without sending: *msg_p stays the

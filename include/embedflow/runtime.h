@@ -31,20 +31,56 @@ const ef_actor_def_t *ef_registry_find (const ef_registry_t *self,
 size_t ef_registry_size (const ef_registry_t *self);
 const ef_actor_def_t *ef_registry_at (const ef_registry_t *self, size_t i);
 
+/* Adds a link to the default topology every configuration made from this
+   registry starts with (strings borrowed, must outlive the registry):
+   from is a comma list of OUT ports, "actor.port, actor.port", to the one
+   IN port, "actor.port". The configuration may change both
+   (links.NAME.from / to). Returns 0, -1 when the name is taken or there
+   is no room. */
+int ef_registry_add_link (ef_registry_t *self, const char *name,
+                          const char *from, const char *to);
+/* Default link i: its name, producers and consumer; -1 past the end. */
+int ef_registry_link_at (const ef_registry_t *self, size_t i, const char **name,
+                         const char **from, const char **to);
+
+/* Loads the shared object at path (dlopen) and calls its entry point,
+   EF_PLUGIN_ENTRY, which registers the actors it exports. The object
+   stays loaded for the life of the process. Returns 0, or -1 with err
+   naming the file and dlerror() or what the entry said. */
+int ef_registry_load_plugin (ef_registry_t *self, const char *path, char *err,
+                             size_t errlen);
+
+/* The symbol an out-of-tree actor's shared object exports:
+     int ef_plugin_register (ef_registry_t *registry, char *err,
+                             size_t errlen);
+   registering its definitions with ef_registry_add (and, if it likes,
+   default links with ef_registry_add_link). It returns 0, or -1 with err
+   saying why. */
+#define EF_PLUGIN_ENTRY "ef_plugin_register"
+typedef int (ef_plugin_register_fn) (ef_registry_t *registry, char *err,
+                                     size_t errlen);
+
 /* --- configuration -------------------------------------------------- */
 
 typedef struct ef_config ef_config_t;
 
-/* A configuration with every default applied. globals/globals_size
-   describe the application's top-level keys. NULL on a table error
-   (message in err). */
+/* A configuration with every default applied, the registry's default
+   links included. globals/globals_size describe the application's
+   top-level keys. NULL on a table error (message in err). */
 ef_config_t *ef_config_new (const ef_registry_t *registry,
                             const ef_option_t *globals, size_t globals_size,
                             char *err, size_t errlen);
 void ef_config_destroy (ef_config_t **self_p);
 
-/* Reads a YAML file over the current values. Returns 0, or -1 with err
-   naming the file, line, key and reason. */
+/* Lets the key `plugins` (a list of shared objects) load out-of-tree
+   actors into registry, the one the configuration was made from, and
+   adds them to the configuration. Without this call `plugins` is an
+   unknown key. */
+void ef_config_enable_plugins (ef_config_t *self, ef_registry_t *registry);
+
+/* Reads a YAML file over the current values (its `plugins` first, so
+   that the rest may name their actors). Returns 0, or -1 with err naming
+   the file, line, key and reason. */
 int ef_config_load_file (ef_config_t *self, const char *path, char *err,
                          size_t errlen);
 
@@ -52,7 +88,12 @@ int ef_config_load_file (ef_config_t *self, const char *path, char *err,
      KEY                      a global (dim, database, …)
      actors.NAME.KEY          an actor option
      actors.NAME.instances    how many instances
+     links.NAME.from          the OUT ports the link joins, comma list of
+                              ACTOR.PORT (several producers may share one)
+     links.NAME.to            the IN port that reads it, ACTOR.PORT
      links.NAME.endpoint|bind|hwm|server_key|insecure|max_message
+     plugins                  comma list of shared objects to load
+                              (ef_config_enable_plugins)
      curve.key|clients        this process's CURVE key pair, allowed keys
      run                      comma list of the actors this process runs;
                               NAME:A-B runs only instances A to B
@@ -91,8 +132,9 @@ void *ef_config_section_entry (const ef_config_t *self, const char *section,
 void *ef_config_section_find (const ef_config_t *self, const char *section,
                               const char *name);
 
-/* Checks the whole: every link has a producer and a consumer somewhere,
-   endpoints are well formed, every actor running here accepts its
+/* Checks the whole: every link joins existing OUT ports (from) to one
+   existing IN port (to) of the same message type, every IN port has a
+   link and every OUT port joins one, endpoints are well formed, every actor running here accepts its
    options (ef_actor_def_t.check) and every section entry passes its
    section's check. Returns 0 or -1 with err naming the key. */
 int ef_config_validate (ef_config_t *self, char *err, size_t errlen);
@@ -109,6 +151,19 @@ int ef_config_load_keys (ef_config_t *self, char *err, size_t errlen);
 /* The largest message an IN port of a link accepts when neither the
    application nor links.NAME.max_message says otherwise: 64 MiB. */
 #define EF_LINK_MAX_DEFAULT ((int64_t) 64 << 20)
+
+/* Links of the topology: how many, and the name of link i (NULL past
+   the end). */
+size_t ef_config_link_count (const ef_config_t *self);
+const char *ef_config_link_name (const ef_config_t *self, size_t i);
+/* The actor whose IN port reads link (its `to`), and that port in *port
+   (when port is not NULL); NULL when `to` names no IN port. */
+const ef_actor_def_t *ef_config_link_consumer (const ef_config_t *self,
+                                               const char *link,
+                                               const ef_port_def_t **port);
+/* The message type link carries (its consumer port's), NULL when its
+   `to` names no port. */
+const char *ef_config_link_type (const ef_config_t *self, const char *link);
 
 /* Sets the application's default ZMQ_MAXMSGSIZE for link (bytes, sized
    from what the link carries); links.NAME.max_message overrides it. An

@@ -146,7 +146,8 @@ s_row_batches (void)
     batch.n_rows = 3;
     s_write_msg ("row_batch", "repeated-key", &batch.base);
     /* Pulled rows carry their chunk's checkpoint. */
-    a.origin = 1;
+    a.checkpoint = 1;
+    a.reply_to = "grpc-puller";
     a.chunk_seq = 3;
     a.chunk_rows = 2;
     a.resume_token = "tok-3";
@@ -209,7 +210,8 @@ s_letters (Embedflow__V1__DeadLetter *l, size_t n, uint8_t *orig,
     l[1].sqlstate = "23505";
     l[1].reason = "duplicate key value violates unique constraint \xff\xfe";
     l[2].covers = 0;
-    l[3].origin = 1;
+    l[3].checkpoint = 1;
+    l[3].reply_to = "grpc-puller";
     l[3].chunk_seq = 3;
     l[3].chunk_rows = 10;
     l[3].resume_token = "tok-3";

@@ -56,7 +56,7 @@ s_row (int n, const char *run, uint64_t seq, uint32_t chunk_rows,
     r->covers = 1;
     r->chunk_seq = seq;
     r->chunk_rows = chunk_rows;
-    r->origin = EF_ORIGIN_PULL;
+    r->checkpoint = true;
     return r;
 }
 
@@ -105,7 +105,7 @@ EF_TEST (db_checkpoint_position)
         s_row (0, run, 0, 3, "t0"), s_row (1, run, 0, 3, "t0"),
         s_row (3, run, 1, 2, "t1"), s_row (4, run, 1, 2, "t1"),
         s_row (9, run, 0, 3, "t0")};
-    rows[4]->origin = EF_ORIGIN_PUSH;
+    rows[4]->checkpoint = false;
     ef_write_report_t rep;
     EF_REQUIRE (ef_pgwrite_batch (w, rows, 5, &rep) == EF_WRITE_OK);
     EF_CHECK (s_at (c, schema, run, "t-start")); /* chunk 0 incomplete */
@@ -121,7 +121,7 @@ EF_TEST (db_checkpoint_position)
     dl.chunk_seq = 0;
     dl.chunk_rows = 3;
     dl.resume_token = "t0";
-    dl.origin = EF_ORIGIN_PULL;
+    dl.checkpoint = true;
     Embedflow__V1__DeadLetter *items[] = {&dl};
     PQclear (PQexec (c, "BEGIN"));
     EF_CHECK (ef_checkpoint_dead_letters (c, schema, items, 1, &rep)

@@ -80,6 +80,7 @@ s_make_batch (int b)
         r->model = "m";
         r->source = "unit";
         r->job_id = "job-1";
+        r->reply_to = "acks"; /* the acks actor below */
         r->stream_id = (uint64_t) (100 + b % STREAMS);
         r->covers = (b == 1 && i == 7) ? 3 : 1;
         for (int k = 0; k < DIM; k++)
@@ -158,11 +159,17 @@ s_acks_handle (ef_actor_t *a, int port, zmsg_t **msg_p)
     return 0;
 }
 
+/* The built-in actors under test, registered here by hand. */
+extern const ef_actor_def_t ef_db_writer_actor;
+extern const ef_actor_def_t ef_dlq_actor;
+
 static const ef_option_t s_no_options[] = {EF_OPTION_END};
 static const ef_port_def_t s_feeder_ports[] = {
-    {"out", EF_PORT_OUT, "batches", false, 4}, {NULL, 0, NULL, false, 0}};
+    {"out", EF_PORT_OUT, "embedflow.v1.RowBatch", false, 4},
+    {NULL, 0, NULL, false, 0}};
 static const ef_port_def_t s_acks_ports[] = {
-    {"in", EF_PORT_IN, "acks", false, 10000}, {NULL, 0, NULL, false, 0}};
+    {"in", EF_PORT_IN, "embedflow.v1.Ack", false, 10000},
+    {NULL, 0, NULL, false, 0}};
 static const ef_actor_def_t s_feeder = {.name = "feeder",
                                         .summary = "sends row batches",
                                         .options = s_no_options,
@@ -233,6 +240,9 @@ s_run_pipeline (PGconn *c, int phases, const char *retry_budget, bool kill)
     ef_registry_add (reg, &ef_dlq_actor);
     ef_registry_add (reg, &s_feeder);
     ef_registry_add (reg, &s_acks);
+    ef_registry_add_link (reg, "batches", "feeder.out", "db-writer.batches");
+    ef_registry_add_link (reg, "acks", "db-writer.acks, dlq.acks", "acks.in");
+    ef_registry_add_link (reg, "dead", "db-writer.dead", "dlq.dead");
     ef_config_t *cfg = ef_config_new (reg, ef_globals_options,
                                       sizeof (ef_globals_t), err, sizeof err);
     EF_REQUIRE (cfg);

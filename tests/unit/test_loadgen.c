@@ -127,10 +127,13 @@ s_sink_handle (ef_actor_t *a, int port, zmsg_t **msg_p)
     return ef_actor_send (a, ef_actor_port (a, "acks"), 0, &out) < 0 ? -1 : 0;
 }
 
+/* The built-in actor under test, registered here by hand. */
+extern const ef_actor_def_t ef_grpc_receiver_actor;
+
 static const ef_option_t s_no_options[] = {EF_OPTION_END};
 static const ef_port_def_t s_sink_ports[] = {
-    {"chunks", EF_PORT_IN, "chunks", false, 8},
-    {"acks", EF_PORT_OUT, "acks", false, 100},
+    {"chunks", EF_PORT_IN, "embedflow.v1.ChunkHeader", false, 8},
+    {"acks", EF_PORT_OUT, "embedflow.v1.Ack", false, 100},
     {NULL, EF_PORT_IN, NULL, false, 0},
 };
 static const ef_actor_def_t s_sink = {
@@ -168,6 +171,12 @@ EF_TEST (loadgen_through_receiver)
     ef_registry_t *reg = ef_registry_new ();
     EF_REQUIRE (ef_registry_add (reg, &ef_grpc_receiver_actor) == 0);
     EF_REQUIRE (ef_registry_add (reg, &s_sink) == 0);
+    EF_REQUIRE (ef_registry_add_link (reg, "chunks", "grpc-receiver.chunks",
+                                      "ack-sink.chunks")
+                == 0);
+    EF_REQUIRE (ef_registry_add_link (reg, "acks", "ack-sink.acks",
+                                      "grpc-receiver.acks")
+                == 0);
     /* The receiver reads the pipeline's globals (it records uploads in
        job_run when a database answers; here none does). */
     ef_config_t *c = ef_config_new (reg, ef_globals_options,

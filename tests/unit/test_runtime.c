@@ -134,9 +134,9 @@ s_sink_drain (ef_actor_t *a)
 }
 
 static const ef_port_def_t s_source_ports[] = {
-    {"out", EF_PORT_OUT, "items", false, 2}, {NULL, 0, NULL, false, 0}};
+    {"out", EF_PORT_OUT, "number", false, 2}, {NULL, 0, NULL, false, 0}};
 static const ef_port_def_t s_sink_ports[] = {
-    {"in", EF_PORT_IN, "items", true, 2}, {NULL, 0, NULL, false, 0}};
+    {"in", EF_PORT_IN, "number", true, 2}, {NULL, 0, NULL, false, 0}};
 
 static const ef_actor_def_t s_source = {.name = "source",
                                         .summary = "makes numbers",
@@ -161,14 +161,20 @@ static const ef_actor_def_t s_sink = {.name = "sink",
 
 static const ef_option_t s_no_globals[] = {EF_OPTION_END};
 
+/* A registry of source and sink (sink first when sink_first: drain
+   order must not depend on it) joined by link "items", and its config. */
 static ef_config_t *
-s_setup (ef_registry_t **reg)
+s_setup_ordered (ef_registry_t **reg, bool sink_first)
 {
     char err[256];
     *reg = ef_registry_new ();
+    if (sink_first)
+        ef_registry_add (*reg, &s_sink);
     ef_registry_add (*reg, &s_source);
     ef_registry_add (*reg, &s_sink);
     EF_CHECK (ef_registry_add (*reg, &s_sink) == -1); /* names are unique */
+    EF_CHECK (ef_registry_add_link (*reg, "items", "source.out", "sink.in")
+              == 0);
     atomic_store (&s_sent, 0);
     atomic_store (&s_received, 0);
     atomic_store (&s_max_gap, 0);
@@ -177,6 +183,31 @@ s_setup (ef_registry_t **reg)
     for (int i = 0; i < 4; i++)
         atomic_store (&s_per_sink[i], 0);
     return ef_config_new (*reg, s_no_globals, 0, err, sizeof err);
+}
+
+static ef_config_t *
+s_setup (ef_registry_t **reg)
+{
+    return s_setup_ordered (reg, false);
+}
+
+EF_TEST (runtime_drain_follows_the_graph)
+{
+    /* the sink registered first still drains after the source feeding it */
+    ef_registry_t *reg;
+    ef_config_t *c = s_setup_ordered (&reg, true);
+    char err[256];
+    EF_REQUIRE (ef_config_validate (c, err, sizeof err) == 0);
+    s_rt = ef_runtime_new (c);
+    EF_REQUIRE (ef_runtime_start (s_rt, err, sizeof err) == 0);
+    EF_CHECK (ef_runtime_wait (s_rt) == 0);
+    EF_CHECK (atomic_load (&s_received) == TOTAL);
+    EF_CHECK (atomic_load (&s_drain_seq) == 3);
+    EF_CHECK (atomic_load (&s_drain_order[0]) == 1);
+    EF_CHECK (atomic_load (&s_drain_order[1]) == 2);
+    ef_runtime_destroy (&s_rt);
+    ef_config_destroy (&c);
+    ef_registry_destroy (&reg);
 }
 
 EF_TEST (runtime_routes_and_drains)

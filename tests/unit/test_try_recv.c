@@ -60,9 +60,9 @@ s_gatherer_handle (ef_actor_t *a, int port, zmsg_t **msg_p)
 }
 
 static const ef_port_def_t s_feeder_ports[] = {
-    {"out", EF_PORT_OUT, "gather", false, 50}, {NULL, 0, NULL, false, 0}};
+    {"out", EF_PORT_OUT, "number", false, 50}, {NULL, 0, NULL, false, 0}};
 static const ef_port_def_t s_gatherer_ports[] = {
-    {"in", EF_PORT_IN, "gather", false, 50}, {NULL, 0, NULL, false, 0}};
+    {"in", EF_PORT_IN, "number", false, 50}, {NULL, 0, NULL, false, 0}};
 static const ef_option_t s_none[] = {EF_OPTION_END};
 
 static const ef_actor_def_t s_feeder = {.name = "feeder",
@@ -86,6 +86,7 @@ EF_TEST (runtime_try_recv_gathers_and_counts)
     ef_registry_t *reg = ef_registry_new ();
     ef_registry_add (reg, &s_feeder);
     ef_registry_add (reg, &s_gatherer);
+    ef_registry_add_link (reg, "gather", "feeder.out", "gatherer.in");
     ef_config_t *c = ef_config_new (reg, s_none, 0, err, sizeof err);
     EF_REQUIRE (c && ef_config_validate (c, err, sizeof err) == 0);
     s_rt = ef_runtime_new (c);
