@@ -154,8 +154,10 @@ s_init (ef_actor_t *actor)
         ef_actor_fail (actor, "out of memory");
         return -1;
     }
-    ef_info ("routing to %d writer(s), batches of %lld rows / %lld bytes",
-             ef_actor_port_width (actor, self->port_batches),
+    const char *peer = ef_actor_port_peer (actor, self->port_batches);
+    ef_info ("routing to %d instance(s) of %s, batches of %lld rows / %lld "
+             "bytes",
+             ef_actor_port_width (actor, self->port_batches), peer ? peer : "?",
              (long long) o->batch_rows, (long long) o->batch_bytes);
     return 0;
 }

@@ -1,10 +1,10 @@
 /*  batcher.c — per-writer batches with in-batch de-duplication. */
 #include "rows/batcher.h"
+#include "embedflow/actor.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <xxhash.h>
 
 typedef struct {
     Embedflow__V1__Row **rows;   /* owned rows, arrival order */
@@ -36,10 +36,7 @@ s_mono_us (void)
 int
 ef_batcher_route (const char *document_id, int n)
 {
-    if (n <= 1)
-        return 0;
-    XXH64_hash_t h = XXH64 (document_id, strlen (document_id), 0);
-    return (int) (h % (uint64_t) n);
+    return ef_route (document_id, n);
 }
 
 size_t

@@ -5,6 +5,7 @@
 #include "embedflow/metrics.h"
 
 #include <stdarg.h>
+#include <xxhash.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -79,6 +80,14 @@ struct ef_actor {
     bool terminated;               /* leave the loop */
     const atomic_int *stop;        /* runtime's hard-stop flag */
 };
+
+int
+ef_route (const char *key, int n)
+{
+    if (n <= 1 || !key)
+        return 0;
+    return (int) (XXH64 (key, strlen (key), 0) % (uint64_t) n);
+}
 
 int64_t
 ef_clock_mono_us (void)

@@ -195,6 +195,12 @@ bool ef_actor_stopping (const ef_actor_t *self);
 /* Nonzero once a hard stop began; for ef_backoff_sleep. */
 const atomic_int *ef_actor_stop_flag (const ef_actor_t *self);
 
+/* Which of n destinations key goes to: XXH64 (key, seed 0) % n, 0 when
+   n <= 1. The splitter routes rows to writers by document_id with it, so
+   a transform that sits in between and routes its output with it keeps
+   each document on one writer. */
+int ef_route (const char *key, int n);
+
 /* Monotonic and wall clocks in microseconds. */
 int64_t ef_clock_mono_us (void);
 int64_t ef_clock_wall_us (void);
