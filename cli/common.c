@@ -254,16 +254,15 @@ ef_cli_print_config_help (ef_cli_t *cli)
             "(entry point %s)\n"
             "                             join the pipeline by links\n",
             EF_PLUGIN_ENTRY);
-    printf ("\nlinks (the default topology; a new NAME adds a link):\n");
+    printf ("\nlinks, FROM -> TO as configured (the default unless changed; a "
+            "new NAME adds a link):\n");
     for (size_t i = 0; i < ef_config_link_count (cli->config); i++) {
         const char *name = ef_config_link_name (cli->config, i);
-        const ef_actor_def_t *to =
-            ef_config_link_consumer (cli->config, name, NULL);
-        printf ("  %-12s %s -> %s\n", name,
-                ef_config_link_type (cli->config, name)
-                    ? ef_config_link_type (cli->config, name)
-                    : "?",
-                to ? to->name : "?");
+        const char *from = NULL, *to = NULL,
+                   *type = ef_config_link_type (cli->config, name);
+        ef_config_link_ends (cli->config, name, &from, &to);
+        printf ("  %-10s %s -> %s (%s)\n", name, from ? from : "?",
+                to ? to : "?", type ? type : "?");
     }
     printf (
         "keys\n"

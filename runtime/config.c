@@ -1230,6 +1230,18 @@ ef_config_link_name (const ef_config_t *self, size_t i)
     return i < self->n_links ? self->links[i].name : NULL;
 }
 
+int
+ef_config_link_ends (const ef_config_t *self, const char *link,
+                     const char **from, const char **to)
+{
+    const s_link_cfg_t *l = s_link (self, link);
+    if (!l)
+        return -1;
+    *from = l->from;
+    *to = l->to;
+    return 0;
+}
+
 const char *
 ef_config_link_type (const ef_config_t *self, const char *link)
 {

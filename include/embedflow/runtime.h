@@ -161,6 +161,11 @@ const char *ef_config_link_name (const ef_config_t *self, size_t i);
 const ef_actor_def_t *ef_config_link_consumer (const ef_config_t *self,
                                                const char *link,
                                                const ef_port_def_t **port);
+/* The link's producers (links.NAME.from, a comma list) and consumer
+   (links.NAME.to) as configured, NULL when unset. Returns 0, -1 for an
+   unknown link. */
+int ef_config_link_ends (const ef_config_t *self, const char *link,
+                         const char **from, const char **to);
 /* The message type link carries (its consumer port's), NULL when its
    `to` names no port. */
 const char *ef_config_link_type (const ef_config_t *self, const char *link);
