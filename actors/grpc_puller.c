@@ -1027,7 +1027,7 @@ s_init (ef_actor_t *actor)
     ef_budget_set_limit (self->budget, self->globals->max_inflight_bytes);
     self->chunks_port = ef_actor_port (actor, "chunks");
     self->acks_port = ef_actor_port (actor, "acks");
-    ef_acks_unknown_init ("pull-acks");
+    ef_acks_unknown_init (ef_actor_port_link (actor, self->acks_port));
     self->runs_port = ef_actor_port (actor, "runs");
     self->ends_port = ef_actor_port (actor, "run-ends");
     assert (self->chunks_port >= 0 && self->acks_port >= 0
@@ -1121,7 +1121,8 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
               : NULL;
     zmsg_destroy (msg_p);
     if (!ack) {
-        ef_warn ("dropping a message on pull-acks: %s", why);
+        ef_warn ("dropping a message on %s: %s",
+                 ef_actor_port_link (actor, self->acks_port), why);
         return 0;
     }
     for (size_t i = 0; i < ack->n_tallies; i++) {
@@ -1133,7 +1134,8 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
                 && ef_stream_key_match (self->jobs[j].key, t->stream_key))
                 job = &self->jobs[j];
         if (!job) {
-            ef_acks_unknown ("pull-acks", ack->from, t->stream_id,
+            ef_acks_unknown (ef_actor_port_link (actor, self->acks_port),
+                             ack->from, t->stream_id,
                              t->written + t->dead_lettered);
             continue;
         }

@@ -1282,8 +1282,8 @@ s_init (ef_actor_t *actor)
     self->shutdown_tag = (s_tag_t){S_TAG_SHUTDOWN, self};
     self->chunks_port = ef_actor_port (actor, "chunks");
     self->acks_port = ef_actor_port (actor, "acks");
-    ef_acks_unknown_init ("acks");
     assert (self->chunks_port >= 0 && self->acks_port >= 0);
+    ef_acks_unknown_init (ef_actor_port_link (actor, self->acks_port));
     const ef_globals_t *globals = ef_actor_globals (actor);
     self->runlog =
         ef_runlog_new (globals->database, globals->schema, (int) globals->dim);
@@ -1297,10 +1297,19 @@ s_init (ef_actor_t *actor)
     /* rows sent across hosts can be lost with a peer: keep every chunk
        until it is settled, to send it again */
     const ef_config_t *config = ef_actor_config (actor);
-    static const char *crossing[] = {"chunks", "batches", "dead", "acks"};
-    for (size_t i = 0; i < sizeof crossing / sizeof crossing[0]; i++)
-        self->resend =
-            self->resend || ef_config_link_crosses_hosts (config, crossing[i]);
+    /* any link that carries rows or their acks may: by what it
+       carries, so a transform's link counts too */
+    static const char *const rows_types[] = {
+        "embedflow.v1.ChunkHeader", "embedflow.v1.RowBatch",
+        "embedflow.v1.DeadLetter", "embedflow.v1.Ack"};
+    for (size_t i = 0; i < ef_config_link_count (config); i++) {
+        const char *name = ef_config_link_name (config, i);
+        const char *type = ef_config_link_type (config, name);
+        for (size_t t = 0; type && t < 4; t++)
+            self->resend = self->resend
+                           || (strcmp (type, rows_types[t]) == 0
+                               && ef_config_link_crosses_hosts (config, name));
+    }
     if (self->resend) {
         self->unsettled_chunks = ef_metrics_gauge (
             "embedflow_receiver_unsettled_chunks",
@@ -1444,7 +1453,8 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
         if (!stream && s_orphan_settle (self, t))
             continue;
         if (!stream) {
-            ef_acks_unknown ("acks", ack->from, t->stream_id,
+            ef_acks_unknown (ef_actor_port_link (actor, self->acks_port),
+                             ack->from, t->stream_id,
                              t->written + t->dead_lettered);
             continue;
         }

@@ -118,7 +118,8 @@ s_init (ef_actor_t *actor)
     };
     self->linger_us = o->linger_ms * 1000;
     int writers = ef_actor_port_width (actor, self->port_batches);
-    if (ef_config_link_crosses_hosts (ef_actor_config (actor), "batches")) {
+    const char *link = ef_actor_port_link (actor, self->port_batches);
+    if (link && ef_config_link_crosses_hosts (ef_actor_config (actor), link)) {
         self->hold_max = o->hold_bytes;
         self->holds = calloc ((size_t) writers, sizeof *self->holds);
         for (int w = 0; self->holds && w < writers; w++) {

@@ -617,6 +617,13 @@ ef_actor_send_to (ef_actor_t *self, int port, const char *actor, zmsg_t **msg_p)
 }
 
 const char *
+ef_actor_port_link (const ef_actor_t *self, int port)
+{
+    int lane = s_lane (self, port);
+    return lane >= 0 ? self->ports[lane].link : NULL;
+}
+
+const char *
 ef_actor_port_peer (const ef_actor_t *self, int port)
 {
     int lane = s_lane (self, port);

@@ -1861,14 +1861,15 @@ ef_config_actor_count (const ef_config_t *self)
 int
 ef_config_validate (ef_config_t *self, char *err, size_t errlen)
 {
+    /* the graph first: the checks after it follow its links */
+    if (s_validate_topology (self, err, errlen) != 0)
+        return -1;
     if (s_resolve_hosts (self, err, errlen) != 0
         || s_check_ranges (self, err, errlen) != 0)
         return -1;
     if (s_validate_entries (self, err, errlen) != 0)
         return -1;
     if (s_validate_security (self, err, errlen) != 0)
-        return -1;
-    if (s_validate_topology (self, err, errlen) != 0)
         return -1;
     for (size_t i = 0; i < self->n_links; i++) {
         const s_link_cfg_t *l = &self->links[i];

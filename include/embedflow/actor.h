@@ -132,6 +132,10 @@ int ef_actor_port (const ef_actor_t *self, const char *name);
    else 1 (of its first link, when several links leave the port). */
 int ef_actor_port_width (const ef_actor_t *self, int port);
 
+/* The name of the (first) link port joins, as the configuration calls
+   it, NULL when none: for log lines and metrics that name the link. */
+const char *ef_actor_port_link (const ef_actor_t *self, int port);
+
 /* The actor (definition name) consuming the first link that leaves OUT
    port, NULL when none. */
 const char *ef_actor_port_peer (const ef_actor_t *self, int port);

@@ -687,3 +687,65 @@ EF_TEST (config_placement)
     ef_config_destroy (&c);
     ef_registry_destroy (&reg);
 }
+
+EF_TEST (config_topology_from_to)
+{
+    ef_registry_t *reg;
+    ef_config_t *c = s_config (&reg);
+    EF_REQUIRE (c);
+    char err[512];
+    /* the default topology: today's pipeline, valid as it is */
+    EF_CHECK (ef_config_validate (c, err, sizeof err) == 0);
+    EF_CHECK (ef_config_link_count (c) == 8);
+    const ef_port_def_t *in = NULL;
+    const ef_actor_def_t *to = ef_config_link_consumer (c, "batches", &in);
+    EF_CHECK (to && strcmp (to->name, "db-writer") == 0 && in->per_instance);
+    EF_CHECK (strcmp (ef_config_link_type (c, "acks"), "embedflow.v1.Ack")
+              == 0);
+    /* drain order follows the graph: sources, then downstream */
+    size_t order[16];
+    EF_REQUIRE (ef_config_actor_count (c) <= 16);
+    size_t n = ef_config_drain_order (c, order);
+    const char *want[] = {"grpc-receiver",    "scheduler", "grpc-puller",
+                          "splitter",         "db-writer", "dlq",
+                          "cache-invalidator"};
+    EF_CHECK (n == 7);
+    for (size_t i = 0; i < n && i < 7; i++)
+        EF_CHECK (strcmp (ef_config_actor_at (c, order[i])->name, want[i])
+                  == 0);
+    /* an OUT port joins one link per source: acks and pull-acks */
+    const char *links[4];
+    EF_CHECK (ef_config_port_links (c, "db-writer", "acks", links, 4) == 2);
+    EF_CHECK (strcmp (links[0], "acks") == 0
+              && strcmp (links[1], "pull-acks") == 0);
+
+    /* a port of another message type */
+    EF_CHECK (ef_config_set (c, "links.batches.from", "splitter.dead", err,
+                             sizeof err)
+              == 0);
+    EF_CHECK (ef_config_validate (c, err, sizeof err) == -1);
+    EF_CHECK (strstr (err, "links.batches.from") && strstr (err, "RowBatch"));
+    EF_CHECK (ef_config_set (c, "links.batches.from", "splitter.batches", err,
+                             sizeof err)
+              == 0);
+    /* malformed refs are refused when set, naming the key */
+    EF_CHECK (
+        ef_config_set (c, "links.batches.to", "db-writer", err, sizeof err)
+        == -1);
+    EF_CHECK (strstr (err, "links.batches.to") && strstr (err, "ACTOR.PORT"));
+    EF_CHECK (ef_config_set (c, "links.batches.to", "a.b, c.d", err, sizeof err)
+              == -1);
+    /* a new link needs both ends; an IN port reads one link */
+    EF_CHECK (ef_config_set (c, "links.extra.hwm", "3", err, sizeof err) == 0);
+    EF_CHECK (ef_config_validate (c, err, sizeof err) == -1);
+    EF_CHECK (strstr (err, "links.extra.to") != NULL);
+    EF_CHECK (ef_config_set (c, "links.extra.to", "dlq.dead", err, sizeof err)
+              == 0);
+    EF_CHECK (ef_config_validate (c, err, sizeof err) == -1);
+    EF_CHECK (strstr (err, "links.extra.to") && strstr (err, "links.dead"));
+    /* plugins are a key only where the program allows them */
+    EF_CHECK (ef_config_set (c, "plugins", "libx.so", err, sizeof err) == -1);
+    EF_CHECK (strstr (err, "plugins") != NULL);
+    ef_config_destroy (&c);
+    ef_registry_destroy (&reg);
+}
