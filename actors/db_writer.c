@@ -125,6 +125,7 @@ typedef struct {
     size_t cap_tallies;          /* allocated */
     uint64_t batch_dead;         /* rows dead-lettered in this batch */
     bool stopped;                /* a hard stop interrupted the batch */
+    bool warned_no_source;       /* rows without reply_to were logged */
     uint64_t rows_written;       /* totals, for the log */
     uint64_t rows_dead;
     uint64_t transactions; /* batch transactions tried (bisect included) */
@@ -439,6 +440,15 @@ s_send_ack (ef_actor_t *actor, s_self_t *self)
 {
     for (size_t i = 0; i < self->n_tallies; i++) {
         bool sent = !*self->tallies[i].reply_to;
+        /* only a splitter of an older embedflow (no reply_to on the
+           wire) sends such rows: their source never hears of them */
+        if (sent && !self->warned_no_source) {
+            ef_warn ("rows of stream %llu name no source to acknowledge "
+                     "(reply_to): is a host upstream running an older "
+                     "embedflow? their acks are not sent",
+                     (unsigned long long) self->tallies[i].stream_id);
+            self->warned_no_source = true;
+        }
         for (size_t j = 0; j < i && !sent; j++)
             sent = strcmp (self->tallies[j].reply_to, self->tallies[i].reply_to)
                    == 0;
