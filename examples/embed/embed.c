@@ -79,7 +79,7 @@ s_numbers_drain (ef_actor_t *self)
 }
 
 static const ef_port_def_t s_numbers_ports[] = {
-    {"out", EF_PORT_OUT, "numbers", true, 64}, {NULL, 0, NULL, false, 0}};
+    {"out", EF_PORT_OUT, "int64", true, 64}, {NULL, 0, NULL, false, 0}};
 
 static const ef_option_t s_no_options[] = {EF_OPTION_END};
 
@@ -132,8 +132,8 @@ s_square_handle (ef_actor_t *self, int port, zmsg_t **msg_p)
 }
 
 static const ef_port_def_t s_square_ports[] = {
-    {"in", EF_PORT_IN, "numbers", true, 64},
-    {"out", EF_PORT_OUT, "squares", false, 64},
+    {"in", EF_PORT_IN, "int64", true, 64},
+    {"out", EF_PORT_OUT, "int64", false, 64},
     {NULL, 0, NULL, false, 0}};
 
 static const ef_actor_def_t s_square = {
@@ -184,7 +184,7 @@ s_total_handle (ef_actor_t *self, int port, zmsg_t **msg_p)
 }
 
 static const ef_port_def_t s_total_ports[] = {
-    {"in", EF_PORT_IN, "squares", false, 64}, {NULL, 0, NULL, false, 0}};
+    {"in", EF_PORT_IN, "int64", false, 64}, {NULL, 0, NULL, false, 0}};
 
 static const ef_actor_def_t s_total = {
     .name = "total",
@@ -209,7 +209,13 @@ main (int argc, char **argv)
     ef_runtime_t *runtime = NULL;
     if (!registry || ef_registry_add (registry, &s_numbers) != 0
         || ef_registry_add (registry, &s_square) != 0
-        || ef_registry_add (registry, &s_total) != 0) {
+        || ef_registry_add (registry, &s_total) != 0
+        /* the default topology; links.NAME.from / to may change it */
+        || ef_registry_add_link (registry, "numbers", "numbers.out",
+                                 "square.in")
+               != 0
+        || ef_registry_add_link (registry, "squares", "square.out", "total.in")
+               != 0) {
         fprintf (stderr, "embed: cannot register the actors\n");
         goto done;
     }
