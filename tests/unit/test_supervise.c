@@ -110,9 +110,9 @@ s_sink_destroy (ef_actor_t *a)
 }
 
 static const ef_port_def_t s_source_ports[] = {
-    {"out", EF_PORT_OUT, "items", false, 4}, {NULL, 0, NULL, false, 0}};
+    {"out", EF_PORT_OUT, "number", false, 4}, {NULL, 0, NULL, false, 0}};
 static const ef_port_def_t s_sink_ports[] = {
-    {"in", EF_PORT_IN, "items", false, 4}, {NULL, 0, NULL, false, 0}};
+    {"in", EF_PORT_IN, "number", false, 4}, {NULL, 0, NULL, false, 0}};
 
 static const ef_actor_def_t s_source = {.name = "source",
                                         .summary = "makes numbers",
@@ -143,6 +143,7 @@ s_setup (ef_registry_t **reg, const char *const *kv)
     *reg = ef_registry_new ();
     ef_registry_add (*reg, &s_source);
     ef_registry_add (*reg, &s_sink);
+    ef_registry_add_link (*reg, "items", "source.out", "sink.in");
     atomic_store (&s_received, 0);
     atomic_store (&s_fails, 0);
     atomic_store (&s_inits, 0);
