@@ -36,6 +36,56 @@ typedef struct {
     int w;              /* the socket it belongs to */
 } s_end_t;
 
+/* The connections of a port in one state, oldest first: each its fd and
+   the socket (w) it belongs to. */
+typedef struct {
+    struct {
+        int fd; /* the connection's descriptor, as monitor events give it */
+        int w;  /* its socket */
+    } * at;     /* owned */
+    int n, cap; /* used and allocated entries */
+} s_fds_t;
+
+/* Appends a connection; out of memory, it is not recorded (its events
+   are then those of an unknown connection: ignored). */
+static void
+s_fds_push (s_fds_t *set, int fd, int w)
+{
+    if (set->n == set->cap) {
+        int cap = set->cap ? 2 * set->cap : 8;
+        void *grown = realloc (set->at, (size_t) cap * sizeof *set->at);
+        if (!grown)
+            return;
+        set->at = grown;
+        set->cap = cap;
+    }
+    set->at[set->n].fd = fd;
+    set->at[set->n++].w = w;
+}
+
+/* Removes the oldest connection of socket w (fd -1: any) or the one
+   with descriptor fd; returns its fd, -1 when there is none. */
+static int
+s_fds_take (s_fds_t *set, int w, int fd)
+{
+    for (int i = 0; i < set->n; i++)
+        if (fd >= 0 ? set->at[i].fd == fd : set->at[i].w == w) {
+            int found = set->at[i].fd;
+            memmove (set->at + i, set->at + i + 1,
+                     (size_t) (set->n - i - 1) * sizeof *set->at);
+            set->n--;
+            return found;
+        }
+    return -1;
+}
+
+static void
+s_fds_clear (s_fds_t *set)
+{
+    free (set->at);
+    *set = (s_fds_t){0};
+}
+
 /* One lane: a port's sockets on one link. An IN port has one lane; an
    OUT port one per link its `from` names (replies: a lane per source). */
 typedef struct {
@@ -51,6 +101,8 @@ typedef struct {
     uint64_t quiet;           /* failures not logged since */
     s_end_t *ends;            /* tcp addresses bound or connected */
     int n_ends;               /* used entries */
+    s_fds_t shaking;          /* connections before their handshake */
+    s_fds_t live;             /* connections whose handshake succeeded */
 } s_port_t;
 
 struct ef_actor {
@@ -141,6 +193,8 @@ s_close_ports (ef_actor_t *self)
         free (self->ports[p].socks);
         free (self->ports[p].mons);
         free (self->ports[p].peers);
+        s_fds_clear (&self->ports[p].shaking);
+        s_fds_clear (&self->ports[p].live);
         for (int e = 0; e < self->ports[p].n_ends; e++)
             ef_link_end_destroy (&self->ports[p].ends[e].end);
         free (self->ports[p].ends);
@@ -174,7 +228,7 @@ s_monitor (ef_actor_t *self, s_port_t *port, int w, bool bind)
     char ep[96];
     snprintf (ep, sizeof ep, "inproc://ef-monitor-%p-%d", (void *) port, w);
     int events =
-        ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
+        ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
         | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_DISCONNECTED
         | (bind ? ZMQ_EVENT_ACCEPTED
                 : ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_CONNECTED);
@@ -286,10 +340,39 @@ s_monitor_event (s_port_t *port, int w)
     char *where =
         msg && zmsg_next (msg) ? zframe_strdup (zmsg_last (msg)) : NULL;
     uint16_t event = 0;
-    if (head && zframe_size (head) == 6)
+    uint32_t fd = 0;
+    if (head && zframe_size (head) == 6) {
         memcpy (&event, zframe_data (head), 2);
-    if (event == ZMQ_EVENT_CONNECTED || event == ZMQ_EVENT_ACCEPTED
-        || event == ZMQ_EVENT_DISCONNECTED) {
+        memcpy (&fd, zframe_data (head) + 2, 4);
+    }
+    /* A peer is a connection whose handshake succeeded. One refused by
+       CURVE or ZAP (a foreign host probing a bound port) is accepted and
+       disconnected too, but must neither count as a peer nor look like
+       one that went away (the receiver would re-send what it sent).
+       Accepted and disconnected events carry the connection's fd, a
+       handshake's success does not: it is taken to be the oldest
+       connection still shaking hands. Two handshakes ending out of order
+       while one fails can swap the two; the cost is one connection
+       counted wrong until it closes, erring towards a peer that went. */
+    bool peer_event = false;
+    if (event == ZMQ_EVENT_ACCEPTED || event == ZMQ_EVENT_CONNECTED)
+        s_fds_push (&port->shaking, (int) fd, w);
+    else if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+        s_fds_push (&port->live, s_fds_take (&port->shaking, w, -1), w);
+        peer_event = true;
+    }
+    else if (event == ZMQ_EVENT_DISCONNECTED) {
+        peer_event = s_fds_take (&port->live, w, (int) fd) >= 0;
+        if (!peer_event)
+            s_fds_take (&port->shaking, w, (int) fd);
+    }
+    if (event == ZMQ_EVENT_ACCEPTED || event == ZMQ_EVENT_CONNECTED
+        || (event == ZMQ_EVENT_DISCONNECTED && !peer_event)) {
+        free (where);
+        zmsg_destroy (&msg);
+        return;
+    }
+    if (peer_event) {
         /* the socket's peers (which writers can take a batch), the churn
            the receiver's re-sending watches, then the count of this
            address (metrics, the log, /readyz) */
