@@ -8,6 +8,7 @@
 
 #include "embedflow/actor.h"
 #include "embedflow/metrics.h"
+#include "postgres/copyenc.h"
 #include "postgres/pg.h"
 #include "postgres/pgwrite.h"
 #include "rows/uuid7.h"
@@ -15,7 +16,6 @@
 
 #include "embedflow/v1/embedding.pb-c.h"
 
-#include <arpa/inet.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -36,15 +36,7 @@ ef_baseline_name (ef_baseline_t kind)
 
 /* --- rows ---------------------------------------------------------------- */
 
-typedef struct s_buf s_buf_t;
-
-/* Bytes being built: COPY data or a vector's text. */
-struct s_buf {
-    char *data;  /* bytes */
-    size_t len;  /* used */
-    size_t cap;  /* allocated */
-    bool failed; /* out of memory */
-};
+typedef ef_copybuf_t s_buf_t; /* COPY data or a vector's text */
 
 /* Decoded rows of one generator chunk, as the pipeline would store them. */
 typedef struct {
@@ -69,8 +61,8 @@ s_batch_free (s_batch_t *b)
     free (b->rows);
     free (b->ids);
     free (b->hashes);
-    free (b->copy[0].data);
-    free (b->copy[1].data);
+    ef_copybuf_free (&b->copy[0]);
+    ef_copybuf_free (&b->copy[1]);
     if (b->chunk)
         embedflow__v1__embedding_chunk__free_unpacked (b->chunk, NULL);
     memset (b, 0, sizeof *b);
@@ -127,143 +119,12 @@ s_batch_load (s_batch_t *b, const ef_loadgen_opts_t *gen, uint64_t first,
     return 0;
 }
 
-/* --- binary COPY encoding ------------------------------------------------ */
-
-/* Appends n bytes. */
-static void
-s_put (s_buf_t *b, const void *p, size_t n)
-{
-    if (b->failed)
-        return;
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 65536;
-        while (cap < b->len + n)
-            cap *= 2;
-        char *grown = realloc (b->data, cap);
-        if (!grown) {
-            b->failed = true;
-            return;
-        }
-        b->data = grown;
-        b->cap = cap;
-    }
-    memcpy (b->data + b->len, p, n);
-    b->len += n;
-}
-
-static void
-s_put16 (s_buf_t *b, uint16_t v)
-{
-    v = htons (v);
-    s_put (b, &v, 2);
-}
-
-static void
-s_put32 (s_buf_t *b, uint32_t v)
-{
-    v = htonl (v);
-    s_put (b, &v, 4);
-}
-
-/* A field: its length, then its bytes. */
-static void
-s_field (s_buf_t *b, const void *p, size_t n)
-{
-    s_put32 (b, (uint32_t) n);
-    s_put (b, p, n);
-}
-
-static void
-s_text (s_buf_t *b, const char *s)
-{
-    s_field (b, s, strlen (s));
-}
-
-static void
-s_bigint (s_buf_t *b, uint64_t v)
-{
-    s_put32 (b, 8);
-    s_put32 (b, (uint32_t) (v >> 32));
-    s_put32 (b, (uint32_t) v);
-}
-
-/* jsonb's binary form: version 1, then the text. */
-static void
-s_jsonb (s_buf_t *b, const char *json)
-{
-    size_t n = strlen (json);
-    s_put32 (b, (uint32_t) n + 1);
-    s_put (b, "\1", 1);
-    s_put (b, json, n);
-}
-
-/* real[]: one dimension, no nulls, float4 elements. */
-static void
-s_float4_array (s_buf_t *b, const float *v, size_t n)
-{
-    s_put32 (b, (uint32_t) (20 + 8 * n));
-    s_put32 (b, 1);
-    s_put32 (b, 0);
-    s_put32 (b, 700); /* float4 */
-    s_put32 (b, (uint32_t) n);
-    s_put32 (b, 1);
-    for (size_t i = 0; i < n; i++) {
-        uint32_t bits;
-        memcpy (&bits, &v[i], 4);
-        s_put32 (b, 4);
-        s_put32 (b, bits);
-    }
-}
-
-static const char s_copy_header[19] = "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0";
-
-/* The columns of chunk (updated_at takes its default). */
-static void
-s_encode_chunk (s_buf_t *b, const Embedflow__V1__Row *r, const uint8_t *hash)
-{
-    s_put16 (b, 8);
-    s_field (b, r->id.data, 16);
-    s_text (b, r->source);
-    s_text (b, r->document_id);
-    s_bigint (b, r->chunk_index);
-    s_text (b, r->content);
-    s_jsonb (b, r->metadata_json);
-    s_text (b, r->model);
-    s_field (b, hash, 16);
-}
-
-/* The columns of embedding (without updated_at). */
-static void
-s_encode_embedding (s_buf_t *b, const Embedflow__V1__Row *r)
-{
-    s_put16 (b, 4);
-    s_field (b, r->id.data, 16);
-    s_text (b, r->model);
-    s_put32 (b, 4);
-    s_put32 (b, (uint32_t) r->n_vector);
-    s_float4_array (b, r->vector, r->n_vector);
-}
-
-/* The staging table's columns: chunk's and the vector. */
-static void
-s_encode_stage (s_buf_t *b, const Embedflow__V1__Row *r, const uint8_t *hash)
-{
-    s_put16 (b, 9);
-    s_field (b, r->id.data, 16);
-    s_text (b, r->source);
-    s_text (b, r->document_id);
-    s_bigint (b, r->chunk_index);
-    s_text (b, r->content);
-    s_jsonb (b, r->metadata_json);
-    s_text (b, r->model);
-    s_field (b, hash, 16);
-    s_float4_array (b, r->vector, r->n_vector);
-}
-
 /* --- one connection ------------------------------------------------------ */
 
 typedef struct {
     ef_baseline_t kind;             /* what to run */
+    ef_vector_type_t type;          /* the vector column's, from the catalog */
+    char column_type[128];          /* its SQL name, e.g. vector(768) */
     const ef_baseline_opts_t *opts; /* shared */
     uint64_t first, count;          /* this connection's rows */
     PGconn *conn;                   /* owned */
@@ -291,26 +152,23 @@ s_exec (s_conn_t *c, const char *sql, ExecStatusType status, const char *what)
     return rc;
 }
 
-/* Encodes the COPY data of b for kind (nothing for row at a time).
-   Returns 0, -1 when out of memory. */
+/* Encodes the COPY data of b for kind (nothing for row at a time), the
+   vector as type stores it. Returns 0, -1 when out of memory. */
 static int
-s_batch_encode (s_batch_t *b, ef_baseline_t kind)
+s_batch_encode (s_batch_t *b, ef_baseline_t kind, ef_vector_type_t type)
 {
     if (kind == EF_BASELINE_ROW)
         return 0;
     for (int t = 0; t < (kind == EF_BASELINE_COPY ? 2 : 1); t++) {
         s_buf_t *buf = &b->copy[t];
-        s_put (buf, s_copy_header, sizeof s_copy_header);
-        for (size_t i = 0; i < b->n; i++) {
-            if (kind == EF_BASELINE_STAGED)
-                s_encode_stage (buf, &b->rows[i], b->hashes[i]);
-            else if (t == 0)
-                s_encode_chunk (buf, &b->rows[i], b->hashes[i]);
-            else
-                s_encode_embedding (buf, &b->rows[i]);
-        }
-        s_put16 (buf, 0xFFFF);
-        if (buf->failed)
+        ef_copy_table_t table = kind == EF_BASELINE_STAGED ? EF_COPY_STAGE
+                                : t == 0                   ? EF_COPY_CHUNK
+                                                           : EF_COPY_EMBEDDING;
+        ef_copybuf_begin (buf);
+        for (size_t i = 0; i < b->n; i++)
+            ef_copybuf_row (buf, table, type, &b->rows[i], b->hashes[i]);
+        ef_copybuf_end (buf);
+        if (buf->oom)
             return -1;
     }
     return 0;
@@ -362,9 +220,10 @@ s_sql_free (s_sql_t *q)
     free (q->insert_vector);
 }
 
-/* Builds every statement for schema S. Returns 0, -1 when out of memory. */
+/* Builds every statement for schema S, vectors of dim. Returns 0, -1 when
+   out of memory. */
 static int
-s_sql_make (s_sql_t *q, const char *s)
+s_sql_make (s_sql_t *q, const char *s, int dim)
 {
     memset (q, 0, sizeof *q);
     int rc = 0;
@@ -394,13 +253,13 @@ s_sql_make (s_sql_t *q, const char *s)
                     "  content_hash = excluded.content_hash, updated_at = now()"
                     " RETURNING t.id, t.document_id, t.chunk_index)"
                     " INSERT INTO %s.embedding AS e (id, model, dim, vector)"
-                    " SELECT c.id, s.model, cardinality (s.vector), s.vector"
+                    " SELECT c.id, s.model, %d, s.vector"
                     " FROM c JOIN pg_temp.bench_stage s"
                     "  USING (document_id, chunk_index)"
                     " ON CONFLICT (id) DO UPDATE SET model = excluded.model,"
                     "  dim = excluded.dim, vector = excluded.vector,"
                     "  updated_at = now()",
-                    s, s)
+                    s, s, dim)
           < 0;
     rc |= asprintf (&q->insert_chunk,
                     "INSERT INTO %s.chunk AS t (id, source, document_id,"
@@ -465,16 +324,18 @@ s_write (s_conn_t *c, const s_sql_t *q, const s_batch_t *b, s_buf_t *text)
         }
         snprintf (id, sizeof id, "%s", PQgetvalue (res, 0, 0));
         PQclear (res);
+        /* the column type's text form: pgvector's [..], an array's {..} */
+        bool array = c->type == EF_VECTOR_REAL;
         text->len = 0;
-        s_put (text, "{", 1);
+        ef_copybuf_put (text, array ? "{" : "[", 1);
         for (size_t k = 0; k < r->n_vector; k++) {
             char f[32];
             int n = snprintf (f, sizeof f, "%s%.9g", k ? "," : "",
                               (double) r->vector[k]);
-            s_put (text, f, (size_t) n);
+            ef_copybuf_put (text, f, (size_t) n);
         }
-        s_put (text, "}", 2);
-        if (text->failed) {
+        ef_copybuf_put (text, array ? "}" : "]", 2);
+        if (text->oom) {
             snprintf (c->error, sizeof c->error, "out of memory");
             return -1;
         }
@@ -493,6 +354,43 @@ s_write (s_conn_t *c, const s_sql_t *q, const s_batch_t *b, s_buf_t *text)
     return 0;
 }
 
+/* Reads the type of the schema's vector column, which the COPY data
+   must match. Returns 0, or -1 with c->error set (no such table). */
+static int
+s_column_type (s_conn_t *c)
+{
+    char table[300];
+    snprintf (table, sizeof table, "%s.embedding", c->schema);
+    const char *params[] = {table};
+    PGresult *res = PQexecParams (
+        c->conn,
+        "SELECT t.typname, format_type (a.atttypid, a.atttypmod)"
+        " FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid"
+        " WHERE a.attrelid = $1::regclass AND a.attname = 'vector'",
+        1, NULL, params, NULL, NULL, 0);
+    int rc = -1;
+    if (res && PQresultStatus (res) == PGRES_TUPLES_OK
+        && PQntuples (res) == 1) {
+        const char *typname = PQgetvalue (res, 0, 0);
+        c->type = strcmp (typname, "vector") == 0    ? EF_VECTOR_VECTOR
+                  : strcmp (typname, "halfvec") == 0 ? EF_VECTOR_HALFVEC
+                                                     : EF_VECTOR_REAL;
+        snprintf (c->column_type, sizeof c->column_type, "%s",
+                  PQgetvalue (res, 0, 1));
+        rc = 0;
+    }
+    else {
+        char msg[400];
+        ef_pg_error (c->conn, res, NULL, msg, sizeof msg);
+        snprintf (c->error, sizeof c->error, "reading the vector column: %s",
+                  PQresultStatus (res) == PGRES_TUPLES_OK
+                      ? "embedding has no column \"vector\""
+                      : msg);
+    }
+    PQclear (res);
+    return rc;
+}
+
 /* Prepares the session for kind. Returns 0 or -1. */
 static int
 s_session (s_conn_t *c, const s_sql_t *q)
@@ -501,13 +399,16 @@ s_session (s_conn_t *c, const s_sql_t *q)
        upsert costs more than running it */
     if (s_exec (c, "SET jit = off", PGRES_COMMAND_OK, "SET") != 0)
         return -1;
-    if (c->kind == EF_BASELINE_STAGED)
-        return s_exec (c,
-                       "CREATE TEMP TABLE bench_stage (id uuid, source text,"
-                       " document_id text, chunk_index bigint, content text,"
-                       " metadata jsonb, model text, content_hash bytea,"
-                       " vector real[]) ON COMMIT DELETE ROWS",
-                       PGRES_COMMAND_OK, "staging table");
+    if (c->kind == EF_BASELINE_STAGED) {
+        char sql[512];
+        snprintf (sql, sizeof sql,
+                  "CREATE TEMP TABLE bench_stage (id uuid, source text,"
+                  " document_id text, chunk_index bigint, content text,"
+                  " metadata jsonb, model text, content_hash bytea,"
+                  " vector %s) ON COMMIT DELETE ROWS",
+                  c->column_type);
+        return s_exec (c, sql, PGRES_COMMAND_OK, "staging table");
+    }
     if (c->kind == EF_BASELINE_ROW) {
         PGresult *r1 =
             PQprepare (c->conn, "bench_chunk", q->insert_chunk, 0, NULL);
@@ -554,7 +455,7 @@ s_ahead_run (void *arg)
         int n = c->count - r < (uint64_t) step ? (int) (c->count - r) : step;
         s_batch_t b;
         bool ok = s_batch_load (&b, c->opts->gen, c->first + r, n) == 0;
-        if (ok && s_batch_encode (&b, c->kind) != 0) {
+        if (ok && s_batch_encode (&b, c->kind, c->type) != 0) {
             s_batch_free (&b);
             ok = false;
         }
@@ -608,8 +509,8 @@ s_conn_run (void *arg)
     s_conn_t *c = arg;
     const ef_baseline_opts_t *o = c->opts;
     s_sql_t q;
-    s_buf_t text = {NULL, 0, 0, false};
-    if (s_sql_make (&q, c->schema) != 0) {
+    s_buf_t text = {0};
+    if (s_sql_make (&q, c->schema, (int) o->gen->dim) != 0) {
         snprintf (c->error, sizeof c->error, "out of memory");
         atomic_store (c->failed, 1);
         s_sql_free (&q);
@@ -714,6 +615,11 @@ ef_baseline_run (ef_baseline_t kind, const ef_baseline_opts_t *opts,
         c->schema = ef_pg_ident (c->conn, opts->schema);
         if (!c->schema) {
             snprintf (res->error, sizeof res->error, "bad schema name");
+            rc = -1;
+            break;
+        }
+        if (s_column_type (c) != 0) {
+            snprintf (res->error, sizeof res->error, "%s", c->error);
             rc = -1;
             break;
         }

@@ -31,13 +31,7 @@
 
 #define S_FLUSH_BYTES (256 * 1024) /* hand COPY data to libpq this often */
 
-/* Growable byte buffer for COPY data. */
-typedef struct {
-    char *data; /* bytes */
-    size_t len; /* used */
-    size_t cap; /* allocated */
-    bool oom;   /* an allocation failed; contents are incomplete */
-} s_buf_t;
+typedef ef_copybuf_t s_buf_t;
 
 /* What a batch's row turns out to be. */
 enum {
@@ -48,28 +42,32 @@ enum {
 };
 
 struct ef_pgwrite {
-    PGconn *conn;     /* borrowed */
-    char *schema;     /* quoted identifier */
-    int dim;          /* vector length every row must have */
-    int backend_pid;  /* session holding staging + statements; 0 = none */
-    bool direct;      /* new rows may be COPied into the tables (the
-                              vector column is real[]) */
-    char upsert[32];  /* name of the prepared upsert from staging */
-    char lookup[32];  /* name of the prepared key lookup */
-    char *upsert_sql; /* statement texts */
-    char *lookup_sql;
-    char *copy_chunk_sql;
-    char *copy_embedding_sql;
-    char *vector_type_sql;
-    s_buf_t buf;     /* COPY data under construction */
-    s_buf_t keys[3]; /* lookup parameters: document_id, chunk_index,
+    PGconn *conn;             /* borrowed */
+    char *schema;             /* quoted identifier */
+    int dim;                  /* vector length every row must have */
+    int backend_pid;          /* session holding staging + statements;
+                                0 = none */
+    ef_vector_type_t type;    /* the vector column's type, read from the
+                                catalog with the session */
+    char stage[48];           /* staging table in pg_temp, one per type */
+    char upsert[32];          /* name of the prepared upsert from staging */
+    char lookup[32];          /* name of the prepared key lookup */
+    char *upsert_sql;         /* statement texts; upsert and copy_stage
+                                depend on the column type */
+    char *lookup_sql;         /* finds stored keys and hashes */
+    char *copy_chunk_sql;     /* new rows into chunk */
+    char *copy_embedding_sql; /* new rows into embedding */
+    char *copy_stage_sql;     /* changed rows into staging */
+    char *column_sql;         /* reads the vector column's type */
+    s_buf_t buf;              /* COPY data under construction */
+    s_buf_t keys[3];          /* lookup parameters: document_id, chunk_index,
                               content_hash arrays */
-    uint8_t *hashes; /* 16 bytes per row of the current batch */
-    uint8_t *state;  /* S_ROW_* per row */
-    size_t *sent;    /* lookup position -> row index */
-    size_t *slots;   /* open-addressing table for finding duplicates */
-    bool *changed;   /* per row, what the hooks are told */
-    size_t cap;      /* rows the arrays above can hold */
+    uint8_t *hashes;          /* 16 bytes per row of the current batch */
+    uint8_t *state;           /* S_ROW_* per row */
+    size_t *sent;             /* lookup position -> row index */
+    size_t *slots;            /* open-addressing table for finding duplicates */
+    bool *changed;            /* per row, what the hooks are told */
+    size_t cap;               /* rows the arrays above can hold */
     struct {
         ef_pgwrite_hook_fn *fn; /* called before COMMIT */
         void *arg;              /* the hook's own, borrowed */
@@ -90,155 +88,6 @@ s_now_us (void)
     return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-/* Makes room for `more` bytes; sets oom and returns false on failure. */
-static bool
-s_buf_reserve (s_buf_t *b, size_t more)
-{
-    if (b->oom)
-        return false;
-    if (b->len + more <= b->cap)
-        return true;
-    size_t cap = b->cap ? b->cap : 64 * 1024;
-    while (cap < b->len + more)
-        cap *= 2;
-    char *data = realloc (b->data, cap);
-    if (!data) {
-        b->oom = true;
-        return false;
-    }
-    b->data = data;
-    b->cap = cap;
-    return true;
-}
-
-/* Appends n bytes (dropped, with oom set, when memory runs out). */
-static void
-s_buf_put (s_buf_t *b, const void *p, size_t n)
-{
-    if (s_buf_reserve (b, n)) {
-        memcpy (b->data + b->len, p, n);
-        b->len += n;
-    }
-}
-
-/* Network byte order into p, as COPY binary wants every number. */
-static inline void
-s_be16 (char *p, uint16_t v)
-{
-    p[0] = (char) (v >> 8);
-    p[1] = (char) v;
-}
-
-static inline void
-s_be32 (char *p, uint32_t v)
-{
-    p[0] = (char) (v >> 24);
-    p[1] = (char) (v >> 16);
-    p[2] = (char) (v >> 8);
-    p[3] = (char) v;
-}
-
-/* Appends big-endian integers. */
-static void
-s_put16 (s_buf_t *b, uint16_t v)
-{
-    if (s_buf_reserve (b, 2)) {
-        s_be16 (b->data + b->len, v);
-        b->len += 2;
-    }
-}
-
-static void
-s_put32 (s_buf_t *b, uint32_t v)
-{
-    if (s_buf_reserve (b, 4)) {
-        s_be32 (b->data + b->len, v);
-        b->len += 4;
-    }
-}
-
-static void
-s_put64 (s_buf_t *b, uint64_t v)
-{
-    s_put32 (b, (uint32_t) (v >> 32));
-    s_put32 (b, (uint32_t) v);
-}
-
-/* A COPY field: int32 length then the bytes. */
-static void
-s_put_field (s_buf_t *b, const void *p, size_t n)
-{
-    s_put32 (b, (uint32_t) n);
-    s_buf_put (b, p, n);
-}
-
-/* A NULL field: length -1. */
-static void
-s_put_null (s_buf_t *b)
-{
-    s_put32 (b, 0xFFFFFFFFu);
-}
-
-/* A text field; the server checks the encoding. */
-static void
-s_put_text (s_buf_t *b, const char *s)
-{
-    s_put_field (b, s, strlen (s));
-}
-
-/* jsonb binary format: version byte 1, then the JSON text. */
-static void
-s_put_jsonb (s_buf_t *b, const char *json)
-{
-    if (!*json)
-        json = "{}";
-    size_t n = strlen (json);
-    s_put32 (b, (uint32_t) (n + 1));
-    s_buf_put (b, "\1", 1);
-    s_buf_put (b, json, n);
-}
-
-/* float4[] binary format: ndim, has-nulls flag, element type oid, then
-   per dimension (size, lower bound), then per element (length, value). */
-static void
-s_put_float4_array (s_buf_t *b, const float *v, size_t n)
-{
-    size_t size = n ? 20 + 8 * n : 12;
-    s_put32 (b, (uint32_t) size);
-    if (!s_buf_reserve (b, size))
-        return;
-    char *p = b->data + b->len;
-    s_be32 (p, n ? 1 : 0);
-    s_be32 (p + 4, 0);
-    s_be32 (p + 8, 700); /* FLOAT4OID */
-    if (n) {
-        s_be32 (p + 12, (uint32_t) n);
-        s_be32 (p + 16, 1);
-        p += 20;
-        for (size_t i = 0; i < n; i++, p += 8) {
-            uint32_t bits;
-            memcpy (&bits, &v[i], 4);
-            s_be32 (p, 4);
-            s_be32 (p + 4, bits);
-        }
-    }
-    b->len += size;
-}
-
-static const char s_copy_header[19] = "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0";
-
-/* Sends the buffer's bytes as COPY data and empties it. Returns 0, -1
-   when libpq refuses (connection gone). */
-static int
-s_buf_flush (s_buf_t *b, PGconn *conn)
-{
-    if (b->len == 0)
-        return 0;
-    int rc = PQputCopyData (conn, b->data, (int) b->len);
-    b->len = 0;
-    return rc == 1 ? 0 : -1;
-}
-
 /* snprintf that may cut its output: these are messages for people. */
 static void s_setf (char *out, size_t outlen, const char *fmt, ...)
     __attribute__ ((format (printf, 3, 4)));
@@ -257,6 +106,15 @@ s_report_reset (ef_write_report_t *rep, size_t n)
 {
     memset (rep, 0, sizeof *rep);
     rep->rows = n;
+}
+
+/* Fills rep for an allocation that failed: worth retrying. */
+static ef_write_status_t
+s_oom (ef_write_report_t *rep)
+{
+    snprintf (rep->reason_code, sizeof rep->reason_code, "db_unavailable");
+    snprintf (rep->message, sizeof rep->message, "out of memory");
+    return EF_WRITE_RETRY;
 }
 
 /* Fills rep from a failure of `what` and classifies it. Consumes res. */
@@ -324,7 +182,7 @@ s_copy_finish (PGconn *conn, s_buf_t *b, const char *what,
         snprintf (rep->message, sizeof rep->message, "%s: out of memory", what);
         return EF_WRITE_RETRY;
     }
-    int sent = s_buf_flush (b, conn);
+    int sent = ef_copybuf_flush (b, conn);
     if (PQputCopyEnd (conn, NULL) != 1)
         sent = -1;
     PGresult *failed = NULL;
@@ -402,6 +260,50 @@ ef_pgwrite_new (PGconn *conn, const char *schema, int dim)
         ef_pgwrite_destroy (&self);
         return NULL;
     }
+    const char *lookup =
+        "SELECT t.ord, (SELECT c.content_hash = t.h FROM %1$s.chunk c"
+        "   WHERE c.document_id = t.d AND c.chunk_index = t.i)"
+        " FROM unnest ($1::text[], $2::int8[], $3::bytea[])"
+        "   WITH ORDINALITY AS t (d, i, h, ord)";
+    const char *copy_chunk =
+        "COPY %1$s.chunk (id, source, document_id, chunk_index, content,"
+        " metadata, model, content_hash) FROM STDIN (FORMAT binary)";
+    const char *copy_embedding = "COPY %1$s.embedding (id, model, dim, vector)"
+                                 " FROM STDIN (FORMAT binary)";
+    /* the type as the catalog has it: what COPY binary must match */
+    const char *column =
+        "SELECT t.typname, a.atttypmod,"
+        "  format_type (a.atttypid, a.atttypmod)"
+        " FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid"
+        " WHERE a.attrelid = %1$s::regclass AND a.attname = 'vector'";
+    if (asprintf (&self->lookup_sql, lookup, self->schema) < 0)
+        self->lookup_sql = NULL;
+    if (asprintf (&self->copy_chunk_sql, copy_chunk, self->schema) < 0)
+        self->copy_chunk_sql = NULL;
+    if (asprintf (&self->copy_embedding_sql, copy_embedding, self->schema) < 0)
+        self->copy_embedding_sql = NULL;
+    /* a missing table is the server's 42P01, as for every statement */
+    char *table = NULL, *literal = NULL;
+    if (asprintf (&table, "%s.embedding", self->schema) < 0)
+        table = NULL;
+    if (table)
+        literal = PQescapeLiteral (conn, table, strlen (table));
+    if (!literal || asprintf (&self->column_sql, column, literal) < 0)
+        self->column_sql = NULL;
+    free (table);
+    PQfreemem (literal);
+    if (!self->lookup_sql || !self->copy_chunk_sql || !self->copy_embedding_sql
+        || !self->column_sql)
+        ef_pgwrite_destroy (&self);
+    return self;
+}
+
+/* Makes the statements that name the staging table: the upsert and the
+   staging COPY. dim_sql is the embedding.dim of a staged row. Returns 0,
+   -1 when out of memory. */
+static int
+s_make_stage_sql (ef_pgwrite_t *self, const char *dim_sql)
+{
     /* Rows already stored with the same hash are dropped before the
        INSERT, so they are neither locked nor rewritten; the ON CONFLICT
        WHERE covers a concurrent change between the two. Both lookups
@@ -414,7 +316,7 @@ ef_pgwrite_new (PGconn *conn, const char *schema, int dim)
         "    content, metadata, model, content_hash, updated_at)"
         "  SELECT s.id, s.source, s.document_id, s.chunk_index, s.content,"
         "    s.metadata, s.model, s.content_hash, now ()"
-        "  FROM pg_temp.ef_stage s"
+        "  FROM pg_temp.%2$s s"
         "  WHERE s.content_hash IS DISTINCT FROM (SELECT o.content_hash"
         "    FROM %1$s.chunk o WHERE o.document_id = s.document_id"
         "      AND o.chunk_index = s.chunk_index)"
@@ -427,39 +329,24 @@ ef_pgwrite_new (PGconn *conn, const char *schema, int dim)
         "    WHERE c.content_hash IS DISTINCT FROM excluded.content_hash"
         "  RETURNING c.id, c.document_id, c.chunk_index)"
         " INSERT INTO %1$s.embedding AS e (id, model, dim, vector, updated_at)"
-        " SELECT up.id, s.model, cardinality (s.vector), s.vector, now ()"
-        " FROM up JOIN pg_temp.ef_stage s"
+        " SELECT up.id, s.model, %3$s, s.vector, now ()"
+        " FROM up JOIN pg_temp.%2$s s"
         "   ON s.document_id = up.document_id"
         "  AND s.chunk_index = up.chunk_index"
         " ON CONFLICT (id) DO UPDATE"
         "   SET model = excluded.model, dim = excluded.dim,"
         "     vector = excluded.vector, updated_at = excluded.updated_at";
-    const char *lookup =
-        "SELECT t.ord, (SELECT c.content_hash = t.h FROM %1$s.chunk c"
-        "   WHERE c.document_id = t.d AND c.chunk_index = t.i)"
-        " FROM unnest ($1::text[], $2::int8[], $3::bytea[])"
-        "   WITH ORDINALITY AS t (d, i, h, ord)";
-    const char *copy_chunk =
-        "COPY %1$s.chunk (id, source, document_id, chunk_index, content,"
-        " metadata, model, content_hash) FROM STDIN (FORMAT binary)";
-    const char *copy_embedding = "COPY %1$s.embedding (id, model, dim, vector)"
-                                 " FROM STDIN (FORMAT binary)";
-    const char *vector_type =
-        "SELECT value FROM %1$s.setting WHERE key = 'vector_type'";
-    if (asprintf (&self->upsert_sql, upsert, self->schema) < 0)
+    free (self->upsert_sql);
+    free (self->copy_stage_sql);
+    self->copy_stage_sql = NULL;
+    if (asprintf (&self->upsert_sql, upsert, self->schema, self->stage, dim_sql)
+        < 0)
         self->upsert_sql = NULL;
-    if (asprintf (&self->lookup_sql, lookup, self->schema) < 0)
-        self->lookup_sql = NULL;
-    if (asprintf (&self->copy_chunk_sql, copy_chunk, self->schema) < 0)
-        self->copy_chunk_sql = NULL;
-    if (asprintf (&self->copy_embedding_sql, copy_embedding, self->schema) < 0)
-        self->copy_embedding_sql = NULL;
-    if (asprintf (&self->vector_type_sql, vector_type, self->schema) < 0)
-        self->vector_type_sql = NULL;
-    if (!self->upsert_sql || !self->lookup_sql || !self->copy_chunk_sql
-        || !self->copy_embedding_sql || !self->vector_type_sql)
-        ef_pgwrite_destroy (&self);
-    return self;
+    if (asprintf (&self->copy_stage_sql,
+                  "COPY pg_temp.%s FROM STDIN (FORMAT binary)", self->stage)
+        < 0)
+        self->copy_stage_sql = NULL;
+    return self->upsert_sql && self->copy_stage_sql ? 0 : -1;
 }
 
 void
@@ -473,7 +360,8 @@ ef_pgwrite_destroy (ef_pgwrite_t **self_p)
     free (self->lookup_sql);
     free (self->copy_chunk_sql);
     free (self->copy_embedding_sql);
-    free (self->vector_type_sql);
+    free (self->copy_stage_sql);
+    free (self->column_sql);
     free (self->buf.data);
     for (int i = 0; i < 3; i++)
         free (self->keys[i].data);
@@ -569,32 +457,85 @@ s_prepare_session (ef_pgwrite_t *self, ef_write_report_t *rep)
     if (!res)
         return status;
     PQclear (res);
-    res = s_command (conn, self->vector_type_sql, "reading the schema settings",
-                     rep, &status);
+    res = s_command (conn, self->column_sql, "reading the vector column", rep,
+                     &status);
     if (!res)
         return status;
-    self->direct =
-        PQntuples (res) == 1 && strcmp (PQgetvalue (res, 0, 0), "real[]") == 0;
+    if (PQntuples (res) != 1) {
+        PQclear (res);
+        snprintf (rep->reason_code, sizeof rep->reason_code, "db_rejected");
+        snprintf (rep->message, sizeof rep->message,
+                  "reading the vector column: %s.embedding has no column "
+                  "\"vector\" (is the schema migrated?)",
+                  self->schema);
+        return EF_WRITE_ERROR;
+    }
+    const char *typname = PQgetvalue (res, 0, 0); /* valid until PQclear */
+    int typmod = atoi (PQgetvalue (res, 0, 1));
+    self->type = strcmp (typname, "vector") == 0    ? EF_VECTOR_VECTOR
+                 : strcmp (typname, "halfvec") == 0 ? EF_VECTOR_HALFVEC
+                                                    : EF_VECTOR_REAL;
+    /* One staging table per column type: a session may serve writers of
+       schemas of different types. pgvector's typmod is the dimension. */
+    char *column_type = strdup (PQgetvalue (res, 0, 2));
     PQclear (res);
-    res = s_command (conn, "SELECT to_regclass ('pg_temp.ef_stage') IS NULL",
-                     "preparing the session", rep, &status);
-    if (!res)
+    if (!column_type)
+        return s_oom (rep);
+    char dim_sql[32];
+    if (self->type == EF_VECTOR_REAL) {
+        snprintf (self->stage, sizeof self->stage, "ef_stage");
+        snprintf (dim_sql, sizeof dim_sql, "cardinality (s.vector)");
+    }
+    else {
+        snprintf (self->stage, sizeof self->stage, "ef_stage_%s_%d",
+                  self->type == EF_VECTOR_VECTOR ? "vector" : "halfvec",
+                  typmod);
+        snprintf (dim_sql, sizeof dim_sql, "%d", typmod);
+    }
+    if (s_make_stage_sql (self, dim_sql) != 0) {
+        free (column_type);
+        return s_oom (rep);
+    }
+    char *probe = NULL;
+    if (asprintf (&probe, "SELECT to_regclass ('pg_temp.%s') IS NULL",
+                  self->stage)
+        < 0)
+        probe = NULL;
+    if (!probe) {
+        free (column_type);
+        return s_oom (rep);
+    }
+    res = s_command (conn, probe, "preparing the session", rep, &status);
+    free (probe);
+    if (!res) {
+        free (column_type);
         return status;
+    }
     bool missing = strcmp (PQgetvalue (res, 0, 0), "t") == 0;
     PQclear (res);
     /* Staging rows live for one transaction: keep them inline and
        uncompressed (toast_tuple_target), compressing is wasted work. */
+    char *create = NULL;
+    if (missing
+        && asprintf (&create,
+                     "CREATE TEMP TABLE %1$s ("
+                     "  id uuid, source text, document_id text,"
+                     "  chunk_index bigint, content text, metadata jsonb,"
+                     "  model text, content_hash bytea, vector %2$s)"
+                     " WITH (toast_tuple_target = 8160)"
+                     " ON COMMIT DELETE ROWS;"
+                     "ALTER TABLE %1$s ALTER COLUMN vector"
+                     " SET STORAGE EXTERNAL",
+                     self->stage, column_type)
+               < 0)
+        create = NULL;
+    free (column_type);
     if (missing) {
-        res = s_command (conn,
-                         "CREATE TEMP TABLE ef_stage ("
-                         "  id uuid, source text, document_id text,"
-                         "  chunk_index bigint, content text, metadata jsonb,"
-                         "  model text, content_hash bytea, vector real[])"
-                         " WITH (toast_tuple_target = 8160)"
-                         " ON COMMIT DELETE ROWS;"
-                         "ALTER TABLE ef_stage ALTER COLUMN vector"
-                         " SET STORAGE EXTERNAL",
-                         "creating the staging table", rep, &status);
+        if (!create)
+            return s_oom (rep);
+        res = s_command (conn, create, "creating the staging table", rep,
+                         &status);
+        free (create);
         if (!res)
             return status;
         PQclear (res);
@@ -616,60 +557,10 @@ s_prepare_session (ef_pgwrite_t *self, ef_write_report_t *rep)
     return EF_WRITE_OK;
 }
 
-/* COPY row encoders: one per target table. */
-typedef void (s_encoder_t) (s_buf_t *b, const Embedflow__V1__Row *r,
-                            const uint8_t *hash);
-
-/* The columns chunk and staging share, in their order. */
-static void
-s_put_chunk_columns (s_buf_t *b, const Embedflow__V1__Row *r,
-                     const uint8_t *hash)
-{
-    s_put_field (b, r->id.data, 16);
-    s_put_text (b, r->source);
-    s_put_text (b, r->document_id);
-    s_put32 (b, 8);
-    s_put64 (b, r->chunk_index);
-    s_put_text (b, r->content);
-    s_put_jsonb (b, r->metadata_json);
-    s_put_text (b, r->model);
-    s_put_field (b, hash, 16);
-}
-
-/* pg_temp.ef_stage: the chunk columns and the vector. */
-static void
-s_encode_stage (s_buf_t *b, const Embedflow__V1__Row *r, const uint8_t *hash)
-{
-    s_put16 (b, 9);
-    s_put_chunk_columns (b, r, hash);
-    s_put_float4_array (b, r->vector, r->n_vector);
-}
-
-/* chunk: all but updated_at (its default is the transaction's time). */
-static void
-s_encode_chunk (s_buf_t *b, const Embedflow__V1__Row *r, const uint8_t *hash)
-{
-    s_put16 (b, 8);
-    s_put_chunk_columns (b, r, hash);
-}
-
-/* embedding: id, model, dim, vector. */
-static void
-s_encode_embedding (s_buf_t *b, const Embedflow__V1__Row *r,
-                    const uint8_t *hash)
-{
-    (void) hash;
-    s_put16 (b, 4);
-    s_put_field (b, r->id.data, 16);
-    s_put_text (b, r->model);
-    s_put32 (b, 4);
-    s_put32 (b, (uint32_t) r->n_vector);
-    s_put_float4_array (b, r->vector, r->n_vector);
-}
-
-/* COPYs the rows whose state is in mask (1 << S_ROW_*) with sql. */
+/* COPYs the rows whose state is in mask (1 << S_ROW_*) into table with
+   sql. */
 static ef_write_status_t
-s_copy (ef_pgwrite_t *self, const char *sql, s_encoder_t *encode,
+s_copy (ef_pgwrite_t *self, const char *sql, ef_copy_table_t table,
         Embedflow__V1__Row *const *rows, size_t n, unsigned mask,
         const char *what, ef_write_report_t *rep)
 {
@@ -679,28 +570,25 @@ s_copy (ef_pgwrite_t *self, const char *sql, s_encoder_t *encode,
         return s_fail (conn, res, what, rep);
     PQclear (res);
     s_buf_t *b = &self->buf;
-    b->len = 0;
-    s_buf_put (b, s_copy_header, sizeof s_copy_header);
+    ef_copybuf_begin (b);
     for (size_t i = 0; i < n; i++) {
         if (!(mask & (1u << self->state[i])))
             continue;
-        encode (b, rows[i], self->hashes + 16 * i);
-        if (b->len >= S_FLUSH_BYTES && !b->oom && s_buf_flush (b, conn) != 0)
+        ef_copybuf_row (b, table, self->type, rows[i], self->hashes + 16 * i);
+        if (b->len >= S_FLUSH_BYTES && !b->oom
+            && ef_copybuf_flush (b, conn) != 0)
             break; /* the outcome is collected by s_copy_finish */
     }
-    s_put16 (b, 0xFFFF);
+    ef_copybuf_end (b);
     return s_copy_finish (conn, b, what, rep);
 }
 
 char *
-ef_pgwrite_copy_rows (ef_copy_table_t table, Embedflow__V1__Row *const *rows,
-                      size_t n, size_t *len)
+ef_pgwrite_copy_rows (ef_copy_table_t table, ef_vector_type_t type,
+                      Embedflow__V1__Row *const *rows, size_t n, size_t *len)
 {
-    s_encoder_t *encode = table == EF_COPY_CHUNK       ? s_encode_chunk
-                          : table == EF_COPY_EMBEDDING ? s_encode_embedding
-                                                       : s_encode_stage;
     s_buf_t b = {0};
-    s_buf_put (&b, s_copy_header, sizeof s_copy_header);
+    ef_copybuf_begin (&b);
     for (size_t i = 0; i < n && !b.oom; i++) {
         if (rows[i]->id.len != 16) {
             b.oom = true; /* s_check_rows refuses such a row first */
@@ -708,9 +596,9 @@ ef_pgwrite_copy_rows (ef_copy_table_t table, Embedflow__V1__Row *const *rows,
         }
         uint8_t hash[16];
         ef_pgwrite_hash (rows[i], hash);
-        encode (&b, rows[i], hash);
+        ef_copybuf_row (&b, table, type, rows[i], hash);
     }
-    s_put16 (&b, 0xFFFF);
+    ef_copybuf_end (&b);
     if (b.oom) {
         free (b.data);
         return NULL;
@@ -738,11 +626,11 @@ static void
 s_array_begin (s_buf_t *b, uint32_t elem_oid, size_t n)
 {
     b->len = 0;
-    s_put32 (b, 1);
-    s_put32 (b, 0);
-    s_put32 (b, elem_oid);
-    s_put32 (b, (uint32_t) n);
-    s_put32 (b, 1);
+    ef_copybuf_put32 (b, 1);
+    ef_copybuf_put32 (b, 0);
+    ef_copybuf_put32 (b, elem_oid);
+    ef_copybuf_put32 (b, (uint32_t) n);
+    ef_copybuf_put32 (b, 1);
 }
 
 /* Finds which rows are stored already, and whether with the same hash:
@@ -761,10 +649,10 @@ s_lookup (ef_pgwrite_t *self, Embedflow__V1__Row *const *rows, size_t n,
     s_array_begin (&k[2], 17, nsent); /* bytea */
     for (size_t j = 0; j < nsent; j++) {
         const Embedflow__V1__Row *r = rows[self->sent[j]];
-        s_put_text (&k[0], r->document_id);
-        s_put32 (&k[1], 8);
-        s_put64 (&k[1], r->chunk_index);
-        s_put_field (&k[2], self->hashes + 16 * self->sent[j], 16);
+        ef_copybuf_text (&k[0], r->document_id);
+        ef_copybuf_put32 (&k[1], 8);
+        ef_copybuf_put64 (&k[1], r->chunk_index);
+        ef_copybuf_field (&k[2], self->hashes + 16 * self->sent[j], 16);
     }
     if (k[0].oom || k[1].oom || k[2].oom) {
         for (int i = 0; i < 3; i++)
@@ -853,8 +741,8 @@ s_write_staged (ef_pgwrite_t *self, Embedflow__V1__Row *const *rows, size_t n,
         return status;
     PQclear (res);
     unsigned all = 1u << S_ROW_NEW | 1u << S_ROW_SAME | 1u << S_ROW_CHANGED;
-    status = s_copy (self, "COPY pg_temp.ef_stage FROM STDIN (FORMAT binary)",
-                     s_encode_stage, rows, n, all, "staging the batch", rep);
+    status = s_copy (self, self->copy_stage_sql, EF_COPY_STAGE, rows, n, all,
+                     "staging the batch", rep);
     if (status == EF_WRITE_OK)
         status = s_upsert_staged (self, changed, rep);
     /* Staging does not tell changed rows from unchanged ones: the hooks
@@ -891,20 +779,18 @@ s_write_direct (ef_pgwrite_t *self, Embedflow__V1__Row *const *rows, size_t n,
         stale += self->state[i] == S_ROW_CHANGED;
     }
     if (fresh) {
-        status = s_copy (self, self->copy_chunk_sql, s_encode_chunk, rows, n,
+        status = s_copy (self, self->copy_chunk_sql, EF_COPY_CHUNK, rows, n,
                          1u << S_ROW_NEW, "inserting into chunk", rep);
         if (status == EF_WRITE_OK)
-            status = s_copy (self, self->copy_embedding_sql, s_encode_embedding,
-                             rows, n, 1u << S_ROW_NEW,
-                             "inserting into embedding", rep);
+            status =
+                s_copy (self, self->copy_embedding_sql, EF_COPY_EMBEDDING, rows,
+                        n, 1u << S_ROW_NEW, "inserting into embedding", rep);
         if (status != EF_WRITE_OK)
             return status;
     }
     if (stale) {
-        status =
-            s_copy (self, "COPY pg_temp.ef_stage FROM STDIN (FORMAT binary)",
-                    s_encode_stage, rows, n, 1u << S_ROW_CHANGED,
-                    "staging changed rows", rep);
+        status = s_copy (self, self->copy_stage_sql, EF_COPY_STAGE, rows, n,
+                         1u << S_ROW_CHANGED, "staging changed rows", rep);
         if (status == EF_WRITE_OK)
             status = s_upsert_staged (self, changed, rep);
         if (status != EF_WRITE_OK)
@@ -950,6 +836,29 @@ s_check_rows (ef_pgwrite_t *self, Embedflow__V1__Row *const *rows, size_t n,
     return 0;
 }
 
+/* Rejects rows whose vector the column's type cannot hold (a halfvec
+   element past ±65504), before anything is sent. Returns 0, or -1 with
+   rep naming the first such row and element. */
+static int
+s_check_vectors (ef_pgwrite_t *self, Embedflow__V1__Row *const *rows, size_t n,
+                 ef_write_report_t *rep)
+{
+    for (size_t i = 0; i < n; i++) {
+        const Embedflow__V1__Row *r = rows[i];
+        char why[128];
+        if (ef_vector_check (self->type, r->vector, r->n_vector, why,
+                             sizeof why)
+            != 0) {
+            snprintf (rep->reason_code, sizeof rep->reason_code, "bad_row");
+            snprintf (rep->message, sizeof rep->message,
+                      "row %zu (document %.100s, chunk %u): %s", i,
+                      r->document_id, r->chunk_index, why);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 ef_write_status_t
 ef_pgwrite_batch (ef_pgwrite_t *self, Embedflow__V1__Row *const *rows, size_t n,
                   ef_write_report_t *rep)
@@ -980,7 +889,9 @@ ef_pgwrite_batch (ef_pgwrite_t *self, Embedflow__V1__Row *const *rows, size_t n,
     }
     size_t changed = 0;
     ef_write_status_t status = s_prepare_session (self, rep);
-    if (status == EF_WRITE_OK && self->direct) {
+    if (status == EF_WRITE_OK && s_check_vectors (self, rows, n, rep) != 0)
+        return EF_WRITE_ERROR;
+    if (status == EF_WRITE_OK) {
         status = s_write_direct (self, rows, n, &changed, rep);
         /* Another session stored one of the "new" keys after the lookup
            (or a client reused an id): let ON CONFLICT sort it out. */
@@ -992,8 +903,6 @@ ef_pgwrite_batch (ef_pgwrite_t *self, Embedflow__V1__Row *const *rows, size_t n,
             status = s_write_staged (self, rows, n, &changed, rep);
         }
     }
-    else if (status == EF_WRITE_OK)
-        status = s_write_staged (self, rows, n, &changed, rep);
 
     if (status != EF_WRITE_OK) {
         s_abandon (conn);
@@ -1055,7 +964,7 @@ s_put_text_safe (s_buf_t *b, const char *s, bool nullable)
 {
     size_t n = strlen (s);
     if (n == 0 && nullable) {
-        s_put_null (b);
+        ef_copybuf_null (b);
         return;
     }
     const unsigned char *u = (const unsigned char *) s;
@@ -1063,7 +972,7 @@ s_put_text_safe (s_buf_t *b, const char *s, bool nullable)
     while (i < n && (seq = s_utf8_seq (u + i, n - i)) != 0)
         i += seq;
     if (i == n) {
-        s_put_field (b, s, n);
+        ef_copybuf_field (b, s, n);
         return;
     }
     /* Each bad byte becomes 3 bytes: compute the size, then write. */
@@ -1072,13 +981,13 @@ s_put_text_safe (s_buf_t *b, const char *s, bool nullable)
         seq = s_utf8_seq (u + i, n - i);
         size += seq ? seq : 3;
     }
-    s_put32 (b, (uint32_t) size);
+    ef_copybuf_put32 (b, (uint32_t) size);
     for (i = 0; i < n; i += seq ? seq : 1) {
         seq = s_utf8_seq (u + i, n - i);
         if (seq)
-            s_buf_put (b, u + i, seq);
+            ef_copybuf_put (b, u + i, seq);
         else
-            s_buf_put (b, "\xEF\xBF\xBD", 3);
+            ef_copybuf_put (b, "\xEF\xBF\xBD", 3);
     }
 }
 
@@ -1086,15 +995,15 @@ s_put_text_safe (s_buf_t *b, const char *s, bool nullable)
 static void
 s_put_int4 (s_buf_t *b, uint32_t v)
 {
-    s_put32 (b, 4);
-    s_put32 (b, v > INT32_MAX ? INT32_MAX : v);
+    ef_copybuf_put32 (b, 4);
+    ef_copybuf_put32 (b, v > INT32_MAX ? INT32_MAX : v);
 }
 
 /* One dead_letter tuple of the COPY. */
 static void
 s_encode_dead_letter (s_buf_t *b, const Embedflow__V1__DeadLetter *d)
 {
-    s_put16 (b, 10);
+    ef_copybuf_put16 (b, 10);
     s_put_text_safe (b, d->stage, false);
     s_put_text_safe (b, d->reason_code, false);
     s_put_text_safe (b, d->reason, false);
@@ -1105,9 +1014,9 @@ s_encode_dead_letter (s_buf_t *b, const Embedflow__V1__DeadLetter *d)
     s_put_text_safe (b, d->document_id, true);
     s_put_int4 (b, d->covers);
     if (d->original.len || d->original.data)
-        s_put_field (b, d->original.data, d->original.len);
+        ef_copybuf_field (b, d->original.data, d->original.len);
     else
-        s_put_null (b);
+        ef_copybuf_null (b);
 }
 
 char *
@@ -1115,10 +1024,10 @@ ef_pgwrite_copy_dead_letters (Embedflow__V1__DeadLetter *const *items, size_t n,
                               size_t *len)
 {
     s_buf_t b = {0};
-    s_buf_put (&b, s_copy_header, sizeof s_copy_header);
+    ef_copybuf_begin (&b);
     for (size_t i = 0; i < n; i++)
         s_encode_dead_letter (&b, items[i]);
-    s_put16 (&b, 0xFFFF);
+    ef_copybuf_put16 (&b, 0xFFFF);
     if (b.oom) {
         free (b.data);
         return NULL;
@@ -1166,13 +1075,14 @@ ef_pgwrite_dead_letters (PGconn *conn, const char *schema,
     }
     PQclear (res);
     s_buf_t b = {0};
-    s_buf_put (&b, s_copy_header, sizeof s_copy_header);
+    ef_copybuf_begin (&b);
     for (size_t i = 0; i < n; i++) {
         s_encode_dead_letter (&b, items[i]);
-        if (b.len >= S_FLUSH_BYTES && !b.oom && s_buf_flush (&b, conn) != 0)
+        if (b.len >= S_FLUSH_BYTES && !b.oom
+            && ef_copybuf_flush (&b, conn) != 0)
             break;
     }
-    s_put16 (&b, 0xFFFF);
+    ef_copybuf_put16 (&b, 0xFFFF);
     status = s_copy_finish (conn, &b, "storing dead letters", rep);
     free (b.data);
     if (status != EF_WRITE_OK)

@@ -8,7 +8,9 @@
       1. one prepared lookup sends the batch's keys and hashes as array
          parameters and learns which keys are stored, with which hash;
       2. new keys are COPied (binary) straight into chunk and embedding,
-         at the speed of a plain load;
+         at the speed of a plain load, the vector in the column's own
+         binary format (real[], pgvector's vector or halfvec: the type
+         is read from the catalog once per session);
       3. changed keys are COPied into a per-session TEMP staging table
          (ON COMMIT DELETE ROWS) and upserted by one prepared statement:
          INSERT INTO chunk ... ON CONFLICT (document_id, chunk_index) DO
@@ -20,9 +22,8 @@
 
     If another session stores one of the "new" keys between 1 and 2 (a
     unique violation), the batch is redone through staging alone, where
-    ON CONFLICT settles the race. A schema whose vector column is
-    pgvector's type always goes through staging (the server casts the
-    real[] it is sent).
+    ON CONFLICT settles the race. The staging table's vector column has
+    the embedding column's type, so nothing is cast.
 
     Rows of one batch should have distinct (document_id, chunk_index);
     if not, the last one of each key is written and the earlier ones are
@@ -37,6 +38,7 @@
 #include <stdint.h>
 
 #include "embedflow/v1/pipeline.pb-c.h"
+#include "postgres/copyenc.h"
 
 typedef struct ef_pgwrite ef_pgwrite_t;
 
@@ -72,7 +74,9 @@ void ef_pgwrite_destroy (ef_pgwrite_t **self_p);
    fields set; on either failure nothing was committed and the
    connection is idle (or broken: PQstatus tells). rep may be NULL. A row
    whose id is not 16 bytes or whose vector is not dim long is rejected
-   here (EF_WRITE_ERROR, "bad_row") before anything is sent. */
+   here (EF_WRITE_ERROR, "bad_row") before anything is sent, and so is a
+   row with an element a halfvec column cannot hold (beyond ±65504),
+   the message naming the row and the element. */
 ef_write_status_t ef_pgwrite_batch (ef_pgwrite_t *self,
                                     Embedflow__V1__Row *const *rows, size_t n,
                                     ef_write_report_t *rep);
@@ -98,19 +102,13 @@ int ef_pgwrite_add_hook (ef_pgwrite_t *self, ef_pgwrite_hook_fn *fn, void *arg);
    stores). */
 void ef_pgwrite_hash (const Embedflow__V1__Row *row, uint8_t hash[16]);
 
-/* The tables a batch is COPied into. */
-typedef enum {
-    EF_COPY_CHUNK,     /* <schema>.chunk: new rows */
-    EF_COPY_EMBEDDING, /* <schema>.embedding: new rows */
-    EF_COPY_STAGE,     /* pg_temp.ef_stage: changed rows */
-} ef_copy_table_t;
-
 /* The binary COPY data ef_pgwrite_batch sends into table for rows[0..n)
-   (header, one tuple per row with its content hash, trailer), in a heap
-   buffer of *len bytes; no server is involved. NULL when out of memory
-   or when a row's id is not 16 bytes (ef_pgwrite_batch refuses such a
-   row before it encodes anything). */
-char *ef_pgwrite_copy_rows (ef_copy_table_t table,
+   (header, one tuple per row with its content hash, trailer) with the
+   vector encoded as type (postgres/copyenc.h), in a heap buffer of *len
+   bytes; no server is involved. NULL when out of memory or when a row's
+   id is not 16 bytes (ef_pgwrite_batch refuses such a row before it
+   encodes anything). */
+char *ef_pgwrite_copy_rows (ef_copy_table_t table, ef_vector_type_t type,
                             Embedflow__V1__Row *const *rows, size_t n,
                             size_t *len);
 

@@ -78,13 +78,17 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
        duplicate marks and the row order do not change the encoding). */
     const ef_copy_table_t tables[] = {EF_COPY_CHUNK, EF_COPY_EMBEDDING,
                                       EF_COPY_STAGE};
-    for (int t = 0; t < 3; t++) {
-        size_t len = 0;
-        char *copy = ef_pgwrite_copy_rows (tables[t], ok, good, &len);
-        EF_FUZZ_ASSERT (copy != NULL && len >= 21);
-        EF_FUZZ_ASSERT (memcmp (copy, "PGCOPY\n\377\r\n", 11) == 0);
-        free (copy);
-    }
+    const ef_vector_type_t types[] = {EF_VECTOR_REAL, EF_VECTOR_VECTOR,
+                                      EF_VECTOR_HALFVEC};
+    for (int t = 0; t < 3; t++)
+        for (int v = 0; v < 3; v++) {
+            size_t len = 0;
+            char *copy =
+                ef_pgwrite_copy_rows (tables[t], types[v], ok, good, &len);
+            EF_FUZZ_ASSERT (copy != NULL && len >= 21);
+            EF_FUZZ_ASSERT (memcmp (copy, "PGCOPY\n\377\r\n", 11) == 0);
+            free (copy);
+        }
     free (ok);
     embedflow__v1__row_batch__free_unpacked (batch, NULL);
     return 0;
