@@ -1285,8 +1285,10 @@ s_init (ef_actor_t *actor)
     assert (self->chunks_port >= 0 && self->acks_port >= 0);
     ef_acks_unknown_init (ef_actor_port_link (actor, self->acks_port));
     const ef_globals_t *globals = ef_actor_globals (actor);
+    ef_schema_opts_t schema_opts;
+    ef_globals_schema_opts (globals, &schema_opts);
     self->runlog =
-        ef_runlog_new (globals->database, globals->schema, (int) globals->dim);
+        ef_runlog_new (globals->database, globals->schema, &schema_opts);
     /* 5 beats (10 s): a live receiver is late only while a beat fails
        (held up to statement_timeout, 2 s, or connect_timeout, 5 s), so
        one hiccup does not get its uploads marked; if the database keeps

@@ -234,7 +234,11 @@ s_fresh_schema (s_bench_t *b, const char *schema)
                   PQerrorMessage (b->monitor));
         return -1;
     }
-    if (ef_schema_migrate (b->monitor, schema, b->dim, err, sizeof err) != 0) {
+    ef_schema_opts_t opts;
+    ef_globals_schema_opts (b->cli->globals, &opts);
+    opts.dim = b->dim;
+    if (ef_schema_migrate_opts (b->monitor, schema, &opts, err, sizeof err)
+        != 0) {
         ef_error ("%s", err);
         return -1;
     }

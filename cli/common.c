@@ -195,6 +195,10 @@ ef_cli_load_prepared (ef_cli_t *cli, const char *command, int argc, char **argv,
             return rc;
     }
     ef_pipeline_link_limits (cli->config);
+    if (ef_globals_check (cli->globals, err, sizeof err) != 0) {
+        fprintf (stderr, "embedflow %s: config %s\n", command, err);
+        return EF_EXIT_USAGE;
+    }
     if (ef_config_validate (cli->config, err, sizeof err) != 0) {
         fprintf (stderr, "embedflow %s: config %s\n", command, err);
         return EF_EXIT_USAGE;

@@ -1,7 +1,9 @@
 /*  globals.c — the pipeline's top-level configuration keys. */
 #include "pipeline/pipeline.h"
 
+#include <inttypes.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "postgres/pg.h"
@@ -33,6 +35,12 @@ const ef_option_t ef_globals_options[] = {
      "(messages, decoded rows, queued batches, dead letters); sources stop "
      "reading while it is spent. Peak memory is about this plus a fixed "
      "overhead (README: Memory)"},
+    {"vector_type", EF_OPT_STRING, "auto", offsetof (ef_globals_t, vector_type),
+     0, 0,
+     "column type of the vectors, fixed when the schema is made: auto "
+     "(pgvector's vector when the extension is installed or can be "
+     "created, else real), vector, halfvec (pgvector, 2 bytes an "
+     "element) or real (real[])"},
     {"verbose", EF_OPT_BOOL, "false", offsetof (ef_globals_t, verbose), 0, 0,
      "log debug detail"},
     {"log_format", EF_OPT_STRING, "text", offsetof (ef_globals_t, log_format),
@@ -49,4 +57,34 @@ ef_globals_show_secret (const char *path, const char *value, char *out,
         return -1;
     ef_pg_redact (value, out, len, NULL, 0);
     return 0;
+}
+
+int
+ef_globals_check (const ef_globals_t *g, char *err, size_t errlen)
+{
+    ef_vector_type_t type;
+    if (ef_vector_type_parse (g->vector_type, &type) != 0) {
+        snprintf (err, errlen,
+                  "vector_type: '%s' is not auto, vector, halfvec or real",
+                  g->vector_type ? g->vector_type : "");
+        return -1;
+    }
+    if ((type == EF_VECTOR_VECTOR || type == EF_VECTOR_HALFVEC)
+        && g->dim > EF_VECTOR_MAX_DIM) {
+        snprintf (err, errlen,
+                  "vector_type: %s holds at most %d dimensions, dim is %" PRId64
+                  ": use vector_type real",
+                  g->vector_type, EF_VECTOR_MAX_DIM, g->dim);
+        return -1;
+    }
+    return 0;
+}
+
+void
+ef_globals_schema_opts (const ef_globals_t *g, ef_schema_opts_t *opts)
+{
+    memset (opts, 0, sizeof *opts);
+    opts->dim = (int) g->dim;
+    if (ef_vector_type_parse (g->vector_type, &opts->vector_type) != 0)
+        opts->vector_type = EF_VECTOR_AUTO;
 }

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "embedflow/runtime.h"
+#include "postgres/schema.h"
 
 typedef struct {
     char *database; /* libpq conninfo or URL; NULL = PG* / DATABASE_URL,
@@ -24,9 +25,17 @@ typedef struct {
 
     char *api_server;           /* CacheService HOST:PORT; NULL or "" = none */
     int64_t max_inflight_bytes; /* the process's budget (budget.h) */
+    char *vector_type;          /* auto, vector, halfvec or real */
 } ef_globals_t;
 
 extern const ef_option_t ef_globals_options[];
+
+/* Checks the globals that the option table cannot (a word from a set,
+   limits between keys). Returns 0, or -1 with err naming the key. */
+int ef_globals_check (const ef_globals_t *g, char *err, size_t errlen);
+
+/* What the schema's migrations need of the globals (checked ones). */
+void ef_globals_schema_opts (const ef_globals_t *g, ef_schema_opts_t *opts);
 
 /* What `embedflow config` shows of a secret (an ef_config_show_fn): the
    database conninfo as ef_pg_redact shows it (host and names, never a

@@ -558,13 +558,13 @@ ef_run_beat (PGconn *conn, const char *schema, const ef_run_counts_t *runs,
 #define S_RUNLOG_RETRY_CAP_MS 60000
 
 struct ef_runlog {
-    char *conninfo;       /* NULL = libpq defaults */
-    char *schema;         /* where job_run lives */
-    int dim;              /* for the migration */
-    PGconn *conn;         /* opened on first use */
-    bool warned;          /* a failure was logged since the last success */
-    ef_backoff_t backoff; /* paces beats after failures */
-    int64_t retry_at_us;  /* beats are skipped until then */
+    char *conninfo;        /* NULL = libpq defaults */
+    char *schema;          /* where job_run lives */
+    ef_schema_opts_t opts; /* for the migration */
+    PGconn *conn;          /* opened on first use */
+    bool warned;           /* a failure was logged since the last success */
+    ef_backoff_t backoff;  /* paces beats after failures */
+    int64_t retry_at_us;   /* beats are skipped until then */
 
     pthread_t sweeper;     /* marks stale uploads, when started */
     bool sweeping;         /* the sweeper thread exists */
@@ -577,14 +577,15 @@ struct ef_runlog {
 };
 
 ef_runlog_t *
-ef_runlog_new (const char *conninfo, const char *schema, int dim)
+ef_runlog_new (const char *conninfo, const char *schema,
+               const ef_schema_opts_t *opts)
 {
     ef_runlog_t *self = calloc (1, sizeof *self);
     if (!self)
         return NULL;
     self->conninfo = conninfo ? strdup (conninfo) : NULL;
     self->schema = strdup (schema ? schema : "embedflow");
-    self->dim = dim;
+    self->opts = *opts;
     self->backoff = ef_backoff_make (500, S_RUNLOG_RETRY_CAP_MS, -1);
     if ((conninfo && !self->conninfo) || !self->schema) {
         ef_runlog_destroy (&self);
@@ -629,7 +630,7 @@ s_history_connect (ef_runlog_t *self, int statement_ms, char *err,
     PGconn *conn =
         ef_pg_connect (self->conninfo, "embedflow job history", err, errlen);
     if (conn
-        && ef_schema_migrate (conn, self->schema, self->dim, err, errlen)
+        && ef_schema_migrate_opts (conn, self->schema, &self->opts, err, errlen)
                != 0) {
         PQfinish (conn);
         return NULL;

@@ -28,6 +28,7 @@
 
 #include "embedflow/v1/pipeline.pb-c.h"
 #include "postgres/pgwrite.h"
+#include "postgres/schema.h"
 
 /* A pgwrite hook (arg: the schema name, borrowed) that records the pull
    pieces of a row batch in its transaction. Returns EF_WRITE_OK, or a
@@ -139,7 +140,8 @@ typedef struct ef_runlog ef_runlog_t;
 /* NULL when out of memory. conninfo and schema are copied; dim is what
    the schema is migrated with on first use (a source may take data
    before the writers have migrated it). */
-ef_runlog_t *ef_runlog_new (const char *conninfo, const char *schema, int dim);
+ef_runlog_t *ef_runlog_new (const char *conninfo, const char *schema,
+                            const ef_schema_opts_t *opts);
 void ef_runlog_destroy (ef_runlog_t **self_p);
 
 /* Inserts a 'running' run. */

@@ -577,8 +577,9 @@ ef_pg_open_for_actor (ef_actor_t *actor)
         ef_actor_fail (actor, "%s", err);
         return NULL;
     }
-    if (ef_schema_migrate (conn, g->schema, (int) g->dim, err, sizeof err)
-        != 0) {
+    ef_schema_opts_t opts;
+    ef_globals_schema_opts (g, &opts);
+    if (ef_schema_migrate_opts (conn, g->schema, &opts, err, sizeof err) != 0) {
         ef_actor_fail (actor, "%s", err);
         PQfinish (conn);
         return NULL;

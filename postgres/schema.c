@@ -250,12 +250,16 @@ s_lock_key (const char *schema)
     return (int64_t) XXH3_64bits (buf, strlen (buf));
 }
 
-/* Decides the vector column type at the first migration: pgvector's
-   vector(dim) when the extension is installed or can be created, else
-   real[]. Fills v; returns 0, -1 with err on a database error. */
+/* Decides the vector column type at the first migration: real[] when
+   asked, pgvector's vector(dim) or halfvec(dim) when asked (the
+   extension must be installed or creatable), and for auto vector(dim)
+   when it can be had, else real[]. Fills v; returns 0, -1 with err. */
 static int
-s_choose_vector (PGconn *conn, int dim, s_vars_t *v, char *err, size_t errlen)
+s_choose_vector (PGconn *conn, const ef_schema_opts_t *opts, s_vars_t *v,
+                 char *err, size_t errlen)
 {
+    int dim = opts->dim;
+    ef_vector_type_t want = opts->vector_type;
     snprintf (v->vector, sizeof v->vector, "real[]");
     v->vector_check = ", CONSTRAINT embedding_vector_dim"
                       " CHECK (array_ndims (vector) = 1"
@@ -264,9 +268,21 @@ s_choose_vector (PGconn *conn, int dim, s_vars_t *v, char *err, size_t errlen)
               "ALTER TABLE %s.embedding ALTER COLUMN vector"
               " SET STORAGE EXTERNAL;",
               v->schema);
+    if (want == EF_VECTOR_REAL
+        || (want == EF_VECTOR_AUTO && dim > EF_VECTOR_MAX_DIM))
+        return 0;
+    if (dim > EF_VECTOR_MAX_DIM) {
+        snprintf (err, errlen,
+                  "vector_type %s holds at most %d dimensions, dim is %d: "
+                  "use vector_type real",
+                  ef_vector_type_name (want), EF_VECTOR_MAX_DIM, dim);
+        return -1;
+    }
+    bool required = want != EF_VECTOR_AUTO;
+    const char *how = "pgvector is not installed on this server (Debian: "
+                      "apt-get install postgresql-15-pgvector from "
+                      "apt.postgresql.org; or use vector_type real)";
 
-    /* pgvector path: not exercised by the test suite (the extension is
-       not installed there). */
     PGresult *res =
         s_exec (conn,
                 "SELECT EXISTS (SELECT 1 FROM pg_available_extensions"
@@ -276,8 +292,13 @@ s_choose_vector (PGconn *conn, int dim, s_vars_t *v, char *err, size_t errlen)
         return -1;
     bool available = strcmp (PQgetvalue (res, 0, 0), "t") == 0;
     PQclear (res);
-    if (!available)
-        return 0;
+    if (!available) {
+        if (!required)
+            return 0;
+        snprintf (err, errlen, "vector_type %s: %s", ef_vector_type_name (want),
+                  how);
+        return -1;
+    }
     /* One lock for the whole database: two schemas migrating at once
        must not both try to create the extension. */
     if (s_exec_script (conn,
@@ -287,6 +308,15 @@ s_choose_vector (PGconn *conn, int dim, s_vars_t *v, char *err, size_t errlen)
                        "RELEASE SAVEPOINT ef_vector;",
                        "creating pgvector", err, errlen)
         != 0) {
+        if (required) {
+            char why[400];
+            snprintf (why, sizeof why, "%s", err);
+            snprintf (err, errlen,
+                      "vector_type %s: %s (a superuser can run CREATE "
+                      "EXTENSION vector once; or use vector_type real)",
+                      ef_vector_type_name (want), why);
+            return -1;
+        }
         /* Not allowed to create it: real[] works everywhere. */
         if (s_exec_script (conn, "ROLLBACK TO SAVEPOINT ef_vector;",
                            "creating pgvector", err, errlen)
@@ -303,8 +333,9 @@ s_choose_vector (PGconn *conn, int dim, s_vars_t *v, char *err, size_t errlen)
     if (!res)
         return -1;
     if (PQntuples (res) == 1) {
-        snprintf (v->vector, sizeof v->vector, "%s.vector(%d)",
-                  PQgetvalue (res, 0, 0), dim);
+        snprintf (v->vector, sizeof v->vector, "%s.%s(%d)",
+                  PQgetvalue (res, 0, 0),
+                  want == EF_VECTOR_HALFVEC ? "halfvec" : "vector", dim);
         v->vector_check = "";
         v->vector_storage[0] = '\0'; /* pgvector picks its own */
     }
@@ -312,10 +343,21 @@ s_choose_vector (PGconn *conn, int dim, s_vars_t *v, char *err, size_t errlen)
     return 0;
 }
 
+/* The type a stored 'vector_type' setting names. */
+static ef_vector_type_t
+s_stored_type (const char *setting)
+{
+    return strstr (setting, "halfvec(")  ? EF_VECTOR_HALFVEC
+           : strstr (setting, "vector(") ? EF_VECTOR_VECTOR
+                                         : EF_VECTOR_REAL;
+}
+
 /* The body of the migration transaction. Returns 0 or -1 with err. */
 static int
-s_migrate (PGconn *conn, const char *schema, int dim, char *err, size_t errlen)
+s_migrate (PGconn *conn, const char *schema, const ef_schema_opts_t *opts,
+           char *err, size_t errlen)
 {
+    int dim = opts->dim;
     s_vars_t v = {.vector_check = ""};
     char *quoted = ef_pg_ident (conn, schema);
     if (!quoted) {
@@ -420,13 +462,33 @@ s_migrate (PGconn *conn, const char *schema, int dim, char *err, size_t errlen)
         }
         PQclear (res);
         res = NULL;
+        sql = s_expand (
+            "SELECT value FROM ${S}.setting WHERE key = 'vector_type'", &v);
+        if (!sql
+            || !(res = s_exec (conn, sql, 0, NULL, "reading the vector type",
+                               err, errlen)))
+            goto done;
+        free (sql);
+        sql = NULL;
+        const char *type = PQntuples (res) == 1 ? PQgetvalue (res, 0, 0) : "";
+        if (opts->vector_type != EF_VECTOR_AUTO
+            && s_stored_type (type) != opts->vector_type) {
+            snprintf (err, errlen,
+                      "schema \"%s\" stores vectors as %s but vector_type is "
+                      "%s: use another schema, or vector_type %s",
+                      schema, type, ef_vector_type_name (opts->vector_type),
+                      ef_vector_type_name (s_stored_type (type)));
+            goto done;
+        }
+        PQclear (res);
+        res = NULL;
     }
     for (size_t i = 0; i < S_MIGRATIONS; i++) {
         const s_migration_t *m = &s_migrations[i];
         if (m->version <= current)
             continue;
         if (m->version == 1
-            && s_choose_vector (conn, dim, &v, err, errlen) != 0)
+            && s_choose_vector (conn, opts, &v, err, errlen) != 0)
             goto done;
         char what[64];
         snprintf (what, sizeof what, "applying version %d", m->version);
@@ -461,6 +523,15 @@ int
 ef_schema_migrate (PGconn *conn, const char *schema, int dim, char *err,
                    size_t errlen)
 {
+    ef_schema_opts_t opts = {.dim = dim, .vector_type = EF_VECTOR_AUTO};
+    return ef_schema_migrate_opts (conn, schema, &opts, err, errlen);
+}
+
+int
+ef_schema_migrate_opts (PGconn *conn, const char *schema,
+                        const ef_schema_opts_t *opts, char *err, size_t errlen)
+{
+    int dim = opts->dim;
     char scratch[8];
     if (!err || errlen == 0) {
         err = scratch;
@@ -474,7 +545,7 @@ ef_schema_migrate (PGconn *conn, const char *schema, int dim, char *err,
     if (s_exec_script (conn, "BEGIN", "starting the migration", err, errlen)
         != 0)
         return -1;
-    int rc = s_migrate (conn, schema, dim, err, errlen);
+    int rc = s_migrate (conn, schema, opts, err, errlen);
     if (rc == 0)
         rc = s_exec_script (conn, "COMMIT", "committing the migration", err,
                             errlen);

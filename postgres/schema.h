@@ -9,16 +9,28 @@
     The schema is made for one vector dimension, recorded in
     <schema>.setting ('dim'); a start with another dim is refused, because
     every stored vector would be of the wrong size (use another schema).
-    The vector column is pgvector's vector(dim) when that extension can be
-    created at the schema's first migration, else real[] with a CHECK on
-    its length; 'vector_type' in <schema>.setting says which. Writers
-    always send real[]: pgvector's assignment cast converts it.
+    The vector column's type is chosen at the schema's first migration
+    (ef_schema_opts_t.vector_type): real[] with a CHECK on its length,
+    pgvector's vector(dim) or halfvec(dim), or (auto) vector when that
+    extension is installed or can be created, else real[];
+    'vector_type' in <schema>.setting says which. A later start that
+    asks for another type explicitly is refused (use another schema).
+    Writers read the column's type and COPY that type's binary form
+    (postgres/copyenc.h).
 */
 #ifndef EF_SCHEMA_H
 #define EF_SCHEMA_H
 
 #include <libpq-fe.h>
 #include <stddef.h>
+
+#include "postgres/copyenc.h"
+
+/* What the first migration creates and later starts check. */
+typedef struct {
+    int dim;                      /* vector dimension (> 0) */
+    ef_vector_type_t vector_type; /* column type; AUTO picks */
+} ef_schema_opts_t;
 
 /* The newest schema version this build knows. */
 int ef_schema_latest (void);
@@ -31,5 +43,14 @@ int ef_schema_latest (void);
    outside any transaction either way. */
 int ef_schema_migrate (PGconn *conn, const char *schema, int dim, char *err,
                        size_t errlen);
+
+/* ef_schema_migrate with the vector type of opts. Refused (-1 with err)
+   besides: a type pgvector provides when the extension can be neither
+   found nor created, a pgvector type beyond 16,000 dimensions, and an
+   existing schema whose column is of another type than an explicit
+   (not auto) opts->vector_type. */
+int ef_schema_migrate_opts (PGconn *conn, const char *schema,
+                            const ef_schema_opts_t *opts, char *err,
+                            size_t errlen);
 
 #endif

@@ -33,6 +33,9 @@ packages=(
     python3-yaml
     # tests: a foreign ZeroMQ peer (plain and CURVE) on the tcp links
     python3-zmq
+    # tests: pgvector built against PostgreSQL 15 for the tests of the
+    # vector/halfvec types and ANN indexes (tests/pgvector.sh)
+    postgresql-server-dev-15
     # `embedflow graph --png` and `bench --plot` (their tests use them)
     graphviz gnuplot-nox
     # scripts/fuzz.sh: clang with libFuzzer and the sanitizer runtimes

@@ -14,6 +14,8 @@
 #include "rows/uuid7.h"
 
 #define S_DIM 4
+static const ef_schema_opts_t s_opts = {.dim = S_DIM,
+                                        .vector_type = EF_VECTOR_AUTO};
 
 /* A connection to the test database with the schema migrated. */
 static PGconn *
@@ -449,7 +451,7 @@ EF_TEST (db_checkpoint_runlog_beats)
     const char *schema = ef_test_schema ();
     PGconn *c = s_connect (schema);
     EF_REQUIRE (c);
-    ef_runlog_t *log = ef_runlog_new (ef_test_conninfo (), schema, S_DIM);
+    ef_runlog_t *log = ef_runlog_new (ef_test_conninfo (), schema, &s_opts);
     EF_REQUIRE (log);
     char run[37], dead[37], dead2[37];
     uint8_t id[16];
@@ -476,7 +478,7 @@ EF_TEST (db_checkpoint_runlog_beats)
     EF_CHECK (log == NULL);
 
     /* a sweep stuck behind a lock is cancelled when the runlog goes */
-    log = ef_runlog_new (ef_test_conninfo (), schema, S_DIM);
+    log = ef_runlog_new (ef_test_conninfo (), schema, &s_opts);
     EF_REQUIRE (log);
     PGresult *res = s_query (c, schema, "BEGIN", 0, NULL);
     PQclear (res);
@@ -510,7 +512,7 @@ EF_TEST (db_checkpoint_runlog_beats)
 
     /* without a database: logged, never passed on */
     log = ef_runlog_new ("host=127.0.0.1 port=1 dbname=x connect_timeout=2",
-                         schema, S_DIM);
+                         schema, &s_opts);
     EF_REQUIRE (log);
     ef_runlog_beat (log, beat, 1);
     ef_runlog_beat (log, beat, 1);

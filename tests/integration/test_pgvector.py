@@ -1,0 +1,242 @@
+"""pgvector's column types, end to end, on a PostgreSQL that has the
+extension (tests/pgvector.sh; skipped with its message when there is
+none): the values a client uploads are the values stored, bit for bit
+(halfvec: rounded to nearest even, as IEEE 754 says), new rows and
+updates alike; a value halfvec cannot hold is dead-lettered naming the
+row; a nearest-neighbour query finds a row as soon as its upload is
+answered; the bench and its baselines run on every type."""
+import json
+import os
+import random
+import struct
+import subprocess
+
+import pytest
+
+from conftest import EMBEDFLOW_BIN, Database, Embedflow, clean_env, \
+    unique_name
+from helpers import chunk, row, send
+
+PGV_DIR = os.environ.get("EF_TEST_PGVECTOR_DIR", "")
+
+
+def _pgvector_database():
+    skip = os.path.join(PGV_DIR, "skip")
+    if not PGV_DIR or os.path.exists(skip):
+        why = open(skip).read().strip() if PGV_DIR and os.path.exists(skip) \
+            else "EF_TEST_PGVECTOR_DIR is not set (run through ctest)"
+        pytest.skip(why, allow_module_level=True)
+    return (f"host={PGV_DIR}/sock port=5432 user=postgres "
+            f"dbname=postgres")
+
+
+PGV = _pgvector_database()
+DIMS = [384, 768, 1536, 3072]
+
+
+@pytest.fixture(scope="module")
+def pdb():
+    database = Database(PGV)
+    database.rows("CREATE EXTENSION IF NOT EXISTS vector")
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def pschema(request, pdb):
+    name = unique_name(request, prefix="pgv")
+    yield name
+    pdb.rows(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+@pytest.fixture
+def start(pschema):
+    """Starts `embedflow run` on the pgvector server; each one still
+    running at teardown must exit 0 on SIGTERM."""
+    started = []
+
+    def run(vector_type, dim, schema=None, extra=(), ready=True):
+        ef = Embedflow(["run", "--database", PGV,
+                        "--schema", schema or pschema,
+                        "--listen", "127.0.0.1:0", "--writers", "2",
+                        "--dim", str(dim), "--vector_type", vector_type,
+                        *extra])
+        started.append(ef)
+        return ef.wait_ready() if ready else ef
+
+    yield run
+    for ef in started:
+        if ef.alive():
+            assert ef.stop() == 0, ef.log
+
+
+def f32(x):
+    """x as the float4 protobuf carries."""
+    return struct.unpack("<f", struct.pack("<f", x))[0]
+
+
+def edge_vector(dim, seed):
+    """Random floats with the values rounding is decided on up front:
+    halfvec's largest, a tie to even, subnormal halves, tiny floats."""
+    rng = random.Random(seed)
+    v = [rng.uniform(-1.0, 1.0) for _ in range(dim)]
+    edges = [65504.0, -65504.0, 65519.0, 1.0 + 2 ** -11, 1.0 + 3 * 2 ** -11,
+             2 ** -24, 1.5 * 2 ** -25, 2 ** -26, -0.0, 0.1, 1e-3, 3.14159]
+    v[:len(edges)] = edges
+    return [f32(x) for x in v]
+
+
+def stored_bytes(db, schema, vector_type, doc, index):
+    """The stored vector as its type's send function encodes it."""
+    send_fn = f"public.{vector_type}_send"
+    got = db.scalar(
+        f'SELECT {send_fn} (e.vector) FROM "{schema}".chunk c '
+        f'JOIN "{schema}".embedding e USING (id) '
+        f'WHERE c.document_id = %s AND c.chunk_index = %s', (doc, index))
+    return bytes(got) if got is not None else None
+
+
+def expected_bytes(vector_type, values):
+    elem = ">e" if vector_type == "halfvec" else ">f"
+    return struct.pack(">hh", len(values), 0) + b"".join(
+        struct.pack(elem, x) for x in values)
+
+
+@pytest.mark.parametrize("vector_type", ["vector", "halfvec"])
+@pytest.mark.parametrize("dim", DIMS)
+def test_values_round_trip_exactly(start, pdb, pschema, vector_type, dim):
+    ef = start(vector_type, dim)
+    vectors = {(f"d{i // 3}", i % 3): edge_vector(dim, f"{dim}:{i}")
+               for i in range(12)}
+    rows = [row(d, i, dim, vector=v) for (d, i), v in vectors.items()]
+    r = send(ef.target, [chunk(rows[:7], 1), chunk(rows[7:], 2)])
+    assert (r.written, r.dead_lettered) == (12, 0), r
+    column = pdb.scalar(
+        "SELECT format_type (atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = %s::regclass AND attname = 'vector'",
+        (f'"{pschema}".embedding',))
+    assert column == f"{vector_type}({dim})"
+    assert pdb.scalar(f'SELECT value FROM "{pschema}".setting '
+                      f"WHERE key = 'vector_type'") == \
+        f"public.{vector_type}({dim})"
+    for (d, i), v in vectors.items():
+        assert stored_bytes(pdb, pschema, vector_type, d, i) == \
+            expected_bytes(vector_type, v), (d, i)
+
+    # changed vectors go through the staging table (typed like the
+    # column): updated exactly, the others untouched
+    for key in list(vectors)[:4]:
+        vectors[key] = edge_vector(dim, f"{dim}:{key}:again")
+    rows = [row(d, i, dim, vector=v) for (d, i), v in vectors.items()]
+    r = send(ef.target, [chunk(rows, 1)])
+    assert (r.written, r.dead_lettered) == (12, 0), r
+    assert pdb.count(pschema, "embedding") == 12
+    for (d, i), v in vectors.items():
+        assert stored_bytes(pdb, pschema, vector_type, d, i) == \
+            expected_bytes(vector_type, v), (d, i)
+    # halfvec is within its precision of what was sent
+    if vector_type == "halfvec":
+        v = vectors[("d0", 0)]
+        back = struct.unpack(f">{dim}e",
+                             stored_bytes(pdb, pschema, "halfvec", "d0", 0)[4:])
+        assert all(abs(a - b) <= abs(a) * 2 ** -11 + 2 ** -25
+                   for a, b in zip(v, back))
+
+
+def test_halfvec_out_of_range_is_dead_lettered_naming_the_row(
+        start, pdb, pschema):
+    ef = start("halfvec", 8)
+    good = [row("ok", i, 8) for i in range(5)]
+    bad = row("too-big", 0, 8, vector=[0.5, 1.0, 70000.0, 0, 0, 0, 0, 0])
+    r = send(ef.target, [chunk(good[:2] + [bad] + good[2:], 1)])
+    assert (r.received, r.written, r.dead_lettered) == (6, 5, 1), r
+    assert pdb.count(pschema, "embedding") == 5
+    dead = pdb.rows(f'SELECT document_id, reason_code, reason FROM '
+                    f'"{pschema}".dead_letter')
+    assert len(dead) == 1, dead
+    doc, code, reason = dead[0]
+    assert (doc, code) == ("too-big", "bad_row"), dead
+    assert "too-big" in reason and "element 2 is 70000" in reason, reason
+    assert "halfvec" in reason, reason
+
+
+def test_auto_is_vector_and_real_stays_real(start, pdb, pschema):
+    ef = start("auto", 16)
+    r = send(ef.target, [chunk([row("a", 0, 16)], 1)])
+    assert r.written == 1
+    assert pdb.scalar(f'SELECT value FROM "{pschema}".setting '
+                      f"WHERE key = 'vector_type'") == "public.vector(16)"
+    ef.stop()
+
+    other = pschema + "_real"
+    try:
+        ef = start("real", 16, schema=other)
+        v = row("a", 0, 16).vector
+        r = send(ef.target, [chunk([row("a", 0, 16, vector=v)], 1)])
+        assert r.written == 1
+        assert pdb.scalar(f'SELECT value FROM "{other}".setting '
+                          f"WHERE key = 'vector_type'") == "real[]"
+        assert pdb.scalar(f'SELECT vector = %s::real[] FROM '
+                          f'"{other}".embedding', (list(v),)) is True
+    finally:
+        ef.stop()
+        pdb.rows(f'DROP SCHEMA IF EXISTS "{other}" CASCADE')
+
+
+def test_schema_of_another_type_is_refused(start, pdb, pschema):
+    ef = start("vector", 16)
+    assert send(ef.target, [chunk([row("a", 0, 16)], 1)]).written == 1
+    ef.stop()
+    ef = start("halfvec", 16, ready=False)
+    ef.wait_for_line(r"stores vectors as public\.vector\(16\) but "
+                     r"vector_type is halfvec: use another schema")
+    assert ef.proc.wait(30) == 1
+    # auto takes whatever the schema has
+    ef = start("auto", 16)
+
+
+def test_nearest_neighbour_finds_a_row_as_soon_as_it_is_answered(
+        start, pdb, pschema):
+    dim = 768
+    ef = start("vector", dim)
+    rng = random.Random(7)
+    background = [row(f"bg{i}", 0, dim,
+                      vector=[rng.gauss(0, 1) for _ in range(dim)])
+                  for i in range(300)]
+    assert send(ef.target, [chunk(background, 1)]).written == 300
+    target = [rng.gauss(0, 1) for _ in range(dim)]
+    assert send(ef.target, [chunk([row("needle", 0, dim, vector=target)],
+                                  1)]).written == 1
+    # at once: the UploadResult means committed
+    query = "[" + ",".join(repr(f32(x)) for x in target) + "]"
+    found = pdb.rows(
+        f'SELECT c.document_id FROM "{pschema}".embedding e '
+        f'JOIN "{pschema}".chunk c USING (id) '
+        f'ORDER BY e.vector OPERATOR(public.<=>) %s::public.vector LIMIT 10',
+        (query,))
+    assert found[0][0] == "needle", found
+
+
+@pytest.mark.parametrize("vector_type", ["vector", "halfvec"])
+def test_bench_runs_on_every_type(pdb, tmp_path, vector_type):
+    out = tmp_path / "bench.json"
+    p = subprocess.run(
+        [EMBEDFLOW_BIN, "bench", "--database", PGV, "--rows", "600",
+         "--dim", "32", "--runs", "1", "--writers", "1", "--row-rows", "80",
+         "--chunk-rows", "100", "--batch-rows", "200", "--upsert-ratio",
+         "0.25", "--vector_type", vector_type, "--json", str(out)],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=600, env=clean_env())
+    assert p.returncode == 0, p.stdout + p.stderr
+    doc = json.loads(out.read_text())
+    names = {r["contender"] for r in doc["results"]}
+    assert {"copy", "staged", "row", "embedflow"} <= names, names
+    for schema, rows in (("embedflow_bench_copy", 600),
+                         ("embedflow_bench_staged", 600),
+                         ("embedflow_bench_row", 80),
+                         ("embedflow_bench_pipeline", 600)):
+        assert pdb.scalar(
+            "SELECT format_type (atttypid, atttypmod) FROM pg_attribute "
+            "WHERE attrelid = %s::regclass AND attname = 'vector'",
+            (f"{schema}.embedding",)) == f"{vector_type}(32)"
+        assert pdb.count(schema, "embedding") == rows, schema
