@@ -88,6 +88,7 @@ int ef_cmd_keygen (int argc, char **argv);
 int ef_cmd_check (int argc, char **argv);
 int ef_cmd_config (int argc, char **argv);
 int ef_cmd_completion (int argc, char **argv);
+int ef_cmd_index (int argc, char **argv);
 
 /* One subcommand: its name, its entry point (argv[0] is the command's
    name) and what `embedflow help` says of it (lines joined by \n). */

@@ -39,6 +39,9 @@ const ef_command_t ef_commands[] = {
     {"config", ef_cmd_config,
      "print the effective configuration as YAML, defaults included,\n"
      "secrets masked"},
+    {"index", ef_cmd_index,
+     "show the schema's ANN index (pgvector) against the configured\n"
+     "one; --apply rebuilds it as configured"},
     {"completion", ef_cmd_completion,
      "print a bash completion script: source <(embedflow completion bash)"},
     {"version", s_cmd_version, "print the version"},

@@ -41,6 +41,21 @@ const ef_option_t ef_globals_options[] = {
      "(pgvector's vector when the extension is installed or can be "
      "created, else real), vector, halfvec (pgvector, 2 bytes an "
      "element) or real (real[])"},
+    {"index.method", EF_OPT_STRING, "none",
+     offsetof (ef_globals_t, index_method), 0, 0,
+     "ANN index on the vectors (pgvector): none, hnsw or ivfflat. Made "
+     "with a new schema; a change on an existing one is reported at start "
+     "and applied by `embedflow index --apply`"},
+    {"index.metric", EF_OPT_STRING, "cosine",
+     offsetof (ef_globals_t, index_metric), 0, 0,
+     "distance the index serves: cosine (<=>), l2 (<->) or ip (<#>)"},
+    {"index.m", EF_OPT_INT, "16", offsetof (ef_globals_t, index_m), 2, 100,
+     "hnsw: links per node"},
+    {"index.ef_construction", EF_OPT_INT, "64",
+     offsetof (ef_globals_t, index_ef_construction), 4, 1000,
+     "hnsw: candidates kept while building (at least 2 x index.m)"},
+    {"index.lists", EF_OPT_INT, "100", offsetof (ef_globals_t, index_lists), 1,
+     32768, "ivfflat: inverted lists (rows / 1000 is a start)"},
     {"verbose", EF_OPT_BOOL, "false", offsetof (ef_globals_t, verbose), 0, 0,
      "log debug detail"},
     {"log_format", EF_OPT_STRING, "text", offsetof (ef_globals_t, log_format),
@@ -77,6 +92,34 @@ ef_globals_check (const ef_globals_t *g, char *err, size_t errlen)
                   g->vector_type, EF_VECTOR_MAX_DIM, g->dim);
         return -1;
     }
+    ef_index_opts_t ix;
+    if (ef_index_method_parse (g->index_method, &ix.method) != 0) {
+        snprintf (err, errlen,
+                  "index.method: '%s' is not none, hnsw or ivfflat",
+                  g->index_method ? g->index_method : "");
+        return -1;
+    }
+    if (ef_index_metric_parse (g->index_metric, &ix.metric) != 0) {
+        snprintf (err, errlen, "index.metric: '%s' is not cosine, l2 or ip",
+                  g->index_metric ? g->index_metric : "");
+        return -1;
+    }
+    if (ix.method == EF_INDEX_HNSW
+        && g->index_ef_construction < 2 * g->index_m) {
+        snprintf (err, errlen,
+                  "index.ef_construction: %" PRId64
+                  " is less than 2 x index.m (%" PRId64 "), which pgvector "
+                  "refuses",
+                  g->index_ef_construction, g->index_m);
+        return -1;
+    }
+    /* auto is judged when the schema is made: it may become real[] */
+    char why[256];
+    if (type != EF_VECTOR_AUTO
+        && ef_index_fits (&ix, type, (int) g->dim, why, sizeof why) != 0) {
+        snprintf (err, errlen, "%s", why);
+        return -1;
+    }
     return 0;
 }
 
@@ -87,4 +130,11 @@ ef_globals_schema_opts (const ef_globals_t *g, ef_schema_opts_t *opts)
     opts->dim = (int) g->dim;
     if (ef_vector_type_parse (g->vector_type, &opts->vector_type) != 0)
         opts->vector_type = EF_VECTOR_AUTO;
+    if (ef_index_method_parse (g->index_method, &opts->index.method) != 0)
+        opts->index.method = EF_INDEX_NONE;
+    if (ef_index_metric_parse (g->index_metric, &opts->index.metric) != 0)
+        opts->index.metric = EF_METRIC_COSINE;
+    opts->index.m = (int) g->index_m;
+    opts->index.ef_construction = (int) g->index_ef_construction;
+    opts->index.lists = (int) g->index_lists;
 }

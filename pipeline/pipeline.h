@@ -26,6 +26,11 @@ typedef struct {
     char *api_server;           /* CacheService HOST:PORT; NULL or "" = none */
     int64_t max_inflight_bytes; /* the process's budget (budget.h) */
     char *vector_type;          /* auto, vector, halfvec or real */
+    char *index_method;         /* index.method: none, hnsw, ivfflat */
+    char *index_metric;         /* index.metric: cosine, l2, ip */
+    int64_t index_m;            /* index.m (hnsw) */
+    int64_t index_ef_construction; /* index.ef_construction (hnsw) */
+    int64_t index_lists;           /* index.lists (ivfflat) */
 } ef_globals_t;
 
 extern const ef_option_t ef_globals_options[];

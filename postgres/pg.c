@@ -7,6 +7,7 @@
 #include "postgres/schema.h"
 
 #include <ctype.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -566,6 +567,31 @@ ef_pg_ident (PGconn *conn, const char *name)
     return copy;
 }
 
+/* Warns, once per process, when the schema's ANN index is not the
+   configured one: applying it rebuilds the index over every row, which
+   is for an operator to start (embedflow index --apply), not a start. */
+static void
+s_report_index_drift (PGconn *conn, const char *schema,
+                      const ef_index_opts_t *want)
+{
+    static atomic_bool reported;
+    char stored[128], err[512], described[128];
+    if (atomic_load (&reported)
+        || ef_schema_index_drift (conn, schema, want, stored, sizeof stored,
+                                  err, sizeof err)
+               != 1
+        || atomic_exchange (&reported, true))
+        return;
+    ef_index_describe (want, described, sizeof described);
+    ef_warn_kv (EF_KV (EF_KV_STR ("schema", schema),
+                       EF_KV_STR ("index", stored),
+                       EF_KV_STR ("configured", described)),
+                "schema \"%s\": the index is %s but the configuration says "
+                "%s: not applied at start; `embedflow index --apply` "
+                "(with this configuration) rebuilds it",
+                schema, stored, described);
+}
+
 PGconn *
 ef_pg_open_for_actor (ef_actor_t *actor)
 {
@@ -584,5 +610,6 @@ ef_pg_open_for_actor (ef_actor_t *actor)
         PQfinish (conn);
         return NULL;
     }
+    s_report_index_drift (conn, g->schema, &opts.index);
     return conn;
 }

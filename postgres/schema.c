@@ -352,6 +352,149 @@ s_stored_type (const char *setting)
                                          : EF_VECTOR_REAL;
 }
 
+/* --- the ANN index -------------------------------------------------------- */
+
+static const char *s_methods[] = {"none", "hnsw", "ivfflat"};
+static const char *s_metrics[] = {"cosine", "l2", "ip"};
+
+#define S_INDEX     "embedding_vector_idx"     /* the index's name */
+#define S_INDEX_NEW "embedding_vector_idx_new" /* while apply builds it */
+
+void
+ef_index_describe (const ef_index_opts_t *ix, char *out, size_t len)
+{
+    if (ix->method == EF_INDEX_HNSW)
+        snprintf (out, len, "hnsw %s m=%d ef_construction=%d",
+                  s_metrics[ix->metric], ix->m, ix->ef_construction);
+    else if (ix->method == EF_INDEX_IVFFLAT)
+        snprintf (out, len, "ivfflat %s lists=%d", s_metrics[ix->metric],
+                  ix->lists);
+    else
+        snprintf (out, len, "none");
+}
+
+int
+ef_index_method_parse (const char *text, ef_index_method_t *method)
+{
+    for (int i = 0; text && i < 3; i++)
+        if (strcmp (text, s_methods[i]) == 0) {
+            *method = (ef_index_method_t) i;
+            return 0;
+        }
+    return -1;
+}
+
+int
+ef_index_metric_parse (const char *text, ef_index_metric_t *metric)
+{
+    for (int i = 0; text && i < 3; i++)
+        if (strcmp (text, s_metrics[i]) == 0) {
+            *metric = (ef_index_metric_t) i;
+            return 0;
+        }
+    return -1;
+}
+
+int
+ef_index_fits (const ef_index_opts_t *ix, ef_vector_type_t type, int dim,
+               char *why, size_t whylen)
+{
+    if (ix->method == EF_INDEX_NONE)
+        return 0;
+    const char *method = s_methods[ix->method];
+    if (type == EF_VECTOR_REAL) {
+        snprintf (why, whylen,
+                  "index.method %s needs pgvector's vector or halfvec, and "
+                  "the vectors are real[]: use vector_type vector or "
+                  "halfvec on a server with pgvector, or index.method none",
+                  method);
+        return -1;
+    }
+    bool half = type == EF_VECTOR_HALFVEC;
+    int limit = half ? EF_HALFVEC_MAX_INDEX_DIM : EF_VECTOR_MAX_INDEX_DIM;
+    if (dim > limit) {
+        snprintf (why, whylen,
+                  "index.method %s: pgvector indexes %s of up to %d "
+                  "dimensions and dim is %d: %s",
+                  method, half ? "halfvec" : "vector", limit, dim,
+                  !half && dim <= EF_HALFVEC_MAX_INDEX_DIM
+                      ? "use vector_type halfvec (up to 4000), or "
+                        "index.method none"
+                      : "use index.method none");
+        return -1;
+    }
+    return 0;
+}
+
+/* The vector column's type name ("vector", "halfvec", "_float4") and
+   the quoted schema of pgvector's operator classes ("" without the
+   extension). Returns 0 or -1 with err. */
+static int
+s_vector_column (PGconn *conn, const char *quoted, char *typname, size_t tlen,
+                 char *ns, size_t nslen, char *err, size_t errlen)
+{
+    char table[300];
+    snprintf (table, sizeof table, "%s.embedding", quoted);
+    const char *params[] = {table};
+    PGresult *res = s_exec (
+        conn,
+        "SELECT t.typname, coalesce ((SELECT quote_ident (n.nspname)"
+        "   FROM pg_extension e JOIN pg_namespace n"
+        "     ON n.oid = e.extnamespace WHERE e.extname = 'vector'), '')"
+        " FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid"
+        " WHERE a.attrelid = $1::regclass AND a.attname = 'vector'",
+        1, params, "reading the vector column", err, errlen);
+    if (!res)
+        return -1;
+    if (PQntuples (res) != 1) {
+        PQclear (res);
+        snprintf (err, errlen, "%s has no column \"vector\"", table);
+        return -1;
+    }
+    snprintf (typname, tlen, "%s", PQgetvalue (res, 0, 0));
+    snprintf (ns, nslen, "%s", PQgetvalue (res, 0, 1));
+    PQclear (res);
+    return 0;
+}
+
+/* The type a catalog type name stands for. */
+static ef_vector_type_t
+s_typname_type (const char *typname)
+{
+    return strcmp (typname, "vector") == 0    ? EF_VECTOR_VECTOR
+           : strcmp (typname, "halfvec") == 0 ? EF_VECTOR_HALFVEC
+                                              : EF_VECTOR_REAL;
+}
+
+/* Creates index `name` on quoted.embedding as ix says (not NONE), after
+   checking pgvector can index the column. Returns 0 or -1 with err. */
+static int
+s_create_index (PGconn *conn, const char *quoted, const char *name, int dim,
+                const ef_index_opts_t *ix, bool concurrently, char *err,
+                size_t errlen)
+{
+    char typname[64], ns[160];
+    if (s_vector_column (conn, quoted, typname, sizeof typname, ns, sizeof ns,
+                         err, errlen)
+        != 0)
+        return -1;
+    if (ef_index_fits (ix, s_typname_type (typname), dim, err, errlen) != 0)
+        return -1;
+    char with[96];
+    if (ix->method == EF_INDEX_HNSW)
+        snprintf (with, sizeof with, "m = %d, ef_construction = %d", ix->m,
+                  ix->ef_construction);
+    else
+        snprintf (with, sizeof with, "lists = %d", ix->lists);
+    char sql[1024];
+    snprintf (sql, sizeof sql,
+              "CREATE INDEX %s%s ON %s.embedding USING %s"
+              " (vector %s.%s_%s_ops) WITH (%s)",
+              concurrently ? "CONCURRENTLY " : "", name, quoted,
+              s_methods[ix->method], ns, typname, s_metrics[ix->metric], with);
+    return s_exec_script (conn, sql, "creating the ANN index", err, errlen);
+}
+
 /* The body of the migration transaction. Returns 0 or -1 with err. */
 static int
 s_migrate (PGconn *conn, const char *schema, const ef_schema_opts_t *opts,
@@ -509,6 +652,26 @@ s_migrate (PGconn *conn, const char *schema, const ef_schema_opts_t *opts,
         free (sql);
         sql = NULL;
     }
+    /* A new schema gets its index with its (empty) tables; an existing
+       one keeps what it has: rebuilding an index over many rows is for
+       ef_schema_index_apply, never a side effect of a start. */
+    if (current == 0) {
+        char described[128];
+        ef_index_describe (&opts->index, described, sizeof described);
+        if (opts->index.method != EF_INDEX_NONE
+            && s_create_index (conn, quoted, S_INDEX, dim, &opts->index, false,
+                               err, errlen)
+                   != 0)
+            goto done;
+        sql = s_expand ("INSERT INTO ${S}.setting (key, value)"
+                        "  VALUES ('index', $1)",
+                        &v);
+        const char *params[] = {described};
+        if (!sql
+            || !(res = s_exec (conn, sql, 1, params, "recording the index", err,
+                               errlen)))
+            goto done;
+    }
     rc = 0;
 done:
     if (rc != 0 && !*err)
@@ -560,5 +723,122 @@ ef_schema_migrate_opts (PGconn *conn, const char *schema,
             free (why);
         }
     }
+    return rc;
+}
+
+/* Reads the 'index' setting into out ("none" when absent). Returns 0 or
+   -1 with err. */
+static int
+s_stored_index (PGconn *conn, const char *quoted, char *out, size_t len,
+                char *err, size_t errlen)
+{
+    char sql[300];
+    snprintf (sql, sizeof sql,
+              "SELECT value FROM %s.setting WHERE key = 'index'", quoted);
+    PGresult *res =
+        s_exec (conn, sql, 0, NULL, "reading the index setting", err, errlen);
+    if (!res)
+        return -1;
+    snprintf (out, len, "%s",
+              PQntuples (res) == 1 ? PQgetvalue (res, 0, 0) : "none");
+    PQclear (res);
+    return 0;
+}
+
+int
+ef_schema_index_drift (PGconn *conn, const char *schema,
+                       const ef_index_opts_t *want, char *stored,
+                       size_t storedlen, char *err, size_t errlen)
+{
+    char *quoted = ef_pg_ident (conn, schema);
+    if (!quoted) {
+        snprintf (err, errlen, "schema name \"%s\" cannot be quoted", schema);
+        return -1;
+    }
+    int rc = s_stored_index (conn, quoted, stored, storedlen, err, errlen);
+    free (quoted);
+    if (rc != 0)
+        return -1;
+    char described[128];
+    ef_index_describe (want, described, sizeof described);
+    return strcmp (stored, described) != 0 ? 1 : 0;
+}
+
+int
+ef_schema_index_apply (PGconn *conn, const char *schema,
+                       const ef_index_opts_t *want, char *err, size_t errlen)
+{
+    char *quoted = ef_pg_ident (conn, schema);
+    if (!quoted) {
+        snprintf (err, errlen, "schema name \"%s\" cannot be quoted", schema);
+        return -1;
+    }
+    char key[32], lock_name[120];
+    snprintf (lock_name, sizeof lock_name, "%.100s/index", schema);
+    snprintf (key, sizeof key, "%" PRId64, s_lock_key (lock_name));
+    const char *key_p[] = {key};
+    char sql[600], described[128], dim[16] = "";
+    ef_index_describe (want, described, sizeof described);
+    int rc = -1;
+    bool locked = false;
+    PGresult *res = s_exec (conn, "SELECT pg_advisory_lock ($1::bigint)", 1,
+                            key_p, "locking the index", err, errlen);
+    if (!res)
+        goto done;
+    PQclear (res);
+    locked = true;
+    snprintf (sql, sizeof sql, "SELECT value FROM %s.setting WHERE key = 'dim'",
+              quoted);
+    if (!(res = s_exec (conn, sql, 0, NULL, "reading the dimension", err,
+                        errlen)))
+        goto done;
+    if (PQntuples (res) == 1)
+        snprintf (dim, sizeof dim, "%s", PQgetvalue (res, 0, 0));
+    PQclear (res);
+    /* an earlier apply that failed half-way may have left its new index */
+    snprintf (sql, sizeof sql, "DROP INDEX IF EXISTS %s." S_INDEX_NEW, quoted);
+    if (s_exec_script (conn, sql, "dropping a half-built index", err, errlen)
+        != 0)
+        goto done;
+    if (want->method != EF_INDEX_NONE
+        && s_create_index (conn, quoted, S_INDEX_NEW, atoi (dim), want, true,
+                           err, errlen)
+               != 0)
+        goto done;
+    /* the swap: a moment's lock on the table, never a time without the
+       old or the new index */
+    char rename[300] = "";
+    if (want->method != EF_INDEX_NONE)
+        snprintf (rename, sizeof rename,
+                  "ALTER INDEX %s." S_INDEX_NEW " RENAME TO " S_INDEX ";",
+                  quoted);
+    snprintf (sql, sizeof sql,
+              "BEGIN;"
+              "DROP INDEX IF EXISTS %1$s." S_INDEX ";"
+              "%2$s"
+              "INSERT INTO %1$s.setting (key, value) VALUES ('index', '%3$s')"
+              "  ON CONFLICT (key) DO UPDATE SET value = excluded.value;"
+              "COMMIT",
+              quoted, rename, described);
+    if (s_exec_script (conn, sql, "swapping the index", err, errlen) != 0) {
+        res = PQexec (conn, "ROLLBACK");
+        PQclear (res);
+        goto done;
+    }
+    rc = 0;
+done:
+    if (locked) {
+        res = PQexecParams (conn, "SELECT pg_advisory_unlock ($1::bigint)", 1,
+                            NULL, key_p, NULL, NULL, 0);
+        PQclear (res);
+    }
+    if (rc != 0 && strncmp (err, "schema \"", 8) != 0) {
+        char *why = strdup (err);
+        if (why) {
+            snprintf (err, errlen, "schema \"%s\": %s", schema, why);
+            free (why);
+        }
+    }
+    free (quoted);
     return rc;
 }

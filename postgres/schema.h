@@ -26,11 +26,50 @@
 
 #include "postgres/copyenc.h"
 
+/* The ANN index on embedding.vector (pgvector's HNSW or IVFFlat). */
+typedef enum {
+    EF_INDEX_NONE,    /* no index: exact scans */
+    EF_INDEX_HNSW,    /* graph index: m, ef_construction */
+    EF_INDEX_IVFFLAT, /* inverted lists: lists */
+} ef_index_method_t;
+
+/* The distance the index serves (the query's operator must match). */
+typedef enum {
+    EF_METRIC_COSINE, /* <=>, *_cosine_ops */
+    EF_METRIC_L2,     /* <->, *_l2_ops */
+    EF_METRIC_IP,     /* <#>, *_ip_ops */
+} ef_index_metric_t;
+
+typedef struct {
+    ef_index_method_t method; /* none, hnsw, ivfflat */
+    ef_index_metric_t metric; /* operator class */
+    int m;                    /* hnsw: links per node (2..100) */
+    int ef_construction;      /* hnsw: candidate list (4..1000, >= 2m) */
+    int lists;                /* ivfflat: inverted lists (1..32768) */
+} ef_index_opts_t;
+
 /* What the first migration creates and later starts check. */
 typedef struct {
     int dim;                      /* vector dimension (> 0) */
     ef_vector_type_t vector_type; /* column type; AUTO picks */
+    ef_index_opts_t index;        /* made with the tables */
 } ef_schema_opts_t;
+
+/* The index's canonical description, as <schema>.setting 'index' keeps
+   it: "none", "hnsw cosine m=16 ef_construction=64", "ivfflat l2
+   lists=100". */
+void ef_index_describe (const ef_index_opts_t *index, char *out, size_t len);
+
+/* Parses "none"/"hnsw"/"ivfflat" and "cosine"/"l2"/"ip". Return 0, -1
+   when text is none of them. */
+int ef_index_method_parse (const char *text, ef_index_method_t *method);
+int ef_index_metric_parse (const char *text, ef_index_metric_t *metric);
+
+/* Whether pgvector can index dim dimensions of type with method.
+   Returns 0, or -1 with why (the limit and what to do instead). AUTO is
+   judged as vector, the type it picks when it can index at all. */
+int ef_index_fits (const ef_index_opts_t *index, ef_vector_type_t type, int dim,
+                   char *why, size_t whylen);
 
 /* The newest schema version this build knows. */
 int ef_schema_latest (void);
@@ -52,5 +91,25 @@ int ef_schema_migrate (PGconn *conn, const char *schema, int dim, char *err,
 int ef_schema_migrate_opts (PGconn *conn, const char *schema,
                             const ef_schema_opts_t *opts, char *err,
                             size_t errlen);
+
+/* The index a migrated schema has (its 'index' setting; "none" for a
+   schema older than the setting) into stored, and whether it differs
+   from want: 1 differs, 0 same, -1 with err on a database error. The
+   migration never changes an existing schema's index: a difference is
+   for the caller to report, and ef_schema_index_apply to apply. */
+int ef_schema_index_drift (PGconn *conn, const char *schema,
+                           const ef_index_opts_t *want, char *stored,
+                           size_t storedlen, char *err, size_t errlen);
+
+/* Rebuilds the ANN index of a migrated schema as want says: builds the
+   new one beside the old (CREATE INDEX CONCURRENTLY: writes and queries
+   go on), then swaps them and records the setting in one transaction.
+   One apply at a time per schema (an advisory lock). conn must be
+   outside a transaction. Returns 0, or -1 with err (the vector type or
+   dimension pgvector cannot index, a database error; a half-built new
+   index is dropped by the next apply). */
+int ef_schema_index_apply (PGconn *conn, const char *schema,
+                           const ef_index_opts_t *want, char *err,
+                           size_t errlen);
 
 #endif

@@ -240,3 +240,142 @@ def test_bench_runs_on_every_type(pdb, tmp_path, vector_type):
             "WHERE attrelid = %s::regclass AND attname = 'vector'",
             (f"{schema}.embedding",)) == f"{vector_type}(32)"
         assert pdb.count(schema, "embedding") == rows, schema
+
+
+def index_def(db, schema):
+    """(access method, operator class, its options as indexdef shows
+    them) of the schema's ANN index, or None."""
+    rows = db.rows(
+        "SELECT am.amname, opc.opcname,"
+        " array_to_string (c.reloptions, ', ') FROM pg_index i "
+        "JOIN pg_class c ON c.oid = i.indexrelid "
+        "JOIN pg_am am ON am.oid = c.relam "
+        "JOIN pg_opclass opc ON opc.oid = i.indclass[0] "
+        "WHERE i.indrelid = %s::regclass "
+        "AND c.relname = 'embedding_vector_idx'",
+        (f'"{schema}".embedding',))
+    return rows[0] if rows else None
+
+
+@pytest.mark.parametrize("vector_type,dim,flags,am,opclass,options", [
+    ("vector", 768, ["--index.method", "hnsw", "--index.m", "24",
+                     "--index.ef_construction", "80"],
+     "hnsw", "vector_cosine_ops", "m=24, ef_construction=80"),
+    ("halfvec", 3072, ["--index.method", "hnsw", "--index.metric", "ip"],
+     "hnsw", "halfvec_ip_ops", "m=16, ef_construction=64"),
+    ("vector", 384, ["--index.method", "ivfflat", "--index.metric", "l2",
+                     "--index.lists", "7"],
+     "ivfflat", "vector_l2_ops", "lists=7"),
+])
+def test_index_is_made_as_configured(start, pdb, pschema, vector_type, dim,
+                                     flags, am, opclass, options):
+    ef = start(vector_type, dim, extra=flags)
+    rng = random.Random(3)
+    rows = [row(f"r{i}", 0, dim, vector=[rng.gauss(0, 1) for _ in range(dim)])
+            for i in range(40)]
+    assert send(ef.target, [chunk(rows, 1)]).written == 40
+    got = index_def(pdb, pschema)
+    assert got is not None
+    assert got[0] == am
+    assert got == (am, opclass, options)
+    # the nearest neighbour of a stored vector is itself, through the index
+    op = {"cosine_ops": "<=>", "ip_ops": "<#>", "l2_ops": "<->"}[
+        opclass.split("_", 1)[1]]
+    query = "[" + ",".join(repr(f32(x)) for x in rows[17].vector) + "]"
+    with pdb.conn.cursor() as cur:
+        cur.execute("BEGIN")
+        cur.execute("SET LOCAL enable_seqscan = off")
+        if am == "ivfflat":
+            cur.execute("SET LOCAL ivfflat.probes = 7")
+        sql = (f'SELECT c.document_id FROM "{pschema}".embedding e '
+               f'JOIN "{pschema}".chunk c USING (id) ORDER BY e.vector '
+               f'OPERATOR(public.{op}) %s::public.{vector_type} LIMIT 10')
+        cur.execute("EXPLAIN " + sql, (query,))
+        plan = "\n".join(r[0] for r in cur.fetchall())
+        assert "embedding_vector_idx" in plan, plan
+        cur.execute(sql, (query,))
+        found = [r[0] for r in cur.fetchall()]
+        cur.execute("COMMIT")
+    assert found[0] == "r17", found
+
+
+def test_a_changed_index_is_reported_and_applied_only_on_demand(
+        start, pdb, pschema, tmp_path):
+    hnsw = ["--index.method", "hnsw"]
+    ef = start("vector", 64, extra=hnsw)
+    rows = [row(f"r{i}", 0, 64) for i in range(50)]
+    assert send(ef.target, [chunk(rows, 1)]).written == 50
+    assert ef.stop() == 0
+    assert index_def(pdb, pschema)[0] == "hnsw"
+
+    ivf = ["--index.method", "ivfflat", "--index.lists", "5"]
+    ef = start("vector", 64, extra=ivf)
+    ef.wait_for_line(
+        rf'schema "{pschema}": the index is hnsw cosine m=16 '
+        r"ef_construction=64 but the configuration says ivfflat cosine "
+        r"lists=5: not applied at start; `embedflow index --apply`")
+    assert send(ef.target, [chunk(rows[:5], 1)]).written == 5
+    assert ef.stop() == 0
+    assert ef.log.count("not applied at start") == 1, ef.log
+    assert index_def(pdb, pschema)[0] == "hnsw"       # untouched
+
+    def index_cmd(*args):
+        return subprocess.run(
+            [EMBEDFLOW_BIN, "index", "--database", PGV, "--schema", pschema,
+             "--dim", "64", *args], stdin=subprocess.DEVNULL,
+            capture_output=True, text=True, timeout=120, env=clean_env())
+
+    p = index_cmd(*ivf)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == [
+        f"schema {pschema}: index hnsw cosine m=16 ef_construction=64",
+        "configured: ivfflat cosine lists=5",
+        "differs: `embedflow index --apply` (with this configuration) "
+        "rebuilds it"]
+    assert index_def(pdb, pschema)[0] == "hnsw"
+
+    p = index_cmd("--apply", *ivf)
+    assert p.returncode == 0, p.stderr
+    assert "index hnsw cosine m=16 ef_construction=64 -> ivfflat cosine " \
+        "lists=5" in p.stdout
+    assert index_def(pdb, pschema) == ("ivfflat", "vector_cosine_ops",
+                                       "lists=5")
+    # one index, the new one under the usual name
+    assert pdb.scalar("SELECT count(*) FROM pg_indexes WHERE schemaname = %s "
+                      "AND indexdef LIKE '%%(vector %%'", (pschema,)) == 1
+
+    ef = start("vector", 64, extra=ivf)
+    assert send(ef.target, [chunk(rows[:5], 1)]).written == 5
+    assert ef.stop() == 0
+    assert "not applied at start" not in ef.log
+
+    p = index_cmd("--apply", *ivf)
+    assert p.returncode == 0 and "nothing to do" in p.stdout, p.stdout
+    p = index_cmd("--apply", "--index.method", "none")
+    assert p.returncode == 0, p.stderr
+    assert index_def(pdb, pschema) is None
+    assert pdb.scalar(f'SELECT value FROM "{pschema}".setting '
+                      f"WHERE key = 'index'") == "none"
+
+
+def test_an_index_pgvector_cannot_make_is_refused(start, pdb, pschema):
+    # explicit types: before anything starts
+    for vector_type, dim, hint in (
+            ("vector", 3072, "use vector_type halfvec (up to 4000), or "
+             "index.method none"),
+            ("halfvec", 4096, "use index.method none")):
+        p = subprocess.run(
+            [EMBEDFLOW_BIN, "run", "--database", PGV, "--schema", pschema,
+             "--dim", str(dim), "--vector_type", vector_type,
+             "--index.method", "hnsw"], stdin=subprocess.DEVNULL,
+            capture_output=True, text=True, timeout=60, env=clean_env())
+        assert p.returncode == 2, p.stderr
+        assert f"pgvector indexes {vector_type} of up to" in p.stderr
+        assert hint in p.stderr, p.stderr
+    # auto is judged when the schema is made, and nothing is left made
+    ef = start("auto", 2500, extra=["--index.method", "hnsw"], ready=False)
+    ef.wait_for_line(r"pgvector indexes vector of up to 2000 dimensions "
+                     r"and dim is 2500")
+    assert ef.proc.wait(30) == 1
+    assert pdb.scalar("SELECT count(*) FROM pg_namespace WHERE nspname = %s",
+                      (pschema,)) == 0

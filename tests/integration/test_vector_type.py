@@ -56,3 +56,22 @@ def test_an_unknown_vector_type_is_a_usage_error(schema):
                     "--vector_type", "halfvec"])
     ef.wait_for_line(r"vector_type: halfvec holds at most 16000 dimensions")
     assert ef.proc.wait(30) == 2
+
+
+def test_an_index_without_pgvector_is_refused(db, schema):
+    if _has_pgvector(db):
+        pytest.skip("this test server has pgvector")
+    ef = Embedflow(["run", "--database", DATABASE, "--schema", schema,
+                    "--listen", "127.0.0.1:0", "--dim", "8",
+                    "--index.method", "hnsw"])
+    ef.wait_for_line(r"index.method hnsw needs pgvector's vector or halfvec, "
+                     r"and the vectors are real\[\]")
+    assert ef.proc.wait(30) == 1
+    assert db.scalar("SELECT count(*) FROM pg_namespace WHERE nspname = %s",
+                     (schema,)) == 0
+    # explicit real: refused before anything starts
+    ef = Embedflow(["run", "--database", DATABASE, "--schema", schema,
+                    "--listen", "127.0.0.1:0", "--dim", "8",
+                    "--vector_type", "real", "--index.method", "ivfflat"])
+    ef.wait_for_line(r"config index.method ivfflat needs pgvector's vector")
+    assert ef.proc.wait(30) == 2
