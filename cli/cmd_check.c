@@ -433,6 +433,20 @@ s_check_schema (s_check_t *c, PGconn *conn)
                   dim, want);
         return;
     }
+    ef_schema_opts_t opts;
+    ef_globals_schema_opts (g, &opts);
+    ef_vector_type_t stored = strstr (vector, "halfvec(")  ? EF_VECTOR_HALFVEC
+                              : strstr (vector, "vector(") ? EF_VECTOR_VECTOR
+                                                           : EF_VECTOR_REAL;
+    if (vector[0] && opts.vector_type != EF_VECTOR_AUTO
+        && opts.vector_type != stored) {
+        s_report (c, EF_EXIT_USAGE, what,
+                  "stores vectors as %s but vector_type is %s: use another "
+                  "schema, or vector_type %s",
+                  vector, ef_vector_type_name (opts.vector_type),
+                  ef_vector_type_name (stored));
+        return;
+    }
     if (version < latest && !create_schema)
         s_report (c, EF_EXIT_FAIL, what,
                   "at version %d of %d, and user %s may not create tables "
@@ -445,6 +459,18 @@ s_check_schema (s_check_t *c, PGconn *conn)
     else
         s_report (c, EF_EXIT_OK, what, "at version %d, this embedflow's%s%s",
                   version, vector[0] ? "; vectors stored as " : "", vector);
+    char index[128], err[512];
+    if (has_setting && version >= 1
+        && ef_schema_index_drift (conn, g->schema, &opts.index, index,
+                                  sizeof index, err, sizeof err)
+               == 1) {
+        char described[128];
+        ef_index_describe (&opts.index, described, sizeof described);
+        s_report (c, -1, "index",
+                  "the schema's is %s, the configuration says %s: `embedflow "
+                  "index --apply` rebuilds it (a start does not)",
+                  index, described);
+    }
 }
 
 /* Whether pgvector is installed or could be: information, as no key
@@ -468,10 +494,27 @@ s_check_pgvector (s_check_t *c, PGconn *conn)
                   "available (version %s), not installed: a new schema "
                   "creates it and stores vector(dim) when its user may",
                   PQgetvalue (res, 0, 1));
-    else
-        s_report (c, -1, "pgvector",
-                  "not available in this database: vectors are stored as "
-                  "real[]");
+    else {
+        /* only a schema still to be made needs it: an existing one keeps
+           its type, and its schema line says which */
+        const ef_globals_t *g = c->cli->globals;
+        ef_schema_opts_t opts;
+        ef_globals_schema_opts (g, &opts);
+        if (opts.vector_type == EF_VECTOR_VECTOR
+            || opts.vector_type == EF_VECTOR_HALFVEC)
+            s_report (c, EF_EXIT_FAIL, "pgvector",
+                      "not available in this database, and vector_type %s "
+                      "needs it for a new schema (apt.postgresql.org: "
+                      "postgresql-15-pgvector)",
+                      g->vector_type);
+        else
+            s_report (c, -1, "pgvector",
+                      "not available in this database: vectors are stored "
+                      "as real[]%s",
+                      opts.index.method != EF_INDEX_NONE
+                          ? ", which index.method cannot index"
+                          : "");
+    }
     PQclear (res);
 }
 

@@ -325,6 +325,16 @@ def test_a_changed_index_is_reported_and_applied_only_on_demand(
              "--dim", "64", *args], stdin=subprocess.DEVNULL,
             capture_output=True, text=True, timeout=120, env=clean_env())
 
+    # check tells the same, as information
+    p = subprocess.run(
+        [EMBEDFLOW_BIN, "check", "--database", PGV, "--schema", pschema,
+         "--dim", "64", "--listen", "127.0.0.1:0", *ivf],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=60, env=clean_env())
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "INFO  index: the schema's is hnsw cosine m=16 ef_construction=64, "\
+        "the configuration says ivfflat cosine lists=5" in p.stdout, p.stdout
+
     p = index_cmd(*ivf)
     assert p.returncode == 0, p.stderr
     assert p.stdout.splitlines() == [

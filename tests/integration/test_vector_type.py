@@ -75,3 +75,18 @@ def test_an_index_without_pgvector_is_refused(db, schema):
                     "--vector_type", "real", "--index.method", "ivfflat"])
     ef.wait_for_line(r"config index.method ivfflat needs pgvector's vector")
     assert ef.proc.wait(30) == 2
+
+
+def test_check_says_a_pgvector_type_needs_pgvector(db, schema):
+    if _has_pgvector(db):
+        pytest.skip("this test server has pgvector")
+    import subprocess
+    from conftest import EMBEDFLOW_BIN, clean_env
+    p = subprocess.run(
+        [EMBEDFLOW_BIN, "check", "--database", DATABASE, "--schema", schema,
+         "--listen", "127.0.0.1:0", "--vector_type", "halfvec"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+        env=clean_env())
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "FAIL  pgvector: not available in this database, and " \
+        "vector_type halfvec needs it for a new schema" in p.stdout, p.stdout
