@@ -24,19 +24,25 @@ s_seconds (void)
 int
 ef_cmd_index (int argc, char **argv)
 {
-    char *apply = NULL;
+    char *apply = NULL, *rebuild = NULL;
     const ef_cli_flag_t flags[] = {
         {"apply", NULL,
          "rebuild the index as configured (built beside the old one, which "
          "serves queries until the swap)",
          &apply},
+        {"rebuild", NULL,
+         "with --apply: rebuild even when it is as configured (IVFFlat "
+         "learns its lists from the rows there when it is built, and a new "
+         "schema's is built empty)",
+         &rebuild},
         {NULL, NULL, NULL, NULL}};
     ef_cli_t cli;
     bool help;
     int rc = ef_cli_load (&cli, "index", argc, argv, flags, &help);
     if (rc != EF_EXIT_OK || help) {
         if (help) {
-            printf ("usage: embedflow index [--apply] [--config FILE] "
+            printf ("usage: embedflow index [--apply [--rebuild]] "
+                    "[--config FILE] "
                     "[--index.method M] ...\n\n"
                     "Shows the schema's ANN index (pgvector) and the "
                     "configured one (index.*);\nwith --apply, rebuilds it "
@@ -48,6 +54,11 @@ ef_cmd_index (int argc, char **argv)
         }
         ef_cli_close (&cli);
         return rc;
+    }
+    if (rebuild && !apply) {
+        fprintf (stderr, "embedflow index: --rebuild goes with --apply\n");
+        ef_cli_close (&cli);
+        return EF_EXIT_USAGE;
     }
     if (ef_cli_resolve_database (&cli) != 0) {
         ef_cli_close (&cli);
@@ -82,7 +93,7 @@ ef_cmd_index (int argc, char **argv)
             printf ("differs: `embedflow index --apply` (with this "
                     "configuration) rebuilds it\n");
     }
-    else if (!drift)
+    else if (!drift && !rebuild)
         printf ("schema %s: index %s, as configured: nothing to do\n",
                 cli.globals->schema, stored);
     else {

@@ -361,6 +361,18 @@ def test_a_changed_index_is_reported_and_applied_only_on_demand(
 
     p = index_cmd("--apply", *ivf)
     assert p.returncode == 0 and "nothing to do" in p.stdout, p.stdout
+    # IVFFlat learns its lists from the rows there: rebuilt on demand
+    oid = pdb.scalar("SELECT %s::regclass::oid",
+                     (f'"{pschema}".embedding_vector_idx',))
+    p = index_cmd("--apply", "--rebuild", *ivf)
+    assert p.returncode == 0, p.stderr
+    assert "index ivfflat cosine lists=5 -> ivfflat cosine lists=5" \
+        in p.stdout, p.stdout
+    assert pdb.scalar("SELECT %s::regclass::oid",
+                      (f'"{pschema}".embedding_vector_idx',)) != oid
+    assert index_def(pdb, pschema) == ("ivfflat", "vector_cosine_ops",
+                                       "lists=5")
+    assert index_cmd("--rebuild", *ivf).returncode == 2
     p = index_cmd("--apply", "--index.method", "none")
     assert p.returncode == 0, p.stderr
     assert index_def(pdb, pschema) is None
