@@ -5,18 +5,31 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "embedflow/options.h"
 #include "testkit/pgserver.h"
 #include "pipeline/pipeline.h"
 
 enum { EF_EXIT_OK = 0, EF_EXIT_FAIL = 1, EF_EXIT_USAGE = 2 };
 
-/* A flag a subcommand handles itself (before the config flags). */
+/* A flag a subcommand handles itself (before the config flags). A numeric
+   flag is typed like a config key: it names a row of an option table
+   (INT, SIZE or MS, with its bounds) and its value is parsed by the same
+   loader into *number, so `--rows 10k` means what the row's type says or
+   exits 2 naming the flag. */
 typedef struct {
-    const char *name;    /* without dashes: "rows" */
-    const char *metavar; /* "N"; NULL for a switch */
-    const char *description;
-    char **value; /* where the text goes (borrowed argv) */
+    const char *name;         /* without dashes: "rows" */
+    const char *metavar;      /* "N"; NULL for a switch */
+    const char *description;  /* one line for --help */
+    char **value;             /* text flag: where it goes (borrowed argv) */
+    const ef_option_t *typed; /* numeric flag: its type and bounds */
+    int64_t *number;          /* numeric flag: where the parsed value goes */
 } ef_cli_flag_t;
+
+/* Parses text for the numeric flag f into *f->number with the option
+   loader. Returns EF_EXIT_OK, or EF_EXIT_USAGE after printing
+   "embedflow COMMAND: --NAME: why". */
+int ef_cli_flag_parse (const ef_cli_flag_t *f, const char *command,
+                       const char *text);
 
 /* The loaded configuration of one command. */
 typedef struct {

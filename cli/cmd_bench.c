@@ -1157,19 +1157,6 @@ s_parse_list (const char *text, long max, int *out, int cap)
     return n > 0 ? n : -1;
 }
 
-/* Parses a positive integer flag into *out. Returns 0 or -1. */
-static int
-s_parse_count (const char *text, uint64_t max, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull (text, &end, 10);
-    if (end == text || *end || errno || v < 1 || v > max || text[0] == '-')
-        return -1;
-    *out = v;
-    return 0;
-}
-
 static void
 s_usage (const ef_cli_flag_t *flags, ef_cli_t *cli)
 {
@@ -1220,50 +1207,72 @@ s_run_target (s_bench_t *b, const char *target)
     return EF_EXIT_OK;
 }
 
+/* bench's numeric flags, typed as config keys are; rows, runs and
+   slow-ms have no default here: 0 (below their minimum) means "not
+   given", and --memory picks other defaults than a comparison. */
+static const ef_option_t s_numbers[] = {
+    {"rows", EF_OPT_INT, NULL, 0, 1, INT64_C (1) << 40, "rows per run"},
+    {"row_rows", EF_OPT_INT, "3000", 0, 1, INT64_C (1) << 40, "row rows"},
+    {"chunk_rows", EF_OPT_INT, "256", 0, 1, 1000000, "rows per message"},
+    {"batch_rows", EF_OPT_INT, "1000", 0, 1, 1000000, "rows per batch"},
+    {"runs", EF_OPT_INT, NULL, 0, 1, S_MAX_RUNS, "runs of each"},
+    {"streams", EF_OPT_INT, "1", 0, 1, 64, "concurrent uploads"},
+    {"slow_ms", EF_OPT_MS, NULL, 0, 1, 10000, "sleep per statement"},
+    EF_OPTION_END};
+
 int
 ef_cmd_bench (int argc, char **argv)
 {
     ef_signals_init ();
-    char *rows = NULL, *row_rows = NULL, *chunk_rows = NULL, *batch_rows = NULL,
-         *writers = NULL, *runs = NULL, *upsert = NULL, *json = NULL,
-         *plot = NULL, *streams = NULL, *memory = NULL, *slow_ms = NULL,
-         *sweep = NULL, *no_pull = NULL, *target = NULL;
+    char *writers = NULL, *upsert = NULL, *json = NULL, *plot = NULL,
+         *memory = NULL, *sweep = NULL, *no_pull = NULL, *target = NULL;
+    int64_t rows = 0, row_rows = 0, chunk_rows = 0, batch_rows = 0, runs = 0,
+            streams = 0, slow_ms = 0;
     const ef_cli_flag_t flags[] = {
-        {"rows", "N", "rows per contender and run (default 100000)", &rows},
+        {"rows", "N",
+         "rows per contender and run (default 100000, --memory 1000000)", NULL,
+         &s_numbers[0], &rows},
         {"row-rows", "N",
-         "rows the row-at-a-time baseline writes (default 3000)", &row_rows},
-        {"chunk-rows", "N", "rows per gRPC message (default 256)", &chunk_rows},
-        {"batch-rows", "N", "rows per transaction (default 1000)", &batch_rows},
+         "rows the row-at-a-time baseline writes (default 3000)", NULL,
+         &s_numbers[1], &row_rows},
+        {"chunk-rows", "N", "rows per gRPC message (default 256)", NULL,
+         &s_numbers[2], &chunk_rows},
+        {"batch-rows", "N", "rows per transaction (default 1000)", NULL,
+         &s_numbers[3], &batch_rows},
         {"writers", "LIST", "writer counts = connections (default 1,2)",
-         &writers},
-        {"runs", "N", "runs of each, medians reported (default 3)", &runs},
+         &writers, NULL, NULL},
+        {"runs", "N", "runs of each, medians reported, 1..25 (default 3)", NULL,
+         &s_numbers[4], &runs},
         {"upsert-ratio", "R", "share of rows that already exist (default 0)",
-         &upsert},
-        {"streams", "N", "concurrent gRPC uploads (default 1)", &streams},
-        {"json", "FILE", "also write every measurement as JSON", &json},
+         &upsert, NULL, NULL},
+        {"streams", "N", "concurrent gRPC uploads, 1..64 (default 1)", NULL,
+         &s_numbers[5], &streams},
+        {"json", "FILE", "also write every measurement as JSON", &json, NULL,
+         NULL},
         {"plot", "FILE", "draw throughput and latency into a PNG (gnuplot)",
-         &plot},
+         &plot, NULL, NULL},
         {"memory", NULL,
          "bounded-memory mode: only the pipeline, into a slowed database, "
          "RSS sampled (default 1000000 rows)",
-         &memory},
+         &memory, NULL, NULL},
         {"sweep", "LIST",
          "sweep mode: the pipeline alone for every --writers count and "
          "each of these batch sizes (e.g. 250,500,1000,2000); prints the "
          "best",
-         &sweep},
+         &sweep, NULL, NULL},
         {"no-pull", NULL,
          "skip the pull pipeline (grpc-puller from a built-in "
          "GetEmbeddings server)",
-         &no_pull},
+         &no_pull, NULL, NULL},
         {"slow-ms", "MS",
-         "--memory: sleep per statement into chunk (default 5)", &slow_ms},
+         "--memory: sleep per statement into chunk, 1ms..10s (default 5)", NULL,
+         &s_numbers[6], &slow_ms},
         {"target", "HOST:PORT",
          "only upload --rows with the load generator to an embedflow that "
          "runs elsewhere (split across hosts, say) and print one JSON line: "
          "rows/s until every row is acknowledged; no database, no baselines",
-         &target},
-        {NULL, NULL, NULL, NULL}};
+         &target, NULL, NULL},
+        {NULL, NULL, NULL, NULL, NULL, NULL}};
     ef_cli_t cli;
     bool help;
     int rc = ef_cli_load (&cli, "bench", argc, argv, flags, &help);
@@ -1281,21 +1290,16 @@ ef_cmd_bench (int argc, char **argv)
     b->cli = &cli;
     pthread_mutex_init (&b->lock, NULL);
     b->dim = (int) cli.globals->dim;
-    uint64_t v;
     const char *bad = NULL;
-    b->rows = 100000;
-    b->row_rows = 3000;
-    b->chunk_rows = 256;
-    b->batch_rows = 1000;
-    b->runs = 3;
-    b->streams = 1;
     b->memory = memory != NULL;
     b->pull = no_pull == NULL;
-    if (b->memory) {
-        b->rows = 1000000;
-        b->runs = 1;
-        b->slow_ms = 5;
-    }
+    b->rows = rows ? (uint64_t) rows : b->memory ? 1000000 : 100000;
+    b->row_rows = (uint64_t) row_rows;
+    b->chunk_rows = (int) chunk_rows;
+    b->batch_rows = (int) batch_rows;
+    b->runs = runs ? (int) runs : b->memory ? 1 : 3;
+    b->streams = (int) streams;
+    b->slow_ms = slow_ms ? (int) slow_ms : b->memory ? 5 : 0;
     if (sweep
         && (b->n_sweep = s_parse_list (sweep, 1000000, b->sweep, S_MAX_SWEEP))
                < 0) {
@@ -1305,32 +1309,6 @@ ef_cmd_bench (int argc, char **argv)
     }
     if (sweep && b->memory)
         bad = "--sweep and --memory do not go together";
-    if (slow_ms && s_parse_count (slow_ms, 10000, &v) == 0)
-        b->slow_ms = (int) v;
-    else if (slow_ms)
-        bad = "--slow-ms must be 1..10000";
-    if (rows && s_parse_count (rows, UINT64_C (1) << 40, &b->rows) != 0)
-        bad = "--rows must be a positive integer";
-    if (row_rows && s_parse_count (row_rows, UINT64_C (1) << 40, &v) == 0)
-        b->row_rows = v;
-    else if (row_rows)
-        bad = "--row-rows must be a positive integer";
-    if (chunk_rows && s_parse_count (chunk_rows, 1000000, &v) == 0)
-        b->chunk_rows = (int) v;
-    else if (chunk_rows)
-        bad = "--chunk-rows must be a positive integer";
-    if (batch_rows && s_parse_count (batch_rows, 1000000, &v) == 0)
-        b->batch_rows = (int) v;
-    else if (batch_rows)
-        bad = "--batch-rows must be a positive integer";
-    if (runs && s_parse_count (runs, S_MAX_RUNS, &v) == 0)
-        b->runs = (int) v;
-    else if (runs)
-        bad = "--runs must be 1..25";
-    if (streams && s_parse_count (streams, 64, &v) == 0)
-        b->streams = (int) v;
-    else if (streams)
-        bad = "--streams must be 1..64";
     b->n_writers = s_parse_list (writers ? writers : "1,2", S_MAX_WRITERS,
                                  b->writers, S_MAX_WRITERS);
     if (b->n_writers < 0) {

@@ -686,13 +686,15 @@ s_check_network (s_check_t *c)
 int
 ef_cmd_check (int argc, char **argv)
 {
-    char *timeout = NULL;
+    static const ef_option_t timeout_row = {
+        "timeout", EF_OPT_MS, "5s", 0, 1, 600000, "reach timeout"};
+    s_check_t c = {.timeout_ms = 0};
     const ef_cli_flag_t flags[] = {
         {"timeout", "DURATION",
          "how long each reach may take (default 5s; the database: "
          "connect_timeout or PGCONNECT_TIMEOUT, else this)",
-         &timeout},
-        {NULL, NULL, NULL, NULL}};
+         NULL, &timeout_row, &c.timeout_ms},
+        {NULL, NULL, NULL, NULL, NULL, NULL}};
     ef_cli_t cli;
     bool help;
     int rc = ef_cli_load (&cli, "check", argc, argv, flags, &help);
@@ -720,19 +722,7 @@ ef_cmd_check (int argc, char **argv)
         ef_cli_close (&cli);
         return rc;
     }
-    s_check_t c = {.cli = &cli, .timeout_ms = 5000};
-    if (timeout) {
-        ef_option_t t[] = {{"timeout", EF_OPT_MS, NULL, 0, 1, 600000, ""},
-                           EF_OPTION_END};
-        char err[256];
-        if (ef_options_set (t, &c.timeout_ms, "timeout", timeout, err,
-                            sizeof err)
-            != 0) {
-            fprintf (stderr, "embedflow check: --timeout: %s\n", err);
-            ef_cli_close (&cli);
-            return EF_EXIT_USAGE;
-        }
-    }
+    c.cli = &cli;
     /* libpq's own bound, unless the environment sets one. */
     char secs[32];
     snprintf (secs, sizeof secs, "%" PRId64, (c.timeout_ms + 999) / 1000);

@@ -125,19 +125,30 @@ s_fresh_schema (ef_cli_t *cli, int argc, char **argv)
     return rc;
 }
 
+/* The demo's numeric flags, typed as config keys are. */
+static const ef_option_t s_numbers[] = {
+    {"rows", EF_OPT_INT, "141897", 0, 1, INT64_C (1) << 40, "rows to stream"},
+    {"chunk_rows", EF_OPT_INT, "256", 0, 1, 1000000, "rows per gRPC message"},
+    {"streams", EF_OPT_INT, "1", 0, 1, 64, "concurrent uploads"},
+    EF_OPTION_END};
+
 int
 ef_cmd_demo (int argc, char **argv)
 {
     ef_signals_init ();
-    char *rows = NULL, *chunk_rows = NULL, *streams = NULL, *linger = NULL;
+    char *linger = NULL;
+    int64_t rows = 0, chunk_rows = 0, streams = 0;
     const ef_cli_flag_t flags[] = {
-        {"rows", "N", "rows to stream (default 141897)", &rows},
-        {"chunk-rows", "N", "rows per gRPC message (default 256)", &chunk_rows},
-        {"streams", "N", "concurrent uploads (default 1)", &streams},
+        {"rows", "N", "rows to stream (default 141897)", NULL, &s_numbers[0],
+         &rows},
+        {"chunk-rows", "N", "rows per gRPC message (default 256)", NULL,
+         &s_numbers[1], &chunk_rows},
+        {"streams", "N", "concurrent uploads, 1..64 (default 1)", NULL,
+         &s_numbers[2], &streams},
         {"linger", NULL,
          "after the summary keep serving --metrics until SIGINT or SIGTERM",
-         &linger},
-        {NULL, NULL, NULL, NULL}};
+         &linger, NULL, NULL},
+        {NULL, NULL, NULL, NULL, NULL, NULL}};
     ef_cli_t cli;
     bool help;
     int rc = ef_cli_load (&cli, "demo", argc, argv, flags, &help);
@@ -163,20 +174,13 @@ ef_cmd_demo (int argc, char **argv)
     }
     s_demo_t demo = {0};
     char err[256];
-    demo.opts.rows = rows ? strtoull (rows, NULL, 10) : 141897;
+    demo.opts.rows = (uint64_t) rows;
     demo.opts.dim = (int) cli.globals->dim;
-    demo.opts.chunk_rows = chunk_rows ? atoi (chunk_rows) : 256;
-    demo.opts.streams = streams ? atoi (streams) : 1;
+    demo.opts.chunk_rows = (int) chunk_rows;
+    demo.opts.streams = (int) streams;
     demo.opts.rows_per_document = 16;
     demo.opts.source = "demo";
     demo.opts.seed = 42;
-    if (demo.opts.rows == 0 || demo.opts.chunk_rows <= 0
-        || demo.opts.streams <= 0) {
-        fprintf (stderr, "embedflow demo: --rows, --chunk-rows and --streams "
-                         "must be positive\n");
-        ef_cli_close (&cli);
-        return EF_EXIT_USAGE;
-    }
     if (linger && !(cli.globals->metrics && *cli.globals->metrics)) {
         fprintf (stderr, "embedflow demo: --linger needs --metrics HOST:PORT "
                          "(it keeps that endpoint up)\n");

@@ -762,16 +762,19 @@ ef_cmd_dlq (int argc, char **argv)
     s_args_t args;
     memset (&args, 0, sizeof args);
     const ef_cli_flag_t flags[] = {
-        {"stage", "S", "only letters of this stage", &args.stage},
-        {"since", "T", "ls: only letters from T on", &args.since},
-        {"before", "T", "purge: only letters older than T", &args.before},
-        {"json", NULL, "ls: print JSON", &args.json},
-        {"all", NULL, "replay: every letter not replayed yet", &args.all},
-        {"dry-run", NULL, "replay: only say what would be sent", &args.dry_run},
+        {"stage", "S", "only letters of this stage", &args.stage, NULL, NULL},
+        {"since", "T", "ls: only letters from T on", &args.since, NULL, NULL},
+        {"before", "T", "purge: only letters older than T", &args.before, NULL,
+         NULL},
+        {"json", NULL, "ls: print JSON", &args.json, NULL, NULL},
+        {"all", NULL, "replay: every letter not replayed yet", &args.all, NULL,
+         NULL},
+        {"dry-run", NULL, "replay: only say what would be sent", &args.dry_run,
+         NULL, NULL},
         {"replayed", NULL, "purge: only letters already replayed",
-         &args.replayed},
-        {"yes", NULL, "purge: do not ask", &args.yes},
-        {NULL, NULL, NULL, NULL}};
+         &args.replayed, NULL, NULL},
+        {"yes", NULL, "purge: do not ask", &args.yes, NULL, NULL},
+        {NULL, NULL, NULL, NULL, NULL, NULL}};
     const char *switches[] = {"json", "all",     "dry-run", "replayed",
                               "yes",  "verbose", "help",    NULL};
     char **rest = calloc ((size_t) argc + 1, sizeof *rest);

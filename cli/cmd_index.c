@@ -29,13 +29,13 @@ ef_cmd_index (int argc, char **argv)
         {"apply", NULL,
          "rebuild the index as configured (built beside the old one, which "
          "serves queries until the swap)",
-         &apply},
+         &apply, NULL, NULL},
         {"rebuild", NULL,
          "with --apply: rebuild even when it is as configured (IVFFlat "
          "learns its lists from the rows there when it is built, and a new "
          "schema's is built empty)",
-         &rebuild},
-        {NULL, NULL, NULL, NULL}};
+         &rebuild, NULL, NULL},
+        {NULL, NULL, NULL, NULL, NULL, NULL}};
     ef_cli_t cli;
     bool help;
     int rc = ef_cli_load (&cli, "index", argc, argv, flags, &help);

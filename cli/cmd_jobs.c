@@ -153,16 +153,20 @@ s_print_table (PGresult *res)
 int
 ef_cmd_jobs (int argc, char **argv)
 {
-    char *json = NULL, *limit = NULL, *job = NULL, *schedule = NULL;
+    static const ef_option_t limit_row = {"limit", EF_OPT_INT, "20",          0,
+                                          1,       1000000,    "runs to show"};
+    char *json = NULL, *job = NULL, *schedule = NULL;
+    int64_t limit = 0;
     const ef_cli_flag_t flags[] = {
-        {"json", NULL, "print JSON instead of a table", &json},
+        {"json", NULL, "print JSON instead of a table", &json, NULL, NULL},
         {"schedule", NULL,
          "print when the configured jobs (--config) run next, no database "
          "needed",
-         &schedule},
-        {"limit", "N", "runs to show, newest first (default 20)", &limit},
-        {"job", "NAME", "only the runs of this job", &job},
-        {NULL, NULL, NULL, NULL}};
+         &schedule, NULL, NULL},
+        {"limit", "N", "runs to show, newest first (default 20)", NULL,
+         &limit_row, &limit},
+        {"job", "NAME", "only the runs of this job", &job, NULL, NULL},
+        {NULL, NULL, NULL, NULL, NULL, NULL}};
     ef_cli_t cli;
     bool help;
     int rc = ef_cli_load (&cli, "jobs", argc, argv, flags, &help);
@@ -187,12 +191,7 @@ ef_cmd_jobs (int argc, char **argv)
         ef_cli_close (&cli);
         return rc;
     }
-    long n = limit ? strtol (limit, NULL, 10) : 20;
-    if (n <= 0) {
-        fprintf (stderr, "embedflow jobs: --limit must be positive\n");
-        ef_cli_close (&cli);
-        return EF_EXIT_USAGE;
-    }
+    long n = (long) limit;
     if (ef_cli_resolve_database (&cli) != 0) {
         ef_cli_close (&cli);
         return EF_EXIT_FAIL;

@@ -106,13 +106,22 @@ s_set (ef_cli_t *cli, const char *key, const char *value)
     return -1;
 }
 
-/* Sets KEY of job NAME. Returns 0 or -1 (printed). */
+/* Sets KEY of job NAME to the value of --FLAG (NULL when no flag gave
+   it): the job's option table types the flag, as it types the key in a
+   config file. Returns 0 or -1 (printed, naming the flag). */
 static int
-s_job_set (ef_cli_t *cli, const char *name, const char *key, const char *value)
+s_job_set (ef_cli_t *cli, const char *name, const char *key, const char *value,
+           const char *flag)
 {
-    char path[256];
+    char path[256], err[512];
     snprintf (path, sizeof path, "%s.%s.%s", EF_JOBS_SECTION, name, key);
-    return s_set (cli, path, value);
+    if (ef_config_set (cli->config, path, value, err, sizeof err) == 0)
+        return 0;
+    if (flag)
+        fprintf (stderr, "embedflow pull: --%s: %s\n", flag, err);
+    else
+        fprintf (stderr, "embedflow pull: %s: %s\n", path, err);
+    return -1;
 }
 
 /* What the pull flags asked for. */
@@ -153,17 +162,20 @@ s_prepare (ef_cli_t *cli, void *arg)
     const char *other;
     for (size_t i = 0;
          ef_config_section_entry (cli->config, EF_JOBS_SECTION, i, &other); i++)
-        if (s_job_set (cli, other, "schedule", "") != 0)
+        if (s_job_set (cli, other, "schedule", "", NULL) != 0)
             return EF_EXIT_USAGE;
-    if ((f->target && s_job_set (cli, name, "target", f->target) != 0)
-        || (f->source && s_job_set (cli, name, "source", f->source) != 0)
+    if ((f->target && s_job_set (cli, name, "target", f->target, "target") != 0)
+        || (f->source
+            && s_job_set (cli, name, "source", f->source, "source") != 0)
         || ((f->from_start || f->resume)
             && s_job_set (cli, name, "from_start",
-                          f->from_start ? "true" : "false")
+                          f->from_start ? "true" : "false", NULL)
                    != 0)
         || (f->chunk_size
-            && s_job_set (cli, name, "chunk_size", f->chunk_size) != 0)
-        || (f->filter && s_job_set (cli, name, "filter", f->filter) != 0)
+            && s_job_set (cli, name, "chunk_size", f->chunk_size, "chunk-size")
+                   != 0)
+        || (f->filter
+            && s_job_set (cli, name, "filter", f->filter, "filter") != 0)
         || s_set (cli, "actors.scheduler.run_now", name) != 0
         || (!s_listen_given (f->argc, f->argv)
             && s_set (cli, "actors.grpc-receiver.listen", "127.0.0.1:0") != 0))
@@ -178,24 +190,24 @@ ef_cmd_pull (int argc, char **argv)
     s_flags_t f = {.argc = argc, .argv = argv};
     const ef_cli_flag_t flags[] = {
         {"target", "HOST:PORT", "the AI server serving GetEmbeddings",
-         &f.target},
+         &f.target, NULL, NULL},
         {"source", "NAME", "RequestParams.source, stored with the rows",
-         &f.source},
+         &f.source, NULL, NULL},
         {"job", "NAME",
          "job to run: one of the config's jobs, or a new name for the "
          "checkpoint (default: the source)",
-         &f.job},
+         &f.job, NULL, NULL},
         {"resume", NULL, "resume from the job's checkpoint (the default)",
-         &f.resume},
+         &f.resume, NULL, NULL},
         {"from-start", NULL, "ignore the checkpoint, pull everything",
-         &f.from_start},
+         &f.from_start, NULL, NULL},
         {"chunk-size", "N", "rows per chunk asked of the server (default 256)",
-         &f.chunk_size},
-        {"filter", "K=V,...", "RequestParams.filter", &f.filter},
+         &f.chunk_size, NULL, NULL},
+        {"filter", "K=V,...", "RequestParams.filter", &f.filter, NULL, NULL},
         {"linger", NULL,
          "after the summary keep serving --metrics until SIGINT or SIGTERM",
-         &f.linger},
-        {NULL, NULL, NULL, NULL}};
+         &f.linger, NULL, NULL},
+        {NULL, NULL, NULL, NULL, NULL, NULL}};
     ef_cli_t cli;
     bool help;
     int rc = ef_cli_load_prepared (&cli, "pull", argc, argv, flags, &help,

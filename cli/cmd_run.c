@@ -90,8 +90,9 @@ ef_cmd_graph (int argc, char **argv)
 {
     char *png = NULL;
     const ef_cli_flag_t flags[] = {
-        {"png", "FILE", "draw the graph into FILE with Graphviz's dot", &png},
-        {NULL, NULL, NULL, NULL}};
+        {"png", "FILE", "draw the graph into FILE with Graphviz's dot", &png,
+         NULL, NULL},
+        {NULL, NULL, NULL, NULL, NULL, NULL}};
     ef_cli_t cli;
     bool help;
     int rc = ef_cli_load (&cli, "graph", argc, argv, flags, &help);

@@ -251,14 +251,18 @@ s_print (FILE *out, const char *address, const s_snapshot_t *now,
 int
 ef_cmd_top (int argc, char **argv)
 {
-    char *interval = NULL, *once = NULL, *count = NULL;
+    static const ef_option_t count_row = {"count", EF_OPT_INT, NULL,       0,
+                                          1,       INT64_MAX,  "refreshes"};
+    char *interval = NULL, *once = NULL;
+    int64_t count = 0;
     const ef_cli_flag_t flags[] = {
-        {"interval", "SECONDS", "time between refreshes (default 1)",
-         &interval},
+        {"interval", "SECONDS", "time between refreshes (default 1)", &interval,
+         NULL, NULL},
         {"count", "N", "stop after N refreshes (default: until interrupted)",
-         &count},
-        {"once", NULL, "print one view (totals, no rates) and exit", &once},
-        {NULL, NULL, NULL, NULL}};
+         NULL, &count_row, &count},
+        {"once", NULL, "print one view (totals, no rates) and exit", &once,
+         NULL, NULL},
+        {NULL, NULL, NULL, NULL, NULL, NULL}};
     ef_cli_t cli;
     bool help;
     int rc = ef_cli_load (&cli, "top", argc, argv, flags, &help);
@@ -277,8 +281,13 @@ ef_cmd_top (int argc, char **argv)
         return rc;
     }
     const char *address = cli.globals->metrics;
-    double every = interval ? strtod (interval, NULL) : 1.0;
-    long frames = once ? 1 : count ? strtol (count, NULL, 10) : -1;
+    /* Seconds, fractions allowed ("0.2"): a bare number means seconds
+       here, where a duration key would read it as milliseconds. */
+    char *end = NULL;
+    double every = interval ? strtod (interval, &end) : 1.0;
+    if (interval && (end == interval || *end))
+        every = -1; /* not a number: rejected below */
+    long frames = once ? 1 : count ? (long) count : -1;
     char host[256], port[16];
     const char *colon = address ? strrchr (address, ':') : NULL;
     const char *bad = NULL;
@@ -289,8 +298,6 @@ ef_cmd_top (int argc, char **argv)
               "is required";
     else if (!(every >= 0.1 && every <= 3600))
         bad = "--interval must be 0.1 to 3600 seconds";
-    else if (count && frames < 1)
-        bad = "--count must be a positive integer";
     if (bad) {
         fprintf (stderr, "embedflow top: %s\n", bad);
         ef_cli_close (&cli);

@@ -80,6 +80,24 @@ s_alias (const char *flag)
 }
 
 int
+ef_cli_flag_parse (const ef_cli_flag_t *f, const char *command,
+                   const char *text)
+{
+    /* The row as a table of its own, keyed by the flag, whose field is
+       *number itself. */
+    ef_option_t table[] = {*f->typed, EF_OPTION_END};
+    table[0].key = f->name;
+    table[0].offset = 0;
+    char err[512];
+    if (ef_options_set (table, f->number, f->name, text, err, sizeof err)
+        != 0) {
+        fprintf (stderr, "embedflow %s: --%s: %s\n", command, f->name, err);
+        return EF_EXIT_USAGE;
+    }
+    return EF_EXIT_OK;
+}
+
+int
 ef_cli_load (ef_cli_t *cli, const char *command, int argc, char **argv,
              const ef_cli_flag_t *extra, bool *help)
 {
@@ -112,6 +130,11 @@ ef_cli_load_prepared (ef_cli_t *cli, const char *command, int argc, char **argv,
         return EF_EXIT_FAIL;
     }
     cli->globals = ef_config_globals (cli->config);
+    for (const ef_cli_flag_t *f = extra; f && f->name; f++)
+        if (f->typed && f->typed->default_value
+            && ef_cli_flag_parse (f, command, f->typed->default_value)
+                   != EF_EXIT_OK)
+            return EF_EXIT_FAIL; /* a programming error in the table */
 
     /* The file first, so flags override it wherever they stand. */
     for (int i = 1; i < argc; i++) {
@@ -173,6 +196,12 @@ ef_cli_load_prepared (ef_cli_t *cli, const char *command, int argc, char **argv,
                 return EF_EXIT_USAGE;
             }
             value = argv[++i];
+        }
+        if (own && own->typed) {
+            int rc = ef_cli_flag_parse (own, command, value);
+            if (rc != EF_EXIT_OK)
+                return rc;
+            continue;
         }
         if (own) {
             *own->value = is_switch ? (char *) "1" : (char *) value;

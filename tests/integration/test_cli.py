@@ -47,6 +47,29 @@ def test_bad_flags_exit_2():
         assert re.search(word, out), f"{args}: {out}"
 
 
+@pytest.mark.parametrize("args, flag", [
+    (["demo", "--rows", "10k"], "--rows"),
+    (["demo", "--chunk-rows", "1.5"], "--chunk-rows"),
+    (["demo", "--streams", "0"], "--streams"),
+    (["bench", "--rows", "10k"], "--rows"),
+    (["bench", "--runs", "3x"], "--runs"),
+    (["bench", "--slow-ms", "5 parsecs"], "--slow-ms"),
+    (["pull", "--source", "s", "--target", "127.0.0.1:1",
+      "--chunk-size", "10k"], "--chunk-size"),
+    (["jobs", "--limit", "20 rows"], "--limit"),
+    (["top", "--metrics", "127.0.0.1:1", "--count", "2x"], "--count"),
+    (["top", "--metrics", "127.0.0.1:1", "--interval", "1s"], "--interval"),
+    (["check", "--timeout", "5 s x"], "--timeout"),
+], ids=lambda v: v if isinstance(v, str) else "-".join(v[:2]))
+def test_numeric_flag_is_typed(args, flag):
+    """A numeric command flag is parsed like a config key of its type:
+    `demo --rows 10k` is not 10 rows but exit 2 naming the flag, before
+    anything starts (no database is given and none is started)."""
+    rc, out = run_cli(*args, "--database", DATABASE, timeout=30)
+    assert rc == 2, f"{args}: exit {rc}\n{out}"
+    assert flag in out, f"{args}: the message does not name {flag}: {out}"
+
+
 @pytest.mark.parametrize("database", [
     "host=127.0.0.1 port=1 user=ef password=Pa55-s3cret dbname=x "
     "connect_timeout=2",
