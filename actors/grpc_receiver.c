@@ -73,6 +73,7 @@
 #include "embedflow/actor.h"
 #include "embedflow/budget.h"
 #include "embedflow/linkstate.h"
+#include "embedflow/address.h"
 #include "embedflow/log.h"
 #include "embedflow/metrics.h"
 #include "pipeline/pipeline.h"
@@ -1411,9 +1412,11 @@ s_init (ef_actor_t *actor)
         ef_actor_fail (actor, "cannot accept calls on %s", listen);
         return -1;
     }
-    const char *colon = strrchr (listen, ':');
-    int host_len = colon ? (int) (colon - listen) : (int) strlen (listen);
-    ef_info ("listening on %.*s:%d", host_len, listen, port);
+    char host[256] = "", given_port[16];
+    ef_address_split (listen, host, sizeof host, given_port, sizeof given_port);
+    bool v6 = strchr (host, ':') != NULL;
+    ef_info ("listening on %s%s%s:%d", v6 ? "[" : "",
+             host[0] ? host : "0.0.0.0", v6 ? "]" : "", port);
     ef_actor_gauge (actor, EF_METRIC_LISTENING, 1);
     if (self->opts->tls_cert)
         ef_info ("TLS with %s%s", self->opts->tls_cert,

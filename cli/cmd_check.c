@@ -18,6 +18,7 @@
 #include "cli/cli.h"
 #include "pipeline/metrics_server.h"
 
+#include "embedflow/address.h"
 #include "embedflow/log.h"
 #include "grpc/grpcmsg.h"
 #include "jobs/job.h"
@@ -84,34 +85,6 @@ s_now_ms (void)
     return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Splits "HOST:PORT" ([v6]:PORT too) into host and port. An empty host
-   or "*" gives "" (every address). Returns 0, -1 when it is not that. */
-static int
-s_split (const char *address, char *host, size_t hostlen, char *port,
-         size_t portlen)
-{
-    const char *colon = strrchr (address, ':');
-    if (!colon || !colon[1] || strlen (colon + 1) >= portlen
-        || strspn (colon + 1, "0123456789") != strlen (colon + 1))
-        return -1;
-    const char *h = address;
-    size_t n = (size_t) (colon - address);
-    if (n >= 2 && h[0] == '[' && h[n - 1] == ']') {
-        h++;
-        n -= 2;
-    }
-    else if (memchr (h, ':', n))
-        return -1; /* an unbracketed v6 address is ambiguous */
-    if (n >= hostlen)
-        return -1;
-    memcpy (host, h, n);
-    host[n] = 0;
-    if (strcmp (host, "*") == 0)
-        host[0] = 0;
-    snprintf (port, portlen, "%s", colon + 1);
-    return 0;
-}
-
 /* Whether HOST:PORT can be bound for listening now (as the runtime and
    gRPC would: SO_REUSEADDR, every address the host resolves to). The
    socket stays open in c->held until the checks end, so a second end of
@@ -121,7 +94,7 @@ static int
 s_can_bind (s_check_t *c, const char *address, char *why, size_t len)
 {
     char host[256], port[16];
-    if (s_split (address, host, sizeof host, port, sizeof port) != 0) {
+    if (ef_address_split (address, host, sizeof host, port, sizeof port) != 0) {
         snprintf (why, len, "'%s' is not HOST:PORT", address);
         return -1;
     }
@@ -165,7 +138,7 @@ static int
 s_can_connect (const char *address, int64_t timeout_ms, char *why, size_t len)
 {
     char host[256], port[16];
-    if (s_split (address, host, sizeof host, port, sizeof port) != 0
+    if (ef_address_split (address, host, sizeof host, port, sizeof port) != 0
         || !host[0]) {
         snprintf (why, len, "'%s' is not HOST:PORT", address);
         return -1;
@@ -648,7 +621,8 @@ s_check_network (s_check_t *c)
         const char *listen = s_actor_string (cli, "grpc-receiver", "listen");
         char host[256], port[16];
         if (listen
-            && s_split (listen, host, sizeof host, port, sizeof port) != 0)
+            && ef_address_split (listen, host, sizeof host, port, sizeof port)
+                   != 0)
             s_report (c, -1, "grpc-receiver",
                       "listen %s is not HOST:PORT: left to gRPC", listen);
         else if (listen && s_can_bind (c, listen, why, sizeof why) != 0)

@@ -10,6 +10,7 @@
 #include "cli/cli.h"
 
 #include "embedflow/actor.h"
+#include "embedflow/address.h"
 
 #include <errno.h>
 #include <math.h>
@@ -289,11 +290,10 @@ ef_cmd_top (int argc, char **argv)
         every = -1; /* not a number: rejected below */
     long frames = once ? 1 : count ? (long) count : -1;
     char host[256], port[16];
-    const char *colon = address ? strrchr (address, ':') : NULL;
     const char *bad = NULL;
-    if (!address || !colon || colon == address || !colon[1]
-        || (size_t) (colon - address) >= sizeof host
-        || strlen (colon + 1) >= sizeof port)
+    if (!address
+        || ef_address_split (address, host, sizeof host, port, sizeof port)
+               != 0)
         bad = "--metrics HOST:PORT (the endpoint of the embedflow to watch) "
               "is required";
     else if (!(every >= 0.1 && every <= 3600))
@@ -303,12 +303,6 @@ ef_cmd_top (int argc, char **argv)
         ef_cli_close (&cli);
         return EF_EXIT_USAGE;
     }
-    snprintf (host, sizeof host, "%.*s", (int) (colon - address), address);
-    if (host[0] == '[') { /* [v6]:port */
-        memmove (host, host + 1, strlen (host));
-        host[strcspn (host, "]")] = 0;
-    }
-    snprintf (port, sizeof port, "%s", colon + 1);
     if (strcmp (host, "0.0.0.0") == 0 || !host[0])
         snprintf (host, sizeof host, "127.0.0.1");
 

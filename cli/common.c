@@ -1,6 +1,7 @@
 /*  common.c — configuration loading and database choice for every command. */
 #include "cli/cli.h"
 
+#include "embedflow/address.h"
 #include "embedflow/log.h"
 #include "jobs/job.h"
 #include "pipeline/metrics_server.h"

@@ -3,6 +3,7 @@
 */
 #include "pipeline/metrics_server.h"
 
+#include "embedflow/address.h"
 #include "embedflow/log.h"
 
 #include "embedflow/actor.h"
@@ -37,32 +38,6 @@ struct ef_metrics_server {
     bool ready;                /* the cached answer */
     char why[1024];            /* what is not ready */
 };
-
-/* Splits "HOST:PORT" (HOST may be [v6]) into host and port. Returns 0,
-   -1 when malformed. */
-int
-ef_address_split (const char *address, char *host, size_t hostlen, char *port,
-                  size_t portlen)
-{
-    const char *colon = strrchr (address, ':');
-    if (!colon || colon == address || !colon[1])
-        return -1;
-    const char *h = address;
-    size_t n = (size_t) (colon - address);
-    if (h[0] == '[' && n >= 2 && h[n - 1] == ']') {
-        h++;
-        n -= 2;
-    }
-    if (n >= hostlen || strlen (colon + 1) >= portlen)
-        return -1;
-    memcpy (host, h, n);
-    host[n] = 0;
-    snprintf (port, portlen, "%s", colon + 1);
-    for (const char *p = port; *p; p++)
-        if (*p < '0' || *p > '9')
-            return -1;
-    return 0;
-}
 
 /* Refreshes the cached readiness when it is older than the cache time. */
 static void

@@ -42,9 +42,4 @@ int ef_metrics_server_port (const ef_metrics_server_t *self);
    stdout first so a summary is out before the wait. */
 void ef_metrics_server_linger (ef_metrics_server_t *self);
 
-/* Splits "HOST:PORT" or "[V6]:PORT" into its parts (host may be empty,
-   port digits only). Returns 0, -1 when malformed or too long. */
-int ef_address_split (const char *address, char *host, size_t hostlen,
-                      char *port, size_t portlen);
-
 #endif

@@ -6,6 +6,7 @@
 */
 #include "internal.h"
 
+#include "embedflow/address.h"
 #include "embedflow/log.h"
 
 #include <arpa/inet.h>
@@ -1614,17 +1615,9 @@ s_tcp_loopback (const char *endpoint)
     const char *semi = strchr (host, ';');
     if (semi)
         host = semi + 1;
-    const char *colon = strrchr (host, ':');
-    size_t len = colon ? (size_t) (colon - host) : strlen (host);
-    char name[256];
-    if (len >= sizeof name)
-        return false;
-    memcpy (name, host, len);
-    name[len] = 0;
-    if (len >= 2 && name[0] == '[' && name[len - 1] == ']') {
-        memmove (name, name + 1, len - 2);
-        name[len - 2] = 0;
-    }
+    char name[256], port[16];
+    if (ef_address_split (host, name, sizeof name, port, sizeof port) != 0)
+        return false; /* not HOST:PORT: nothing to call loopback */
     if (strcmp (name, "localhost") == 0 || strcmp (name, "lo") == 0)
         return true;
     struct in_addr v4;
