@@ -66,11 +66,6 @@ void ef_cli_print_config_help (ef_cli_t *cli);
    0, or -1 after printing why. */
 int ef_cli_resolve_database (ef_cli_t *cli);
 
-/* A free loopback TCP port for an in-process pipeline's receiver, -1 when
-   none can be had. (Another process may take it before it is bound; the
-   receiver then fails to start with "cannot listen".) */
-int ef_cli_free_port (void);
-
 /* Frees everything and stops a private server. */
 void ef_cli_close (ef_cli_t *cli);
 
@@ -82,6 +77,26 @@ ef_runtime_t *ef_cli_start_runtime (ef_cli_t *cli);
    A second signal ends the process here with exit 1, as promised to the
    user: the actors may be blocked, and nothing else should run. */
 int ef_cli_wait_runtime (ef_runtime_t *rt);
+
+/* What a pipeline run inside a command (demo, pull, bench, dlq replay)
+   does with the config's pull jobs. Such a run is not the deployment:
+   the schedules of the config file never fire in it. */
+typedef enum {
+    EF_CLI_JOBS_NONE,    /* no job runs: schedules and run_now cleared */
+    EF_CLI_JOBS_RUN_NOW, /* only the jobs of actors.scheduler.run_now (the
+                            caller sets it), once; schedules cleared */
+} ef_cli_jobs_t;
+
+/* Starts the pipeline in this process for a command that feeds it
+   itself: clears the config's job schedules (and run_now unless jobs is
+   EF_CLI_JOBS_RUN_NOW), and when listen is not NULL puts the gRPC
+   receiver on a free loopback port, whose HOST:PORT it writes to listen
+   (listenlen bytes), so the run never competes with a running `embedflow
+   run` for its port. Returns the started runtime (stop, wait and destroy
+   it as with ef_cli_start_runtime), or NULL after logging why: no free
+   port, a key that cannot be set, or the runtime failing to start. */
+ef_runtime_t *ef_cli_start_here (ef_cli_t *cli, ef_cli_jobs_t jobs,
+                                 char *listen, size_t listenlen);
 
 typedef struct ef_metrics_server ef_metrics_server_t;
 /* Starts the endpoint when the command's config sets `metrics`, else

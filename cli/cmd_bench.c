@@ -493,20 +493,16 @@ s_slow_down (s_bench_t *b, const char *schema)
     return ok ? 0 : -1;
 }
 
-/* Points the bench's pipeline at schema with `writers` writers, its
-   receiver listening on listen. Returns 0, -1 (logged). */
+/* Points the bench's pipeline at schema with `writers` writers. Returns
+   0, -1 (logged). */
 static int
-s_configure_pipeline (s_bench_t *b, int writers, const char *schema,
-                      const char *listen)
+s_configure_pipeline (s_bench_t *b, int writers, const char *schema)
 {
     char err[512], value[64];
     snprintf (value, sizeof value, "%d", writers);
-    if (ef_config_set (b->cli->config, "actors.grpc-receiver.listen", listen,
-                       err, sizeof err)
+    if (ef_config_set (b->cli->config, "actors.db-writer.instances", value, err,
+                       sizeof err)
             != 0
-        || ef_config_set (b->cli->config, "actors.db-writer.instances", value,
-                          err, sizeof err)
-               != 0
         || ef_config_set (b->cli->config, "schema", schema, err, sizeof err)
                != 0) {
         ef_error ("cannot configure the pipeline: %s", err);
@@ -526,13 +522,7 @@ s_run_pipeline (s_bench_t *b, int writers, s_measure_t *m)
         || s_slow_down (b, schema) != 0)
         return -1;
     char listen[64];
-    int port = ef_cli_free_port ();
-    if (port < 0) {
-        ef_error ("cannot configure the pipeline: no free port");
-        return -1;
-    }
-    snprintf (listen, sizeof listen, "127.0.0.1:%d", port);
-    if (s_configure_pipeline (b, writers, schema, listen) != 0)
+    if (s_configure_pipeline (b, writers, schema) != 0)
         return -1;
     ef_metrics_reset ();
     s_reset_peak_rss ();
@@ -542,10 +532,12 @@ s_run_pipeline (s_bench_t *b, int writers, s_measure_t *m)
     s_upload_t u = {0};
     u.bench = b;
     u.opts = s_gen (b, 42);
-    u.opts.target = listen;
-    u.runtime = ef_cli_start_runtime (b->cli);
+    /* the load generator feeds it: no pull job runs */
+    u.runtime =
+        ef_cli_start_here (b->cli, EF_CLI_JOBS_NONE, listen, sizeof listen);
     if (!u.runtime)
         return -1;
+    u.opts.target = listen;
     atomic_store (&b->done, 0);
     b->total = b->rows;
     b->label = s_names[S_PIPELINE];
@@ -662,7 +654,7 @@ s_run_pull (s_bench_t *b, int writers, s_measure_t *m)
     snprintf (target, sizeof target, "127.0.0.1:%d",
               ef_pullserver_port (server));
     ef_info ("bench: pull server listening on %s", target);
-    if (s_configure_pipeline (b, writers, schema, "127.0.0.1:0") != 0) {
+    if (s_configure_pipeline (b, writers, schema) != 0) {
         ef_pullserver_destroy (&server);
         return -1;
     }
@@ -685,7 +677,10 @@ s_run_pull (s_bench_t *b, int writers, s_measure_t *m)
     ef_puller_progress (&received, &b->pull_base);
     atomic_store (&b->done, 0);
     b->total = b->rows;
-    ef_runtime_t *rt = ef_cli_start_runtime (b->cli);
+    /* only the bench's own job, once; the receiver on a free port */
+    char listen[64];
+    ef_runtime_t *rt =
+        ef_cli_start_here (b->cli, EF_CLI_JOBS_RUN_NOW, listen, sizeof listen);
     int rc = -1;
     if (rt) {
         b->label = s_names[S_PULL];
@@ -1331,22 +1326,6 @@ ef_cmd_bench (int argc, char **argv)
                           sizeof err)
                != 0)
         bad = "--batch-rows is out of the splitter's range";
-    /* the bench runs no job of a config file: only its own pull job,
-       and only in pull runs */
-    const char *job;
-    for (size_t i = 0;
-         !bad && ef_config_section_entry (cli.config, EF_JOBS_SECTION, i, &job);
-         i++) {
-        char key[300];
-        snprintf (key, sizeof key, "%s.%s.schedule", EF_JOBS_SECTION, job);
-        if (ef_config_set (cli.config, key, "", err, sizeof err) != 0)
-            bad = "cannot unschedule the config file's jobs";
-    }
-    if (!bad
-        && ef_config_set (cli.config, "actors.scheduler.run_now", "", err,
-                          sizeof err)
-               != 0)
-        bad = "cannot clear actors.scheduler.run_now";
     if (bad) {
         fprintf (stderr, "embedflow bench: %s\n", bad);
         free (b);

@@ -173,7 +173,6 @@ ef_cmd_demo (int argc, char **argv)
         return rc;
     }
     s_demo_t demo = {0};
-    char err[256];
     demo.opts.rows = (uint64_t) rows;
     demo.opts.dim = (int) cli.globals->dim;
     demo.opts.chunk_rows = (int) chunk_rows;
@@ -187,18 +186,6 @@ ef_cmd_demo (int argc, char **argv)
         ef_cli_close (&cli);
         return EF_EXIT_USAGE;
     }
-    int port = ef_cli_free_port ();
-    char listen[64];
-    snprintf (listen, sizeof listen, "127.0.0.1:%d", port);
-    if (port < 0
-        || ef_config_set (cli.config, "actors.grpc-receiver.listen", listen,
-                          err, sizeof err)
-               != 0) {
-        fprintf (stderr, "embedflow demo: no free loopback port\n");
-        ef_cli_close (&cli);
-        return EF_EXIT_FAIL;
-    }
-    demo.opts.target = listen;
     if (ef_cli_resolve_database (&cli) != 0
         || s_fresh_schema (&cli, argc, argv) != 0) {
         ef_cli_close (&cli);
@@ -210,7 +197,11 @@ ef_cmd_demo (int argc, char **argv)
         ef_cli_close (&cli);
         return rc;
     }
-    demo.runtime = ef_cli_start_runtime (&cli);
+    /* The demo feeds the pipeline itself: no pull job runs. */
+    char listen[64];
+    demo.runtime =
+        ef_cli_start_here (&cli, EF_CLI_JOBS_NONE, listen, sizeof listen);
+    demo.opts.target = listen;
     if (!demo.runtime) {
         ef_metrics_server_destroy (&metrics);
         ef_cli_close (&cli);

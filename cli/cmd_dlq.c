@@ -604,18 +604,11 @@ s_replay (ef_cli_t *cli, PGconn *conn, const char *table, const s_args_t *args)
     /* The pipeline, in this process, on a free loopback port. */
     int rc = EF_EXIT_FAIL;
     ef_runtime_t *rt = NULL;
-    char listen[64], err[256];
-    int port = ef_cli_free_port ();
-    snprintf (listen, sizeof listen, "127.0.0.1:%d", port);
-    if (port < 0
-        || ef_config_set (cli->config, "actors.grpc-receiver.listen", listen,
-                          err, sizeof err)
-               != 0)
-        fprintf (stderr, "embedflow dlq: no free loopback port\n");
-    else if (s_use_schema_dim (cli, conn) != 0)
+    char listen[64];
+    if (s_use_schema_dim (cli, conn) != 0)
         fprintf (stderr, "embedflow dlq: cannot read the schema's dim\n");
-    else
-        rt = ef_cli_start_runtime (cli);
+    else /* only the letters are sent: no pull job runs */
+        rt = ef_cli_start_here (cli, EF_CLI_JOBS_NONE, listen, sizeof listen);
     uint64_t written = 0, dead = 0;
     int replayed = 0;
     bool failed = rt == NULL;

@@ -159,11 +159,6 @@ s_prepare (ef_cli_t *cli, void *arg)
                  name);
         return EF_EXIT_USAGE;
     }
-    const char *other;
-    for (size_t i = 0;
-         ef_config_section_entry (cli->config, EF_JOBS_SECTION, i, &other); i++)
-        if (s_job_set (cli, other, "schedule", "", NULL) != 0)
-            return EF_EXIT_USAGE;
     if ((f->target && s_job_set (cli, name, "target", f->target, "target") != 0)
         || (f->source
             && s_job_set (cli, name, "source", f->source, "source") != 0)
@@ -253,7 +248,9 @@ ef_cmd_pull (int argc, char **argv)
     memset (&pull, 0, sizeof pull);
     pthread_mutex_init (&pull.lock, NULL);
     ef_puller_on_done (s_on_done, &pull);
-    ef_runtime_t *rt = ef_cli_start_runtime (&cli);
+    /* Only the job run_now names runs, once; the receiver listens where
+       s_prepare put it (a free port, unless --listen was given). */
+    ef_runtime_t *rt = ef_cli_start_here (&cli, EF_CLI_JOBS_RUN_NOW, NULL, 0);
     if (!rt) {
         ef_puller_on_done (NULL, NULL);
         ef_metrics_server_destroy (&metrics);

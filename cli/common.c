@@ -416,8 +416,11 @@ ef_cli_wait_runtime (ef_runtime_t *rt)
     return rc;
 }
 
-int
-ef_cli_free_port (void)
+/* A free loopback TCP port, -1 when none can be had. (Another process
+   may take it before it is bound; the receiver then fails to start with
+   "cannot listen".) */
+static int
+s_free_port (void)
 {
     int fd = socket (AF_INET, SOCK_STREAM, 0);
     if (fd < 0)
@@ -431,6 +434,45 @@ ef_cli_free_port (void)
         port = ntohs (a.sin_port);
     close (fd);
     return port;
+}
+
+ef_runtime_t *
+ef_cli_start_here (ef_cli_t *cli, ef_cli_jobs_t jobs, char *listen,
+                   size_t listenlen)
+{
+    char err[512];
+    const char *job;
+    for (size_t i = 0;
+         ef_config_section_entry (cli->config, EF_JOBS_SECTION, i, &job); i++) {
+        char key[300];
+        snprintf (key, sizeof key, "%s.%s.schedule", EF_JOBS_SECTION, job);
+        if (ef_config_set (cli->config, key, "", err, sizeof err) != 0) {
+            ef_error ("cannot unschedule job %s: %s", job, err);
+            return NULL;
+        }
+    }
+    if (jobs == EF_CLI_JOBS_NONE
+        && ef_config_set (cli->config, "actors.scheduler.run_now", "", err,
+                          sizeof err)
+               != 0) {
+        ef_error ("cannot clear actors.scheduler.run_now: %s", err);
+        return NULL;
+    }
+    if (listen) {
+        int port = s_free_port ();
+        if (port < 0) {
+            ef_error ("no free loopback port for the pipeline");
+            return NULL;
+        }
+        snprintf (listen, listenlen, "127.0.0.1:%d", port);
+        if (ef_config_set (cli->config, "actors.grpc-receiver.listen", listen,
+                           err, sizeof err)
+            != 0) {
+            ef_error ("cannot set the receiver's address: %s", err);
+            return NULL;
+        }
+    }
+    return ef_cli_start_runtime (cli);
 }
 
 void

@@ -155,3 +155,17 @@ def test_run_with_private_postgres(data_dir):
     assert rc == 0, ef.log
     assert not os.path.exists(
         os.path.join(data_dir, "pgdata", "postmaster.pid")), ef.log
+
+
+def test_demo_runs_no_scheduled_job(schema):
+    """demo runs the pipeline in its own process for its own upload: a
+    scheduled job of the configuration never fires there (one firing
+    every second would otherwise start before the upload ends)."""
+    job = ["--jobs.src.target", "127.0.0.1:1", "--jobs.src.source", "s",
+           "--jobs.src.schedule", "* * * * * *"]
+    rc, out = run_cli("demo", "--database", DATABASE, "--schema", schema,
+                      "--rows", "300", "--dim", "8", "--chunk-rows", "100",
+                      *job, timeout=120)
+    assert rc == 0, out
+    assert re.search(r"rows written\s+300\b", out), out
+    assert "job src" not in out, out
