@@ -3,6 +3,8 @@
 
 #include "rows/uuid7.h"
 
+#include "embedflow/utf8.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,38 +35,11 @@ size_t
 ef_text_invalid_at (const char *s, size_t len)
 {
     const unsigned char *p = (const unsigned char *) s;
-    size_t i = 0;
-    while (i < len) {
-        unsigned char c = p[i];
-        if (c == 0)
-            return i; /* PostgreSQL text cannot hold NUL */
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t need;
-        uint32_t cp;
-        if ((c & 0xe0) == 0xc0)
-            need = 1, cp = c & 0x1f;
-        else if ((c & 0xf0) == 0xe0)
-            need = 2, cp = c & 0x0f;
-        else if ((c & 0xf8) == 0xf0)
-            need = 3, cp = c & 0x07;
-        else
-            return i;
-        for (size_t k = 1; k <= need; k++) {
-            if (i + k >= len || (p[i + k] & 0xc0) != 0x80)
-                return i;
-            cp = cp << 6 | (p[i + k] & 0x3f);
-        }
-        /* Overlong forms, surrogates and values past U+10FFFF. */
-        if ((need == 1 && cp < 0x80) || (need == 2 && cp < 0x800)
-            || (need == 3 && cp < 0x10000) || cp > 0x10ffff
-            || (cp >= 0xd800 && cp <= 0xdfff))
-            return i;
-        i += need + 1;
-    }
-    return len;
+    size_t i = 0, n;
+    /* PostgreSQL text cannot hold NUL */
+    while (i < len && p[i] != 0 && (n = ef_utf8_seq (p + i, len - i)) != 0)
+        i += n;
+    return i;
 }
 
 bool

@@ -8,6 +8,7 @@
 
 #include "embedflow/address.h"
 #include "embedflow/log.h"
+#include "embedflow/utf8.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -992,32 +993,6 @@ s_yaml_walk (s_yaml_ctx_t *ctx, struct fy_node *node, const char *path,
     return 0;
 }
 
-/* Length of the valid UTF-8 sequence at p (left bytes), 0 when there is
-   none: no overlongs, surrogates or code points past U+10FFFF. */
-static size_t
-s_utf8_seq (const unsigned char *p, size_t left)
-{
-    unsigned char c = p[0];
-    if (c < 0x80)
-        return 1;
-    size_t n = c >= 0xC2 && c <= 0xDF   ? 2
-               : c >= 0xE0 && c <= 0xEF ? 3
-               : c >= 0xF0 && c <= 0xF4 ? 4
-                                        : 0;
-    if (n == 0 || n > left)
-        return 0;
-    uint32_t cp = c & (0x7F >> n);
-    for (size_t i = 1; i < n; i++) {
-        if ((p[i] & 0xC0) != 0x80)
-            return 0;
-        cp = cp << 6 | (p[i] & 0x3F);
-    }
-    if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10FFFF
-        || (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return n;
-}
-
 /* Checks that the file at path is UTF-8 text of a sane size. libfyaml
    (0.8) spins forever on some bytes that are not UTF-8 (a directive
    line "%\xec"), so they never reach it. Returns 0, -1 with err naming
@@ -1045,7 +1020,7 @@ s_check_text (const char *path, char *err, size_t errlen)
             /* A sequence cut by the buffer's end waits for more bytes. */
             if (!eof && end - i < 4 && buf[i] >= 0x80)
                 break;
-            size_t n = s_utf8_seq (buf + i, end - i);
+            size_t n = ef_utf8_seq (buf + i, end - i);
             if (n == 0 || buf[i] == 0) {
                 snprintf (err, errlen, "%s:%d: not UTF-8 text", path, line);
                 rc = -1;
@@ -2041,7 +2016,7 @@ s_print_quoted (FILE *out, const char *text)
     const unsigned char *p = (const unsigned char *) text;
     size_t left = strlen (text);
     while (left > 0) {
-        size_t n = s_utf8_seq (p, left);
+        size_t n = ef_utf8_seq (p, left);
         if (*p == '"' || *p == '\\')
             fprintf (out, "\\%c", *p);
         else if (*p == '$' && p[1] == '{')

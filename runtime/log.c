@@ -1,5 +1,6 @@
 /*  log.c — leveled, actor-tagged logging to stderr, as text or JSON. */
 #include "embedflow/log.h"
+#include "embedflow/utf8.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -94,37 +95,6 @@ s_write (const char *line, size_t len)
     (void) rc;
 }
 
-/* Length of the valid UTF-8 sequence at p (of at most n bytes), 0 when
-   the bytes there are not one (overlong, surrogate, above U+10FFFF, or
-   cut short). */
-static size_t
-s_utf8_seq (const unsigned char *p, size_t n)
-{
-    if (p[0] < 0x80)
-        return 1;
-    size_t need;
-    unsigned min;
-    unsigned cp;
-    if ((p[0] & 0xE0) == 0xC0)
-        need = 2, min = 0x80, cp = p[0] & 0x1F;
-    else if ((p[0] & 0xF0) == 0xE0)
-        need = 3, min = 0x800, cp = p[0] & 0x0F;
-    else if ((p[0] & 0xF8) == 0xF0)
-        need = 4, min = 0x10000, cp = p[0] & 0x07;
-    else
-        return 0;
-    if (n < need)
-        return 0;
-    for (size_t i = 1; i < need; i++) {
-        if ((p[i] & 0xC0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (p[i] & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return need;
-}
-
 /* A JSON string of text with every byte that is not valid UTF-8 replaced
    by U+FFFD: a log line must never be lost to a peer's bad bytes (or to
    a message cut inside a character), and jansson refuses invalid UTF-8.
@@ -135,7 +105,7 @@ s_json_text (const char *text, size_t len)
     const unsigned char *p = (const unsigned char *) text;
     size_t i = 0;
     while (i < len) {
-        size_t k = s_utf8_seq (p + i, len - i);
+        size_t k = ef_utf8_seq (p + i, len - i);
         if (k == 0)
             break;
         i += k;
@@ -147,7 +117,7 @@ s_json_text (const char *text, size_t len)
         return NULL;
     size_t o = 0;
     for (i = 0; i < len;) {
-        size_t k = s_utf8_seq (p + i, len - i);
+        size_t k = ef_utf8_seq (p + i, len - i);
         if (k == 0) {
             memcpy (clean + o, "\xEF\xBF\xBD", 3);
             o += 3;

@@ -8,6 +8,7 @@
     the registry's mutex.
 */
 #include "embedflow/metrics.h"
+#include "embedflow/utf8.h"
 
 #include <assert.h>
 #include <math.h>
@@ -73,32 +74,6 @@ s_label_name_ok (const char *name)
     return true;
 }
 
-/* Length of the valid UTF-8 sequence at p (1..4), 0 when p does not start
-   one. */
-static size_t
-s_utf8_length (const unsigned char *p)
-{
-    size_t n = p[0] < 0x80             ? 1
-               : (p[0] & 0xE0) == 0xC0 ? 2
-               : (p[0] & 0xF0) == 0xE0 ? 3
-               : (p[0] & 0xF8) == 0xF0 ? 4
-                                       : 0;
-    if (n == 2 && p[0] < 0xC2)
-        return 0; /* overlong */
-    for (size_t i = 1; i < n; i++)
-        if ((p[i] & 0xC0) != 0x80)
-            return 0;
-    if (n == 3
-        && ((p[0] == 0xE0 && p[1] < 0xA0)       /* overlong */
-            || (p[0] == 0xED && p[1] >= 0xA0))) /* surrogate */
-        return 0;
-    if (n == 4
-        && ((p[0] == 0xF0 && p[1] < 0x90) || p[0] > 0xF4
-            || (p[0] == 0xF4 && p[1] >= 0x90)))
-        return 0;
-    return n;
-}
-
 /* Writes value escaped as the text format wants (backslash, double quote
    and newline; a byte that is not valid UTF-8 becomes '?', since one such
    byte makes a scraper reject the whole page) into out when not NULL.
@@ -108,8 +83,9 @@ s_escape (char *out, const char *value)
 {
     size_t n = 0;
     const unsigned char *p = (const unsigned char *) value;
+    const unsigned char *end = p + strlen (value);
     while (*p) {
-        size_t len = s_utf8_length (p);
+        size_t len = ef_utf8_seq (p, (size_t) (end - p));
         const char *esc = *p == '\\'   ? "\\\\"
                           : *p == '"'  ? "\\\""
                           : *p == '\n' ? "\\n"
