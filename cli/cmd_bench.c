@@ -26,6 +26,7 @@
 #include "testkit/pullserver.h"
 #include "jobs/job.h"
 
+#include "embedflow/address.h"
 #include "embedflow/log.h"
 #include "embedflow/metrics.h"
 #include "postgres/pg.h"
@@ -33,6 +34,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <jansson.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -1193,12 +1195,25 @@ s_run_target (s_bench_t *b, const char *target)
         fprintf (stderr, "embedflow bench: %s\n", res.error);
         return EF_EXIT_FAIL;
     }
-    printf ("{\"target\": \"%s\", \"rows\": %llu, \"written\": %llu, "
-            "\"dead_lettered\": %llu, \"seconds\": %.3f, \"rows_s\": %.0f}\n",
-            target, (unsigned long long) res.received,
-            (unsigned long long) res.written,
-            (unsigned long long) res.dead_lettered, res.seconds,
-            res.seconds > 0 ? (double) res.received / res.seconds : 0);
+    json_t *line = json_pack (
+        "{s:s, s:I, s:I, s:I, s:f, s:I}", "target", target, "rows",
+        (json_int_t) res.received, "written", (json_int_t) res.written,
+        "dead_lettered", (json_int_t) res.dead_lettered, "seconds", res.seconds,
+        "rows_s",
+        (json_int_t) (res.seconds > 0
+                          ? llround ((double) res.received / res.seconds)
+                          : 0));
+    /* nine digits: milliseconds of any run shorter than eleven days */
+    char *text =
+        line ? json_dumps (line, JSON_PRESERVE_ORDER | JSON_REAL_PRECISION (9))
+             : NULL;
+    json_decref (line);
+    if (!text) {
+        fprintf (stderr, "embedflow bench: out of memory\n");
+        return EF_EXIT_FAIL;
+    }
+    printf ("%s\n", text);
+    free (text);
     return EF_EXIT_OK;
 }
 
@@ -1332,7 +1347,10 @@ ef_cmd_bench (int argc, char **argv)
         ef_cli_close (&cli);
         return EF_EXIT_USAGE;
     }
-    if (target && (!strchr (target, ':') || strchr (target, '"'))) {
+    char host[256], port[16];
+    if (target
+        && ef_address_split (target, host, sizeof host, port, sizeof port)
+               != 0) {
         fprintf (stderr, "embedflow bench: --target must be HOST:PORT\n");
         free (b);
         ef_cli_close (&cli);

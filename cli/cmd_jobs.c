@@ -10,6 +10,7 @@
 #include "postgres/pg.h"
 #include "jobs/tz.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,22 +74,6 @@ s_print_schedule (const ef_cli_t *cli)
     return EF_EXIT_OK;
 }
 
-/* Writes s as a JSON string. */
-static void
-s_json_string (const char *s)
-{
-    putchar ('"');
-    for (const unsigned char *p = (const unsigned char *) s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            printf ("\\%c", *p);
-        else if (*p < 0x20)
-            printf ("\\u%04x", *p);
-        else
-            putchar (*p);
-    }
-    putchar ('"');
-}
-
 static const char *s_columns[] = {"id",
                                   "job",
                                   "trigger",
@@ -103,26 +88,32 @@ static const char *s_columns[] = {"id",
                                   "error"};
 #define S_NCOLS (sizeof s_columns / sizeof s_columns[0])
 
-/* Prints res as a JSON array of objects (numbers for the counters, null
-   for NULL). */
-static void
+/* Prints res as a JSON array of objects, keys in column order (numbers
+   for the counters, null for NULL). Returns 0, -1 when out of memory or
+   a value is not UTF-8 (nothing printed then). */
+static int
 s_print_json (PGresult *res)
 {
-    printf ("[");
-    for (int r = 0; r < PQntuples (res); r++) {
-        printf (r ? ",\n {" : "{");
-        for (int c = 0; c < (int) S_NCOLS; c++) {
-            printf ("%s\"%s\": ", c ? ", " : "", s_columns[c]);
-            if (PQgetisnull (res, r, c))
-                printf ("null");
-            else if (c >= 7 && c <= 9)
-                printf ("%s", PQgetvalue (res, r, c));
-            else
-                s_json_string (PQgetvalue (res, r, c));
+    json_t *runs = json_array ();
+    int rc = runs ? 0 : -1;
+    for (int r = 0; rc == 0 && r < PQntuples (res); r++) {
+        json_t *run = json_object ();
+        rc = json_array_append_new (runs, run);
+        for (int c = 0; rc == 0 && c < (int) S_NCOLS; c++) {
+            const char *v = PQgetvalue (res, r, c);
+            json_t *j = PQgetisnull (res, r, c) ? json_null ()
+                        : c >= 7 && c <= 9
+                            ? json_integer (strtoll (v, NULL, 10))
+                            : json_string (v);
+            rc = json_object_set_new (run, s_columns[c], j);
         }
-        printf ("}");
     }
-    printf ("]\n");
+    char *text = rc == 0 ? json_dumps (runs, JSON_PRESERVE_ORDER) : NULL;
+    if (text)
+        printf ("%s\n", text);
+    free (text);
+    json_decref (runs);
+    return text ? 0 : -1;
 }
 
 /* Prints res as an aligned table. */
@@ -252,10 +243,12 @@ ef_cmd_jobs (int argc, char **argv)
             fprintf (stderr, "embedflow jobs: %s\n", err);
             rc = EF_EXIT_FAIL;
         }
-        else if (json)
-            s_print_json (res);
-        else
+        else if (!json)
             s_print_table (res);
+        else if (s_print_json (res) != 0) {
+            fprintf (stderr, "embedflow jobs: cannot print the runs as JSON\n");
+            rc = EF_EXIT_FAIL;
+        }
         PQclear (res);
     }
     free (sql);

@@ -1,6 +1,7 @@
 /*  linkwire.c — decoding the messages that arrive on internal links. */
 #include "rows/linkwire.h"
 
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,129 +101,6 @@ ef_linkwire_row_batch (const uint8_t *data, size_t len, char *why,
 }
 
 /* --- metadata_json back to a map ---------------------------------------- */
-/* Appends the UTF-8 encoding of cp to *w. */
-static void
-s_utf8_put (char **w, uint32_t cp)
-{
-    unsigned char *p = (unsigned char *) *w;
-    if (cp < 0x80)
-        *p++ = (unsigned char) cp;
-    else if (cp < 0x800) {
-        *p++ = (unsigned char) (0xC0 | cp >> 6);
-        *p++ = (unsigned char) (0x80 | (cp & 0x3F));
-    }
-    else if (cp < 0x10000) {
-        *p++ = (unsigned char) (0xE0 | cp >> 12);
-        *p++ = (unsigned char) (0x80 | ((cp >> 6) & 0x3F));
-        *p++ = (unsigned char) (0x80 | (cp & 0x3F));
-    }
-    else {
-        *p++ = (unsigned char) (0xF0 | cp >> 18);
-        *p++ = (unsigned char) (0x80 | ((cp >> 12) & 0x3F));
-        *p++ = (unsigned char) (0x80 | ((cp >> 6) & 0x3F));
-        *p++ = (unsigned char) (0x80 | (cp & 0x3F));
-    }
-    *w = (char *) p;
-}
-
-/* Reads 4 hex digits. Returns 0, -1 when one is not hex. */
-static int
-s_hex4 (const char *p, uint32_t *out)
-{
-    uint32_t v = 0;
-    for (int i = 0; i < 4; i++) {
-        char c = p[i];
-        v <<= 4;
-        if (c >= '0' && c <= '9')
-            v |= (uint32_t) (c - '0');
-        else if (c >= 'a' && c <= 'f')
-            v |= (uint32_t) (c - 'a' + 10);
-        else if (c >= 'A' && c <= 'F')
-            v |= (uint32_t) (c - 'A' + 10);
-        else
-            return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-/* Parses the JSON string at *p (at its opening quote) into a heap copy,
-   advancing *p past it. NULL when malformed or out of memory. */
-static char *
-s_json_string (const char **p)
-{
-    const char *s = *p;
-    if (*s != '"')
-        return NULL;
-    s++;
-    /* Unescaping never makes a string longer. */
-    const char *end = s;
-    while (*end && *end != '"')
-        end += (*end == '\\' && end[1]) ? 2 : 1;
-    if (*end != '"')
-        return NULL;
-    char *out = malloc ((size_t) (end - s) + 1);
-    if (!out)
-        return NULL;
-    char *w = out;
-    while (s < end) {
-        if (*s != '\\') {
-            *w++ = *s++;
-            continue;
-        }
-        s++;
-        uint32_t cp;
-        switch (*s) {
-        case '"':
-        case '\\':
-        case '/':
-            *w++ = *s;
-            break;
-        case 'b':
-            *w++ = '\b';
-            break;
-        case 'f':
-            *w++ = '\f';
-            break;
-        case 'n':
-            *w++ = '\n';
-            break;
-        case 'r':
-            *w++ = '\r';
-            break;
-        case 't':
-            *w++ = '\t';
-            break;
-        case 'u':
-            if (end - s < 5 || s_hex4 (s + 1, &cp) != 0)
-                goto bad;
-            s += 4;
-            if (cp >= 0xD800 && cp <= 0xDBFF) {
-                uint32_t lo;
-                if (end - s < 7 || s[1] != '\\' || s[2] != 'u'
-                    || s_hex4 (s + 3, &lo) != 0 || lo < 0xDC00 || lo > 0xDFFF)
-                    goto bad;
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                s += 6;
-            }
-            else if (cp >= 0xDC00 && cp <= 0xDFFF)
-                goto bad;
-            if (cp == 0)
-                goto bad; /* cannot live in a C string */
-            s_utf8_put (&w, cp);
-            break;
-        default:
-            goto bad;
-        }
-        s++;
-    }
-    *w = '\0';
-    *p = end + 1;
-    return out;
-bad:
-    free (out);
-    return NULL;
-}
 
 /* Frees the metadata entries s_metadata_from_json made. */
 static void
@@ -238,73 +116,44 @@ s_entries_free (Embedflow__V1__Embedding *e)
     e->n_metadata = 0;
 }
 
-/* Fills e's metadata from a flat JSON object of strings. Returns 0, or
-   -1 (e's metadata left empty) when json is anything else. */
+/* Fills e's metadata from a flat JSON object of strings (jansson reads
+   it: no \u0000, UTF-8 only; of a repeated key the last wins, as in a
+   protobuf map). Returns 0, or -1 (e's metadata left empty) when json
+   is anything else or memory runs out. */
 static int
 s_metadata_from_json (Embedflow__V1__Embedding *e, const char *json)
 {
-    const char *p = json;
-#define SKIP_WS()                                                              \
-    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')                \
-    p++
-    SKIP_WS ();
-    if (!*p)
+    if (!json || json[strspn (json, " \t\n\r")] == '\0')
         return 0;
-    if (*p++ != '{')
+    json_t *root = json_loads (json, 0, NULL);
+    if (!json_is_object (root)) {
+        json_decref (root);
         return -1;
-    size_t cap = 0;
-    SKIP_WS ();
-    if (*p == '}')
-        return 0;
-    while (true) {
-        SKIP_WS ();
-        char *key = s_json_string (&p);
-        if (!key)
-            goto bad;
-        SKIP_WS ();
-        char *value = NULL;
-        if (*p == ':') {
-            p++;
-            SKIP_WS ();
-            value = s_json_string (&p);
-        }
-        Embedflow__V1__Embedding__MetadataEntry *entry =
-            value ? malloc (sizeof *entry) : NULL;
-        if (entry && e->n_metadata == cap) {
-            cap = cap ? cap * 2 : 8;
-            void *grown = realloc (e->metadata, cap * sizeof *e->metadata);
-            if (!grown) {
-                free (entry);
-                entry = NULL;
-            }
-            else
-                e->metadata = grown;
-        }
-        if (!entry) {
-            free (key);
-            free (value);
-            goto bad;
+    }
+    size_t n = json_object_size (root);
+    e->metadata = n ? calloc (n, sizeof *e->metadata) : NULL;
+    int rc = n && !e->metadata ? -1 : 0;
+    const char *key;
+    json_t *value;
+    json_object_foreach (root, key, value)
+    {
+        Embedflow__V1__Embedding__MetadataEntry *entry = NULL;
+        if (rc != 0 || !json_is_string (value)
+            || !(entry = malloc (sizeof *entry))) {
+            rc = -1;
+            break;
         }
         embedflow__v1__embedding__metadata_entry__init (entry);
-        entry->key = key;
-        entry->value = value;
         e->metadata[e->n_metadata++] = entry;
-        SKIP_WS ();
-        if (*p == ',') {
-            p++;
-            continue;
-        }
-        if (*p++ != '}')
-            goto bad;
-        SKIP_WS ();
-        if (*p)
-            goto bad;
-        return 0;
+        entry->key = strdup (key);
+        entry->value = strdup (json_string_value (value));
+        if (!entry->key || !entry->value)
+            rc = -1;
     }
-#undef SKIP_WS
-bad:
-    s_entries_free (e);
-    return -1;
+    json_decref (root);
+    if (rc != 0)
+        s_entries_free (e);
+    return rc;
 }
 
 /* --- a row's original ---------------------------------------------------- */
