@@ -382,46 +382,27 @@ s_settle (ef_actor_t *actor, s_self_t *self, Embedflow__V1__Row *const *rows,
 static int
 s_send_ack_to (ef_actor_t *actor, s_self_t *self, const char *reply_to)
 {
-    size_t mine = 0;
-    for (size_t i = 0; i < self->n_tallies; i++)
-        mine += strcmp (self->tallies[i].reply_to, reply_to) == 0;
-    if (mine == 0)
-        return 0;
-    Embedflow__V1__StreamTally *tallies =
-        calloc (self->n_tallies, sizeof *tallies);
-    Embedflow__V1__StreamTally **ptrs = calloc (self->n_tallies, sizeof *ptrs);
-    zframe_t *frame = NULL;
-    if (tallies && ptrs) {
-        size_t n = 0;
-        for (size_t i = 0; i < self->n_tallies; i++) {
-            if (strcmp (self->tallies[i].reply_to, reply_to) != 0)
-                continue;
-            embedflow__v1__stream_tally__init (&tallies[n]);
-            tallies[n].stream_id = self->tallies[i].stream_id;
-            tallies[n].chunk_seq = self->tallies[i].chunk_seq;
-            tallies[n].attempt = self->tallies[i].attempt;
-            tallies[n].stream_key = self->tallies[i].key;
-            tallies[n].written = self->tallies[i].written;
-            ptrs[n] = &tallies[n];
-            n++;
-        }
-        Embedflow__V1__Ack ack = EMBEDFLOW__V1__ACK__INIT;
-        ack.n_tallies = n;
-        ack.tallies = ptrs;
-        ack.from = (char *) ef_actor_name (actor);
-        frame = zframe_new (NULL, embedflow__v1__ack__get_packed_size (&ack));
-        if (frame)
-            embedflow__v1__ack__pack (&ack, zframe_data (frame));
+    ef_ack_builder_t b = {0};
+    bool oom = false;
+    for (size_t i = 0; i < self->n_tallies && !oom; i++) {
+        const s_tally_t *x = &self->tallies[i];
+        if (strcmp (x->reply_to, reply_to) != 0)
+            continue;
+        Embedflow__V1__StreamTally *t =
+            ef_ack_tally (&b, x->stream_id, x->chunk_seq, x->attempt, x->key);
+        if (t)
+            t->written += x->written;
+        oom = !t;
     }
-    free (tallies);
-    free (ptrs);
-    zmsg_t *msg = frame ? zmsg_new () : NULL;
+    if (b.n == 0 && !oom)
+        return 0;
+    zmsg_t *msg = ef_ack_message (&b, ef_actor_name (actor));
+    if (oom)
+        zmsg_destroy (&msg);
     if (!msg) {
-        zframe_destroy (&frame);
         ef_error ("out of memory building an ack");
         return -1;
     }
-    zmsg_append (msg, &frame);
     int rc = ef_actor_send_to (actor, self->port_acks, reply_to, &msg);
     if (rc == -2) {
         ef_warn ("acks for '%s': no link of port acks leads to it (add it "

@@ -104,74 +104,40 @@ s_push (s_self_t *self, Embedflow__V1__DeadLetter *letter)
 static int
 s_send_ack_to (ef_actor_t *actor, s_self_t *self, const char *reply_to)
 {
-    size_t n = 0;
-    Embedflow__V1__StreamTally *tallies =
-        calloc (self->n_pending, sizeof *tallies);
-    Embedflow__V1__StreamTally **ptrs = calloc (self->n_pending, sizeof *ptrs);
-    if (!tallies || !ptrs) {
-        free (tallies);
-        free (ptrs);
-        ef_error ("out of memory building an ack");
-        return -1;
-    }
+    ef_ack_builder_t b = {0};
     for (size_t i = 0; i < self->n_pending; i++) {
         const Embedflow__V1__DeadLetter *d = self->pending[i];
         bool ends = d->reason_code
                     && strcmp (d->reason_code, EF_DEAD_STREAM_ENDED) == 0;
         if ((d->covers == 0 && !ends) || strcmp (d->reply_to, reply_to) != 0)
             continue;
-        size_t t = 0;
-        while (t < n
-               && (tallies[t].stream_id != d->stream_id
-                   || tallies[t].chunk_seq != d->chunk_seq
-                   || tallies[t].attempt != d->attempt
-                   || tallies[t].stream_key.len != d->stream_key.len
-                   || (d->stream_key.len
-                       && memcmp (tallies[t].stream_key.data,
-                                  d->stream_key.data, d->stream_key.len))))
-            t++;
-        if (t == n) {
-            embedflow__v1__stream_tally__init (&tallies[t]);
-            tallies[t].stream_id = d->stream_id;
-            tallies[t].chunk_seq = d->chunk_seq;
-            tallies[t].attempt = d->attempt;
-            tallies[t].stream_key = d->stream_key; /* lives as pending */
-            ptrs[t] = &tallies[t];
-            n++;
-        }
-        tallies[t].dead_lettered += d->covers;
-        if (ends)
-            tallies[t].ended = d->reason; /* lives as long as pending */
-    }
-    int rc = 0;
-    if (n > 0) {
-        Embedflow__V1__Ack ack = EMBEDFLOW__V1__ACK__INIT;
-        ack.n_tallies = n;
-        ack.tallies = ptrs;
-        ack.from = (char *) ef_actor_name (actor);
-        zframe_t *frame =
-            zframe_new (NULL, embedflow__v1__ack__get_packed_size (&ack));
-        zmsg_t *msg = frame ? zmsg_new () : NULL;
-        if (msg) {
-            embedflow__v1__ack__pack (&ack, zframe_data (frame));
-            zmsg_append (msg, &frame);
-            rc = ef_actor_send_to (actor, self->port_acks, reply_to, &msg);
-            if (rc == -2) {
-                ef_warn ("acks for '%s': no link of port acks leads to it "
-                         "(add it to an ack link's to); dropped",
-                         reply_to);
-                zmsg_destroy (&msg);
-                rc = 0;
-            }
-        }
-        else {
-            zframe_destroy (&frame);
+        /* the key and the reason live as long as pending */
+        Embedflow__V1__StreamTally *t = ef_ack_tally (
+            &b, d->stream_id, d->chunk_seq, d->attempt, d->stream_key);
+        if (!t) {
+            ef_ack_builder_clear (&b);
             ef_error ("out of memory building an ack");
-            rc = -1;
+            return -1;
         }
+        t->dead_lettered += d->covers;
+        if (ends)
+            t->ended = d->reason;
     }
-    free (tallies);
-    free (ptrs);
+    if (b.n == 0)
+        return 0;
+    zmsg_t *msg = ef_ack_message (&b, ef_actor_name (actor));
+    if (!msg) {
+        ef_error ("out of memory building an ack");
+        return -1;
+    }
+    int rc = ef_actor_send_to (actor, self->port_acks, reply_to, &msg);
+    if (rc == -2) {
+        ef_warn ("acks for '%s': no link of port acks leads to it (add it "
+                 "to an ack link's to); dropped",
+                 reply_to);
+        zmsg_destroy (&msg);
+        rc = 0;
+    }
     return rc;
 }
 

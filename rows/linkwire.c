@@ -100,6 +100,71 @@ ef_linkwire_row_batch (const uint8_t *data, size_t len, char *why,
     return batch;
 }
 
+/* --- building an Ack ---------------------------------------------------- */
+
+Embedflow__V1__StreamTally *
+ef_ack_tally (ef_ack_builder_t *b, uint64_t stream_id, uint64_t chunk_seq,
+              uint32_t attempt, ProtobufCBinaryData key)
+{
+    for (size_t t = 0; t < b->n; t++) {
+        Embedflow__V1__StreamTally *x = &b->tallies[t];
+        if (x->stream_id == stream_id && x->chunk_seq == chunk_seq
+            && x->attempt == attempt && x->stream_key.len == key.len
+            && (key.len == 0
+                || memcmp (x->stream_key.data, key.data, key.len) == 0))
+            return x;
+    }
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 8;
+        void *grown = realloc (b->tallies, cap * sizeof *b->tallies);
+        if (!grown)
+            return NULL;
+        b->tallies = grown;
+        b->cap = cap;
+    }
+    Embedflow__V1__StreamTally *x = &b->tallies[b->n++];
+    embedflow__v1__stream_tally__init (x);
+    x->stream_id = stream_id;
+    x->chunk_seq = chunk_seq;
+    x->attempt = attempt;
+    x->stream_key = key;
+    return x;
+}
+
+zmsg_t *
+ef_ack_message (ef_ack_builder_t *b, const char *from)
+{
+    Embedflow__V1__StreamTally **ptrs =
+        malloc ((b->n ? b->n : 1) * sizeof *ptrs);
+    zmsg_t *msg = ptrs ? zmsg_new () : NULL;
+    zframe_t *frame = NULL;
+    if (msg) {
+        for (size_t t = 0; t < b->n; t++)
+            ptrs[t] = &b->tallies[t];
+        Embedflow__V1__Ack ack = EMBEDFLOW__V1__ACK__INIT;
+        ack.n_tallies = b->n;
+        ack.tallies = ptrs;
+        ack.from = (char *) (from ? from : "");
+        frame = zframe_new (NULL, embedflow__v1__ack__get_packed_size (&ack));
+        if (frame)
+            embedflow__v1__ack__pack (&ack, zframe_data (frame));
+    }
+    if (frame)
+        zmsg_append (msg, &frame);
+    else
+        zmsg_destroy (&msg);
+    free (ptrs);
+    ef_ack_builder_clear (b);
+    return msg;
+}
+
+void
+ef_ack_builder_clear (ef_ack_builder_t *b)
+{
+    free (b->tallies);
+    *b = (ef_ack_builder_t){0};
+}
+
 /* --- metadata_json back to a map ---------------------------------------- */
 
 /* Frees the metadata entries s_metadata_from_json made. */

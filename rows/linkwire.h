@@ -9,6 +9,7 @@
 #ifndef EF_LINKWIRE_H
 #define EF_LINKWIRE_H
 
+#include <czmq.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -33,6 +34,31 @@ ef_linkwire_dead_letter (const uint8_t *data, size_t len, bool *undecodable);
    in-flight gauge are signed, and no stream holds that many rows). */
 Embedflow__V1__Ack *ef_linkwire_ack (const uint8_t *data, size_t len, char *why,
                                      size_t whylen);
+
+/* An Ack being gathered: one tally per sending of a chunk (stream,
+   chunk_seq, attempt, stream key), as every actor that settles rows
+   reports them back to the receiver or the puller. */
+typedef struct {
+    Embedflow__V1__StreamTally *tallies; /* heap; stream keys borrowed */
+    size_t n;                            /* used */
+    size_t cap;                          /* allocated */
+} ef_ack_builder_t;
+
+/* The tally of that sending in b, added with zero counts when new. The
+   key's bytes are borrowed and must outlive b's message; the pointer is
+   good until the next call. NULL when out of memory. */
+Embedflow__V1__StreamTally *ef_ack_tally (ef_ack_builder_t *b,
+                                          uint64_t stream_id,
+                                          uint64_t chunk_seq, uint32_t attempt,
+                                          ProtobufCBinaryData key);
+
+/* Packs b's tallies into an Ack from `from` (the actor instance, for
+   logs) as a one-frame message, and empties b. NULL when out of memory
+   (b emptied all the same). */
+zmsg_t *ef_ack_message (ef_ack_builder_t *b, const char *from);
+
+/* Frees b's tallies; b is empty and may be used again. */
+void ef_ack_builder_clear (ef_ack_builder_t *b);
 
 /* Decodes a RowBatch frame as a db-writer takes it. Returns the batch
    (free it with embedflow__v1__row_batch__free_unpacked), or NULL with

@@ -189,3 +189,44 @@ EF_TEST (linkwire_row_original_carries_metadata)
         free (orig);
     }
 }
+
+EF_TEST (linkwire_ack_builder)
+{
+    /* One tally per sending of a chunk: the same stream, chunk, attempt
+       and key add up; any of them different is a tally of its own. */
+    ef_ack_builder_t b = {0};
+    uint8_t k1[] = {1, 2}, k2[] = {1, 3};
+    ProtobufCBinaryData key1 = {2, k1}, key2 = {2, k2};
+    Embedflow__V1__StreamTally *t = ef_ack_tally (&b, 7, 1, 0, key1);
+    EF_REQUIRE (t);
+    t->written += 3;
+    t = ef_ack_tally (&b, 7, 1, 0, key1);
+    EF_REQUIRE (t);
+    t->written += 2;
+    EF_REQUIRE (ef_ack_tally (&b, 7, 1, 1, key1));
+    EF_REQUIRE (ef_ack_tally (&b, 7, 2, 0, key1));
+    t = ef_ack_tally (&b, 7, 1, 0, key2);
+    EF_REQUIRE (t);
+    t->dead_lettered = 4;
+    t->ended = "too many bad rows";
+    EF_CHECK (b.n == 4);
+    zmsg_t *msg = ef_ack_message (&b, "db-writer.0");
+    EF_CHECK (b.n == 0 && b.tallies == NULL);
+    EF_REQUIRE (msg && zmsg_size (msg) == 1);
+    zframe_t *frame = zmsg_first (msg);
+    char why[128];
+    Embedflow__V1__Ack *ack = ef_linkwire_ack (
+        zframe_data (frame), zframe_size (frame), why, sizeof why);
+    zmsg_destroy (&msg);
+    EF_REQUIRE (ack);
+    EF_CHECK (strcmp (ack->from, "db-writer.0") == 0);
+    EF_CHECK (ack->n_tallies == 4);
+    if (ack->n_tallies == 4) {
+        EF_CHECK (ack->tallies[0]->written == 5);
+        EF_CHECK (ack->tallies[3]->dead_lettered == 4);
+        EF_CHECK (strcmp (ack->tallies[3]->ended, "too many bad rows") == 0);
+        EF_CHECK (ack->tallies[3]->stream_key.len == 2
+                  && ack->tallies[3]->stream_key.data[1] == 3);
+    }
+    embedflow__v1__ack__free_unpacked (ack, NULL);
+}
