@@ -22,6 +22,7 @@
 #include "cli/cli.h"
 #include "testkit/loadgen.h"
 
+#include "embedflow/buf.h"
 #include "embedflow/log.h"
 #include "embedflow/v1/embedding.pb-c.h"
 #include "postgres/pg.h"
@@ -332,35 +333,9 @@ s_show (PGconn *conn, const char *table, const s_args_t *args)
 
 /* --- replay -------------------------------------------------------------- */
 
-/* A growing byte buffer. */
-typedef struct {
-    uint8_t *data; /* heap */
-    size_t len;    /* used */
-    size_t cap;    /* allocated */
-} s_bytes_t;
-
-/* Appends n bytes. Returns 0, -1 out of memory. */
-static int
-s_put (s_bytes_t *b, const void *p, size_t n)
-{
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n)
-            cap *= 2;
-        uint8_t *grown = realloc (b->data, cap);
-        if (!grown)
-            return -1;
-        b->data = grown;
-        b->cap = cap;
-    }
-    memcpy (b->data + b->len, p, n);
-    b->len += n;
-    return 0;
-}
-
 /* Appends a protobuf varint. */
 static int
-s_put_varint (s_bytes_t *b, uint64_t v)
+s_put_varint (ef_buf_t *b, uint64_t v)
 {
     uint8_t tmp[10];
     size_t n = 0;
@@ -368,13 +343,13 @@ s_put_varint (s_bytes_t *b, uint64_t v)
         tmp[n++] = (uint8_t) ((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
         v >>= 7;
     } while (v);
-    return s_put (b, tmp, n);
+    return ef_buf_put (b, tmp, n);
 }
 
 /* The letters of one source, encoded as EmbeddingChunks. */
 typedef struct {
     ef_loadgen_chunk_t *chunks; /* data points into bufs */
-    s_bytes_t *bufs;            /* one per chunk */
+    ef_buf_t *bufs;             /* one per chunk */
     size_t n;                   /* chunks */
     size_t cap;                 /* allocated */
     size_t items;               /* rows in all chunks */
@@ -405,10 +380,10 @@ s_upload_add (s_upload_t *u, const uint8_t *orig, size_t len)
         memset (&u->bufs[u->n], 0, sizeof u->bufs[u->n]);
         u->n++;
     }
-    s_bytes_t *b = &u->bufs[u->n - 1];
+    ef_buf_t *b = &u->bufs[u->n - 1];
     uint8_t tag = 0x0a; /* field 1, length-delimited */
-    if (s_put (b, &tag, 1) != 0 || s_put_varint (b, len) != 0
-        || s_put (b, orig, len) != 0)
+    if (ef_buf_put (b, &tag, 1) != 0 || s_put_varint (b, len) != 0
+        || ef_buf_put (b, orig, len) != 0)
         return -1;
     u->chunks[u->n - 1].rows++;
     u->items++;
@@ -422,10 +397,10 @@ s_upload_finish (s_upload_t *u)
 {
     for (size_t i = 0; i < u->n; i++) {
         uint8_t tag = 0x10; /* field 2, varint */
-        if (s_put (&u->bufs[i], &tag, 1) != 0
+        if (ef_buf_put (&u->bufs[i], &tag, 1) != 0
             || s_put_varint (&u->bufs[i], i + 1) != 0)
             return -1;
-        u->chunks[i].data = u->bufs[i].data;
+        u->chunks[i].data = (const uint8_t *) u->bufs[i].data;
         u->chunks[i].size = u->bufs[i].len;
     }
     return 0;

@@ -11,6 +11,7 @@
 
 #include "embedflow/actor.h"
 #include "embedflow/address.h"
+#include "embedflow/buf.h"
 
 #include <errno.h>
 #include <math.h>
@@ -94,30 +95,21 @@ s_fetch (const char *host, const char *port, char *err, size_t errlen)
         close (fd);
         return NULL;
     }
-    size_t cap = 65536, used = 0;
-    char *buf = malloc (cap);
+    ef_buf_t page = {0};
     ssize_t n = 0;
-    while (buf && (n = read (fd, buf + used, cap - used - 1)) > 0) {
-        used += (size_t) n;
-        if (used + 1 == cap) {
-            char *grown = realloc (buf, cap * 2);
-            if (!grown) {
-                free (buf);
-                buf = NULL;
-                break;
-            }
-            buf = grown;
-            cap *= 2;
-        }
-    }
+    while (ef_buf_reserve (&page, 65536) == 0
+           && (n = read (fd, page.data + page.len, 65536)) > 0)
+        page.len += (size_t) n;
     close (fd);
+    if (!page.failed)
+        page.data[page.len] = '\0'; /* read wrote past the last NUL */
+    char *buf = ef_buf_take (&page, NULL);
     if (!buf || n < 0) {
         snprintf (err, errlen, "cannot read the answer: %s",
                   buf ? strerror (errno) : "out of memory");
         free (buf);
         return NULL;
     }
-    buf[used] = 0;
     char *body = strstr (buf, "\r\n\r\n");
     if (strncmp (buf, "HTTP/1.", 7) != 0 || !body
         || strncmp (buf + 8, " 200", 4) != 0) {

@@ -1,6 +1,8 @@
 /*  grpcmsg.c — helpers shared by embedflow's gRPC code. */
 #include "grpc/grpcmsg.h"
 
+#include "embedflow/buf.h"
+
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -89,30 +91,20 @@ ef_grpc_read_pem (const char *path)
     FILE *f = fopen (path, "rb");
     if (!f)
         return NULL;
-    char *data = NULL;
-    size_t len = 0;
+    ef_buf_t b = {0};
     char chunk[4096];
     size_t n;
-    while ((n = fread (chunk, 1, sizeof chunk, f)) > 0) {
-        char *grown = realloc (data, len + n + 1);
-        if (!grown) {
-            free (data);
-            fclose (f);
-            errno = ENOMEM;
-            return NULL;
-        }
-        data = grown;
-        memcpy (data + len, chunk, n);
-        len += n;
-    }
+    while ((n = fread (chunk, 1, sizeof chunk, f)) > 0)
+        ef_buf_put (&b, chunk, n);
     bool failed = ferror (f) != 0;
     fclose (f);
-    if (failed || !data) {
+    bool empty = b.len == 0;
+    char *data = ef_buf_take (&b, NULL);
+    if (failed || empty || !data) {
         free (data);
-        errno = failed ? EIO : EINVAL;
+        errno = failed ? EIO : empty ? EINVAL : ENOMEM;
         return NULL;
     }
-    data[len] = 0;
     return data;
 }
 

@@ -1,6 +1,8 @@
 /*  checkpoint.c — pull pieces, positions and the job history. */
 #include "postgres/checkpoint.h"
 
+#include "embedflow/buf.h"
+
 #include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -27,47 +29,17 @@ typedef struct {
 } s_piece_t;
 
 /* A growing text buffer; oom set once an allocation failed. */
-typedef struct {
-    char *data; /* NUL-terminated */
-    size_t len; /* used, without the NUL */
-    size_t cap; /* allocated */
-    bool oom;   /* an append failed */
-} s_text_t;
-
-/* Appends n bytes of s. */
-static void
-s_text_put (s_text_t *t, const char *s, size_t n)
-{
-    if (t->oom)
-        return;
-    if (t->len + n + 1 > t->cap) {
-        size_t cap = t->cap ? t->cap * 2 : 256;
-        while (cap < t->len + n + 1)
-            cap *= 2;
-        char *grown = realloc (t->data, cap);
-        if (!grown) {
-            t->oom = true;
-            return;
-        }
-        t->data = grown;
-        t->cap = cap;
-    }
-    memcpy (t->data + t->len, s, n);
-    t->len += n;
-    t->data[t->len] = '\0';
-}
-
 /* Appends s as a quoted element of a text array literal. */
 static void
-s_text_put_quoted (s_text_t *t, const char *s)
+s_put_quoted (ef_buf_t *t, const char *s)
 {
-    s_text_put (t, "\"", 1);
+    ef_buf_put (t, "\"", 1);
     for (; s && *s; s++) {
         if (*s == '"' || *s == '\\')
-            s_text_put (t, "\\", 1);
-        s_text_put (t, s, 1);
+            ef_buf_put (t, "\\", 1);
+        ef_buf_put (t, s, 1);
     }
-    s_text_put (t, "\"", 1);
+    ef_buf_put (t, "\"", 1);
 }
 
 /* Fills rep for a failed statement. */
@@ -116,27 +88,27 @@ s_insert (PGconn *conn, const char *schema, const s_piece_t *pieces, size_t n,
 {
     if (n == 0)
         return EF_WRITE_OK;
-    s_text_t cols[5] = {{0}};
+    ef_buf_t cols[5] = {{0}};
     for (int c = 0; c < 5; c++)
-        s_text_put (&cols[c], "{", 1);
+        ef_buf_put (&cols[c], "{", 1);
     for (size_t i = 0; i < n; i++) {
         char num[32];
         const char *sep = i ? "," : "";
-        s_text_put (&cols[0], sep, strlen (sep));
-        s_text_put_quoted (&cols[0], pieces[i].run_id);
+        ef_buf_put (&cols[0], sep, strlen (sep));
+        s_put_quoted (&cols[0], pieces[i].run_id);
         snprintf (num, sizeof num, "%s%" PRIu64, sep, pieces[i].seq);
-        s_text_put (&cols[1], num, strlen (num));
+        ef_buf_put (&cols[1], num, strlen (num));
         snprintf (num, sizeof num, "%s%" PRIu64, sep, pieces[i].rows);
-        s_text_put (&cols[2], num, strlen (num));
+        ef_buf_put (&cols[2], num, strlen (num));
         snprintf (num, sizeof num, "%s%" PRIu32, sep, pieces[i].chunk_rows);
-        s_text_put (&cols[3], num, strlen (num));
-        s_text_put (&cols[4], sep, strlen (sep));
-        s_text_put_quoted (&cols[4], pieces[i].token);
+        ef_buf_put (&cols[3], num, strlen (num));
+        ef_buf_put (&cols[4], sep, strlen (sep));
+        s_put_quoted (&cols[4], pieces[i].token);
     }
     bool oom = false;
     for (int c = 0; c < 5; c++) {
-        s_text_put (&cols[c], "}", 1);
-        oom |= cols[c].oom;
+        ef_buf_put (&cols[c], "}", 1);
+        oom |= cols[c].failed;
     }
     char *quoted = oom ? NULL : ef_pg_ident (conn, schema);
     char *sql = NULL;
@@ -499,25 +471,25 @@ ef_run_beat (PGconn *conn, const char *schema, const ef_run_counts_t *runs,
 {
     if (n == 0)
         return 0;
-    s_text_t cols[4] = {{0}};
+    ef_buf_t cols[4] = {{0}};
     for (int c = 0; c < 4; c++)
-        s_text_put (&cols[c], "{", 1);
+        ef_buf_put (&cols[c], "{", 1);
     for (size_t i = 0; i < n; i++) {
         char num[32];
         const char *sep = i ? "," : "";
-        s_text_put (&cols[0], sep, strlen (sep));
-        s_text_put_quoted (&cols[0], runs[i].run_id);
+        ef_buf_put (&cols[0], sep, strlen (sep));
+        s_put_quoted (&cols[0], runs[i].run_id);
         snprintf (num, sizeof num, "%s%" PRIu64, sep, runs[i].received);
-        s_text_put (&cols[1], num, strlen (num));
+        ef_buf_put (&cols[1], num, strlen (num));
         snprintf (num, sizeof num, "%s%" PRIu64, sep, runs[i].written);
-        s_text_put (&cols[2], num, strlen (num));
+        ef_buf_put (&cols[2], num, strlen (num));
         snprintf (num, sizeof num, "%s%" PRIu64, sep, runs[i].dead);
-        s_text_put (&cols[3], num, strlen (num));
+        ef_buf_put (&cols[3], num, strlen (num));
     }
     bool oom = false;
     for (int c = 0; c < 4; c++) {
-        s_text_put (&cols[c], "}", 1);
-        oom |= cols[c].oom;
+        ef_buf_put (&cols[c], "}", 1);
+        oom |= cols[c].failed;
     }
     int rc = -1;
     if (oom)

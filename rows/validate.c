@@ -3,6 +3,7 @@
 
 #include "rows/uuid7.h"
 
+#include "embedflow/buf.h"
 #include "embedflow/utf8.h"
 
 #include <math.h>
@@ -114,54 +115,30 @@ ef_row_validate (const Embedflow__V1__Embedding *e,
 
 /* --- canonical metadata JSON ------------------------------------------ */
 
-typedef struct {
-    char *buf;  /* heap */
-    size_t len; /* used */
-    size_t cap; /* allocated */
-    bool oom;   /* an allocation failed */
-} s_buf_t;
+/* Written here, not by jansson: these bytes are hashed into each row's
+   content_hash, and jansson escapes control characters differently
+   (\n where this writes \u000a), so a change of writer would make every
+   stored row with such metadata look changed on its next upload. */
 
 static void
-s_put (s_buf_t *b, const char *s, size_t n)
+s_put_json_string (ef_buf_t *b, const char *s)
 {
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *grown = realloc (b->buf, cap);
-        if (!grown) {
-            b->oom = true;
-            return;
-        }
-        b->buf = grown;
-        b->cap = cap;
-    }
-    memcpy (b->buf + b->len, s, n);
-    b->len += n;
-    b->buf[b->len] = '\0';
-}
-
-static void
-s_put_json_string (s_buf_t *b, const char *s)
-{
-    s_put (b, "\"", 1);
+    ef_buf_put (b, "\"", 1);
     for (const unsigned char *p = (const unsigned char *) (s ? s : ""); *p;
          p++) {
         char esc[8];
         if (*p == '"' || *p == '\\') {
             esc[0] = '\\', esc[1] = (char) *p;
-            s_put (b, esc, 2);
+            ef_buf_put (b, esc, 2);
         }
         else if (*p < 0x20) {
             snprintf (esc, sizeof esc, "\\u%04x", *p);
-            s_put (b, esc, 6);
+            ef_buf_put (b, esc, 6);
         }
         else
-            s_put (b, (const char *) p, 1);
+            ef_buf_put (b, (const char *) p, 1);
     }
-    s_put (b, "\"", 1);
+    ef_buf_put (b, "\"", 1);
 }
 
 typedef struct {
@@ -195,8 +172,8 @@ ef_metadata_json (Embedflow__V1__Embedding__MetadataEntry *const *entries,
             sorted[i] = (s_slot_t){entries[i], i};
         qsort (sorted, n, sizeof *sorted, s_slot_cmp);
     }
-    s_buf_t b = {0};
-    s_put (&b, "{", 1);
+    ef_buf_t b = {0};
+    ef_buf_put (&b, "{", 1);
     for (size_t i = 0; i < n; i++) {
         const char *key = sorted[i].entry->key ? sorted[i].entry->key : "";
         /* A map on the wire may repeat a key; the last one wins, as in
@@ -207,18 +184,12 @@ ef_metadata_json (Embedflow__V1__Embedding__MetadataEntry *const *entries,
                    == 0)
             continue;
         if (b.len > 1)
-            s_put (&b, ",", 1);
+            ef_buf_put (&b, ",", 1);
         s_put_json_string (&b, key);
-        s_put (&b, ":", 1);
+        ef_buf_put (&b, ":", 1);
         s_put_json_string (&b, sorted[i].entry->value);
     }
-    s_put (&b, "}", 1);
+    ef_buf_put (&b, "}", 1);
     free (sorted);
-    if (b.oom) {
-        free (b.buf);
-        return NULL;
-    }
-    if (len_out)
-        *len_out = b.len;
-    return b.buf;
+    return ef_buf_take (&b, len_out);
 }

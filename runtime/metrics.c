@@ -8,6 +8,7 @@
     the registry's mutex.
 */
 #include "embedflow/metrics.h"
+#include "embedflow/buf.h"
 #include "embedflow/utf8.h"
 
 #include <assert.h>
@@ -446,79 +447,43 @@ ef_process_cpu_seconds (void)
 
 /* --- rendering ---------------------------------------------------------- */
 
-typedef struct {
-    char *data;  /* text so far */
-    size_t len;  /* used */
-    size_t cap;  /* allocated */
-    bool failed; /* out of memory */
-} s_text_t;
-
-/* Appends printf-formatted text. */
-static void __attribute__ ((format (printf, 2, 3)))
-s_printf (s_text_t *t, const char *fmt, ...)
-{
-    if (t->failed)
-        return;
-    while (true) {
-        va_list args;
-        va_start (args, fmt);
-        int n = vsnprintf (t->data + t->len, t->cap - t->len, fmt, args);
-        va_end (args);
-        if (n < 0) {
-            t->failed = true;
-            return;
-        }
-        if ((size_t) n < t->cap - t->len) {
-            t->len += (size_t) n;
-            return;
-        }
-        size_t cap = (t->cap + (size_t) n + 1) * 2;
-        char *grown = realloc (t->data, cap);
-        if (!grown) {
-            t->failed = true;
-            return;
-        }
-        t->data = grown;
-        t->cap = cap;
-    }
-}
-
 /* Appends {labels,extra} (the series' labels are escaped already);
    nothing when there are neither. */
 static void
-s_label (s_text_t *t, const char *labels, const char *extra)
+s_label (ef_buf_t *t, const char *labels, const char *extra)
 {
     if (!labels && !extra)
         return;
-    s_printf (t, "{%s%s%s}", labels ? labels : "", labels && extra ? "," : "",
-              extra ? extra : "");
+    ef_buf_printf (t, "{%s%s%s}", labels ? labels : "",
+                   labels && extra ? "," : "", extra ? extra : "");
 }
 
 /* Appends HELP text with backslash and newline escaped. */
 static void
-s_help (s_text_t *t, const char *help)
+s_help (ef_buf_t *t, const char *help)
 {
     for (const char *p = help; *p; p++)
         if (*p == '\\')
-            s_printf (t, "\\\\");
+            ef_buf_printf (t, "\\\\");
         else if (*p == '\n')
-            s_printf (t, "\\n");
+            ef_buf_printf (t, "\\n");
         else
-            s_printf (t, "%c", *p);
+            ef_buf_printf (t, "%c", *p);
 }
 
 /* Writes one series' samples. */
 static void
-s_render_series (s_text_t *t, const s_series_t *s)
+s_render_series (ef_buf_t *t, const s_series_t *s)
 {
     if (s->type == S_COUNTER || s->type == S_GAUGE) {
-        s_printf (t, "%s", s->name);
+        ef_buf_printf (t, "%s", s->name);
         s_label (t, s->labels, NULL);
         if (s->type == S_COUNTER)
-            s_printf (t, " %llu\n",
-                      (unsigned long long) ef_counter_value (s->metric));
+            ef_buf_printf (t, " %llu\n",
+                           (unsigned long long) ef_counter_value (s->metric));
         else
-            s_printf (t, " %lld\n", (long long) ef_gauge_value (s->metric));
+            ef_buf_printf (t, " %lld\n",
+                           (long long) ef_gauge_value (s->metric));
         return;
     }
     const ef_histogram_t *h = s->metric;
@@ -527,21 +492,21 @@ s_render_series (s_text_t *t, const s_series_t *s)
         cumulative += atomic_load ((atomic_uint_least64_t *) &h->bucket[b]);
         char le[48];
         snprintf (le, sizeof le, "le=\"%g\"", s_bounds[b]);
-        s_printf (t, "%s_bucket", s->name);
+        ef_buf_printf (t, "%s_bucket", s->name);
         s_label (t, s->labels, le);
-        s_printf (t, " %llu\n", (unsigned long long) cumulative);
+        ef_buf_printf (t, " %llu\n", (unsigned long long) cumulative);
     }
     /* count last, so +Inf is never below a finite bucket read earlier */
     uint64_t count = ef_histogram_count (h);
     if (count < cumulative)
         count = cumulative;
-    s_printf (t, "%s_bucket", s->name);
+    ef_buf_printf (t, "%s_bucket", s->name);
     s_label (t, s->labels, "le=\"+Inf\"");
-    s_printf (t, " %llu\n%s_sum", (unsigned long long) count, s->name);
+    ef_buf_printf (t, " %llu\n%s_sum", (unsigned long long) count, s->name);
     s_label (t, s->labels, NULL);
-    s_printf (t, " %.9f\n%s_count", ef_histogram_sum (h), s->name);
+    ef_buf_printf (t, " %.9f\n%s_count", ef_histogram_sum (h), s->name);
     s_label (t, s->labels, NULL);
-    s_printf (t, " %llu\n", (unsigned long long) count);
+    ef_buf_printf (t, " %llu\n", (unsigned long long) count);
 }
 
 /* qsort order of series indices: by name, then by creation. Called under
@@ -557,7 +522,7 @@ s_by_name (const void *a, const void *b)
 char *
 ef_metrics_render (size_t *len)
 {
-    s_text_t t = {NULL, 0, 0, false};
+    ef_buf_t t = {0};
     pthread_mutex_lock (&s_lock);
     /* Series of one name are grouped under one HELP/TYPE header: sorted
        by name (then creation), which stays fast with thousands of
@@ -573,32 +538,27 @@ ef_metrics_render (size_t *len)
         const s_series_t *s = s_series[order[k]];
         if (k == 0 || strcmp (s_series[order[k - 1]]->name, s->name) != 0) {
             static const char *types[] = {"counter", "gauge", "histogram"};
-            s_printf (&t, "# HELP %s ", s->name);
+            ef_buf_printf (&t, "# HELP %s ", s->name);
             s_help (&t, s->help);
-            s_printf (&t, "\n# TYPE %s %s\n", s->name, types[s->type]);
+            ef_buf_printf (&t, "\n# TYPE %s %s\n", s->name, types[s->type]);
         }
         s_render_series (&t, s);
     }
     pthread_mutex_unlock (&s_lock);
     free (order);
-    s_printf (&t,
-              "# HELP embedflow_process_resident_memory_bytes Resident set "
-              "size of the embedflow process.\n"
-              "# TYPE embedflow_process_resident_memory_bytes gauge\n"
-              "embedflow_process_resident_memory_bytes %llu\n"
-              "# HELP embedflow_process_cpu_seconds_total User and system CPU "
-              "time of the embedflow process.\n"
-              "# TYPE embedflow_process_cpu_seconds_total counter\n"
-              "embedflow_process_cpu_seconds_total %.3f\n",
-              (unsigned long long) ef_process_rss_bytes (),
-              ef_process_cpu_seconds ());
-    if (t.failed) {
-        free (t.data);
-        return NULL;
-    }
-    if (len)
-        *len = t.len;
-    return t.data;
+    ef_buf_printf (
+        &t,
+        "# HELP embedflow_process_resident_memory_bytes Resident set "
+        "size of the embedflow process.\n"
+        "# TYPE embedflow_process_resident_memory_bytes gauge\n"
+        "embedflow_process_resident_memory_bytes %llu\n"
+        "# HELP embedflow_process_cpu_seconds_total User and system CPU "
+        "time of the embedflow process.\n"
+        "# TYPE embedflow_process_cpu_seconds_total counter\n"
+        "embedflow_process_cpu_seconds_total %.3f\n",
+        (unsigned long long) ef_process_rss_bytes (),
+        ef_process_cpu_seconds ());
+    return ef_buf_take (&t, len);
 }
 
 /* --- per actor instance --------------------------------------------------- */

@@ -10,6 +10,7 @@
 #include "testkit/loadgen.h"
 
 #include "embedflow/actor.h"
+#include "embedflow/buf.h"
 
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
@@ -118,34 +119,6 @@ s_sentence (uint64_t *rng, char *out, size_t *len, size_t cap)
 
 /* --- wire encoding ------------------------------------------------------- */
 
-typedef struct {
-    uint8_t *data; /* bytes written */
-    size_t len;    /* used */
-    size_t cap;    /* allocated */
-    bool failed;   /* an allocation failed; data is incomplete */
-} s_buf_t;
-
-/* Makes room for n more bytes. Returns 0, -1 when out of memory. */
-static int
-s_buf_reserve (s_buf_t *b, size_t n)
-{
-    if (b->failed)
-        return -1;
-    if (b->len + n <= b->cap)
-        return 0;
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->len + n)
-        cap *= 2;
-    uint8_t *data = (uint8_t *) realloc (b->data, cap);
-    if (!data) {
-        b->failed = true;
-        return -1;
-    }
-    b->data = data;
-    b->cap = cap;
-    return 0;
-}
-
 /* Bytes a varint of v takes. */
 static size_t
 s_varint_size (uint64_t v)
@@ -160,7 +133,7 @@ s_varint_size (uint64_t v)
 
 /* Appends v as a varint (room must be reserved). */
 static void
-s_put_varint (s_buf_t *b, uint64_t v)
+s_put_varint (ef_buf_t *b, uint64_t v)
 {
     while (v >= 0x80) {
         b->data[b->len++] = (uint8_t) (v | 0x80);
@@ -178,7 +151,7 @@ s_field_size (size_t len)
 
 /* Appends a length-delimited field (room must be reserved). */
 static void
-s_put_field (s_buf_t *b, uint8_t tag, const void *data, size_t len)
+s_put_field (ef_buf_t *b, uint8_t tag, const void *data, size_t len)
 {
     b->data[b->len++] = tag;
     s_put_varint (b, len);
@@ -188,7 +161,7 @@ s_put_field (s_buf_t *b, uint8_t tag, const void *data, size_t len)
 
 /* Appends one Embedding for row r as EmbeddingChunk field 1. */
 static void
-s_put_row (s_buf_t *b, const ef_loadgen_opts_t *opts, int rpd, uint64_t r)
+s_put_row (ef_buf_t *b, const ef_loadgen_opts_t *opts, int rpd, uint64_t r)
 {
     uint64_t doc = r / (uint64_t) rpd;
     uint32_t chunk_index = (uint32_t) (r % (uint64_t) rpd);
@@ -223,7 +196,7 @@ s_put_row (s_buf_t *b, const ef_loadgen_opts_t *opts, int rpd, uint64_t r)
                      + s_field_size (content_len) + s_field_size (lang_entry)
                      + s_field_size (title_entry) + s_field_size (vec_len)
                      + s_field_size (model_len);
-    if (s_buf_reserve (b, s_field_size (emb_len)))
+    if (ef_buf_reserve (b, s_field_size (emb_len)))
         return;
 
     b->data[b->len++] = 0x0a; /* EmbeddingChunk.items */
@@ -248,7 +221,7 @@ s_put_row (s_buf_t *b, const ef_loadgen_opts_t *opts, int rpd, uint64_t r)
     s_put_varint (b, vec_len);
     float scale = 2.0f * sqrtf (3.0f / (float) opts->dim);
     uint64_t vrng = s_seed (opts->seed, r, 3);
-    uint8_t *v = b->data + b->len; /* not float-aligned: memcpy */
+    uint8_t *v = (uint8_t *) b->data + b->len; /* not float-aligned */
     int i = 0;
     for (; i + 1 < opts->dim; i += 2) {
         uint64_t x = s_rand (&vrng);
@@ -270,14 +243,14 @@ s_put_row (s_buf_t *b, const ef_loadgen_opts_t *opts, int rpd, uint64_t r)
 
 /* Encodes rows [first, first+count) and seq into b (reset first). */
 static void
-s_encode_chunk (s_buf_t *b, const ef_loadgen_opts_t *opts, uint64_t first,
+s_encode_chunk (ef_buf_t *b, const ef_loadgen_opts_t *opts, uint64_t first,
                 int count, uint64_t seq)
 {
     int rpd = opts->rows_per_document > 0 ? opts->rows_per_document : 8;
     b->len = 0;
     for (int i = 0; i < count && !b->failed; i++)
         s_put_row (b, opts, rpd, first + (uint64_t) i);
-    if (seq && s_buf_reserve (b, 11) == 0) {
+    if (seq && ef_buf_reserve (b, 11) == 0) {
         b->data[b->len++] = 0x10; /* EmbeddingChunk.seq */
         s_put_varint (b, seq);
     }
@@ -287,16 +260,11 @@ uint8_t *
 ef_loadgen_encode_chunk (const ef_loadgen_opts_t *opts, uint64_t first,
                          int count, uint64_t seq, size_t *size)
 {
-    s_buf_t b = {NULL, 0, 0, false};
+    ef_buf_t b = {0};
     if (opts->dim <= 0 || count < 0)
         return NULL;
     s_encode_chunk (&b, opts, first, count, seq);
-    if (b.failed || (!b.data && s_buf_reserve (&b, 1))) {
-        free (b.data);
-        return NULL;
-    }
-    *size = b.len;
-    return b.data;
+    return (uint8_t *) ef_buf_take (&b, size);
 }
 
 int
@@ -335,7 +303,7 @@ typedef struct {
 /* Encodes the next chunk of the upload into a byte buffer (NULL when out
    of memory). The buffer takes the encoded bytes without a copy. */
 static grpc_byte_buffer *
-s_next_message (s_upload_t *up, s_buf_t *b, uint64_t first, int count,
+s_next_message (s_upload_t *up, ef_buf_t *b, uint64_t first, int count,
                 uint64_t seq)
 {
     s_encode_chunk (b, up->opts, first, count, seq);
@@ -344,13 +312,13 @@ s_next_message (s_upload_t *up, s_buf_t *b, uint64_t first, int count,
     grpc_slice slice = grpc_slice_new (b->data, b->len, free);
     grpc_byte_buffer *bb = grpc_raw_byte_buffer_create (&slice, 1);
     grpc_slice_unref (slice);
-    /* the slice owns the bytes now; the next chunk gets a fresh buffer of
-       the same size, which realloc in s_buf_reserve would otherwise grow
+    /* the slice owns the bytes now; the next chunk gets a fresh buffer
+       with room for as many, which ef_buf_reserve would otherwise grow
        step by step */
-    size_t cap = b->cap;
+    size_t used = b->len;
     b->data = NULL;
     b->len = b->cap = 0;
-    s_buf_reserve (b, cap);
+    ef_buf_reserve (b, used);
     return bb;
 }
 
@@ -420,7 +388,7 @@ s_upload_run (void *arg)
     if (!final_pending)
         snprintf (up->error, sizeof up->error, "cannot start the call");
 
-    s_buf_t buf = {NULL, 0, 0, false};
+    ef_buf_t buf = {NULL, 0, 0, false};
     uint64_t next_row = up->first;
     uint64_t end = up->first + up->count;
     uint64_t seq = 1;
