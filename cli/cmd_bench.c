@@ -863,82 +863,110 @@ s_print_table (const s_bench_t *b, FILE *out)
                  "stream -> its row committed.\n");
 }
 
+/* x rounded to `places` decimals, as a JSON number: a measurement is
+   written no finer than it was taken. */
+static json_t *
+s_real (double x, int places)
+{
+    double scale = pow (10, places);
+    return json_real (isfinite (x) ? round (x * scale) / scale : 0);
+}
+
+/* Writes doc (its reference taken) to path as indented JSON, keys in
+   the order they were set. Returns 0, -1 (logged) when doc is NULL (out
+   of memory building it) or the file cannot be written. */
+static int
+s_dump_json (json_t *doc, const char *path)
+{
+    int rc = doc ? json_dump_file (doc, path,
+                                   JSON_INDENT (2) | JSON_PRESERVE_ORDER
+                                       | JSON_REAL_PRECISION (15))
+                 : -1;
+    if (rc != 0)
+        ef_error ("cannot write %s%s", path, doc ? "" : ": out of memory");
+    json_decref (doc);
+    return rc;
+}
+
+/* One measurement as a JSON object; copy and staged are the medians the
+   ratios are taken against. NULL when out of memory. */
+static json_t *
+s_measure_json (const s_measure_t *m, int contender, const s_measure_t *copy,
+                const s_measure_t *staged)
+{
+    json_t *o = json_pack (
+        "{s:I, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:I, s:o, s:o}", "rows",
+        (json_int_t) m->rows, "seconds", s_real (m->seconds, 3), "rows_per_s",
+        s_real (m->rows_s, 1), "mb_per_s", s_real (m->mb_s, 2), "ratio_copy",
+        s_real (copy->rows_s > 0 ? m->rows_s / copy->rows_s : 0, 3),
+        "ratio_staged",
+        s_real (staged->rows_s > 0 ? m->rows_s / staged->rows_s : 0, 3),
+        "latency_p50_s", s_real (m->p50, 6), "latency_p95_s",
+        s_real (m->p95, 6), "latency_p99_s", s_real (m->p99, 6),
+        "peak_rss_bytes", (json_int_t) m->peak_rss, "cpu_self_s",
+        s_real (m->cpu_self, 3), "cpu_postgres_s",
+        m->cpu_pg < 0 ? json_null () : s_real (m->cpu_pg, 3));
+    if (o && contender == S_PULL
+        && (json_object_set_new (o, "server_encode_s", s_real (m->encode_s, 3))
+            || json_object_set_new (o, "calls",
+                                    json_integer ((json_int_t) m->calls)))) {
+        json_decref (o);
+        return NULL;
+    }
+    return o;
+}
+
 /* Writes every measurement and the medians as JSON. Returns 0 or -1. */
 static int
 s_write_json (const s_bench_t *b, const char *path, int argc, char **argv)
 {
-    FILE *f = fopen (path, "w");
-    if (!f) {
-        ef_error ("cannot write %s: %s", path, strerror (errno));
-        return -1;
-    }
-    fprintf (f, "{\n  \"command\": \"embedflow");
-    for (int i = 0; i < argc; i++) {
-        fputc (' ', f);
-        for (const char *p = argv[i]; *p; p++) {
-            if (*p == '"' || *p == '\\')
-                fputc ('\\', f);
+    /* the command line as typed, minus control characters */
+    char command[4096] = "embedflow";
+    size_t used = strlen (command);
+    for (int i = 0; i < argc && used + 1 < sizeof command; i++) {
+        command[used++] = ' ';
+        for (const char *p = argv[i]; *p && used + 1 < sizeof command; p++)
             if ((unsigned char) *p >= 0x20)
-                fputc (*p, f);
-        }
+                command[used++] = *p;
     }
-    fprintf (f,
-             "\",\n  \"params\": {\"rows\": %llu, \"row_rows\": %llu, "
-             "\"dim\": %d, \"chunk_rows\": %d, \"batch_rows\": %d, "
-             "\"streams\": %d, \"runs\": %d, \"upsert_ratio\": %g, "
-             "\"pull\": %s, \"writers\": [",
-             (unsigned long long) b->rows, (unsigned long long) b->row_rows,
-             b->dim, b->chunk_rows, b->batch_rows, b->streams, b->runs,
-             b->upsert_ratio, b->pull ? "true" : "false");
-    for (int w = 0; w < b->n_writers; w++)
-        fprintf (f, "%s%d", w ? ", " : "", b->writers[w]);
-    fprintf (f, "]},\n  \"results\": [\n");
-    bool first = true;
-    for (int w = 0; w < b->n_writers; w++) {
+    command[used] = '\0';
+    json_t *writers = json_array ();
+    for (int w = 0; writers && w < b->n_writers; w++)
+        json_array_append_new (writers, json_integer (b->writers[w]));
+    json_t *results = json_array ();
+    for (int w = 0; results && w < b->n_writers; w++) {
         s_measure_t med[S_CONTENDERS];
         for (int c = 0; c < S_CONTENDERS; c++)
             med[c] = s_medians (b, c, w);
         for (int c = 0; c < S_CONTENDERS; c++) {
             if (c == S_PULL && !b->pull)
                 continue;
-            fprintf (f, "%s    {\"contender\": \"%s\", \"writers\": %d,",
-                     first ? "" : ",\n", s_names[c], b->writers[w]);
-            first = false;
-            for (int r = -1; r < b->runs; r++) {
-                const s_measure_t *m = r < 0 ? &med[c] : &b->results[c][w][r];
-                if (r < 0)
-                    fprintf (f, " \"median\": ");
-                else
-                    fprintf (f, "%s", r == 0 ? ", \"runs\": [" : ", ");
-                fprintf (
-                    f,
-                    "{\"rows\": %llu, \"seconds\": %.3f, \"rows_per_s\": %.1f, "
-                    "\"mb_per_s\": %.2f, \"ratio_copy\": %.3f, "
-                    "\"ratio_staged\": %.3f, \"latency_p50_s\": %.6f, "
-                    "\"latency_p95_s\": %.6f, \"latency_p99_s\": %.6f, "
-                    "\"peak_rss_bytes\": %llu, \"cpu_self_s\": %.3f, "
-                    "\"cpu_postgres_s\": ",
-                    (unsigned long long) m->rows, m->seconds, m->rows_s,
-                    m->mb_s,
-                    med[S_COPY].rows_s > 0 ? m->rows_s / med[S_COPY].rows_s : 0,
-                    med[S_STAGED].rows_s > 0 ? m->rows_s / med[S_STAGED].rows_s
-                                             : 0,
-                    m->p50, m->p95, m->p99, (unsigned long long) m->peak_rss,
-                    m->cpu_self);
-                if (m->cpu_pg < 0)
-                    fprintf (f, "null");
-                else
-                    fprintf (f, "%.3f", m->cpu_pg);
-                if (c == S_PULL)
-                    fprintf (f, ", \"server_encode_s\": %.3f, \"calls\": %llu",
-                             m->encode_s, (unsigned long long) m->calls);
-                fprintf (f, "}");
-            }
-            fprintf (f, "]}");
+            json_t *runs = json_array ();
+            for (int r = 0; runs && r < b->runs; r++)
+                json_array_append_new (
+                    runs, s_measure_json (&b->results[c][w][r], c, &med[S_COPY],
+                                          &med[S_STAGED]));
+            json_array_append_new (
+                results,
+                json_pack (
+                    "{s:s, s:i, s:o, s:o}", "contender", s_names[c], "writers",
+                    b->writers[w], "median",
+                    s_measure_json (&med[c], c, &med[S_COPY], &med[S_STAGED]),
+                    "runs", runs));
         }
     }
-    fprintf (f, "\n  ]\n}\n");
-    return fclose (f) == 0 ? 0 : -1;
+    /* json_string refuses bytes that are not UTF-8: the command is then
+       null rather than the file lost */
+    json_t *cmd = json_string (command);
+    json_t *doc = json_pack (
+        "{s:o, s:{s:I, s:I, s:i, s:i, s:i, s:i, s:i, s:o, s:b, s:o}, s:o}",
+        "command", cmd ? cmd : json_null (), "params", "rows",
+        (json_int_t) b->rows, "row_rows", (json_int_t) b->row_rows, "dim",
+        b->dim, "chunk_rows", b->chunk_rows, "batch_rows", b->batch_rows,
+        "streams", b->streams, "runs", b->runs, "upsert_ratio",
+        s_real (b->upsert_ratio, 6), "pull", b->pull, "writers", writers,
+        "results", results);
+    return s_dump_json (doc, path);
 }
 
 /* True when gnuplot can be run. */
@@ -1033,22 +1061,14 @@ s_print_memory (const s_bench_t *b, const s_measure_t *m, const char *json)
             growth < 1.10 ? "yes" : "no");
     if (!json)
         return EF_EXIT_OK;
-    FILE *f = fopen (json, "w");
-    if (!f) {
-        ef_error ("cannot write %s: %s", json, strerror (errno));
-        return EF_EXIT_FAIL;
-    }
-    fprintf (f,
-             "{\"memory\": {\"rows\": %llu, \"dim\": %d, \"writers\": %d, "
-             "\"slow_ms\": %d, \"rows_written\": %llu, \"seconds\": %.3f, "
-             "\"mark_rows\": %llu, \"peak_rss_at_mark_bytes\": %llu, "
-             "\"peak_rss_bytes\": %llu, \"samples\": %d}}\n",
-             (unsigned long long) b->rows, b->dim, b->writers[0], b->slow_ms,
-             (unsigned long long) m->rows, m->seconds,
-             (unsigned long long) b->mark_rows,
-             (unsigned long long) b->rss_at_mark,
-             (unsigned long long) b->rss_peak, b->rss_samples);
-    return fclose (f) == 0 ? EF_EXIT_OK : EF_EXIT_FAIL;
+    json_t *doc = json_pack (
+        "{s:{s:I, s:i, s:i, s:i, s:I, s:o, s:I, s:I, s:I, s:i}}", "memory",
+        "rows", (json_int_t) b->rows, "dim", b->dim, "writers", b->writers[0],
+        "slow_ms", b->slow_ms, "rows_written", (json_int_t) m->rows, "seconds",
+        s_real (m->seconds, 3), "mark_rows", (json_int_t) b->mark_rows,
+        "peak_rss_at_mark_bytes", (json_int_t) b->rss_at_mark, "peak_rss_bytes",
+        (json_int_t) b->rss_peak, "samples", b->rss_samples);
+    return s_dump_json (doc, json) == 0 ? EF_EXIT_OK : EF_EXIT_FAIL;
 }
 
 /* --sweep: the pipeline alone for every writer count and batch size;
@@ -1110,24 +1130,19 @@ s_run_sweep (s_bench_t *b, const char *json)
             b->sweep[best_s], b->writers[best_w]);
     if (!json)
         return EF_EXIT_OK;
-    FILE *f = fopen (json, "w");
-    if (!f) {
-        ef_error ("cannot write %s: %s", json, strerror (errno));
-        return EF_EXIT_FAIL;
-    }
-    fprintf (f, "{\"sweep\": [");
-    for (int w = 0; w < b->n_writers; w++)
+    json_t *points = json_array ();
+    for (int w = 0; points && w < b->n_writers; w++)
         for (int k = 0; k < b->n_sweep; k++)
-            fprintf (f,
-                     "%s\n  {\"writers\": %d, \"batch_rows\": %d, "
-                     "\"rows_per_s\": %.1f, \"latency_p99_s\": %.6f}",
-                     w || k ? "," : "", b->writers[w], b->sweep[k], rate[w][k],
-                     p99[w][k]);
-    fprintf (f,
-             "\n],\n \"best\": {\"writers\": %d, \"batch_rows\": %d, "
-             "\"rows_per_s\": %.1f}}\n",
-             b->writers[best_w], b->sweep[best_s], rate[best_w][best_s]);
-    return fclose (f) == 0 ? EF_EXIT_OK : EF_EXIT_FAIL;
+            json_array_append_new (
+                points, json_pack ("{s:i, s:i, s:o, s:o}", "writers",
+                                   b->writers[w], "batch_rows", b->sweep[k],
+                                   "rows_per_s", s_real (rate[w][k], 1),
+                                   "latency_p99_s", s_real (p99[w][k], 6)));
+    json_t *doc = json_pack ("{s:o, s:{s:i, s:i, s:o}}", "sweep", points,
+                             "best", "writers", b->writers[best_w],
+                             "batch_rows", b->sweep[best_s], "rows_per_s",
+                             s_real (rate[best_w][best_s], 1));
+    return s_dump_json (doc, json) == 0 ? EF_EXIT_OK : EF_EXIT_FAIL;
 }
 
 /* --- the command --------------------------------------------------------- */
