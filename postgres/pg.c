@@ -211,7 +211,11 @@ s_redact_uri (s_redactor_t *r, const char *s)
 
 /* Redacts a key/value conninfo, token by token, with libpq's quoting
    rules. A token libpq would reject ends the output with "..." so nothing
-   after it can leak. */
+   after it can leak. PQconninfoParse decides whether the string is valid
+   and which values are secret (ef_pg_redact); it cannot do this part:
+   for a string it refuses it returns nothing to show or to name the bad
+   keyword with, and it renames what it accepts (requiressl=1 comes back
+   as sslmode=require), so the text shown would not be the text given. */
 static void
 s_redact_kv (s_redactor_t *r, const char *s)
 {
