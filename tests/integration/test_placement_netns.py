@@ -132,7 +132,10 @@ def test_writer_host_lost_and_back(cluster, schema, db):
     peers = [f'embedflow_link_peers{{link="batches",endpoint="tcp://{b}:{p}"}}'
              for p in (7102, 7103)]
     wait_until("ready", lambda: readyz(base)[0] == 200)
-    assert all(scrape(base)[k] == 1 for k in peers)
+    # ready does not wait for peers (peer_timeout): a peer counts once its
+    # handshake is done
+    wait_until("both of writer-b's ends connected",
+               lambda: all(scrape(base)[k] == 1 for k in peers))
 
     mark = len(ingest.lines)
     writer_b = cluster.procs["writer-b"]
