@@ -4,9 +4,12 @@
 #include "embedflow/log.h"
 #include "embedflow/metrics.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <xxhash.h>
 #include <stdlib.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 #include <string.h>
 #include <time.h>
 #include <zmq.h>
@@ -105,6 +108,30 @@ typedef struct {
     s_fds_t live;             /* connections whose handshake succeeded */
 } s_port_t;
 
+/* What one entry of the poll set stands for. */
+typedef enum {
+    S_ITEM_PIPE,    /* the runtime's pipe */
+    S_ITEM_PORT,    /* an IN port's socket */
+    S_ITEM_MONITOR, /* a socket monitor */
+    S_ITEM_WATCH,   /* a watched descriptor */
+} s_item_kind_t;
+
+typedef struct {
+    s_item_kind_t kind; /* what it is */
+    int a;              /* port, or watch slot */
+    int b;              /* socket of the port (monitors) */
+} s_item_t;
+
+typedef struct {
+    int fd;             /* watched descriptor, -1 = free slot */
+    ef_actor_fd_fn *fn; /* called when fd is readable */
+    void *arg;          /* fn's argument */
+} s_watch_t;
+
+struct ef_wakeup {
+    int fd; /* eventfd: readable while raised */
+};
+
 struct ef_actor {
     const ef_actor_def_t *def; /* borrowed */
     ef_config_t *config;       /* borrowed */
@@ -112,13 +139,19 @@ struct ef_actor {
     int index;                 /* 0-based instance number */
     int instances;             /* instances of this actor in the topology */
     void *state; /* def->state_size bytes, or ef_actor_set_state's */
-    s_port_t ports[EF_MAX_PORTS];  /* lanes, in definition order */
-    int n_ports;                   /* used entries */
-    int lane_first[EF_MAX_PORTS];  /* definition port -> its first lane */
-    int lane_count[EF_MAX_PORTS];  /* definition port -> its lanes */
-    int n_defs;                    /* ports in the definition */
-    zsock_t *pipe;                 /* to the runtime, borrowed from zactor */
-    zpoller_t *poller;             /* pipe + unpaused IN ports */
+    s_port_t ports[EF_MAX_PORTS]; /* lanes, in definition order */
+    int n_ports;                  /* used entries */
+    int lane_first[EF_MAX_PORTS]; /* definition port -> its first lane */
+    int lane_count[EF_MAX_PORTS]; /* definition port -> its lanes */
+    int n_defs;                   /* ports in the definition */
+    zsock_t *pipe;                /* to the runtime, borrowed from zactor */
+    zmq_pollitem_t *items;        /* poll set: pipe, unpaused IN ports,
+                                      monitors, watched descriptors */
+    s_item_t *item_of;            /* what each entry of items is */
+    int n_items;                  /* entries of items */
+    int cap_items;                /* allocated entries */
+    bool set_changed;             /* items must be rebuilt */
+    s_watch_t watches[EF_ACTOR_MAX_WATCHES]; /* watched descriptors */
     int64_t wake_at_us;            /* monotonic tick deadline, -1 = none */
     int64_t last_input_us;         /* last message on an IN port */
     char fail[1024];               /* why init failed */
@@ -171,6 +204,9 @@ ef_actor_new (ef_config_t *config, const ef_actor_def_t *def, int index,
     self->wake_at_us = -1;
     self->stop = stop;
     self->restarts = ef_config_restarts (config, def->name);
+    for (int i = 0; i < EF_ACTOR_MAX_WATCHES; i++)
+        self->watches[i].fd = -1;
+    self->set_changed = true;
     if (self->instances > 1)
         snprintf (self->name, sizeof self->name, "%s[%d]", def->name, index);
     else
@@ -215,6 +251,8 @@ ef_actor_destroy (ef_actor_t **self_p)
         return;
     s_close_ports (*self_p);
     zmsg_destroy (&(*self_p)->pending);
+    free ((*self_p)->items);
+    free ((*self_p)->item_of);
     free (*self_p);
     *self_p = NULL;
 }
@@ -826,10 +864,93 @@ ef_actor_pause (ef_actor_t *self, int port, bool paused)
         || self->ports[port].paused == paused)
         return;
     self->ports[port].paused = paused;
-    if (paused)
-        zpoller_remove (self->poller, self->ports[port].socks[0]);
-    else
-        zpoller_add (self->poller, self->ports[port].socks[0]);
+    self->set_changed = true;
+}
+
+int
+ef_actor_watch_fd (ef_actor_t *self, int fd, ef_actor_fd_fn *fn, void *arg)
+{
+    if (fd < 0 || !fn) {
+        errno = EINVAL;
+        return -1;
+    }
+    int slot = -1;
+    for (int i = 0; i < EF_ACTOR_MAX_WATCHES; i++) {
+        if (self->watches[i].fd == fd) {
+            slot = i;
+            break;
+        }
+        if (slot < 0 && self->watches[i].fd < 0)
+            slot = i;
+    }
+    if (slot < 0) {
+        errno = ENOSPC;
+        return -1;
+    }
+    self->watches[slot] = (s_watch_t){fd, fn, arg};
+    self->set_changed = true;
+    return 0;
+}
+
+void
+ef_actor_unwatch_fd (ef_actor_t *self, int fd)
+{
+    for (int i = 0; i < EF_ACTOR_MAX_WATCHES; i++)
+        if (fd >= 0 && self->watches[i].fd == fd) {
+            self->watches[i] = (s_watch_t){-1, NULL, NULL};
+            self->set_changed = true;
+        }
+}
+
+ef_wakeup_t *
+ef_wakeup_new (void)
+{
+    ef_wakeup_t *self = calloc (1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->fd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (self->fd < 0) {
+        int err = errno;
+        free (self);
+        errno = err;
+        return NULL;
+    }
+    return self;
+}
+
+void
+ef_wakeup_destroy (ef_wakeup_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    close ((*self_p)->fd);
+    free (*self_p);
+    *self_p = NULL;
+}
+
+int
+ef_wakeup_fd (const ef_wakeup_t *self)
+{
+    return self->fd;
+}
+
+void
+ef_wakeup_signal (ef_wakeup_t *self)
+{
+    uint64_t one = 1;
+    /* EAGAIN means the counter is near its maximum: it is raised anyway */
+    while (write (self->fd, &one, sizeof one) < 0 && errno == EINTR)
+        ;
+}
+
+bool
+ef_wakeup_clear (ef_wakeup_t *self)
+{
+    uint64_t count = 0;
+    ssize_t n;
+    while ((n = read (self->fd, &count, sizeof count)) < 0 && errno == EINTR)
+        ;
+    return n == (ssize_t) sizeof count && count > 0;
 }
 
 void
@@ -976,6 +1097,10 @@ s_destroy_instance (ef_actor_t *self)
     if (self->def->state_size)
         free (self->state);
     self->state = NULL;
+    /* what it watched was its own, closed by its destroy */
+    for (int i = 0; i < EF_ACTOR_MAX_WATCHES; i++)
+        self->watches[i] = (s_watch_t){-1, NULL, NULL};
+    self->set_changed = true;
 }
 
 /* Waits ms before a restart while answering the pipe: $DRAIN is
@@ -1041,7 +1166,7 @@ s_recover (ef_actor_t *self, const char *why)
             if (self->ports[p].def->dir == EF_PORT_IN
                 && self->ports[p].paused) {
                 self->ports[p].paused = false;
-                zpoller_add (self->poller, self->ports[p].socks[0]);
+                self->set_changed = true;
             }
         if (s_init_instance (self) != 0) {
             why = "init failed";
@@ -1061,6 +1186,98 @@ s_recover (ef_actor_t *self, const char *why)
     }
 }
 
+/* Makes room for n poll entries. Returns 0, -1 out of memory. */
+static int
+s_items_reserve (ef_actor_t *self, int n)
+{
+    if (n <= self->cap_items)
+        return 0;
+    zmq_pollitem_t *items = realloc (self->items, (size_t) n * sizeof *items);
+    if (!items)
+        return -1;
+    self->items = items;
+    s_item_t *of = realloc (self->item_of, (size_t) n * sizeof *of);
+    if (!of)
+        return -1;
+    self->item_of = of;
+    self->cap_items = n;
+    return 0;
+}
+
+/* Appends one entry to the poll set (room was reserved). */
+static void
+s_items_add (ef_actor_t *self, void *sock, int fd, s_item_t what)
+{
+    self->items[self->n_items] = (zmq_pollitem_t){sock, fd, ZMQ_POLLIN, 0};
+    self->item_of[self->n_items++] = what;
+}
+
+/* Rebuilds the poll set: the pipe first (commands come before data),
+   then the unpaused IN ports, the monitors and the watched descriptors.
+   Returns 0, -1 out of memory. */
+static int
+s_items_rebuild (ef_actor_t *self)
+{
+    int n = 1 + EF_ACTOR_MAX_WATCHES;
+    for (int p = 0; p < self->n_ports; p++)
+        n += 1 + self->ports[p].width;
+    if (s_items_reserve (self, n) != 0)
+        return -1;
+    self->n_items = 0;
+    s_items_add (self, zsock_resolve (self->pipe), 0,
+                 (s_item_t){S_ITEM_PIPE, 0, 0});
+    for (int p = 0; p < self->n_ports; p++)
+        if (self->ports[p].def->dir == EF_PORT_IN && !self->ports[p].paused)
+            s_items_add (self, zsock_resolve (self->ports[p].socks[0]), 0,
+                         (s_item_t){S_ITEM_PORT, p, 0});
+    for (int p = 0; p < self->n_ports; p++)
+        for (int w = 0; self->ports[p].mons && w < self->ports[p].width; w++)
+            if (self->ports[p].mons[w])
+                s_items_add (self, zsock_resolve (self->ports[p].mons[w]), 0,
+                             (s_item_t){S_ITEM_MONITOR, p, w});
+    for (int i = 0; i < EF_ACTOR_MAX_WATCHES; i++)
+        if (self->watches[i].fd >= 0)
+            s_items_add (self, NULL, self->watches[i].fd,
+                         (s_item_t){S_ITEM_WATCH, i, 0});
+    self->set_changed = false;
+    return 0;
+}
+
+/* Serves every entry zmq_poll found readable, in poll-set order. Stops
+   early when a callback changed the set (its later entries may be gone:
+   what is still readable shows again at the next poll) or the loop must
+   end. Returns 0, or -1 with *why when a handler or a watch callback
+   failed. */
+static int
+s_serve (ef_actor_t *self, const char **why)
+{
+    for (int i = 0; i < self->n_items && !self->terminated; i++) {
+        if (!(self->items[i].revents & ZMQ_POLLIN))
+            continue;
+        s_item_t what = self->item_of[i];
+        if (what.kind == S_ITEM_PIPE)
+            s_command (self, true);
+        else if (what.kind == S_ITEM_PORT) {
+            if (s_input (self, self->ports[what.a].socks[0]) != 0) {
+                *why = "a message handler failed";
+                return -1;
+            }
+        }
+        else if (what.kind == S_ITEM_MONITOR)
+            s_monitor_event (&self->ports[what.a], what.b);
+        else {
+            s_watch_t w = self->watches[what.a];
+            if (w.fd >= 0 && w.fn (self, w.fd, w.arg) != 0) {
+                *why = "a watched descriptor's callback failed";
+                return -1;
+            }
+        }
+        if (self->set_changed)
+            break;
+    }
+    return 0;
+}
+
 void
 ef_actor_thread (zsock_t *pipe, void *args)
 {
@@ -1073,21 +1290,12 @@ ef_actor_thread (zsock_t *pipe, void *args)
         "Times the instance failed and was started again.", self->name);
     zsock_signal (pipe, 0);
 
-    self->poller = zpoller_new (pipe, NULL);
-    if (!self->poller || s_open_ports (self) != 0) {
+    if (s_open_ports (self) != 0) {
         if (!*self->fail)
             snprintf (self->fail, sizeof self->fail, "out of memory");
     }
-    else {
-        for (int p = 0; p < self->n_ports; p++) {
-            if (self->ports[p].def->dir == EF_PORT_IN)
-                zpoller_add (self->poller, self->ports[p].socks[0]);
-            for (int w = 0; w < self->ports[p].width; w++)
-                if (self->ports[p].mons[w])
-                    zpoller_add (self->poller, self->ports[p].mons[w]);
-        }
+    else
         s_init_instance (self);
-    }
     if (*self->fail) {
         zstr_sendx (pipe, "FAILED", self->fail, NULL);
         self->terminated = true;
@@ -1097,6 +1305,10 @@ ef_actor_thread (zsock_t *pipe, void *args)
 
     int64_t idle_us = ef_config_drain_idle_ms (self->config) * 1000;
     while (!self->terminated) {
+        if (self->set_changed && s_items_rebuild (self) != 0) {
+            zstr_sendx (pipe, "DIED", "out of memory", NULL);
+            break;
+        }
         int64_t now = ef_clock_mono_us ();
         int64_t timeout = -1;
         if (self->wake_at_us >= 0)
@@ -1108,15 +1320,12 @@ ef_actor_thread (zsock_t *pipe, void *args)
             timeout = 50;
         if (*self->stop && (timeout < 0 || timeout > 100))
             timeout = 100;
-        void *which = zpoller_wait (self->poller, (int) timeout);
-        if (which == pipe)
-            s_command (self, true);
-        else if (which) {
-            if (s_input (self, which) != 0
-                && s_recover (self, "a message handler failed") != 0)
-                break;
-        }
-        else if (zpoller_terminated (self->poller))
+        int ready = zmq_poll (self->items, self->n_items, (long) timeout);
+        if (ready < 0 && zmq_errno () == ETERM)
+            break;
+        const char *why = NULL;
+        if (ready > 0 && s_serve (self, &why) != 0
+            && s_recover (self, why) != 0)
             break;
         now = ef_clock_mono_us ();
         if (self->wake_at_us >= 0 && now >= self->wake_at_us) {
@@ -1130,7 +1339,6 @@ ef_actor_thread (zsock_t *pipe, void *args)
             ef_actor_drained (self);
     }
     s_destroy_instance (self);
-    zpoller_destroy (&self->poller);
     s_close_ports (self);
     /* A DIED actor waits for $TERM so the runtime can collect it. */
     while (!self->terminated) {

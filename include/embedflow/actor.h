@@ -13,6 +13,7 @@
                 Supervision)
       handle    one message arrived on an input port (ownership passes)
       tick      the deadline set with ef_actor_wake_in passed
+      (watch)   a file descriptor given to ef_actor_watch_fd is readable
       drain     the process is stopping gracefully: finish in-flight work,
                 then call ef_actor_drained (sources are drained first, then
                 every actor after all actors that feed it)
@@ -36,6 +37,14 @@
     actor reports are supervised: a crash of the process is not.
 
     Messages are zmsg_t of protobuf frames (proto/embedflow/v1/pipeline.proto).
+
+    Waiting, not polling: an instance's thread sleeps in one poll on its
+    pipe, its IN ports and the descriptors it watches, until one of them
+    is readable or its tick is due. An actor that gets work from a
+    library with its own loop or threads (gRPC's completion queue, a
+    database connection) watches that library's descriptor, or has the
+    library's thread signal an ef_wakeup_t it watches; it never needs a
+    short tick to look for work.
 */
 #ifndef EF_ACTOR_H
 #define EF_ACTOR_H
@@ -183,6 +192,46 @@ void ef_actor_pause (ef_actor_t *self, int port, bool paused);
 /* Calls tick in ms milliseconds (0 = as soon as the loop turns, -1 = no
    tick). The latest call wins. */
 void ef_actor_wake_in (ef_actor_t *self, int64_t ms);
+
+/* Called on the actor's thread when a watched descriptor is readable.
+   The descriptor is watched level-triggered: while it stays readable
+   the callback is called again each time the loop turns, so read (or
+   clear) what made it readable. Returns 0; -1 fails this instance as a
+   failing handle does (see Supervision). Watches end with the instance:
+   a restarted one watches again in its init. */
+typedef int (ef_actor_fd_fn) (ef_actor_t *self, int fd, void *arg);
+
+/* Watches fd (any pollable descriptor: eventfd, pipe, socket) from now
+   on; fn(self, fd, arg) runs whenever it is readable. Watching an fd
+   again replaces its callback. The actor still owns fd and closes it,
+   after ef_actor_unwatch_fd or in destroy. Returns 0, or -1 with errno
+   EINVAL (fd < 0 or no fn) or ENOSPC (EF_ACTOR_MAX_WATCHES already). */
+#define EF_ACTOR_MAX_WATCHES 8
+int ef_actor_watch_fd (ef_actor_t *self, int fd, ef_actor_fd_fn *fn, void *arg);
+
+/* Stops watching fd; nothing when it was not watched. */
+void ef_actor_unwatch_fd (ef_actor_t *self, int fd);
+
+/* A wakeup: an event another thread raises and an actor waits for, as an
+   eventfd. The actor watches ef_wakeup_fd; any thread (or a signal
+   handler) calls ef_wakeup_signal; the callback calls ef_wakeup_clear
+   before it looks for the work, so a signal raised meanwhile wakes it
+   once more rather than being lost. Signals raised before a clear
+   collapse into one wakeup. */
+typedef struct ef_wakeup ef_wakeup_t;
+
+/* Returns a new, unsignalled wakeup, or NULL with errno set (no memory,
+   or the process is out of descriptors). */
+ef_wakeup_t *ef_wakeup_new (void);
+/* Closes its descriptor (unwatch it first) and frees it; NULLs *self_p.
+   Safe to call twice. */
+void ef_wakeup_destroy (ef_wakeup_t **self_p);
+/* The descriptor to watch: readable while signalled. */
+int ef_wakeup_fd (const ef_wakeup_t *self);
+/* Raises the wakeup; never blocks, never fails. Any thread. */
+void ef_wakeup_signal (ef_wakeup_t *self);
+/* Lowers it. Returns true when it was raised. */
+bool ef_wakeup_clear (ef_wakeup_t *self);
 
 /* Records why init (or a failing handle or tick) failed: at start
    ef_runtime_start returns it in its err; while running it is logged
