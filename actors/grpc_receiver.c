@@ -13,9 +13,19 @@
     Backpressure: at most one RECV_MESSAGE is in flight per call, and the
     next one is posted only after the previous chunk went out on the link.
     A full link therefore stops reading, and HTTP/2 flow control stops the
-    client. Nothing here blocks: the completion queue is polled from tick
-    with short deadlines, because gRPC only moves bytes while some thread
-    is inside grpc_completion_queue_next.
+    client.
+
+    Waiting: gRPC moves bytes only while some thread is inside
+    grpc_completion_queue_next, so a pump thread (grpc/cqpump.h) waits
+    there without deadline and hands each completion to the actor's
+    thread through a descriptor the actor watches. Every call's state,
+    the links and the database work (job_run rows, heartbeats) stay on
+    the actor's thread; a slow statement there holds up completions and
+    acks, never gRPC's I/O (pings, flow control, other connections). An
+    idle receiver sleeps: it wakes for a completion, an ack, or the next
+    of its own deadlines (idle uploads, heartbeats, drain_timeout); only
+    a chunk waiting for room on a full link, or a read waiting for the
+    memory budget, is retried every few milliseconds.
 
     Concurrency: an upload takes one of max_streams places with its
     first message (or its end, if it sends none); beyond them uploads are
@@ -81,6 +91,7 @@
 #include "embedflow/v1/pipeline.pb-c.h"
 #include "postgres/checkpoint.h"
 #include "rows/chunkwire.h"
+#include "grpc/cqpump.h"
 #include "grpc/grpcmsg.h"
 #include "rows/inflight.h"
 #include "jobs/jobmetrics.h"
@@ -96,8 +107,9 @@ static const char s_name[] = "grpc-receiver";
 #define S_SOURCE_KEY      "embedflow-source"
 #define S_SOURCE_MAX      255     /* longest source name taken from metadata */
 #define S_EVENT_BUDGET    256     /* completions handled per tick */
-#define S_IDLE_WAIT_MS    5       /* next() deadline when nothing is pending */
-#define S_RETRY_WAIT_MS   1       /* next() deadline while a send is pending */
+#define S_RETRY_WAIT_MS   1       /* retry of a chunk waiting for the link */
+#define S_BUDGET_WAIT_MS  5       /* look again at a budget others free */
+#define S_LINKS_WAIT_MS   100     /* look at link peers while chunks held */
 #define S_RESEND_DELAY_US 1000000 /* quiet links before re-sending */
 
 /* --- options ------------------------------------------------------------ */
@@ -296,7 +308,8 @@ struct s_receiver {
     int chunks_port;              /* OUT: chunks */
     int acks_port;                /* IN: acks */
     bool grpc_up;                 /* grpc_init was called */
-    grpc_completion_queue *cq;    /* the one queue, polled from tick */
+    grpc_completion_queue *cq;    /* the one queue */
+    ef_cq_pump_t *pump;           /* waits on cq, hands events over */
     grpc_server *server;          /* the server */
     void *upload_method;          /* registered UploadEmbeddings */
     int others;                   /* s_other_t alive (pending one included) */
@@ -304,8 +317,7 @@ struct s_receiver {
     int n_pending;                /* streams with a chunk waiting */
     unsigned rotation;            /* fairness among pending streams */
     bool started;                 /* grpc_server_start was called */
-    bool busy;                    /* last tick found completions */
-    bool acked;                   /* an ack came in since the last tick */
+    bool shown_held;              /* last gauges showed chunks held */
     bool shutdown_started;        /* grpc_server_shutdown_and_notify called */
     bool shutdown_done;           /* its tag came back */
     bool cancelled_all;           /* grpc_server_cancel_all_calls called */
@@ -896,6 +908,13 @@ s_stream_admit (s_stream_t *stream)
        cannot add series */
     stream->job = ef_job_metrics (stream->source);
     ef_runlog_start (self->runlog, stream->job_id, stream->source, "upload");
+    /* the heartbeat clock stands still while no upload is logged (the
+       receiver sleeps): the first one restarts it */
+    bool beating = false;
+    for (s_stream_t *s = self->streams; s; s = s->next)
+        beating = beating || s->logged;
+    if (!beating)
+        self->next_beat_us = ef_clock_mono_us () + self->opts->heartbeat * 1000;
     stream->logged = true;
     return true;
 }
@@ -1140,22 +1159,33 @@ s_dispatch (s_receiver_t *self, grpc_event *ev)
     }
 }
 
-/* Handles completions until none is ready or the budget is spent,
-   waiting at most wait_ms for the first. Returns how many. */
+/* Handles completions the pump holds until none is left or the budget
+   is spent, waiting at most wait_ms for the first. Returns how many. */
 static int
 s_poll (s_receiver_t *self, int64_t wait_ms)
 {
-    gpr_timespec deadline = ef_grpc_deadline_ms (wait_ms);
     int n = 0;
     while (n < S_EVENT_BUDGET) {
-        grpc_event ev = grpc_completion_queue_next (self->cq, deadline, NULL);
+        grpc_event ev = ef_cq_pump_next (self->pump, wait_ms);
         if (ev.type != GRPC_OP_COMPLETE)
             break;
         s_dispatch (self, &ev);
         n++;
-        deadline = gpr_inf_past (GPR_CLOCK_MONOTONIC);
+        wait_ms = 0;
     }
     return n;
+}
+
+/* The pump's descriptor is readable: take the completions (what is left
+   over the budget keeps it readable), then let tick follow up. Returns
+   0. */
+static int
+s_on_events (ef_actor_t *actor, int fd, void *arg)
+{
+    (void) fd;
+    s_poll ((s_receiver_t *) arg, 0);
+    ef_actor_wake_in (actor, 0);
+    return 0;
 }
 
 /* Retries the chunks waiting for room on the link. The starting stream
@@ -1386,6 +1416,15 @@ s_init (ef_actor_t *actor)
     grpc_channel_args channel_args = {8, args};
 
     self->cq = grpc_completion_queue_create_for_next (NULL);
+    self->pump = ef_cq_pump_new (self->cq);
+    if (!self->pump
+        || ef_actor_watch_fd (actor, ef_cq_pump_fd (self->pump), s_on_events,
+                              self)
+               != 0) {
+        ef_actor_fail (actor, "cannot wait on gRPC's completion queue: %s",
+                       strerror (errno));
+        return -1;
+    }
     self->server = grpc_server_create (&channel_args, NULL);
     grpc_server_register_completion_queue (self->server, self->cq, NULL);
     self->upload_method = grpc_server_register_method (
@@ -1488,7 +1527,8 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
     }
     embedflow__v1__ack__free_unpacked (ack, NULL);
     zmsg_destroy (msg_p);
-    self->acked = true;
+    /* settled rows may free the budget or the link, finish an upload */
+    ef_actor_wake_in (actor, 0);
     return 0;
 }
 
@@ -1579,6 +1619,7 @@ s_publish_unsettled (s_receiver_t *self)
     ef_gauge_set (self->unsettled_chunks, chunks);
     ef_gauge_set (self->unsettled_bytes, bytes);
     ef_gauge_set (self->oldest_ms, (now - oldest_us) / 1000);
+    self->shown_held = chunks > 0;
 }
 
 /* Once acks gave bytes back, streams waiting for the budget read again,
@@ -1650,21 +1691,52 @@ s_end_idle (s_receiver_t *self)
     }
 }
 
-/* Runs the completion queue for a moment, retries pending chunks, and
-   watches the drain. Always returns 0. */
+/* The earliest of this receiver's own deadlines, as monotonic µs, or -1
+   when it has none and may sleep until a completion or an ack. */
+static int64_t
+s_next_deadline (s_receiver_t *self, int64_t now)
+{
+    int64_t at = -1;
+#define S_SOONER(t)                                                            \
+    do {                                                                       \
+        int64_t t_ = (t);                                                      \
+        if (at < 0 || t_ < at)                                                 \
+            at = t_;                                                           \
+    } while (0)
+    if (self->n_pending)
+        S_SOONER (now + S_RETRY_WAIT_MS * 1000);
+    if (self->n_budget_waits)
+        S_SOONER (now + S_BUDGET_WAIT_MS * 1000);
+    for (s_stream_t *s = self->streams; s; s = s->next) {
+        if (s->logged)
+            S_SOONER (self->next_beat_us);
+        if (!s->reading || s->replied || s->closed)
+            continue;
+        if (self->n_budget_waits > 0 && !s->admitted)
+            S_SOONER (s->read_us + self->opts->first_timeout * 1000);
+        if (self->opts->idle_timeout > 0)
+            S_SOONER (s->read_us + self->opts->idle_timeout * 1000);
+    }
+    if (self->resend && (self->streams || self->orphans))
+        S_SOONER (now + S_LINKS_WAIT_MS * 1000);
+    if (self->resend && (self->streams || self->orphans || self->shown_held))
+        S_SOONER (self->publish_at_us);
+    if (self->resend_at_us)
+        S_SOONER (self->resend_at_us);
+    if (self->draining && !self->cancelled_all && self->streams)
+        S_SOONER (self->drain_deadline_us);
+#undef S_SOONER
+    return at;
+}
+
+/* Retries pending chunks, keeps the clocks (heartbeats, idle uploads,
+   links, drain) and sleeps until the next of them. Completions and acks
+   come through s_on_events and s_handle, which call it at once. Always
+   returns 0. */
 static int
 s_tick (ef_actor_t *actor)
 {
     s_receiver_t *self = (s_receiver_t *) ef_actor_state (actor);
-    s_flush_pending (self);
-    /* Waiting in next() is the only way gRPC moves bytes, but it also
-       keeps the runtime from reading acks; so wait only when neither side
-       had work last turn (acks come in bursts) */
-    int64_t wait = self->busy || self->acked ? 0
-                   : self->n_pending         ? S_RETRY_WAIT_MS
-                                             : S_IDLE_WAIT_MS;
-    self->acked = false;
-    self->busy = s_poll (self, wait) > 0;
     s_flush_pending (self);
     s_history_tick (self);
     s_end_idle (self);
@@ -1685,7 +1757,11 @@ s_tick (ef_actor_t *actor)
             ef_actor_drained (actor);
         }
     }
-    ef_actor_wake_in (actor, 0);
+    int64_t now = ef_clock_mono_us ();
+    int64_t at = s_next_deadline (self, now);
+    ef_actor_wake_in (actor, at < 0      ? -1
+                             : at <= now ? 0
+                                         : (at - now + 999) / 1000);
     return 0;
 }
 
@@ -1745,18 +1821,22 @@ s_destroy (ef_actor_t *actor)
         }
         grpc_server_destroy (self->server);
     }
-    if (self->cq) {
+    if (self->pump) {
+        ef_actor_unwatch_fd (actor, ef_cq_pump_fd (self->pump));
         grpc_completion_queue_shutdown (self->cq);
         for (;;) {
-            grpc_event ev = grpc_completion_queue_next (
-                self->cq, gpr_inf_future (GPR_CLOCK_MONOTONIC), NULL);
+            grpc_event ev = ef_cq_pump_next (self->pump, -1);
             if (ev.type == GRPC_QUEUE_SHUTDOWN)
                 break;
             if (ev.type == GRPC_OP_COMPLETE)
                 s_dispatch (self, &ev);
         }
+        ef_cq_pump_destroy (&self->pump);
         grpc_completion_queue_destroy (self->cq);
     }
+    else
+        ef_grpc_cq_destroy (self->cq);
+    self->cq = NULL;
     if (self->grpc_up)
         grpc_shutdown ();
     /* the budget is the process's: give back what this instance held */
