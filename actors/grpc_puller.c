@@ -27,6 +27,14 @@
     position stays at the last good chunk. A run ends once the stream is
     over and every forwarded row is written or dead-lettered.
 
+    Waiting: a pump thread (grpc/cqpump.h) waits in gRPC's completion
+    queue and hands completions to the actor's thread through a
+    descriptor it watches, so the database work of a run (lock, job_run,
+    heartbeats) never stops gRPC's I/O, and between runs, or while a
+    stream is quiet, the actor sleeps until a completion, an ack, a
+    request or the next of its runs' deadlines (idle timeout, retry,
+    heartbeat; a lock held elsewhere is tried every S_LOCK_POLL_MS).
+
     Graceful stop cancels the calls, waits for the rows already forwarded
     to settle and ends the runs 'failed' ("stopped"): the next run
     resumes from the checkpoint. Without jobs the actor is idle.
@@ -58,6 +66,7 @@
 #include "embedflow/v1/pipeline.pb-c.h"
 #include "postgres/checkpoint.h"
 #include "rows/chunkwire.h"
+#include "grpc/cqpump.h"
 #include "grpc/grpcmsg.h"
 #include "jobs/job.h"
 #include "jobs/jobmetrics.h"
@@ -71,9 +80,10 @@
    acks come back on the link whose `to` names it. */
 static const char s_name[] = "grpc-puller";
 
-#define S_METHOD       "/embedflow.v1.EmbeddingService/GetEmbeddings"
-#define S_IDLE_WAIT_MS 5   /* next() deadline when nothing is pending */
-#define S_LOCK_POLL_MS 100 /* between tries of a job's lock */
+#define S_METHOD         "/embedflow.v1.EmbeddingService/GetEmbeddings"
+#define S_RETRY_WAIT_MS  1   /* retry of a chunk waiting for the link */
+#define S_BUDGET_WAIT_MS 5   /* look again at a budget others free */
+#define S_LOCK_POLL_MS   100 /* between tries of a job's lock */
 
 /* --- options ------------------------------------------------------------ */
 
@@ -193,12 +203,12 @@ struct s_puller {
     int runs_port;               /* IN: runs */
     int ends_port;               /* OUT: run-ends */
     bool grpc_up;                /* grpc_init was called */
-    grpc_completion_queue *cq;   /* every call's, polled from tick */
+    grpc_completion_queue *cq;   /* every call's */
+    ef_cq_pump_t *pump;          /* waits on cq, hands events over */
     PGconn *conn;                /* job locks, job_run, empty chunks */
     s_job_t *jobs;               /* one per configured job */
     size_t n_jobs;               /* entries of jobs */
     int calls_alive;             /* calls not yet freed */
-    bool busy;                   /* the last poll found completions */
     bool draining;               /* stop asked: no run starts */
     bool drained;                /* ef_actor_drained was called */
 };
@@ -828,21 +838,32 @@ s_dispatch (grpc_event *ev)
     s_call_maybe_end (c);
 }
 
-/* Handles completions until none is ready, waiting at most wait_ms. */
+/* Handles the completions the pump holds until none is left (or 256),
+   waiting at most wait_ms for the first. Returns how many. */
 static int
 s_poll (s_puller_t *self, int64_t wait_ms)
 {
-    gpr_timespec deadline = ef_grpc_deadline_ms (wait_ms);
     int n = 0;
     while (n < 256) {
-        grpc_event ev = grpc_completion_queue_next (self->cq, deadline, NULL);
+        grpc_event ev = ef_cq_pump_next (self->pump, wait_ms);
         if (ev.type != GRPC_OP_COMPLETE)
             break;
         s_dispatch (&ev);
         n++;
-        deadline = gpr_inf_past (GPR_CLOCK_MONOTONIC);
+        wait_ms = 0;
     }
     return n;
+}
+
+/* The pump's descriptor is readable: take the completions (what is left
+   over keeps it readable), then let tick follow up. Returns 0. */
+static int
+s_on_events (ef_actor_t *actor, int fd, void *arg)
+{
+    (void) fd;
+    s_poll ((s_puller_t *) arg, 0);
+    ef_actor_wake_in (actor, 0);
+    return 0;
 }
 
 /* --- starting a run ---------------------------------------------------- */
@@ -1057,6 +1078,15 @@ s_init (ef_actor_t *actor)
     grpc_init ();
     self->grpc_up = true;
     self->cq = grpc_completion_queue_create_for_next (NULL);
+    self->pump = ef_cq_pump_new (self->cq);
+    if (!self->pump
+        || ef_actor_watch_fd (actor, ef_cq_pump_fd (self->pump), s_on_events,
+                              self)
+               != 0) {
+        ef_actor_fail (actor, "cannot wait on gRPC's completion queue: %s",
+                       strerror (errno));
+        return -1;
+    }
     self->conn = ef_pg_open_for_actor (actor);
     if (!self->conn)
         return -1;
@@ -1155,6 +1185,8 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
         s_check_settled (job);
     }
     embedflow__v1__ack__free_unpacked (ack, NULL);
+    /* settled rows may free the budget a read waits for */
+    ef_actor_wake_in (actor, 0);
     return 0;
 }
 
@@ -1235,36 +1267,74 @@ s_job_tick (s_job_t *job, int64_t now)
     }
 }
 
-/* Runs the completion queue and every job's clockwork. */
+/* The earliest deadline of job's run, as monotonic µs, or -1 when only
+   a completion or an ack can move it on. */
+static int64_t
+s_job_deadline (const s_job_t *job, int64_t now)
+{
+    if (!job->active)
+        return -1;
+    int64_t at = -1;
+#define S_SOONER(t)                                                            \
+    do {                                                                       \
+        int64_t t_ = (t);                                                      \
+        if (at < 0 || t_ < at)                                                 \
+            at = t_;                                                           \
+    } while (0)
+    int64_t idle_us = job->opts->idle_timeout * 1000;
+    if (job->pending)
+        S_SOONER (now + S_RETRY_WAIT_MS * 1000);
+    if (job->budget_wait)
+        S_SOONER (now + S_BUDGET_WAIT_MS * 1000);
+    if (job->phase == S_LOCKING)
+        S_SOONER (now + S_LOCK_POLL_MS * 1000);
+    if (job->phase == S_WAITING)
+        S_SOONER (job->retry_at_us);
+    if (job->phase == S_CALLING && job->call && !job->call->idle_expired
+        && idle_us > 0)
+        S_SOONER (job->last_msg_us + idle_us + 1);
+    /* past idle_timeout the run fails only once a link lost its peer,
+       which no event here announces: look again now and then */
+    if (job->phase == S_SETTLING && idle_us > 0
+        && job->written + job->dead < job->received)
+        S_SOONER (job->last_ack_us + idle_us + 1 > now
+                      ? job->last_ack_us + idle_us + 1
+                      : now + S_LOCK_POLL_MS * 1000);
+    if (job->run_recorded)
+        S_SOONER (job->next_beat_us);
+    if (ef_actor_stopping (job->owner->actor))
+        S_SOONER (now + S_LOCK_POLL_MS * 1000);
+#undef S_SOONER
+    return at;
+}
+
+/* Every job's clockwork; then sleeps until the earliest deadline of a
+   run (completions, acks and requests wake it sooner). */
 static int
 s_tick (ef_actor_t *actor)
 {
     s_puller_t *self = ef_actor_state (actor);
     if (!self->cq)
         return 0;
-    bool pending = false, streaming = false, active = false;
-    for (size_t i = 0; i < self->n_jobs; i++) {
+    bool active = false;
+    for (size_t i = 0; i < self->n_jobs; i++)
         s_flush (&self->jobs[i]);
-        pending |= self->jobs[i].pending != NULL;
-    }
-    int64_t wait = self->busy ? 0 : pending ? 1 : S_IDLE_WAIT_MS;
-    self->busy = s_poll (self, wait) > 0;
     int64_t now = ef_clock_mono_us ();
+    int64_t at = -1;
     for (size_t i = 0; i < self->n_jobs; i++) {
         s_job_tick (&self->jobs[i], now);
         active |= self->jobs[i].active;
-        streaming |= self->jobs[i].active && self->jobs[i].phase != S_LOCKING;
+        int64_t t = s_job_deadline (&self->jobs[i], now);
+        if (t >= 0 && (at < 0 || t < at))
+            at = t;
     }
     if (self->draining && !active && !self->drained) {
         self->drained = true;
         ef_actor_drained (actor);
     }
-    /* The completion queue is polled from here (blocking up to
-       S_IDLE_WAIT_MS): while a call lives, come straight back; runs that
-       only wait for a lock look again every S_LOCK_POLL_MS. */
-    ef_actor_wake_in (actor, streaming || self->calls_alive ? 0
-                             : active                       ? S_LOCK_POLL_MS
-                                                            : -1);
+    ef_actor_wake_in (actor, at < 0      ? -1
+                             : at <= now ? 0
+                                         : (at - now + 999) / 1000);
     return 0;
 }
 
@@ -1320,7 +1390,13 @@ s_destroy (ef_actor_t *actor)
         free (job->start_token);
         free (job->last_token);
     }
-    ef_grpc_cq_destroy (self->cq);
+    if (self->pump) {
+        ef_actor_unwatch_fd (actor, ef_cq_pump_fd (self->pump));
+        ef_cq_pump_destroy (&self->pump); /* no call is left */
+        grpc_completion_queue_destroy (self->cq);
+    }
+    else
+        ef_grpc_cq_destroy (self->cq);
     if (self->grpc_up)
         grpc_shutdown ();
     PQfinish (self->conn);
