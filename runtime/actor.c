@@ -163,6 +163,9 @@ struct ef_actor {
     bool draining;                 /* $DRAIN received */
     bool drained;                  /* DRAINED sent */
     bool terminated;               /* leave the loop */
+    bool stop_asked;               /* left it on $STOP: answer STOPPED */
+    bool ready;                    /* READY or FAILED was sent */
+    zlist_t *early;                /* reports made before that, in order */
     const atomic_int *stop;        /* runtime's hard-stop flag */
 };
 
@@ -251,6 +254,10 @@ ef_actor_destroy (ef_actor_t **self_p)
         return;
     s_close_ports (*self_p);
     zmsg_destroy (&(*self_p)->pending);
+    zmsg_t *msg;
+    while ((*self_p)->early && (msg = zlist_pop ((*self_p)->early)))
+        zmsg_destroy (&msg);
+    zlist_destroy (&(*self_p)->early);
     free ((*self_p)->items);
     free ((*self_p)->item_of);
     free (*self_p);
@@ -968,6 +975,47 @@ ef_actor_fail (ef_actor_t *self, const char *fmt, ...)
     va_end (args);
 }
 
+int
+ef_actor_report (ef_actor_t *self, zmsg_t **msg_p)
+{
+    zmsg_t *msg = *msg_p;
+    *msg_p = NULL;
+    if (!msg)
+        return -1;
+    if (zmsg_pushstr (msg, self->name) != 0
+        || zmsg_pushstr (msg, "REPORT") != 0) {
+        zmsg_destroy (&msg);
+        return -1;
+    }
+    /* the runtime's first word from an instance must be READY or FAILED:
+       what init reports goes after it */
+    if (!self->ready) {
+        if ((!self->early && !(self->early = zlist_new ()))
+            || zlist_append (self->early, msg) != 0) {
+            zmsg_destroy (&msg);
+            return -1;
+        }
+        return 0;
+    }
+    if (zmsg_send (&msg, self->pipe) != 0) {
+        zmsg_destroy (&msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* Marks READY or FAILED sent and sends the reports made before. */
+static void
+s_send_early (ef_actor_t *self)
+{
+    self->ready = true;
+    zmsg_t *msg;
+    while (self->early && (msg = zlist_pop (self->early)))
+        if (zmsg_send (&msg, self->pipe) != 0)
+            zmsg_destroy (&msg);
+    zlist_destroy (&self->early);
+}
+
 void
 ef_actor_drained (ef_actor_t *self)
 {
@@ -1004,6 +1052,8 @@ s_command (ef_actor_t *self, bool live)
         ef_warn ("empty command on the pipe");
     else if (strcmp (cmd, "$TERM") == 0)
         self->terminated = true;
+    else if (strcmp (cmd, "$STOP") == 0)
+        self->terminated = self->stop_asked = true;
     else if (strcmp (cmd, "$DRAIN") == 0 && !self->draining) {
         self->draining = true;
         self->last_input_us = ef_clock_mono_us ();
@@ -1302,6 +1352,7 @@ ef_actor_thread (zsock_t *pipe, void *args)
     }
     else
         zstr_send (pipe, "READY");
+    s_send_early (self);
 
     int64_t idle_us = ef_config_drain_idle_ms (self->config) * 1000;
     while (!self->terminated) {
@@ -1340,11 +1391,19 @@ ef_actor_thread (zsock_t *pipe, void *args)
     }
     s_destroy_instance (self);
     s_close_ports (self);
-    /* A DIED actor waits for $TERM so the runtime can collect it. */
+    /* Asked to stop, it says so once destroy is done, so that the runtime
+       reads what destroy reported before it collects the thread; a DIED
+       actor answers $STOP the same way. Then it waits for $TERM. */
+    if (self->stop_asked) {
+        zstr_send (pipe, "STOPPED");
+        self->terminated = false;
+    }
     while (!self->terminated) {
         char *cmd = zstr_recv (pipe);
         if (!cmd || strcmp (cmd, "$TERM") == 0)
             self->terminated = true;
+        else if (strcmp (cmd, "$STOP") == 0)
+            zstr_send (pipe, "STOPPED");
         zstr_free (&cmd);
     }
 }

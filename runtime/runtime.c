@@ -43,6 +43,8 @@ struct ef_runtime {
                                   keys; outlives the actors' sockets */
     int64_t watchdog_us;       /* between WATCHDOG=1 pings; 0 = none */
     int64_t watchdog_last_us;  /* monotonic time of the last ping */
+    ef_report_fn *report_fn;   /* gets the actors' reports, or NULL */
+    void *report_arg;          /* its argument */
 };
 
 void
@@ -187,15 +189,24 @@ ef_runtime_stop (ef_runtime_t *self)
     atomic_store (&self->stop_requested, 1);
 }
 
-/* Reads one pipe message from instance i and records what it says. */
-static void
+/* Reads one pipe message from instance i and records what it says (a
+   report goes to the report function). Returns true when the instance
+   said STOPPED or its pipe failed. */
+static bool
 s_read_pipe (ef_runtime_t *self, size_t i)
 {
     zmsg_t *msg = zmsg_recv (self->inst[i].thread);
     char *what = msg ? zmsg_popstr (msg) : NULL;
     char *reason = msg ? zmsg_popstr (msg) : NULL;
     const char *name = ef_actor_name (self->inst[i].actor);
-    if (what && strcmp (what, "DRAINED") == 0) {
+    bool stopped = !msg || (what && strcmp (what, "STOPPED") == 0);
+    if (what && strcmp (what, "REPORT") == 0) {
+        if (self->report_fn)
+            self->report_fn (name, &msg, self->report_arg);
+    }
+    else if (what && strcmp (what, "STOPPED") == 0)
+        ef_debug ("%s stopped", name);
+    else if (what && strcmp (what, "DRAINED") == 0) {
         self->inst[i].drained = true;
         ef_debug ("%s drained", name);
     }
@@ -209,6 +220,27 @@ s_read_pipe (ef_runtime_t *self, size_t i)
     free (what);
     free (reason);
     zmsg_destroy (&msg);
+    return stopped;
+}
+
+void
+ef_runtime_on_report (ef_runtime_t *self, ef_report_fn *fn, void *arg)
+{
+    self->report_fn = fn;
+    self->report_arg = arg;
+}
+
+/* Asks every instance (reverse order) to leave its loop and run destroy,
+   reading what it reports meanwhile, until it says STOPPED. */
+static void
+s_stop_reading (ef_runtime_t *self)
+{
+    for (size_t i = self->n; i-- > 0;) {
+        if (!self->inst[i].thread || zstr_send (self->inst[i].thread, "$STOP"))
+            continue;
+        while (!s_read_pipe (self, i))
+            ;
+    }
 }
 
 int
@@ -315,6 +347,7 @@ ef_runtime_wait (ef_runtime_t *self)
     }
     free (order);
     self->hard_stop = 1;
+    s_stop_reading (self);
     s_stop_all (self);
     ef_info ("stopped%s", self->failed ? " after a failure"
                           : timed_out  ? " at drain_timeout"

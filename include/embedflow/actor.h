@@ -18,7 +18,8 @@
                 then call ef_actor_drained (sources are drained first, then
                 every actor after all actors that feed it)
       destroy   release everything init made; called exactly once after
-                each init, even when init failed
+                each init, even when init failed (the runtime waits for
+                the last: reports it sends reach ef_runtime_on_report)
 
     Supervision. When handle or tick returns -1 after a successful start,
     the instance failed: the runtime calls destroy, waits a backoff and
@@ -232,6 +233,16 @@ int ef_wakeup_fd (const ef_wakeup_t *self);
 void ef_wakeup_signal (ef_wakeup_t *self);
 /* Lowers it. Returns true when it was raised. */
 bool ef_wakeup_clear (ef_wakeup_t *self);
+
+/* Hands msg to the program running the runtime: its report function
+   (ef_runtime_on_report) gets it on the thread in ef_runtime_wait, with
+   this instance's name, after whatever this instance reported before.
+   For what a program embedding a pipeline wants to learn from it (a
+   command printing how a run ended), without state shared between
+   threads. Reports sent from destroy arrive too; without a report
+   function they are dropped. Takes ownership of *msg_p and NULLs it.
+   Returns 0, -1 when the pipe failed (message destroyed). */
+int ef_actor_report (ef_actor_t *self, zmsg_t **msg_p);
 
 /* Records why init (or a failing handle or tick) failed: at start
    ef_runtime_start returns it in its err; while running it is logged

@@ -250,6 +250,16 @@ int ef_runtime_wait (ef_runtime_t *self);
 /* Asks ef_runtime_wait to drain and return (any thread). */
 void ef_runtime_stop (ef_runtime_t *self);
 
+/* Receives the reports of actors (ef_actor_report): actor is the
+   instance's name, *msg_p its message, which fn may take (NULLing it)
+   or leave to be destroyed. Runs on the thread in ef_runtime_wait; it
+   may call ef_runtime_stop. */
+typedef void (ef_report_fn) (const char *actor, zmsg_t **msg_p, void *arg);
+
+/* Sets the report function (NULL: reports are dropped). Call before
+   ef_runtime_wait; reports sent earlier wait for it. */
+void ef_runtime_on_report (ef_runtime_t *self, ef_report_fn *fn, void *arg);
+
 /* How many tcp link ends of this process have had no peer for longer
    than their links.NAME.peer_timeout, with a line per end (which link,
    which address, for how long) written into why. Any thread. */

@@ -1,12 +1,15 @@
 /*  ef_actor_watch_fd and ef_wakeup_t on a running runtime: a watched
     descriptor's callback runs on the actor's thread when, and only
     when, the descriptor is readable; a wakeup signalled from another
-    thread wakes the actor once; an unwatched descriptor is left alone. */
+    thread wakes the actor once; an unwatched descriptor is left alone.
+    ef_actor_report: what actors report reaches the runtime's owner, in
+    order, also from destroy. */
 #include "ef_test.h"
 
 #include "embedflow/runtime.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <semaphore.h>
@@ -218,4 +221,88 @@ EF_TEST (runtime_wakeup_clear)
     EF_CHECK (!ef_wakeup_clear (w)); /* one clear lowers every signal */
     ef_wakeup_destroy (&w);
     EF_CHECK (w == NULL);
+}
+
+/* --- reports to the program running the runtime ----------------------- */
+
+static char s_reports[8][32]; /* "actor:text" in the order received */
+static int s_n_reports;       /* entries of s_reports */
+
+static void
+s_report (ef_actor_t *a, const char *text)
+{
+    zmsg_t *msg = zmsg_new ();
+    zmsg_addstr (msg, text);
+    EF_CHECK (ef_actor_report (a, &msg) == 0);
+    EF_CHECK (msg == NULL);
+}
+
+static int
+s_reporter_init (ef_actor_t *a)
+{
+    s_report (a, "init");
+    ef_actor_wake_in (a, 0);
+    return 0;
+}
+
+static int
+s_reporter_tick (ef_actor_t *a)
+{
+    s_report (a, "tick");
+    return 0;
+}
+
+static void
+s_reporter_destroy (ef_actor_t *a)
+{
+    s_report (a, "destroy"); /* after the runtime stopped waiting */
+}
+
+static void
+s_on_report (const char *actor, zmsg_t **msg_p, void *arg)
+{
+    char *text = zmsg_popstr (*msg_p);
+    if (s_n_reports < 8)
+        snprintf (s_reports[s_n_reports++], sizeof s_reports[0], "%s:%s", actor,
+                  text ? text : "?");
+    free (text);
+    if (text && strcmp (s_reports[s_n_reports - 1], "reporter:tick") == 0)
+        ef_runtime_stop (arg);
+}
+
+static const ef_actor_def_t s_reporter = {.name = "reporter",
+                                          .summary = "reports",
+                                          .flags = EF_ACTOR_SOURCE,
+                                          .default_instances = 1,
+                                          .init = s_reporter_init,
+                                          .tick = s_reporter_tick,
+                                          .destroy = s_reporter_destroy};
+
+EF_TEST (runtime_reports_reach_the_owner)
+{
+    char err[256];
+    ef_registry_t *reg = ef_registry_new ();
+    ef_registry_add (reg, &s_reporter);
+    ef_config_t *config = ef_config_new (reg, s_no_globals, 0, err, sizeof err);
+    EF_REQUIRE (config);
+    ef_runtime_t *rt = ef_runtime_new (config);
+    s_n_reports = 0;
+    if (ef_runtime_start (rt, err, sizeof err) != 0) {
+        ef_test_fail (__FILE__, __LINE__, err);
+        ef_runtime_destroy (&rt);
+        ef_config_destroy (&config);
+        ef_registry_destroy (&reg);
+        return;
+    }
+    /* reports sent before the function is set wait in the pipe */
+    ef_runtime_on_report (rt, s_on_report, rt);
+    EF_CHECK (ef_runtime_wait (rt) == 0);
+    /* in order, the one destroy sent included: the runtime waits for it */
+    EF_CHECK (s_n_reports == 3);
+    EF_CHECK (strcmp (s_reports[0], "reporter:init") == 0);
+    EF_CHECK (strcmp (s_reports[1], "reporter:tick") == 0);
+    EF_CHECK (strcmp (s_reports[2], "reporter:destroy") == 0);
+    ef_runtime_destroy (&rt);
+    ef_config_destroy (&config);
+    ef_registry_destroy (&reg);
 }
