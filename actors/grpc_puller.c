@@ -49,7 +49,6 @@
 #include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -180,8 +179,6 @@ struct s_job {
     int64_t last_ack_us;             /* monotonic time of the last ack */
     uint64_t churn_start;            /* link churn when the run began */
     uint64_t calls;                  /* attempts made */
-    uint64_t shown_received;         /* part of received in the progress sums */
-    uint64_t shown_settled;          /* part of written + dead in them */
     zmsg_t *pending;                 /* chunk waiting for room on the link */
     ef_backoff_t backoff;            /* between attempts */
     int64_t retry_at_us;             /* monotonic time of the next attempt */
@@ -213,42 +210,44 @@ struct s_puller {
     bool drained;                /* ef_actor_drained was called */
 };
 
-/* --- process-wide report hooks -------------------------------------------- */
+/* --- what a program running the pipeline learns -------------------------- */
 
-static pthread_mutex_t s_hook_lock = PTHREAD_MUTEX_INITIALIZER;
-static ef_pull_done_fn *s_done_fn;
-static void *s_done_arg;
-static uint64_t s_progress_received;
-static uint64_t s_progress_settled;
-
-void
-ef_puller_on_done (ef_pull_done_fn *fn, void *arg)
+int
+ef_pull_report_read (const zmsg_t *msg, ef_pull_report_t *report)
 {
-    pthread_mutex_lock (&s_hook_lock);
-    s_done_fn = fn;
-    s_done_arg = arg;
-    pthread_mutex_unlock (&s_hook_lock);
+    zframe_t *frame = zmsg_first ((zmsg_t *) msg);
+    Embedflow__V1__RunEnded *e =
+        frame && zmsg_size ((zmsg_t *) msg) == 1
+            ? embedflow__v1__run_ended__unpack (NULL, zframe_size (frame),
+                                                zframe_data (frame))
+            : NULL;
+    if (!e)
+        return -1;
+    memset (report, 0, sizeof *report);
+    snprintf (report->run_id, sizeof report->run_id, "%s", e->run_id);
+    snprintf (report->job, sizeof report->job, "%s", e->job);
+    snprintf (report->status, sizeof report->status, "%s",
+              strcmp (e->status, "completed") == 0 ? e->status : "failed");
+    snprintf (report->start_token, sizeof report->start_token, "%s",
+              e->start_token);
+    snprintf (report->position, sizeof report->position, "%s", e->position);
+    snprintf (report->error, sizeof report->error, "%s", e->error);
+    report->received = e->received;
+    report->written = e->written;
+    report->dead = e->dead_lettered;
+    report->calls = e->calls;
+    report->seconds = e->seconds;
+    embedflow__v1__run_ended__free_unpacked (e, NULL);
+    return 0;
 }
 
 void
-ef_puller_progress (uint64_t *received, uint64_t *settled)
+ef_pull_progress (const char *job, uint64_t *received, uint64_t *settled)
 {
-    *received = __atomic_load_n (&s_progress_received, __ATOMIC_RELAXED);
-    *settled = __atomic_load_n (&s_progress_settled, __ATOMIC_RELAXED);
-}
-
-/* Adds what the run took in and settled since last time to the sums
-   ef_puller_progress reads. */
-static void
-s_publish (s_job_t *job)
-{
-    uint64_t settled = job->written + job->dead;
-    __atomic_add_fetch (&s_progress_received,
-                        job->received - job->shown_received, __ATOMIC_RELAXED);
-    __atomic_add_fetch (&s_progress_settled, settled - job->shown_settled,
-                        __ATOMIC_RELAXED);
-    job->shown_received = job->received;
-    job->shown_settled = settled;
+    const ef_job_metrics_t *m = ef_job_metrics (job);
+    *received = ef_counter_value (m->received);
+    *settled =
+        ef_counter_value (m->written) + ef_counter_value (m->dead_lettered);
 }
 
 /* --- calls --------------------------------------------------------------- */
@@ -443,11 +442,12 @@ s_call_start (s_job_t *job, const char *token)
 
 /* --- the run ------------------------------------------------------------- */
 
-/* Tells the scheduler how a requested run ended. The scheduler may be
-   gone (stopping, or another process that is down): a full link drops
-   the news rather than stall the pulls. */
+/* Tells the scheduler how a requested run ended, and reports the same
+   RunEnded to the program running the pipeline (ef_actor_report). The
+   scheduler may be gone (stopping, or another process that is down): a
+   full link drops the news rather than stall the pulls. */
 static void
-s_send_ended (s_job_t *job, const char *status)
+s_send_ended (s_job_t *job, const char *status, const ef_pull_report_t *rep)
 {
     Embedflow__V1__RunEnded e = EMBEDFLOW__V1__RUN_ENDED__INIT;
     e.job = (char *) job->name;
@@ -457,25 +457,37 @@ s_send_ended (s_job_t *job, const char *status)
     e.received = job->received;
     e.written = job->written;
     e.dead_lettered = job->dead;
+    e.calls = rep->calls;
+    e.start_token = (char *) rep->start_token;
+    e.position = (char *) rep->position;
+    e.seconds = rep->seconds;
     size_t size = embedflow__v1__run_ended__get_packed_size (&e);
-    zframe_t *frame = zframe_new (NULL, size);
-    zmsg_t *msg = zmsg_new ();
-    if (!frame || !msg) {
-        zframe_destroy (&frame);
-        zmsg_destroy (&msg);
-        return;
+    zmsg_t *msgs[2] = {NULL, NULL};
+    for (int i = 0; i < 2; i++) {
+        zframe_t *frame = zframe_new (NULL, size);
+        msgs[i] = zmsg_new ();
+        if (!frame || !msgs[i]) {
+            zframe_destroy (&frame);
+            zmsg_destroy (&msgs[0]);
+            zmsg_destroy (&msgs[1]);
+            ef_warn ("job %s: out of memory for the end of the run", job->name);
+            return;
+        }
+        embedflow__v1__run_ended__pack (&e, zframe_data (frame));
+        zmsg_append (msgs[i], &frame);
     }
-    embedflow__v1__run_ended__pack (&e, zframe_data (frame));
-    zmsg_append (msg, &frame);
-    if (ef_actor_try_send (job->owner->actor, job->owner->ends_port, 0, &msg)
+    if (ef_actor_try_send (job->owner->actor, job->owner->ends_port, 0,
+                           &msgs[0])
         != 1) {
         ef_debug ("job %s: the scheduler did not take the end of the run",
                   job->name);
-        zmsg_destroy (&msg);
+        zmsg_destroy (&msgs[0]);
     }
+    ef_actor_report (job->owner->actor, &msgs[1]);
 }
 
-/* Records the run's end, reports it (done hook, scheduler) and frees the
+/* Records the run's end, tells the scheduler and reports it to the
+   program running the pipeline (ef_actor_report), and frees the
    job for its next run. status: completed or failed by job->error, or
    "busy" for a run that never began because the job runs elsewhere. */
 static void
@@ -548,18 +560,12 @@ s_finish (s_job_t *job, const char *status)
                     " dead-lettered; position '%s'",
                     job->name, job->run_id, rep.seconds, job->received,
                     job->written, job->dead, rep.position);
-    pthread_mutex_lock (&s_hook_lock);
-    ef_pull_done_fn *fn = s_done_fn;
-    void *arg = s_done_arg;
-    pthread_mutex_unlock (&s_hook_lock);
-    if (fn)
-        fn (&rep, arg);
     if (job->run_recorded)
         ef_counter_add (strcmp (status, "completed") == 0
                             ? job->metrics->runs_completed
                             : job->metrics->runs_failed,
                         1);
-    s_send_ended (job, status);
+    s_send_ended (job, status, &rep);
     if (job->locked) {
         ef_job_unlock (self->conn, schema, job->name);
         job->locked = false;
@@ -714,7 +720,6 @@ s_on_message (s_call_t *c, grpc_byte_buffer *buf)
     job->received += rows;
     ef_counter_add (job->metrics->received, rows);
     job->pending = msg;
-    s_publish (job);
     s_flush (job);
 }
 
@@ -1009,7 +1014,6 @@ s_request_run (s_job_t *job, const char *trigger, int64_t slot)
     ef_links_state (&links);
     job->churn_start = links.churn;
     job->last_ack_us = ef_clock_mono_us ();
-    job->shown_received = job->shown_settled = 0;
     job->error[0] = '\0';
     job->run_recorded = false;
     job->active = true;
@@ -1181,7 +1185,6 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
         job->last_ack_us = ef_clock_mono_us ();
         ef_counter_add (job->metrics->written, t->written);
         ef_counter_add (job->metrics->dead_lettered, t->dead_lettered);
-        s_publish (job);
         s_check_settled (job);
     }
     embedflow__v1__ack__free_unpacked (ack, NULL);

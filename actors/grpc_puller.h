@@ -1,10 +1,14 @@
-/*  grpc_puller.h — what a command running one pull in-process learns from
-    the grpc-puller actor (`embedflow pull`): progress while it runs and a
-    report when the run ends.
+/*  grpc_puller.h — what a command running pulls in-process (`embedflow
+    pull`, `bench`) learns from the grpc-puller actor, without sharing
+    its state: the end of each run as a report (a RunEnded, sent with
+    ef_actor_report, which the command's ef_runtime_on_report function
+    receives), and progress from the job's series in the metrics
+    registry.
 */
 #ifndef EF_GRPC_PULLER_H
 #define EF_GRPC_PULLER_H
 
+#include <czmq.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -22,15 +26,15 @@ typedef struct {
     double seconds;        /* first call to end of the run */
 } ef_pull_report_t;
 
-/* Called once on the puller's thread when a run has ended and every row
-   it forwarded is settled (or the process is stopping hard). */
-typedef void (ef_pull_done_fn) (const ef_pull_report_t *report, void *arg);
+/* Reads a grpc-puller report (one RunEnded frame) into *report; the
+   puller sends one when a run has ended and every row it forwarded is
+   settled (or the process is stopping hard). Returns 0, -1 when msg is
+   not such a report (*report untouched). */
+int ef_pull_report_read (const zmsg_t *msg, ef_pull_report_t *report);
 
-/* Registers the process-wide done callback (NULL to clear). */
-void ef_puller_on_done (ef_pull_done_fn *fn, void *arg);
-
-/* Rows received and settled (written + dead-lettered) so far by every
-   pull run of this process; safe from any thread. */
-void ef_puller_progress (uint64_t *received, uint64_t *settled);
+/* Rows received and settled (written + dead-lettered) so far by pull
+   runs of job in this process, from its embedflow_job_* counters.
+   Any thread. */
+void ef_pull_progress (const char *job, uint64_t *received, uint64_t *settled);
 
 #endif

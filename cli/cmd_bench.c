@@ -101,7 +101,7 @@ typedef struct {
     uint64_t total;             /* rows in this step */
     atomic_int stop_progress;   /* ends the progress thread */
     atomic_int interrupted;     /* SIGINT or SIGTERM arrived */
-    uint64_t pull_base;         /* rows the puller settled before this run */
+    uint64_t pull_base;         /* rows of the pull job settled before */
     pthread_mutex_t lock;       /* guards runtime */
     ef_runtime_t *runtime;      /* the pipeline while it runs */
     /* --memory */
@@ -334,9 +334,9 @@ s_progress (void *arg)
             continue;
         uint64_t done = atomic_load (&b->done);
         if (label == s_names[S_PULL]) {
-            /* the puller counts for the whole process */
+            /* the pull job's counters in the metrics registry */
             uint64_t received, settled;
-            ef_puller_progress (&received, &settled);
+            ef_pull_progress (S_PULL_JOB, &received, &settled);
             done = settled - b->pull_base;
         }
         if (b->memory && label == s_names[S_PIPELINE]) {
@@ -593,17 +593,20 @@ typedef struct {
     s_pgcpu_t after;         /* server CPU when the run ended */
 } s_pull_run_t;
 
-/* The puller's done callback: the run is over and every row settled;
-   read the writers' backends while they still exist, stop the
-   pipeline. */
+/* The puller's report of a run's end (on the thread in
+   ef_runtime_wait): the run is over and every row settled; read the
+   writers' backends while they still exist, stop the pipeline. */
 static void
-s_pull_done (const ef_pull_report_t *report, void *arg)
+s_pull_done (const char *actor, zmsg_t **msg_p, void *arg)
 {
     s_pull_run_t *p = arg;
-    if (strcmp (report->job, S_PULL_JOB) != 0)
+    ef_pull_report_t report;
+    if (strcmp (actor, "grpc-puller") != 0
+        || ef_pull_report_read (*msg_p, &report) != 0
+        || strcmp (report.job, S_PULL_JOB) != 0)
         return; /* not ours (the bench unschedules every other job) */
     pthread_mutex_lock (&p->lock);
-    p->report = *report;
+    p->report = report;
     p->done = true;
     s_pgcpu_read (p->bench, &p->after);
     if (p->runtime)
@@ -669,14 +672,13 @@ s_run_pull (s_bench_t *b, int writers, s_measure_t *m)
     memset (&p, 0, sizeof p);
     p.bench = b;
     pthread_mutex_init (&p.lock, NULL);
-    ef_puller_on_done (s_pull_done, &p);
     ef_metrics_reset ();
     s_reset_peak_rss ();
     s_pgcpu_t before;
     s_pgcpu_read (b, &before);
     double cpu0 = ef_process_cpu_seconds ();
     uint64_t received;
-    ef_puller_progress (&received, &b->pull_base);
+    ef_pull_progress (S_PULL_JOB, &received, &b->pull_base);
     atomic_store (&b->done, 0);
     b->total = b->rows;
     /* only the bench's own job, once; the receiver on a free port */
@@ -685,6 +687,7 @@ s_run_pull (s_bench_t *b, int writers, s_measure_t *m)
         ef_cli_start_here (b->cli, EF_CLI_JOBS_RUN_NOW, listen, sizeof listen);
     int rc = -1;
     if (rt) {
+        ef_runtime_on_report (rt, s_pull_done, &p);
         b->label = s_names[S_PULL];
         pthread_mutex_lock (&p.lock);
         p.runtime = rt;
@@ -706,7 +709,6 @@ s_run_pull (s_bench_t *b, int writers, s_measure_t *m)
         pthread_mutex_unlock (&p.lock);
         ef_runtime_destroy (&rt);
     }
-    ef_puller_on_done (NULL, NULL);
     /* later runs share the config: the job stays, but never runs again */
     s_pull_configure (b, NULL);
     ef_pullserver_stats_t st;

@@ -6,9 +6,10 @@
     file runs in this process. The gRPC
     receiver listens on a free loopback port only (unless --listen is
     given), so a pull never competes with a running `embedflow run` for
-    its port. Prints progress, then a summary; exits 0 only when the
-    stream completed and every row it brought is committed or
-    dead-lettered.
+    its port. Prints progress (the job's counters in the metrics
+    registry), then a summary of the puller's report of the run's end
+    (ef_runtime_on_report); exits 0 only when the stream completed and
+    every row it brought is committed or dead-lettered.
 */
 #include "cli/cli.h"
 
@@ -25,24 +26,24 @@
 #include <unistd.h>
 
 typedef struct {
-    pthread_mutex_t lock;     /* guards runtime, done, report */
     ef_runtime_t *runtime;    /* stopped when the run is over */
+    const char *job;          /* the job run, for its progress */
     bool done;                /* the puller reported */
     ef_pull_report_t report;  /* what it reported */
     atomic_int stop_progress; /* ends the progress thread */
 } s_pull_t;
 
-/* The puller's done callback: keep the report, stop the pipeline. */
+/* Takes the puller's report of the run's end (on the thread in
+   ef_runtime_wait) and stops the pipeline; other reports are ignored. */
 static void
-s_on_done (const ef_pull_report_t *report, void *arg)
+s_on_report (const char *actor, zmsg_t **msg_p, void *arg)
 {
     s_pull_t *pull = arg;
-    pthread_mutex_lock (&pull->lock);
-    pull->report = *report;
+    if (strcmp (actor, "grpc-puller") != 0 || pull->done
+        || ef_pull_report_read (*msg_p, &pull->report) != 0)
+        return;
     pull->done = true;
-    if (pull->runtime)
-        ef_runtime_stop (pull->runtime);
-    pthread_mutex_unlock (&pull->lock);
+    ef_runtime_stop (pull->runtime);
 }
 
 /* Prints progress every second on a terminal, every 5 s otherwise. */
@@ -60,7 +61,7 @@ s_progress (void *arg)
             continue;
         last = now;
         uint64_t received, settled;
-        ef_puller_progress (&received, &settled);
+        ef_pull_progress (pull->job, &received, &settled);
         double rate = now > start ? (double) settled / (now - start) : 0;
         if (json) {
             ef_info_kv (EF_KV (EF_KV_U64 ("rows_received", received),
@@ -246,33 +247,25 @@ ef_cmd_pull (int argc, char **argv)
     }
     s_pull_t pull;
     memset (&pull, 0, sizeof pull);
-    pthread_mutex_init (&pull.lock, NULL);
-    ef_puller_on_done (s_on_done, &pull);
+    pull.job = f.job && *f.job ? f.job : f.source;
     /* Only the job run_now names runs, once; the receiver listens where
        s_prepare put it (a free port, unless --listen was given). */
     ef_runtime_t *rt = ef_cli_start_here (&cli, EF_CLI_JOBS_RUN_NOW, NULL, 0);
     if (!rt) {
-        ef_puller_on_done (NULL, NULL);
         ef_metrics_server_destroy (&metrics);
         ef_cli_close (&cli);
         return EF_EXIT_FAIL;
     }
     ef_metrics_server_started (metrics, true);
-    pthread_mutex_lock (&pull.lock);
+    /* a report sent before this waits in the actor's pipe */
     pull.runtime = rt;
-    if (pull.done)
-        ef_runtime_stop (rt);
-    pthread_mutex_unlock (&pull.lock);
+    ef_runtime_on_report (rt, s_on_report, &pull);
     pthread_t prog;
     pthread_create (&prog, NULL, s_progress, &pull);
     rc = ef_cli_wait_runtime (rt);
     atomic_store (&pull.stop_progress, 1);
     pthread_join (prog, NULL);
-    pthread_mutex_lock (&pull.lock);
-    pull.runtime = NULL;
-    pthread_mutex_unlock (&pull.lock);
     ef_runtime_destroy (&rt);
-    ef_puller_on_done (NULL, NULL);
 
     const ef_pull_report_t *r = &pull.report;
     if (!pull.done) {

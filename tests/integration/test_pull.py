@@ -283,3 +283,20 @@ def test_pull_within_a_small_budget(db, schema):
         assert stored_rows(db, schema) == (rows, rows, 0, rows - 1)
     finally:
         server.stop()
+
+
+def test_progress_counts_this_run(db, schema):
+    # 10 chunks 600 ms apart: a run of about 6 s, past the first progress
+    # line (every 5 s when stderr is not a terminal)
+    rows = 2560
+    server = AiServer(rows, DIM, extra=["--delay-ms", "600"])
+    try:
+        ef = pull(schema, server.target)
+        m = ef.wait_for_line(r"progress: received (\d+) rows, (\d+) settled",
+                             timeout=60)
+        received, settled = int(m.group(1)), int(m.group(2))
+        assert 0 < received < rows and settled <= received, m.group(0)
+        assert finish(ef) == 0, ef.log
+        assert f"rows received    {rows}" in ef.log
+    finally:
+        server.stop()
