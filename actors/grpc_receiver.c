@@ -106,7 +106,7 @@ static const char s_name[] = "grpc-receiver";
 #define S_UPLOAD_METHOD   "/embedflow.v1.EmbeddingService/UploadEmbeddings"
 #define S_SOURCE_KEY      "embedflow-source"
 #define S_SOURCE_MAX      255     /* longest source name taken from metadata */
-#define S_EVENT_BUDGET    256     /* completions handled per tick */
+#define S_EVENT_BUDGET    256     /* completions handled per wakeup */
 #define S_RETRY_WAIT_MS   1       /* retry of a chunk waiting for the link */
 #define S_BUDGET_WAIT_MS  5       /* look again at a budget others free */
 #define S_LINKS_WAIT_MS   100     /* look at link peers while chunks held */
