@@ -239,8 +239,9 @@ bool ef_wakeup_clear (ef_wakeup_t *self);
    this instance's name, after whatever this instance reported before.
    For what a program embedding a pipeline wants to learn from it (a
    command printing how a run ended), without state shared between
-   threads. Reports sent from destroy arrive too; without a report
-   function they are dropped. Takes ownership of *msg_p and NULLs it.
+   threads. Reports sent from destroy arrive too (not after a hard stop:
+   ef_runtime_wait returned at once); without a report function they
+   are dropped. Takes ownership of *msg_p and NULLs it.
    Returns 0, -1 when the pipe failed (message destroyed). */
 int ef_actor_report (ef_actor_t *self, zmsg_t **msg_p);
 
