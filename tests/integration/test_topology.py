@@ -9,11 +9,14 @@ import subprocess
 
 import pytest
 
+import conftest
 from conftest import DATABASE, EMBEDFLOW_BIN, clean_env
 from helpers import send, stream
 
 DIM = 16
 PLUGIN = os.environ.get("EF_L2NORM_PLUGIN", "")
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
 
 
 def run_cli(*args, timeout=60):
@@ -24,14 +27,11 @@ def run_cli(*args, timeout=60):
     return p.returncode, p.stdout.decode("utf-8", "replace")
 
 
-@pytest.fixture
-def transform_config(tmp_path):
-    """A config that puts l2norm between the splitter and the writers."""
-    if not PLUGIN:
-        pytest.fail("EF_L2NORM_PLUGIN is not set: run through ctest")
-    path = tmp_path / "l2norm.yaml"
+def write_transform_config(path, plugin):
+    """A config that puts l2norm (loaded from plugin) between the splitter
+    and the writers."""
     path.write_text(
-        f"plugins: [{PLUGIN}]\n"
+        f"plugins: [{plugin}]\n"
         "actors:\n"
         "  l2norm: { instances: 2 }\n"
         "links:\n"
@@ -40,11 +40,18 @@ def transform_config(tmp_path):
     return str(path)
 
 
-def test_transform_inserted_by_configuration_normalises_every_vector(
-        embedflow, db, schema, transform_config):
-    # 2 transform instances in front of 3 writers: each re-routes its rows
-    # to the writer the splitter would have chosen.
-    ef = embedflow(dim=DIM, writers=3, extra=["--config", transform_config])
+@pytest.fixture
+def transform_config(tmp_path):
+    if not PLUGIN:
+        pytest.fail("EF_L2NORM_PLUGIN is not set: run through ctest")
+    return write_transform_config(tmp_path / "l2norm.yaml", PLUGIN)
+
+
+def check_transform_normalises(embedflow, db, schema, config):
+    """2 transform instances in front of 3 writers, each re-routing its
+    rows to the writer the splitter would have chosen: every stored vector
+    has norm 1 and the direction sent, and both instances worked."""
+    ef = embedflow(dim=DIM, writers=3, extra=["--config", config])
     chunks = stream(3000, DIM, 100)
     sent = {(e.document_id, e.chunk_index): list(e.vector)
             for c in chunks for e in c.items}
@@ -75,6 +82,48 @@ def test_transform_inserted_by_configuration_normalises_every_vector(
         r"l2norm\[\d\]: (\d+) rows normalised", ef.log)]
     assert len(counts) == 2 and sum(counts) == 3000, ef.log
     assert all(counts), ef.log
+
+
+def test_transform_inserted_by_configuration_normalises_every_vector(
+        embedflow, db, schema, transform_config):
+    check_transform_normalises(embedflow, db, schema, transform_config)
+
+
+def run_ok(args, what):
+    p = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       env=clean_env(), timeout=600)
+    assert p.returncode == 0, f"{what}:\n{p.stdout.decode(errors='replace')}"
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """This build installed into a throwaway prefix, and examples/l2norm
+    built out of the tree against it (find_package(embedflow),
+    embedflow::plugin): (the installed binary, the plugin)."""
+    build = os.path.dirname(EMBEDFLOW_BIN)
+    prefix = tmp_path_factory.mktemp("prefix")
+    run_ok(["cmake", "--install", build, "--prefix", str(prefix)],
+           "cmake --install")
+    out = tmp_path_factory.mktemp("build-l2norm")
+    run_ok(["cmake", "-S", os.path.join(REPO, "examples", "l2norm"),
+            "-B", str(out), f"-DCMAKE_PREFIX_PATH={prefix}"],
+           "configuring examples/l2norm against the installed copy")
+    run_ok(["cmake", "--build", str(out)], "building examples/l2norm")
+    plugin = out / "libl2norm.so"
+    assert plugin.exists()
+    # a plugin links no copy of the runtime: the binary that loads it is it
+    needed = subprocess.run(["objdump", "-p", str(plugin)],
+                            stdout=subprocess.PIPE, check=True).stdout
+    assert b"libembedflow" not in needed, needed.decode()
+    return str(prefix / "bin" / "embedflow"), str(plugin)
+
+
+def test_installed_out_of_tree_transform_normalises_every_vector(
+        installed, embedflow, db, schema, tmp_path, monkeypatch):
+    binary, plugin = installed
+    monkeypatch.setattr(conftest, "EMBEDFLOW_BIN", binary)
+    config = write_transform_config(tmp_path / "l2norm.yaml", plugin)
+    check_transform_normalises(embedflow, db, schema, config)
 
 
 def test_graph_follows_the_configured_topology(transform_config):
