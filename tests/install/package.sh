@@ -90,7 +90,7 @@ dpkg-deb -c "$tmp/pkg/libembedflow0_${version}-1_$arch.deb" >"$tmp/lib.list"
 grep -q 'libembedflow\.so\.0\.' "$tmp/lib.list" \
     || fail "libembedflow0 holds no libembedflow.so.0"
 dpkg-deb -c "$tmp/pkg/libembedflow-dev_${version}-1_$arch.deb" >"$tmp/dev.list"
-for f in include/embedflow/actor.h libembedflow.a pkgconfig/embedflow.pc \
+for f in include/embedflow/actor.h include/embedflow/v1/pipeline.pb-c.h libembedflow.a pkgconfig/embedflow.pc \
          cmake/embedflow/embedflowConfig.cmake; do
     grep -q "$f" "$tmp/dev.list" || fail "libembedflow-dev holds no $f"
 done
