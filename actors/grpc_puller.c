@@ -64,6 +64,7 @@
 #include "embedflow/v1/embedding.pb-c.h"
 #include "embedflow/v1/pipeline.pb-c.h"
 #include "postgres/checkpoint.h"
+#include "postgres/jobrun.h"
 #include "rows/chunkwire.h"
 #include "grpc/cqpump.h"
 #include "grpc/grpcmsg.h"

@@ -89,7 +89,7 @@
 #include "pipeline/pipeline.h"
 #include "embedflow/v1/embedding.pb-c.h"
 #include "embedflow/v1/pipeline.pb-c.h"
-#include "postgres/checkpoint.h"
+#include "postgres/runlog.h"
 #include "rows/chunkwire.h"
 #include "grpc/cqpump.h"
 #include "grpc/grpcmsg.h"

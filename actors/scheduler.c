@@ -29,7 +29,7 @@
 #include "embedflow/log.h"
 #include "pipeline/pipeline.h"
 #include "embedflow/v1/pipeline.pb-c.h"
-#include "postgres/checkpoint.h"
+#include "postgres/jobrun.h"
 #include "jobs/cron.h"
 #include "jobs/job.h"
 #include "postgres/pg.h"

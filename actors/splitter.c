@@ -20,7 +20,6 @@
 #include "embedflow/v1/pipeline.pb-c.h"
 #include "rows/badrows.h"
 #include "rows/batcher.h"
-#include "postgres/checkpoint.h"
 #include "rows/chunkwire.h"
 #include "rows/uuid7.h"
 #include "rows/validate.h"

@@ -617,3 +617,42 @@ ef_pg_open_for_actor (ef_actor_t *actor)
     s_report_index_drift (conn, g->schema, &opts.index);
     return conn;
 }
+
+PGresult *
+ef_pg_exec_schema (PGconn *conn, const char *schema, const char *sql_fmt,
+                   int nparams, const char *const *params, const char *what,
+                   char *err, size_t errlen)
+{
+    char *quoted = ef_pg_ident (conn, schema);
+    char *sql = NULL;
+    /* every %s in sql_fmt is the schema (unused arguments are ignored) */
+    if (!quoted || asprintf (&sql, sql_fmt, quoted, quoted, quoted) < 0) {
+        free (quoted);
+        snprintf (err, errlen, "%s: out of memory", what);
+        return NULL;
+    }
+    free (quoted);
+    PGresult *res =
+        PQexecParams (conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    free (sql);
+    ExecStatusType st = PQresultStatus (res);
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+        return res;
+    char state[6], msg[400];
+    ef_pg_error (conn, res, state, msg, sizeof msg);
+    snprintf (err, errlen, "%s: %s%s%s", what, state, *state ? " " : "", msg);
+    PQclear (res);
+    return NULL;
+}
+
+void
+ef_pg_array_put_text (ef_buf_t *t, const char *s)
+{
+    ef_buf_put (t, "\"", 1);
+    for (; s && *s; s++) {
+        if (*s == '"' || *s == '\\')
+            ef_buf_put (t, "\\", 1);
+        ef_buf_put (t, s, 1);
+    }
+    ef_buf_put (t, "\"", 1);
+}

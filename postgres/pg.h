@@ -11,6 +11,8 @@
 #include <libpq-fe.h>
 #include <stddef.h>
 
+#include "embedflow/buf.h"
+
 typedef enum {
     EF_PG_TRANSIENT, /* retry later: connection, deadlock, resources */
     EF_PG_PERMANENT, /* the same statement will fail again: data, schema */
@@ -75,5 +77,17 @@ char *ef_pg_ident (PGconn *conn, const char *name);
    simply return -1. The caller owns the connection (PQfinish). */
 struct ef_actor;
 PGconn *ef_pg_open_for_actor (struct ef_actor *actor);
+
+/* Runs sql_fmt, every "%s" in it standing for the quoted schema, with
+   nparams text params. Returns the result (the caller clears it), or
+   NULL with err = "what: SQLSTATE message" when it failed. */
+PGresult *ef_pg_exec_schema (PGconn *conn, const char *schema,
+                             const char *sql_fmt, int nparams,
+                             const char *const *params, const char *what,
+                             char *err, size_t errlen);
+
+/* Appends s to t as a quoted element of a text array literal
+   ("{\"a\",\"b\"}"), escaping quotes and backslashes. */
+void ef_pg_array_put_text (ef_buf_t *t, const char *s);
 
 #endif

@@ -8,6 +8,7 @@
 #include "embedflow/actor.h"
 #include "embedflow/backoff.h"
 #include "postgres/checkpoint.h"
+#include "postgres/runlog.h"
 #include "postgres/pg.h"
 #include "postgres/pgwrite.h"
 #include "postgres/schema.h"
