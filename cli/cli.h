@@ -61,10 +61,21 @@ int ef_cli_load_prepared (ef_cli_t *cli, const char *command, int argc,
 /* Prints the shared flag help (aliases and every config key). */
 void ef_cli_print_config_help (ef_cli_t *cli);
 
+/* What a command does with no database configured. */
+typedef enum {
+    EF_CLI_DB_START_PRIVATE, /* start a private server, made when needed
+                                (run, demo, pull, bench) */
+    EF_CLI_DB_EXISTING,      /* use a private server only when one was made
+                                before in data_dir (dlq, jobs, index: they
+                                read what run stored) */
+} ef_cli_db_t;
+
 /* Picks the database: the configured one, else DATABASE_URL, else libpq's
-   PG* variables, else a private server in data_dir (started here). Returns
-   0, or -1 after printing why. */
-int ef_cli_resolve_database (ef_cli_t *cli);
+   defaults when one of its connection variables is set (PGHOST,
+   PGHOSTADDR, PGPORT, PGDATABASE, PGUSER, PGPASSWORD, PGPASSFILE,
+   PGSERVICE, PGSERVICEFILE), else the private server in data_dir as mode
+   says. Returns 0, or -1 after printing why. */
+int ef_cli_resolve_database (ef_cli_t *cli, ef_cli_db_t mode);
 
 /* Frees everything and stops a private server. */
 void ef_cli_close (ef_cli_t *cli);

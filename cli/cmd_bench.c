@@ -1385,7 +1385,7 @@ ef_cmd_bench (int argc, char **argv)
                          "the plot\n");
         plot = NULL;
     }
-    if (ef_cli_resolve_database (&cli) != 0) {
+    if (ef_cli_resolve_database (&cli, EF_CLI_DB_START_PRIVATE) != 0) {
         free (b);
         ef_cli_close (&cli);
         return EF_EXIT_FAIL;

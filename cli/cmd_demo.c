@@ -186,7 +186,7 @@ ef_cmd_demo (int argc, char **argv)
         ef_cli_close (&cli);
         return EF_EXIT_USAGE;
     }
-    if (ef_cli_resolve_database (&cli) != 0
+    if (ef_cli_resolve_database (&cli, EF_CLI_DB_START_PRIVATE) != 0
         || s_fresh_schema (&cli, argc, argv) != 0) {
         ef_cli_close (&cli);
         return EF_EXIT_FAIL;

@@ -183,7 +183,7 @@ ef_cmd_jobs (int argc, char **argv)
         return rc;
     }
     long n = (long) limit;
-    if (ef_cli_resolve_database (&cli) != 0) {
+    if (ef_cli_resolve_database (&cli, EF_CLI_DB_EXISTING) != 0) {
         ef_cli_close (&cli);
         return EF_EXIT_FAIL;
     }

@@ -27,7 +27,7 @@ ef_cmd_run (int argc, char **argv)
         ef_cli_close (&cli);
         return rc;
     }
-    if (ef_cli_resolve_database (&cli) != 0) {
+    if (ef_cli_resolve_database (&cli, EF_CLI_DB_START_PRIVATE) != 0) {
         ef_cli_close (&cli);
         return EF_EXIT_FAIL;
     }

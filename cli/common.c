@@ -106,6 +106,20 @@ ef_cli_load (ef_cli_t *cli, const char *command, int argc, char **argv,
                                  NULL);
 }
 
+/* Whether --metrics means something to command: the address it serves
+   (run, demo, pull), checks (check), reads (top, ctl) or prints (config).
+   Elsewhere the flag would be taken and ignored. */
+static bool
+s_serves_metrics (const char *command)
+{
+    static const char *const uses[] = {"run", "demo",   "pull", "check",
+                                       "top", "config", "ctl"};
+    for (size_t i = 0; i < sizeof uses / sizeof uses[0]; i++)
+        if (strcmp (command, uses[i]) == 0)
+            return true;
+    return false;
+}
+
 int
 ef_cli_load_prepared (ef_cli_t *cli, const char *command, int argc, char **argv,
                       const ef_cli_flag_t *extra, bool *help,
@@ -137,6 +151,15 @@ ef_cli_load_prepared (ef_cli_t *cli, const char *command, int argc, char **argv,
                    != EF_EXIT_OK)
             return EF_EXIT_FAIL; /* a programming error in the table */
 
+    /* --help wins over whatever else is wrong on the line: a config file
+       that does not load is then only mentioned. */
+    bool help_asked = false;
+    for (int i = 1; i < argc; i++)
+        if (strcmp (argv[i], "--help") == 0 || strcmp (argv[i], "-h") == 0)
+            help_asked = true;
+        else if (strcmp (argv[i], "--config") == 0)
+            i++;
+
     /* The file first, so flags override it wherever they stand. */
     for (int i = 1; i < argc; i++) {
         const char *path = NULL;
@@ -150,6 +173,10 @@ ef_cli_load_prepared (ef_cli_t *cli, const char *command, int argc, char **argv,
         }
         if (path && ef_config_load_file (cli->config, path, err, sizeof err)) {
             fprintf (stderr, "embedflow %s: config %s\n", command, err);
+            if (help_asked) {
+                *help = true;
+                return EF_EXIT_OK;
+            }
             return EF_EXIT_USAGE;
         }
     }
@@ -208,6 +235,14 @@ ef_cli_load_prepared (ef_cli_t *cli, const char *command, int argc, char **argv,
             *own->value = is_switch ? (char *) "1" : (char *) value;
             continue;
         }
+        if (strcmp (name, "metrics") == 0 && !s_serves_metrics (command)) {
+            fprintf (stderr,
+                     "embedflow %s: --metrics: this command serves no "
+                     "metrics endpoint (run, demo and pull do; top and ctl "
+                     "read one)\n",
+                     command);
+            return EF_EXIT_USAGE;
+        }
         const char *path = s_alias (name);
         if (ef_config_set (cli->config, path ? path : name, value, err,
                            sizeof err)
@@ -259,7 +294,11 @@ ef_cli_print_config_help (ef_cli_t *cli)
                 s_aliases[i].path);
     }
     printf ("  %-40s %s\n", "--verbose, -v", "log debug detail");
-    printf ("\nglobal keys (flag --KEY VALUE, or KEY: in the config file):\n");
+    printf ("\nglobal keys (flag --KEY VALUE, or KEY: in the config file):\n"
+            "  (a key's '_' and '-' are the same: the config file writes "
+            "max_inflight_bytes,\n"
+            "  --help shows --max-inflight-bytes, and both spellings work "
+            "in either place)\n");
     ef_options_print_help (ef_globals_options, "", stdout);
     const ef_registry_t *reg = cli->registry;
     for (size_t i = 0; i < ef_registry_size (reg); i++) {
@@ -325,6 +364,18 @@ ef_cli_print_config_help (ef_cli_t *cli)
         "  {host} in an endpoint      the address of the host running "
         "the consuming\n"
         "                             instance (hosts.NAME.address)\n"
+        "\nruntime (top-level keys, or flags --KEY VALUE):\n"
+        "  drain_idle                 an actor without a drain callback has "
+        "drained once\n"
+        "                             its inputs were idle this long "
+        "(default 200ms)\n"
+        "  drain_timeout              on SIGTERM, what has not drained "
+        "after this is\n"
+        "                             stopped and the exit code is 1 "
+        "(default 60s)\n"
+        "  plugins                    shared objects of actors built outside "
+        "the tree,\n"
+        "                             a list (README: Adding an actor)\n"
         "\nplacement (several hosts, one topology):\n"
         "  run                        actors this process runs; "
         "db-writer:0-1 runs\n"
@@ -349,8 +400,32 @@ ef_cli_print_config_help (ef_cli_t *cli)
         "binds\n");
 }
 
+/* True when dir holds a private server's cluster (run or demo made it). */
+static bool
+s_private_exists (const char *dir)
+{
+    char path[4096];
+    snprintf (path, sizeof path, "%s/pgdata/PG_VERSION", dir);
+    return access (path, F_OK) == 0;
+}
+
+/* True when one of the variables libpq reads to choose a server or to log
+   in is set: libpq's defaults then name the database (its socket
+   directory, the user's name as database), as they would for psql. */
+static bool
+s_libpq_env (void)
+{
+    static const char *const vars[] = {
+        "PGHOST",     "PGHOSTADDR", "PGPORT",    "PGDATABASE",   "PGUSER",
+        "PGPASSWORD", "PGPASSFILE", "PGSERVICE", "PGSERVICEFILE"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
+        if (getenv (vars[i]))
+            return true;
+    return false;
+}
+
 int
-ef_cli_resolve_database (ef_cli_t *cli)
+ef_cli_resolve_database (ef_cli_t *cli, ef_cli_db_t mode)
 {
     char err[2048];
     if (cli->globals->database)
@@ -358,19 +433,34 @@ ef_cli_resolve_database (ef_cli_t *cli)
     const char *url = getenv ("DATABASE_URL");
     if (url && *url)
         return ef_config_set (cli->config, "database", url, err, sizeof err);
-    if (getenv ("PGHOST") || getenv ("PGSERVICE") || getenv ("PGDATABASE")
-        || getenv ("PGPORT"))
+    if (s_libpq_env ())
         return ef_config_set (cli->config, "database", "", err, sizeof err);
     char conninfo[1024];
     const char *dir = cli->globals->data_dir;
     bool automatic = !dir;
     if (automatic)
         dir = "embedflow-data";
-    ef_info ("no database configured: starting a private PostgreSQL in %s",
-             dir);
+    if (mode == EF_CLI_DB_EXISTING) {
+        /* Reading a private server that was never made would show an
+           empty database as if it were the real one. */
+        if (automatic && !s_private_exists (dir) && geteuid () == 0
+            && s_private_exists (EF_SYSTEM_DATA_DIR))
+            dir = EF_SYSTEM_DATA_DIR;
+        if (!s_private_exists (dir)) {
+            ef_error ("no database configured (database, DATABASE_URL or "
+                      "libpq's PG* variables), and no private PostgreSQL in "
+                      "%s: give --database, or --data-dir of the private "
+                      "server `run` or `demo` made",
+                      dir);
+            return -1;
+        }
+    }
+    ef_info ("no database configured: %s a private PostgreSQL in %s",
+             mode == EF_CLI_DB_EXISTING ? "using" : "starting", dir);
     cli->pgserver =
         ef_pgserver_start (dir, conninfo, sizeof conninfo, err, sizeof err);
-    if (!cli->pgserver && automatic && geteuid () == 0) {
+    if (!cli->pgserver && automatic && geteuid () == 0
+        && mode == EF_CLI_DB_START_PRIVATE) {
         /* As root the server runs as user postgres, which cannot pass
            through a private home such as /root: use the system place. */
         ef_info ("%s; using %s instead", err, EF_SYSTEM_DATA_DIR);

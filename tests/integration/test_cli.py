@@ -169,3 +169,58 @@ def test_demo_runs_no_scheduled_job(schema):
     assert rc == 0, out
     assert re.search(r"rows written\s+300\b", out), out
     assert "job src" not in out, out
+
+
+def run_in(cwd, *args, env=None):
+    p = subprocess.run([EMBEDFLOW_BIN, *args], cwd=cwd,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, env=env or clean_env(),
+                       timeout=60)
+    return p.returncode, p.stdout.decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize("command", [["dlq", "ls"], ["jobs"], ["index"]])
+def test_readers_need_a_database_not_an_empty_private_one(tmp_path, command):
+    # dlq, jobs and index read what run stored: with no database and no
+    # private server made before, an empty one would look like the truth
+    rc, out = run_in(tmp_path, *command)
+    assert rc == 1, out
+    assert "no database configured" in out and "--data-dir" in out, out
+    assert not (tmp_path / "embedflow-data").exists()
+
+
+def test_any_libpq_connection_variable_names_the_database(tmp_path):
+    # only PGUSER set: libpq's defaults choose the server, as for psql;
+    # no private server is made
+    rc, out = run_in(tmp_path, "jobs",
+                     env=clean_env(PGUSER="embedflow_nobody",
+                                   PGHOST=str(tmp_path / "no-socket")))
+    assert rc == 1, out
+    assert "private PostgreSQL" not in out, out
+    rc, out = run_in(tmp_path, "jobs", env=clean_env(PGPASSWORD="x"))
+    assert "private PostgreSQL" not in out, out
+    assert not (tmp_path / "embedflow-data").exists()
+
+
+@pytest.mark.parametrize("command", [["jobs"], ["dlq", "ls"], ["graph"],
+                                     ["bench"], ["index"]])
+def test_metrics_flag_refused_where_nothing_serves_it(tmp_path, command):
+    rc, out = run_in(tmp_path, *command, "--metrics", "127.0.0.1:0")
+    assert rc == 2, out
+    assert "--metrics" in out and "serves no metrics" in out, out
+
+
+def test_help_wins_over_a_config_that_does_not_load(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("no_such_key: 1\n")
+    for path in (str(bad), str(tmp_path / "missing.yaml")):
+        rc, out = run_in(tmp_path, "run", "--config", path, "--help")
+        assert rc == 0, out
+        assert "usage: embedflow run" in out, out
+
+
+def test_run_help_lists_the_runtime_keys():
+    rc, out = run_cli("run", "--help")
+    assert rc == 0, out
+    for key in ("drain_idle", "drain_timeout", "plugins", "run ", "host "):
+        assert f"\n  {key}" in out, key

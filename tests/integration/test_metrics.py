@@ -333,3 +333,30 @@ def test_writer_counts_retries_and_reconnects(schema, db):
     finally:
         if ef.alive():
             ef.proc.kill()
+
+
+DOCS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                    "docs", "observability.md")
+
+
+def test_every_series_is_documented(embedflow):
+    """Each metric family a running pipeline serves (adaptive writers, after
+    an upload) has its line in docs/observability.md, in full or as the
+    `_suffix` shorthand the table uses after a full name."""
+    ef = embedflow(writers=2, dim=8, extra=[
+        "--metrics", "127.0.0.1:0", "--actors.db-writer.adaptive", "true"])
+    base = ef.wait_for_line(_METRICS).group(1)
+    ef.wait_for_line(r"embedflow: ready$")
+    assert send(ef.target, stream(200, 8, 50)).written == 200
+    status, text = get(base + "/metrics")
+    assert status == 200
+    families = set(re.findall(r"^# TYPE (\S+) ", text, re.M))
+    assert "embedflow_writer_cap_rows" in families
+    doc = open(DOCS).read()
+    missing = []
+    for name in sorted(families):
+        # histograms are documented by their family name
+        short = re.sub(r"^embedflow_[a-z]+", "", name)
+        if f"`{name}" not in doc and f"`{short}`" not in doc:
+            missing.append(name)
+    assert not missing, f"not in docs/observability.md: {missing}"
