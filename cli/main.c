@@ -68,14 +68,14 @@ s_usage (FILE *out)
         }
         fputc ('\n', out);
     }
-    fprintf (out,
-             "\n"
-             "With no database configured (--database, DATABASE_URL or PG* "
-             "variables),\n"
-             "the commands that need one start a private PostgreSQL under "
-             "--data-dir.\n"
-             "Exit codes: 0 ok, 1 runtime failure, 2 bad usage or "
-             "configuration.\n");
+    fprintf (out, "\n"
+                  "With no database configured (--database, DATABASE_URL or "
+                  "libpq's PG* variables),\n"
+                  "run, demo, pull and bench start a private PostgreSQL under "
+                  "--data-dir;\n"
+                  "dlq, jobs and index use it only when it exists.\n"
+                  "Exit codes: 0 ok, 1 runtime failure, 2 bad usage or "
+                  "configuration.\n");
 }
 
 static int
