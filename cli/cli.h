@@ -64,17 +64,19 @@ void ef_cli_print_config_help (ef_cli_t *cli);
 /* What a command does with no database configured. */
 typedef enum {
     EF_CLI_DB_START_PRIVATE, /* start a private server, made when needed
-                                (run, demo, pull, bench) */
+                                (run, demo, bench) */
     EF_CLI_DB_EXISTING,      /* use a private server only when one was made
-                                before in data_dir (dlq, jobs, index: they
-                                read what run stored) */
+                                before in data_dir (pull, dlq, jobs, index:
+                                they work on what run stored) */
 } ef_cli_db_t;
 
 /* Picks the database: the configured one, else DATABASE_URL, else libpq's
    defaults when one of its connection variables is set (PGHOST,
    PGHOSTADDR, PGPORT, PGDATABASE, PGUSER, PGPASSWORD, PGPASSFILE,
    PGSERVICE, PGSERVICEFILE), else the private server in data_dir as mode
-   says. Returns 0, or -1 after printing why. */
+   says. Returns EF_EXIT_OK, EF_EXIT_USAGE when no database is configured
+   and mode does not make one (or the value is refused), EF_EXIT_FAIL when
+   the private server cannot start; the reason printed. */
 int ef_cli_resolve_database (ef_cli_t *cli, ef_cli_db_t mode);
 
 /* Frees everything and stops a private server. */

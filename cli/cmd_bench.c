@@ -1385,10 +1385,11 @@ ef_cmd_bench (int argc, char **argv)
                          "the plot\n");
         plot = NULL;
     }
-    if (ef_cli_resolve_database (&cli, EF_CLI_DB_START_PRIVATE) != 0) {
+    int db_rc = ef_cli_resolve_database (&cli, EF_CLI_DB_START_PRIVATE);
+    if (db_rc != EF_EXIT_OK) {
         free (b);
         ef_cli_close (&cli);
-        return EF_EXIT_FAIL;
+        return db_rc;
     }
     /* every session of this bench, ours and the pipeline's, carries one
        application_name: that is how the server's CPU for it is found */

@@ -784,9 +784,10 @@ ef_cmd_dlq (int argc, char **argv)
         ef_cli_close (&cli);
         return EF_EXIT_USAGE;
     }
-    if (ef_cli_resolve_database (&cli, EF_CLI_DB_EXISTING) != 0) {
+    int db_rc = ef_cli_resolve_database (&cli, EF_CLI_DB_EXISTING);
+    if (db_rc != EF_EXIT_OK) {
         ef_cli_close (&cli);
-        return EF_EXIT_FAIL;
+        return db_rc;
     }
     char err[1024];
     PGconn *conn =

@@ -183,9 +183,10 @@ ef_cmd_jobs (int argc, char **argv)
         return rc;
     }
     long n = (long) limit;
-    if (ef_cli_resolve_database (&cli, EF_CLI_DB_EXISTING) != 0) {
+    int db_rc = ef_cli_resolve_database (&cli, EF_CLI_DB_EXISTING);
+    if (db_rc != EF_EXIT_OK) {
         ef_cli_close (&cli);
-        return EF_EXIT_FAIL;
+        return db_rc;
     }
     char err[1024];
     PGconn *conn = ef_pg_connect (cli.globals->database, "embedflow jobs", err,

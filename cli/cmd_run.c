@@ -27,9 +27,10 @@ ef_cmd_run (int argc, char **argv)
         ef_cli_close (&cli);
         return rc;
     }
-    if (ef_cli_resolve_database (&cli, EF_CLI_DB_START_PRIVATE) != 0) {
+    int db_rc = ef_cli_resolve_database (&cli, EF_CLI_DB_START_PRIVATE);
+    if (db_rc != EF_EXIT_OK) {
         ef_cli_close (&cli);
-        return EF_EXIT_FAIL;
+        return db_rc;
     }
     ef_metrics_server_t *metrics = NULL;
     rc = ef_cli_start_metrics (&cli, &metrics);

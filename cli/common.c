@@ -424,17 +424,30 @@ s_libpq_env (void)
     return false;
 }
 
+/* Sets the database key; a value it refuses is a usage error. */
+static int
+s_set_database (ef_cli_t *cli, const char *conninfo)
+{
+    char err[2048];
+    if (ef_config_set (cli->config, "database", conninfo, err, sizeof err)
+        != 0) {
+        ef_error ("database: %s", err);
+        return EF_EXIT_USAGE;
+    }
+    return EF_EXIT_OK;
+}
+
 int
 ef_cli_resolve_database (ef_cli_t *cli, ef_cli_db_t mode)
 {
     char err[2048];
     if (cli->globals->database)
-        return 0;
+        return EF_EXIT_OK;
     const char *url = getenv ("DATABASE_URL");
     if (url && *url)
-        return ef_config_set (cli->config, "database", url, err, sizeof err);
+        return s_set_database (cli, url);
     if (s_libpq_env ())
-        return ef_config_set (cli->config, "database", "", err, sizeof err);
+        return s_set_database (cli, "");
     char conninfo[1024];
     const char *dir = cli->globals->data_dir;
     bool automatic = !dir;
@@ -452,7 +465,7 @@ ef_cli_resolve_database (ef_cli_t *cli, ef_cli_db_t mode)
                       "%s: give --database, or --data-dir of the private "
                       "server `run` or `demo` made",
                       dir);
-            return -1;
+            return EF_EXIT_USAGE;
         }
     }
     ef_info ("no database configured: %s a private PostgreSQL in %s",
@@ -470,14 +483,16 @@ ef_cli_resolve_database (ef_cli_t *cli, ef_cli_db_t mode)
     }
     if (!cli->pgserver) {
         ef_error ("cannot start the private PostgreSQL: %s", err);
-        return -1;
+        return EF_EXIT_FAIL;
     }
     char shown[1024];
     ef_pg_redact (conninfo, shown, sizeof shown, NULL, 0);
     ef_info ("private PostgreSQL ready: psql \"%s\"", shown);
-    if (ef_config_set (cli->config, "data_dir", dir, err, sizeof err) != 0)
-        return -1;
-    return ef_config_set (cli->config, "database", conninfo, err, sizeof err);
+    if (ef_config_set (cli->config, "data_dir", dir, err, sizeof err) != 0) {
+        ef_error ("data_dir: %s", err);
+        return EF_EXIT_FAIL;
+    }
+    return s_set_database (cli, conninfo);
 }
 
 ef_runtime_t *

@@ -71,9 +71,10 @@ s_usage (FILE *out)
     fprintf (out, "\n"
                   "With no database configured (--database, DATABASE_URL or "
                   "libpq's PG* variables),\n"
-                  "run, demo, pull and bench start a private PostgreSQL under "
+                  "run, demo and bench start a private PostgreSQL under "
                   "--data-dir;\n"
-                  "dlq, jobs and index use it only when it exists.\n"
+                  "pull, dlq, jobs and index use it only when it exists "
+                  "(else exit 2).\n"
                   "Exit codes: 0 ok, 1 runtime failure, 2 bad usage or "
                   "configuration.\n");
 }

@@ -179,12 +179,15 @@ def run_in(cwd, *args, env=None):
     return p.returncode, p.stdout.decode("utf-8", "replace")
 
 
-@pytest.mark.parametrize("command", [["dlq", "ls"], ["jobs"], ["index"]])
+@pytest.mark.parametrize("command", [
+    ["dlq", "ls"], ["jobs"], ["index"],
+    ["pull", "--source", "docs", "--target", "127.0.0.1:9"]])
 def test_readers_need_a_database_not_an_empty_private_one(tmp_path, command):
-    # dlq, jobs and index read what run stored: with no database and no
-    # private server made before, an empty one would look like the truth
+    # dlq, jobs, index and pull work on what run stored: with no database
+    # and no private server made before, an empty one would look like the
+    # truth (a configuration error: exit 2)
     rc, out = run_in(tmp_path, *command)
-    assert rc == 1, out
+    assert rc == 2, out
     assert "no database configured" in out and "--data-dir" in out, out
     assert not (tmp_path / "embedflow-data").exists()
 
