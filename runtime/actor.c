@@ -106,6 +106,9 @@ typedef struct {
     int n_ends;               /* used entries */
     s_fds_t shaking;          /* connections before their handshake */
     s_fds_t live;             /* connections whose handshake succeeded */
+    ef_gauge_t *queued;       /* embedflow_link_queued{link} */
+    ef_counter_t *blocked;    /* OUT: embedflow_link_blocked_seconds_total */
+    int64_t full_since_us;    /* OUT: try_send refused since, 0 = not */
 } s_port_t;
 
 /* What one entry of the poll set stands for. */
@@ -533,6 +536,17 @@ s_open_lane (ef_actor_t *self, const ef_port_def_t *pd, int d, const char *link)
     port->def = pd;
     port->link = link;
     port->def_port = d;
+    port->queued = ef_metrics_gauge_labeled (
+        "embedflow_link_queued",
+        "messages this process's producers sent on the link minus those "
+        "its consumers received (sum over processes for a link that "
+        "crosses them)",
+        (const char *const[]){"link", link, NULL});
+    if (pd->dir == EF_PORT_OUT)
+        port->blocked = ef_metrics_seconds_labeled (
+            "embedflow_link_blocked_seconds_total",
+            "time an actor waited to send on the link because it was full",
+            (const char *const[]){"link", link, "actor", self->name, NULL});
     int hwm = ef_config_link_hwm (self->config, link, pd->hwm);
     char ep[256];
     if (pd->dir == EF_PORT_IN) {
@@ -633,7 +647,8 @@ s_open_lane (ef_actor_t *self, const ef_port_def_t *pd, int d, const char *link)
    ZeroMQ takes the rest of a multipart message atomically. Destroys the
    message only when it returns 1. */
 static int
-s_send (ef_actor_t *self, zsock_t *sock, zmsg_t **msg_p, bool dontwait)
+s_send (ef_actor_t *self, s_port_t *port, zsock_t *sock, zmsg_t **msg_p,
+        bool dontwait)
 {
     void *handle = zsock_resolve (sock);
     zmsg_t *msg = *msg_p;
@@ -653,6 +668,7 @@ s_send (ef_actor_t *self, zsock_t *sock, zmsg_t **msg_p, bool dontwait)
         }
     }
     ef_actor_count_message (self, false, msg);
+    ef_gauge_add (port->queued, 1);
     zmsg_destroy (msg_p);
     return 1;
 }
@@ -701,22 +717,38 @@ s_send_wait (ef_actor_t *self, int port, int to, zmsg_t **msg_p, bool hold)
     assert (sock);
     s_port_t *p = &self->ports[port];
     zsock_t *mon = p->mons ? p->mons[to] : NULL;
+    int64_t blocked_us = 0; /* last time the wait was counted */
+    int rc;
     for (;;) {
-        int rc = s_send (self, sock, msg_p, true);
-        if (rc == 1)
-            return 0;
-        if (rc < 0 || *self->stop) {
-            zmsg_destroy (msg_p);
-            return -1;
+        int sent = s_send (self, p, sock, msg_p, true);
+        if (sent == 1) {
+            rc = 0;
+            break;
         }
+        if (sent < 0 || *self->stop) {
+            zmsg_destroy (msg_p);
+            rc = -1;
+            break;
+        }
+        /* counted slice by slice, so a scrape sees a wait still going */
+        int64_t now = ef_clock_mono_us ();
+        if (blocked_us)
+            ef_counter_add (p->blocked, (uint64_t) (now - blocked_us) * 1000);
+        blocked_us = now;
         s_drain_monitors (self);
-        if (hold && mon && p->peers && p->peers[to] == 0)
-            return 1;
+        if (hold && mon && p->peers && p->peers[to] == 0) {
+            rc = 1;
+            break;
+        }
         zmq_pollitem_t items[2] = {
             {zsock_resolve (sock), 0, ZMQ_POLLOUT, 0},
             {mon ? zsock_resolve (mon) : NULL, 0, ZMQ_POLLIN, 0}};
         zmq_poll (items, mon ? 2 : 1, EF_SEND_SLICE_MS);
     }
+    if (blocked_us)
+        ef_counter_add (p->blocked,
+                        (uint64_t) (ef_clock_mono_us () - blocked_us) * 1000);
+    return rc;
 }
 
 int
@@ -770,9 +802,19 @@ ef_actor_send_or_hold (ef_actor_t *self, int port, int to, zmsg_t **msg_p)
 int
 ef_actor_try_send (ef_actor_t *self, int port, int to, zmsg_t **msg_p)
 {
-    zsock_t *sock = s_out_sock (self, s_lane (self, port), to);
+    int lane = s_lane (self, port);
+    zsock_t *sock = s_out_sock (self, lane, to);
     assert (sock);
-    return s_send (self, sock, msg_p, true);
+    s_port_t *p = &self->ports[lane];
+    int rc = s_send (self, p, sock, msg_p, true);
+    /* An actor that does not wait on a full link (it stops reading its
+       own input instead) is blocked from the first refusal to the next
+       send that goes through, counted at each try. */
+    int64_t now = ef_clock_mono_us ();
+    if (p->full_since_us)
+        ef_counter_add (p->blocked, (uint64_t) (now - p->full_since_us) * 1000);
+    p->full_since_us = rc == 0 ? now : 0;
+    return rc;
 }
 
 int
@@ -793,6 +835,7 @@ ef_actor_try_recv (ef_actor_t *self, int port, zmsg_t **msg_p)
         return -1;
     self->last_input_us = ef_clock_mono_us ();
     ef_actor_count_message (self, true, msg);
+    ef_gauge_add (self->ports[port].queued, -1);
     *msg_p = msg;
     return 1;
 }
@@ -1114,6 +1157,7 @@ s_input (ef_actor_t *self, zsock_t *sock)
     }
     self->last_input_us = ef_clock_mono_us ();
     ef_actor_count_message (self, true, msg);
+    ef_gauge_add (self->ports[port].queued, -1);
     return s_deliver (self, port, msg);
 }
 

@@ -23,7 +23,8 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-typedef enum { S_COUNTER, S_GAUGE, S_HISTOGRAM } s_type_t;
+/* S_SECONDS is a counter of nanoseconds shown as seconds. */
+typedef enum { S_COUNTER, S_GAUGE, S_HISTOGRAM, S_SECONDS } s_type_t;
 
 /* The buckets a histogram exposes, in seconds. */
 static const double s_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
@@ -172,7 +173,8 @@ s_get (s_type_t type, const char *name, const char *help,
         }
     }
     if (!found && s_n_series < s_cap_series) {
-        size_t size = type == S_COUNTER ? sizeof (ef_counter_t)
+        size_t size = type == S_COUNTER || type == S_SECONDS
+                          ? sizeof (ef_counter_t)
                       : type == S_GAUGE ? sizeof (ef_gauge_t)
                                         : sizeof (ef_histogram_t);
         s_series_t *s = calloc (1, sizeof *s);
@@ -242,6 +244,13 @@ ef_metrics_gauge_labeled (const char *name, const char *help,
                           const char *const *labels)
 {
     return s_get (S_GAUGE, name, help, labels);
+}
+
+ef_counter_t *
+ef_metrics_seconds_labeled (const char *name, const char *help,
+                            const char *const *labels)
+{
+    return s_get (S_SECONDS, name, help, labels);
 }
 
 ef_histogram_t *
@@ -385,7 +394,7 @@ ef_metrics_reset (void)
     pthread_mutex_lock (&s_lock);
     for (size_t i = 0; i < s_n_series; i++) {
         s_series_t *s = s_series[i];
-        if (s->type == S_COUNTER)
+        if (s->type == S_COUNTER || s->type == S_SECONDS)
             atomic_store (&((ef_counter_t *) s->metric)->value, 0);
         else if (s->type == S_GAUGE)
             atomic_store (&((ef_gauge_t *) s->metric)->value, 0);
@@ -475,10 +484,13 @@ s_help (ef_buf_t *t, const char *help)
 static void
 s_render_series (ef_buf_t *t, const s_series_t *s)
 {
-    if (s->type == S_COUNTER || s->type == S_GAUGE) {
+    if (s->type != S_HISTOGRAM) {
         ef_buf_printf (t, "%s", s->name);
         s_label (t, s->labels, NULL);
-        if (s->type == S_COUNTER)
+        if (s->type == S_SECONDS)
+            ef_buf_printf (t, " %.6f\n",
+                           (double) ef_counter_value (s->metric) / 1e9);
+        else if (s->type == S_COUNTER)
             ef_buf_printf (t, " %llu\n",
                            (unsigned long long) ef_counter_value (s->metric));
         else
@@ -537,7 +549,8 @@ ef_metrics_render (size_t *len)
     for (size_t k = 0; k < s_n_series && order; k++) {
         const s_series_t *s = s_series[order[k]];
         if (k == 0 || strcmp (s_series[order[k - 1]]->name, s->name) != 0) {
-            static const char *types[] = {"counter", "gauge", "histogram"};
+            static const char *types[] = {"counter", "gauge", "histogram",
+                                          "counter"};
             ef_buf_printf (&t, "# HELP %s ", s->name);
             s_help (&t, s->help);
             ef_buf_printf (&t, "\n# TYPE %s %s\n", s->name, types[s->type]);

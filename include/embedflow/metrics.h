@@ -61,6 +61,13 @@ ef_histogram_t *ef_metrics_histogram_labeled (const char *name,
                                               const char *help,
                                               const char *const *labels);
 
+/* A counter of time: callers add nanoseconds, the page shows seconds
+   (name should end in _seconds_total). Same labels, sharing and NULL
+   rules as ef_metrics_counter_labeled; ef_counter_value gives
+   nanoseconds. */
+ef_counter_t *ef_metrics_seconds_labeled (const char *name, const char *help,
+                                          const char *const *labels);
+
 void ef_counter_add (ef_counter_t *self, uint64_t n);
 uint64_t ef_counter_value (const ef_counter_t *self);
 
