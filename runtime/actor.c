@@ -5,6 +5,7 @@
 #include "embedflow/metrics.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <xxhash.h>
 #include <stdlib.h>
@@ -117,6 +118,7 @@ typedef enum {
     S_ITEM_PORT,    /* an IN port's socket */
     S_ITEM_MONITOR, /* a socket monitor */
     S_ITEM_WATCH,   /* a watched descriptor */
+    S_ITEM_CONTROL, /* a command from another thread is waiting */
 } s_item_kind_t;
 
 typedef struct {
@@ -134,6 +136,22 @@ typedef struct {
 struct ef_wakeup {
     int fd; /* eventfd: readable while raised */
 };
+
+/* The mailbox of ef_actor_control: one command at a time. The buffers
+   live here, not in the caller, so a caller that gave up waiting leaves
+   nothing dangling; the next caller waits until the instance answered. */
+typedef struct {
+    pthread_mutex_t lock; /* guards everything below */
+    pthread_cond_t cond;  /* signalled when answered or freed */
+    ef_wakeup_t *wake;    /* raised when a command is waiting */
+    bool busy;            /* a command is in the mailbox */
+    bool asked;           /* it waits for the instance */
+    bool abandoned;       /* its caller gave up: the instance frees it */
+    char verb[64];        /* the command */
+    char arg[256];        /* its argument */
+    char reply[512];      /* the answer */
+    int rc;               /* the callback's result */
+} s_control_t;
 
 struct ef_actor {
     const ef_actor_def_t *def; /* borrowed */
@@ -170,6 +188,7 @@ struct ef_actor {
     bool ready;                    /* READY or FAILED was sent */
     zlist_t *early;                /* reports made before that, in order */
     const atomic_int *stop;        /* runtime's hard-stop flag */
+    s_control_t *control;          /* commands, when def->control is set */
 };
 
 int
@@ -196,6 +215,116 @@ ef_clock_wall_us (void)
     return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+/* NULL when out of memory or out of descriptors. */
+static s_control_t *
+s_control_new (void)
+{
+    s_control_t *c = calloc (1, sizeof *c);
+    pthread_condattr_t attr;
+    if (!c || pthread_condattr_init (&attr) != 0) {
+        free (c);
+        return NULL;
+    }
+    pthread_condattr_setclock (&attr, CLOCK_MONOTONIC);
+    bool ok = pthread_cond_init (&c->cond, &attr) == 0;
+    pthread_condattr_destroy (&attr);
+    if (!ok || pthread_mutex_init (&c->lock, NULL) != 0
+        || !(c->wake = ef_wakeup_new ())) {
+        if (ok)
+            pthread_cond_destroy (&c->cond);
+        free (c);
+        return NULL;
+    }
+    return c;
+}
+
+static void
+s_control_destroy (s_control_t **c_p)
+{
+    if (!*c_p)
+        return;
+    ef_wakeup_destroy (&(*c_p)->wake);
+    pthread_cond_destroy (&(*c_p)->cond);
+    pthread_mutex_destroy (&(*c_p)->lock);
+    free (*c_p);
+    *c_p = NULL;
+}
+
+int
+ef_actor_control (ef_actor_t *self, const char *verb, const char *arg,
+                  char *reply, size_t len, int64_t timeout_ms)
+{
+    s_control_t *c = self->control;
+    if (len)
+        *reply = 0;
+    if (!c) {
+        snprintf (reply, len, "%s takes no commands", self->name);
+        return -2;
+    }
+    struct timespec until;
+    clock_gettime (CLOCK_MONOTONIC, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (timeout_ms % 1000) * 1000000;
+    if (until.tv_nsec >= 1000000000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000;
+    }
+    int rc = -3;
+    pthread_mutex_lock (&c->lock);
+    while (c->busy)
+        if (pthread_cond_timedwait (&c->cond, &c->lock, &until) != 0)
+            break;
+    if (!c->busy) {
+        c->busy = c->asked = true;
+        c->abandoned = false;
+        snprintf (c->verb, sizeof c->verb, "%s", verb);
+        snprintf (c->arg, sizeof c->arg, "%s", arg ? arg : "");
+        ef_wakeup_signal (c->wake);
+        while (c->asked)
+            if (pthread_cond_timedwait (&c->cond, &c->lock, &until) != 0)
+                break;
+        if (c->asked)
+            c->abandoned = true; /* the instance frees the mailbox */
+        else {
+            rc = c->rc;
+            snprintf (reply, len, "%s", c->reply);
+            c->busy = false;
+            pthread_cond_broadcast (&c->cond);
+        }
+    }
+    pthread_mutex_unlock (&c->lock);
+    if (rc == -3)
+        snprintf (reply, len, "%s did not answer within %lld ms", self->name,
+                  (long long) timeout_ms);
+    return rc;
+}
+
+/* Runs the waiting command, if any, on the instance's thread. */
+static void
+s_control_serve (ef_actor_t *self)
+{
+    s_control_t *c = self->control;
+    ef_wakeup_clear (c->wake);
+    char verb[sizeof c->verb], arg[sizeof c->arg], reply[sizeof c->reply];
+    pthread_mutex_lock (&c->lock);
+    bool asked = c->asked;
+    memcpy (verb, c->verb, sizeof verb);
+    memcpy (arg, c->arg, sizeof arg);
+    pthread_mutex_unlock (&c->lock);
+    if (!asked)
+        return;
+    *reply = 0;
+    int rc = self->def->control (self, verb, arg, reply, sizeof reply);
+    pthread_mutex_lock (&c->lock);
+    memcpy (c->reply, reply, sizeof reply);
+    c->rc = rc;
+    c->asked = false;
+    if (c->abandoned)
+        c->busy = false;
+    pthread_cond_broadcast (&c->cond);
+    pthread_mutex_unlock (&c->lock);
+}
+
 ef_actor_t *
 ef_actor_new (ef_config_t *config, const ef_actor_def_t *def, int index,
               const atomic_int *stop)
@@ -213,6 +342,10 @@ ef_actor_new (ef_config_t *config, const ef_actor_def_t *def, int index,
     for (int i = 0; i < EF_ACTOR_MAX_WATCHES; i++)
         self->watches[i].fd = -1;
     self->set_changed = true;
+    if (def->control && !(self->control = s_control_new ())) {
+        free (self);
+        return NULL;
+    }
     if (self->instances > 1)
         snprintf (self->name, sizeof self->name, "%s[%d]", def->name, index);
     else
@@ -263,6 +396,7 @@ ef_actor_destroy (ef_actor_t **self_p)
     zlist_destroy (&(*self_p)->early);
     free ((*self_p)->items);
     free ((*self_p)->item_of);
+    s_control_destroy (&(*self_p)->control);
     free (*self_p);
     *self_p = NULL;
 }
@@ -1312,7 +1446,7 @@ s_items_add (ef_actor_t *self, void *sock, int fd, s_item_t what)
 static int
 s_items_rebuild (ef_actor_t *self)
 {
-    int n = 1 + EF_ACTOR_MAX_WATCHES;
+    int n = 2 + EF_ACTOR_MAX_WATCHES;
     for (int p = 0; p < self->n_ports; p++)
         n += 1 + self->ports[p].width;
     if (s_items_reserve (self, n) != 0)
@@ -1320,6 +1454,9 @@ s_items_rebuild (ef_actor_t *self)
     self->n_items = 0;
     s_items_add (self, zsock_resolve (self->pipe), 0,
                  (s_item_t){S_ITEM_PIPE, 0, 0});
+    if (self->control)
+        s_items_add (self, NULL, ef_wakeup_fd (self->control->wake),
+                     (s_item_t){S_ITEM_CONTROL, 0, 0});
     for (int p = 0; p < self->n_ports; p++)
         if (self->ports[p].def->dir == EF_PORT_IN && !self->ports[p].paused)
             s_items_add (self, zsock_resolve (self->ports[p].socks[0]), 0,
@@ -1359,6 +1496,8 @@ s_serve (ef_actor_t *self, const char **why)
         }
         else if (what.kind == S_ITEM_MONITOR)
             s_monitor_event (&self->ports[what.a], what.b);
+        else if (what.kind == S_ITEM_CONTROL)
+            s_control_serve (self);
         else {
             s_watch_t w = self->watches[what.a];
             if (w.fd >= 0 && w.fn (self, w.fd, w.arg) != 0) {

@@ -71,6 +71,12 @@ int64_t ef_config_drain_idle_ms (const ef_config_t *self);
    peer that is gone, say) is not acknowledged. */
 int64_t ef_config_drain_timeout_ms (const ef_config_t *self);
 
+/* Runs verb on instance self's thread (see ef_runtime_control) and
+   waits for its answer at most timeout_ms. Returns the callback's
+   result, -2 when the actor takes no commands, -3 on timeout. */
+int ef_actor_control (ef_actor_t *self, const char *verb, const char *arg,
+                      char *reply, size_t len, int64_t timeout_ms);
+
 /* --- restart policy (restarts.c) -------------------------------------- */
 
 /* Most restarts a window may allow (actors.NAME.max_restarts). */

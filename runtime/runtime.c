@@ -223,6 +223,33 @@ s_read_pipe (ef_runtime_t *self, size_t i)
     return stopped;
 }
 
+int
+ef_runtime_control (ef_runtime_t *self, const char *actor, const char *verb,
+                    const char *arg, char *reply, size_t len)
+{
+    int rc = -2;
+    bool found = false;
+    char one[512];
+    if (len)
+        *reply = 0;
+    for (size_t i = 0; i < self->n; i++) {
+        const char *name = ef_actor_name (self->inst[i].actor);
+        if (strcmp (self->inst[i].def->name, actor) != 0
+            && strcmp (name, actor) != 0)
+            continue;
+        int r = ef_actor_control (self->inst[i].actor, verb, arg, one,
+                                  sizeof one, EF_CONTROL_TIMEOUT_MS);
+        if (!found || (rc == 0 && r != 0)) {
+            rc = r;
+            snprintf (reply, len, "%s", one);
+        }
+        found = true;
+    }
+    if (!found)
+        snprintf (reply, len, "no actor '%s' runs in this process", actor);
+    return rc;
+}
+
 void
 ef_runtime_on_report (ef_runtime_t *self, ef_report_fn *fn, void *arg)
 {

@@ -114,6 +114,14 @@ typedef struct ef_actor_def {
     void (*drain) (ef_actor_t *self);
     void (*destroy) (ef_actor_t *self);
     bool restart; /* default of actors.NAME.restart: true = always */
+    /* Optional: a command from another thread (ef_runtime_control: the
+       HTTP endpoint's /control), run on the instance's own thread between
+       messages. Writes a one-line answer into reply (len bytes). Returns
+       0 done; 1 the verb or its argument is unknown here; -1 known but
+       refused now (reply says why). Must not block: the caller waits
+       EF_CONTROL_TIMEOUT_MS at most. */
+    int (*control) (ef_actor_t *self, const char *verb, const char *arg,
+                    char *reply, size_t len);
 } ef_actor_def_t;
 
 /* --- for actor code ------------------------------------------------- */

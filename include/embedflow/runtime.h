@@ -260,6 +260,21 @@ typedef void (ef_report_fn) (const char *actor, zmsg_t **msg_p, void *arg);
    ef_runtime_wait; reports sent earlier wait for it. */
 void ef_runtime_on_report (ef_runtime_t *self, ef_report_fn *fn, void *arg);
 
+/* How long ef_runtime_control waits for an instance to answer. */
+#define EF_CONTROL_TIMEOUT_MS 5000
+
+/* Sends the command verb (with arg, "" for none) to every instance of
+   actor (a definition name, or one instance's name, "db-writer[1]")
+   running in this process; each runs its control callback on its own
+   thread. Any thread; calls are serialized per instance. The answer of
+   the first instance that did not return 0 (else the first's) is
+   written into reply. Returns what the callbacks returned (0 done, 1
+   unknown verb or argument, -1 refused), or: -2 no such actor runs here
+   or it takes no commands; -3 an instance did not answer within
+   EF_CONTROL_TIMEOUT_MS (restarting, or stuck). */
+int ef_runtime_control (ef_runtime_t *self, const char *actor, const char *verb,
+                        const char *arg, char *reply, size_t len);
+
 /* How many tcp link ends of this process have had no peer for longer
    than their links.NAME.peer_timeout, with a line per end (which link,
    which address, for how long) written into why. Any thread. */

@@ -30,6 +30,24 @@ EF_TEST (metrics_counters_and_gauges)
     EF_CHECK (!ef_metrics_exists ("t_nothing"));
 }
 
+EF_TEST (metrics_seconds_counter_shows_seconds)
+{
+    ef_counter_t *c =
+        ef_metrics_seconds_labeled ("t_waited_seconds_total", "Waited.",
+                                    (const char *const[]){"link", "l", NULL});
+    EF_REQUIRE (c);
+    ef_counter_add (c, 1500000000); /* 1.5 s in nanoseconds */
+    ef_counter_add (c, 250000);
+    EF_CHECK (ef_counter_value (c) == 1500250000);
+    char *text = ef_metrics_render (NULL);
+    EF_REQUIRE (text);
+    EF_CHECK (strstr (text, "# TYPE t_waited_seconds_total counter\n"));
+    EF_CHECK (strstr (text, "t_waited_seconds_total{link=\"l\"} 1.500250\n"));
+    free (text);
+    ef_metrics_reset ();
+    EF_CHECK (ef_counter_value (c) == 0);
+}
+
 EF_TEST (metrics_histogram_quantiles)
 {
     ef_histogram_t *h = ef_metrics_histogram ("t_wait_seconds", "Wait.", NULL);

@@ -34,6 +34,7 @@ static atomic_long s_sent, s_received, s_max_gap, s_full_hits;
 static atomic_long s_per_sink[4];
 static atomic_int s_drain_order[8], s_drain_seq;
 static ef_runtime_t *s_rt;
+static pthread_t s_sink_thread[4]; /* each sink's thread, set by init */
 
 typedef struct {
     int64_t next; /* next message number */
@@ -102,6 +103,7 @@ s_source_destroy (ef_actor_t *a)
 static int
 s_sink_init (ef_actor_t *a)
 {
+    s_sink_thread[ef_actor_index (a)] = pthread_self ();
     const s_opts_t *o = ef_actor_options (a);
     if (o->fail_init) {
         ef_actor_fail (a, "cannot reach the moon");
@@ -133,6 +135,21 @@ s_sink_drain (ef_actor_t *a)
         ef_actor_drained (a);
 }
 
+/* "echo ARG" answers "NAME ARG" when run on the sink's own thread. */
+static int
+s_sink_control (ef_actor_t *a, const char *verb, const char *arg, char *reply,
+                size_t len)
+{
+    if (strcmp (verb, "echo") != 0)
+        return 1;
+    if (!pthread_equal (pthread_self (), s_sink_thread[ef_actor_index (a)])) {
+        snprintf (reply, len, "not on the actor's thread");
+        return -1;
+    }
+    snprintf (reply, len, "%s %s", ef_actor_name (a), arg);
+    return 0;
+}
+
 static const ef_port_def_t s_source_ports[] = {
     {"out", EF_PORT_OUT, "number", false, 2}, {NULL, 0, NULL, false, 0}};
 static const ef_port_def_t s_sink_ports[] = {
@@ -157,7 +174,8 @@ static const ef_actor_def_t s_sink = {.name = "sink",
                                       .default_instances = 2,
                                       .init = s_sink_init,
                                       .handle = s_sink_handle,
-                                      .drain = s_sink_drain};
+                                      .drain = s_sink_drain,
+                                      .control = s_sink_control};
 
 static const ef_option_t s_no_globals[] = {EF_OPTION_END};
 
@@ -251,6 +269,39 @@ EF_TEST (runtime_backpressure)
     if (ef_test_verbose)
         printf ("max in flight %ld\n", atomic_load (&s_max_gap));
     EF_CHECK (atomic_load (&s_max_gap) <= 2 * (2 + 2) + 2);
+    ef_runtime_destroy (&s_rt);
+    ef_config_destroy (&c);
+    ef_registry_destroy (&reg);
+}
+
+EF_TEST (runtime_control_runs_on_the_actor_thread)
+{
+    ef_registry_t *reg;
+    ef_config_t *c = s_setup (&reg);
+    char err[256], reply[128];
+    EF_REQUIRE (ef_config_set (c, "actors.source.count", "0", err, sizeof err)
+                == 0);
+    s_rt = ef_runtime_new (c);
+    EF_REQUIRE (ef_runtime_start (s_rt, err, sizeof err) == 0);
+    EF_CHECK (
+        ef_runtime_control (s_rt, "sink", "echo", "hi", reply, sizeof reply)
+        == 0);
+    EF_CHECK (strcmp (reply, "sink[0] hi") == 0);
+    EF_CHECK (ef_runtime_control (s_rt, "sink[1]", "echo", "there", reply,
+                                  sizeof reply)
+              == 0);
+    EF_CHECK (strcmp (reply, "sink[1] there") == 0);
+    EF_CHECK (ef_runtime_control (s_rt, "sink", "fly", "", reply, sizeof reply)
+              == 1);
+    EF_CHECK (
+        ef_runtime_control (s_rt, "source", "echo", "", reply, sizeof reply)
+        == -2);
+    EF_CHECK (strstr (reply, "takes no commands") != NULL);
+    EF_CHECK (ef_runtime_control (s_rt, "moon", "echo", "", reply, sizeof reply)
+              == -2);
+    EF_CHECK (strstr (reply, "no actor 'moon'") != NULL);
+    ef_runtime_stop (s_rt);
+    EF_CHECK (ef_runtime_wait (s_rt) == 0);
     ef_runtime_destroy (&s_rt);
     ef_config_destroy (&c);
     ef_registry_destroy (&reg);
