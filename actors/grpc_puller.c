@@ -188,6 +188,8 @@ struct s_job {
     int64_t started_us;              /* monotonic time the run began */
     bool run_recorded;               /* its job_run row exists */
     bool locked;                     /* our session holds the job's lock */
+    bool stopping;                   /* stop asked: end the run now */
+    const char *stop_why;            /* its error then, static text */
     char error[512];                 /* why the run failed, "" while fine */
 };
 
@@ -760,10 +762,11 @@ s_on_call_end (s_job_t *job, s_call_t *c)
         job->phase = S_SETTLING;
         return;
     }
-    if (job->owner->draining) {
+    if (job->owner->draining || job->stopping) {
         if (!(c->status == GRPC_STATUS_OK && c->eos))
-            snprintf (job->error, sizeof job->error,
-                      "stopped before the stream ended");
+            snprintf (job->error, sizeof job->error, "%s",
+                      job->stopping ? job->stop_why
+                                    : "stopped before the stream ended");
         job->phase = S_SETTLING;
         return;
     }
@@ -795,7 +798,7 @@ s_call_maybe_end (s_call_t *c)
     if (c->refs > 0 || !c->has_status)
         return;
     if (c->status == GRPC_STATUS_OK && !c->eos && !c->broken && !c->fatal[0]
-        && !job->owner->draining && job->call == c) {
+        && !job->owner->draining && !job->stopping && job->call == c) {
         if (job->pending)
             return; /* s_flush reads on */
         s_read (job);
@@ -829,7 +832,8 @@ s_dispatch (grpc_event *ev)
             c->broken = true;
         else if (!buf)
             c->eos = true; /* the server ended the stream */
-        if (buf && ev->success && !c->job->owner->draining && !c->fatal[0])
+        if (buf && ev->success && !c->job->owner->draining && !c->job->stopping
+            && !c->fatal[0])
             s_on_message (c, buf);
         else if (buf)
             grpc_byte_buffer_destroy (buf);
@@ -1017,6 +1021,7 @@ s_request_run (s_job_t *job, const char *trigger, int64_t slot)
     job->last_ack_us = ef_clock_mono_us ();
     job->error[0] = '\0';
     job->run_recorded = false;
+    job->stopping = false;
     job->active = true;
     snprintf (job->trigger, sizeof job->trigger, "%s", trigger);
     job->slot = slot;
@@ -1342,6 +1347,25 @@ s_tick (ef_actor_t *actor)
     return 0;
 }
 
+/* Stops job's run as a drain does: the call is cancelled, the rows
+   already forwarded settle, the run ends 'failed' with why as its error
+   and the next one resumes from the checkpoint. */
+static void
+s_stop_run (s_job_t *job, const char *why)
+{
+    job->stopping = true;
+    job->stop_why = why;
+    if (job->phase == S_LOCKING || job->phase == S_WAITING)
+        snprintf (job->error, sizeof job->error, "%s", why);
+    if (job->phase == S_LOCKING)
+        s_finish (job, "failed");
+    else if (job->call)
+        grpc_call_cancel (job->call->call, NULL); /* s_on_call_end */
+    else if (job->phase == S_WAITING)
+        job->phase = S_SETTLING;
+    /* S_SETTLING: the stream is over, the run ends as it would */
+}
+
 /* Graceful stop: no new run; cancel the calls, let forwarded rows
    settle (s_tick reports drained when no run is left). */
 static void
@@ -1352,15 +1376,8 @@ s_drain (ef_actor_t *actor)
     bool active = false;
     for (size_t i = 0; i < self->n_jobs; i++) {
         s_job_t *job = &self->jobs[i];
-        if (job->phase == S_LOCKING || job->phase == S_WAITING)
-            snprintf (job->error, sizeof job->error,
-                      "stopped before the stream ended");
-        if (job->phase == S_LOCKING)
-            s_finish (job, "failed");
-        else if (job->call)
-            grpc_call_cancel (job->call->call, NULL); /* s_on_call_end */
-        else if (job->phase == S_WAITING)
-            job->phase = S_SETTLING;
+        if (job->active && !job->stopping)
+            s_stop_run (job, "stopped before the stream ended");
         active |= job->active;
     }
     if (!active) {
@@ -1369,6 +1386,36 @@ s_drain (ef_actor_t *actor)
         return;
     }
     ef_actor_wake_in (actor, 0);
+}
+
+/* /control: "stop JOB" ends the job's running run 'failed' with the
+   error "stopped by request" once its forwarded rows have settled. */
+static int
+s_control (ef_actor_t *actor, const char *verb, const char *arg, char *reply,
+           size_t len)
+{
+    s_puller_t *self = ef_actor_state (actor);
+    if (strcmp (verb, "stop") != 0)
+        return 1;
+    s_job_t *job = NULL;
+    for (size_t i = 0; i < self->n_jobs && !job; i++)
+        if (strcmp (self->jobs[i].name, arg) == 0)
+            job = &self->jobs[i];
+    if (!job) {
+        snprintf (reply, len, "no job '%s' in the jobs section", arg);
+        return 1;
+    }
+    if (!job->active) {
+        snprintf (reply, len, "job %s is not running", job->name);
+        return -1;
+    }
+    if (!job->stopping) {
+        ef_info ("job %s: stopping run %s by request", job->name, job->run_id);
+        s_stop_run (job, "stopped by request");
+    }
+    snprintf (reply, len, "job %s: run %s stopping", job->name, job->run_id);
+    ef_actor_wake_in (actor, 0);
+    return 0;
 }
 
 /* Cancels what is left, records unfinished runs and frees everything. */
@@ -1430,4 +1477,5 @@ const ef_actor_def_t ef_grpc_puller_actor = {
     .tick = s_tick,
     .drain = s_drain,
     .destroy = s_destroy,
+    .control = s_control,
 };

@@ -323,6 +323,8 @@ struct s_receiver {
     bool cancelled_all;           /* grpc_server_cancel_all_calls called */
     bool draining;                /* drain began */
     bool drained;                 /* ef_actor_drained was called */
+    bool paused;                  /* /control/pause: post no reads */
+    ef_gauge_t *paused_gauge;     /* embedflow_receiver_paused */
     int64_t drain_deadline_us;    /* monotonic time to cancel stragglers */
     ef_runlog_t *runlog;          /* job_run rows of uploads */
     int64_t stale_ms;             /* stale_after, resolved */
@@ -543,11 +545,11 @@ s_stream_reply (s_stream_t *stream, grpc_status_code code, const char *text)
 static void
 s_stream_read (s_stream_t *stream)
 {
+    s_receiver_t *self = stream->owner;
     if (stream->reading || stream->half_closed || stream->replied
         || stream->closed || stream->pending || stream->budget_wait
-        || stream->resending)
+        || stream->resending || self->paused)
         return;
-    s_receiver_t *self = stream->owner;
     /* A posted read lets gRPC take in a whole message, up to
        max_message_bytes, before we see it: each read reserves that much,
        so what gRPC holds is in the budget too, and every call stops
@@ -1310,6 +1312,12 @@ s_init (ef_actor_t *actor)
     s_receiver_t *self = ef_actor_state (actor);
     self->actor = actor;
     self->opts = (const s_options_t *) ef_actor_options (actor);
+    /* a restarted receiver reads again: pausing is not remembered */
+    self->paused_gauge = ef_metrics_gauge (
+        "embedflow_receiver_paused",
+        "1 while ingest is paused (POST /control/pause): uploads are not read",
+        ef_actor_name (actor));
+    ef_gauge_set (self->paused_gauge, 0);
     self->shutdown_tag = (s_tag_t){S_TAG_SHUTDOWN, self};
     self->chunks_port = ef_actor_port (actor, "chunks");
     self->acks_port = ef_actor_port (actor, "acks");
@@ -1765,6 +1773,47 @@ s_tick (ef_actor_t *actor)
     return 0;
 }
 
+/* Pauses or resumes reading every upload. Paused, no RECV_MESSAGE is
+   posted: a read already posted still brings its one message in, then
+   HTTP/2 flow control holds the client; new calls are accepted and wait
+   the same way, and idle_timeout does not run for them (nothing is
+   being read). */
+static void
+s_set_paused (s_receiver_t *self, bool paused)
+{
+    if (self->paused == paused)
+        return;
+    self->paused = paused;
+    ef_gauge_set (self->paused_gauge, paused);
+    ef_info ("ingest %s",
+             paused ? "paused: no upload is read until resumed" : "resumed");
+    if (!paused)
+        for (s_stream_t *s = self->streams; s; s = s->next)
+            s_stream_read (s);
+    ef_actor_wake_in (self->actor, 0);
+}
+
+/* /control: pause, resume, status. */
+static int
+s_control (ef_actor_t *actor, const char *verb, const char *arg, char *reply,
+           size_t len)
+{
+    (void) arg;
+    s_receiver_t *self = (s_receiver_t *) ef_actor_state (actor);
+    bool status = strcmp (verb, "status") == 0;
+    if (!status && strcmp (verb, "pause") != 0 && strcmp (verb, "resume") != 0)
+        return 1;
+    if (!status && self->draining) {
+        snprintf (reply, len, "draining: uploads are read until they end");
+        return -1;
+    }
+    if (!status)
+        s_set_paused (self, strcmp (verb, "pause") == 0);
+    snprintf (reply, len, "%s, %d upload(s) open",
+              self->paused ? "paused" : "running", s_active_streams (self));
+    return 0;
+}
+
 /* Graceful stop: refuse new calls, let open uploads finish. */
 static void
 s_drain (ef_actor_t *actor)
@@ -1774,6 +1823,10 @@ s_drain (ef_actor_t *actor)
         return;
     self->draining = true;
     ef_actor_gauge (actor, EF_METRIC_LISTENING, 0);
+    if (self->paused) { /* a paused upload could only be cancelled */
+        ef_info ("draining: reading the paused uploads again");
+        s_set_paused (self, false);
+    }
     /* calls that never sent a message have nothing to finish */
     for (s_stream_t *s = self->streams; s; s = s->next)
         if (!s->admitted && !s->replied && !s->closed)
@@ -1866,4 +1919,5 @@ const ef_actor_def_t ef_grpc_receiver_actor = {
     .tick = s_tick,
     .drain = s_drain,
     .destroy = s_destroy,
+    .control = s_control,
 };

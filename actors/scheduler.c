@@ -379,6 +379,40 @@ s_tick (ef_actor_t *actor)
     return 0;
 }
 
+/* /control: "run JOB" asks for a run of JOB now (trigger "manual", as
+   run_now does), unless one is running or the process is draining. */
+static int
+s_control (ef_actor_t *actor, const char *verb, const char *arg, char *reply,
+           size_t len)
+{
+    s_scheduler_t *self = ef_actor_state (actor);
+    if (strcmp (verb, "run") != 0)
+        return 1;
+    s_job_t *job = NULL;
+    for (size_t i = 0; i < self->n_jobs && !job; i++)
+        if (strcmp (self->jobs[i].name, arg) == 0)
+            job = &self->jobs[i];
+    if (!job) {
+        snprintf (reply, len, "no job '%s' in the jobs section", arg);
+        return 1;
+    }
+    if (self->draining) {
+        snprintf (reply, len, "draining: no job is started any more");
+        return -1;
+    }
+    if (job->running) {
+        snprintf (reply, len, "job %s is running already", job->name);
+        return -1;
+    }
+    if (s_ask (self, job, "manual", -1) != 0) {
+        snprintf (reply, len, "job %s: the grpc-puller does not take requests",
+                  job->name);
+        return -1;
+    }
+    snprintf (reply, len, "job %s: run started", job->name);
+    return 0;
+}
+
 /* Graceful stop: nothing new is asked for. */
 static void
 s_drain (ef_actor_t *actor)
@@ -419,4 +453,5 @@ const ef_actor_def_t ef_scheduler_actor = {
     .tick = s_tick,
     .drain = s_drain,
     .destroy = s_destroy,
+    .control = s_control,
 };

@@ -45,8 +45,12 @@ ef_cmd_run (int argc, char **argv)
         return EF_EXIT_FAIL;
     }
     ef_metrics_server_started (metrics, true);
+    if (ef_metrics_server_control (metrics, rt, cli.globals->control_token)
+        != 0)
+        ef_warn ("out of memory: /control is off");
     ef_info ("ready");
     rc = ef_cli_wait_runtime (rt);
+    ef_metrics_server_control (metrics, NULL, NULL);
     ef_runtime_destroy (&rt);
     ef_metrics_server_destroy (&metrics);
     ef_cli_close (&cli);

@@ -26,8 +26,13 @@ const ef_option_t ef_globals_options[] = {
      "changed document ids in an outbox that the cache-invalidator sends "
      "there"},
     {"metrics", EF_OPT_STRING, NULL, offsetof (ef_globals_t, metrics), 0, 0,
-     "HOST:PORT to serve /metrics (Prometheus), /healthz and /readyz on; "
-     "unset = no endpoint"},
+     "HOST:PORT to serve /metrics (Prometheus), /healthz, /readyz and "
+     "/control on; unset = no endpoint"},
+    {"control_token", EF_OPT_SECRET, NULL,
+     offsetof (ef_globals_t, control_token), 0, 0,
+     "bearer token /control requires when the metrics endpoint is bound "
+     "to a non-loopback address (unset: control is refused there; on "
+     "loopback it is open, and the token is required when set)"},
     {"max_inflight_bytes", EF_OPT_SIZE, "256M",
      offsetof (ef_globals_t, max_inflight_bytes), (int64_t) 1 << 20,
      (int64_t) 1 << 40,

@@ -37,6 +37,10 @@ struct ef_metrics_server {
     int64_t checked_us;        /* when it was made, 0 = never */
     bool ready;                /* the cached answer */
     char why[1024];            /* what is not ready */
+    bool loopback;             /* bound to a loopback address */
+    pthread_mutex_t control;   /* held while a command runs; guards rt */
+    ef_runtime_t *rt;          /* commands go to it; NULL = not running */
+    char *token;               /* control_token, owned; NULL = none */
 };
 
 /* Refreshes the cached readiness when it is older than the cache time. */
@@ -85,6 +89,106 @@ s_reply (struct MHD_Connection *conn, unsigned status, const char *type,
     return rc;
 }
 
+/* True when the request's "Authorization: Bearer T" names the token
+   (compared in constant time, so its bytes cannot be guessed one by one
+   from response times). */
+static bool
+s_token_ok (struct MHD_Connection *conn, const char *token)
+{
+    const char *auth =
+        MHD_lookup_connection_value (conn, MHD_HEADER_KIND, "Authorization");
+    if (!auth || strncmp (auth, "Bearer ", 7) != 0)
+        return false;
+    const char *given = auth + 7;
+    size_t n = strlen (token), m = strlen (given);
+    unsigned char diff = n != m;
+    for (size_t i = 0; i < n; i++)
+        diff |= (unsigned char) token[i] ^ (unsigned char) given[i < m ? i : 0];
+    return diff == 0;
+}
+
+/* Answers /control/...: checks who may, maps the path to a command of
+   an actor and its result to a status (see metrics_server.h). */
+static enum MHD_Result
+s_control (ef_metrics_server_t *self, struct MHD_Connection *conn,
+           const char *url, const char *method)
+{
+    const char *type = "text/plain; charset=utf-8";
+    char text[640];
+    if (!self->token && !self->loopback) {
+        const char *no = "control is off: the endpoint is not on loopback "
+                         "and no control_token is set\n";
+        return s_reply (conn, MHD_HTTP_FORBIDDEN, type, no, strlen (no));
+    }
+    if (self->token && !s_token_ok (conn, self->token)) {
+        const char *no = "missing or wrong bearer token\n";
+        struct MHD_Response *resp = MHD_create_response_from_buffer (
+            strlen (no), (void *) no, MHD_RESPMEM_PERSISTENT);
+        if (!resp)
+            return MHD_NO;
+        MHD_add_response_header (resp, "Content-Type", type);
+        MHD_add_response_header (resp, "WWW-Authenticate", "Bearer");
+        enum MHD_Result rc =
+            MHD_queue_response (conn, MHD_HTTP_UNAUTHORIZED, resp);
+        MHD_destroy_response (resp);
+        return rc;
+    }
+    const char *actor = NULL, *verb = NULL;
+    char job[256] = "";
+    bool get = strcmp (method, "GET") == 0 || strcmp (method, "HEAD") == 0;
+    const char *rest = url + strlen ("/control/");
+    if (strcmp (rest, "status") == 0)
+        actor = "grpc-receiver", verb = "status";
+    else if (strcmp (rest, "pause") == 0 || strcmp (rest, "resume") == 0)
+        actor = "grpc-receiver", verb = rest;
+    else if (strncmp (rest, "jobs/", 5) == 0) {
+        const char *slash = strrchr (rest + 5, '/');
+        size_t n = slash ? (size_t) (slash - (rest + 5)) : 0;
+        if (slash && n > 0 && n < sizeof job
+            && (strcmp (slash, "/run") == 0 || strcmp (slash, "/stop") == 0)) {
+            memcpy (job, rest + 5, n);
+            job[n] = 0;
+            bool run = strcmp (slash, "/run") == 0;
+            actor = run ? "scheduler" : "grpc-puller";
+            verb = run ? "run" : "stop";
+        }
+    }
+    if (!actor) {
+        snprintf (text, sizeof text,
+                  "not found: GET /control/status; POST /control/pause, "
+                  "/control/resume, /control/jobs/NAME/run, "
+                  "/control/jobs/NAME/stop\n");
+        return s_reply (conn, MHD_HTTP_NOT_FOUND, type, text, strlen (text));
+    }
+    if (get != (strcmp (verb, "status") == 0)) {
+        snprintf (text, sizeof text, "%s only\n", get ? "POST" : "GET");
+        return s_reply (conn, MHD_HTTP_METHOD_NOT_ALLOWED, type, text,
+                        strlen (text));
+    }
+    char reply[512];
+    int rc = -2;
+    pthread_mutex_lock (&self->control);
+    if (self->rt)
+        rc = ef_runtime_control (self->rt, actor, verb, job, reply,
+                                 sizeof reply);
+    else
+        snprintf (reply, sizeof reply,
+                  "the pipeline is not running (starting or stopping)");
+    pthread_mutex_unlock (&self->control);
+    unsigned status = rc == 0    ? MHD_HTTP_OK
+                      : rc == 1  ? MHD_HTTP_NOT_FOUND
+                      : rc == -1 ? MHD_HTTP_CONFLICT
+                      : rc == -3 ? MHD_HTTP_GATEWAY_TIMEOUT
+                                 : MHD_HTTP_SERVICE_UNAVAILABLE;
+    if (rc == 0 && strcmp (verb, "status") == 0)
+        snprintf (text, sizeof text, "ingest: %s\n", reply);
+    else
+        snprintf (text, sizeof text, "%s\n", reply);
+    if (rc != 0 || strcmp (verb, "status") != 0)
+        ef_info ("control: %s %s: %s", method, url, reply);
+    return s_reply (conn, status, type, text, strlen (text));
+}
+
 /* Answers one request. */
 static enum MHD_Result
 s_request (void *cls, struct MHD_Connection *conn, const char *url,
@@ -103,6 +207,8 @@ s_request (void *cls, struct MHD_Connection *conn, const char *url,
         return MHD_YES;
     }
     const char *text_type = "text/plain; charset=utf-8";
+    if (strncmp (url, "/control/", 9) == 0)
+        return s_control (self, conn, url, method);
     if (strcmp (method, "GET") != 0 && strcmp (method, "HEAD") != 0)
         return s_reply (conn, MHD_HTTP_METHOD_NOT_ALLOWED, text_type,
                         "GET only\n", 9);
@@ -159,6 +265,15 @@ ef_metrics_server_new (const char *address, const char *database,
         return NULL;
     }
     pthread_mutex_init (&self->lock, NULL);
+    pthread_mutex_init (&self->control, NULL);
+    if (ai->ai_family == AF_INET)
+        self->loopback =
+            (ntohl (((struct sockaddr_in *) ai->ai_addr)->sin_addr.s_addr)
+             >> 24)
+            == 127;
+    else if (ai->ai_family == AF_INET6)
+        self->loopback = IN6_IS_ADDR_LOOPBACK (
+            &((struct sockaddr_in6 *) ai->ai_addr)->sin6_addr);
     self->database = strdup (database ? database : "");
     self->need_listener = need_listener;
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL;
@@ -191,6 +306,23 @@ ef_metrics_server_started (ef_metrics_server_t *self, bool started)
     pthread_mutex_unlock (&self->lock);
 }
 
+int
+ef_metrics_server_control (ef_metrics_server_t *self, ef_runtime_t *rt,
+                           const char *token)
+{
+    if (!self)
+        return 0;
+    char *copy = token && *token ? strdup (token) : NULL;
+    if (token && *token && !copy)
+        return -1;
+    pthread_mutex_lock (&self->control); /* waits for a command running */
+    self->rt = rt;
+    free (self->token);
+    self->token = copy;
+    pthread_mutex_unlock (&self->control);
+    return 0;
+}
+
 void
 ef_metrics_server_destroy (ef_metrics_server_t **self_p)
 {
@@ -200,6 +332,8 @@ ef_metrics_server_destroy (ef_metrics_server_t **self_p)
     if (self->daemon)
         MHD_stop_daemon (self->daemon);
     pthread_mutex_destroy (&self->lock);
+    pthread_mutex_destroy (&self->control);
+    free (self->token);
     free (self->database);
     free (self);
     *self_p = NULL;

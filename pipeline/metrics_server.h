@@ -7,12 +7,23 @@
                 receiver accepts connections, else 503 naming what is
                 not ready; checks are cached for a second, so a probe
                 storm costs the database nothing
+      /control  commands to the running pipeline (ef_metrics_server_control):
+                GET status; POST pause, resume (the grpc-receiver),
+                jobs/NAME/run (the scheduler), jobs/NAME/stop (the
+                grpc-puller). 200 done, 404 unknown path or job, 409
+                refused now (job not running, draining), 503 that actor
+                does not run here, 504 it did not answer in time; 401
+                without the right "Authorization: Bearer TOKEN" when a
+                token is set; 403 when the endpoint is not bound to
+                loopback and no token is set
 */
 #ifndef EF_METRICS_SERVER_H
 #define EF_METRICS_SERVER_H
 
 #include <stdbool.h>
 #include <stddef.h>
+
+#include "embedflow/runtime.h"
 
 typedef struct ef_metrics_server ef_metrics_server_t;
 
@@ -29,6 +40,13 @@ ef_metrics_server_t *ef_metrics_server_new (const char *address,
 /* Tells whether every actor has started: until then /readyz answers 503
    "starting". */
 void ef_metrics_server_started (ef_metrics_server_t *self, bool started);
+
+/* Lets /control send commands to rt (NULL: no more; waits for a command
+   running, so call it with NULL before ef_runtime_destroy). token (NULL
+   or "" for none) is what /control then requires as a bearer token.
+   Returns 0, -1 out of memory. */
+int ef_metrics_server_control (ef_metrics_server_t *self, ef_runtime_t *rt,
+                               const char *token);
 
 /* Stops serving and frees; NULLs *self_p, safe twice. */
 void ef_metrics_server_destroy (ef_metrics_server_t **self_p);

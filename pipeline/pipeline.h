@@ -20,6 +20,7 @@ typedef struct {
     int64_t dim;    /* vector dimension every row must have */
     char *data_dir; /* where a private PostgreSQL lives */
     char *metrics;  /* HOST:PORT of the HTTP metrics endpoint, NULL = none */
+    char *control_token; /* bearer token of /control, NULL = none */
     bool verbose;
     char *log_format; /* "text" or "json" (log.h) */
 
