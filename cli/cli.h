@@ -124,6 +124,7 @@ int ef_cmd_pull (int argc, char **argv);
 int ef_cmd_jobs (int argc, char **argv);
 int ef_cmd_bench (int argc, char **argv);
 int ef_cmd_top (int argc, char **argv);
+int ef_cmd_ctl (int argc, char **argv);
 int ef_cmd_dlq (int argc, char **argv);
 int ef_cmd_keygen (int argc, char **argv);
 int ef_cmd_check (int argc, char **argv);

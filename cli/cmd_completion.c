@@ -66,6 +66,7 @@ ef_cmd_completion (int argc, char **argv)
     for (const ef_command_t *c = ef_commands; c->name; c++)
         printf ("%s%s", c == ef_commands ? "" : " ", c->name);
     printf ("'\n_embedflow_dlq_actions='ls show replay purge'\n"
+            "_embedflow_ctl_actions='status pause resume run stop'\n"
             "_embedflow_bool_flags='");
     s_print_bool_flags (ef_globals_options, "");
     s_print_bool_flags (ef_job_options, "jobs.NAME.");
@@ -126,6 +127,10 @@ ef_cmd_completion (int argc, char **argv)
         "    fi\n"
         "    if [[ $cmd == dlq && $COMP_CWORD == 2 && $cur != -* ]]; then\n"
         "        COMPREPLY=($(compgen -W \"$_embedflow_dlq_actions\" -- "
+        "\"$cur\")); return\n"
+        "    fi\n"
+        "    if [[ $cmd == ctl && $COMP_CWORD == 2 && $cur != -* ]]; then\n"
+        "        COMPREPLY=($(compgen -W \"$_embedflow_ctl_actions\" -- "
         "\"$cur\")); return\n"
         "    fi\n"
         "    if [[ $cmd == completion && $COMP_CWORD == 2 ]]; then\n"

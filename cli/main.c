@@ -30,6 +30,9 @@ const ef_command_t ef_commands[] = {
      "baselines on the same tables and rows"},
     {"top", ef_cmd_top,
      "live view of a running embedflow's actors (reads its --metrics)"},
+    {"ctl", ef_cmd_ctl,
+     "control a running embedflow through its --metrics endpoint:\n"
+     "status, pause, resume, run JOB, stop JOB"},
     {"dlq", ef_cmd_dlq, "list, show, replay and purge dead letters"},
     {"keygen", ef_cmd_keygen,
      "make a CURVE key pair for tcp:// links between hosts"},

@@ -27,7 +27,8 @@ def complete(words):
 
 @pytest.mark.parametrize("words,expected", [
     (["de"], {"demo"}),
-    (["c"], {"check", "config", "completion"}),
+    (["c"], {"check", "config", "completion", "ctl"}),
+    (["ctl", "p"], {"pause"}),
     (["run", "--wri"], {"--writers"}),
     (["run", "--actors.db-writer.adaptive-t"],
      {"--actors.db-writer.adaptive-target"}),
@@ -46,8 +47,9 @@ def test_completes(words, expected):
 
 def test_every_command_is_offered():
     got = complete([""])
-    for cmd in ["run", "demo", "graph", "pull", "jobs", "bench", "top", "dlq",
-                "keygen", "check", "config", "completion", "version", "help"]:
+    for cmd in ["run", "demo", "graph", "pull", "jobs", "bench", "top", "ctl",
+                "dlq", "keygen", "check", "config", "completion", "version",
+                "help"]:
         assert cmd in got
 
 
