@@ -646,8 +646,8 @@ ef_baseline_run (ef_baseline_t kind, const ef_baseline_opts_t *opts,
     for (int i = 0; i < n; i++) {
         res->rows += conns[i].written;
         if (conns[i].error[0] && !res->error[0])
-            snprintf (res->error, sizeof res->error, "connection %d: %s", i,
-                      conns[i].error);
+            snprintf (res->error, sizeof res->error, "connection %d: %.480s", i,
+                      conns[i].error); /* cut, not a truncation warning */
         free (conns[i].schema);
         PQfinish (conns[i].conn);
     }
