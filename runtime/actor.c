@@ -779,19 +779,22 @@ s_open_lane (ef_actor_t *self, const ef_port_def_t *pd, int d, const char *link)
    returns 0 at once when the link is full; blocking, it waits in slices
    until sent or the hard-stop flag rises (-1). Once the first frame is in,
    ZeroMQ takes the rest of a multipart message atomically. Destroys the
-   message only when it returns 1. */
+   message only when it returns 1. Frames go out by reference
+   (ZFRAME_REUSE shares the buffer, counted): a batch of rows is not
+   copied on each hop, and a send refused while the link is full leaves
+   the message whole for the next try. */
 static int
 s_send (ef_actor_t *self, s_port_t *port, zsock_t *sock, zmsg_t **msg_p,
         bool dontwait)
 {
-    void *handle = zsock_resolve (sock);
     zmsg_t *msg = *msg_p;
     size_t n = zmsg_size (msg);
     zframe_t *f = zmsg_first (msg);
     for (size_t i = 0; f; i++, f = zmsg_next (msg)) {
-        int flags = (i + 1 < n ? ZMQ_SNDMORE : 0)
-                    | (i == 0 && dontwait ? ZMQ_DONTWAIT : 0);
-        while (zmq_send (handle, zframe_data (f), zframe_size (f), flags) < 0) {
+        int flags = ZFRAME_REUSE | (i + 1 < n ? ZFRAME_MORE : 0)
+                    | (i == 0 && dontwait ? ZFRAME_DONTWAIT : 0);
+        zframe_t *each = f; /* zframe_send keeps it with ZFRAME_REUSE */
+        while (zframe_send (&each, sock, flags) < 0) {
             if (zmq_errno () == EAGAIN && i == 0 && dontwait)
                 return 0;
             if (zmq_errno () == EAGAIN && !*self->stop)
@@ -949,6 +952,89 @@ ef_actor_try_send (ef_actor_t *self, int port, int to, zmsg_t **msg_p)
         ef_counter_add (p->blocked, (uint64_t) (now - p->full_since_us) * 1000);
     p->full_since_us = rc == 0 ? now : 0;
     return rc;
+}
+
+/* What a local message carries: ZeroMQ owns the box from the send on
+   and calls s_local_free when the last reference goes, taken or not. */
+typedef struct {
+    uint64_t magic;           /* EF_LOCAL_MAGIC */
+    void *ptr;                /* the object; NULL once taken */
+    void (*free_fn) (void *); /* frees ptr when nobody took it */
+} s_local_t;
+
+#define EF_LOCAL_MAGIC 0x65666c6f63616c31ull /* "eflocal1" */
+
+static void
+s_local_free (void *data, void *hint)
+{
+    (void) hint;
+    s_local_t *box = data;
+    if (box->ptr && box->free_fn)
+        box->free_fn (box->ptr);
+    free (box);
+}
+
+int
+ef_actor_send_local (ef_actor_t *self, int port, int to, void *ptr,
+                     void (*free_fn) (void *))
+{
+    int lane = s_lane (self, port);
+    zsock_t *sock = lane >= 0 ? s_out_sock (self, lane, to) : NULL;
+    const char *link = lane >= 0 ? self->ports[lane].link : NULL;
+    if (!sock || !link || ef_config_link_crosses_hosts (self->config, link)) {
+        ef_error ("port %d %s: an object cannot be sent there, dropped", port,
+                  link ? "leads to another process" : "joins no link");
+        if (free_fn)
+            free_fn (ptr);
+        return -1;
+    }
+    s_local_t *box = malloc (sizeof *box);
+    if (!box) {
+        if (free_fn)
+            free_fn (ptr);
+        return -1;
+    }
+    *box = (s_local_t){EF_LOCAL_MAGIC, ptr, free_fn};
+    zmq_msg_t part;
+    /* zero-copy: the frame's bytes are the box, freed by ZeroMQ */
+    if (zmq_msg_init_data (&part, box, sizeof *box, s_local_free, NULL) != 0) {
+        s_local_free (box, NULL);
+        return -1;
+    }
+    void *handle = zsock_resolve (sock);
+    while (zmq_msg_send (&part, handle, ZMQ_DONTWAIT) < 0) {
+        if (zmq_errno () != EAGAIN || *self->stop) {
+            zmq_msg_close (&part); /* frees the box and the object */
+            return -1;
+        }
+        zmq_pollitem_t item = {handle, 0, ZMQ_POLLOUT, 0};
+        zmq_poll (&item, 1, EF_SEND_SLICE_MS);
+    }
+    ef_actor_count (self, EF_METRIC_MESSAGES_OUT, 1);
+    return 0;
+}
+
+void *
+ef_actor_local_take (ef_actor_t *self, int port, zmsg_t *msg)
+{
+    int lane = s_lane (self, port);
+    if (lane < 0 || self->ports[lane].def->dir != EF_PORT_IN || !msg
+        || zmsg_size (msg) != 1)
+        return NULL;
+    const char *link = self->ports[lane].link;
+    zframe_t *f = zmsg_first (msg);
+    if (zframe_size (f) != sizeof (s_local_t))
+        return NULL;
+    if (!link || ef_config_link_crosses_hosts (self->config, link))
+        return NULL;
+    /* On a link within the process the frame is the sender's box itself
+       (ZeroMQ passes it by reference), so its address is the box's. */
+    s_local_t *box = (s_local_t *) zframe_data (f);
+    if (box->magic != EF_LOCAL_MAGIC || !box->ptr)
+        return NULL;
+    void *ptr = box->ptr;
+    box->ptr = NULL;
+    return ptr;
 }
 
 int

@@ -185,6 +185,23 @@ int ef_actor_send_or_hold (ef_actor_t *self, int port, int to, zmsg_t **msg_p);
    -1 on a socket error (*msg_p untouched). */
 int ef_actor_try_send (ef_actor_t *self, int port, int to, zmsg_t **msg_p);
 
+/* Sends the object ptr itself, not its bytes, to consumer `to` of an OUT
+   port whose link stays in this process: what a producer uses when the
+   consumer is an actor it knows, to skip encoding and decoding. The
+   receiver gets ptr back with ef_actor_local_take. free_fn frees ptr when
+   nobody takes it (the link closes with it queued, the process stops).
+   Blocks like ef_actor_send. Returns 0; -1 when the link crosses hosts
+   (an address means nothing in another process: refused and logged),
+   when stopping hard or the socket failed. On -1 ptr is freed. */
+int ef_actor_send_local (ef_actor_t *self, int port, int to, void *ptr,
+                         void (*free_fn) (void *));
+
+/* The object a message sent by ef_actor_send_local carries, taken from
+   it (the message can then be destroyed as usual), or NULL when msg is
+   not such a message. On an IN port whose link crosses hosts it is
+   always NULL: an address sent from elsewhere is never believed. */
+void *ef_actor_local_take (ef_actor_t *self, int port, zmsg_t *msg);
+
 /* Takes the next message waiting on an IN port without blocking, for an
    actor that wants to gather what has queued up (a writer merging
    batches into one transaction). Returns 1 with the message in *msg_p
