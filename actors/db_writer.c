@@ -509,18 +509,23 @@ s_init (ef_actor_t *actor)
     return 0;
 }
 
-/* Unpacks a RowBatch message and destroys the message. NULL (logged)
-   when it is not one: nobody can be acked for it, so its streams stay
-   open and the client sees no result. */
+/* Unpacks a RowBatch message (or takes the batch a splitter in this
+   process handed over as an object) and destroys the message. NULL
+   (logged) when it is not one: nobody can be acked for it, so its
+   streams stay open and the client sees no result. */
 static Embedflow__V1__RowBatch *
-s_unpack (zmsg_t **msg_p)
+s_unpack (ef_actor_t *actor, int port, zmsg_t **msg_p)
 {
+    Embedflow__V1__RowBatch *batch = ef_actor_local_take (actor, port, *msg_p);
+    if (batch) {
+        zmsg_destroy (msg_p);
+        return batch;
+    }
     zframe_t *frame = zmsg_first (*msg_p);
     char why[128] = "an empty message";
-    Embedflow__V1__RowBatch *batch =
-        frame ? ef_linkwire_row_batch (zframe_data (frame), zframe_size (frame),
-                                       why, sizeof why)
-              : NULL;
+    batch = frame ? ef_linkwire_row_batch (zframe_data (frame),
+                                           zframe_size (frame), why, sizeof why)
+                  : NULL;
     if (!batch)
         ef_error ("dropping a message of %zu frames: %s", zmsg_size (*msg_p),
                   why);
@@ -681,7 +686,7 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
     if (s_fault (actor))
         return -1;
     atomic_fetch_add (&s_fault_batches, 1);
-    Embedflow__V1__RowBatch *batch = s_unpack (msg_p);
+    Embedflow__V1__RowBatch *batch = s_unpack (actor, port, msg_p);
     if (!batch)
         return 0;
     size_t n = 0;
@@ -698,7 +703,7 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
         zmsg_t *msg = NULL;
         if (ef_actor_try_recv (actor, self->port_batches, &msg) != 1)
             break;
-        Embedflow__V1__RowBatch *next = s_unpack (&msg);
+        Embedflow__V1__RowBatch *next = s_unpack (actor, port, &msg);
         if (!next)
             continue;
         if (s_group_add (self, next, &n) != 0) {

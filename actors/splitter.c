@@ -2,7 +2,9 @@
     good ones into per-writer database batches.
 
     In:  chunks   [ChunkHeader][EmbeddingChunk bytes] from the receiver
-    Out: batches  RowBatch to db-writer route(document_id)
+    Out: batches  RowBatch to db-writer route(document_id); to db-writers
+                  in this process, as an object (ef_actor_send_local), not
+                  bytes
          dead     DeadLetter for each row that fails validation
 
     A batch leaves when it is full (rows or bytes) or when its oldest row
@@ -94,6 +96,8 @@ typedef struct {
     int port_dead;          /* OUT */
     ef_badrows_t *badrows;  /* bad rows per upload */
     s_hold_t *holds;        /* per writer; NULL when batches stay in process */
+    bool local;             /* batches go to db-writers in this process:
+                               handed over as objects, not bytes */
     int64_t hold_max;       /* hold_bytes */
     int64_t forget_at_us;   /* next time quiet uploads are forgotten */
     uint64_t rows_in;       /* counters for the log */
@@ -145,6 +149,12 @@ s_init (ef_actor_t *actor)
             return -1;
         }
     }
+    /* Only the built-in writer is known to take batches as objects; any
+       other consumer (a transform in between) gets the RowBatch bytes. */
+    const char *consumer = ef_actor_port_peer (actor, self->port_batches);
+    self->local =
+        !self->holds && link && consumer && strcmp (consumer, "db-writer") == 0
+        && !ef_config_link_crosses_hosts (ef_actor_config (actor), link);
     self->batcher =
         ef_batcher_new (ef_actor_port_width (actor, self->port_batches),
                         (size_t) o->batch_rows, (size_t) o->batch_bytes);
@@ -212,6 +222,13 @@ s_release_held (ef_actor_t *actor, s_self_t *self, int w)
     return 0;
 }
 
+/* Frees a batch handed to a writer in this process that never took it. */
+static void
+s_free_batch (void *batch)
+{
+    protobuf_c_message_free_unpacked (batch, NULL);
+}
+
 /* Sends writer w's batch. In one process that blocks while the writer's
    queue is full (backpressure). Across hosts, a writer whose peer is
    gone gets its batches held, up to hold_bytes, so the other writers go
@@ -222,6 +239,17 @@ static int
 s_flush (ef_actor_t *actor, s_self_t *self, int w)
 {
     size_t rows = 0;
+    if (self->local) {
+        Embedflow__V1__RowBatch *batch =
+            ef_batcher_take_batch (self->batcher, w, &rows);
+        if (!batch)
+            return rows ? -1 : 0;
+        ef_debug ("batch of %zu rows to writer %d", rows, w);
+        ef_actor_count (actor, EF_METRIC_ROWS_OUT, (int64_t) rows);
+        ef_actor_count (actor, EF_METRIC_BATCHES, 1);
+        return ef_actor_send_local (actor, self->port_batches, w, batch,
+                                    s_free_batch);
+    }
     zmsg_t *msg = ef_batcher_take (self->batcher, w, &rows);
     if (!msg)
         return rows ? -1 : 0;
@@ -323,22 +351,38 @@ s_strdup (const char *s)
     return strdup (s ? s : "");
 }
 
-/* Builds the database row for a valid embedding. NULL when out of
-   memory. */
+/* Takes the string *s_p out of a decoded message (leaving it NULL, which
+   free_unpacked skips), or copies it when it is the shared empty default
+   that must not be freed. NULL when out of memory. */
+static char *
+s_steal (char **s_p)
+{
+    char *s = *s_p;
+    if (!s || s == protobuf_c_empty_string)
+        return strdup ("");
+    *s_p = NULL;
+    return s;
+}
+
+/* Builds the database row for a valid embedding, taking its document_id,
+   content, model and vector (e keeps the rest, to be freed as usual):
+   the row's largest parts are not copied. NULL when out of memory. */
 static Embedflow__V1__Row *
-s_make_row (const Embedflow__V1__ChunkHeader *hdr,
-            const Embedflow__V1__Embedding *e, const uint8_t id[16],
-            char **metadata_json)
+s_make_row (const Embedflow__V1__ChunkHeader *hdr, Embedflow__V1__Embedding *e,
+            const uint8_t id[16], char **metadata_json)
 {
     Embedflow__V1__Row *r = malloc (sizeof *r);
     if (!r)
         return NULL;
     embedflow__v1__row__init (r);
     r->id.data = malloc (16);
-    r->vector = malloc (e->n_vector * sizeof (float));
-    r->document_id = s_strdup (e->document_id);
-    r->content = s_strdup (e->content);
-    r->model = s_strdup (e->model);
+    r->vector = e->vector;
+    r->n_vector = e->n_vector;
+    e->vector = NULL;
+    e->n_vector = 0;
+    r->document_id = s_steal (&e->document_id);
+    r->content = s_steal (&e->content);
+    r->model = s_steal (&e->model);
     r->source = s_strdup (hdr->source);
     r->job_id = s_strdup (hdr->job_id);
     r->resume_token = s_strdup (hdr->resume_token);
@@ -357,8 +401,6 @@ s_make_row (const Embedflow__V1__ChunkHeader *hdr,
     }
     memcpy (r->id.data, id, 16);
     r->id.len = 16;
-    memcpy (r->vector, e->vector, e->n_vector * sizeof (float));
-    r->n_vector = e->n_vector;
     r->chunk_index = e->chunk_index;
     r->stream_id = hdr->stream_id;
     r->covers = 1;
@@ -393,14 +435,13 @@ s_arm (ef_actor_t *actor, s_self_t *self)
     ef_actor_wake_in (actor, wait);
 }
 
-/* Validates one decoded row and adds it to its writer's batch, or
-   dead-letters it and sets *bad_code to the reason. Returns 0, -1 when
-   out of memory or the send failed. */
+/* Validates one decoded row and adds it to its writer's batch (taking
+   parts of e), or dead-letters it and sets *bad_code to the reason.
+   Returns 0, -1 when out of memory or the send failed. */
 static int
 s_take_row (ef_actor_t *actor, s_self_t *self,
-            const Embedflow__V1__ChunkHeader *hdr,
-            const Embedflow__V1__Embedding *e, const ef_span_t *item,
-            const char **bad_code)
+            const Embedflow__V1__ChunkHeader *hdr, Embedflow__V1__Embedding *e,
+            const ef_span_t *item, const char **bad_code)
 {
     size_t mlen = 0;
     char *mjson = ef_metadata_json (e->metadata, e->n_metadata, &mlen);

@@ -200,53 +200,64 @@ ef_batcher_full (const ef_batcher_t *self)
     return -1;
 }
 
-zmsg_t *
-ef_batcher_take (ef_batcher_t *self, int w, size_t *rows_out)
+Embedflow__V1__RowBatch *
+ef_batcher_take_batch (ef_batcher_t *self, int w, size_t *rows_out)
 {
+    if (rows_out)
+        *rows_out = 0;
     if (w < 0 || w >= self->writers)
         return NULL;
     s_batch_t *b = &self->batches[w];
-    Embedflow__V1__Row **rows;
-    size_t n;
     bool closed = b->closed != NULL;
-    if (closed) {
-        rows = b->closed;
-        n = b->n_closed;
-    }
-    else {
-        rows = b->rows;
-        n = b->n;
-    }
+    size_t n = closed ? b->n_closed : b->n;
     if (rows_out)
         *rows_out = n;
     if (n == 0)
         return NULL;
-    Embedflow__V1__RowBatch batch = EMBEDFLOW__V1__ROW_BATCH__INIT;
-    batch.batch_id = ++self->next_batch_id;
-    batch.n_rows = n;
-    batch.rows = rows;
-    size_t size = protobuf_c_message_get_packed_size (&batch.base);
-    zframe_t *frame = zframe_new (NULL, size);
-    zmsg_t *msg = zmsg_new ();
-    if (!frame || !msg) {
-        zframe_destroy (&frame);
-        zmsg_destroy (&msg);
+    Embedflow__V1__RowBatch *batch = malloc (sizeof *batch);
+    /* the pending rows' array goes with them: a fresh one takes its place */
+    Embedflow__V1__Row **fresh =
+        closed ? NULL : calloc (self->max_rows, sizeof *fresh);
+    if (!batch || (!closed && !fresh)) {
+        free (batch);
+        free (fresh);
         return NULL;
     }
-    protobuf_c_message_pack (&batch.base, zframe_data (frame));
-    zmsg_append (msg, &frame);
-    s_free_rows (rows, n);
+    embedflow__v1__row_batch__init (batch);
+    batch->batch_id = ++self->next_batch_id;
+    batch->n_rows = n;
     if (closed) {
-        free (b->closed);
+        batch->rows = b->closed;
         b->closed = NULL;
         b->n_closed = 0;
     }
     else {
+        batch->rows = b->rows;
+        b->rows = fresh;
+        b->cap = self->max_rows;
         b->n = 0;
         b->bytes = 0;
         b->oldest_us = -1;
         zhashx_purge (b->keys);
     }
+    return batch;
+}
+
+zmsg_t *
+ef_batcher_take (ef_batcher_t *self, int w, size_t *rows_out)
+{
+    Embedflow__V1__RowBatch *batch = ef_batcher_take_batch (self, w, rows_out);
+    if (!batch)
+        return NULL;
+    size_t size = protobuf_c_message_get_packed_size (&batch->base);
+    zframe_t *frame = zframe_new (NULL, size);
+    zmsg_t *msg = frame ? zmsg_new () : NULL;
+    if (msg) {
+        protobuf_c_message_pack (&batch->base, zframe_data (frame));
+        zmsg_append (msg, &frame);
+    }
+    zframe_destroy (&frame);
+    protobuf_c_message_free_unpacked (&batch->base, NULL);
     return msg;
 }
 

@@ -41,9 +41,15 @@ int ef_batcher_add (ef_batcher_t *self, Embedflow__V1__Row **row_p);
 int ef_batcher_full (const ef_batcher_t *self);
 
 /* Packs and empties writer w's closed-or-pending batch into a one-frame
-   message (a RowBatch). NULL when it is empty. *rows_out gets the row
-   count. */
+   message (a RowBatch). NULL when it is empty, or out of memory (then
+   *rows_out, the row count, is not 0). */
 zmsg_t *ef_batcher_take (ef_batcher_t *self, int w, size_t *rows_out);
+
+/* Like ef_batcher_take, but hands the batch over as a heap RowBatch
+   (freed with protobuf_c_message_free_unpacked), unpacked: for a writer
+   in this process, which would only decode it again. */
+Embedflow__V1__RowBatch *ef_batcher_take_batch (ef_batcher_t *self, int w,
+                                                size_t *rows_out);
 
 /* Monotonic µs when writer w's oldest pending row arrived, -1 if empty. */
 int64_t ef_batcher_oldest_us (const ef_batcher_t *self, int w);
