@@ -1011,6 +1011,7 @@ ef_actor_send_local (ef_actor_t *self, int port, int to, void *ptr,
         zmq_poll (&item, 1, EF_SEND_SLICE_MS);
     }
     ef_actor_count (self, EF_METRIC_MESSAGES_OUT, 1);
+    ef_actor_count (self, EF_METRIC_BYTES_OUT, (int64_t) sizeof (s_local_t));
     return 0;
 }
 
