@@ -71,20 +71,21 @@ s_increment (uint8_t tail[10])
 void
 ef_uuid7_generate (uint8_t out[16])
 {
-    uint8_t fresh[10];
-    s_random (fresh, sizeof fresh);
     uint64_t now = s_now_ms ();
+    /* Random bytes are drawn only for a new millisecond: within one the
+       key counts up, and a system call per row cost more than the rest
+       of making the key. */
     pthread_mutex_lock (&s_lock);
     if (now > s_last_ms) {
         s_last_ms = now;
-        memcpy (s_last_tail, fresh, sizeof fresh);
+        s_random (s_last_tail, sizeof s_last_tail);
         /* Leave headroom so a burst within one millisecond cannot
            overflow: the top counter bit starts clear. */
         s_last_tail[0] &= 0x07;
     }
     else if (s_increment (s_last_tail)) {
         s_last_ms++; /* 2^74 keys in one millisecond: borrow the next */
-        memcpy (s_last_tail, fresh, sizeof fresh);
+        s_random (s_last_tail, sizeof s_last_tail);
         s_last_tail[0] &= 0x07;
     }
     uint64_t ms = s_last_ms;
