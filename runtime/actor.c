@@ -981,9 +981,11 @@ ef_actor_send_local (ef_actor_t *self, int port, int to, void *ptr,
     int lane = s_lane (self, port);
     zsock_t *sock = lane >= 0 ? s_out_sock (self, lane, to) : NULL;
     const char *link = lane >= 0 ? self->ports[lane].link : NULL;
-    if (!sock || !link || ef_config_link_crosses_hosts (self->config, link)) {
+    bool remote = link && ef_config_link_crosses_hosts (self->config, link);
+    if (!sock || remote) {
         ef_error ("port %d %s: an object cannot be sent there, dropped", port,
-                  link ? "leads to another process" : "joins no link");
+                  remote ? "leads to another process"
+                         : "has no such consumer or joins no link");
         if (free_fn)
             free_fn (ptr);
         return -1;
