@@ -243,3 +243,52 @@ EF_TEST (batcher_dedup_per_attempt)
     zmsg_destroy (&m);
     ef_batcher_destroy (&b);
 }
+
+EF_TEST (batcher_take_batch_hands_rows_over)
+{
+    /* A closed batch and a pending one are handed over as objects with
+       their rows in arrival order (the last version of a key in place),
+       and the batcher goes on with fresh storage. */
+    ef_batcher_t *b = ef_batcher_new (1, 3, 1 << 30);
+    EF_REQUIRE (b);
+    const char *docs[] = {"a", "b", "a", "c", "d"};
+    int ready = -1;
+    for (int i = 0; i < 5; i++) {
+        Embedflow__V1__Row *r = s_row (docs[i], 0, 1, i == 2 ? "new" : "x", 4);
+        int w = ef_batcher_add (b, &r);
+        EF_CHECK (r == NULL);
+        if (w >= 0)
+            ready = w;
+    }
+    EF_REQUIRE (ready == 0);
+    size_t n = 0;
+    Embedflow__V1__RowBatch *closed = ef_batcher_take_batch (b, 0, &n);
+    EF_REQUIRE (closed && n == 3 && closed->n_rows == 3);
+    EF_CHECK (strcmp (closed->rows[0]->document_id, "a") == 0);
+    EF_CHECK (strcmp (closed->rows[0]->content, "new") == 0);
+    EF_CHECK (closed->rows[0]->covers == 2);
+    EF_CHECK (strcmp (closed->rows[2]->document_id, "c") == 0);
+    Embedflow__V1__RowBatch *pending = ef_batcher_take_batch (b, 0, &n);
+    EF_REQUIRE (pending && n == 1);
+    EF_CHECK (strcmp (pending->rows[0]->document_id, "d") == 0);
+    EF_CHECK (pending->batch_id == closed->batch_id + 1);
+    EF_CHECK (ef_batcher_take_batch (b, 0, &n) == NULL && n == 0);
+    EF_CHECK (ef_batcher_pending (b, 0) == 0);
+    protobuf_c_message_free_unpacked (&closed->base, NULL);
+    protobuf_c_message_free_unpacked (&pending->base, NULL);
+    /* after a pending batch left, new rows land in fresh storage */
+    for (int i = 0; i < 3; i++) {
+        char doc[8];
+        snprintf (doc, sizeof doc, "e%d", i);
+        Embedflow__V1__Row *r = s_row (doc, 0, 1, "y", 4);
+        ef_batcher_add (b, &r);
+    }
+    zmsg_t *msg = ef_batcher_take (b, 0, &n);
+    EF_REQUIRE (msg && n == 3);
+    Embedflow__V1__RowBatch *packed = s_unpack (msg);
+    EF_REQUIRE (packed && packed->n_rows == 3);
+    EF_CHECK (strcmp (packed->rows[2]->document_id, "e2") == 0);
+    embedflow__v1__row_batch__free_unpacked (packed, NULL);
+    zmsg_destroy (&msg);
+    ef_batcher_destroy (&b);
+}
