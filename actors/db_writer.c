@@ -98,6 +98,8 @@ static const ef_option_t s_options[] = {
      "adaptive: most rows a merged transaction gathers"},
     EF_OPTION_END};
 
+typedef void s_free_fn_t (void *); /* frees a batch */
+
 /* Rows written for one stream in the batch being settled. */
 typedef struct {
     uint64_t stream_id;      /* receiver's stream */
@@ -132,6 +134,7 @@ typedef struct {
     uint64_t retries;      /* transient failures retried with backoff */
     ef_aimd_t *aimd;       /* owned; NULL unless adaptive */
     Embedflow__V1__RowBatch **group; /* batches of this transaction */
+    s_free_fn_t **group_free;       /* how each is freed */
     size_t n_group;                  /* used */
     size_t cap_group;                /* allocated */
     Embedflow__V1__Row **rows;       /* their rows, in arrival order */
@@ -509,18 +512,27 @@ s_init (ef_actor_t *actor)
     return 0;
 }
 
-/* Unpacks a RowBatch message (or takes the batch a splitter in this
-   process handed over as an object) and destroys the message. NULL
-   (logged) when it is not one: nobody can be acked for it, so its
-   streams stay open and the client sees no result. */
-static Embedflow__V1__RowBatch *
-s_unpack (ef_actor_t *actor, int port, zmsg_t **msg_p)
+static void
+s_free_unpacked (void *batch)
 {
-    Embedflow__V1__RowBatch *batch = ef_actor_local_take (actor, port, *msg_p);
+    embedflow__v1__row_batch__free_unpacked (batch, NULL);
+}
+
+/* Unpacks a RowBatch message (or takes the batch a splitter in this
+   process handed over as an object) and destroys the message; *free_fn
+   gets how the batch is freed. NULL (logged) when it is not one: nobody
+   can be acked for it, so its streams stay open and the client sees no
+   result. */
+static Embedflow__V1__RowBatch *
+s_unpack (ef_actor_t *actor, int port, zmsg_t **msg_p, s_free_fn_t **free_fn)
+{
+    Embedflow__V1__RowBatch *batch =
+        ef_actor_local_take (actor, port, *msg_p, free_fn);
     if (batch) {
         zmsg_destroy (msg_p);
         return batch;
     }
+    *free_fn = s_free_unpacked;
     zframe_t *frame = zmsg_first (*msg_p);
     char why[128] = "an empty message";
     batch = frame ? ef_linkwire_row_batch (zframe_data (frame),
@@ -537,7 +549,8 @@ s_unpack (ef_actor_t *actor, int port, zmsg_t **msg_p)
    (*n of them, updated). Returns 0, -1 when out of memory (nothing
    added). */
 static int
-s_group_add (s_self_t *self, Embedflow__V1__RowBatch *batch, size_t *n)
+s_group_add (s_self_t *self, Embedflow__V1__RowBatch *batch,
+             s_free_fn_t *free_fn, size_t *n)
 {
     if (self->n_group == self->cap_group) {
         size_t cap = self->cap_group ? self->cap_group * 2 : 8;
@@ -545,6 +558,10 @@ s_group_add (s_self_t *self, Embedflow__V1__RowBatch *batch, size_t *n)
         if (!grown)
             return -1;
         self->group = grown;
+        grown = realloc (self->group_free, cap * sizeof *self->group_free);
+        if (!grown)
+            return -1;
+        self->group_free = grown;
         self->cap_group = cap;
     }
     if (*n + batch->n_rows > self->cap_rows) {
@@ -557,6 +574,7 @@ s_group_add (s_self_t *self, Embedflow__V1__RowBatch *batch, size_t *n)
         self->rows = grown;
         self->cap_rows = cap;
     }
+    self->group_free[self->n_group] = free_fn;
     self->group[self->n_group++] = batch;
     memcpy (self->rows + *n, batch->rows, batch->n_rows * sizeof *self->rows);
     *n += batch->n_rows;
@@ -590,11 +608,12 @@ s_wake_invalidator (ef_actor_t *actor, s_self_t *self)
 
 /* Settles rows[0..n), the rows of batches[0..nb), as one transaction
    (bisected when a row is refused), acks them, feeds the controller and
-   frees the batches. A group that cannot be settled now (hard stop)
+   frees the batches (each with frees[i]). A group that cannot be settled now (hard stop)
    stays unacked: the upstream re-sends it. */
 static void
 s_write (ef_actor_t *actor, s_self_t *self, Embedflow__V1__Row *const *rows,
-         size_t n, Embedflow__V1__RowBatch **batches, size_t nb)
+         size_t n, Embedflow__V1__RowBatch **batches,
+         s_free_fn_t *const *frees, size_t nb)
 {
     self->n_tallies = 0;
     self->batch_dead = 0;
@@ -641,7 +660,7 @@ s_write (ef_actor_t *actor, s_self_t *self, Embedflow__V1__Row *const *rows,
                       (int64_t) ef_aimd_observe (self->aimd, latency));
     }
     for (size_t i = 0; i < nb; i++)
-        embedflow__v1__row_batch__free_unpacked (batches[i], NULL);
+        frees[i](batches[i]);
     s_wake_invalidator (actor, self);
 }
 
@@ -686,13 +705,15 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
     if (s_fault (actor))
         return -1;
     atomic_fetch_add (&s_fault_batches, 1);
-    Embedflow__V1__RowBatch *batch = s_unpack (actor, port, msg_p);
+    s_free_fn_t *free_batch = NULL;
+    Embedflow__V1__RowBatch *batch = s_unpack (actor, port, msg_p, &free_batch);
     if (!batch)
         return 0;
     size_t n = 0;
     self->n_group = 0;
-    if (!self->aimd || s_group_add (self, batch, &n) != 0) {
-        s_write (actor, self, batch->rows, batch->n_rows, &batch, 1);
+    if (!self->aimd || s_group_add (self, batch, free_batch, &n) != 0) {
+        s_write (actor, self, batch->rows, batch->n_rows, &batch, &free_batch,
+                 1);
         return 0;
     }
     /* Take what is already queued, never wait for more: with no backlog
@@ -703,19 +724,24 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
         zmsg_t *msg = NULL;
         if (ef_actor_try_recv (actor, self->port_batches, &msg) != 1)
             break;
-        Embedflow__V1__RowBatch *next = s_unpack (actor, port, &msg);
+        s_free_fn_t *free_next = NULL;
+        Embedflow__V1__RowBatch *next =
+            s_unpack (actor, port, &msg, &free_next);
         if (!next)
             continue;
-        if (s_group_add (self, next, &n) != 0) {
+        if (s_group_add (self, next, free_next, &n) != 0) {
             /* Out of memory: what is gathered goes, then this one. */
-            s_write (actor, self, self->rows, n, self->group, self->n_group);
+            s_write (actor, self, self->rows, n, self->group, self->group_free,
+                     self->n_group);
             self->n_group = 0;
-            s_write (actor, self, next->rows, next->n_rows, &next, 1);
+            s_write (actor, self, next->rows, next->n_rows, &next, &free_next,
+                     1);
             return 0;
         }
         ef_aimd_set_step (self->aimd, next->n_rows ? next->n_rows : 1);
     }
-    s_write (actor, self, self->rows, n, self->group, self->n_group);
+    s_write (actor, self, self->rows, n, self->group, self->group_free,
+             self->n_group);
     self->n_group = 0;
     return 0;
 }
@@ -739,6 +765,7 @@ s_destroy (ef_actor_t *actor)
                     self->retries, self->batches, self->merged);
     ef_aimd_destroy (&self->aimd);
     free (self->group);
+    free (self->group_free);
     free (self->rows);
     ef_pgwrite_destroy (&self->writer);
     ef_outbox_destroy (&self->outbox);

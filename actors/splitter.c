@@ -104,6 +104,13 @@ typedef struct {
     uint64_t rows_dead;
 } s_self_t;
 
+/* Frees a row made by s_make_row: one block. */
+static void
+s_free_row (Embedflow__V1__Row *row)
+{
+    free (row);
+}
+
 static int
 s_init (ef_actor_t *actor)
 {
@@ -160,6 +167,8 @@ s_init (ef_actor_t *actor)
                         (size_t) o->batch_rows, (size_t) o->batch_bytes);
     self->badrows = ef_badrows_new ((uint64_t) o->max_bad_rows,
                                     (unsigned) o->max_bad_percent);
+    if (self->batcher)
+        ef_batcher_set_row_free (self->batcher, s_free_row);
     if (!self->batcher || !self->badrows) {
         ef_actor_fail (actor, "out of memory");
         return -1;
@@ -222,11 +231,17 @@ s_release_held (ef_actor_t *actor, s_self_t *self, int w)
     return 0;
 }
 
-/* Frees a batch handed to a writer in this process that never took it. */
+/* Frees a batch handed to a writer in this process (its rows are single
+   blocks: see s_make_row): the writer calls it once written, the runtime
+   when nobody took it. */
 static void
-s_free_batch (void *batch)
+s_free_batch (void *p)
 {
-    protobuf_c_message_free_unpacked (batch, NULL);
+    Embedflow__V1__RowBatch *batch = p;
+    for (size_t i = 0; i < batch->n_rows; i++)
+        free (batch->rows[i]);
+    free (batch->rows);
+    free (batch);
 }
 
 /* Sends writer w's batch. In one process that blocks while the writer's
@@ -345,62 +360,70 @@ s_dead_letter_text (ef_actor_t *actor, s_self_t *self,
                           ef_row_error_code (EF_ROW_BAD_TEXT), why);
 }
 
+/* Copies len bytes of text and a NUL to *at, moving it on; returns
+   where the text went. */
 static char *
-s_strdup (const char *s)
+s_put_text (char **at, const char *text, size_t len)
 {
-    return strdup (s ? s : "");
+    char *out = *at;
+    if (len)
+        memcpy (out, text, len);
+    out[len] = 0;
+    *at += len + 1;
+    return out;
 }
 
-/* Takes the string *s_p out of a decoded message (leaving it NULL, which
-   free_unpacked skips), or copies it when it is the shared empty default
-   that must not be freed. NULL when out of memory. */
-static char *
-s_steal (char **s_p)
-{
-    char *s = *s_p;
-    if (!s || s == protobuf_c_empty_string)
-        return strdup ("");
-    *s_p = NULL;
-    return s;
-}
-
-/* Builds the database row for a valid embedding, taking its document_id,
-   content, model and vector (e keeps the rest, to be freed as usual):
-   the row's largest parts are not copied. NULL when out of memory. */
+/* Builds the database row for a valid embedding in one block (struct,
+   id, vector, stream key, then the texts), freed with free: one
+   allocation a row instead of a dozen, and the writer, on another
+   thread, frees it in one call. NULL when out of memory. */
 static Embedflow__V1__Row *
-s_make_row (const Embedflow__V1__ChunkHeader *hdr, Embedflow__V1__Embedding *e,
-            const uint8_t id[16], char **metadata_json)
+s_make_row (const Embedflow__V1__ChunkHeader *hdr,
+            const Embedflow__V1__Embedding *e, const uint8_t id[16],
+            const char *metadata_json, size_t metadata_len)
 {
-    Embedflow__V1__Row *r = malloc (sizeof *r);
+    const char *texts[] = {e->document_id, e->content,   e->model,
+                           hdr->source,    hdr->job_id,  hdr->resume_token,
+                           hdr->reply_to,  metadata_json};
+    enum { N_TEXTS = sizeof texts / sizeof *texts };
+    size_t lens[N_TEXTS];
+    size_t vector_bytes = e->n_vector * sizeof (float);
+    /* the struct's size keeps what follows it aligned for the floats */
+    size_t size =
+        sizeof (Embedflow__V1__Row) + 16 + vector_bytes + hdr->stream_key.len;
+    for (size_t i = 0; i < N_TEXTS; i++) {
+        if (!texts[i])
+            texts[i] = "";
+        lens[i] = i == N_TEXTS - 1 ? metadata_len : strlen (texts[i]);
+        size += lens[i] + 1;
+    }
+    Embedflow__V1__Row *r = malloc (size);
     if (!r)
         return NULL;
     embedflow__v1__row__init (r);
-    r->id.data = malloc (16);
-    r->vector = e->vector;
-    r->n_vector = e->n_vector;
-    e->vector = NULL;
-    e->n_vector = 0;
-    r->document_id = s_steal (&e->document_id);
-    r->content = s_steal (&e->content);
-    r->model = s_steal (&e->model);
-    r->source = s_strdup (hdr->source);
-    r->job_id = s_strdup (hdr->job_id);
-    r->resume_token = s_strdup (hdr->resume_token);
-    r->reply_to = s_strdup (hdr->reply_to);
-    r->metadata_json = *metadata_json;
-    *metadata_json = NULL;
-    r->stream_key.len = hdr->stream_key.len;
-    r->stream_key.data = malloc (hdr->stream_key.len ? hdr->stream_key.len : 1);
-    if (r->stream_key.data && hdr->stream_key.len)
-        memcpy (r->stream_key.data, hdr->stream_key.data, hdr->stream_key.len);
-    if (!r->stream_key.data || !r->id.data || !r->vector || !r->document_id
-        || !r->content || !r->model || !r->source || !r->job_id
-        || !r->resume_token || !r->reply_to || !r->metadata_json) {
-        protobuf_c_message_free_unpacked (&r->base, NULL);
-        return NULL;
-    }
-    memcpy (r->id.data, id, 16);
+    uint8_t *at = (uint8_t *) (r + 1);
+    r->id.data = at;
     r->id.len = 16;
+    memcpy (at, id, 16);
+    at += 16;
+    r->vector = (float *) (void *) at;
+    r->n_vector = e->n_vector;
+    memcpy (at, e->vector, vector_bytes);
+    at += vector_bytes;
+    r->stream_key.data = at;
+    r->stream_key.len = hdr->stream_key.len;
+    if (hdr->stream_key.len)
+        memcpy (at, hdr->stream_key.data, hdr->stream_key.len);
+    at += hdr->stream_key.len;
+    char *text = (char *) at;
+    r->document_id = s_put_text (&text, texts[0], lens[0]);
+    r->content = s_put_text (&text, texts[1], lens[1]);
+    r->model = s_put_text (&text, texts[2], lens[2]);
+    r->source = s_put_text (&text, texts[3], lens[3]);
+    r->job_id = s_put_text (&text, texts[4], lens[4]);
+    r->resume_token = s_put_text (&text, texts[5], lens[5]);
+    r->reply_to = s_put_text (&text, texts[6], lens[6]);
+    r->metadata_json = s_put_text (&text, texts[7], lens[7]);
     r->chunk_index = e->chunk_index;
     r->stream_id = hdr->stream_id;
     r->covers = 1;
@@ -435,13 +458,14 @@ s_arm (ef_actor_t *actor, s_self_t *self)
     ef_actor_wake_in (actor, wait);
 }
 
-/* Validates one decoded row and adds it to its writer's batch (taking
-   parts of e), or dead-letters it and sets *bad_code to the reason.
-   Returns 0, -1 when out of memory or the send failed. */
+/* Validates one decoded row and adds it to its writer's batch, or
+   dead-letters it and sets *bad_code to the reason. Returns 0, -1 when
+   out of memory or the send failed. */
 static int
 s_take_row (ef_actor_t *actor, s_self_t *self,
-            const Embedflow__V1__ChunkHeader *hdr, Embedflow__V1__Embedding *e,
-            const ef_span_t *item, const char **bad_code)
+            const Embedflow__V1__ChunkHeader *hdr,
+            const Embedflow__V1__Embedding *e, const ef_span_t *item,
+            const char **bad_code)
 {
     size_t mlen = 0;
     char *mjson = ef_metadata_json (e->metadata, e->n_metadata, &mlen);
@@ -460,7 +484,7 @@ s_take_row (ef_actor_t *actor, s_self_t *self,
     }
     if (!has_id)
         ef_uuid7_generate (id);
-    Embedflow__V1__Row *row = s_make_row (hdr, e, id, &mjson);
+    Embedflow__V1__Row *row = s_make_row (hdr, e, id, mjson, mlen);
     free (mjson);
     if (!row)
         return -1;

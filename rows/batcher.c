@@ -18,12 +18,26 @@ typedef struct {
 } s_batch_t;
 
 struct ef_batcher {
-    s_batch_t *batches;     /* one per writer */
-    int writers;            /* entries in batches */
-    size_t max_rows;        /* bound per batch */
-    size_t max_bytes;       /* bound per batch */
-    uint64_t next_batch_id; /* stamped on each RowBatch */
+    s_batch_t *batches;                      /* one per writer */
+    int writers;                             /* entries in batches */
+    size_t max_rows;                         /* bound per batch */
+    size_t max_bytes;                        /* bound per batch */
+    uint64_t next_batch_id;                  /* stamped on each RowBatch */
+    void (*row_free) (Embedflow__V1__Row *); /* frees a row */
 };
+
+static void
+s_row_free_unpacked (Embedflow__V1__Row *row)
+{
+    protobuf_c_message_free_unpacked (&row->base, NULL);
+}
+
+void
+ef_batcher_set_row_free (ef_batcher_t *self,
+                         void (*row_free) (Embedflow__V1__Row *))
+{
+    self->row_free = row_free ? row_free : s_row_free_unpacked;
+}
 
 static int64_t
 s_mono_us (void)
@@ -58,6 +72,7 @@ ef_batcher_new (int writers, size_t max_rows, size_t max_bytes)
     if (!self)
         return NULL;
     self->writers = writers > 0 ? writers : 1;
+    self->row_free = s_row_free_unpacked;
     self->max_rows = max_rows ? max_rows : 1;
     self->max_bytes = max_bytes ? max_bytes : 1;
     self->batches = calloc ((size_t) self->writers, sizeof *self->batches);
@@ -80,11 +95,11 @@ ef_batcher_new (int writers, size_t max_rows, size_t max_bytes)
 }
 
 static void
-s_free_rows (Embedflow__V1__Row **rows, size_t n)
+s_free_rows (ef_batcher_t *self, Embedflow__V1__Row **rows, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         if (rows[i])
-            protobuf_c_message_free_unpacked (&rows[i]->base, NULL);
+            self->row_free (rows[i]);
 }
 
 void
@@ -96,10 +111,10 @@ ef_batcher_destroy (ef_batcher_t **self_p)
     for (int w = 0; self->batches && w < self->writers; w++) {
         s_batch_t *b = &self->batches[w];
         if (b->rows)
-            s_free_rows (b->rows, b->n);
+            s_free_rows (self, b->rows, b->n);
         free (b->rows);
         if (b->closed)
-            s_free_rows (b->closed, b->n_closed);
+            s_free_rows (self, b->closed, b->n_closed);
         free (b->closed);
         zhashx_destroy (&b->keys);
     }
@@ -156,7 +171,7 @@ ef_batcher_add (ef_batcher_t *self, Embedflow__V1__Row **row_p)
             && old->attempt == row->attempt) {
             row->covers += old->covers;
             b->bytes -= ef_batcher_row_bytes (old);
-            protobuf_c_message_free_unpacked (&old->base, NULL);
+            self->row_free (old);
             b->rows[slot - 1] = row;
             b->bytes += ef_batcher_row_bytes (row);
             return -1;
@@ -174,7 +189,7 @@ ef_batcher_add (ef_batcher_t *self, Embedflow__V1__Row **row_p)
         size_t cap = b->cap * 2;
         Embedflow__V1__Row **grown = realloc (b->rows, cap * sizeof *grown);
         if (!grown) {
-            protobuf_c_message_free_unpacked (&row->base, NULL);
+            self->row_free (row);
             return ready;
         }
         b->rows = grown;
@@ -257,7 +272,9 @@ ef_batcher_take (ef_batcher_t *self, int w, size_t *rows_out)
         zmsg_append (msg, &frame);
     }
     zframe_destroy (&frame);
-    protobuf_c_message_free_unpacked (&batch->base, NULL);
+    s_free_rows (self, batch->rows, batch->n_rows);
+    free (batch->rows);
+    free (batch);
     return msg;
 }
 

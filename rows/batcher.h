@@ -29,7 +29,12 @@ int ef_batcher_route (const char *document_id, int n);
 ef_batcher_t *ef_batcher_new (int writers, size_t max_rows, size_t max_bytes);
 void ef_batcher_destroy (ef_batcher_t **self_p);
 
-/* Adds a heap row (freed with protobuf_c_message_free_unpacked), taking
+/* How the batcher frees a row it holds: protobuf_c_message_free_unpacked
+   unless set (a producer that lays a row out in one block sets free). */
+void ef_batcher_set_row_free (ef_batcher_t *self,
+                              void (*row_free) (Embedflow__V1__Row *));
+
+/* Adds a heap row (freed with the row free function), taking
    ownership and NULLing *row_p. When a batch must be sent before the
    row fits (it is full, or the row's key is pending from another
    stream), the batch is closed and its writer index returned with the
@@ -45,9 +50,11 @@ int ef_batcher_full (const ef_batcher_t *self);
    *rows_out, the row count, is not 0). */
 zmsg_t *ef_batcher_take (ef_batcher_t *self, int w, size_t *rows_out);
 
-/* Like ef_batcher_take, but hands the batch over as a heap RowBatch
-   (freed with protobuf_c_message_free_unpacked), unpacked: for a writer
-   in this process, which would only decode it again. */
+/* Like ef_batcher_take, but hands the batch over as a heap RowBatch,
+   unpacked: for a writer in this process, which would only decode it
+   again. Its rows are freed with the row free function, then its rows
+   array and itself with free (protobuf_c_message_free_unpacked when the
+   rows are the default kind). */
 Embedflow__V1__RowBatch *ef_batcher_take_batch (ef_batcher_t *self, int w,
                                                 size_t *rows_out);
 

@@ -1018,7 +1018,8 @@ ef_actor_send_local (ef_actor_t *self, int port, int to, void *ptr,
 }
 
 void *
-ef_actor_local_take (ef_actor_t *self, int port, zmsg_t *msg)
+ef_actor_local_take (ef_actor_t *self, int port, zmsg_t *msg,
+                     void (**free_fn) (void *))
 {
     int lane = s_lane (self, port);
     if (lane < 0 || self->ports[lane].def->dir != EF_PORT_IN || !msg
@@ -1037,6 +1038,8 @@ ef_actor_local_take (ef_actor_t *self, int port, zmsg_t *msg)
         return NULL;
     void *ptr = box->ptr;
     box->ptr = NULL;
+    if (free_fn)
+        *free_fn = box->free_fn;
     return ptr;
 }
 

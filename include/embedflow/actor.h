@@ -198,9 +198,12 @@ int ef_actor_send_local (ef_actor_t *self, int port, int to, void *ptr,
 
 /* The object a message sent by ef_actor_send_local carries, taken from
    it (the message can then be destroyed as usual), or NULL when msg is
-   not such a message. On an IN port whose link crosses hosts it is
-   always NULL: an address sent from elsewhere is never believed. */
-void *ef_actor_local_take (ef_actor_t *self, int port, zmsg_t *msg);
+   not such a message. With free_fn, *free_fn gets the function the
+   producer gave to free it: the object is the caller's now, to free with
+   that. On an IN port whose link crosses hosts it is always NULL: an
+   address sent from elsewhere is never believed. */
+void *ef_actor_local_take (ef_actor_t *self, int port, zmsg_t *msg,
+                           void (**free_fn) (void *));
 
 /* Takes the next message waiting on an IN port without blocking, for an
    actor that wants to gather what has queued up (a writer merging

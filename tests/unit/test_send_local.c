@@ -56,8 +56,9 @@ s_receiver_handle (ef_actor_t *a, int port, zmsg_t **msg_p)
     static int64_t next;
     long seen = atomic_load (&s_taken) + atomic_load (&s_plain) + 1;
     if (atomic_load (&s_take)) {
-        int64_t *n = ef_actor_local_take (a, port, *msg_p);
-        if (!n || *n != next++)
+        void (*free_fn) (void *) = NULL;
+        int64_t *n = ef_actor_local_take (a, port, *msg_p, &free_fn);
+        if (!n || *n != next++ || free_fn != s_count_free)
             atomic_fetch_add (&s_wrong, 1);
         free (n);
         atomic_fetch_add (&s_taken, 1);
@@ -155,7 +156,7 @@ s_remote_tick (ef_actor_t *a)
 static int
 s_remote_handle (ef_actor_t *a, int port, zmsg_t **msg_p)
 {
-    if (ef_actor_local_take (a, port, *msg_p) != NULL)
+    if (ef_actor_local_take (a, port, *msg_p, NULL) != NULL)
         atomic_fetch_add (&s_wrong, 1);
     atomic_fetch_add (&s_plain, 1);
     ef_runtime_stop (s_rt);
