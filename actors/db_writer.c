@@ -134,7 +134,7 @@ typedef struct {
     uint64_t retries;      /* transient failures retried with backoff */
     ef_aimd_t *aimd;       /* owned; NULL unless adaptive */
     Embedflow__V1__RowBatch **group; /* batches of this transaction */
-    s_free_fn_t **group_free;       /* how each is freed */
+    s_free_fn_t **group_free;        /* how each is freed */
     size_t n_group;                  /* used */
     size_t cap_group;                /* allocated */
     Embedflow__V1__Row **rows;       /* their rows, in arrival order */
@@ -612,8 +612,8 @@ s_wake_invalidator (ef_actor_t *actor, s_self_t *self)
    stays unacked: the upstream re-sends it. */
 static void
 s_write (ef_actor_t *actor, s_self_t *self, Embedflow__V1__Row *const *rows,
-         size_t n, Embedflow__V1__RowBatch **batches,
-         s_free_fn_t *const *frees, size_t nb)
+         size_t n, Embedflow__V1__RowBatch **batches, s_free_fn_t *const *frees,
+         size_t nb)
 {
     self->n_tallies = 0;
     self->batch_dead = 0;
