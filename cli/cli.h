@@ -79,6 +79,15 @@ typedef enum {
    the private server cannot start; the reason printed. */
 int ef_cli_resolve_database (ef_cli_t *cli, ef_cli_db_t mode);
 
+/* One HTTP/1.0 request to host:port (an embedflow's metrics endpoint:
+   /metrics for top, /control for ctl), with `Authorization: Bearer token`
+   when token is not NULL, waiting at most timeout_s for the answer.
+   Returns the status with the body in *body (heap, caller frees), or -1
+   with err set when it cannot connect or the answer is not HTTP. */
+int ef_cli_http (const char *host, const char *port, const char *method,
+                 const char *path, const char *token, int timeout_s,
+                 char **body, char *err, size_t errlen);
+
 /* Frees everything and stops a private server. */
 void ef_cli_close (ef_cli_t *cli);
 

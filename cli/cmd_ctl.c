@@ -11,80 +11,10 @@
 #include "embedflow/address.h"
 
 #include <errno.h>
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 #include <unistd.h>
-
-/* Sends method path to host:port (with the bearer token when not NULL)
-   and reads the whole answer into buf. Returns the HTTP status, with the
-   body's text in *body (inside buf); -1 with buf holding why. */
-static int
-s_request (const char *host, const char *port, const char *method,
-           const char *path, const char *token, char *buf, size_t len,
-           const char **body)
-{
-    struct addrinfo hints = {0}, *ai = NULL;
-    hints.ai_socktype = SOCK_STREAM;
-    int gai = getaddrinfo (host, port, &hints, &ai);
-    if (gai != 0) {
-        snprintf (buf, len, "cannot resolve %s: %s", host, gai_strerror (gai));
-        return -1;
-    }
-    int fd = -1;
-    for (struct addrinfo *a = ai; a && fd < 0; a = a->ai_next) {
-        fd = socket (a->ai_family, a->ai_socktype, a->ai_protocol);
-        if (fd >= 0 && connect (fd, a->ai_addr, a->ai_addrlen) != 0) {
-            close (fd);
-            fd = -1;
-        }
-    }
-    freeaddrinfo (ai);
-    if (fd < 0) {
-        snprintf (buf, len, "cannot connect to %s:%s: %s", host, port,
-                  strerror (errno));
-        return -1;
-    }
-    /* the endpoint waits EF_CONTROL_TIMEOUT_MS for an actor at most */
-    struct timeval tv = {EF_CONTROL_TIMEOUT_MS / 1000 + 5, 0};
-    setsockopt (fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    char req[1024];
-    int n = snprintf (req, sizeof req,
-                      "%s %s HTTP/1.0\r\nHost: %s\r\nContent-Length: 0\r\n"
-                      "%s%s%s\r\n",
-                      method, path, host, token ? "Authorization: Bearer " : "",
-                      token ? token : "", token ? "\r\n" : "");
-    if (n < 0 || (size_t) n >= sizeof req) {
-        close (fd);
-        snprintf (buf, len, "the request does not fit (a job name too long)");
-        return -1;
-    }
-    if (write (fd, req, (size_t) n) != n) {
-        snprintf (buf, len, "cannot send the request: %s", strerror (errno));
-        close (fd);
-        return -1;
-    }
-    size_t got = 0;
-    ssize_t r;
-    while (got + 1 < len && (r = read (fd, buf + got, len - got - 1)) > 0)
-        got += (size_t) r;
-    int err = errno;
-    close (fd);
-    buf[got] = '\0';
-    char *end = strstr (buf, "\r\n\r\n");
-    int status = 0;
-    if (strncmp (buf, "HTTP/1.", 7) != 0 || !end
-        || sscanf (buf + 8, " %d", &status) != 1) {
-        snprintf (buf, len, "%s:%s gave no HTTP answer%s%s", host, port,
-                  got ? "" : ": ", got ? "" : strerror (err));
-        return -1;
-    }
-    *body = end + 4;
-    return status;
-}
 
 int
 ef_cmd_ctl (int argc, char **argv)
@@ -186,13 +116,14 @@ ef_cmd_ctl (int argc, char **argv)
         token = getenv ("EMBEDFLOW_CONTROL_TOKEN");
     if (token && !*token)
         token = NULL;
-    char buf[4096];
-    const char *body = buf;
-    int status =
-        s_request (host, port, strcmp (verb, "status") ? "POST" : "GET", path,
-                   token, buf, sizeof buf, &body);
+    char err[512];
+    char *body = NULL;
+    /* the endpoint waits EF_CONTROL_TIMEOUT_MS for an actor at most */
+    int status = ef_cli_http (
+        host, port, strcmp (verb, "status") ? "POST" : "GET", path, token,
+        EF_CONTROL_TIMEOUT_MS / 1000 + 5, &body, err, sizeof err);
     if (status < 0) {
-        fprintf (stderr, "embedflow ctl: %s\n", buf);
+        fprintf (stderr, "embedflow ctl: %s\n", err);
         rc = EF_EXIT_FAIL;
     }
     else if (status == 200) {
@@ -203,6 +134,7 @@ ef_cmd_ctl (int argc, char **argv)
         fprintf (stderr, "embedflow ctl: %s (HTTP %d)\n", body, status);
         rc = EF_EXIT_FAIL;
     }
+    free (body);
     ef_cli_close (&cli);
     return rc;
 }

@@ -15,12 +15,10 @@
 
 #include <errno.h>
 #include <math.h>
-#include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -57,72 +55,6 @@ typedef struct {
     double cpu;
     int64_t at_us; /* when scraped (monotonic) */
 } s_snapshot_t;
-
-/* GETs /metrics from host:port with HTTP/1.0. Returns the body (heap,
-   caller frees) or NULL with err set. */
-static char *
-s_fetch (const char *host, const char *port, char *err, size_t errlen)
-{
-    struct addrinfo hints = {0}, *ai = NULL;
-    hints.ai_socktype = SOCK_STREAM;
-    int gai = getaddrinfo (host, port, &hints, &ai);
-    if (gai != 0) {
-        snprintf (err, errlen, "cannot resolve %s: %s", host,
-                  gai_strerror (gai));
-        return NULL;
-    }
-    int fd = -1;
-    for (struct addrinfo *a = ai; a && fd < 0; a = a->ai_next) {
-        fd = socket (a->ai_family, a->ai_socktype, a->ai_protocol);
-        if (fd >= 0 && connect (fd, a->ai_addr, a->ai_addrlen) != 0) {
-            close (fd);
-            fd = -1;
-        }
-    }
-    freeaddrinfo (ai);
-    if (fd < 0) {
-        snprintf (err, errlen, "cannot connect to %s:%s: %s", host, port,
-                  strerror (errno));
-        return NULL;
-    }
-    struct timeval tv = {5, 0};
-    setsockopt (fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    char req[512];
-    int len = snprintf (req, sizeof req,
-                        "GET /metrics HTTP/1.0\r\nHost: %s\r\n\r\n", host);
-    if (write (fd, req, (size_t) len) != len) {
-        snprintf (err, errlen, "cannot send the request: %s", strerror (errno));
-        close (fd);
-        return NULL;
-    }
-    ef_buf_t page = {0};
-    ssize_t n = 0;
-    while (ef_buf_reserve (&page, 65536) == 0
-           && (n = read (fd, page.data + page.len, 65536)) > 0)
-        page.len += (size_t) n;
-    close (fd);
-    if (!page.failed)
-        page.data[page.len] = '\0'; /* read wrote past the last NUL */
-    char *buf = ef_buf_take (&page, NULL);
-    if (!buf || n < 0) {
-        snprintf (err, errlen, "cannot read the answer: %s",
-                  buf ? strerror (errno) : "out of memory");
-        free (buf);
-        return NULL;
-    }
-    char *body = strstr (buf, "\r\n\r\n");
-    if (strncmp (buf, "HTTP/1.", 7) != 0 || !body
-        || strncmp (buf + 8, " 200", 4) != 0) {
-        snprintf (err, errlen,
-                  "%s:%s did not answer /metrics with 200 (is it "
-                  "embedflow's --metrics address?)",
-                  host, port);
-        free (buf);
-        return NULL;
-    }
-    memmove (buf, body + 4, strlen (body + 4) + 1);
-    return buf;
-}
 
 /* The instance named actor in snap, added when new (NULL when full). */
 static s_actor_t *
@@ -186,9 +118,18 @@ s_scrape (const char *host, const char *port, s_snapshot_t *snap, char *err,
           size_t errlen)
 {
     memset (snap, 0, sizeof *snap);
-    char *body = s_fetch (host, port, err, errlen);
-    if (!body)
+    char *body = NULL;
+    int status = ef_cli_http (host, port, "GET", "/metrics", NULL, 5, &body,
+                              err, errlen);
+    if (status != 200) {
+        if (status > 0)
+            snprintf (err, errlen,
+                      "%s:%s did not answer /metrics with 200 (is it "
+                      "embedflow's --metrics address?)",
+                      host, port);
+        free (body);
         return -1;
+    }
     snap->at_us = ef_clock_mono_us ();
     s_parse (body, snap);
     free (body);

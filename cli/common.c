@@ -10,6 +10,10 @@
 #include <arpa/inet.h>
 #include <grpc/support/log.h>
 #include <netinet/in.h>
+#include <netdb.h>
+#include <sys/time.h>
+#include <errno.h>
+#include "embedflow/buf.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -611,4 +615,78 @@ ef_cli_start_metrics (ef_cli_t *cli, ef_metrics_server_t **server)
              strchr (host, ':') ? "[" : "", host[0] ? host : "0.0.0.0",
              strchr (host, ':') ? "]" : "", ef_metrics_server_port (*server));
     return EF_EXIT_OK;
+}
+
+int
+ef_cli_http (const char *host, const char *port, const char *method,
+             const char *path, const char *token, int timeout_s, char **body,
+             char *err, size_t errlen)
+{
+    *body = NULL;
+    struct addrinfo hints = {0}, *ai = NULL;
+    hints.ai_socktype = SOCK_STREAM;
+    int gai = getaddrinfo (host, port, &hints, &ai);
+    if (gai != 0) {
+        snprintf (err, errlen, "cannot resolve %s: %s", host,
+                  gai_strerror (gai));
+        return -1;
+    }
+    int fd = -1;
+    for (struct addrinfo *a = ai; a && fd < 0; a = a->ai_next) {
+        fd = socket (a->ai_family, a->ai_socktype, a->ai_protocol);
+        if (fd >= 0 && connect (fd, a->ai_addr, a->ai_addrlen) != 0) {
+            close (fd);
+            fd = -1;
+        }
+    }
+    freeaddrinfo (ai);
+    if (fd < 0) {
+        snprintf (err, errlen, "cannot connect to %s:%s: %s", host, port,
+                  strerror (errno));
+        return -1;
+    }
+    struct timeval tv = {timeout_s, 0};
+    setsockopt (fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char req[1024];
+    int n = snprintf (req, sizeof req,
+                      "%s %s HTTP/1.0\r\nHost: %s\r\nContent-Length: 0\r\n"
+                      "%s%s%s\r\n",
+                      method, path, host, token ? "Authorization: Bearer " : "",
+                      token ? token : "", token ? "\r\n" : "");
+    if (n < 0 || (size_t) n >= sizeof req) {
+        close (fd);
+        snprintf (err, errlen, "the request does not fit (a name too long)");
+        return -1;
+    }
+    if (write (fd, req, (size_t) n) != n) {
+        snprintf (err, errlen, "cannot send the request: %s", strerror (errno));
+        close (fd);
+        return -1;
+    }
+    ef_buf_t page = {0};
+    ssize_t r = 0;
+    while (ef_buf_reserve (&page, 65536) == 0
+           && (r = read (fd, page.data + page.len, 65536)) > 0)
+        page.len += (size_t) r;
+    int read_errno = errno;
+    close (fd);
+    if (!page.failed)
+        page.data[page.len] = '\0'; /* read wrote past the last NUL */
+    char *buf = ef_buf_take (&page, NULL);
+    if (!buf) {
+        snprintf (err, errlen, "cannot read the answer: out of memory");
+        return -1;
+    }
+    char *end = strstr (buf, "\r\n\r\n");
+    int status = 0;
+    if (strncmp (buf, "HTTP/1.", 7) != 0 || !end
+        || sscanf (buf + 8, " %d", &status) != 1) {
+        snprintf (err, errlen, "%s:%s gave no HTTP answer%s%s", host, port,
+                  r < 0 ? ": " : "", r < 0 ? strerror (read_errno) : "");
+        free (buf);
+        return -1;
+    }
+    memmove (buf, end + 4, strlen (end + 4) + 1);
+    *body = buf;
+    return status;
 }
