@@ -58,6 +58,10 @@ int ef_cli_load_prepared (ef_cli_t *cli, const char *command, int argc,
                           char **argv, const ef_cli_flag_t *extra, bool *help,
                           ef_cli_prepare_fn *prepare, void *arg);
 
+/* Prints a command's own flags (NULL-name terminated), one a line,
+   "  --NAME METAVAR description", in columns. */
+void ef_cli_print_flags (const ef_cli_flag_t *flags);
+
 /* Prints the shared flag help (aliases and every config key). */
 void ef_cli_print_config_help (ef_cli_t *cli);
 

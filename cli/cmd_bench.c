@@ -1186,9 +1186,7 @@ s_usage (const ef_cli_flag_t *flags, ef_cli_t *cli)
         "it).\nEvery run starts from freshly made\nschemas "
         "embedflow_bench_*. Without a database it starts a private "
         "PostgreSQL\nin --data-dir.\n\nbench options:\n");
-    for (const ef_cli_flag_t *f = flags; f->name; f++)
-        printf ("  --%-14s %-6s %s\n", f->name, f->metavar ? f->metavar : "",
-                f->description);
+    ef_cli_print_flags (flags);
     ef_cli_print_config_help (cli);
 }
 

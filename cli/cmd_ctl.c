@@ -69,9 +69,7 @@ ef_cmd_ctl (int argc, char **argv)
                 "             the next run resumes from its checkpoint)\n\n"
                 "Exit 0 done, 1 refused or unreachable, 2 usage.\n\n"
                 "ctl options:\n");
-            for (const ef_cli_flag_t *f = flags; f->name; f++)
-                printf ("  --%-10s %-8s %s\n", f->name,
-                        f->metavar ? f->metavar : "", f->description);
+            ef_cli_print_flags (flags);
         }
         ef_cli_close (&cli);
         return rc;

@@ -164,9 +164,7 @@ ef_cmd_demo (int argc, char **argv)
                 "given.\nWith --metrics HOST:PORT it serves /metrics, /healthz "
                 "and /readyz while it runs\n(as `run` does); --linger keeps "
                 "them up after the summary.\n\ndemo options:\n");
-            for (const ef_cli_flag_t *f = flags; f->name; f++)
-                printf ("  --%-12s %-6s %s\n", f->name,
-                        f->metavar ? f->metavar : "", f->description);
+            ef_cli_print_flags (flags);
             ef_cli_print_config_help (&cli);
         }
         ef_cli_close (&cli);

@@ -761,9 +761,7 @@ ef_cmd_dlq (int argc, char **argv)
         if (help) {
             s_usage (stdout);
             printf ("\ndlq options:\n");
-            for (const ef_cli_flag_t *f = flags; f->name; f++)
-                printf ("  --%-12s %-4s %s\n", f->name,
-                        f->metavar ? f->metavar : "", f->description);
+            ef_cli_print_flags (flags);
             ef_cli_print_config_help (&cli);
         }
         ef_cli_close (&cli);

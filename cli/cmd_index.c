@@ -47,9 +47,7 @@ ef_cmd_index (int argc, char **argv)
                     "Shows the schema's ANN index (pgvector) and the "
                     "configured one (index.*);\nwith --apply, rebuilds it "
                     "as configured.\n\nindex options:\n");
-            for (const ef_cli_flag_t *f = flags; f->name; f++)
-                printf ("  --%-8s %-5s %s\n", f->name,
-                        f->metavar ? f->metavar : "", f->description);
+            ef_cli_print_flags (flags);
             ef_cli_print_config_help (&cli);
         }
         ef_cli_close (&cli);

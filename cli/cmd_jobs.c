@@ -169,9 +169,7 @@ ef_cmd_jobs (int argc, char **argv)
                     "Lists recent runs of pull jobs and uploads "
                     "(embedflow.job_run),\nor when the configured jobs run "
                     "next.\n\njobs options:\n");
-            for (const ef_cli_flag_t *f = flags; f->name; f++)
-                printf ("  --%-8s %-5s %s\n", f->name,
-                        f->metavar ? f->metavar : "", f->description);
+            ef_cli_print_flags (flags);
             ef_cli_print_config_help (&cli);
         }
         ef_cli_close (&cli);

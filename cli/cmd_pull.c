@@ -221,9 +221,7 @@ ef_cmd_pull (int argc, char **argv)
                     "serves "
                     "/metrics,\n/healthz and /readyz while it runs.\n\npull "
                     "options:\n");
-            for (const ef_cli_flag_t *f = flags; f->name; f++)
-                printf ("  --%-12s %-10s %s\n", f->name,
-                        f->metavar ? f->metavar : "", f->description);
+            ef_cli_print_flags (flags);
             ef_cli_print_config_help (&cli);
         }
         ef_cli_close (&cli);

@@ -207,9 +207,7 @@ ef_cmd_top (int argc, char **argv)
                     "read from its metrics endpoint\n(the --metrics address "
                     "that process serves, or `metrics:` in --config).\n\ntop "
                     "options:\n");
-            for (const ef_cli_flag_t *f = flags; f->name; f++)
-                printf ("  --%-10s %-8s %s\n", f->name,
-                        f->metavar ? f->metavar : "", f->description);
+            ef_cli_print_flags (flags);
         }
         ef_cli_close (&cli);
         return rc;

@@ -690,3 +690,18 @@ ef_cli_http (const char *host, const char *port, const char *method,
     *body = buf;
     return status;
 }
+
+void
+ef_cli_print_flags (const ef_cli_flag_t *flags)
+{
+    int name_w = 0, meta_w = 0;
+    for (const ef_cli_flag_t *f = flags; f && f->name; f++) {
+        int n = (int) strlen (f->name);
+        int m = f->metavar ? (int) strlen (f->metavar) : 0;
+        name_w = n > name_w ? n : name_w;
+        meta_w = m > meta_w ? m : meta_w;
+    }
+    for (const ef_cli_flag_t *f = flags; f && f->name; f++)
+        printf ("  --%-*s %-*s %s\n", name_w, f->name, meta_w,
+                f->metavar ? f->metavar : "", f->description);
+}
