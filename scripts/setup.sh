@@ -29,6 +29,10 @@ packages=(
     tzdata
     # tests and the Python example
     python3 python3-grpcio python3-protobuf python3-pytest python3-psycopg2
+    # the Python client package (examples/python): pip builds and installs
+    # it offline into a venv that sees the system's grpcio and protobuf;
+    # numpy for its fast path (optional to the package, tested here)
+    python3-venv python3-setuptools python3-wheel python3-numpy
     # tests: `embedflow config` output parsed back as YAML
     python3-yaml
     # tests: a foreign ZeroMQ peer (plain and CURVE) on the tcp links
