@@ -1004,14 +1004,29 @@ ef_actor_send_local (ef_actor_t *self, int port, int to, void *ptr,
         return -1;
     }
     void *handle = zsock_resolve (sock);
+    s_port_t *p = &self->ports[lane];
+    int64_t blocked_us = 0; /* last time the wait was counted */
+    int rc = 0;
     while (zmq_msg_send (&part, handle, ZMQ_DONTWAIT) < 0) {
         if (zmq_errno () != EAGAIN || *self->stop) {
             zmq_msg_close (&part); /* frees the box and the object */
-            return -1;
+            rc = -1;
+            break;
         }
+        /* blocked on a full link like ef_actor_send, counted per slice */
+        int64_t now = ef_clock_mono_us ();
+        if (blocked_us)
+            ef_counter_add (p->blocked, (uint64_t) (now - blocked_us) * 1000);
+        blocked_us = now;
         zmq_pollitem_t item = {handle, 0, ZMQ_POLLOUT, 0};
         zmq_poll (&item, 1, EF_SEND_SLICE_MS);
     }
+    if (blocked_us)
+        ef_counter_add (p->blocked,
+                        (uint64_t) (ef_clock_mono_us () - blocked_us) * 1000);
+    if (rc != 0)
+        return rc;
+    ef_gauge_add (p->queued, 1);
     ef_actor_count (self, EF_METRIC_MESSAGES_OUT, 1);
     ef_actor_count (self, EF_METRIC_BYTES_OUT, (int64_t) sizeof (s_local_t));
     return 0;
