@@ -68,6 +68,10 @@
 #include "postgres/pgwrite.h"
 #include "postgres/schema.h"
 
+/* How long a batch waits before it looks again whether the ANN indexes
+   caught up (EF_WRITE_WAIT). */
+#define S_BACKLOG_WAIT_MS 100
+
 typedef struct {
     int64_t retry_base;        /* first backoff ceiling, ms */
     int64_t retry_cap;         /* largest backoff ceiling, ms */
@@ -132,6 +136,7 @@ typedef struct {
     uint64_t rows_dead;
     uint64_t transactions; /* batch transactions tried (bisect included) */
     uint64_t retries;      /* transient failures retried with backoff */
+    bool backlogged;       /* waiting for the sealer (EF_WRITE_WAIT) */
     ef_aimd_t *aimd;       /* owned; NULL unless adaptive */
     Embedflow__V1__RowBatch **group; /* batches of this transaction */
     s_free_fn_t **group_free;        /* how each is freed */
@@ -308,6 +313,22 @@ s_settle (ef_actor_t *actor, s_self_t *self, Embedflow__V1__Row *const *rows,
     while (true) {
         ef_write_report_t rep;
         ef_write_status_t st = ef_pgwrite_batch (self->writer, rows, n, &rep);
+        if (st == EF_WRITE_WAIT) {
+            /* The sealer is behind: hold the batch (and so, through the
+               links, the sources) without spending the retry budget. */
+            if (!self->backlogged)
+                ef_info ("waiting for ANN indexes: %s", rep.message);
+            self->backlogged = true;
+            if (ef_backoff_sleep (S_BACKLOG_WAIT_MS, ef_actor_stop_flag (actor))
+                != 0) {
+                self->stopped = true;
+                return -1;
+            }
+            continue;
+        }
+        if (self->backlogged)
+            ef_info ("ANN indexes caught up: writing again");
+        self->backlogged = false;
         tried++;
         ef_actor_count (actor, EF_METRIC_ERRORS, st != EF_WRITE_OK);
         self->transactions++;
@@ -469,6 +490,8 @@ s_init (ef_actor_t *actor)
                        schema);
         return -1;
     }
+    ef_pgwrite_set_backlog_limit (self->writer,
+                                  self->globals->index_max_unindexed_rows);
     /* Pull checkpoints commit with the rows they count. */
     if (ef_pgwrite_add_hook (self->writer, ef_checkpoint_rows_hook,
                              (void *) schema)

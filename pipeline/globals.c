@@ -61,6 +61,29 @@ const ef_option_t ef_globals_options[] = {
      "hnsw: candidates kept while building (at least 2 x index.m)"},
     {"index.lists", EF_OPT_INT, "100", offsetof (ef_globals_t, index_lists), 1,
      32768, "ivfflat: inverted lists (rows / 1000 is a start)"},
+    {"index.segments", EF_OPT_BOOL, "true",
+     offsetof (ef_globals_t, index_segments), 0, 0,
+     "with an index, load new rows into an unindexed growing segment that "
+     "queries scan exactly, and index it in the background once sealed "
+     "(docs/pgvector.md); fixed when the schema is made"},
+    {"index.seal_rows", EF_OPT_INT, "10000",
+     offsetof (ef_globals_t, index_seal_rows), 100, 100000000,
+     "segments: seal the growing segment at this many rows"},
+    {"index.seal_idle", EF_OPT_MS, "30s",
+     offsetof (ef_globals_t, index_seal_idle), 100, 86400000,
+     "segments: ... or when it holds rows and got none for this long"},
+    {"index.max_segments", EF_OPT_INT, "4",
+     offsetof (ef_globals_t, index_max_segments), 1, 1000,
+     "segments: merge the smallest sealed segments beyond this many (each "
+     "is one more index a query reads)"},
+    {"index.max_unindexed_rows", EF_OPT_INT, "40000",
+     offsetof (ef_globals_t, index_max_unindexed_rows), 0, INT64_MAX,
+     "segments: writers wait while more rows than this await their index, "
+     "so queries never scan more (0 = never wait)"},
+    {"index.build_memory", EF_OPT_SIZE, "512M",
+     offsetof (ef_globals_t, index_build_memory), 1 << 20, (int64_t) 1 << 40,
+     "maintenance_work_mem of index builds: an HNSW graph larger than this "
+     "builds several times slower"},
     {"verbose", EF_OPT_BOOL, "false", offsetof (ef_globals_t, verbose), 0, 0,
      "log debug detail"},
     {"log_format", EF_OPT_STRING, "text", offsetof (ef_globals_t, log_format),
@@ -142,4 +165,5 @@ ef_globals_schema_opts (const ef_globals_t *g, ef_schema_opts_t *opts)
     opts->index.m = (int) g->index_m;
     opts->index.ef_construction = (int) g->index_ef_construction;
     opts->index.lists = (int) g->index_lists;
+    opts->segmented = g->index_segments;
 }

@@ -30,8 +30,14 @@ typedef struct {
     char *index_method;         /* index.method: none, hnsw, ivfflat */
     char *index_metric;         /* index.metric: cosine, l2, ip */
     int64_t index_m;            /* index.m (hnsw) */
-    int64_t index_ef_construction; /* index.ef_construction (hnsw) */
-    int64_t index_lists;           /* index.lists (ivfflat) */
+    int64_t index_ef_construction;    /* index.ef_construction (hnsw) */
+    int64_t index_lists;              /* index.lists (ivfflat) */
+    bool index_segments;              /* index.segments */
+    int64_t index_seal_rows;          /* index.seal_rows */
+    int64_t index_seal_idle;          /* index.seal_idle, ms */
+    int64_t index_max_segments;       /* index.max_segments */
+    int64_t index_max_unindexed_rows; /* index.max_unindexed_rows */
+    int64_t index_build_memory;       /* index.build_memory, bytes */
 } ef_globals_t;
 
 extern const ef_option_t ef_globals_options[];

@@ -16,6 +16,7 @@
 */
 #include "postgres/pgwrite.h"
 
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -59,6 +60,17 @@ struct ef_pgwrite {
     char *copy_embedding_sql; /* new rows into embedding */
     char *copy_stage_sql;     /* changed rows into staging */
     char *column_sql;         /* reads the vector column's type */
+    bool segmented;           /* embedding is partitioned into segments
+                                (postgres/segments.h): new rows go to the
+                                growing one */
+    int segment;              /* the growing segment of this transaction */
+    int copy_segment;         /* the segment copy_embedding_sql names */
+    int64_t backlog_limit;    /* unindexed rows beyond which a batch waits;
+                                0 = never */
+    char *growing_sql;        /* reads the growing segment and the backlog */
+    char insert_moved[32];    /* name of the prepared insert of changed rows
+                                into the growing segment */
+    char *insert_moved_sql;   /* its text */
     s_buf_t buf;              /* COPY data under construction */
     s_buf_t keys[3];          /* lookup parameters: document_id, chunk_index,
                               content_hash arrays */
@@ -256,6 +268,7 @@ ef_pgwrite_new (PGconn *conn, const char *schema, int dim)
     unsigned id = atomic_fetch_add (&s_instances, 1);
     snprintf (self->upsert, sizeof self->upsert, "ef_upsert_%u", id);
     snprintf (self->lookup, sizeof self->lookup, "ef_lookup_%u", id);
+    snprintf (self->insert_moved, sizeof self->insert_moved, "ef_moved_%u", id);
     if (!self->schema) {
         ef_pgwrite_destroy (&self);
         return NULL;
@@ -273,11 +286,20 @@ ef_pgwrite_new (PGconn *conn, const char *schema, int dim)
     /* the type as the catalog has it: what COPY binary must match */
     const char *column =
         "SELECT t.typname, a.atttypmod,"
-        "  format_type (a.atttypid, a.atttypmod)"
+        "  format_type (a.atttypid, a.atttypmod),"
+        "  (SELECT c.relkind = 'p' FROM pg_class c WHERE c.oid = a.attrelid)"
         " FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid"
         " WHERE a.attrelid = %1$s::regclass AND a.attname = 'vector'";
     if (asprintf (&self->lookup_sql, lookup, self->schema) < 0)
         self->lookup_sql = NULL;
+    /* FOR SHARE: the sealer's rotation waits for this transaction */
+    if (asprintf (&self->growing_sql,
+                  "SELECT id, (SELECT coalesce (sum (rows), 0)"
+                  "   FROM %1$s.segment WHERE state <> 'sealed')"
+                  " FROM %1$s.segment WHERE state = 'growing' FOR SHARE",
+                  self->schema)
+        < 0)
+        self->growing_sql = NULL;
     if (asprintf (&self->copy_chunk_sql, copy_chunk, self->schema) < 0)
         self->copy_chunk_sql = NULL;
     if (asprintf (&self->copy_embedding_sql, copy_embedding, self->schema) < 0)
@@ -293,7 +315,7 @@ ef_pgwrite_new (PGconn *conn, const char *schema, int dim)
     free (table);
     PQfreemem (literal);
     if (!self->lookup_sql || !self->copy_chunk_sql || !self->copy_embedding_sql
-        || !self->column_sql)
+        || !self->column_sql || !self->growing_sql)
         ef_pgwrite_destroy (&self);
     return self;
 }
@@ -336,6 +358,49 @@ s_make_stage_sql (ef_pgwrite_t *self, const char *dim_sql)
         " ON CONFLICT (id) DO UPDATE"
         "   SET model = excluded.model, dim = excluded.dim,"
         "     vector = excluded.vector, updated_at = excluded.updated_at";
+    /* Segmented, a row's id is unique across segments only because a
+       changed row leaves its segment (sealed ones are never written
+       into): the upsert deletes the old vectors and notes the changed
+       ids; a second statement puts the new vectors into the growing
+       segment. Two statements, because the parts of one are run in no
+       promised order and the insert could meet the old row in the
+       growing segment before it is deleted. */
+    const char *move =
+        "WITH up AS ("
+        "  INSERT INTO %1$s.chunk AS c (id, source, document_id, chunk_index,"
+        "    content, metadata, model, content_hash, updated_at)"
+        "  SELECT s.id, s.source, s.document_id, s.chunk_index, s.content,"
+        "    s.metadata, s.model, s.content_hash, now ()"
+        "  FROM pg_temp.%2$s s"
+        "  WHERE s.content_hash IS DISTINCT FROM (SELECT o.content_hash"
+        "    FROM %1$s.chunk o WHERE o.document_id = s.document_id"
+        "      AND o.chunk_index = s.chunk_index)"
+        "  ORDER BY s.document_id, s.chunk_index"
+        "  ON CONFLICT (document_id, chunk_index) DO UPDATE"
+        "    SET source = excluded.source, content = excluded.content,"
+        "      metadata = excluded.metadata, model = excluded.model,"
+        "      content_hash = excluded.content_hash,"
+        "      updated_at = excluded.updated_at"
+        "    WHERE c.content_hash IS DISTINCT FROM excluded.content_hash"
+        "  RETURNING c.id, c.document_id, c.chunk_index),"
+        " gone AS (DELETE FROM %1$s.embedding e USING up WHERE e.id = up.id)"
+        " INSERT INTO pg_temp.%2$s_moved SELECT * FROM up";
+    const char *insert_moved =
+        "INSERT INTO %1$s.embedding (id, model, dim, vector, updated_at,"
+        "  segment)"
+        " SELECT m.id, s.model, %3$s, s.vector, now (), $1::integer"
+        " FROM pg_temp.%2$s_moved m JOIN pg_temp.%2$s s"
+        "   ON s.document_id = m.document_id"
+        "  AND s.chunk_index = m.chunk_index";
+    if (self->segmented)
+        upsert = move;
+    free (self->insert_moved_sql);
+    if (asprintf (&self->insert_moved_sql, insert_moved, self->schema,
+                  self->stage, dim_sql)
+        < 0)
+        self->insert_moved_sql = NULL;
+    if (!self->insert_moved_sql)
+        return -1;
     free (self->upsert_sql);
     free (self->copy_stage_sql);
     self->copy_stage_sql = NULL;
@@ -358,6 +423,8 @@ ef_pgwrite_destroy (ef_pgwrite_t **self_p)
     free (self->schema);
     free (self->upsert_sql);
     free (self->lookup_sql);
+    free (self->growing_sql);
+    free (self->insert_moved_sql);
     free (self->copy_chunk_sql);
     free (self->copy_embedding_sql);
     free (self->copy_stage_sql);
@@ -478,6 +545,8 @@ s_prepare_session (ef_pgwrite_t *self, ef_write_report_t *rep)
     /* One staging table per column type: a session may serve writers of
        schemas of different types. pgvector's typmod is the dimension. */
     char *column_type = strdup (PQgetvalue (res, 0, 2));
+    self->segmented = strcmp (PQgetvalue (res, 0, 3), "t") == 0;
+    self->copy_segment = -1;
     PQclear (res);
     if (!column_type)
         return s_oom (rep);
@@ -525,7 +594,10 @@ s_prepare_session (ef_pgwrite_t *self, ef_write_report_t *rep)
                      " WITH (toast_tuple_target = 8160)"
                      " ON COMMIT DELETE ROWS;"
                      "ALTER TABLE %1$s ALTER COLUMN vector"
-                     " SET STORAGE EXTERNAL",
+                     " SET STORAGE EXTERNAL;"
+                     "CREATE TEMP TABLE %1$s_moved ("
+                     "  id uuid, document_id text, chunk_index bigint)"
+                     " ON COMMIT DELETE ROWS",
                      self->stage, column_type)
                < 0)
         create = NULL;
@@ -540,9 +612,10 @@ s_prepare_session (ef_pgwrite_t *self, ef_write_report_t *rep)
             return status;
         PQclear (res);
     }
-    const char *names[] = {self->upsert, self->lookup};
-    const char *texts[] = {self->upsert_sql, self->lookup_sql};
-    for (int i = 0; i < 2; i++) {
+    const char *names[] = {self->upsert, self->lookup, self->insert_moved};
+    const char *texts[] = {self->upsert_sql, self->lookup_sql,
+                           self->insert_moved_sql};
+    for (int i = 0; i < (self->segmented ? 3 : 2); i++) {
         res = PQprepare (conn, names[i], texts[i], 0, NULL);
         if (!res || PQresultStatus (res) != PGRES_COMMAND_OK) {
             const char *state =
@@ -617,6 +690,16 @@ s_upsert_staged (ef_pgwrite_t *self, size_t *changed, ef_write_report_t *rep)
     if (!res || PQresultStatus (res) != PGRES_COMMAND_OK)
         return s_fail (self->conn, res, "upserting", rep);
     *changed += strtoul (PQcmdTuples (res), NULL, 10);
+    PQclear (res);
+    if (!self->segmented)
+        return EF_WRITE_OK;
+    char segment[16];
+    snprintf (segment, sizeof segment, "%d", self->segment);
+    const char *param[] = {segment};
+    res = PQexecPrepared (self->conn, self->insert_moved, 1, param, NULL, NULL,
+                          0);
+    if (!res || PQresultStatus (res) != PGRES_COMMAND_OK)
+        return s_fail (self->conn, res, "moving changed rows", rep);
     PQclear (res);
     return EF_WRITE_OK;
 }
@@ -729,6 +812,60 @@ s_commit (PGconn *conn, ef_write_report_t *rep)
     return EF_WRITE_RETRY;
 }
 
+/* Segmented: learns the growing segment, holding it (FOR SHARE) until
+   the transaction ends, and points the COPY of new vectors at it.
+   Returns EF_WRITE_WAIT when more rows than backlog_limit wait for
+   their index (the sealer is behind): the batch waits rather than
+   making every query scan them. */
+static ef_write_status_t
+s_open_segment (ef_pgwrite_t *self, ef_write_report_t *rep)
+{
+    if (!self->segmented)
+        return EF_WRITE_OK;
+    ef_write_status_t status = EF_WRITE_OK;
+    PGresult *res = s_command (self->conn, self->growing_sql,
+                               "reading the growing segment", rep, &status);
+    if (!res)
+        return status;
+    if (PQntuples (res) != 1) {
+        PQclear (res);
+        snprintf (rep->reason_code, sizeof rep->reason_code, "db_unavailable");
+        snprintf (rep->message, sizeof rep->message,
+                  "%s.segment has no growing segment", self->schema);
+        return EF_WRITE_RETRY;
+    }
+    self->segment = atoi (PQgetvalue (res, 0, 0));
+    int64_t backlog = strtoll (PQgetvalue (res, 0, 1), NULL, 10);
+    PQclear (res);
+    if (self->backlog_limit > 0 && backlog > self->backlog_limit) {
+        snprintf (rep->reason_code, sizeof rep->reason_code, "index_backlog");
+        snprintf (rep->message, sizeof rep->message,
+                  "%" PRId64 " rows wait for their ANN index, more than "
+                  "index.max_unindexed_rows (%" PRId64 ")",
+                  backlog, self->backlog_limit);
+        return EF_WRITE_WAIT;
+    }
+    if (self->segment != self->copy_segment) {
+        char *sql = NULL;
+        if (asprintf (&sql,
+                      "COPY %s.embedding_%d (id, model, dim, vector)"
+                      " FROM STDIN (FORMAT binary)",
+                      self->schema, self->segment)
+            < 0)
+            return s_oom (rep);
+        free (self->copy_embedding_sql);
+        self->copy_embedding_sql = sql;
+        self->copy_segment = self->segment;
+    }
+    return EF_WRITE_OK;
+}
+
+void
+ef_pgwrite_set_backlog_limit (ef_pgwrite_t *self, int64_t rows)
+{
+    self->backlog_limit = rows;
+}
+
 /* The general path: every row through staging and the upsert. */
 static ef_write_status_t
 s_write_staged (ef_pgwrite_t *self, Embedflow__V1__Row *const *rows, size_t n,
@@ -741,8 +878,10 @@ s_write_staged (ef_pgwrite_t *self, Embedflow__V1__Row *const *rows, size_t n,
         return status;
     PQclear (res);
     unsigned all = 1u << S_ROW_NEW | 1u << S_ROW_SAME | 1u << S_ROW_CHANGED;
-    status = s_copy (self, self->copy_stage_sql, EF_COPY_STAGE, rows, n, all,
-                     "staging the batch", rep);
+    status = s_open_segment (self, rep);
+    if (status == EF_WRITE_OK)
+        status = s_copy (self, self->copy_stage_sql, EF_COPY_STAGE, rows, n,
+                         all, "staging the batch", rep);
     if (status == EF_WRITE_OK)
         status = s_upsert_staged (self, changed, rep);
     /* Staging does not tell changed rows from unchanged ones: the hooks
@@ -770,7 +909,9 @@ s_write_direct (ef_pgwrite_t *self, Embedflow__V1__Row *const *rows, size_t n,
     if (!res)
         return status;
     PQclear (res);
-    status = s_lookup (self, rows, n, rep);
+    status = s_open_segment (self, rep);
+    if (status == EF_WRITE_OK)
+        status = s_lookup (self, rows, n, rep);
     if (status != EF_WRITE_OK)
         return status;
     size_t fresh = 0, stale = 0;

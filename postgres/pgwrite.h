@@ -48,6 +48,9 @@ typedef enum {
                         committed, the same call may succeed later */
     EF_WRITE_ERROR, /* permanent: some row (or the schema) is rejected;
                         nothing committed */
+    EF_WRITE_WAIT,  /* not now: too many rows wait for their ANN index
+                        (segments.h); nothing committed, try again once
+                        the sealer caught up. Not a failure */
 } ef_write_status_t;
 
 typedef struct {
@@ -80,6 +83,11 @@ void ef_pgwrite_destroy (ef_pgwrite_t **self_p);
 ef_write_status_t ef_pgwrite_batch (ef_pgwrite_t *self,
                                     Embedflow__V1__Row *const *rows, size_t n,
                                     ef_write_report_t *rep);
+
+/* Segmented schemas: a batch finding more than rows rows without their
+   ANN index returns EF_WRITE_WAIT instead of writing (0, the default:
+   never). */
+void ef_pgwrite_set_backlog_limit (ef_pgwrite_t *self, int64_t rows);
 
 #define EF_PGWRITE_MAX_HOOKS 4
 

@@ -17,6 +17,7 @@
 #include <xxhash.h>
 
 #include "postgres/pg.h"
+#include "postgres/segments.h"
 
 typedef struct {
     int version;             /* applied in increasing order */
@@ -466,12 +467,24 @@ s_typname_type (const char *typname)
                                               : EF_VECTOR_REAL;
 }
 
-/* Creates index `name` on quoted.embedding as ix says (not NONE), after
-   checking pgvector can index the column. Returns 0 or -1 with err. */
-static int
-s_create_index (PGconn *conn, const char *quoted, const char *name, int dim,
-                const ef_index_opts_t *ix, bool concurrently, char *err,
-                size_t errlen)
+int
+ef_schema_create_index (PGconn *conn, const char *quoted, const char *table,
+                        const char *name, int dim, const ef_index_opts_t *ix,
+                        bool concurrently, char *err, size_t errlen)
+{
+    char sql[1024];
+    if (ef_schema_index_sql (conn, quoted, table, name, dim, ix, concurrently,
+                             sql, sizeof sql, err, errlen)
+        != 0)
+        return -1;
+    return s_exec_script (conn, sql, "creating the ANN index", err, errlen);
+}
+
+int
+ef_schema_index_sql (PGconn *conn, const char *quoted, const char *table,
+                     const char *name, int dim, const ef_index_opts_t *ix,
+                     bool concurrently, char *sql, size_t len, char *err,
+                     size_t errlen)
 {
     char typname[64], ns[160];
     if (s_vector_column (conn, quoted, typname, sizeof typname, ns, sizeof ns,
@@ -486,13 +499,37 @@ s_create_index (PGconn *conn, const char *quoted, const char *name, int dim,
                   ix->ef_construction);
     else
         snprintf (with, sizeof with, "lists = %d", ix->lists);
-    char sql[1024];
-    snprintf (sql, sizeof sql,
-              "CREATE INDEX %s%s ON %s.embedding USING %s"
+    snprintf (sql, len,
+              "CREATE INDEX %s%s ON %s.%s USING %s"
               " (vector %s.%s_%s_ops) WITH (%s)",
-              concurrently ? "CONCURRENTLY " : "", name, quoted,
+              concurrently ? "CONCURRENTLY " : "", name, quoted, table,
               s_methods[ix->method], ns, typname, s_metrics[ix->metric], with);
-    return s_exec_script (conn, sql, "creating the ANN index", err, errlen);
+    return 0;
+}
+
+int
+ef_index_parse_description (const char *text, ef_index_opts_t *ix)
+{
+    char method[16], metric[16];
+    memset (ix, 0, sizeof *ix);
+    ix->m = 16;
+    ix->ef_construction = 64;
+    ix->lists = 100;
+    if (!text || strcmp (text, "none") == 0) {
+        ix->method = EF_INDEX_NONE;
+        return text ? 0 : -1;
+    }
+    if (sscanf (text, "%15s %15s", method, metric) != 2
+        || ef_index_method_parse (method, &ix->method) != 0
+        || ef_index_metric_parse (metric, &ix->metric) != 0)
+        return -1;
+    if (ix->method == EF_INDEX_HNSW)
+        return sscanf (text, "%*s %*s m=%d ef_construction=%d", &ix->m,
+                       &ix->ef_construction)
+                       == 2
+                   ? 0
+                   : -1;
+    return sscanf (text, "%*s %*s lists=%d", &ix->lists) == 1 ? 0 : -1;
 }
 
 /* The body of the migration transaction. Returns 0 or -1 with err. */
@@ -658,9 +695,14 @@ s_migrate (PGconn *conn, const char *schema, const ef_schema_opts_t *opts,
     if (current == 0) {
         char described[128];
         ef_index_describe (&opts->index, described, sizeof described);
-        if (opts->index.method != EF_INDEX_NONE
-            && s_create_index (conn, quoted, S_INDEX, dim, &opts->index, false,
-                               err, errlen)
+        bool segmented = opts->segmented && opts->index.method != EF_INDEX_NONE;
+        if (segmented
+            && ef_segments_create (conn, quoted, v.dim, v.vector, err, errlen)
+                   != 0)
+            goto done;
+        if (!segmented && opts->index.method != EF_INDEX_NONE
+            && ef_schema_create_index (conn, quoted, "embedding", S_INDEX, dim,
+                                       &opts->index, false, err, errlen)
                    != 0)
             goto done;
         sql = s_expand ("INSERT INTO ${S}.setting (key, value)"
@@ -795,14 +837,22 @@ ef_schema_index_apply (PGconn *conn, const char *schema,
     if (PQntuples (res) == 1)
         snprintf (dim, sizeof dim, "%s", PQgetvalue (res, 0, 0));
     PQclear (res);
+    int segmented = ef_segments_enabled (conn, schema, err, errlen);
+    if (segmented < 0)
+        goto done;
+    if (segmented) {
+        rc = ef_segments_index_apply (conn, quoted, atoi (dim), want, described,
+                                      err, errlen);
+        goto done;
+    }
     /* an earlier apply that failed half-way may have left its new index */
     snprintf (sql, sizeof sql, "DROP INDEX IF EXISTS %s." S_INDEX_NEW, quoted);
     if (s_exec_script (conn, sql, "dropping a half-built index", err, errlen)
         != 0)
         goto done;
     if (want->method != EF_INDEX_NONE
-        && s_create_index (conn, quoted, S_INDEX_NEW, atoi (dim), want, true,
-                           err, errlen)
+        && ef_schema_create_index (conn, quoted, "embedding", S_INDEX_NEW,
+                                   atoi (dim), want, true, err, errlen)
                != 0)
         goto done;
     /* the swap: a moment's lock on the table, never a time without the

@@ -22,6 +22,7 @@
 #define EF_SCHEMA_H
 
 #include <libpq-fe.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "postgres/copyenc.h"
@@ -53,12 +54,18 @@ typedef struct {
     int dim;                      /* vector dimension (> 0) */
     ef_vector_type_t vector_type; /* column type; AUTO picks */
     ef_index_opts_t index;        /* made with the tables */
+    bool segmented;               /* with an index: growing and sealed segments
+                       (postgres/segments.h) */
 } ef_schema_opts_t;
 
 /* The index's canonical description, as <schema>.setting 'index' keeps
    it: "none", "hnsw cosine m=16 ef_construction=64", "ivfflat l2
    lists=100". */
 void ef_index_describe (const ef_index_opts_t *index, char *out, size_t len);
+
+/* Reads a description ef_index_describe wrote back into index. Returns
+   0, -1 when text is not one. */
+int ef_index_parse_description (const char *text, ef_index_opts_t *index);
 
 /* Parses "none"/"hnsw"/"ivfflat" and "cosine"/"l2"/"ip". Return 0, -1
    when text is none of them. */
@@ -70,6 +77,23 @@ int ef_index_metric_parse (const char *text, ef_index_metric_t *metric);
    judged as vector, the type it picks when it can index at all. */
 int ef_index_fits (const ef_index_opts_t *index, ef_vector_type_t type, int dim,
                    char *why, size_t whylen);
+
+/* Creates ANN index `name` (an identifier) on table quoted.table as
+   index says (not NONE), CONCURRENTLY when asked, after checking that
+   pgvector can index the schema's vector column. quoted is the quoted
+   schema. Returns 0, or -1 with err (the limit pgvector sets, the
+   database's error). */
+int ef_schema_create_index (PGconn *conn, const char *quoted, const char *table,
+                            const char *name, int dim,
+                            const ef_index_opts_t *index, bool concurrently,
+                            char *err, size_t errlen);
+
+/* The statement ef_schema_create_index runs, into sql (len bytes), for
+   a caller that sends it without waiting. Returns 0, or -1 with err. */
+int ef_schema_index_sql (PGconn *conn, const char *quoted, const char *table,
+                         const char *name, int dim,
+                         const ef_index_opts_t *index, bool concurrently,
+                         char *sql, size_t len, char *err, size_t errlen);
 
 /* The newest schema version this build knows. */
 int ef_schema_latest (void);

@@ -1,18 +1,170 @@
-/*  segments.c — the segmented embedding table: see segments.h. */
+/*  segments.c — the segmented embedding table: see segments.h.
+
+    Invariants the writers and the sealer keep between them:
+      - exactly one segment is growing; writers read which one inside
+        their batch's transaction with FOR SHARE, so the rotation's
+        UPDATE of that row waits for every batch that may still write
+        into it, and no row is added to a segment once it is rotated;
+      - a row id lives in one segment: a changed row is deleted wherever
+        it is and inserted into the growing segment, in one transaction;
+      - a sealed segment only ever loses rows, which is what lets a merge
+        copy two of them while they are live and then drop, under the
+        swap's lock, the copies whose original went away meanwhile.
+*/
 #include "postgres/segments.h"
 #include "postgres/pg.h"
+#include "postgres/schema.h"
 
+#include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "embedflow/actor.h"
+
+/* The long statement in flight, if any. */
+typedef enum {
+    S_IDLE,           /* nothing sent */
+    S_BUILDING,       /* CREATE INDEX CONCURRENTLY of segment busy_id */
+    S_MERGE_COPYING,  /* copying merge_a and merge_b into busy_id */
+    S_MERGE_INDEXING, /* indexing busy_id */
+} s_busy_t;
+
+struct ef_sealer {
+    PGconn *conn;             /* borrowed: counts, rotates, swaps */
+    PGconn *build;            /* borrowed: runs builds and merges */
+    char *schema;             /* as configured */
+    char *quoted;             /* quoted identifier, made on first step */
+    ef_segments_opts_t opts;  /* copied */
+    bool leader;              /* holds the sealer lock of the schema */
+    bool recovered;           /* leftovers of a killed sealer dropped */
+    int growing;              /* id of the growing segment last seen */
+    int64_t growing_rows;     /* its rows when last counted */
+    int64_t growing_since_us; /* monotonic time that count was first seen */
+    s_busy_t busy;            /* the statement in flight */
+    int busy_id;              /* the segment it makes */
+    int merge_a, merge_b;     /* S_MERGE_*: the segments merged */
+    int64_t merge_rows;       /* S_MERGE_*: their rows */
+    int64_t busy_since_us;    /* when it was sent */
+    ef_index_opts_t ix;       /* the index it builds */
+};
+
+/* Runs a script; returns 0 or -1 with err = "what: SQLSTATE message". */
+static int
+s_script (PGconn *conn, const char *sql, const char *what, char *err,
+          size_t errlen)
+{
+    PGresult *res = PQexec (conn, sql);
+    ExecStatusType st = res ? PQresultStatus (res) : PGRES_FATAL_ERROR;
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+        PQclear (res);
+        return 0;
+    }
+    char state[6], msg[400];
+    ef_pg_error (conn, res, state, msg, sizeof msg);
+    snprintf (err, errlen, "%s: %s%s%s", what, state, *state ? " " : "", msg);
+    PQclear (res);
+    return -1;
+}
+
+/* Runs a query returning one row; the result (caller clears) or NULL
+   with err. */
+static PGresult *
+s_query (PGconn *conn, const char *sql, const char *what, char *err,
+         size_t errlen)
+{
+    PGresult *res = PQexec (conn, sql);
+    if (res && PQresultStatus (res) == PGRES_TUPLES_OK)
+        return res;
+    char state[6], msg[400];
+    ef_pg_error (conn, res, state, msg, sizeof msg);
+    snprintf (err, errlen, "%s: %s%s%s", what, state, *state ? " " : "", msg);
+    PQclear (res);
+    return NULL;
+}
+
+/* Rolls back whatever transaction a failed step left open. */
+static void
+s_rollback (PGconn *conn)
+{
+    if (PQstatus (conn) == CONNECTION_OK
+        && PQtransactionStatus (conn) != PQTRANS_IDLE) {
+        PGresult *res = PQexec (conn, "ROLLBACK");
+        PQclear (res);
+    }
+}
+
+/* The statements that make table embedding_<id> ready to be attached as
+   segment id: same columns, defaults, checks and storage as the
+   partitioned table, inline vectors, its own key and partition check. */
+static int
+s_new_segment_table (PGconn *conn, const char *quoted, int id, char *err,
+                     size_t errlen)
+{
+    char sql[1200];
+    snprintf (sql, sizeof sql,
+              "CREATE TABLE %1$s.embedding_%2$d (LIKE %1$s.embedding"
+              "  INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE)"
+              "  WITH (toast_tuple_target = 8160);"
+              "ALTER TABLE %1$s.embedding_%2$d"
+              "  ALTER COLUMN segment SET DEFAULT %2$d,"
+              "  ADD CONSTRAINT embedding_%2$d_segment CHECK (segment = %2$d);",
+              quoted, id);
+    return s_script (conn, sql, "making a segment", err, errlen);
+}
 
 int
-ef_segments_unindexed (PGconn *conn, const char *schema, int64_t *rows,
-                       char *err, size_t errlen)
+ef_segments_create (PGconn *conn, const char *quoted, const char *dim,
+                    const char *vector, char *err, size_t errlen)
 {
-    *rows = 0;
+    char sql[3000];
+    /* The constraint names stay those of the plain table, so ATTACH
+       finds the partition's foreign key and checks equal to the
+       parent's and adopts them. */
+    snprintf (sql, sizeof sql,
+              "ALTER TABLE %1$s.embedding RENAME TO embedding_1;"
+              "ALTER TABLE %1$s.embedding_1"
+              "  ADD COLUMN segment integer NOT NULL DEFAULT 1,"
+              "  DROP CONSTRAINT embedding_pkey,"
+              "  ADD CONSTRAINT embedding_1_segment CHECK (segment = 1);"
+              "ALTER TABLE %1$s.embedding_1"
+              "  ADD CONSTRAINT embedding_1_pkey PRIMARY KEY (id, segment);"
+              "CREATE TABLE %1$s.embedding ("
+              "  id uuid NOT NULL,"
+              "  model text NOT NULL DEFAULT '',"
+              "  dim integer NOT NULL CONSTRAINT embedding_dim_check"
+              "    CHECK (dim = %2$s),"
+              "  vector %3$s NOT NULL,"
+              "  updated_at timestamptz NOT NULL DEFAULT now(),"
+              "  segment integer NOT NULL,"
+              "  CONSTRAINT embedding_pkey PRIMARY KEY (id, segment),"
+              "  CONSTRAINT embedding_id_fkey FOREIGN KEY (id)"
+              "    REFERENCES %1$s.chunk (id) ON DELETE CASCADE)"
+              "  PARTITION BY LIST (segment);"
+              "ALTER TABLE %1$s.embedding ATTACH PARTITION %1$s.embedding_1"
+              "  FOR VALUES IN (1);"
+              /* rows: as last counted by the sealer (writers read the sum of
+           the unsealed ones to hold back while the backlog is too big) */
+              "CREATE TABLE %1$s.segment ("
+              "  id integer PRIMARY KEY,"
+              "  state text NOT NULL"
+              "    CHECK (state IN ('growing', 'building', 'sealed')),"
+              "  rows bigint NOT NULL DEFAULT 0,"
+              "  created_at timestamptz NOT NULL DEFAULT now(),"
+              "  sealed_at timestamptz);"
+              "CREATE UNIQUE INDEX segment_one_growing ON %1$s.segment ((true))"
+              "  WHERE state = 'growing';"
+              "INSERT INTO %1$s.segment (id, state) VALUES (1, 'growing');",
+              quoted, dim, vector);
+    return s_script (conn, sql, "making the segments", err, errlen);
+}
+
+int
+ef_segments_enabled (PGconn *conn, const char *schema, char *err, size_t errlen)
+{
     const char *param[] = {schema};
-    /* A schema without a segment table is not segmented: every row is in
-       the one table, indexed as it is written. */
     PGresult *res = ef_pg_exec_schema (
         conn, schema,
         "SELECT to_regclass (quote_ident ($1) || '.segment') IS NOT NULL", 1,
@@ -21,36 +173,623 @@ ef_segments_unindexed (PGconn *conn, const char *schema, int64_t *rows,
         return -1;
     int segmented = PQgetvalue (res, 0, 0)[0] == 't';
     PQclear (res);
-    if (!segmented)
-        return 0;
-    res = ef_pg_exec_schema (conn, schema,
-                             "SELECT string_agg (format ('SELECT count(*) FROM"
-                             " %%I.%%I', $1::text, 'embedding_' || id),"
-                             " ' UNION ALL ')"
-                             " FROM %s.segment WHERE state <> 'sealed'",
-                             1, param, "segments", err, errlen);
+    return segmented;
+}
+
+int
+ef_segments_unindexed (PGconn *conn, const char *schema, int64_t *rows,
+                       char *err, size_t errlen)
+{
+    *rows = 0;
+    int segmented = ef_segments_enabled (conn, schema, err, errlen);
+    if (segmented <= 0)
+        return segmented;
+    const char *param[] = {schema};
+    PGresult *res = ef_pg_exec_schema (
+        conn, schema,
+        "SELECT string_agg (format ('SELECT count(*) FROM %%I.%%I',"
+        "  $1::text, 'embedding_' || id), ' UNION ALL ')"
+        " FROM %s.segment WHERE state <> 'sealed'",
+        1, param, "segments", err, errlen);
     if (!res)
         return -1;
     char *counts = NULL;
-    if (!PQgetisnull (res, 0, 0)
+    bool none = PQgetisnull (res, 0, 0);
+    if (!none
         && asprintf (&counts, "SELECT coalesce (sum (count), 0) FROM (%s) c",
                      PQgetvalue (res, 0, 0))
                < 0)
         counts = NULL;
-    int empty = PQgetisnull (res, 0, 0);
     PQclear (res);
-    if (empty)
+    if (none)
         return 0;
     if (!counts) {
         snprintf (err, errlen, "segments: out of memory");
         return -1;
     }
-    res = ef_pg_exec_schema (conn, schema, counts, 0, NULL, "segments", err,
-                             errlen);
+    res = s_query (conn, counts, "segments", err, errlen);
     free (counts);
     if (!res)
         return -1;
     *rows = strtoll (PQgetvalue (res, 0, 0), NULL, 10);
     PQclear (res);
+    return 0;
+}
+
+int
+ef_segments_index_apply (PGconn *conn, const char *quoted, int dim,
+                         const ef_index_opts_t *want, const char *described,
+                         char *err, size_t errlen)
+{
+    char sql[1200];
+    /* first the setting: what the sealer builds from now on */
+    char *literal = PQescapeLiteral (conn, described, strlen (described));
+    if (!literal) {
+        snprintf (err, errlen, "recording the index: out of memory");
+        return -1;
+    }
+    snprintf (sql, sizeof sql,
+              "INSERT INTO %s.setting (key, value) VALUES ('index', %s)"
+              "  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+              quoted, literal);
+    PQfreemem (literal);
+    if (s_script (conn, sql, "recording the index", err, errlen) != 0)
+        return -1;
+    snprintf (sql, sizeof sql,
+              "SELECT id FROM %s.segment WHERE state = 'sealed' ORDER BY id",
+              quoted);
+    PGresult *ids = s_query (conn, sql, "reading the segments", err, errlen);
+    if (!ids)
+        return -1;
+    int rc = 0;
+    for (int i = 0; i < PQntuples (ids) && rc == 0; i++) {
+        int id = atoi (PQgetvalue (ids, i, 0));
+        char name[48], table[32], create[1024];
+        snprintf (name, sizeof name, "embedding_%d_vector_new", id);
+        snprintf (table, sizeof table, "embedding_%d", id);
+        snprintf (sql, sizeof sql, "DROP INDEX IF EXISTS %s.%s", quoted, name);
+        rc = s_script (conn, sql, "dropping a half-built index", err, errlen);
+        if (rc == 0 && want->method != EF_INDEX_NONE)
+            rc =
+                ef_schema_index_sql (conn, quoted, table, name, dim, want, true,
+                                     create, sizeof create, err, errlen)
+                            != 0
+                        || s_script (conn, create, "building", err, errlen) != 0
+                    ? -1
+                    : 0;
+        /* a merge may have taken the segment meanwhile: nothing to swap */
+        snprintf (
+            sql, sizeof sql,
+            "BEGIN;"
+            "DROP INDEX IF EXISTS %1$s.embedding_%2$d_vector;"
+            "DO $$BEGIN IF to_regclass ('%3$s.embedding_%2$d_vector_new')"
+            "  IS NOT NULL THEN ALTER INDEX %1$s.embedding_%2$d_vector_new"
+            "  RENAME TO embedding_%2$d_vector; END IF; END$$;"
+            "COMMIT",
+            quoted, id, quoted);
+        if (rc == 0
+            && s_script (conn, sql, "swapping the index", err, errlen) != 0) {
+            s_rollback (conn);
+            rc = -1;
+        }
+    }
+    PQclear (ids);
+    return rc;
+}
+
+/* --- the sealer ------------------------------------------------------- */
+
+ef_sealer_t *
+ef_sealer_new (PGconn *conn, PGconn *build, const char *schema,
+               const ef_segments_opts_t *opts)
+{
+    ef_sealer_t *self = calloc (1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->conn = conn;
+    self->build = build;
+    self->opts = *opts;
+    self->schema = strdup (schema);
+    self->growing = -1;
+    if (!self->schema)
+        ef_sealer_destroy (&self);
+    return self;
+}
+
+void
+ef_sealer_destroy (ef_sealer_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    ef_sealer_t *self = *self_p;
+    free (self->schema);
+    free (self->quoted);
+    free (self);
+    *self_p = NULL;
+}
+
+/* Takes the schema's sealer lock if nobody holds it. The lock belongs to
+   the session: a connection reset loses it, and the next step asks
+   again. Returns 0 (self->leader says whether), -1 with err. */
+static int
+s_lead (ef_sealer_t *self, char *err, size_t errlen)
+{
+    if (self->leader && PQstatus (self->conn) == CONNECTION_OK)
+        return 0;
+    self->leader = false;
+    self->recovered = false;
+    free (self->quoted);
+    self->quoted = ef_pg_ident (self->conn, self->schema);
+    if (!self->quoted) {
+        snprintf (err, errlen, "schema name \"%s\" cannot be quoted",
+                  self->schema);
+        return -1;
+    }
+    char name[200], sql[160];
+    snprintf (name, sizeof name, "embedflow.sealer:%.150s", self->schema);
+    snprintf (sql, sizeof sql, "SELECT pg_try_advisory_lock (%" PRId64 ")",
+              (int64_t) XXH3_64bits (name, strlen (name)));
+    PGresult *res = s_query (self->conn, sql, "sealer lock", err, errlen);
+    if (!res)
+        return -1;
+    self->leader = PQgetvalue (res, 0, 0)[0] == 't';
+    PQclear (res);
+    return 0;
+}
+
+/* Drops what a killed sealer left: tables of merges that never swapped
+   (embedding_<n> not attached) and indexes whose concurrent build was
+   cut off (invalid). */
+static int
+s_recover (ef_sealer_t *self, char *err, size_t errlen)
+{
+    const char *param[] = {self->schema};
+    PGresult *res = ef_pg_exec_schema (
+        self->conn, self->schema,
+        "SELECT string_agg (format ('DROP TABLE %%I.%%I', n.nspname,"
+        "    c.relname), ';')"
+        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = $1 AND c.relkind = 'r' AND NOT c.relispartition"
+        "   AND c.relname ~ '^embedding_[0-9]+$'"
+        " UNION ALL "
+        "SELECT string_agg (format ('DROP INDEX %%I.%%I', n.nspname,"
+        "    c.relname), ';')"
+        " FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+        "   JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = $1 AND NOT i.indisvalid"
+        "   AND c.relname ~ '^embedding_[0-9]+_vector$'",
+        1, param, "finding leftovers", err, errlen);
+    if (!res)
+        return -1;
+    int rc = 0;
+    for (int i = 0; i < PQntuples (res) && rc == 0; i++)
+        if (!PQgetisnull (res, i, 0))
+            rc = s_script (self->conn, PQgetvalue (res, i, 0),
+                           "dropping leftovers", err, errlen);
+    PQclear (res);
+    if (rc == 0)
+        self->recovered = true;
+    return rc;
+}
+
+/* The index the schema records (what `embedflow index --apply` last
+   applied), so that a configuration changed since is not applied to
+   new segments behind the operator's back. */
+static int
+s_recorded_index (ef_sealer_t *self, ef_index_opts_t *ix, char *err,
+                  size_t errlen)
+{
+    char sql[200];
+    snprintf (sql, sizeof sql,
+              "SELECT value FROM %s.setting WHERE key = 'index'", self->quoted);
+    PGresult *res = s_query (self->conn, sql, "reading the index", err, errlen);
+    if (!res)
+        return -1;
+    const char *text = PQntuples (res) == 1 ? PQgetvalue (res, 0, 0) : "none";
+    int rc = ef_index_parse_description (text, ix);
+    if (rc != 0)
+        snprintf (err, errlen, "setting 'index' is \"%.100s\": not an index",
+                  text);
+    PQclear (res);
+    return rc;
+}
+
+/* The ids and states of the segments, oldest first, with the rows the
+   table of each holds now when count is set (else the recorded ones). */
+static PGresult *
+s_segments (ef_sealer_t *self, char *err, size_t errlen)
+{
+    char sql[300];
+    snprintf (sql, sizeof sql,
+              "SELECT id, state, rows FROM %s.segment ORDER BY id",
+              self->quoted);
+    return s_query (self->conn, sql, "reading the segments", err, errlen);
+}
+
+static int64_t
+s_count (ef_sealer_t *self, int id, char *err, size_t errlen)
+{
+    char sql[300];
+    snprintf (sql, sizeof sql, "SELECT count(*) FROM %s.embedding_%d",
+              self->quoted, id);
+    PGresult *res = s_query (self->conn, sql, "counting rows", err, errlen);
+    if (!res)
+        return -1;
+    int64_t n = strtoll (PQgetvalue (res, 0, 0), NULL, 10);
+    PQclear (res);
+    return n;
+}
+
+/* Makes segment next the growing one and hands `growing` (holding rows)
+   to the builder, in one transaction; the UPDATE waits for the batches
+   that read `growing` to commit. */
+static int
+s_rotate (ef_sealer_t *self, int growing, int next, int64_t rows, char *err,
+          size_t errlen)
+{
+    if (s_script (self->conn, "BEGIN", "rotating", err, errlen) != 0)
+        return -1;
+    char sql[1200];
+    snprintf (sql, sizeof sql,
+              "ALTER TABLE %1$s.embedding_%2$d"
+              "  ADD CONSTRAINT embedding_%2$d_pkey PRIMARY KEY (id, segment);"
+              "ALTER TABLE %1$s.embedding ATTACH PARTITION %1$s.embedding_%2$d"
+              "  FOR VALUES IN (%2$d);"
+              "UPDATE %1$s.segment SET state = 'building', rows = %3$" PRId64
+              "  WHERE id = %4$d;"
+              "INSERT INTO %1$s.segment (id, state) VALUES (%2$d, 'growing');",
+              self->quoted, next, rows, growing);
+    if (s_new_segment_table (self->conn, self->quoted, next, err, errlen) != 0
+        || s_script (self->conn, sql, "rotating", err, errlen) != 0
+        || s_script (self->conn, "COMMIT", "rotating", err, errlen) != 0) {
+        s_rollback (self->conn);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+s_set_build_memory (ef_sealer_t *self, char *err, size_t errlen)
+{
+    char sql[100];
+    snprintf (sql, sizeof sql, "SET maintenance_work_mem = '%" PRId64 "kB'",
+              self->opts.build_memory / 1024);
+    return s_script (self->build, sql, "setting maintenance_work_mem", err,
+                     errlen);
+}
+
+/* Sends sql without waiting for its result: ef_sealer_poll collects it. */
+static int
+s_send (ef_sealer_t *self, const char *sql, s_busy_t busy, char *err,
+        size_t errlen)
+{
+    if (!PQsendQuery (self->build, sql)) {
+        snprintf (err, errlen, "sending: %s", PQerrorMessage (self->build));
+        return -1;
+    }
+    self->busy = busy;
+    self->busy_since_us = ef_clock_mono_us ();
+    return 0;
+}
+
+/* Starts building segment id's ANN index without blocking writers or
+   queries (CONCURRENTLY: a plain build would hold off every changed
+   row's delete, which touches all segments). */
+static int
+s_build_start (ef_sealer_t *self, int id, char *err, size_t errlen)
+{
+    char sql[1024], name[48], table[32];
+    snprintf (name, sizeof name, "embedding_%d_vector", id);
+    snprintf (table, sizeof table, "embedding_%d", id);
+    snprintf (sql, sizeof sql, "DROP INDEX IF EXISTS %s.%s", self->quoted,
+              name);
+    if (s_set_build_memory (self, err, errlen) != 0
+        || s_script (self->build, sql, "building", err, errlen) != 0
+        || ef_schema_index_sql (self->build, self->quoted, table, name,
+                                self->opts.dim, &self->ix, true, sql,
+                                sizeof sql, err, errlen)
+               != 0)
+        return -1;
+    self->busy_id = id;
+    return s_send (self, sql, S_BUILDING, err, errlen);
+}
+
+/* Starts merging sealed segments a and b into new segment m beside the
+   live ones: the copy first (then the index, then the swap: see
+   ef_sealer_poll). */
+static int
+s_merge_start (ef_sealer_t *self, int a, int b, int m, char *err, size_t errlen)
+{
+    char sql[2000];
+    snprintf (sql, sizeof sql,
+              "INSERT INTO %1$s.embedding_%2$d"
+              "  (id, model, dim, vector, updated_at, segment)"
+              " SELECT id, model, dim, vector, updated_at, %2$d"
+              "  FROM %1$s.embedding_%3$d"
+              " UNION ALL SELECT id, model, dim, vector, updated_at, %2$d"
+              "  FROM %1$s.embedding_%4$d;"
+              "ALTER TABLE %1$s.embedding_%2$d"
+              "  ADD CONSTRAINT embedding_%2$d_pkey PRIMARY KEY (id, segment),"
+              "  ADD CONSTRAINT embedding_id_fkey FOREIGN KEY (id)"
+              "    REFERENCES %1$s.chunk (id) ON DELETE CASCADE;",
+              self->quoted, m, a, b);
+    if (s_new_segment_table (self->build, self->quoted, m, err, errlen) != 0)
+        return -1;
+    self->busy_id = m;
+    self->merge_a = a;
+    self->merge_b = b;
+    return s_send (self, sql, S_MERGE_COPYING, err, errlen);
+}
+
+/* Swaps merged segment m in for a and b, in one transaction. The key,
+   the foreign key and the partition check are in place and checked
+   already, so ATTACH adopts them without reading the table. Locking
+   embedding first (which locks every segment) keeps writers and queries
+   out for as long as it takes to drop the copies whose original left a
+   or b during the build (a changed row moved to the growing segment, a
+   deleted chunk) and to swap the tables; lock_timeout gives up rather
+   than queue queries behind a long one, and the merge is tried again. */
+static int
+s_merge_swap (ef_sealer_t *self, char *err, size_t errlen)
+{
+    char sql[2000];
+    snprintf (sql, sizeof sql,
+              "BEGIN;"
+              "SET LOCAL lock_timeout = '2s';"
+              "LOCK TABLE %1$s.embedding IN ACCESS EXCLUSIVE MODE;"
+              "DELETE FROM %1$s.embedding_%2$d t"
+              "  WHERE NOT EXISTS (SELECT 1 FROM %1$s.embedding_%3$d x"
+              "    WHERE x.id = t.id)"
+              "  AND NOT EXISTS (SELECT 1 FROM %1$s.embedding_%4$d x"
+              "    WHERE x.id = t.id);"
+              "ALTER TABLE %1$s.embedding DETACH PARTITION %1$s.embedding_%3$d;"
+              "ALTER TABLE %1$s.embedding DETACH PARTITION %1$s.embedding_%4$d;"
+              "ALTER TABLE %1$s.embedding ATTACH PARTITION %1$s.embedding_%2$d"
+              "  FOR VALUES IN (%2$d);"
+              "DROP TABLE %1$s.embedding_%3$d, %1$s.embedding_%4$d;"
+              "DELETE FROM %1$s.segment WHERE id IN (%3$d, %4$d);"
+              "INSERT INTO %1$s.segment (id, state, rows, sealed_at)"
+              "  SELECT %2$d, 'sealed', count(*), now()"
+              "  FROM %1$s.embedding_%2$d;"
+              "COMMIT",
+              self->quoted, self->busy_id, self->merge_a, self->merge_b);
+    if (s_script (self->conn, sql, "swapping merged segments", err, errlen)
+        != 0) {
+        s_rollback (self->conn);
+        return -1;
+    }
+    return 0;
+}
+
+int
+ef_sealer_fd (const ef_sealer_t *self)
+{
+    return self->busy != S_IDLE ? PQsocket (self->build) : -1;
+}
+
+void
+ef_sealer_cancel (ef_sealer_t *self)
+{
+    if (self->busy == S_IDLE)
+        return;
+    PGcancel *cancel = PQgetCancel (self->build);
+    char why[256];
+    if (cancel)
+        PQcancel (cancel, why, sizeof why);
+    PQfreeCancel (cancel);
+    self->busy = S_IDLE;
+}
+
+int
+ef_sealer_poll (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
+                size_t detlen, char *err, size_t errlen)
+{
+    *did = EF_SEAL_NOTHING;
+    if (self->busy == S_IDLE)
+        return 0;
+    if (!PQconsumeInput (self->build)) {
+        snprintf (err, errlen, "reading: %s", PQerrorMessage (self->build));
+        self->busy = S_IDLE;
+        self->recovered = false;
+        return -1;
+    }
+    if (PQisBusy (self->build))
+        return 0;
+    /* the statement ended: collect every result */
+    char failure[600] = "";
+    PGresult *res;
+    while ((res = PQgetResult (self->build))) {
+        ExecStatusType st = PQresultStatus (res);
+        if (!*failure && st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+            char state[6], msg[400];
+            ef_pg_error (self->build, res, state, msg, sizeof msg);
+            snprintf (failure, sizeof failure, "%s%s%s", state,
+                      *state ? " " : "", msg);
+        }
+        PQclear (res);
+    }
+    s_busy_t was = self->busy;
+    self->busy = S_IDLE;
+    double took = (double) (ef_clock_mono_us () - self->busy_since_us) / 1e6;
+    if (*failure) {
+        snprintf (err, errlen, "%s segment %d: %s",
+                  was == S_BUILDING ? "indexing" : "merging into",
+                  self->busy_id, failure);
+        self->recovered = false; /* drop what it left */
+        return -1;
+    }
+    char sql[400];
+    switch (was) {
+    case S_BUILDING:
+        snprintf (sql, sizeof sql,
+                  "UPDATE %1$s.segment SET state = 'sealed', sealed_at = now(),"
+                  "  rows = (SELECT count(*) FROM %1$s.embedding_%2$d)"
+                  " WHERE id = %2$d",
+                  self->quoted, self->busy_id);
+        if (s_script (self->conn, sql, "sealing", err, errlen) != 0)
+            return -1;
+        *did = EF_SEAL_BUILT;
+        snprintf (detail, detlen, "segment %d indexed in %.1f s", self->busy_id,
+                  took);
+        return 0;
+    case S_MERGE_COPYING: {
+        if (self->ix.method == EF_INDEX_NONE)
+            goto swap;
+        char name[48], table[32], create[1024];
+        snprintf (name, sizeof name, "embedding_%d_vector", self->busy_id);
+        snprintf (table, sizeof table, "embedding_%d", self->busy_id);
+        if (s_set_build_memory (self, err, errlen) != 0
+            || ef_schema_index_sql (self->build, self->quoted, table, name,
+                                    self->opts.dim, &self->ix, false, create,
+                                    sizeof create, err, errlen)
+                   != 0
+            || s_send (self, create, S_MERGE_INDEXING, err, errlen) != 0) {
+            self->busy = S_IDLE;
+            self->recovered = false;
+            return -1;
+        }
+        self->busy_since_us -= (int64_t) (took * 1e6); /* report it all */
+        return 0;
+    }
+    case S_MERGE_INDEXING:
+    swap:
+        if (s_merge_swap (self, err, errlen) != 0) {
+            self->recovered = false;
+            return -1;
+        }
+        *did = EF_SEAL_MERGED;
+        snprintf (detail, detlen,
+                  "segments %d and %d (%" PRId64 " rows) merged into %d in "
+                  "%.1f s",
+                  self->merge_a, self->merge_b, self->merge_rows, self->busy_id,
+                  took);
+        return 0;
+    case S_IDLE:
+        break;
+    }
+    return 0;
+}
+
+int
+ef_sealer_step (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
+                size_t detlen, char *err, size_t errlen)
+{
+    *did = EF_SEAL_NOTHING;
+    if (detlen)
+        detail[0] = '\0';
+    if (s_lead (self, err, errlen) != 0)
+        return -1;
+    if (!self->leader)
+        return 0;
+    if (!self->recovered && s_recover (self, err, errlen) != 0)
+        return -1;
+    PGresult *res = s_segments (self, err, errlen);
+    if (!res)
+        return -1;
+    int growing = -1, building = -1, next = 1, sealed = 0;
+    int small[2] = {-1, -1};
+    int64_t small_rows[2] = {INT64_MAX, INT64_MAX};
+    for (int i = 0; i < PQntuples (res); i++) {
+        int id = atoi (PQgetvalue (res, i, 0));
+        const char *state = PQgetvalue (res, i, 1);
+        int64_t rows = strtoll (PQgetvalue (res, i, 2), NULL, 10);
+        if (id >= next)
+            next = id + 1;
+        if (strcmp (state, "growing") == 0)
+            growing = id;
+        else if (strcmp (state, "building") == 0 && building < 0)
+            building = id;
+        else if (strcmp (state, "sealed") == 0) {
+            sealed++;
+            if (rows < small_rows[0]) {
+                small[1] = small[0];
+                small_rows[1] = small_rows[0];
+                small[0] = id;
+                small_rows[0] = rows;
+            }
+            else if (rows < small_rows[1]) {
+                small[1] = id;
+                small_rows[1] = rows;
+            }
+        }
+    }
+    PQclear (res);
+    if (growing < 0) {
+        snprintf (err, errlen, "schema \"%s\" has no growing segment",
+                  self->schema);
+        return -1;
+    }
+
+    /* 1. the growing segment: count it (writers hold back on the sum of
+          the unsealed ones), rotate it when full or idle with rows */
+    int64_t rows = s_count (self, growing, err, errlen);
+    if (rows < 0)
+        return -1;
+    int64_t now = ef_clock_mono_us ();
+    if (growing != self->growing || rows != self->growing_rows) {
+        self->growing = growing;
+        self->growing_rows = rows;
+        self->growing_since_us = now;
+    }
+    char sql[300];
+    snprintf (sql, sizeof sql,
+              "UPDATE %s.segment SET rows = %" PRId64
+              " WHERE id = %d AND rows <> %" PRId64,
+              self->quoted, rows, growing, rows);
+    if (s_script (self->conn, sql, "counting the growing segment", err, errlen)
+        != 0)
+        return -1;
+    bool idle =
+        rows > 0
+        && now - self->growing_since_us >= self->opts.seal_idle_ms * 1000;
+    if (rows >= self->opts.seal_rows || idle) {
+        if (s_rotate (self, growing, next, rows, err, errlen) != 0)
+            return -1;
+        *did = EF_SEAL_ROTATED;
+        snprintf (detail, detlen,
+                  "segment %d sealed at %" PRId64 " rows (%s); %d grows",
+                  growing, rows, idle ? "idle" : "full", next);
+        return 0;
+    }
+
+    /* one build or merge at a time, on the build connection */
+    if (self->busy != S_IDLE)
+        return 0;
+    if (PQstatus (self->build) != CONNECTION_OK)
+        PQreset (self->build);
+    if ((building >= 0 || sealed > self->opts.max_segments)
+        && s_recorded_index (self, &self->ix, err, errlen) != 0)
+        return -1;
+    /* 2. an index to build (none when the index was applied away) */
+    if (building >= 0 && self->ix.method == EF_INDEX_NONE) {
+        snprintf (sql, sizeof sql,
+                  "UPDATE %s.segment SET state = 'sealed', sealed_at = now()"
+                  " WHERE id = %d",
+                  self->quoted, building);
+        if (s_script (self->conn, sql, "sealing", err, errlen) != 0)
+            return -1;
+        *did = EF_SEAL_BUILT;
+        snprintf (detail, detlen, "segment %d sealed (index.method none)",
+                  building);
+        return 0;
+    }
+    if (building >= 0) {
+        if (s_build_start (self, building, err, errlen) != 0)
+            return -1;
+        *did = EF_SEAL_STARTED;
+        snprintf (detail, detlen, "indexing segment %d", building);
+        return 0;
+    }
+    /* 3. too many sealed segments: merge the two smallest */
+    if (sealed > self->opts.max_segments && small[1] >= 0) {
+        self->merge_rows = small_rows[0] + small_rows[1];
+        if (s_merge_start (self, small[0], small[1], next, err, errlen) != 0) {
+            self->recovered = false;
+            return -1;
+        }
+        *did = EF_SEAL_STARTED;
+        snprintf (detail, detlen, "merging segments %d and %d into %d",
+                  small[0], small[1], next);
+    }
     return 0;
 }

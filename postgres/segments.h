@@ -23,11 +23,101 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "postgres/schema.h"
+
+/* Turns the empty, plain embedding table the first migration made into
+   the segmented layout: it becomes segment 1, the growing one, of a new
+   partitioned embedding, and <schema>.segment is made. Runs inside the
+   migration's transaction. quoted is the quoted schema, dim the
+   dimension in decimal, vector the column's type as SQL. Returns 0, or
+   -1 with err (the database's error). */
+int ef_segments_create (PGconn *conn, const char *quoted, const char *dim,
+                        const char *vector, char *err, size_t errlen);
+
+/* 1 when schema is segmented, 0 when not, -1 with err. */
+int ef_segments_enabled (PGconn *conn, const char *schema, char *err,
+                         size_t errlen);
+
+/* Applies index want (described as ef_index_describe says) to a
+   segmented schema: records it, so that segments sealed from now on get
+   it, then rebuilds the index of every sealed segment beside the old
+   one (CONCURRENTLY) and swaps them, one segment at a time. quoted is
+   the quoted schema. A merge running meanwhile may still finish with
+   the old index: apply again once it is done (--rebuild). Returns 0, or
+   -1 with err. */
+int ef_segments_index_apply (PGconn *conn, const char *quoted, int dim,
+                             const ef_index_opts_t *want, const char *described,
+                             char *err, size_t errlen);
+
 /* Rows of schema's embedding table that no ANN index covers yet (the
    growing segment and segments whose index is being built), counted now;
    0 when the schema is not segmented. Returns 0, or -1 with err (a
    database error). */
 int ef_segments_unindexed (PGconn *conn, const char *schema, int64_t *rows,
                            char *err, size_t errlen);
+
+/* How the sealer keeps the segments. */
+typedef struct {
+    int64_t seal_rows;    /* a growing segment this full is sealed */
+    int64_t seal_idle_ms; /* ... or one with rows that got none this long */
+    int64_t max_segments; /* more sealed segments than this are merged */
+    int64_t build_memory; /* bytes of maintenance_work_mem for a build */
+    int dim;              /* the schema's dimension */
+} ef_segments_opts_t;
+
+typedef enum {
+    EF_SEAL_NOTHING, /* nothing to do now (or another process seals) */
+    EF_SEAL_ROTATED, /* a new growing segment; the old one awaits its index */
+    EF_SEAL_STARTED, /* a long statement (an index build, a merge) was
+                        sent: ef_sealer_poll when ef_sealer_fd is readable */
+    EF_SEAL_BUILT,   /* a segment got its ANN index */
+    EF_SEAL_MERGED,  /* the two smallest sealed segments became one */
+} ef_seal_step_t;
+
+typedef struct ef_sealer ef_sealer_t;
+
+/* The sealer of schema. conn counts and rotates the growing segment
+   and swaps merges in; build runs index builds and merges, so that the
+   growing segment is sealed on time while a build takes minutes. Both
+   are borrowed: the caller owns them and may PQreset conn between
+   steps (build is reset here when broken). Only one sealer per schema
+   works at a time (a session advisory lock on conn); the others stand
+   by. NULL when out of memory. */
+ef_sealer_t *ef_sealer_new (PGconn *conn, PGconn *build, const char *schema,
+                            const ef_segments_opts_t *opts);
+
+/* Frees the sealer (not the connection); NULLs *self_p. */
+void ef_sealer_destroy (ef_sealer_t **self_p);
+
+/* Does the next piece of work, if any: rotates the growing segment when
+   it is full (or idle with rows), else starts building the index of the
+   oldest segment waiting for one (CREATE INDEX CONCURRENTLY: writers
+   and queries go on), else starts merging the two smallest sealed
+   segments when there are more than max_segments (the merged one is
+   copied and indexed beside them, then swapped in within one short
+   transaction that locks embedding). Builds and merges take seconds to
+   minutes and are not waited for: *did is EF_SEAL_STARTED and
+   ef_sealer_poll carries them on; meanwhile steps do nothing. What was
+   done goes to *did and a line for people to detail. The first step as
+   the working sealer drops what a killed or cancelled one left behind
+   (a half-built index, a merge that never swapped). Returns 0, or -1
+   with err (a database error: nothing is half-done that a later step
+   cannot finish or drop). */
+int ef_sealer_step (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
+                    size_t detlen, char *err, size_t errlen);
+
+/* The descriptor to watch while a build or merge runs, -1 when none. */
+int ef_sealer_fd (const ef_sealer_t *self);
+
+/* Carries a build or merge on once ef_sealer_fd is readable: *did is
+   EF_SEAL_NOTHING while it runs, then EF_SEAL_BUILT or EF_SEAL_MERGED
+   (detail saying what and how long). Returns 0, or -1 with err (the
+   statement failed; a later step drops what it left). */
+int ef_sealer_poll (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
+                    size_t detlen, char *err, size_t errlen);
+
+/* Cancels a build or merge in flight (on stop): the server drops it or
+   leaves what the next sealer's first step drops. */
+void ef_sealer_cancel (ef_sealer_t *self);
 
 #endif

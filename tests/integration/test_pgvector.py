@@ -60,7 +60,9 @@ def start(pschema):
                         "--schema", schema or pschema,
                         "--listen", "127.0.0.1:0", "--writers", "2",
                         "--dim", str(dim), "--vector_type", vector_type,
-                        *extra])
+                        # one index on one table: the layout these tests
+                        # are about (segments: test_pgvector_segments.py)
+                        "--index.segments", "false", *extra])
         started.append(ef)
         return ef.wait_ready() if ready else ef
 

@@ -1,0 +1,205 @@
+/*  index_sealer.c — keeps a segmented embedding table's ANN indexes.
+
+    With index.segments (postgres/segments.h), writers load new rows into
+    an unindexed growing segment at the speed of a plain load, and this
+    actor does the indexing in the background: it seals the growing
+    segment once it holds index.seal_rows rows (or has been idle with
+    rows for index.seal_idle), builds the sealed segment's index with one
+    bulk CREATE INDEX CONCURRENTLY, and merges the smallest sealed
+    segments while there are more than index.max_segments. Writers wait
+    while more than index.max_unindexed_rows rows lack an index, which
+    bounds what a query scans exactly.
+
+    One instance per process; of all processes on one schema, one works
+    (a session lock) and the others stand by and take over when its
+    connection goes. On a schema that is not segmented it does nothing.
+    A database error is logged and the step tried again with backoff
+    after reconnecting: nothing a step leaves half-done is lost, the next
+    one finishes or drops it. A build may take minutes: a stop waits for
+    it (a second signal does not).
+*/
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "embedflow/actor.h"
+#include "embedflow/backoff.h"
+#include "embedflow/log.h"
+#include "pipeline/pipeline.h"
+#include "postgres/pg.h"
+#include "postgres/segments.h"
+
+typedef struct {
+    int64_t check_every; /* ms between looks at the growing segment */
+} s_options_t;
+
+static const ef_option_t s_options[] = {
+    {"check_every", EF_OPT_MS, "500ms", offsetof (s_options_t, check_every), 10,
+     3600000,
+     "how often the growing segment is counted (a full one is sealed "
+     "within this)"},
+    EF_OPTION_END};
+
+typedef struct {
+    const s_options_t *opts; /* borrowed */
+    PGconn *conn;            /* owned: counts and rotates */
+    PGconn *build;           /* owned: builds and merges */
+    ef_sealer_t *sealer;     /* NULL when the schema is not segmented */
+    ef_backoff_t backoff;    /* after a failed step */
+    bool failing;            /* the last step failed */
+    int watched;             /* descriptor watched while a build runs, or -1 */
+} s_self_t;
+
+static int
+s_init (ef_actor_t *actor)
+{
+    s_self_t *self = ef_actor_state (actor);
+    self->opts = ef_actor_options (actor);
+    const ef_globals_t *g = ef_actor_globals (actor);
+    self->conn = ef_pg_open_for_actor (actor);
+    if (!self->conn)
+        return -1;
+    char err[512];
+    int segmented =
+        ef_segments_enabled (self->conn, g->schema, err, sizeof err);
+    if (segmented < 0) {
+        ef_actor_fail (actor, "%s", err);
+        return -1;
+    }
+    if (!segmented) {
+        ef_debug ("schema \"%s\" is not segmented: nothing to seal", g->schema);
+        PQfinish (self->conn);
+        self->conn = NULL;
+        return 0;
+    }
+    ef_segments_opts_t opts = {
+        .seal_rows = g->index_seal_rows,
+        .seal_idle_ms = g->index_seal_idle,
+        .max_segments = g->index_max_segments,
+        .build_memory = g->index_build_memory,
+        .dim = (int) g->dim,
+    };
+    self->build = ef_pg_open_for_actor (actor);
+    if (!self->build)
+        return -1;
+    self->sealer = ef_sealer_new (self->conn, self->build, g->schema, &opts);
+    if (!self->sealer) {
+        ef_actor_fail (actor, "out of memory");
+        return -1;
+    }
+    self->backoff = ef_backoff_make (100, 30000, -1);
+    self->watched = -1;
+    ef_actor_wake_in (actor, 0);
+    return 0;
+}
+
+/* What a step or poll did: logged, and the next look scheduled. */
+static void s_after (ef_actor_t *actor, s_self_t *self, int rc,
+                     ef_seal_step_t did, const char *detail, const char *err);
+
+static int
+s_on_readable (ef_actor_t *actor, int fd, void *arg)
+{
+    (void) fd;
+    s_self_t *self = arg;
+    ef_seal_step_t did;
+    char detail[256], err[1024];
+    int rc = ef_sealer_poll (self->sealer, &did, detail, sizeof detail, err,
+                             sizeof err);
+    s_after (actor, self, rc, did, detail, err);
+    return 0;
+}
+
+static void
+s_after (ef_actor_t *actor, s_self_t *self, int rc, ef_seal_step_t did,
+         const char *detail, const char *err)
+{
+    int fd = ef_sealer_fd (self->sealer);
+    if (fd != self->watched) {
+        if (self->watched >= 0)
+            ef_actor_unwatch_fd (actor, self->watched);
+        self->watched = -1;
+        if (fd >= 0 && ef_actor_watch_fd (actor, fd, s_on_readable, self) == 0)
+            self->watched = fd;
+    }
+    if (rc != 0) {
+        int64_t delay = ef_backoff_next (&self->backoff);
+        if (!self->failing)
+            ef_warn ("sealing: %s (retrying)", err);
+        else
+            ef_debug ("sealing: %s (retry in %lld ms)", err, (long long) delay);
+        self->failing = true;
+        ef_actor_wake_in (actor, delay);
+        return;
+    }
+    if (self->failing)
+        ef_info ("sealing works again");
+    self->failing = false;
+    self->backoff = ef_backoff_make (100, 30000, -1);
+    if (did == EF_SEAL_STARTED)
+        ef_debug ("%s", detail);
+    else if (did != EF_SEAL_NOTHING)
+        ef_info ("%s", detail);
+    /* after work there may be more (a build after a rotation); while a
+       build runs the growing segment is still counted and rotated on
+       the other connection */
+    ef_actor_wake_in (actor, did != EF_SEAL_NOTHING && did != EF_SEAL_STARTED
+                                 ? 0
+                                 : self->opts->check_every);
+}
+
+static int
+s_tick (ef_actor_t *actor)
+{
+    s_self_t *self = ef_actor_state (actor);
+    if (!self->sealer)
+        return 0;
+    if (PQstatus (self->conn) != CONNECTION_OK)
+        PQreset (self->conn);
+    ef_seal_step_t did;
+    char detail[256], err[1024];
+    int rc = ef_sealer_step (self->sealer, &did, detail, sizeof detail, err,
+                             sizeof err);
+    s_after (actor, self, rc, did, detail, err);
+    return 0;
+}
+
+/* Nothing flows through the sealer: it is drained at once, and keeps
+   sealing while the writers drain (they may be waiting for it). */
+static void
+s_drain (ef_actor_t *actor)
+{
+    ef_actor_drained (actor);
+}
+
+static void
+s_destroy (ef_actor_t *actor)
+{
+    s_self_t *self = ef_actor_state (actor);
+    /* a stop does not wait for a build of minutes: the next sealer
+       starts it again */
+    if (self->sealer)
+        ef_sealer_cancel (self->sealer);
+    ef_sealer_destroy (&self->sealer);
+    PQfinish (self->build);
+    PQfinish (self->conn);
+}
+
+static const ef_port_def_t s_ports[] = {
+    {NULL, EF_PORT_IN, NULL, false, 0},
+};
+
+const ef_actor_def_t ef_index_sealer_actor = {
+    .name = "index-sealer",
+    .summary = "seals the growing segment of a segmented embedding table and "
+               "builds and merges the ANN indexes of sealed ones",
+    .options = s_options,
+    .options_size = sizeof (s_options_t),
+    .state_size = sizeof (s_self_t),
+    .ports = s_ports,
+    .default_instances = 1,
+    .init = s_init,
+    .tick = s_tick,
+    .drain = s_drain,
+    .destroy = s_destroy,
+    .restart = true,
+};

@@ -1,0 +1,309 @@
+"""Loading into an ANN-indexed table through segments (index.segments,
+postgres/segments.h, docs/pgvector.md), on a PostgreSQL with pgvector:
+a row is found by a nearest-neighbour query as soon as its upload is
+answered, full segments are sealed and get their own HNSW index, small
+ones are merged, an update of a row in a sealed segment leaves exactly
+one version, writers wait while too many rows lack an index, queries
+keep working through all of it, and a process killed in the middle of
+a build loses nothing and leaves nothing behind."""
+import random
+import subprocess
+import signal
+import threading
+
+import psycopg2
+import pytest
+
+from conftest import EMBEDFLOW_BIN, Database, Embedflow, clean_env, \
+    unique_name
+from helpers import chunk, row, send, wait_until
+from test_pgvector import PGV, f32
+
+DIM = 64
+
+
+@pytest.fixture(scope="module")
+def pdb():
+    database = Database(PGV)
+    database.rows("CREATE EXTENSION IF NOT EXISTS vector")
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def pschema(request, pdb):
+    name = unique_name(request, prefix="seg")
+    yield name
+    pdb.rows(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+@pytest.fixture
+def start(pschema):
+    started = []
+
+    def run(*extra, ready=True):
+        ef = Embedflow(["run", "--database", PGV, "--schema", pschema,
+                        "--listen", "127.0.0.1:0", "--writers", "2",
+                        "--dim", str(DIM), "--vector_type", "vector",
+                        "--index.method", "hnsw",
+                        "--actors.index-sealer.check_every", "50ms",
+                        *extra])
+        started.append(ef)
+        if ready:
+            ef.wait_ready()
+            ef.wait_for_line(r"embedflow: ready")   # every actor started
+        return ef
+
+    yield run
+    for ef in started:
+        if ef.alive():
+            assert ef.stop() == 0, ef.log
+
+
+def vec(rng):
+    return [rng.gauss(0, 1) for _ in range(DIM)]
+
+
+def literal(v):
+    return "[" + ",".join(repr(f32(x)) for x in v) + "]"
+
+
+def nearest(db, schema, v, k=10):
+    return [r[0] for r in db.rows(
+        f'SELECT c.document_id FROM "{schema}".embedding e '
+        f'JOIN "{schema}".chunk c USING (id) '
+        f'ORDER BY e.vector OPERATOR(public.<=>) %s::public.vector LIMIT {k}',
+        (literal(v),))]
+
+
+def segments(db, schema):
+    return db.rows(f'SELECT id, state, rows FROM "{schema}".segment '
+                   f'ORDER BY id')
+
+
+def settled(db, schema):
+    """True once nothing waits for an index: every segment sealed but
+    an empty growing one."""
+    return all(state == "sealed" or (state == "growing" and db.scalar(
+        f'SELECT count(*) FROM "{schema}".embedding_{id}') == 0)
+        for id, state, _ in segments(db, schema))
+
+
+def indexes(db, schema):
+    """{table: (access method, valid)} of the schema's ANN indexes."""
+    return {t: (am, valid) for t, am, valid in db.rows(
+        "SELECT t.relname, a.amname, i.indisvalid FROM pg_index i "
+        "JOIN pg_class c ON c.oid = i.indexrelid "
+        "JOIN pg_class t ON t.oid = i.indrelid "
+        "JOIN pg_am a ON a.oid = c.relam "
+        "JOIN pg_namespace n ON n.oid = t.relnamespace "
+        "WHERE n.nspname = %s AND a.amname IN ('hnsw', 'ivfflat')",
+        (schema,))}
+
+
+def check_one_version_each(db, schema, rows):
+    """Every chunk has exactly one embedding, and there are rows of them."""
+    assert db.scalar(f'SELECT count(*) FROM "{schema}".chunk') == rows
+    assert db.scalar(f'SELECT count(*) FROM "{schema}".embedding') == rows
+    assert db.scalar(f'SELECT count(DISTINCT id) FROM "{schema}".embedding') \
+        == rows
+
+
+def test_rows_are_found_at_once_and_sealed_segments_get_their_index(
+        start, pdb, pschema):
+    ef = start("--index.seal_rows", "400", "--index.seal_idle", "500ms")
+    # a new schema: one growing segment, no ANN index on it
+    assert segments(pdb, pschema) == [(1, "growing", 0)]
+    assert indexes(pdb, pschema) == {}
+    rng = random.Random(1)
+    sent = 0
+    for upload in range(6):
+        items = [row(f"u{upload}d{i}", 0, DIM, vector=vec(rng))
+                 for i in range(249)]
+        needle = vec(rng)
+        items.append(row(f"needle{upload}", 0, DIM, vector=needle))
+        assert send(ef.target, [chunk(items, 1)]).written == 250
+        sent += 250
+        # answered means committed and findable, sealed or not
+        assert nearest(pdb, pschema, needle, 1) == [f"needle{upload}"]
+    wait_until("every full segment sealed", lambda: settled(pdb, pschema))
+    check_one_version_each(pdb, pschema, sent)
+    segs = segments(pdb, pschema)
+    sealed = [s for s in segs if s[1] == "sealed"]
+    assert len(sealed) >= 2, segs
+    assert sum(s[2] for s in sealed) == sent
+    # every sealed segment has its own valid HNSW index, the growing none
+    got = indexes(pdb, pschema)
+    assert got == {f"embedding_{s[0]}": ("hnsw", True) for s in sealed}, got
+    # and a query can read them through it (at a few hundred rows a
+    # segment the planner rightly prefers scanning them)
+    pdb.rows("SET enable_seqscan = off")
+    plan = "\n".join(r[0] for r in pdb.rows(
+        f'EXPLAIN SELECT id FROM "{pschema}".embedding ORDER BY vector '
+        f'OPERATOR(public.<=>) %s::public.vector LIMIT 10',
+        (literal(vec(rng)),)))
+    pdb.rows("RESET enable_seqscan")
+    for s in sealed:
+        assert f"Index Scan using embedding_{s[0]}_vector" in plan, plan
+    assert nearest(pdb, pschema, needle, 1) == ["needle5"]
+
+
+def test_an_update_of_a_sealed_row_leaves_one_version(start, pdb, pschema):
+    ef = start("--index.seal_rows", "100", "--index.seal_idle", "300ms")
+    rng = random.Random(2)
+    first = {i: vec(rng) for i in range(150)}
+    assert send(ef.target, [chunk([row("doc", i, DIM, vector=v)
+                                   for i, v in first.items()], 1)]).written \
+        == 150
+    wait_until("sealed", lambda: settled(pdb, pschema))
+    old_segment = pdb.scalar(
+        f'SELECT e.segment FROM "{pschema}".embedding e JOIN "{pschema}".chunk'
+        f' c USING (id) WHERE c.chunk_index = 7')
+    # a new version of half the rows: moved to the growing segment
+    second = {i: vec(rng) for i in range(0, 150, 2)}
+    assert send(ef.target, [chunk([row("doc", i, DIM, vector=v)
+                                   for i, v in second.items()], 2)]).written \
+        == 75
+    check_one_version_each(pdb, pschema, 150)
+    for i in (0, 7, 148):
+        want = second.get(i, first[i])
+        got = pdb.scalar(
+            f'SELECT e.vector::text FROM "{pschema}".embedding e '
+            f'JOIN "{pschema}".chunk c USING (id) WHERE c.chunk_index = %s',
+            (i,))
+        assert [float(x) for x in got.strip("[]").split(",")] == \
+            pytest.approx([f32(x) for x in want], abs=1e-6)
+    assert pdb.scalar(
+        f'SELECT e.segment FROM "{pschema}".embedding e JOIN "{pschema}".chunk'
+        f' c USING (id) WHERE c.chunk_index = 7') == old_segment
+    # and after the update's segment is sealed too
+    wait_until("sealed", lambda: settled(pdb, pschema))
+    check_one_version_each(pdb, pschema, 150)
+    assert nearest(pdb, pschema, second[4], 1) == ["doc"]
+
+
+def test_small_segments_merge_and_queries_go_on_meanwhile(
+        start, pdb, pschema):
+    ef = start("--index.seal_rows", "150", "--index.seal_idle", "300ms",
+               "--index.max_segments", "2")
+    rng = random.Random(3)
+    probes = [vec(rng) for _ in range(20)]
+    failures, answered = [], [0]
+    stop = threading.Event()
+
+    def query_loop():
+        conn = psycopg2.connect(PGV)
+        conn.autocommit = True
+        try:
+            while not stop.is_set():
+                for p in probes:
+                    with conn.cursor() as cur:
+                        cur.execute(
+                            f'SELECT id FROM "{pschema}".embedding ORDER BY '
+                            f'vector OPERATOR(public.<=>) %s::public.vector '
+                            f'LIMIT 10', (literal(p),))
+                        cur.fetchall()
+                    answered[0] += 1
+        except psycopg2.Error as e:
+            failures.append(e)
+        finally:
+            conn.close()
+
+    reader = threading.Thread(target=query_loop)
+    reader.start()
+    try:
+        total = 0
+        for upload in range(8):
+            items = [row(f"m{upload}", i, DIM, vector=vec(rng))
+                     for i in range(160)]
+            assert send(ef.target, [chunk(items, 1)]).written == 160
+            total += 160
+        ef.wait_for_line(r"index-sealer: segments \d+ and \d+ \(\d+ rows\) "
+                         r"merged into \d+", timeout=120)
+        wait_until("merged down to max_segments", lambda: settled(
+            pdb, pschema) and sum(1 for s in segments(pdb, pschema)
+                                  if s[1] == "sealed") <= 2, timeout=120)
+    finally:
+        stop.set()
+        reader.join()
+    assert not failures, failures
+    assert answered[0] > 0
+    check_one_version_each(pdb, pschema, total)
+    sealed = [s for s in segments(pdb, pschema) if s[1] == "sealed"]
+    assert indexes(pdb, pschema) == {f"embedding_{s[0]}": ("hnsw", True)
+                                     for s in sealed}
+    # no table is left of the merged segments
+    assert pdb.scalar(
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n "
+        "ON n.oid = c.relnamespace WHERE n.nspname = %s "
+        "AND c.relname ~ '^embedding_[0-9]+$'", (pschema,)) \
+        == len(segments(pdb, pschema))
+
+
+def test_writers_wait_while_too_many_rows_lack_an_index(start, pdb, pschema):
+    ef = start("--index.seal_rows", "200", "--index.max_unindexed_rows",
+               "300", "--index.m", "32", "--index.ef_construction", "400")
+    rng = random.Random(4)
+    items = [row("w", i, DIM, vector=vec(rng)) for i in range(3000)]
+    r = send(ef.target, [chunk(items[i:i + 100], i // 100 + 1)
+                         for i in range(0, 3000, 100)])
+    assert (r.written, r.dead_lettered) == (3000, 0)
+    ef.wait_for_line(r"waiting for ANN indexes: \d+ rows wait for their ANN "
+                     r"index, more than index.max_unindexed_rows \(300\)")
+    ef.wait_for_line(r"ANN indexes caught up: writing again")
+    check_one_version_each(pdb, pschema, 3000)
+
+
+def test_a_kill_in_the_middle_of_a_build_loses_nothing(start, pdb, pschema):
+    slow = ("--index.seal_rows", "500", "--index.m", "48",
+            "--index.ef_construction", "800")
+    ef = start(*slow)
+    rng = random.Random(5)
+    items = [row("k", i, DIM, vector=vec(rng)) for i in range(1200)]
+    assert send(ef.target, [chunk(items, 1)]).written == 1200
+    wait_until("a build running", lambda: pdb.scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE "
+        "'CREATE INDEX CONCURRENTLY embedding_%%'"))
+    ef.send_signal(signal.SIGKILL)
+    ef.proc.wait(timeout=30)
+    ef.expect_exit = -signal.SIGKILL
+    # the cut build left an invalid index behind (or nothing, if the
+    # server had not got that far): the next sealer drops and redoes it
+    ef = start(*slow)
+    wait_until("sealed again", lambda: settled(pdb, pschema)
+               if len(segments(pdb, pschema)) > 1 else False, timeout=120)
+    got = indexes(pdb, pschema)
+    assert got and all(v == ("hnsw", True) for v in got.values()), got
+    check_one_version_each(pdb, pschema, 1200)
+    # resending what was answered changes nothing
+    assert send(ef.target, [chunk(items, 2)]).written == 1200
+    check_one_version_each(pdb, pschema, 1200)
+
+
+def test_index_apply_rebuilds_every_sealed_segment(start, pdb, pschema):
+    ef = start("--index.seal_rows", "100", "--index.seal_idle", "300ms")
+    rng = random.Random(6)
+    assert send(ef.target, [chunk([row("a", i, DIM, vector=vec(rng))
+                                   for i in range(300)], 1)]).written == 300
+    wait_until("sealed", lambda: settled(pdb, pschema))
+    assert ef.stop() == 0, ef.log
+    ivf = ["--index.method", "ivfflat", "--index.lists", "3"]
+    p = subprocess.run(
+        [EMBEDFLOW_BIN, "index", "--database", PGV, "--schema", pschema,
+         "--dim", str(DIM), "--apply", *ivf], stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, timeout=300, env=clean_env())
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "index hnsw cosine m=16 ef_construction=64 -> ivfflat cosine " \
+        "lists=3" in p.stdout, p.stdout
+    sealed = [s[0] for s in segments(pdb, pschema) if s[1] == "sealed"]
+    assert indexes(pdb, pschema) == {f"embedding_{s}": ("ivfflat", True)
+                                     for s in sealed}
+    # segments sealed from now on get the applied index
+    ef = start("--index.seal_rows", "100", "--index.seal_idle", "300ms", *ivf)
+    assert send(ef.target, [chunk([row("b", i, DIM, vector=vec(rng))
+                                   for i in range(150)], 1)]).written == 150
+    wait_until("sealed", lambda: settled(pdb, pschema))
+    sealed = [s[0] for s in segments(pdb, pschema) if s[1] == "sealed"]
+    assert indexes(pdb, pschema) == {f"embedding_{s}": ("ivfflat", True)
+                                     for s in sealed}
+    check_one_version_each(pdb, pschema, 450)
