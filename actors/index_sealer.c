@@ -28,8 +28,11 @@
 #include "postgres/pg.h"
 #include "postgres/segments.h"
 
+#define S_MAX_BUILDERS 6 /* within EF_ACTOR_MAX_WATCHES */
+
 typedef struct {
     int64_t check_every; /* ms between looks at the growing segment */
+    int64_t builders;    /* connections that build indexes at once */
 } s_options_t;
 
 static const ef_option_t s_options[] = {
@@ -37,17 +40,31 @@ static const ef_option_t s_options[] = {
      3600000,
      "how often the growing segment is counted (a full one is sealed "
      "within this)"},
+    {"builders", EF_OPT_INT, "2", offsetof (s_options_t, builders), 1,
+     S_MAX_BUILDERS,
+     "index builds and merges run at once, each on its own connection "
+     "(and a server core, and index.build_memory)"},
     EF_OPTION_END};
 
+typedef struct s_self s_self_t;
+
+/* What a builder's watch callback needs. */
 typedef struct {
-    const s_options_t *opts; /* borrowed */
-    PGconn *conn;            /* owned: counts and rotates */
-    PGconn *build;           /* owned: builds and merges */
-    ef_sealer_t *sealer;     /* NULL when the schema is not segmented */
-    ef_backoff_t backoff;    /* after a failed step */
-    bool failing;            /* the last step failed */
-    int watched;             /* descriptor watched while a build runs, or -1 */
-} s_self_t;
+    s_self_t *self; /* the actor's state */
+    int index;      /* which builder */
+    int watched;    /* descriptor watched while it builds, or -1 */
+} s_builder_t;
+
+struct s_self {
+    const s_options_t *opts;           /* borrowed */
+    PGconn *conn;                      /* owned: counts and rotates */
+    PGconn *build[S_MAX_BUILDERS];     /* owned: builds and merges */
+    s_builder_t watch[S_MAX_BUILDERS]; /* per builder */
+    int n_builders;                    /* entries of build and watch */
+    ef_sealer_t *sealer;               /* NULL when not segmented */
+    ef_backoff_t backoff;              /* after a failed step */
+    bool failing;                      /* the last step failed */
+};
 
 static int
 s_init (ef_actor_t *actor)
@@ -78,16 +95,19 @@ s_init (ef_actor_t *actor)
         .build_memory = g->index_build_memory,
         .dim = (int) g->dim,
     };
-    self->build = ef_pg_open_for_actor (actor);
-    if (!self->build)
-        return -1;
-    self->sealer = ef_sealer_new (self->conn, self->build, g->schema, &opts);
+    self->n_builders = (int) self->opts->builders;
+    for (int i = 0; i < self->n_builders; i++) {
+        self->watch[i] = (s_builder_t){.self = self, .index = i, .watched = -1};
+        if (!(self->build[i] = ef_pg_open_for_actor (actor)))
+            return -1;
+    }
+    self->sealer = ef_sealer_new (self->conn, self->build, self->n_builders,
+                                  g->schema, &opts);
     if (!self->sealer) {
         ef_actor_fail (actor, "out of memory");
         return -1;
     }
     self->backoff = ef_backoff_make (100, 30000, -1);
-    self->watched = -1;
     ef_actor_wake_in (actor, 0);
     return 0;
 }
@@ -100,12 +120,12 @@ static int
 s_on_readable (ef_actor_t *actor, int fd, void *arg)
 {
     (void) fd;
-    s_self_t *self = arg;
+    s_builder_t *b = arg;
     ef_seal_step_t did;
     char detail[256], err[1024];
-    int rc = ef_sealer_poll (self->sealer, &did, detail, sizeof detail, err,
-                             sizeof err);
-    s_after (actor, self, rc, did, detail, err);
+    int rc = ef_sealer_poll (b->self->sealer, b->index, &did, detail,
+                             sizeof detail, err, sizeof err);
+    s_after (actor, b->self, rc, did, detail, err);
     return 0;
 }
 
@@ -113,13 +133,16 @@ static void
 s_after (ef_actor_t *actor, s_self_t *self, int rc, ef_seal_step_t did,
          const char *detail, const char *err)
 {
-    int fd = ef_sealer_fd (self->sealer);
-    if (fd != self->watched) {
-        if (self->watched >= 0)
-            ef_actor_unwatch_fd (actor, self->watched);
-        self->watched = -1;
-        if (fd >= 0 && ef_actor_watch_fd (actor, fd, s_on_readable, self) == 0)
-            self->watched = fd;
+    for (int i = 0; i < self->n_builders; i++) {
+        s_builder_t *b = &self->watch[i];
+        int fd = ef_sealer_fd (self->sealer, i);
+        if (fd == b->watched)
+            continue;
+        if (b->watched >= 0)
+            ef_actor_unwatch_fd (actor, b->watched);
+        b->watched = -1;
+        if (fd >= 0 && ef_actor_watch_fd (actor, fd, s_on_readable, b) == 0)
+            b->watched = fd;
     }
     if (rc != 0) {
         int64_t delay = ef_backoff_next (&self->backoff);
@@ -180,7 +203,8 @@ s_destroy (ef_actor_t *actor)
     if (self->sealer)
         ef_sealer_cancel (self->sealer);
     ef_sealer_destroy (&self->sealer);
-    PQfinish (self->build);
+    for (int i = 0; i < self->n_builders; i++)
+        PQfinish (self->build[i]);
     PQfinish (self->conn);
 }
 

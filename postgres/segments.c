@@ -32,9 +32,23 @@ typedef enum {
     S_MERGE_INDEXING, /* indexing busy_id */
 } s_busy_t;
 
+/* Segments waiting for an index that one step looks at. */
+#define S_MAX_BUILDING 64
+
+/* A connection that runs builds and merges, one at a time. */
+typedef struct {
+    PGconn *conn;          /* borrowed */
+    s_busy_t busy;         /* the statement in flight */
+    int busy_id;           /* the segment it makes */
+    int merge_a, merge_b;  /* S_MERGE_*: the segments merged */
+    int64_t merge_rows;    /* S_MERGE_*: their rows */
+    int64_t busy_since_us; /* when it was sent */
+} s_builder_t;
+
 struct ef_sealer {
     PGconn *conn;             /* borrowed: counts, rotates, swaps */
-    PGconn *build;            /* borrowed: runs builds and merges */
+    s_builder_t *builders;    /* run builds and merges */
+    int n_builders;           /* entries of builders */
     char *schema;             /* as configured */
     char *quoted;             /* quoted identifier, made on first step */
     ef_segments_opts_t opts;  /* copied */
@@ -43,12 +57,7 @@ struct ef_sealer {
     int growing;              /* id of the growing segment last seen */
     int64_t growing_rows;     /* its rows when last counted */
     int64_t growing_since_us; /* monotonic time that count was first seen */
-    s_busy_t busy;            /* the statement in flight */
-    int busy_id;              /* the segment it makes */
-    int merge_a, merge_b;     /* S_MERGE_*: the segments merged */
-    int64_t merge_rows;       /* S_MERGE_*: their rows */
-    int64_t busy_since_us;    /* when it was sent */
-    ef_index_opts_t ix;       /* the index it builds */
+    ef_index_opts_t ix;       /* the index builds make (recorded setting) */
 };
 
 /* Runs a script; returns 0 or -1 with err = "what: SQLSTATE message". */
@@ -280,14 +289,22 @@ ef_segments_index_apply (PGconn *conn, const char *quoted, int dim,
 /* --- the sealer ------------------------------------------------------- */
 
 ef_sealer_t *
-ef_sealer_new (PGconn *conn, PGconn *build, const char *schema,
-               const ef_segments_opts_t *opts)
+ef_sealer_new (PGconn *conn, PGconn *const *builds, int n_builds,
+               const char *schema, const ef_segments_opts_t *opts)
 {
     ef_sealer_t *self = calloc (1, sizeof *self);
     if (!self)
         return NULL;
     self->conn = conn;
-    self->build = build;
+    self->builders =
+        calloc (n_builds > 0 ? n_builds : 1, sizeof *self->builders);
+    if (!self->builders) {
+        free (self);
+        return NULL;
+    }
+    for (int i = 0; i < n_builds; i++)
+        self->builders[i].conn = builds[i];
+    self->n_builders = n_builds;
     self->opts = *opts;
     self->schema = strdup (schema);
     self->growing = -1;
@@ -304,6 +321,7 @@ ef_sealer_destroy (ef_sealer_t **self_p)
     ef_sealer_t *self = *self_p;
     free (self->schema);
     free (self->quoted);
+    free (self->builders);
     free (self);
     *self_p = NULL;
 }
@@ -449,26 +467,25 @@ s_rotate (ef_sealer_t *self, int growing, int next, int64_t rows, char *err,
 }
 
 static int
-s_set_build_memory (ef_sealer_t *self, char *err, size_t errlen)
+s_set_build_memory (ef_sealer_t *self, s_builder_t *b, char *err, size_t errlen)
 {
     char sql[100];
     snprintf (sql, sizeof sql, "SET maintenance_work_mem = '%" PRId64 "kB'",
               self->opts.build_memory / 1024);
-    return s_script (self->build, sql, "setting maintenance_work_mem", err,
-                     errlen);
+    return s_script (b->conn, sql, "setting maintenance_work_mem", err, errlen);
 }
 
 /* Sends sql without waiting for its result: ef_sealer_poll collects it. */
 static int
-s_send (ef_sealer_t *self, const char *sql, s_busy_t busy, char *err,
+s_send (s_builder_t *b, const char *sql, s_busy_t busy, char *err,
         size_t errlen)
 {
-    if (!PQsendQuery (self->build, sql)) {
-        snprintf (err, errlen, "sending: %s", PQerrorMessage (self->build));
+    if (!PQsendQuery (b->conn, sql)) {
+        snprintf (err, errlen, "sending: %s", PQerrorMessage (b->conn));
         return -1;
     }
-    self->busy = busy;
-    self->busy_since_us = ef_clock_mono_us ();
+    b->busy = busy;
+    b->busy_since_us = ef_clock_mono_us ();
     return 0;
 }
 
@@ -476,29 +493,31 @@ s_send (ef_sealer_t *self, const char *sql, s_busy_t busy, char *err,
    queries (CONCURRENTLY: a plain build would hold off every changed
    row's delete, which touches all segments). */
 static int
-s_build_start (ef_sealer_t *self, int id, char *err, size_t errlen)
+s_build_start (ef_sealer_t *self, s_builder_t *b, int id, char *err,
+               size_t errlen)
 {
     char sql[1024], name[48], table[32];
     snprintf (name, sizeof name, "embedding_%d_vector", id);
     snprintf (table, sizeof table, "embedding_%d", id);
     snprintf (sql, sizeof sql, "DROP INDEX IF EXISTS %s.%s", self->quoted,
               name);
-    if (s_set_build_memory (self, err, errlen) != 0
-        || s_script (self->build, sql, "building", err, errlen) != 0
-        || ef_schema_index_sql (self->build, self->quoted, table, name,
+    if (s_set_build_memory (self, b, err, errlen) != 0
+        || s_script (b->conn, sql, "building", err, errlen) != 0
+        || ef_schema_index_sql (b->conn, self->quoted, table, name,
                                 self->opts.dim, &self->ix, true, sql,
                                 sizeof sql, err, errlen)
                != 0)
         return -1;
-    self->busy_id = id;
-    return s_send (self, sql, S_BUILDING, err, errlen);
+    b->busy_id = id;
+    return s_send (b, sql, S_BUILDING, err, errlen);
 }
 
 /* Starts merging sealed segments a and b into new segment m beside the
    live ones: the copy first (then the index, then the swap: see
    ef_sealer_poll). */
 static int
-s_merge_start (ef_sealer_t *self, int a, int b, int m, char *err, size_t errlen)
+s_merge_start (ef_sealer_t *self, s_builder_t *bl, int a, int b, int m,
+               char *err, size_t errlen)
 {
     char sql[2000];
     snprintf (sql, sizeof sql,
@@ -513,12 +532,12 @@ s_merge_start (ef_sealer_t *self, int a, int b, int m, char *err, size_t errlen)
               "  ADD CONSTRAINT embedding_id_fkey FOREIGN KEY (id)"
               "    REFERENCES %1$s.chunk (id) ON DELETE CASCADE;",
               self->quoted, m, a, b);
-    if (s_new_segment_table (self->build, self->quoted, m, err, errlen) != 0)
+    if (s_new_segment_table (bl->conn, self->quoted, m, err, errlen) != 0)
         return -1;
-    self->busy_id = m;
-    self->merge_a = a;
-    self->merge_b = b;
-    return s_send (self, sql, S_MERGE_COPYING, err, errlen);
+    bl->busy_id = m;
+    bl->merge_a = a;
+    bl->merge_b = b;
+    return s_send (bl, sql, S_MERGE_COPYING, err, errlen);
 }
 
 /* Swaps merged segment m in for a and b, in one transaction. The key,
@@ -530,7 +549,7 @@ s_merge_start (ef_sealer_t *self, int a, int b, int m, char *err, size_t errlen)
    deleted chunk) and to swap the tables; lock_timeout gives up rather
    than queue queries behind a long one, and the merge is tried again. */
 static int
-s_merge_swap (ef_sealer_t *self, char *err, size_t errlen)
+s_merge_swap (ef_sealer_t *self, const s_builder_t *b, char *err, size_t errlen)
 {
     char sql[2000];
     snprintf (sql, sizeof sql,
@@ -552,7 +571,7 @@ s_merge_swap (ef_sealer_t *self, char *err, size_t errlen)
               "  SELECT %2$d, 'sealed', count(*), now()"
               "  FROM %1$s.embedding_%2$d;"
               "COMMIT",
-              self->quoted, self->busy_id, self->merge_a, self->merge_b);
+              self->quoted, b->busy_id, b->merge_a, b->merge_b);
     if (s_script (self->conn, sql, "swapping merged segments", err, errlen)
         != 0) {
         s_rollback (self->conn);
@@ -562,59 +581,74 @@ s_merge_swap (ef_sealer_t *self, char *err, size_t errlen)
 }
 
 int
-ef_sealer_fd (const ef_sealer_t *self)
+ef_sealer_fd (const ef_sealer_t *self, int builder)
 {
-    return self->busy != S_IDLE ? PQsocket (self->build) : -1;
+    const s_builder_t *b = &self->builders[builder];
+    return b->busy != S_IDLE ? PQsocket (b->conn) : -1;
 }
 
 void
 ef_sealer_cancel (ef_sealer_t *self)
 {
-    if (self->busy == S_IDLE)
-        return;
-    PGcancel *cancel = PQgetCancel (self->build);
-    char why[256];
-    if (cancel)
-        PQcancel (cancel, why, sizeof why);
-    PQfreeCancel (cancel);
-    self->busy = S_IDLE;
+    for (int i = 0; i < self->n_builders; i++) {
+        s_builder_t *b = &self->builders[i];
+        if (b->busy == S_IDLE)
+            continue;
+        PGcancel *cancel = PQgetCancel (b->conn);
+        char why[256];
+        if (cancel)
+            PQcancel (cancel, why, sizeof why);
+        PQfreeCancel (cancel);
+        b->busy = S_IDLE;
+    }
+}
+
+/* True while any builder runs something. */
+static bool
+s_any_busy (const ef_sealer_t *self)
+{
+    for (int i = 0; i < self->n_builders; i++)
+        if (self->builders[i].busy != S_IDLE)
+            return true;
+    return false;
 }
 
 int
-ef_sealer_poll (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
-                size_t detlen, char *err, size_t errlen)
+ef_sealer_poll (ef_sealer_t *self, int builder, ef_seal_step_t *did,
+                char *detail, size_t detlen, char *err, size_t errlen)
 {
     *did = EF_SEAL_NOTHING;
-    if (self->busy == S_IDLE)
+    s_builder_t *b = &self->builders[builder];
+    if (b->busy == S_IDLE)
         return 0;
-    if (!PQconsumeInput (self->build)) {
-        snprintf (err, errlen, "reading: %s", PQerrorMessage (self->build));
-        self->busy = S_IDLE;
+    if (!PQconsumeInput (b->conn)) {
+        snprintf (err, errlen, "reading: %s", PQerrorMessage (b->conn));
+        b->busy = S_IDLE;
         self->recovered = false;
         return -1;
     }
-    if (PQisBusy (self->build))
+    if (PQisBusy (b->conn))
         return 0;
     /* the statement ended: collect every result */
     char failure[600] = "";
     PGresult *res;
-    while ((res = PQgetResult (self->build))) {
+    while ((res = PQgetResult (b->conn))) {
         ExecStatusType st = PQresultStatus (res);
         if (!*failure && st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
             char state[6], msg[400];
-            ef_pg_error (self->build, res, state, msg, sizeof msg);
+            ef_pg_error (b->conn, res, state, msg, sizeof msg);
             snprintf (failure, sizeof failure, "%s%s%s", state,
                       *state ? " " : "", msg);
         }
         PQclear (res);
     }
-    s_busy_t was = self->busy;
-    self->busy = S_IDLE;
-    double took = (double) (ef_clock_mono_us () - self->busy_since_us) / 1e6;
+    s_busy_t was = b->busy;
+    b->busy = S_IDLE;
+    double took = (double) (ef_clock_mono_us () - b->busy_since_us) / 1e6;
     if (*failure) {
         snprintf (err, errlen, "%s segment %d: %s",
-                  was == S_BUILDING ? "indexing" : "merging into",
-                  self->busy_id, failure);
+                  was == S_BUILDING ? "indexing" : "merging into", b->busy_id,
+                  failure);
         self->recovered = false; /* drop what it left */
         return -1;
     }
@@ -625,35 +659,36 @@ ef_sealer_poll (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
                   "UPDATE %1$s.segment SET state = 'sealed', sealed_at = now(),"
                   "  rows = (SELECT count(*) FROM %1$s.embedding_%2$d)"
                   " WHERE id = %2$d",
-                  self->quoted, self->busy_id);
+                  self->quoted, b->busy_id);
         if (s_script (self->conn, sql, "sealing", err, errlen) != 0)
             return -1;
         *did = EF_SEAL_BUILT;
-        snprintf (detail, detlen, "segment %d indexed in %.1f s", self->busy_id,
+        snprintf (detail, detlen, "segment %d indexed in %.1f s", b->busy_id,
                   took);
         return 0;
     case S_MERGE_COPYING: {
         if (self->ix.method == EF_INDEX_NONE)
             goto swap;
         char name[48], table[32], create[1024];
-        snprintf (name, sizeof name, "embedding_%d_vector", self->busy_id);
-        snprintf (table, sizeof table, "embedding_%d", self->busy_id);
-        if (s_set_build_memory (self, err, errlen) != 0
-            || ef_schema_index_sql (self->build, self->quoted, table, name,
+        int64_t since = b->busy_since_us;
+        snprintf (name, sizeof name, "embedding_%d_vector", b->busy_id);
+        snprintf (table, sizeof table, "embedding_%d", b->busy_id);
+        if (s_set_build_memory (self, b, err, errlen) != 0
+            || ef_schema_index_sql (b->conn, self->quoted, table, name,
                                     self->opts.dim, &self->ix, false, create,
                                     sizeof create, err, errlen)
                    != 0
-            || s_send (self, create, S_MERGE_INDEXING, err, errlen) != 0) {
-            self->busy = S_IDLE;
+            || s_send (b, create, S_MERGE_INDEXING, err, errlen) != 0) {
+            b->busy = S_IDLE;
             self->recovered = false;
             return -1;
         }
-        self->busy_since_us -= (int64_t) (took * 1e6); /* report it all */
+        b->busy_since_us = since; /* report the whole merge */
         return 0;
     }
     case S_MERGE_INDEXING:
     swap:
-        if (s_merge_swap (self, err, errlen) != 0) {
+        if (s_merge_swap (self, b, err, errlen) != 0) {
             self->recovered = false;
             return -1;
         }
@@ -661,8 +696,7 @@ ef_sealer_poll (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
         snprintf (detail, detlen,
                   "segments %d and %d (%" PRId64 " rows) merged into %d in "
                   "%.1f s",
-                  self->merge_a, self->merge_b, self->merge_rows, self->busy_id,
-                  took);
+                  b->merge_a, b->merge_b, b->merge_rows, b->busy_id, took);
         return 0;
     case S_IDLE:
         break;
@@ -681,12 +715,22 @@ ef_sealer_step (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
         return -1;
     if (!self->leader)
         return 0;
-    if (!self->recovered && s_recover (self, err, errlen) != 0)
+    /* what a running build or merge makes would look left behind */
+    if (!self->recovered && !s_any_busy (self)
+        && s_recover (self, err, errlen) != 0)
         return -1;
     PGresult *res = s_segments (self, err, errlen);
     if (!res)
         return -1;
-    int growing = -1, building = -1, next = 1, sealed = 0;
+    int growing = -1, next = 1, sealed = 0;
+    int building[S_MAX_BUILDING], n_building = 0;
+    bool merging = false;
+    for (int i = 0; i < self->n_builders; i++) {
+        const s_builder_t *b = &self->builders[i];
+        if (b->busy != S_IDLE && b->busy_id >= next)
+            next = b->busy_id + 1; /* a merge's new table */
+        merging |= b->busy == S_MERGE_COPYING || b->busy == S_MERGE_INDEXING;
+    }
     int small[2] = {-1, -1};
     int64_t small_rows[2] = {INT64_MAX, INT64_MAX};
     for (int i = 0; i < PQntuples (res); i++) {
@@ -697,8 +741,14 @@ ef_sealer_step (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
             next = id + 1;
         if (strcmp (state, "growing") == 0)
             growing = id;
-        else if (strcmp (state, "building") == 0 && building < 0)
-            building = id;
+        else if (strcmp (state, "building") == 0) {
+            bool taken = false;
+            for (int j = 0; j < self->n_builders; j++)
+                taken |= self->builders[j].busy == S_BUILDING
+                         && self->builders[j].busy_id == id;
+            if (!taken && n_building < S_MAX_BUILDING)
+                building[n_building++] = id;
+        }
         else if (strcmp (state, "sealed") == 0) {
             sealed++;
             if (rows < small_rows[0]) {
@@ -752,44 +802,54 @@ ef_sealer_step (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
         return 0;
     }
 
-    /* one build or merge at a time, on the build connection */
-    if (self->busy != S_IDLE)
-        return 0;
-    if (PQstatus (self->build) != CONNECTION_OK)
-        PQreset (self->build);
-    if ((building >= 0 || sealed > self->opts.max_segments)
+    /* 2. indexes to build, 3. a merge: each on an idle builder */
+    if ((n_building > 0 || sealed > self->opts.max_segments)
         && s_recorded_index (self, &self->ix, err, errlen) != 0)
         return -1;
-    /* 2. an index to build (none when the index was applied away) */
-    if (building >= 0 && self->ix.method == EF_INDEX_NONE) {
-        snprintf (sql, sizeof sql,
-                  "UPDATE %s.segment SET state = 'sealed', sealed_at = now()"
-                  " WHERE id = %d",
-                  self->quoted, building);
-        if (s_script (self->conn, sql, "sealing", err, errlen) != 0)
-            return -1;
-        *did = EF_SEAL_BUILT;
-        snprintf (detail, detlen, "segment %d sealed (index.method none)",
-                  building);
-        return 0;
-    }
-    if (building >= 0) {
-        if (s_build_start (self, building, err, errlen) != 0)
-            return -1;
-        *did = EF_SEAL_STARTED;
-        snprintf (detail, detlen, "indexing segment %d", building);
-        return 0;
-    }
-    /* 3. too many sealed segments: merge the two smallest */
-    if (sealed > self->opts.max_segments && small[1] >= 0) {
-        self->merge_rows = small_rows[0] + small_rows[1];
-        if (s_merge_start (self, small[0], small[1], next, err, errlen) != 0) {
-            self->recovered = false;
-            return -1;
+    int started = 0;
+    for (int i = 0; i < self->n_builders; i++) {
+        s_builder_t *b = &self->builders[i];
+        if (b->busy != S_IDLE)
+            continue;
+        if (n_building == 0
+            && (merging || sealed <= self->opts.max_segments || small[1] < 0))
+            break;
+        if (PQstatus (b->conn) != CONNECTION_OK)
+            PQreset (b->conn);
+        if (n_building > 0) {
+            int id = building[--n_building];
+            if (self->ix.method == EF_INDEX_NONE) {
+                /* the index was applied away: sealed as it is */
+                snprintf (sql, sizeof sql,
+                          "UPDATE %s.segment SET state = 'sealed',"
+                          " sealed_at = now() WHERE id = %d",
+                          self->quoted, id);
+                if (s_script (self->conn, sql, "sealing", err, errlen) != 0)
+                    return -1;
+                *did = EF_SEAL_BUILT;
+                snprintf (detail, detlen,
+                          "segment %d sealed (index.method none)", id);
+                return 0;
+            }
+            if (s_build_start (self, b, id, err, errlen) != 0)
+                return -1;
+            snprintf (detail, detlen, "indexing segment %d", id);
         }
-        *did = EF_SEAL_STARTED;
-        snprintf (detail, detlen, "merging segments %d and %d into %d",
-                  small[0], small[1], next);
+        else {
+            /* too many sealed segments: merge the two smallest */
+            b->merge_rows = small_rows[0] + small_rows[1];
+            if (s_merge_start (self, b, small[0], small[1], next, err, errlen)
+                != 0) {
+                self->recovered = false;
+                return -1;
+            }
+            snprintf (detail, detlen, "merging segments %d and %d into %d",
+                      small[0], small[1], next);
+            merging = true;
+        }
+        started++;
     }
+    if (started)
+        *did = EF_SEAL_STARTED;
     return 0;
 }

@@ -61,7 +61,7 @@ typedef struct {
     int64_t seal_rows;    /* a growing segment this full is sealed */
     int64_t seal_idle_ms; /* ... or one with rows that got none this long */
     int64_t max_segments; /* more sealed segments than this are merged */
-    int64_t build_memory; /* bytes of maintenance_work_mem for a build */
+    int64_t build_memory; /* bytes of maintenance_work_mem of each build */
     int dim;              /* the schema's dimension */
 } ef_segments_opts_t;
 
@@ -77,14 +77,16 @@ typedef enum {
 typedef struct ef_sealer ef_sealer_t;
 
 /* The sealer of schema. conn counts and rotates the growing segment
-   and swaps merges in; build runs index builds and merges, so that the
-   growing segment is sealed on time while a build takes minutes. Both
-   are borrowed: the caller owns them and may PQreset conn between
-   steps (build is reset here when broken). Only one sealer per schema
-   works at a time (a session advisory lock on conn); the others stand
-   by. NULL when out of memory. */
-ef_sealer_t *ef_sealer_new (PGconn *conn, PGconn *build, const char *schema,
-                            const ef_segments_opts_t *opts);
+   and swaps merges in; each of builds[0..n_builds) runs one index build
+   or merge at a time, so that the growing segment is sealed on time
+   while builds take minutes, and several segments are indexed at once
+   (one core each on the server). All are borrowed: the caller owns them
+   and may PQreset conn between steps (a builder is reset here when
+   broken). Only one sealer per schema works at a time (a session
+   advisory lock on conn); the others stand by. NULL when out of
+   memory. */
+ef_sealer_t *ef_sealer_new (PGconn *conn, PGconn *const *builds, int n_builds,
+                            const char *schema, const ef_segments_opts_t *opts);
 
 /* Frees the sealer (not the connection); NULLs *self_p. */
 void ef_sealer_destroy (ef_sealer_t **self_p);
@@ -106,17 +108,19 @@ void ef_sealer_destroy (ef_sealer_t **self_p);
 int ef_sealer_step (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
                     size_t detlen, char *err, size_t errlen);
 
-/* The descriptor to watch while a build or merge runs, -1 when none. */
-int ef_sealer_fd (const ef_sealer_t *self);
+/* The descriptor to watch while builder's build or merge runs, -1 when
+   it runs none. */
+int ef_sealer_fd (const ef_sealer_t *self, int builder);
 
-/* Carries a build or merge on once ef_sealer_fd is readable: *did is
+/* Carries builder's build or merge on once its ef_sealer_fd is
+   readable: *did is
    EF_SEAL_NOTHING while it runs, then EF_SEAL_BUILT or EF_SEAL_MERGED
    (detail saying what and how long). Returns 0, or -1 with err (the
    statement failed; a later step drops what it left). */
-int ef_sealer_poll (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
-                    size_t detlen, char *err, size_t errlen);
+int ef_sealer_poll (ef_sealer_t *self, int builder, ef_seal_step_t *did,
+                    char *detail, size_t detlen, char *err, size_t errlen);
 
-/* Cancels a build or merge in flight (on stop): the server drops it or
+/* Cancels every build or merge in flight (on stop): the server drops it or
    leaves what the next sealer's first step drops. */
 void ef_sealer_cancel (ef_sealer_t *self);
 
