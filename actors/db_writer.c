@@ -317,7 +317,10 @@ s_settle (ef_actor_t *actor, s_self_t *self, Embedflow__V1__Row *const *rows,
             /* The sealer is behind: hold the batch (and so, through the
                links, the sources) without spending the retry budget. */
             if (!self->backlogged)
-                ef_info ("waiting for ANN indexes: %s", rep.message);
+                ef_info ("waiting for ANN indexes: %s (the index-sealer "
+                         "builds them; in a split deployment a host must run "
+                         "it)",
+                         rep.message);
             self->backlogged = true;
             if (ef_backoff_sleep (S_BACKLOG_WAIT_MS, ef_actor_stop_flag (actor))
                 != 0) {

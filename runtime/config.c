@@ -1379,10 +1379,21 @@ s_partly_here (const ef_config_t *self, const s_actor_cfg_t *a)
            && (a->first > 0 || (a->last >= 0 && a->last < a->instances - 1));
 }
 
+/* Whether def has ports: an actor without any (a background worker
+   such as the index-sealer) joins no link, so no placement can leave
+   one of its peers waiting. */
+static bool
+s_has_ports (const ef_actor_def_t *def)
+{
+    return def->ports && def->ports[0].name;
+}
+
 /* Resolves hosts: (placement) into each actor's host_of and, when `host`
    names this process's entry and `run` was not given, applies that
-   entry's run list. Every instance of every actor must run on exactly
-   one host. Returns 0, or -1 with err naming the key. */
+   entry's run list. Every instance of every actor with ports must run
+   on exactly one host; one without ports that no host names runs on
+   none (an existing placement stays valid when such an actor is
+   added). Returns 0, or -1 with err naming the key. */
 static int
 s_resolve_hosts (ef_config_t *self, char *err, size_t errlen)
 {
@@ -1471,7 +1482,8 @@ s_resolve_hosts (ef_config_t *self, char *err, size_t errlen)
     }
     for (size_t i = 0; i < self->n_actors; i++)
         for (int k = 0; k < self->actors[i].instances; k++)
-            if (self->actors[i].host_of[k] < 0) {
+            if (self->actors[i].host_of[k] < 0
+                && s_has_ports (self->actors[i].def)) {
                 snprintf (err, errlen,
                           "hosts: no host runs %s[%d]: every instance runs "
                           "on exactly one host",

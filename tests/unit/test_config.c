@@ -706,11 +706,11 @@ EF_TEST (config_topology_from_to)
     size_t order[16];
     EF_REQUIRE (ef_config_actor_count (c) <= 16);
     size_t n = ef_config_drain_order (c, order);
-    const char *want[] = {"grpc-receiver",    "scheduler", "grpc-puller",
-                          "splitter",         "db-writer", "dlq",
-                          "cache-invalidator"};
-    EF_CHECK (n == 7);
-    for (size_t i = 0; i < n && i < 7; i++)
+    const char *want[] = {"grpc-receiver",     "scheduler",   "grpc-puller",
+                          "splitter",          "db-writer",   "dlq",
+                          "cache-invalidator", "index-sealer"};
+    EF_CHECK (n == 8);
+    for (size_t i = 0; i < n && i < 8; i++)
         EF_CHECK (strcmp (ef_config_actor_at (c, order[i])->name, want[i])
                   == 0);
     /* an OUT port joins one link per source: acks and pull-acks */
