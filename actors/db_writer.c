@@ -151,6 +151,7 @@ typedef struct {
     ef_gauge_t *cap_gauge;        /* embedflow_writer_cap_rows */
     ef_counter_t *merged_counter; /* ..._merged_transactions_total */
     ef_counter_t *merged_batches; /* ..._merged_batches_total */
+    ef_counter_t *index_wait;     /* ..._index_wait_seconds_total */
 } s_self_t;
 
 /* covers 0 is proto3's "unset": a row stands at least for itself. */
@@ -322,6 +323,8 @@ s_settle (ef_actor_t *actor, s_self_t *self, Embedflow__V1__Row *const *rows,
                          "it)",
                          rep.message);
             self->backlogged = true;
+            ef_counter_add (self->index_wait,
+                            (uint64_t) S_BACKLOG_WAIT_MS * 1000000);
             if (ef_backoff_sleep (S_BACKLOG_WAIT_MS, ef_actor_stop_flag (actor))
                 != 0) {
                 self->stopped = true;
@@ -513,6 +516,11 @@ s_init (ef_actor_t *actor)
         return -1;
     }
     const char *name = ef_actor_name (actor);
+    self->index_wait = ef_metrics_seconds_labeled (
+        "embedflow_writer_index_wait_seconds_total",
+        "time batches waited because too many rows lacked their ANN index "
+        "(index.max_unindexed_rows)",
+        (const char *const[]){"actor", ef_actor_name (actor), NULL});
     self->merged_counter = ef_metrics_counter (
         "embedflow_writer_merged_transactions_total",
         "Transactions that merged several queued batches (adaptive).", name);

@@ -24,6 +24,7 @@
 #include "embedflow/actor.h"
 #include "embedflow/backoff.h"
 #include "embedflow/log.h"
+#include "embedflow/metrics.h"
 #include "pipeline/pipeline.h"
 #include "postgres/pg.h"
 #include "postgres/segments.h"
@@ -64,6 +65,10 @@ struct s_self {
     ef_sealer_t *sealer;               /* NULL when not segmented */
     ef_backoff_t backoff;              /* after a failed step */
     bool failing;                      /* the last step failed */
+    ef_gauge_t *waiting;               /* rows without their index */
+    ef_gauge_t *sealed;                /* sealed segments */
+    ef_histogram_t *builds;            /* seconds of each build */
+    ef_histogram_t *merges;            /* seconds of each merge */
 };
 
 static int
@@ -108,6 +113,21 @@ s_init (ef_actor_t *actor)
         return -1;
     }
     self->backoff = ef_backoff_make (100, 30000, -1);
+    const char *name = ef_actor_name (actor);
+    self->waiting = ef_metrics_gauge (
+        "embedflow_index_unindexed_rows",
+        "rows of the segmented embedding table without their ANN index yet "
+        "(growing segment and segments waiting for or in a build)",
+        name);
+    self->sealed = ef_metrics_gauge (
+        "embedflow_index_sealed_segments",
+        "sealed segments, each with its own ANN index a query reads", name);
+    self->builds =
+        ef_metrics_histogram ("embedflow_index_build_seconds",
+                              "time of one sealed segment's index build", name);
+    self->merges = ef_metrics_histogram (
+        "embedflow_index_merge_seconds",
+        "time of one merge of two sealed segments (copy, index, swap)", name);
     ef_actor_wake_in (actor, 0);
     return 0;
 }
@@ -158,6 +178,14 @@ s_after (ef_actor_t *actor, s_self_t *self, int rc, ef_seal_step_t did,
         ef_info ("sealing works again");
     self->failing = false;
     self->backoff = ef_backoff_make (100, 30000, -1);
+    ef_seal_stats_t stats;
+    ef_sealer_stats (self->sealer, &stats);
+    ef_gauge_set (self->waiting, stats.waiting);
+    ef_gauge_set (self->sealed, stats.sealed);
+    if (did == EF_SEAL_BUILT)
+        ef_histogram_observe (self->builds, stats.seconds);
+    else if (did == EF_SEAL_MERGED)
+        ef_histogram_observe (self->merges, stats.seconds);
     if (did == EF_SEAL_STARTED)
         ef_debug ("%s", detail);
     else if (did != EF_SEAL_NOTHING)

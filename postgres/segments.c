@@ -58,6 +58,7 @@ struct ef_sealer {
     int64_t growing_rows;     /* its rows when last counted */
     int64_t growing_since_us; /* monotonic time that count was first seen */
     ef_index_opts_t ix;       /* the index builds make (recorded setting) */
+    ef_seal_stats_t stats;    /* as of the last step */
 };
 
 /* Runs a script; returns 0 or -1 with err = "what: SQLSTATE message". */
@@ -580,6 +581,12 @@ s_merge_swap (ef_sealer_t *self, const s_builder_t *b, char *err, size_t errlen)
     return 0;
 }
 
+void
+ef_sealer_stats (const ef_sealer_t *self, ef_seal_stats_t *stats)
+{
+    *stats = self->stats;
+}
+
 int
 ef_sealer_fd (const ef_sealer_t *self, int builder)
 {
@@ -663,6 +670,7 @@ ef_sealer_poll (ef_sealer_t *self, int builder, ef_seal_step_t *did,
         if (s_script (self->conn, sql, "sealing", err, errlen) != 0)
             return -1;
         *did = EF_SEAL_BUILT;
+        self->stats.seconds = took;
         snprintf (detail, detlen, "segment %d indexed in %.1f s", b->busy_id,
                   took);
         return 0;
@@ -693,6 +701,7 @@ ef_sealer_poll (ef_sealer_t *self, int builder, ef_seal_step_t *did,
             return -1;
         }
         *did = EF_SEAL_MERGED;
+        self->stats.seconds = took;
         snprintf (detail, detlen,
                   "segments %d and %d (%" PRId64 " rows) merged into %d in "
                   "%.1f s",
@@ -723,6 +732,7 @@ ef_sealer_step (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
     if (!res)
         return -1;
     int growing = -1, next = 1, sealed = 0;
+    int64_t unsealed_rows = 0; /* of segments waiting for their index */
     int building[S_MAX_BUILDING], n_building = 0;
     bool merging = false;
     for (int i = 0; i < self->n_builders; i++) {
@@ -739,6 +749,8 @@ ef_sealer_step (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
         int64_t rows = strtoll (PQgetvalue (res, i, 2), NULL, 10);
         if (id >= next)
             next = id + 1;
+        if (strcmp (state, "building") == 0)
+            unsealed_rows += rows;
         if (strcmp (state, "growing") == 0)
             growing = id;
         else if (strcmp (state, "building") == 0) {
@@ -769,12 +781,15 @@ ef_sealer_step (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
                   self->schema);
         return -1;
     }
+    self->stats.sealed = sealed;
+    self->stats.waiting = unsealed_rows;
 
     /* 1. the growing segment: count it (writers hold back on the sum of
           the unsealed ones), rotate it when full or idle with rows */
     int64_t rows = s_count (self, growing, err, errlen);
     if (rows < 0)
         return -1;
+    self->stats.waiting += rows;
     int64_t now = ef_clock_mono_us ();
     if (growing != self->growing || rows != self->growing_rows) {
         self->growing = growing;

@@ -76,6 +76,14 @@ typedef enum {
 
 typedef struct ef_sealer ef_sealer_t;
 
+/* What the sealer saw at its last step, for metrics. */
+typedef struct {
+    int64_t waiting; /* rows without their index: the growing segment and
+                        those waiting for or in a build */
+    int sealed;      /* sealed segments: indexes a query reads */
+    double seconds;  /* duration of the last build or merge that ended */
+} ef_seal_stats_t;
+
 /* The sealer of schema. conn counts and rotates the growing segment
    and swaps merges in; each of builds[0..n_builds) runs one index build
    or merge at a time, so that the growing segment is sealed on time
@@ -107,6 +115,9 @@ void ef_sealer_destroy (ef_sealer_t **self_p);
    cannot finish or drop). */
 int ef_sealer_step (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
                     size_t detlen, char *err, size_t errlen);
+
+/* What the last step saw, and how long the last build or merge took. */
+void ef_sealer_stats (const ef_sealer_t *self, ef_seal_stats_t *stats);
 
 /* The descriptor to watch while builder's build or merge runs, -1 when
    it runs none. */

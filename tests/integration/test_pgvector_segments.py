@@ -16,7 +16,7 @@ import pytest
 
 from conftest import EMBEDFLOW_BIN, Database, Embedflow, clean_env, \
     unique_name
-from helpers import chunk, row, send, wait_until
+from helpers import chunk, row, scrape, send, wait_until
 from test_pgvector import PGV, f32
 
 DIM = 64
@@ -242,7 +242,9 @@ def test_small_segments_merge_and_queries_go_on_meanwhile(
 
 def test_writers_wait_while_too_many_rows_lack_an_index(start, pdb, pschema):
     ef = start("--index.seal_rows", "200", "--index.max_unindexed_rows",
-               "300", "--index.m", "32", "--index.ef_construction", "400")
+               "300", "--index.m", "32", "--index.ef_construction", "400",
+               "--metrics", "127.0.0.1:0")
+    base = ef.wait_for_line(r"metrics on (http://\S+:\d+)/metrics").group(1)
     rng = random.Random(4)
     items = [row("w", i, DIM, vector=vec(rng)) for i in range(3000)]
     # uploads one after another, so that the sealer counts between them
@@ -254,6 +256,16 @@ def test_writers_wait_while_too_many_rows_lack_an_index(start, pdb, pschema):
                      r"index, more than index.max_unindexed_rows \(300\)")
     ef.wait_for_line(r"ANN indexes caught up: writing again")
     check_one_version_each(pdb, pschema, 3000)
+    m = scrape(base)
+    waited = sum(v for k, v in m.items()
+                 if k.startswith("embedflow_writer_index_wait_seconds_total{"))
+    assert waited > 0, m
+    assert m['embedflow_index_build_seconds_count{actor="index-sealer"}'] >= 1
+    wait_until("sealed", lambda: settled(pdb, pschema))
+    wait_until("the gauges caught up", lambda: scrape(base)[
+        'embedflow_index_unindexed_rows{actor="index-sealer"}'] == 0)
+    assert scrape(base)['embedflow_index_sealed_segments{actor="index-sealer"}'] \
+        == sum(1 for s in segments(pdb, pschema) if s[1] == "sealed")
 
 
 def test_a_kill_in_the_middle_of_a_build_loses_nothing(start, pdb, pschema):
