@@ -37,7 +37,7 @@ typedef struct {
 } s_options_t;
 
 static const ef_option_t s_options[] = {
-    {"check_every", EF_OPT_MS, "500ms", offsetof (s_options_t, check_every), 10,
+    {"check_every", EF_OPT_MS, "100ms", offsetof (s_options_t, check_every), 10,
      3600000,
      "how often the growing segment is counted (a full one is sealed "
      "within this)"},

@@ -68,6 +68,9 @@ struct ef_pgwrite {
     int64_t backlog_limit;    /* unindexed rows beyond which a batch waits;
                                 0 = never */
     char *growing_sql;        /* reads the growing segment and the backlog */
+    char tally[32];           /* name of the prepared tally of rows put
+                                into the growing segment */
+    char *tally_sql;          /* its text */
     char insert_moved[32];    /* name of the prepared insert of changed rows
                                 into the growing segment */
     char *insert_moved_sql;   /* its text */
@@ -269,6 +272,7 @@ ef_pgwrite_new (PGconn *conn, const char *schema, int dim)
     snprintf (self->upsert, sizeof self->upsert, "ef_upsert_%u", id);
     snprintf (self->lookup, sizeof self->lookup, "ef_lookup_%u", id);
     snprintf (self->insert_moved, sizeof self->insert_moved, "ef_moved_%u", id);
+    snprintf (self->tally, sizeof self->tally, "ef_tally_%u", id);
     if (!self->schema) {
         ef_pgwrite_destroy (&self);
         return NULL;
@@ -292,14 +296,24 @@ ef_pgwrite_new (PGconn *conn, const char *schema, int dim)
         " WHERE a.attrelid = %1$s::regclass AND a.attname = 'vector'";
     if (asprintf (&self->lookup_sql, lookup, self->schema) < 0)
         self->lookup_sql = NULL;
-    /* FOR SHARE: the sealer's rotation waits for this transaction */
+    /* FOR SHARE: the sealer's rotation waits for this transaction. The
+       backlog is what every writer tallied into segments not sealed. */
     if (asprintf (&self->growing_sql,
-                  "SELECT id, (SELECT coalesce (sum (rows), 0)"
-                  "   FROM %1$s.segment WHERE state <> 'sealed')"
+                  "SELECT id, (SELECT coalesce (sum (r.rows), 0)"
+                  "   FROM %1$s.segment_rows r JOIN %1$s.segment s"
+                  "     ON s.id = r.segment WHERE s.state <> 'sealed')"
                   " FROM %1$s.segment WHERE state = 'growing' FOR SHARE",
                   self->schema)
         < 0)
         self->growing_sql = NULL;
+    if (asprintf (&self->tally_sql,
+                  "INSERT INTO %1$s.segment_rows (segment, writer, rows)"
+                  " VALUES ($1::integer, pg_backend_pid (), $2::bigint)"
+                  " ON CONFLICT (segment, writer)"
+                  " DO UPDATE SET rows = segment_rows.rows + excluded.rows",
+                  self->schema)
+        < 0)
+        self->tally_sql = NULL;
     if (asprintf (&self->copy_chunk_sql, copy_chunk, self->schema) < 0)
         self->copy_chunk_sql = NULL;
     if (asprintf (&self->copy_embedding_sql, copy_embedding, self->schema) < 0)
@@ -315,7 +329,7 @@ ef_pgwrite_new (PGconn *conn, const char *schema, int dim)
     free (table);
     PQfreemem (literal);
     if (!self->lookup_sql || !self->copy_chunk_sql || !self->copy_embedding_sql
-        || !self->column_sql || !self->growing_sql)
+        || !self->column_sql || !self->growing_sql || !self->tally_sql)
         ef_pgwrite_destroy (&self);
     return self;
 }
@@ -424,6 +438,7 @@ ef_pgwrite_destroy (ef_pgwrite_t **self_p)
     free (self->upsert_sql);
     free (self->lookup_sql);
     free (self->growing_sql);
+    free (self->tally_sql);
     free (self->insert_moved_sql);
     free (self->copy_chunk_sql);
     free (self->copy_embedding_sql);
@@ -612,10 +627,11 @@ s_prepare_session (ef_pgwrite_t *self, ef_write_report_t *rep)
             return status;
         PQclear (res);
     }
-    const char *names[] = {self->upsert, self->lookup, self->insert_moved};
+    const char *names[] = {self->upsert, self->lookup, self->insert_moved,
+                           self->tally};
     const char *texts[] = {self->upsert_sql, self->lookup_sql,
-                           self->insert_moved_sql};
-    for (int i = 0; i < (self->segmented ? 3 : 2); i++) {
+                           self->insert_moved_sql, self->tally_sql};
+    for (int i = 0; i < (self->segmented ? 4 : 2); i++) {
         res = PQprepare (conn, names[i], texts[i], 0, NULL);
         if (!res || PQresultStatus (res) != PGRES_COMMAND_OK) {
             const char *state =
@@ -680,6 +696,9 @@ ef_pgwrite_copy_rows (ef_copy_table_t table, ef_vector_type_t type,
     return b.data;
 }
 
+static ef_write_status_t s_tally (ef_pgwrite_t *self, size_t n,
+                                  ef_write_report_t *rep);
+
 /* Runs the prepared upsert over the staging table; adds what it changed
    to *changed. */
 static ef_write_status_t
@@ -700,8 +719,9 @@ s_upsert_staged (ef_pgwrite_t *self, size_t *changed, ef_write_report_t *rep)
                           0);
     if (!res || PQresultStatus (res) != PGRES_COMMAND_OK)
         return s_fail (self->conn, res, "moving changed rows", rep);
+    size_t moved = strtoul (PQcmdTuples (res), NULL, 10);
     PQclear (res);
-    return EF_WRITE_OK;
+    return s_tally (self, moved, rep);
 }
 
 /* Appends the header of a one-dimensional binary array of n elements. */
@@ -810,6 +830,25 @@ s_commit (PGconn *conn, ef_write_report_t *rep)
     snprintf (rep->message, sizeof rep->message,
               "committing: the transaction was rolled back");
     return EF_WRITE_RETRY;
+}
+
+/* Segmented: adds n rows put into the growing segment to this
+   session's tally, in the batch's transaction. */
+static ef_write_status_t
+s_tally (ef_pgwrite_t *self, size_t n, ef_write_report_t *rep)
+{
+    if (!self->segmented || n == 0)
+        return EF_WRITE_OK;
+    char segment[16], rows[24];
+    snprintf (segment, sizeof segment, "%d", self->segment);
+    snprintf (rows, sizeof rows, "%zu", n);
+    const char *params[] = {segment, rows};
+    PGresult *res =
+        PQexecPrepared (self->conn, self->tally, 2, params, NULL, NULL, 0);
+    if (!res || PQresultStatus (res) != PGRES_COMMAND_OK)
+        return s_fail (self->conn, res, "counting rows of the segment", rep);
+    PQclear (res);
+    return EF_WRITE_OK;
 }
 
 /* Segmented: learns the growing segment, holding it (FOR SHARE) until
@@ -926,6 +965,8 @@ s_write_direct (ef_pgwrite_t *self, Embedflow__V1__Row *const *rows, size_t n,
             status =
                 s_copy (self, self->copy_embedding_sql, EF_COPY_EMBEDDING, rows,
                         n, 1u << S_ROW_NEW, "inserting into embedding", rep);
+        if (status == EF_WRITE_OK)
+            status = s_tally (self, fresh, rep);
         if (status != EF_WRITE_OK)
             return status;
     }

@@ -166,6 +166,14 @@ ef_segments_create (PGconn *conn, const char *quoted, const char *dim,
               "  sealed_at timestamptz);"
               "CREATE UNIQUE INDEX segment_one_growing ON %1$s.segment ((true))"
               "  WHERE state = 'growing';"
+              /* What each writer session put into a segment not sealed yet,
+           in the batch's own transaction: exact, and no two writers
+           update the same row. */
+              "CREATE TABLE %1$s.segment_rows ("
+              "  segment integer NOT NULL,"
+              "  writer integer NOT NULL,"
+              "  rows bigint NOT NULL,"
+              "  PRIMARY KEY (segment, writer));"
               "INSERT INTO %1$s.segment (id, state) VALUES (1, 'growing');",
               quoted, dim, vector);
     return s_script (conn, sql, "making the segments", err, errlen);
@@ -425,11 +433,14 @@ s_segments (ef_sealer_t *self, char *err, size_t errlen)
     return s_query (self->conn, sql, "reading the segments", err, errlen);
 }
 
+/* Rows written into segment id, as the writers' tallies say. */
 static int64_t
 s_count (ef_sealer_t *self, int id, char *err, size_t errlen)
 {
     char sql[300];
-    snprintf (sql, sizeof sql, "SELECT count(*) FROM %s.embedding_%d",
+    snprintf (sql, sizeof sql,
+              "SELECT coalesce (sum (rows), 0) FROM %s.segment_rows"
+              " WHERE segment = %d",
               self->quoted, id);
     PGresult *res = s_query (self->conn, sql, "counting rows", err, errlen);
     if (!res)
@@ -448,17 +459,25 @@ s_rotate (ef_sealer_t *self, int growing, int next, int64_t rows, char *err,
 {
     if (s_script (self->conn, "BEGIN", "rotating", err, errlen) != 0)
         return -1;
-    char sql[1200];
+    /* The segment's row first: its UPDATE waits for the batches writing
+       into it while holding no table lock a writer could want, and new
+       batches wait on it holding none either. Taking the table locks of
+       ATTACH first deadlocked with a writer. */
+    char first[300], sql[1200];
+    snprintf (first, sizeof first,
+              "UPDATE %s.segment SET state = 'building', rows = %" PRId64
+              " WHERE id = %d",
+              self->quoted, rows, growing);
     snprintf (sql, sizeof sql,
               "ALTER TABLE %1$s.embedding_%2$d"
               "  ADD CONSTRAINT embedding_%2$d_pkey PRIMARY KEY (id, segment);"
               "ALTER TABLE %1$s.embedding ATTACH PARTITION %1$s.embedding_%2$d"
               "  FOR VALUES IN (%2$d);"
-              "UPDATE %1$s.segment SET state = 'building', rows = %3$" PRId64
-              "  WHERE id = %4$d;"
               "INSERT INTO %1$s.segment (id, state) VALUES (%2$d, 'growing');",
-              self->quoted, next, rows, growing);
-    if (s_new_segment_table (self->conn, self->quoted, next, err, errlen) != 0
+              self->quoted, next);
+    if (s_script (self->conn, first, "rotating", err, errlen) != 0
+        || s_new_segment_table (self->conn, self->quoted, next, err, errlen)
+               != 0
         || s_script (self->conn, sql, "rotating", err, errlen) != 0
         || s_script (self->conn, "COMMIT", "rotating", err, errlen) != 0) {
         s_rollback (self->conn);
@@ -659,13 +678,14 @@ ef_sealer_poll (ef_sealer_t *self, int builder, ef_seal_step_t *did,
         self->recovered = false; /* drop what it left */
         return -1;
     }
-    char sql[400];
+    char sql[1000];
     switch (was) {
     case S_BUILDING:
         snprintf (sql, sizeof sql,
                   "UPDATE %1$s.segment SET state = 'sealed', sealed_at = now(),"
                   "  rows = (SELECT count(*) FROM %1$s.embedding_%2$d)"
-                  " WHERE id = %2$d",
+                  " WHERE id = %2$d;"
+                  "DELETE FROM %1$s.segment_rows WHERE segment = %2$d",
                   self->quoted, b->busy_id);
         if (s_script (self->conn, sql, "sealing", err, errlen) != 0)
             return -1;
@@ -836,8 +856,9 @@ ef_sealer_step (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
             if (self->ix.method == EF_INDEX_NONE) {
                 /* the index was applied away: sealed as it is */
                 snprintf (sql, sizeof sql,
-                          "UPDATE %s.segment SET state = 'sealed',"
-                          " sealed_at = now() WHERE id = %d",
+                          "UPDATE %1$s.segment SET state = 'sealed',"
+                          " sealed_at = now() WHERE id = %2$d;"
+                          "DELETE FROM %1$s.segment_rows WHERE segment = %2$d",
                           self->quoted, id);
                 if (s_script (self->conn, sql, "sealing", err, errlen) != 0)
                     return -1;
