@@ -296,13 +296,13 @@ ef_pgwrite_new (PGconn *conn, const char *schema, int dim)
         " WHERE a.attrelid = %1$s::regclass AND a.attname = 'vector'";
     if (asprintf (&self->lookup_sql, lookup, self->schema) < 0)
         self->lookup_sql = NULL;
-    /* FOR SHARE: the sealer's rotation waits for this transaction. The
-       backlog is what every writer tallied into segments not sealed. */
+    /* The backlog is what every writer tallied into segments not
+       sealed. No lock on the growing row: segments.c says why. */
     if (asprintf (&self->growing_sql,
                   "SELECT id, (SELECT coalesce (sum (r.rows), 0)"
                   "   FROM %1$s.segment_rows r JOIN %1$s.segment s"
                   "     ON s.id = r.segment WHERE s.state <> 'sealed')"
-                  " FROM %1$s.segment WHERE state = 'growing' FOR SHARE",
+                  " FROM %1$s.segment WHERE state = 'growing'",
                   self->schema)
         < 0)
         self->growing_sql = NULL;
@@ -851,8 +851,8 @@ s_tally (ef_pgwrite_t *self, size_t n, ef_write_report_t *rep)
     return EF_WRITE_OK;
 }
 
-/* Segmented: learns the growing segment, holding it (FOR SHARE) until
-   the transaction ends, and points the COPY of new vectors at it.
+/* Segmented: learns the growing segment and points the COPY of new
+   vectors at it.
    Returns EF_WRITE_WAIT when more rows than backlog_limit wait for
    their index (the sealer is behind): the batch waits rather than
    making every query scan them. */

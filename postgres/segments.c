@@ -1,15 +1,19 @@
 /*  segments.c — the segmented embedding table: see segments.h.
 
     Invariants the writers and the sealer keep between them:
-      - exactly one segment is growing; writers read which one inside
-        their batch's transaction with FOR SHARE, so the rotation's
-        UPDATE of that row waits for every batch that may still write
-        into it, and no row is added to a segment once it is rotated;
+      - exactly one segment is growing; a writer reads which one in its
+        batch's transaction, without a lock (a rotation waiting for the
+        share locks of overlapping batches starved), so a batch that
+        read it just before a rotation may still add rows to the
+        segment being built: CREATE INDEX CONCURRENTLY indexes them, and
+        one that comes later still goes through the index;
       - a row id lives in one segment: a changed row is deleted wherever
-        it is and inserted into the growing segment, in one transaction;
-      - a sealed segment only ever loses rows, which is what lets a merge
-        copy two of them while they are live and then drop, under the
-        swap's lock, the copies whose original went away meanwhile.
+        it is and its new version, with a new updated_at, inserted into
+        the growing segment, in one transaction;
+      - a merge copies two live segments and, under the swap's lock,
+        makes the copy equal to them by (id, updated_at): it drops the
+        copies whose original went away meanwhile and adds what came in
+        late.
 */
 #include "postgres/segments.h"
 #include "postgres/pg.h"
@@ -113,7 +117,7 @@ static int
 s_new_segment_table (PGconn *conn, const char *quoted, int id, char *err,
                      size_t errlen)
 {
-    char sql[1200];
+    char sql[4096];
     snprintf (sql, sizeof sql,
               "CREATE TABLE %1$s.embedding_%2$d (LIKE %1$s.embedding"
               "  INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE)"
@@ -129,7 +133,7 @@ int
 ef_segments_create (PGconn *conn, const char *quoted, const char *dim,
                     const char *vector, char *err, size_t errlen)
 {
-    char sql[3000];
+    char sql[8192];
     /* The constraint names stay those of the plain table, so ATTACH
        finds the partition's foreign key and checks equal to the
        parent's and adopts them. */
@@ -239,7 +243,7 @@ ef_segments_index_apply (PGconn *conn, const char *quoted, int dim,
                          const ef_index_opts_t *want, const char *described,
                          char *err, size_t errlen)
 {
-    char sql[1200];
+    char sql[4096];
     /* first the setting: what the sealer builds from now on */
     char *literal = PQescapeLiteral (conn, described, strlen (described));
     if (!literal) {
@@ -426,7 +430,7 @@ s_recorded_index (ef_sealer_t *self, ef_index_opts_t *ix, char *err,
 static PGresult *
 s_segments (ef_sealer_t *self, char *err, size_t errlen)
 {
-    char sql[300];
+    char sql[1024];
     snprintf (sql, sizeof sql,
               "SELECT id, state, rows FROM %s.segment ORDER BY id",
               self->quoted);
@@ -437,7 +441,7 @@ s_segments (ef_sealer_t *self, char *err, size_t errlen)
 static int64_t
 s_count (ef_sealer_t *self, int id, char *err, size_t errlen)
 {
-    char sql[300];
+    char sql[1024];
     snprintf (sql, sizeof sql,
               "SELECT coalesce (sum (rows), 0) FROM %s.segment_rows"
               " WHERE segment = %d",
@@ -459,11 +463,9 @@ s_rotate (ef_sealer_t *self, int growing, int next, int64_t rows, char *err,
 {
     if (s_script (self->conn, "BEGIN", "rotating", err, errlen) != 0)
         return -1;
-    /* The segment's row first: its UPDATE waits for the batches writing
-       into it while holding no table lock a writer could want, and new
-       batches wait on it holding none either. Taking the table locks of
-       ATTACH first deadlocked with a writer. */
-    char first[300], sql[1200];
+    /* Writers do not lock the segment's row (segments.c says why), so
+       this waits for nobody but a concurrent ATTACH. */
+    char first[1024], sql[4096];
     snprintf (first, sizeof first,
               "UPDATE %s.segment SET state = 'building', rows = %" PRId64
               " WHERE id = %d",
@@ -539,7 +541,7 @@ static int
 s_merge_start (ef_sealer_t *self, s_builder_t *bl, int a, int b, int m,
                char *err, size_t errlen)
 {
-    char sql[2000];
+    char sql[8192];
     snprintf (sql, sizeof sql,
               "INSERT INTO %1$s.embedding_%2$d"
               "  (id, model, dim, vector, updated_at, segment)"
@@ -564,29 +566,38 @@ s_merge_start (ef_sealer_t *self, s_builder_t *bl, int a, int b, int m,
    the foreign key and the partition check are in place and checked
    already, so ATTACH adopts them without reading the table. Locking
    embedding first (which locks every segment) keeps writers and queries
-   out for as long as it takes to drop the copies whose original left a
-   or b during the build (a changed row moved to the growing segment, a
-   deleted chunk) and to swap the tables; lock_timeout gives up rather
-   than queue queries behind a long one, and the merge is tried again. */
+   out for as long as it takes to make the copy equal to a and b — drop
+   the copies whose original left during the build (a changed row moved
+   to the growing segment, a deleted chunk), add rows that came late —
+   and to swap the tables; lock_timeout gives up rather than queue
+   queries behind a long one, and the merge is tried again. */
 static int
 s_merge_swap (ef_sealer_t *self, const s_builder_t *b, char *err, size_t errlen)
 {
-    char sql[2000];
+    char sql[8192];
     snprintf (sql, sizeof sql,
               "BEGIN;"
               "SET LOCAL lock_timeout = '2s';"
               "LOCK TABLE %1$s.embedding IN ACCESS EXCLUSIVE MODE;"
               "DELETE FROM %1$s.embedding_%2$d t"
               "  WHERE NOT EXISTS (SELECT 1 FROM %1$s.embedding_%3$d x"
-              "    WHERE x.id = t.id)"
+              "    WHERE x.id = t.id AND x.updated_at = t.updated_at)"
               "  AND NOT EXISTS (SELECT 1 FROM %1$s.embedding_%4$d x"
-              "    WHERE x.id = t.id);"
+              "    WHERE x.id = t.id AND x.updated_at = t.updated_at);"
+              "INSERT INTO %1$s.embedding_%2$d"
+              "  (id, model, dim, vector, updated_at, segment)"
+              " SELECT x.id, x.model, x.dim, x.vector, x.updated_at, %2$d"
+              " FROM (SELECT * FROM %1$s.embedding_%3$d"
+              "       UNION ALL SELECT * FROM %1$s.embedding_%4$d) x"
+              " WHERE NOT EXISTS (SELECT 1 FROM %1$s.embedding_%2$d t"
+              "   WHERE t.id = x.id AND t.updated_at = x.updated_at);"
               "ALTER TABLE %1$s.embedding DETACH PARTITION %1$s.embedding_%3$d;"
               "ALTER TABLE %1$s.embedding DETACH PARTITION %1$s.embedding_%4$d;"
               "ALTER TABLE %1$s.embedding ATTACH PARTITION %1$s.embedding_%2$d"
               "  FOR VALUES IN (%2$d);"
               "DROP TABLE %1$s.embedding_%3$d, %1$s.embedding_%4$d;"
               "DELETE FROM %1$s.segment WHERE id IN (%3$d, %4$d);"
+              "DELETE FROM %1$s.segment_rows WHERE segment IN (%3$d, %4$d);"
               "INSERT INTO %1$s.segment (id, state, rows, sealed_at)"
               "  SELECT %2$d, 'sealed', count(*), now()"
               "  FROM %1$s.embedding_%2$d;"
@@ -816,7 +827,7 @@ ef_sealer_step (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
         self->growing_rows = rows;
         self->growing_since_us = now;
     }
-    char sql[300];
+    char sql[1024];
     snprintf (sql, sizeof sql,
               "UPDATE %s.segment SET rows = %" PRId64
               " WHERE id = %d AND rows <> %" PRId64,

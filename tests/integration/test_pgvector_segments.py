@@ -212,11 +212,18 @@ def test_small_segments_merge_and_queries_go_on_meanwhile(
     reader = threading.Thread(target=query_loop)
     reader.start()
     try:
-        total = 0
+        total, latest = 0, {}
         for upload in range(8):
             items = [row(f"m{upload}", i, DIM, vector=vec(rng))
                      for i in range(160)]
-            assert send(ef.target, [chunk(items, 1)]).written == 160
+            # and new versions of rows sent before, which leave sealed
+            # segments while they are being merged
+            if upload >= 2:
+                items += [row(f"m{upload - 2}", i, DIM, vector=vec(rng))
+                          for i in range(0, 160, 5)]
+            for it in items:
+                latest[(it.document_id, it.chunk_index)] = list(it.vector)
+            assert send(ef.target, [chunk(items, 1)]).written == len(items)
             total += 160
         ef.wait_for_line(r"index-sealer: segments \d+ and \d+ \(\d+ rows\) "
                          r"merged into \d+", timeout=120)
@@ -229,6 +236,15 @@ def test_small_segments_merge_and_queries_go_on_meanwhile(
     assert not failures, failures
     assert answered[0] > 0
     check_one_version_each(pdb, pschema, total)
+    stored = {(d, i): [float(x) for x in v.strip("[]").split(",")]
+              for d, i, v in pdb.rows(
+                  f'SELECT c.document_id, c.chunk_index, e.vector::text '
+                  f'FROM "{pschema}".embedding e '
+                  f'JOIN "{pschema}".chunk c USING (id)')}
+    assert stored.keys() == latest.keys()
+    for key, v in latest.items():
+        assert stored[key] == pytest.approx([f32(x) for x in v], abs=1e-6), \
+            key
     sealed = [s for s in segments(pdb, pschema) if s[1] == "sealed"]
     assert indexes(pdb, pschema) == {f"embedding_{s[0]}": ("hnsw", True)
                                      for s in sealed}
