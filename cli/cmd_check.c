@@ -24,6 +24,7 @@
 #include "jobs/job.h"
 #include "postgres/pg.h"
 #include "postgres/schema.h"
+#include "postgres/segments.h"
 #include "runtime/internal.h"
 
 #include <errno.h>
@@ -319,6 +320,33 @@ s_query (s_check_t *c, PGconn *conn, const char *what, const char *sql, int n,
     return res;
 }
 
+/* A segmented schema's segments, as information: how many indexes a
+   query reads and how many rows it scans exactly. */
+static void
+s_check_segments (s_check_t *c, PGconn *conn)
+{
+    const ef_globals_t *g = c->cli->globals;
+    char err[512];
+    int64_t waiting;
+    if (ef_segments_enabled (conn, g->schema, err, sizeof err) != 1
+        || ef_segments_unindexed (conn, g->schema, &waiting, err, sizeof err)
+               != 0)
+        return;
+    PGresult *res = ef_pg_exec_schema (
+        conn, g->schema,
+        "SELECT count(*) FILTER (WHERE state = 'sealed'),"
+        "  coalesce (sum (rows) FILTER (WHERE state = 'sealed'), 0)"
+        " FROM %s.segment",
+        0, NULL, "segments", err, sizeof err);
+    if (!res)
+        return;
+    s_report (c, -1, "segments",
+              "%s sealed with their index (%s rows), %" PRId64
+              " rows scanned exactly until the index-sealer indexes them",
+              PQgetvalue (res, 0, 0), PQgetvalue (res, 0, 1), waiting);
+    PQclear (res);
+}
+
 /* The schema: its version against this build's, the dim it was made
    for, and whether `run` may create or upgrade it. */
 static void
@@ -444,6 +472,8 @@ s_check_schema (s_check_t *c, PGconn *conn)
                   "index --apply` rebuilds it (a start does not)",
                   index, described);
     }
+    if (has_setting && version >= 1)
+        s_check_segments (c, conn);
 }
 
 /* Whether pgvector is installed or could be: information, as no key

@@ -317,6 +317,14 @@ def test_index_apply_rebuilds_every_sealed_segment(start, pdb, pschema):
                                    for i in range(300)], 1)]).written == 300
     wait_until("sealed", lambda: settled(pdb, pschema))
     assert ef.stop() == 0, ef.log
+    sealed = sum(1 for s in segments(pdb, pschema) if s[1] == "sealed")
+    p = subprocess.run(
+        [EMBEDFLOW_BIN, "check", "--database", PGV, "--schema", pschema,
+         "--dim", str(DIM), "--index.method", "hnsw"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+        env=clean_env())
+    assert f"INFO  segments: {sealed} sealed with their index (300 rows), 0 " \
+        "rows scanned exactly" in p.stdout + p.stderr, p.stdout + p.stderr
     ivf = ["--index.method", "ivfflat", "--index.lists", "3"]
     p = subprocess.run(
         [EMBEDFLOW_BIN, "index", "--database", PGV, "--schema", pschema,
