@@ -55,6 +55,7 @@ struct ef_sealer {
     int n_builders;           /* entries of builders */
     char *schema;             /* as configured */
     char *quoted;             /* quoted identifier, made on first step */
+    char *literal;            /* quoted as an SQL string literal */
     ef_segments_opts_t opts;  /* copied */
     bool leader;              /* holds the sealer lock of the schema */
     bool recovered;           /* leftovers of a killed sealer dropped */
@@ -334,6 +335,7 @@ ef_sealer_destroy (ef_sealer_t **self_p)
     ef_sealer_t *self = *self_p;
     free (self->schema);
     free (self->quoted);
+    PQfreemem (self->literal);
     free (self->builders);
     free (self);
     *self_p = NULL;
@@ -350,8 +352,13 @@ s_lead (ef_sealer_t *self, char *err, size_t errlen)
     self->leader = false;
     self->recovered = false;
     free (self->quoted);
+    PQfreemem (self->literal);
+    self->literal = NULL;
     self->quoted = ef_pg_ident (self->conn, self->schema);
-    if (!self->quoted) {
+    if (self->quoted)
+        self->literal =
+            PQescapeLiteral (self->conn, self->quoted, strlen (self->quoted));
+    if (!self->quoted || !self->literal) {
         snprintf (err, errlen, "schema name \"%s\" cannot be quoted",
                   self->schema);
         return -1;
@@ -425,15 +432,23 @@ s_recorded_index (ef_sealer_t *self, ef_index_opts_t *ix, char *err,
     return rc;
 }
 
-/* The ids and states of the segments, oldest first, with the rows the
-   table of each holds now when count is set (else the recorded ones). */
+/* The ids, states and rows of the segments, oldest first. A sealed
+   segment's rows are the statistics' live tuples when there are any:
+   rows leave sealed segments (changed rows move to the growing one, a
+   full reload moves them all), and the merge should pick the segments
+   that shrank. */
 static PGresult *
 s_segments (ef_sealer_t *self, char *err, size_t errlen)
 {
     char sql[1024];
     snprintf (sql, sizeof sql,
-              "SELECT id, state, rows FROM %s.segment ORDER BY id",
-              self->quoted);
+              "SELECT s.id, s.state,"
+              "  CASE WHEN s.state = 'sealed'"
+              "    THEN coalesce (st.n_live_tup, s.rows) ELSE s.rows END"
+              " FROM %s.segment s LEFT JOIN pg_stat_user_tables st"
+              "   ON st.relid = to_regclass (%s || '.embedding_' || s.id)"
+              " ORDER BY s.id",
+              self->quoted, self->literal);
     return s_query (self->conn, sql, "reading the segments", err, errlen);
 }
 
