@@ -696,9 +696,16 @@ s_migrate (PGconn *conn, const char *schema, const ef_schema_opts_t *opts,
         char described[128];
         ef_index_describe (&opts->index, described, sizeof described);
         bool segmented = opts->segmented && opts->index.method != EF_INDEX_NONE;
+        /* what the sealer will build must be buildable: checked now */
+        char probe[1024];
         if (segmented
-            && ef_segments_create (conn, quoted, v.dim, v.vector, err, errlen)
-                   != 0)
+            && (ef_schema_index_sql (conn, quoted, "embedding", S_INDEX, dim,
+                                     &opts->index, false, probe, sizeof probe,
+                                     err, errlen)
+                    != 0
+                || ef_segments_create (conn, quoted, v.dim, v.vector, err,
+                                       errlen)
+                       != 0))
             goto done;
         if (!segmented && opts->index.method != EF_INDEX_NONE
             && ef_schema_create_index (conn, quoted, "embedding", S_INDEX, dim,
