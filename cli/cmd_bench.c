@@ -17,9 +17,15 @@
     and the bench prints medians: rows/s, MB/s of vectors, ratios to (a)
     and (b), row latency percentiles, peak RSS, and the CPU seconds of this
     process and of the PostgreSQL server processes.
+
+    With an ANN index configured (index.method), the contenders are those
+    of loading into an indexed table instead (bench/indexload.h):
+    through-index, load-then-build and embedflow, with the time until
+    every row is searchable and query latency during and after the load.
 */
 #include "actors/grpc_puller.h"
 #include "bench/baselines.h"
+#include "bench/indexload.h"
 #include "cli/cli.h"
 #include "pipeline/observe.h"
 #include "testkit/loadgen.h"
@@ -114,6 +120,13 @@ typedef struct {
     /* --sweep */
     int sweep[S_MAX_SWEEP]; /* batch sizes to try */
     int n_sweep;            /* used; 0 = no sweep */
+    /* with an ANN index: idx[contender][writer index][run] */
+    bool index;                   /* index.method is not none */
+    ef_schema_opts_t schema_opts; /* the configured type and index */
+    int64_t build_memory;         /* maintenance_work_mem of builds */
+    int64_t searchable_rows;      /* embedflow: unindexed rows allowed */
+    int queries;                  /* queries at rest */
+    ef_indexload_result_t idx[EF_INDEXLOAD_KINDS][S_MAX_WRITERS][S_MAX_RUNS];
 } s_bench_t;
 
 /* --- PostgreSQL CPU ------------------------------------------------------ */
@@ -456,6 +469,9 @@ typedef struct {
     int rc;                     /* ef_loadgen_run's */
     s_pgcpu_t after;            /* server CPU when the last reply came */
     ef_runtime_t *runtime;      /* stopped once the upload is over */
+    char listen[64];            /* the receiver's HOST:PORT */
+    pthread_t waiter;           /* index bench: runs ef_cli_wait_runtime */
+    int wait_rc;                /* its result */
 } s_upload_t;
 
 static void *
@@ -918,20 +934,26 @@ s_measure_json (const s_measure_t *m, int contender, const s_measure_t *copy,
     return o;
 }
 
+/* The command line as typed, minus control characters, into out. */
+static void
+s_command_line (int argc, char **argv, char *out, size_t len)
+{
+    size_t used = (size_t) snprintf (out, len, "embedflow");
+    for (int i = 0; i < argc && used + 1 < len; i++) {
+        out[used++] = ' ';
+        for (const char *p = argv[i]; *p && used + 1 < len; p++)
+            if ((unsigned char) *p >= 0x20)
+                out[used++] = *p;
+    }
+    out[used] = '\0';
+}
+
 /* Writes every measurement and the medians as JSON. Returns 0 or -1. */
 static int
 s_write_json (const s_bench_t *b, const char *path, int argc, char **argv)
 {
-    /* the command line as typed, minus control characters */
-    char command[4096] = "embedflow";
-    size_t used = strlen (command);
-    for (int i = 0; i < argc && used + 1 < sizeof command; i++) {
-        command[used++] = ' ';
-        for (const char *p = argv[i]; *p && used + 1 < sizeof command; p++)
-            if ((unsigned char) *p >= 0x20)
-                command[used++] = *p;
-    }
-    command[used] = '\0';
+    char command[4096];
+    s_command_line (argc, argv, command, sizeof command);
     json_t *writers = json_array ();
     for (int w = 0; writers && w < b->n_writers; w++)
         json_array_append_new (writers, json_integer (b->writers[w]));
@@ -1147,6 +1169,336 @@ s_run_sweep (s_bench_t *b, const char *json)
     return s_dump_json (doc, json) == 0 ? EF_EXIT_OK : EF_EXIT_FAIL;
 }
 
+/* --- with an ANN index ---------------------------------------------------- */
+
+/* The embedflow contender's load (ef_indexload_load_fn): the pipeline
+   in this process, fed by the load generator; it keeps running after
+   the upload, so what indexes the rows in the background goes on until
+   s_index_end. */
+static void *
+s_index_wait (void *arg)
+{
+    s_upload_t *u = arg;
+    u->wait_rc = ef_cli_wait_runtime (u->runtime);
+    return NULL;
+}
+
+static void s_index_end (void *arg);
+
+static int
+s_index_load (void *arg, const char *schema, int writers, double *seconds,
+              char *err, size_t errlen)
+{
+    s_upload_t *u = arg;
+    s_bench_t *b = u->bench;
+    if (s_configure_pipeline (b, writers, schema) != 0) {
+        snprintf (err, errlen, "cannot configure the pipeline");
+        return -1;
+    }
+    memset (&u->result, 0, sizeof u->result);
+    u->opts = s_gen (b, 42);
+    u->runtime = ef_cli_start_here (b->cli, EF_CLI_JOBS_NONE, u->listen,
+                                    sizeof u->listen);
+    if (!u->runtime) {
+        snprintf (err, errlen, "the pipeline did not start");
+        return -1;
+    }
+    u->opts.target = u->listen;
+    if (pthread_create (&u->waiter, NULL, s_index_wait, u) != 0) {
+        ef_runtime_destroy (&u->runtime);
+        snprintf (err, errlen, "cannot start a thread");
+        return -1;
+    }
+    pthread_mutex_lock (&b->lock);
+    b->runtime = u->runtime;
+    pthread_mutex_unlock (&b->lock);
+    if (atomic_load (&b->interrupted))
+        ef_runtime_stop (u->runtime);
+    atomic_store (&b->done, 0);
+    b->total = b->rows;
+    b->label = ef_indexload_name (EF_INDEXLOAD_EMBEDFLOW);
+    u->rc =
+        ef_loadgen_run (&u->opts, &u->result, (volatile uint64_t *) &b->done);
+    b->label = NULL;
+    if (u->rc != 0 || u->result.written != b->rows) {
+        snprintf (err, errlen,
+                  "the pipeline wrote %llu and dead-lettered %llu of %llu "
+                  "rows%s%s",
+                  (unsigned long long) u->result.written,
+                  (unsigned long long) u->result.dead_lettered,
+                  (unsigned long long) b->rows, u->result.error[0] ? ": " : "",
+                  u->result.error);
+        s_index_end (u);
+        return -1;
+    }
+    *seconds = u->result.seconds;
+    return 0;
+}
+
+/* Stops the pipeline s_index_load started (ef_indexload_end_fn). */
+static void
+s_index_end (void *arg)
+{
+    s_upload_t *u = arg;
+    s_bench_t *b = u->bench;
+    ef_runtime_stop (u->runtime);
+    pthread_join (u->waiter, NULL);
+    pthread_mutex_lock (&b->lock);
+    b->runtime = NULL;
+    pthread_mutex_unlock (&b->lock);
+    ef_runtime_destroy (&u->runtime);
+    if (u->wait_rc != 0)
+        ef_error ("the pipeline ended with an error");
+}
+
+/* Schema of each index contender. */
+static const char *s_index_schemas[EF_INDEXLOAD_KINDS] = {
+    "embedflow_bench_through_index", "embedflow_bench_load_then_build",
+    "embedflow_bench_pipeline"};
+
+/* Every run of the three contenders. Returns 0 or -1 (logged). */
+static int
+s_run_index (s_bench_t *b)
+{
+    s_upload_t u;
+    memset (&u, 0, sizeof u);
+    u.bench = b;
+    for (int w = 0; w < b->n_writers; w++)
+        for (int r = 0; r < b->runs; r++)
+            for (int k = 0; k < EF_INDEXLOAD_KINDS; k++) {
+                ef_loadgen_opts_t g = s_gen (b, 42);
+                ef_indexload_opts_t o = {.conninfo = b->cli->globals->database,
+                                         .schema = s_index_schemas[k],
+                                         .schema_opts = &b->schema_opts,
+                                         .gen = &g,
+                                         .batch_rows = b->batch_rows,
+                                         .writers = b->writers[w],
+                                         .build_memory = b->build_memory,
+                                         .searchable_rows = b->searchable_rows,
+                                         .queries = b->queries,
+                                         .recall_queries =
+                                             b->queries < 50 ? b->queries : 50,
+                                         .load = s_index_load,
+                                         .end = s_index_end,
+                                         .load_arg = &u,
+                                         .progress = s_progress_add,
+                                         .progress_arg = b,
+                                         .stop = &b->interrupted};
+                ef_indexload_result_t *m = &b->idx[k][w][r];
+                if (k != EF_INDEXLOAD_EMBEDFLOW) {
+                    atomic_store (&b->done, 0);
+                    b->total = b->rows;
+                    b->label = ef_indexload_name (k);
+                }
+                int rc = ef_indexload_run (k, &o, m);
+                b->label = NULL;
+                if (atomic_load (&b->interrupted))
+                    return -1;
+                if (rc != 0) {
+                    ef_error ("%s: %s", ef_indexload_name (k), m->error);
+                    return -1;
+                }
+                fprintf (stderr,
+                         "%sbench: writers %d run %d %-16s %8.0f rows/s, "
+                         "searchable after %.1f s\n",
+                         isatty (STDERR_FILENO) ? "\r\033[K" : "",
+                         b->writers[w], r + 1, ef_indexload_name (k), m->rows_s,
+                         m->searchable_s);
+            }
+    return 0;
+}
+
+/* Ratio x / y, 0 when y is not positive. */
+static double
+s_ratio (double x, double y)
+{
+    return y > 0 ? x / y : 0;
+}
+
+static void
+s_print_index (const s_bench_t *b, FILE *out)
+{
+    char index[128];
+    ef_index_describe (&b->schema_opts.index, index, sizeof index);
+    fprintf (out,
+             "\nembedflow bench: %llu rows x %d dims into a table indexed "
+             "%s, batch %d rows,\nmaintenance_work_mem %lld MB, median of "
+             "%d run%s\n\n",
+             (unsigned long long) b->rows, b->dim, index, b->batch_rows,
+             (long long) (b->build_memory >> 20), b->runs,
+             b->runs == 1 ? "" : "s");
+    fprintf (out, "%-7s %-16s %8s %8s %8s %11s %9s %19s %19s %7s\n", "writers",
+             "contender", "rows/s", "load s", "build s", "searchable",
+             "indexed", "during p50/p95 ms", "at rest p50/p95 ms", "recall");
+    for (int w = 0; w < b->n_writers; w++) {
+        ef_indexload_result_t med[EF_INDEXLOAD_KINDS];
+        for (int k = 0; k < EF_INDEXLOAD_KINDS; k++) {
+            ef_indexload_median (b->idx[k][w], b->runs, &med[k]);
+            const ef_indexload_result_t *m = &med[k];
+            char recall[16];
+            if (m->recall < 0)
+                snprintf (recall, sizeof recall, "n/a");
+            else
+                snprintf (recall, sizeof recall, "%.3f", m->recall);
+            fprintf (out,
+                     "%-7d %-16s %8.0f %8.1f %8.1f %9.1f s %7.1f s %9.1f / "
+                     "%7.1f %9.1f / %7.1f %7s\n",
+                     b->writers[w], ef_indexload_name (k), m->rows_s, m->load_s,
+                     m->build_s, m->searchable_s, m->indexed_s,
+                     m->during_p50 * 1e3, m->during_p95 * 1e3,
+                     m->rest_p50 * 1e3, m->rest_p95 * 1e3, recall);
+        }
+        const ef_indexload_result_t *e = &med[EF_INDEXLOAD_EMBEDFLOW];
+        double through =
+            s_ratio (med[EF_INDEXLOAD_THROUGH].searchable_s, e->searchable_s);
+        double build =
+            s_ratio (med[EF_INDEXLOAD_BUILD].searchable_s, e->searchable_s);
+        double p95 = s_ratio (e->during_p95, e->rest_p95);
+        fprintf (out,
+                 "        targets: embedflow searchable %.2f x sooner than "
+                 "through-index [>= 5 %s], %.2f x\n"
+                 "                 sooner than load-then-build [>= 1.5 %s]; "
+                 "query p95 during %.2f x at rest [<= 3 %s]\n",
+                 through, through >= 5 ? "met" : "MISSED", build,
+                 build >= 1.5 ? "met" : "MISSED", p95,
+                 p95 <= 3 ? "met" : "MISSED");
+    }
+    fprintf (
+        out,
+        "\nthrough-index: binary COPY into chunk + embedding with its ANN "
+        "index made beforehand\n"
+        "load-then-build: the same COPY into the table without the index, "
+        "then CREATE INDEX\n"
+        "embedflow: the pipeline (load generator -> gRPC -> PostgreSQL) "
+        "with index.method as\n"
+        "    configured; it counts as searchable once at most %lld rows "
+        "await an index\n"
+        "searchable, indexed: seconds from the load's start until every "
+        "row is searchable, and\n"
+        "    until an ANN index covers every row\n"
+        "during: a top-10 query (ORDER BY vector %s $1 LIMIT 10) issued "
+        "back to back on its own\n"
+        "    connection from the load's start until every row is indexed; "
+        "at rest: %d queries\n"
+        "    afterwards; recall: recall@10 of the first %d of them against "
+        "an exact search\n",
+        (long long) b->searchable_rows,
+        ef_indexload_operator (b->schema_opts.index.metric), b->queries,
+        b->queries < 50 ? b->queries : 50);
+}
+
+/* Writes the index bench's measurements as JSON. Returns 0 or -1. */
+static int
+s_write_index_json (const s_bench_t *b, const char *path, const char *command)
+{
+    char index[128];
+    ef_index_describe (&b->schema_opts.index, index, sizeof index);
+    json_t *writers = json_array ();
+    json_t *results = json_array ();
+    json_t *targets = json_array ();
+    for (int w = 0; writers && w < b->n_writers; w++)
+        json_array_append_new (writers, json_integer (b->writers[w]));
+    for (int w = 0; results && targets && w < b->n_writers; w++) {
+        ef_indexload_result_t med[EF_INDEXLOAD_KINDS];
+        for (int k = 0; k < EF_INDEXLOAD_KINDS; k++) {
+            ef_indexload_median (b->idx[k][w], b->runs, &med[k]);
+            json_t *runs = json_array ();
+            for (int r = 0; runs && r < b->runs; r++)
+                json_array_append_new (runs,
+                                       ef_indexload_json (&b->idx[k][w][r]));
+            json_array_append_new (
+                results, json_pack ("{s:s, s:i, s:o, s:o}", "contender",
+                                    ef_indexload_name (k), "writers",
+                                    b->writers[w], "median",
+                                    ef_indexload_json (&med[k]), "runs", runs));
+        }
+        const ef_indexload_result_t *e = &med[EF_INDEXLOAD_EMBEDFLOW];
+        json_array_append_new (
+            targets,
+            json_pack ("{s:i, s:o, s:o, s:o}", "writers", b->writers[w],
+                       "searchable_vs_through_index",
+                       s_real (s_ratio (med[EF_INDEXLOAD_THROUGH].searchable_s,
+                                        e->searchable_s),
+                               3),
+                       "searchable_vs_load_then_build",
+                       s_real (s_ratio (med[EF_INDEXLOAD_BUILD].searchable_s,
+                                        e->searchable_s),
+                               3),
+                       "p95_during_vs_rest",
+                       s_real (s_ratio (e->during_p95, e->rest_p95), 3)));
+    }
+    json_t *cmd = json_string (command);
+    json_t *doc = json_pack (
+        "{s:o, s:{s:I, s:i, s:i, s:i, s:s, s:s, s:I, s:I, s:i, s:o}, s:o, "
+        "s:o}",
+        "command", cmd ? cmd : json_null (), "params", "rows",
+        (json_int_t) b->rows, "dim", b->dim, "batch_rows", b->batch_rows,
+        "runs", b->runs, "index", index, "vector_type",
+        b->cli->globals->vector_type, "build_memory_bytes",
+        (json_int_t) b->build_memory, "searchable_rows",
+        (json_int_t) b->searchable_rows, "queries", b->queries, "writers",
+        writers, "results", results, "targets", targets);
+    return s_dump_json (doc, path);
+}
+
+/* Draws, per contender and writer count, the time until searchable and
+   indexed, and the query percentiles, into path (PNG). Returns 0 or -1. */
+static int
+s_plot_index (const s_bench_t *b, const char *path)
+{
+    char data[] = "/tmp/embedflow-bench-XXXXXX";
+    int fd = mkstemp (data);
+    if (fd < 0)
+        return -1;
+    FILE *d = fdopen (fd, "w");
+    if (!d) {
+        close (fd);
+        unlink (data);
+        return -1;
+    }
+    fprintf (d, "# contender searchable_s indexed_s during_p50_ms "
+                "during_p95_ms rest_p50_ms rest_p95_ms\n");
+    for (int w = 0; w < b->n_writers; w++)
+        for (int k = 0; k < EF_INDEXLOAD_KINDS; k++) {
+            ef_indexload_result_t m;
+            ef_indexload_median (b->idx[k][w], b->runs, &m);
+            fprintf (d, "\"%s, %d w\" %.3f %.3f %.3f %.3f %.3f %.3f\n",
+                     ef_indexload_name (k), b->writers[w], m.searchable_s,
+                     m.indexed_s, m.during_p50 * 1e3, m.during_p95 * 1e3,
+                     m.rest_p50 * 1e3, m.rest_p95 * 1e3);
+        }
+    fclose (d);
+    char index[128];
+    ef_index_describe (&b->schema_opts.index, index, sizeof index);
+    FILE *g = popen ("gnuplot", "w");
+    if (!g) {
+        unlink (data);
+        return -1;
+    }
+    fprintf (g,
+             "set terminal pngcairo size 1200,480 noenhanced\n"
+             "set output '%s'\n"
+             "set multiplot layout 1,2 title 'embedflow bench: %llu rows x "
+             "%d dims into a table indexed %s, median of %d'\n"
+             "set style data histograms\nset style histogram cluster gap 1\n"
+             "set style fill solid 0.8 border -1\nset boxwidth 0.9\n"
+             "set key above\nset grid ytics\nset yrange [0:*]\n"
+             "set xtics rotate by -20\n"
+             "set ylabel 'seconds from the load''s start'\n"
+             "plot '%s' using 2:xtic(1) title 'every row searchable', '' "
+             "using 3 title 'every row indexed'\n"
+             "set ylabel 'top-10 query latency, ms'\n"
+             "plot '%s' using 4:xtic(1) title 'p50 during', '' using 5 "
+             "title 'p95 during', '' using 6 title 'p50 at rest', '' using 7 "
+             "title 'p95 at rest'\n"
+             "unset multiplot\n",
+             path, (unsigned long long) b->rows, b->dim, index, b->runs, data,
+             data);
+    int rc = pclose (g);
+    unlink (data);
+    return rc == 0 ? 0 : -1;
+}
+
 /* --- the command --------------------------------------------------------- */
 
 /* Parses a comma list of integers in [1, max] like "1,2,4" into out
@@ -1185,7 +1537,12 @@ s_usage (const ef_cli_flag_t *flags, ef_cli_t *cli)
         "grpc-puller from a built-in GetEmbeddings server (--no-pull skips "
         "it).\nEvery run starts from freshly made\nschemas "
         "embedflow_bench_*. Without a database it starts a private "
-        "PostgreSQL\nin --data-dir.\n\nbench options:\n");
+        "PostgreSQL\nin --data-dir.\n\nWith an ANN index (--index.method hnsw "
+        "or ivfflat, on a server with pgvector)\nthe contenders are "
+        "through-index (COPY into the indexed table), load-then-build\n(COPY, "
+        "then CREATE INDEX) and embedflow, measured for the time until every "
+        "row is\nsearchable and for top-10 query latency during and after the "
+        "load.\n\nbench options:\n");
     ef_cli_print_flags (flags);
     ef_cli_print_config_help (cli);
 }
@@ -1243,6 +1600,11 @@ static const ef_option_t s_numbers[] = {
     {"runs", EF_OPT_INT, NULL, 0, 1, S_MAX_RUNS, "runs of each"},
     {"streams", EF_OPT_INT, "1", 0, 1, 64, "concurrent uploads"},
     {"slow_ms", EF_OPT_MS, NULL, 0, 1, 10000, "sleep per statement"},
+    {"build_memory", EF_OPT_SIZE, "1G", 0, INT64_C (1) << 20, INT64_C (1) << 40,
+     "maintenance_work_mem"},
+    {"searchable_rows", EF_OPT_INT, "10000", 0, 0, INT64_C (1) << 40,
+     "unindexed rows"},
+    {"queries", EF_OPT_INT, "200", 0, 1, 100000, "queries at rest"},
     EF_OPTION_END};
 
 int
@@ -1252,7 +1614,8 @@ ef_cmd_bench (int argc, char **argv)
     char *writers = NULL, *upsert = NULL, *json = NULL, *plot = NULL,
          *memory = NULL, *sweep = NULL, *no_pull = NULL, *target = NULL;
     int64_t rows = 0, row_rows = 0, chunk_rows = 0, batch_rows = 0, runs = 0,
-            streams = 0, slow_ms = 0;
+            streams = 0, slow_ms = 0, build_memory = 0, searchable_rows = 0,
+            queries = 0;
     const ef_cli_flag_t flags[] = {
         {"rows", "N",
          "rows per contender and run (default 100000, --memory 1000000)", NULL,
@@ -1297,6 +1660,18 @@ ef_cmd_bench (int argc, char **argv)
          "runs elsewhere (split across hosts, say) and print one JSON line: "
          "rows/s until every row is acknowledged; no database, no baselines",
          &target, NULL, NULL},
+        {"index.build_memory", "SIZE",
+         "with an index: maintenance_work_mem of every index build, the "
+         "baselines' and embedflow's (default 1G)",
+         NULL, &s_numbers[7], &build_memory},
+        {"searchable-rows", "N",
+         "with an index: embedflow counts as searchable once at most N "
+         "rows await an index (its growing segment; default 10000)",
+         NULL, &s_numbers[8], &searchable_rows},
+        {"queries", "N",
+         "with an index: top-10 queries at rest after each load (default "
+         "200)",
+         NULL, &s_numbers[9], &queries},
         {NULL, NULL, NULL, NULL, NULL, NULL}};
     ef_cli_t cli;
     bool help;
@@ -1349,6 +1724,16 @@ ef_cmd_bench (int argc, char **argv)
     }
     if (b->row_rows > b->rows)
         b->row_rows = b->rows;
+    ef_globals_schema_opts (cli.globals, &b->schema_opts);
+    b->schema_opts.dim = b->dim;
+    b->index =
+        b->schema_opts.index.method != EF_INDEX_NONE && !b->memory && !sweep;
+    b->build_memory = build_memory;
+    b->searchable_rows = searchable_rows;
+    b->queries = (int) queries;
+    if (b->index && b->upsert_ratio > 0)
+        bad = "--upsert-ratio is not measured with an index (index.method): "
+              "every contender loads new rows";
     char err[512];
     snprintf (err, sizeof err, "%d", b->batch_rows);
     if (!bad
@@ -1394,6 +1779,21 @@ ef_cmd_bench (int argc, char **argv)
     snprintf (b->appname, sizeof b->appname, "embedflow-bench-%d",
               (int) getpid ());
     setenv ("PGAPPNAME", b->appname, 1);
+    if (b->index) {
+        /* every index build of the bench, the baselines' and the
+           pipeline's own, gets the same memory: a graph that does not
+           fit is built about twice as slowly */
+        char opt[512], value[32];
+        const char *was = getenv ("PGOPTIONS");
+        snprintf (opt, sizeof opt, "%s%s-c maintenance_work_mem=%lldkB",
+                  was ? was : "", was && *was ? " " : "",
+                  (long long) (b->build_memory / 1024));
+        setenv ("PGOPTIONS", opt, 1);
+        snprintf (value, sizeof value, "%lld", (long long) b->build_memory);
+        /* where the configuration has a key for it, it says the same */
+        ef_config_set (cli.config, "index.build_memory", value, err,
+                       sizeof err);
+    }
     b->monitor = ef_pg_connect (cli.globals->database, "embedflow bench", err,
                                 sizeof err);
     if (!b->monitor) {
@@ -1432,8 +1832,11 @@ ef_cmd_bench (int argc, char **argv)
         progress_started = false;
         rc = src;
     }
-    for (int w = 0;
-         w < b->n_writers && rc == EF_EXIT_OK && !b->memory && !b->n_sweep; w++)
+    if (b->index && rc == EF_EXIT_OK && s_run_index (b) != 0)
+        rc = EF_EXIT_FAIL;
+    for (int w = 0; w < b->n_writers && rc == EF_EXIT_OK && !b->memory
+                    && !b->n_sweep && !b->index;
+         w++)
         for (int r = 0; r < b->runs && rc == EF_EXIT_OK; r++)
             for (int c = 0; c < S_CONTENDERS && rc == EF_EXIT_OK; c++) {
                 if (c == S_PULL && !b->pull)
@@ -1459,7 +1862,20 @@ ef_cmd_bench (int argc, char **argv)
         pthread_join (progress, NULL);
     if (atomic_load (&b->interrupted))
         fprintf (stderr, "embedflow bench: interrupted, no results\n");
-    if (rc == EF_EXIT_OK && !b->memory && !b->n_sweep) {
+    if (rc == EF_EXIT_OK && b->index) {
+        char command[4096];
+        s_command_line (argc, argv, command, sizeof command);
+        s_print_index (b, stdout);
+        if (json && s_write_index_json (b, json, command) != 0)
+            rc = EF_EXIT_FAIL;
+        if (plot && s_plot_index (b, plot) != 0) {
+            ef_error ("gnuplot failed to draw %s", plot);
+            rc = EF_EXIT_FAIL;
+        }
+        else if (plot)
+            printf ("plot: %s\n", plot);
+    }
+    else if (rc == EF_EXIT_OK && !b->memory && !b->n_sweep) {
         s_print_table (b, stdout);
         if (json && s_write_json (b, json, argc, argv) != 0)
             rc = EF_EXIT_FAIL;
