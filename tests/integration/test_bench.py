@@ -124,7 +124,12 @@ def test_bench_rejects_bad_flags():
                        (["--writers", "0"], "--writers"),
                        (["--rows", "-5"], "--rows"),
                        (["--upsert-ratio", "1.5"], "--upsert-ratio"),
-                       (["--runs", "0"], "--runs")):
+                       (["--runs", "0"], "--runs"),
+                       (["--index.method", "hnsw", "--upsert-ratio", "0.5"],
+                        "--upsert-ratio"),
+                       (["--index.build_memory", "1k"],
+                        "--index.build_memory"),
+                       (["--queries", "0"], "--queries")):
         p = bench(*args, timeout=30)
         assert p.returncode == 2, (args, p.stderr)
         assert word in p.stderr

@@ -1,0 +1,142 @@
+"""`embedflow bench` with an ANN index, on a PostgreSQL that has pgvector
+(tests/pgvector.sh; skipped with its message when there is none): the
+three contenders of loading into an indexed table (through-index,
+load-then-build, embedflow) each load every row, through-index writes
+into a table that has its index the whole load, load-then-build into
+one that gets it afterwards, and the table, JSON and plot carry the
+time until searchable and the query latencies (small sizes: no speed
+asserted)."""
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import EMBEDFLOW_BIN, Database, clean_env
+
+PGV_DIR = os.environ.get("EF_TEST_PGVECTOR_DIR", "")
+
+
+def _pgvector_database():
+    skip = os.path.join(PGV_DIR, "skip")
+    if not PGV_DIR or os.path.exists(skip):
+        why = open(skip).read().strip() if PGV_DIR and os.path.exists(skip) \
+            else "EF_TEST_PGVECTOR_DIR is not set (run through ctest)"
+        pytest.skip(why, allow_module_level=True)
+    return (f"host={PGV_DIR}/sock port=5432 user=postgres "
+            f"dbname=postgres")
+
+
+PGV = _pgvector_database()
+CONTENDERS = ["through-index", "load-then-build", "embedflow"]
+SCHEMAS = {"through-index": "embedflow_bench_through_index",
+           "load-then-build": "embedflow_bench_load_then_build",
+           "embedflow": "embedflow_bench_pipeline"}
+FIELDS = {"rows", "load_s", "rows_per_s", "build_s", "searchable_s",
+          "indexed_s", "unindexed_at_commit", "indexed_at_start",
+          "indexed_at_commit", "queries_during", "query_during_p50_s",
+          "query_during_p95_s", "queries_at_rest", "query_at_rest_p50_s",
+          "query_at_rest_p95_s", "recall_at_10"}
+
+
+@pytest.fixture
+def pdb():
+    database = Database(PGV)
+    database.rows("CREATE EXTENSION IF NOT EXISTS vector")
+    yield database
+    for schema in SCHEMAS.values():
+        database.rows(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    database.close()
+
+
+def ann_index(db, schema):
+    """(access method, operator class) of the schema's ANN index, or
+    None."""
+    rows = db.rows(
+        "SELECT am.amname, opc.opcname FROM pg_index i "
+        "JOIN pg_class c ON c.oid = i.indexrelid "
+        "JOIN pg_am am ON am.oid = c.relam "
+        "JOIN pg_opclass opc ON opc.oid = i.indclass[0] "
+        "WHERE i.indrelid = %s::regclass "
+        "AND am.amname IN ('hnsw', 'ivfflat')",
+        (f"{schema}.embedding",))
+    return tuple(rows[0]) if rows else None
+
+
+@pytest.mark.parametrize("vector_type,metric,operator", [
+    ("vector", "cosine", "<=>"),
+    ("halfvec", "l2", "<->"),
+])
+def test_bench_loads_into_an_indexed_table_three_ways(pdb, tmp_path,
+                                                      vector_type, metric,
+                                                      operator):
+    out = tmp_path / "bench.json"
+    png = tmp_path / "bench.png"
+    plot = ["--plot", str(png)] if shutil.which("gnuplot") else []
+    p = subprocess.run(
+        [EMBEDFLOW_BIN, "bench", "--database", PGV, "--rows", "2000",
+         "--dim", "64", "--runs", "1", "--writers", "2", "--batch-rows",
+         "250", "--vector_type", vector_type, "--index.method", "hnsw",
+         "--index.metric", metric, "--index.build_memory", "64M",
+         "--queries", "30", "--json", str(out), *plot],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=600, env=clean_env())
+    assert p.returncode == 0, p.stdout + p.stderr
+    lines = p.stdout.splitlines()
+    for name in CONTENDERS:
+        assert any(line.split()[:2] == ["2", name] for line in lines), \
+            p.stdout
+    assert "targets: embedflow searchable" in p.stdout
+    assert f"ORDER BY vector {operator} $1 LIMIT 10" in p.stdout
+    assert "maintenance_work_mem 64 MB" in p.stdout
+
+    doc = json.loads(out.read_text())
+    assert doc["params"]["index"] == \
+        f"hnsw {metric} m=16 ef_construction=64"
+    assert doc["params"]["build_memory_bytes"] == 64 << 20
+    assert [(r["contender"], r["writers"]) for r in doc["results"]] == \
+        [(c, 2) for c in CONTENDERS]
+    got = {r["contender"]: r for r in doc["results"]}
+    for name, r in got.items():
+        for m in [r["median"]] + r["runs"]:
+            assert set(m) == FIELDS, m
+            assert m["rows"] == 2000, (name, m)
+            assert m["searchable_s"] >= m["load_s"] > 0, (name, m)
+            assert m["indexed_s"] >= m["searchable_s"], (name, m)
+            assert m["queries_during"] > 0, (name, m)
+            assert m["queries_at_rest"] == 30, (name, m)
+            assert 0 < m["query_at_rest_p50_s"] <= m["query_at_rest_p95_s"]
+            assert 0 <= m["recall_at_10"] <= 1, (name, m)
+        assert pdb.count(SCHEMAS[name], "embedding") == 2000, name
+        assert pdb.count(SCHEMAS[name], "chunk") == 2000, name
+        assert pdb.scalar(
+            "SELECT format_type (atttypid, atttypmod) FROM pg_attribute "
+            "WHERE attrelid = %s::regclass AND attname = 'vector'",
+            (f"{SCHEMAS[name]}.embedding",)) == f"{vector_type}(64)"
+    through = got["through-index"]["median"]
+    # every row went in through the index: it was there from the first
+    # row to the last commit
+    assert through["indexed_at_start"] and through["indexed_at_commit"]
+    assert through["build_s"] == 0
+    assert through["searchable_s"] == through["load_s"]
+    build = got["load-then-build"]["median"]
+    assert not build["indexed_at_start"] and not build["indexed_at_commit"]
+    assert build["build_s"] > 0
+    assert build["searchable_s"] == pytest.approx(
+        build["load_s"] + build["build_s"], abs=0.002)
+    emb = got["embedflow"]["median"]
+    assert emb["unindexed_at_commit"] >= 0
+    # both baselines end with the configured index
+    for name in ("through-index", "load-then-build"):
+        assert ann_index(pdb, SCHEMAS[name]) == \
+            ("hnsw", f"{vector_type}_{metric}_ops"), name
+    targets = doc["targets"]
+    assert [t["writers"] for t in targets] == [2]
+    assert set(targets[0]) == {"writers", "searchable_vs_through_index",
+                               "searchable_vs_load_then_build",
+                               "p95_during_vs_rest"}
+    assert targets[0]["searchable_vs_through_index"] > 0
+    if plot:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"plot: {png}" in p.stdout
