@@ -146,10 +146,50 @@ s_is_bindir (const char *dir)
     return s_is_exec (dir, "initdb") && s_is_exec (dir, "postgres");
 }
 
-/* Finds the directory holding initdb and postgres: first the binaries of
-   the cluster's own major version (a cluster only runs under its own),
-   then PATH, then the newest /usr/lib/postgresql/N/bin. Returns 0, or -1
-   with err when PostgreSQL is not installed. */
+static pid_t s_spawn (char *const argv[], const s_user_t *user, int out_fd,
+                      bool new_session, char *err, size_t errlen);
+static int s_wait_exit (pid_t pid);
+
+/* The major version of the server in bin directory dir, as its
+   `postgres --version` says ("postgres (PostgreSQL) 15.8 ..."); -1 when
+   it cannot be run or says something else. */
+static long
+s_bindir_major (const char *dir)
+{
+    char postgres[PATH_MAX], out[256] = "", err[256];
+    int fd[2];
+    if (s_path (postgres, sizeof postgres, dir, "postgres") != 0
+        || pipe (fd) != 0)
+        return -1;
+    char *argv[] = {postgres, "--version", NULL};
+    s_user_t self = {.switch_user = false};
+    pid_t pid = s_spawn (argv, &self, fd[1], false, err, sizeof err);
+    close (fd[1]);
+    size_t used = 0;
+    ssize_t n;
+    while (pid > 0 && used + 1 < sizeof out
+           && (n = read (fd[0], out + used, sizeof out - 1 - used)) != 0) {
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            break;
+        used += (size_t) n;
+    }
+    close (fd[0]);
+    out[used] = '\0';
+    if (pid <= 0 || s_wait_exit (pid) != 0)
+        return -1;
+    const char *v = strstr (out, "(PostgreSQL) ");
+    return v ? strtol (v + 13, NULL, 10) : -1;
+}
+
+/* Finds the directory holding initdb and postgres: for an existing
+   cluster, the binaries of its own major version (a cluster only runs
+   under its own), first on PATH (a server built with extensions, such
+   as pgvector, put there), then /usr/lib/postgresql/VERSION/bin; for a
+   new one, the first on PATH, then the newest
+   /usr/lib/postgresql/N/bin. Returns 0, or -1 with err when PostgreSQL
+   is not installed. */
 static int
 s_find_bindir (const char *pgdata, char *out, size_t len, char *err,
                size_t errlen)
@@ -161,6 +201,19 @@ s_find_bindir (const char *pgdata, char *out, size_t len, char *err,
             char version[32] = "";
             if (fgets (version, sizeof version, f)) {
                 version[strcspn (version, " \r\n")] = '\0';
+                const char *env = getenv ("PATH");
+                char *copy = env ? strdup (env) : NULL;
+                char *save = NULL;
+                for (char *dir = copy ? strtok_r (copy, ":", &save) : NULL; dir;
+                     dir = strtok_r (NULL, ":", &save))
+                    if (*dir == '/' && s_is_bindir (dir)
+                        && s_bindir_major (dir) == strtol (version, NULL, 10)) {
+                        snprintf (out, len, "%s", dir);
+                        free (copy);
+                        fclose (f);
+                        return 0;
+                    }
+                free (copy);
                 snprintf (out, len, "/usr/lib/postgresql/%s/bin", version);
                 if (strchr (version, '/') == NULL && s_is_bindir (out)) {
                     fclose (f);

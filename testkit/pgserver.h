@@ -12,6 +12,11 @@
     can reach it; port 5432 merely names the socket file. Connect by hand
     with  psql "host=DATA_DIR/run user=postgres dbname=postgres".
 
+    The server is the first PostgreSQL on PATH (for an existing cluster,
+    the first of its major version), else the newest (its own version's)
+    in /usr/lib/postgresql/N/bin: a build with extensions such as
+    pgvector is used by putting its bin directory first on PATH.
+
     A server already running on DATA_DIR (postmaster.pid naming a live
     process) is reused and left running on stop. PostgreSQL refuses to run
     as root: as root the cluster is owned by and run as the owner of an

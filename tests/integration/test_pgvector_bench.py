@@ -14,6 +14,7 @@ import subprocess
 import pytest
 
 from conftest import EMBEDFLOW_BIN, Database, clean_env
+from helpers import private_data_dir
 
 PGV_DIR = os.environ.get("EF_TEST_PGVECTOR_DIR", "")
 
@@ -140,3 +141,35 @@ def test_bench_loads_into_an_indexed_table_three_ways(pdb, tmp_path,
     if plot:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"plot: {png}" in p.stdout
+
+
+@pytest.fixture
+def data_dir():
+    yield from private_data_dir()
+
+
+def test_private_server_runs_the_path_build_of_its_version(data_dir):
+    """A private cluster made by the system's PostgreSQL is started by a
+    build of the same major version first on PATH (one with pgvector),
+    so `bench --index.method` works on it without --database."""
+    bindir = open(os.path.join(PGV_DIR, "bindir")).read().strip()
+    major = os.path.basename(os.path.dirname(bindir))
+    system = f"/usr/lib/postgresql/{major}/bin"
+    if not os.path.exists(os.path.join(system, "postgres")) or \
+            os.path.realpath(system) == os.path.realpath(bindir):
+        pytest.skip(f"no system PostgreSQL in {system} besides {bindir}")
+    plain = "/usr/local/bin:/usr/bin:/bin"
+    p = subprocess.run(
+        [EMBEDFLOW_BIN, "demo", "--data-dir", data_dir, "--rows", "10",
+         "--dim", "8"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=300, env=clean_env(PATH=plain))
+    assert p.returncode == 0, p.stdout + p.stderr
+    p = subprocess.run(
+        [EMBEDFLOW_BIN, "bench", "--data-dir", data_dir, "--rows", "200",
+         "--dim", "16", "--runs", "1", "--writers", "1", "--queries", "5",
+         "--vector_type", "vector", "--index.method", "hnsw"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=300, env=clean_env(PATH=f"{bindir}:{plain}"))
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "targets: embedflow searchable" in p.stdout
