@@ -135,6 +135,23 @@ def test_bench_rejects_bad_flags():
         assert word in p.stderr
 
 
+def test_bench_with_an_index_needs_pgvector(db):
+    # the test server has no pgvector: the vectors are real[], which no
+    # ANN index covers, and the bench says so instead of measuring
+    if db.scalar("SELECT count(*) FROM pg_available_extensions "
+                 "WHERE name = 'vector'"):
+        pytest.skip("this server has pgvector")
+    p = bench("--rows", "100", "--dim", "8", "--runs", "1", "--writers", "1",
+              "--index.method", "hnsw", timeout=120)
+    try:
+        assert p.returncode == 1, p.stdout + p.stderr
+        assert "through-index: an ANN index needs pgvector" in p.stderr
+        assert "targets:" not in p.stdout
+    finally:
+        db.rows("DROP SCHEMA IF EXISTS embedflow_bench_through_index "
+                "CASCADE")
+
+
 def test_bench_plot_without_gnuplot_says_so(tmp_path):
     env = clean_env(PATH="/nonexistent")
     p = subprocess.run(
