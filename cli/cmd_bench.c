@@ -1600,9 +1600,7 @@ static const ef_option_t s_numbers[] = {
     {"runs", EF_OPT_INT, NULL, 0, 1, S_MAX_RUNS, "runs of each"},
     {"streams", EF_OPT_INT, "1", 0, 1, 64, "concurrent uploads"},
     {"slow_ms", EF_OPT_MS, NULL, 0, 1, 10000, "sleep per statement"},
-    {"build_memory", EF_OPT_SIZE, "1G", 0, INT64_C (1) << 20, INT64_C (1) << 40,
-     "maintenance_work_mem"},
-    {"searchable_rows", EF_OPT_INT, "10000", 0, 0, INT64_C (1) << 40,
+    {"searchable_rows", EF_OPT_INT, NULL, 0, 1, INT64_C (1) << 40,
      "unindexed rows"},
     {"queries", EF_OPT_INT, "200", 0, 1, 100000, "queries at rest"},
     EF_OPTION_END};
@@ -1614,8 +1612,7 @@ ef_cmd_bench (int argc, char **argv)
     char *writers = NULL, *upsert = NULL, *json = NULL, *plot = NULL,
          *memory = NULL, *sweep = NULL, *no_pull = NULL, *target = NULL;
     int64_t rows = 0, row_rows = 0, chunk_rows = 0, batch_rows = 0, runs = 0,
-            streams = 0, slow_ms = 0, build_memory = 0, searchable_rows = 0,
-            queries = 0;
+            streams = 0, slow_ms = 0, searchable_rows = 0, queries = 0;
     const ef_cli_flag_t flags[] = {
         {"rows", "N",
          "rows per contender and run (default 100000, --memory 1000000)", NULL,
@@ -1660,18 +1657,15 @@ ef_cmd_bench (int argc, char **argv)
          "runs elsewhere (split across hosts, say) and print one JSON line: "
          "rows/s until every row is acknowledged; no database, no baselines",
          &target, NULL, NULL},
-        {"index.build_memory", "SIZE",
-         "with an index: maintenance_work_mem of every index build, the "
-         "baselines' and embedflow's (default 1G)",
-         NULL, &s_numbers[7], &build_memory},
         {"searchable-rows", "N",
          "with an index: embedflow counts as searchable once at most N "
-         "rows await an index (its growing segment; default 10000)",
-         NULL, &s_numbers[8], &searchable_rows},
+         "rows await an index (default index.seal_rows, its growing "
+         "segment)",
+         NULL, &s_numbers[7], &searchable_rows},
         {"queries", "N",
          "with an index: top-10 queries at rest after each load (default "
          "200)",
-         NULL, &s_numbers[9], &queries},
+         NULL, &s_numbers[8], &queries},
         {NULL, NULL, NULL, NULL, NULL, NULL}};
     ef_cli_t cli;
     bool help;
@@ -1728,8 +1722,10 @@ ef_cmd_bench (int argc, char **argv)
     b->schema_opts.dim = b->dim;
     b->index =
         b->schema_opts.index.method != EF_INDEX_NONE && !b->memory && !sweep;
-    b->build_memory = build_memory;
-    b->searchable_rows = searchable_rows;
+    /* the baselines' builds get the memory the sealer's get */
+    b->build_memory = cli.globals->index_build_memory;
+    b->searchable_rows =
+        searchable_rows ? searchable_rows : cli.globals->index_seal_rows;
     b->queries = (int) queries;
     if (b->index && b->upsert_ratio > 0)
         bad = "--upsert-ratio is not measured with an index (index.method): "
@@ -1779,21 +1775,6 @@ ef_cmd_bench (int argc, char **argv)
     snprintf (b->appname, sizeof b->appname, "embedflow-bench-%d",
               (int) getpid ());
     setenv ("PGAPPNAME", b->appname, 1);
-    if (b->index) {
-        /* every index build of the bench, the baselines' and the
-           pipeline's own, gets the same memory: a graph that does not
-           fit is built about twice as slowly */
-        char opt[512], value[32];
-        const char *was = getenv ("PGOPTIONS");
-        snprintf (opt, sizeof opt, "%s%s-c maintenance_work_mem=%lldkB",
-                  was ? was : "", was && *was ? " " : "",
-                  (long long) (b->build_memory / 1024));
-        setenv ("PGOPTIONS", opt, 1);
-        snprintf (value, sizeof value, "%lld", (long long) b->build_memory);
-        /* where the configuration has a key for it, it says the same */
-        ef_config_set (cli.config, "index.build_memory", value, err,
-                       sizeof err);
-    }
     b->monitor = ef_pg_connect (cli.globals->database, "embedflow bench", err,
                                 sizeof err);
     if (!b->monitor) {

@@ -127,8 +127,7 @@ def test_bench_rejects_bad_flags():
                        (["--runs", "0"], "--runs"),
                        (["--index.method", "hnsw", "--upsert-ratio", "0.5"],
                         "--upsert-ratio"),
-                       (["--index.build_memory", "1k"],
-                        "--index.build_memory"),
+                       (["--searchable-rows", "0"], "--searchable-rows"),
                        (["--queries", "0"], "--queries")):
         p = bench(*args, timeout=30)
         assert p.returncode == 2, (args, p.stderr)
