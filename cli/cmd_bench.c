@@ -1171,10 +1171,8 @@ s_run_sweep (s_bench_t *b, const char *json)
 
 /* --- with an ANN index ---------------------------------------------------- */
 
-/* The embedflow contender's load (ef_indexload_load_fn): the pipeline
-   in this process, fed by the load generator; it keeps running after
-   the upload, so what indexes the rows in the background goes on until
-   s_index_end. */
+/* Waits for the index bench's pipeline on a thread of its own, as
+   s_run_pipeline does on the main thread. */
 static void *
 s_index_wait (void *arg)
 {
@@ -1185,6 +1183,10 @@ s_index_wait (void *arg)
 
 static void s_index_end (void *arg);
 
+/* The embedflow contender's load (ef_indexload_load_fn): the pipeline
+   in this process, fed by the load generator. It keeps running after
+   the upload, so what indexes the rows in the background (the
+   index-sealer) goes on until s_index_end. */
 static int
 s_index_load (void *arg, const char *schema, int writers, double *seconds,
               char *err, size_t errlen)
