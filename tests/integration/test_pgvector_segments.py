@@ -278,10 +278,15 @@ def test_writers_wait_while_too_many_rows_lack_an_index(start, pdb, pschema):
     assert waited > 0, m
     assert m['embedflow_index_build_seconds_count{actor="index-sealer"}'] >= 1
     wait_until("sealed", lambda: settled(pdb, pschema))
-    wait_until("the gauges caught up", lambda: scrape(base)[
-        'embedflow_index_unindexed_rows{actor="index-sealer"}'] == 0)
-    assert scrape(base)['embedflow_index_sealed_segments{actor="index-sealer"}'] \
-        == sum(1 for s in segments(pdb, pschema) if s[1] == "sealed")
+
+    def gauges_agree():
+        # the sealer sets them at each step; a merge may end between
+        m = scrape(base)
+        return m['embedflow_index_unindexed_rows{actor="index-sealer"}'] \
+            == 0 and \
+            m['embedflow_index_sealed_segments{actor="index-sealer"}'] == \
+            sum(1 for s in segments(pdb, pschema) if s[1] == "sealed")
+    wait_until("the gauges agree with the segments", gauges_agree)
 
 
 def test_a_kill_in_the_middle_of_a_build_loses_nothing(start, pdb, pschema):
