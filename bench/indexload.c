@@ -325,6 +325,7 @@ typedef struct {
     char **vectors;   /* borrowed */
     int next;         /* the vector to use next */
     atomic_int stop;  /* ends the query thread */
+    double rate;      /* queries a second; 0 = back to back */
     s_lat_t lat;      /* latencies */
     pthread_t thread; /* the query thread */
     bool started;     /* it runs */
@@ -356,15 +357,26 @@ s_query_once (s_query_t *q, char (*ids)[37])
     return took;
 }
 
-/* The query thread: queries back to back until told to stop. */
+/* The query thread: queries at q->rate (a query that takes longer than
+   its turn delays the next, none is skipped) or back to back, until
+   told to stop. */
 static void *
 s_query_run (void *arg)
 {
     s_query_t *q = arg;
+    double next = s_now ();
     while (!atomic_load (&q->stop)) {
         double s = s_query_once (q, NULL);
         if (s < 0 || s_lat_add (&q->lat, s) != 0)
             break;
+        if (q->rate > 0) {
+            next += 1.0 / q->rate;
+            double wait = next - s_now ();
+            if (wait > 0)
+                s_sleep_ms ((int) (wait * 1000));
+            else
+                next = s_now ();
+        }
     }
     return NULL;
 }
@@ -377,6 +389,7 @@ s_query_open (s_query_t *q, const ef_indexload_opts_t *o, const char *quoted,
 {
     memset (q, 0, sizeof *q);
     q->vectors = vectors;
+    q->rate = o->query_rate;
     q->conn = ef_pg_connect (o->conninfo, "embedflow bench query", err, errlen);
     if (!q->conn)
         return -1;

@@ -21,8 +21,9 @@
     graph that does not fit is built about twice as slowly). While a
     contender loads and until its rows are all covered by an index, a
     thread on its own connection issues top-10 nearest-neighbour queries
-    back to back (`ORDER BY vector <op> $1 LIMIT 10`, the metric's
-    operator); once all are indexed and the load is over, `queries` more
+    (`ORDER BY vector <op> $1 LIMIT 10`, the metric's operator),
+    query_rate a second as an API server would (0: back to back, which
+    on a small machine takes a core from the load it measures); once all are indexed and the load is over, `queries` more
     run at rest, and the first recall_queries of them are checked against
     the exact answer (the same query with index scans off).
 */
@@ -88,6 +89,8 @@ typedef struct {
     int64_t searchable_rows;             /* embedflow: searchable once at most
                                          this many rows await an index */
     int queries;                         /* at rest (>= 1) */
+    double query_rate;                   /* queries a second while loading;
+                                            0 = back to back */
     int recall_queries;                  /* of them, checked; 0 = none */
     ef_indexload_load_fn *load;          /* embedflow's load */
     ef_indexload_end_fn *end;            /* and its end; may be NULL */

@@ -126,6 +126,7 @@ typedef struct {
     int64_t build_memory;         /* maintenance_work_mem of builds */
     int64_t searchable_rows;      /* embedflow: unindexed rows allowed */
     int queries;                  /* queries at rest */
+    int64_t query_rate;           /* queries a second while loading */
     ef_indexload_result_t idx[EF_INDEXLOAD_KINDS][S_MAX_WRITERS][S_MAX_RUNS];
 } s_bench_t;
 
@@ -1278,6 +1279,7 @@ s_run_index (s_bench_t *b)
                                          .build_memory = b->build_memory,
                                          .searchable_rows = b->searchable_rows,
                                          .queries = b->queries,
+                                         .query_rate = (double) b->query_rate,
                                          .recall_queries =
                                              b->queries < 50 ? b->queries : 50,
                                          .load = s_index_load,
@@ -1365,6 +1367,10 @@ s_print_index (const s_bench_t *b, FILE *out)
                  build >= 1.5 ? "met" : "MISSED", p95,
                  p95 <= 3 ? "met" : "MISSED");
     }
+    char rate[48] = "back to back";
+    if (b->query_rate > 0)
+        snprintf (rate, sizeof rate, "%lld a second",
+                  (long long) b->query_rate);
     fprintf (
         out,
         "\nthrough-index: binary COPY into chunk + embedding with its ANN "
@@ -1378,14 +1384,14 @@ s_print_index (const s_bench_t *b, FILE *out)
         "searchable, indexed: seconds from the load's start until every "
         "row is searchable, and\n"
         "    until an ANN index covers every row\n"
-        "during: a top-10 query (ORDER BY vector %s $1 LIMIT 10) issued "
-        "back to back on its own\n"
+        "during: top-10 queries (ORDER BY vector %s $1 LIMIT 10), %s on "
+        "their own\n"
         "    connection from the load's start until every row is indexed; "
         "at rest: %d queries\n"
         "    afterwards; recall: recall@10 of the first %d of them against "
         "an exact search\n",
         (long long) b->searchable_rows,
-        ef_indexload_operator (b->schema_opts.index.metric), b->queries,
+        ef_indexload_operator (b->schema_opts.index.metric), rate, b->queries,
         b->queries < 50 ? b->queries : 50);
 }
 
@@ -1431,15 +1437,16 @@ s_write_index_json (const s_bench_t *b, const char *path, const char *command)
     }
     json_t *cmd = json_string (command);
     json_t *doc = json_pack (
-        "{s:o, s:{s:I, s:i, s:i, s:i, s:s, s:s, s:I, s:I, s:i, s:o}, s:o, "
-        "s:o}",
+        "{s:o, s:{s:I, s:i, s:i, s:i, s:s, s:s, s:I, s:I, s:i, s:I, s:o}, "
+        "s:o, s:o}",
         "command", cmd ? cmd : json_null (), "params", "rows",
         (json_int_t) b->rows, "dim", b->dim, "batch_rows", b->batch_rows,
         "runs", b->runs, "index", index, "vector_type",
         b->cli->globals->vector_type, "build_memory_bytes",
         (json_int_t) b->build_memory, "searchable_rows",
-        (json_int_t) b->searchable_rows, "queries", b->queries, "writers",
-        writers, "results", results, "targets", targets);
+        (json_int_t) b->searchable_rows, "queries", b->queries, "query_rate",
+        (json_int_t) b->query_rate, "writers", writers, "results", results,
+        "targets", targets);
     return s_dump_json (doc, path);
 }
 
@@ -1605,6 +1612,8 @@ static const ef_option_t s_numbers[] = {
     {"searchable_rows", EF_OPT_INT, NULL, 0, 1, INT64_C (1) << 40,
      "unindexed rows"},
     {"queries", EF_OPT_INT, "200", 0, 1, 100000, "queries at rest"},
+    {"query_rate", EF_OPT_INT, "20", 0, 0, 100000,
+     "queries a second while loading"},
     EF_OPTION_END};
 
 int
@@ -1614,7 +1623,8 @@ ef_cmd_bench (int argc, char **argv)
     char *writers = NULL, *upsert = NULL, *json = NULL, *plot = NULL,
          *memory = NULL, *sweep = NULL, *no_pull = NULL, *target = NULL;
     int64_t rows = 0, row_rows = 0, chunk_rows = 0, batch_rows = 0, runs = 0,
-            streams = 0, slow_ms = 0, searchable_rows = 0, queries = 0;
+            streams = 0, slow_ms = 0, searchable_rows = 0, queries = 0,
+            query_rate = -1;
     const ef_cli_flag_t flags[] = {
         {"rows", "N",
          "rows per contender and run (default 100000, --memory 1000000)", NULL,
@@ -1668,6 +1678,11 @@ ef_cmd_bench (int argc, char **argv)
          "with an index: top-10 queries at rest after each load (default "
          "200)",
          NULL, &s_numbers[8], &queries},
+        {"query-rate", "N",
+         "with an index: top-10 queries a second while a contender loads "
+         "and indexes, as an API server sends them (default 20; 0 = back "
+         "to back)",
+         NULL, &s_numbers[9], &query_rate},
         {NULL, NULL, NULL, NULL, NULL, NULL}};
     ef_cli_t cli;
     bool help;
@@ -1729,6 +1744,7 @@ ef_cmd_bench (int argc, char **argv)
     b->searchable_rows =
         searchable_rows ? searchable_rows : cli.globals->index_seal_rows;
     b->queries = (int) queries;
+    b->query_rate = query_rate < 0 ? 20 : query_rate;
     if (b->index && b->upsert_ratio > 0)
         bad = "--upsert-ratio is not measured with an index (index.method): "
               "every contender loads new rows";
