@@ -83,6 +83,9 @@ struct ef_pgwrite {
     size_t *slots;            /* open-addressing table for finding duplicates */
     bool *changed;            /* per row, what the hooks are told */
     size_t cap;               /* rows the arrays above can hold */
+    bool probe;               /* look the keys up before COPYing: a recent
+                                batch met stored keys (false: COPY first,
+                                look up only when a key is stored) */
     struct {
         ef_pgwrite_hook_fn *fn; /* called before COMMIT */
         void *arg;              /* the hook's own, borrowed */
@@ -935,12 +938,16 @@ s_write_staged (ef_pgwrite_t *self, Embedflow__V1__Row *const *rows, size_t n,
     return status;
 }
 
-/* The fast path: one lookup of the keys, then new rows are COPied
-   straight into chunk and embedding (what a plain load would do), only
-   changed rows go through staging, unchanged ones are left alone. */
+/* The fast path: one lookup of the keys (when look), then new rows are
+   COPied straight into chunk and embedding (what a plain load would
+   do), only changed rows go through staging, unchanged ones are left
+   alone. Without look every row is taken for new: a stored key then
+   fails the COPY with a unique violation (23505) and nothing is
+   written. Remembers in self->probe whether the lookup met stored
+   keys. */
 static ef_write_status_t
 s_write_direct (ef_pgwrite_t *self, Embedflow__V1__Row *const *rows, size_t n,
-                size_t *changed, ef_write_report_t *rep)
+                bool look, size_t *changed, ef_write_report_t *rep)
 {
     ef_write_status_t status = EF_WRITE_OK;
     PGresult *res = s_command (self->conn, "BEGIN", "starting the transaction",
@@ -949,15 +956,18 @@ s_write_direct (ef_pgwrite_t *self, Embedflow__V1__Row *const *rows, size_t n,
         return status;
     PQclear (res);
     status = s_open_segment (self, rep);
-    if (status == EF_WRITE_OK)
+    if (status == EF_WRITE_OK && look)
         status = s_lookup (self, rows, n, rep);
     if (status != EF_WRITE_OK)
         return status;
-    size_t fresh = 0, stale = 0;
+    size_t fresh = 0, stale = 0, same = 0;
     for (size_t i = 0; i < n; i++) {
         fresh += self->state[i] == S_ROW_NEW;
         stale += self->state[i] == S_ROW_CHANGED;
+        same += self->state[i] == S_ROW_SAME;
     }
+    if (look)
+        self->probe = stale + same > 0;
     if (fresh) {
         status = s_copy (self, self->copy_chunk_sql, EF_COPY_CHUNK, rows, n,
                          1u << S_ROW_NEW, "inserting into chunk", rep);
@@ -1074,7 +1084,22 @@ ef_pgwrite_batch (ef_pgwrite_t *self, Embedflow__V1__Row *const *rows, size_t n,
     if (status == EF_WRITE_OK && s_check_vectors (self, rows, n, rep) != 0)
         return EF_WRITE_ERROR;
     if (status == EF_WRITE_OK) {
-        status = s_write_direct (self, rows, n, &changed, rep);
+        /* While batches bring only new keys (a load), the lookup is
+           skipped: it costs the server an index probe per row and a
+           round trip. A stored key fails the COPY; the batch is then
+           written again with the lookup, and so are the next ones until
+           a lookup finds none of its keys stored. */
+        bool look = self->probe;
+        status = s_write_direct (self, rows, n, look, &changed, rep);
+        if (!look && status == EF_WRITE_ERROR
+            && strcmp (rep->sqlstate, "23505") == 0) {
+            s_abandon (conn);
+            s_report_reset (rep, n);
+            rep->duplicates = s_mark_duplicates (self, rows, n);
+            self->probe = true;
+            changed = 0;
+            status = s_write_direct (self, rows, n, true, &changed, rep);
+        }
         /* Another session stored one of the "new" keys after the lookup
            (or a client reused an id): let ON CONFLICT sort it out. */
         if (status == EF_WRITE_ERROR && strcmp (rep->sqlstate, "23505") == 0) {

@@ -6,7 +6,12 @@
     written:
 
       1. one prepared lookup sends the batch's keys and hashes as array
-         parameters and learns which keys are stored, with which hash;
+         parameters and learns which keys are stored, with which hash.
+         While batches bring only new keys (a load), it is skipped:
+         every row is taken for new, and a stored key fails the COPY
+         (a unique violation) before anything commits; that batch is
+         then written again with the lookup, and so are the following
+         ones until a lookup finds none of its keys stored;
       2. new keys are COPied (binary) straight into chunk and embedding,
          at the speed of a plain load, the vector in the column's own
          binary format (real[], pgvector's vector or halfvec: the type

@@ -569,6 +569,82 @@ EF_TEST (db_pgwrite_upsert)
     PQfinish (c);
 }
 
+/* Index scans of chunk_identity, the (document_id, chunk_index) key
+   that only the lookup (and the upsert) reads: COPY checks it by
+   inserting, which is no scan. c is the writer's own session, whose
+   counts reach the statistics once it flushes them. */
+static long
+s_identity_scans (PGconn *c, const char *schema)
+{
+    PQclear (PQexec (c, "SELECT pg_stat_force_next_flush ()"));
+    PQclear (PQexec (c, "SELECT pg_stat_clear_snapshot ()"));
+    return s_scalar (c,
+                     "SELECT idx_scan FROM pg_stat_user_indexes"
+                     " WHERE schemaname = '%s'"
+                     " AND indexrelname = 'chunk_identity'",
+                     schema);
+}
+
+EF_TEST (db_pgwrite_lookup_skipped_for_new_keys)
+{
+    PGconn *c = s_connect ();
+    EF_REQUIRE (c);
+    const char *schema = ef_test_schema ();
+    char err[512];
+    EF_REQUIRE (ef_schema_migrate (c, schema, DIM, err, sizeof err) == 0);
+    ef_pgwrite_t *w = ef_pgwrite_new (c, schema, DIM);
+    EF_REQUIRE (w);
+    size_t n = 100;
+    Embedflow__V1__Row **a = s_batch (n, 0, 0.5f);
+    Embedflow__V1__Row **b = s_batch (n, 100, 0.5f);
+    Embedflow__V1__Row **d = s_batch (n, 200, 0.5f);
+    ef_write_report_t rep;
+
+    /* a load: new keys go straight in, the key is never probed */
+    EF_CHECK (s_write (w, a, n, &rep) == EF_WRITE_OK);
+    EF_CHECK (rep.changed == n);
+    long scans = s_identity_scans (c, schema);
+    EF_CHECK (scans == 0);
+
+    /* the same rows again: the COPY meets stored keys, the batch is
+       written again with the lookup and nothing changes */
+    EF_CHECK (s_write (w, a, n, &rep) == EF_WRITE_OK);
+    EF_CHECK (rep.changed == 0 && rep.duplicates == 0);
+    EF_CHECK (PQtransactionStatus (c) == PQTRANS_IDLE);
+    long after_resend = s_identity_scans (c, schema);
+    EF_CHECK (after_resend > scans);
+
+    /* after stored keys the next batch is looked up; it finds none ... */
+    EF_CHECK (s_write (w, b, n, &rep) == EF_WRITE_OK);
+    EF_CHECK (rep.changed == n);
+    long after_probe = s_identity_scans (c, schema);
+    EF_CHECK (after_probe > after_resend);
+
+    /* ... so the one after is a plain load again */
+    EF_CHECK (s_write (w, d, n, &rep) == EF_WRITE_OK);
+    EF_CHECK (rep.changed == n);
+    EF_CHECK (s_identity_scans (c, schema) == after_probe);
+
+    /* a batch mixing stored and new keys, skipped lookup or not, writes
+       the new ones and changes only what changed */
+    Embedflow__V1__Row **mix = s_batch (n, 205, 0.5f); /* 205..209 stored */
+    mix[45]->vector[0] = 9.0f; /* stored before as doc-209/5 */
+    EF_CHECK (s_write (w, mix, n, &rep) == EF_WRITE_OK);
+    EF_CHECK (rep.changed == 51); /* 50 new + 1 changed */
+    EF_CHECK (s_scalar (c, "SELECT count (*) FROM \"%s\".chunk", schema)
+              == 350);
+    EF_CHECK (s_scalar (c, "SELECT count (*) FROM \"%s\".embedding", schema)
+              == 350);
+
+    s_rows_free (a, n);
+    s_rows_free (b, n);
+    s_rows_free (d, n);
+    s_rows_free (mix, n);
+    ef_pgwrite_destroy (&w);
+    s_drop_schema (c, schema);
+    PQfinish (c);
+}
+
 EF_TEST (db_pgwrite_duplicates)
 {
     PGconn *c = s_connect ();
