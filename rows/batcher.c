@@ -5,13 +5,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <xxhash.h>
 
 typedef struct {
     Embedflow__V1__Row **rows;   /* owned rows, arrival order */
     size_t n;                    /* rows held */
     size_t cap;                  /* slots allocated */
     size_t bytes;                /* sum of ef_batcher_row_bytes */
-    zhashx_t *keys;              /* "doc\x1fidx" -> slot + 1 */
+    size_t *keys;                /* open addressing on (document_id,
+                                    chunk_index): slot in rows + 1, 0 =
+                                    empty */
+    size_t n_keys;               /* entries in keys, a power of 2 */
     int64_t oldest_us;           /* arrival of rows[0] */
     Embedflow__V1__Row **closed; /* a batch closed early, awaiting take */
     size_t n_closed;             /* rows in it */
@@ -65,6 +69,59 @@ ef_batcher_row_bytes (const Embedflow__V1__Row *row)
            + (row->job_id ? strlen (row->job_id) : 0);
 }
 
+/* Where row's key is in b->keys, or the empty entry it would take. The
+   table is kept at most half full, so the walk ends. */
+static size_t
+s_key_find (const s_batch_t *b, const Embedflow__V1__Row *row)
+{
+    size_t mask = b->n_keys - 1;
+    size_t at = (size_t) XXH3_64bits_withSeed (row->document_id,
+                                               strlen (row->document_id),
+                                               row->chunk_index)
+                & mask;
+    for (size_t slot; (slot = b->keys[at]) != 0; at = (at + 1) & mask) {
+        const Embedflow__V1__Row *o = b->rows[slot - 1];
+        if (o->chunk_index == row->chunk_index
+            && strcmp (o->document_id, row->document_id) == 0)
+            break;
+    }
+    return at;
+}
+
+/* Sizes b->keys for rows keys at half load, empty. Returns 0, -1 when
+   out of memory (b unchanged). */
+static int
+s_keys_reset (s_batch_t *b, size_t rows)
+{
+    size_t n = 16;
+    while (n < 2 * rows)
+        n *= 2;
+    if (n != b->n_keys) {
+        size_t *keys = realloc (b->keys, n * sizeof *keys);
+        if (!keys)
+            return -1;
+        b->keys = keys;
+        b->n_keys = n;
+    }
+    memset (b->keys, 0, b->n_keys * sizeof *b->keys);
+    return 0;
+}
+
+/* Makes room for one more key: past half load the table doubles and
+   the pending rows are placed again (only when rows outgrow max_rows,
+   which closing a batch normally prevents). Returns 0 or -1. */
+static int
+s_keys_room (s_batch_t *b)
+{
+    if (2 * (b->n + 1) <= b->n_keys)
+        return 0;
+    if (s_keys_reset (b, b->n + 1) != 0)
+        return -1;
+    for (size_t i = 0; i < b->n; i++)
+        b->keys[s_key_find (b, b->rows[i])] = i + 1;
+    return 0;
+}
+
 ef_batcher_t *
 ef_batcher_new (int writers, size_t max_rows, size_t max_bytes)
 {
@@ -84,9 +141,8 @@ ef_batcher_new (int writers, size_t max_rows, size_t max_bytes)
         s_batch_t *b = &self->batches[w];
         b->cap = self->max_rows;
         b->rows = calloc (b->cap, sizeof *b->rows);
-        b->keys = zhashx_new ();
         b->oldest_us = -1;
-        if (!b->rows || !b->keys) {
+        if (!b->rows || s_keys_reset (b, self->max_rows) != 0) {
             ef_batcher_destroy (&self);
             return NULL;
         }
@@ -116,17 +172,11 @@ ef_batcher_destroy (ef_batcher_t **self_p)
         if (b->closed)
             s_free_rows (self, b->closed, b->n_closed);
         free (b->closed);
-        zhashx_destroy (&b->keys);
+        free (b->keys);
     }
     free (self->batches);
     free (self);
     *self_p = NULL;
-}
-
-static void
-s_key (const Embedflow__V1__Row *row, char *out, size_t len)
-{
-    snprintf (out, len, "%s\x1f%u", row->document_id, row->chunk_index);
 }
 
 /* Moves the pending rows of b into its closed slot. */
@@ -145,7 +195,7 @@ s_close (s_batch_t *b, size_t cap)
     b->n = 0;
     b->bytes = 0;
     b->oldest_us = -1;
-    zhashx_purge (b->keys);
+    memset (b->keys, 0, b->n_keys * sizeof *b->keys);
     return 0;
 }
 
@@ -158,9 +208,8 @@ ef_batcher_add (ef_batcher_t *self, Embedflow__V1__Row **row_p)
     s_batch_t *b = &self->batches[w];
     /* A closed batch must be taken before this writer gets more. */
     assert (!b->closed);
-    char key[1200];
-    s_key (row, key, sizeof key);
-    size_t slot = (size_t) (uintptr_t) zhashx_lookup (b->keys, key);
+    size_t at = s_key_find (b, row);
+    size_t slot = b->keys[at];
     int ready = -1;
     if (slot) {
         Embedflow__V1__Row *old = b->rows[slot - 1];
@@ -195,11 +244,18 @@ ef_batcher_add (ef_batcher_t *self, Embedflow__V1__Row **row_p)
         b->rows = grown;
         b->cap = cap;
     }
+    /* Out of memory growing the key table (only reachable when closing
+       failed too), it still takes rows while it has an empty entry. */
+    if (ready < 0 && s_keys_room (b) != 0 && b->n + 1 >= b->n_keys) {
+        self->row_free (row);
+        return ready;
+    }
+    at = s_key_find (b, row); /* the table may have been emptied or grown */
     if (b->n == 0)
         b->oldest_us = s_mono_us ();
     b->rows[b->n++] = row;
     b->bytes += bytes;
-    zhashx_update (b->keys, key, (void *) (uintptr_t) b->n);
+    b->keys[at] = b->n;
     if (ready < 0 && (b->n >= self->max_rows || b->bytes >= self->max_bytes)
         && s_close (b, self->max_rows) == 0)
         ready = w;
@@ -253,7 +309,7 @@ ef_batcher_take_batch (ef_batcher_t *self, int w, size_t *rows_out)
         b->n = 0;
         b->bytes = 0;
         b->oldest_us = -1;
-        zhashx_purge (b->keys);
+        memset (b->keys, 0, b->n_keys * sizeof *b->keys);
     }
     return batch;
 }
