@@ -88,6 +88,93 @@ typedef struct {
     ef_counter_t *drops; /* embedflow_splitter_dropped_rows_total{writer} */
 } s_hold_t;
 
+/* Memory an item is decoded into: protobuf-c allocates from it, and
+   everything goes at once when the item is done, instead of a malloc
+   and a free for each string, the vector and every metadata entry. */
+typedef struct s_block s_block_t;
+struct s_block {
+    s_block_t *next;    /* older block */
+    size_t size;        /* bytes in data */
+    size_t used;        /* bytes handed out */
+    max_align_t data[]; /* what is handed out */
+};
+
+typedef struct {
+    ProtobufCAllocator allocator; /* for protobuf-c, allocator_data = this */
+    s_block_t *blocks;            /* newest first (owned) */
+} s_arena_t;
+
+/* Hands out size bytes, suitably aligned; NULL when out of memory. */
+static void *
+s_arena_alloc (void *data, size_t size)
+{
+    s_arena_t *a = data;
+    size_t align = sizeof (max_align_t);
+    size = (size + align - 1) / align * align;
+    s_block_t *b = a->blocks;
+    if (!b || b->size - b->used < size) {
+        size_t want = 64 * 1024;
+        while (want < size)
+            want *= 2;
+        b = malloc (sizeof *b + want);
+        if (!b)
+            return NULL;
+        b->size = want;
+        b->used = 0;
+        b->next = a->blocks;
+        a->blocks = b;
+    }
+    void *p = (char *) b->data + b->used;
+    b->used += size;
+    return p;
+}
+
+/* protobuf-c frees what a failed decode made: s_arena_reset does. */
+static void
+s_arena_free (void *data, void *p)
+{
+    (void) data;
+    (void) p;
+}
+
+/* Takes back everything handed out. When an item needed several
+   blocks, they become one block as large, so the next such item fits
+   in it. */
+static void
+s_arena_reset (s_arena_t *a)
+{
+    s_block_t *b = a->blocks;
+    if (!b)
+        return;
+    if (!b->next) {
+        b->used = 0;
+        return;
+    }
+    size_t total = 0;
+    while ((b = a->blocks)) {
+        total += b->size;
+        a->blocks = b->next;
+        free (b);
+    }
+    b = malloc (sizeof *b + total);
+    if (b) {
+        b->size = total;
+        b->used = 0;
+        b->next = NULL;
+    }
+    a->blocks = b;
+}
+
+static void
+s_arena_destroy (s_arena_t *a)
+{
+    s_block_t *b;
+    while ((b = a->blocks)) {
+        a->blocks = b->next;
+        free (b);
+    }
+}
+
 typedef struct {
     ef_batcher_t *batcher;  /* pending batches, one per writer */
     ef_row_limits_t limits; /* validation rules */
@@ -100,6 +187,7 @@ typedef struct {
                                handed over as objects, not bytes */
     int64_t hold_max;       /* hold_bytes */
     int64_t forget_at_us;   /* next time quiet uploads are forgotten */
+    s_arena_t arena;        /* where the current item is decoded */
     uint64_t rows_in;       /* counters for the log */
     uint64_t rows_dead;
 } s_self_t;
@@ -117,6 +205,8 @@ s_init (ef_actor_t *actor)
     const s_options_t *o = ef_actor_options (actor);
     const ef_globals_t *g = ef_actor_globals (actor);
     s_self_t *self = ef_actor_state (actor);
+    self->arena.allocator =
+        (ProtobufCAllocator){s_arena_alloc, s_arena_free, &self->arena};
     self->port_batches = ef_actor_port (actor, "batches");
     self->port_dead = ef_actor_port (actor, "dead");
     self->limits = (ef_row_limits_t){
@@ -187,6 +277,7 @@ s_destroy (ef_actor_t *actor)
     s_self_t *self = ef_actor_state (actor);
     ef_batcher_destroy (&self->batcher);
     ef_badrows_destroy (&self->badrows);
+    s_arena_destroy (&self->arena);
     int writers = ef_actor_port_width (actor, self->port_batches);
     for (int w = 0; self->holds && w < writers; w++) {
         if (zlist_size (self->holds[w].batches))
@@ -542,16 +633,15 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
             bad_code = ef_row_error_code (EF_ROW_BAD_TEXT);
             rc = s_dead_letter_text (actor, self, hdr, &item, why);
         }
-        else if (!(e = embedflow__v1__embedding__unpack (NULL, item.len,
-                                                         item.data))) {
+        else if (!(e = embedflow__v1__embedding__unpack (
+                       &self->arena.allocator, item.len, item.data))) {
             bad_code = "undecodable_row";
             rc = s_dead_letter (actor, self, hdr, &item, NULL, 1, bad_code,
                                 "the row could not be decoded");
         }
-        else {
+        else
             rc = s_take_row (actor, self, hdr, e, &item, &bad_code);
-            embedflow__v1__embedding__free_unpacked (e, NULL);
-        }
+        s_arena_reset (&self->arena);
         if (limited)
             ended =
                 ef_badrows_count (self->badrows, hdr->stream_id, bad_code, now);

@@ -49,6 +49,30 @@ ef_text_valid (const char *s, size_t len)
     return ef_text_invalid_at (s, len) == len;
 }
 
+/* True when no element of v is NaN or infinite (all exponent bits
+   set). Blocks of a fixed 16 elements without a branch, which the
+   compiler turns into vector instructions: a per-element isfinite test
+   and early exit cost more than the rest of the row's checks. */
+static bool
+s_all_finite (const float *v, size_t n)
+{
+    enum { BLOCK = 16 };
+    uint32_t bad = 0;
+    size_t i = 0;
+    for (; i + BLOCK <= n; i += BLOCK) {
+        uint32_t bits[BLOCK];
+        memcpy (bits, v + i, sizeof bits);
+        for (int k = 0; k < BLOCK; k++)
+            bad |= (bits[k] & 0x7F800000u) == 0x7F800000u;
+    }
+    for (; i < n; i++) {
+        uint32_t bits;
+        memcpy (&bits, v + i, sizeof bits);
+        bad |= (bits & 0x7F800000u) == 0x7F800000u;
+    }
+    return bad == 0;
+}
+
 ef_row_error_t
 ef_row_validate (const Embedflow__V1__Embedding *e,
                  const ef_row_limits_t *limits, size_t metadata_json_len,
@@ -79,12 +103,13 @@ ef_row_validate (const Embedflow__V1__Embedding *e,
                   e->n_vector, (long long) limits->dim);
         return EF_ROW_WRONG_DIMENSION;
     }
-    for (size_t i = 0; i < e->n_vector; i++)
-        if (!isfinite (e->vector[i])) {
-            snprintf (why, whylen, "vector[%zu] is %s", i,
-                      isnan (e->vector[i]) ? "NaN" : "infinite");
-            return EF_ROW_NOT_FINITE;
-        }
+    if (!s_all_finite (e->vector, e->n_vector))
+        for (size_t i = 0; i < e->n_vector; i++)
+            if (!isfinite (e->vector[i])) {
+                snprintf (why, whylen, "vector[%zu] is %s", i,
+                          isnan (e->vector[i]) ? "NaN" : "infinite");
+                return EF_ROW_NOT_FINITE;
+            }
     size_t content_len = e->content ? strlen (e->content) : 0;
     if ((int64_t) content_len > limits->max_content_bytes) {
         snprintf (why, whylen, "content is %zu bytes, the limit is %lld",
@@ -124,19 +149,26 @@ static void
 s_put_json_string (ef_buf_t *b, const char *s)
 {
     ef_buf_put (b, "\"", 1);
-    for (const unsigned char *p = (const unsigned char *) (s ? s : ""); *p;
-         p++) {
+    const unsigned char *p = (const unsigned char *) (s ? s : "");
+    while (*p) {
+        /* bytes that stand for themselves go in one run */
+        const unsigned char *run = p;
+        while (*p >= 0x20 && *p != '"' && *p != '\\')
+            p++;
+        if (p > run)
+            ef_buf_put (b, run, (size_t) (p - run));
+        if (!*p)
+            break;
         char esc[8];
         if (*p == '"' || *p == '\\') {
             esc[0] = '\\', esc[1] = (char) *p;
             ef_buf_put (b, esc, 2);
         }
-        else if (*p < 0x20) {
+        else {
             snprintf (esc, sizeof esc, "\\u%04x", *p);
             ef_buf_put (b, esc, 6);
         }
-        else
-            ef_buf_put (b, (const char *) p, 1);
+        p++;
     }
     ef_buf_put (b, "\"", 1);
 }

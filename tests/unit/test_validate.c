@@ -124,3 +124,52 @@ EF_TEST (metadata_json_canonical)
     EF_CHECK (json && strcmp (json, "{}") == 0 && len == 2);
     free (json);
 }
+
+/* A vector longer than one block of the finiteness check: every
+   position is looked at, and the message names the first bad one. */
+EF_TEST (validate_not_finite_at_every_position)
+{
+    enum { DIM = 37 };
+    const ef_row_limits_t limits = {DIM, 100, 60, 20, 8};
+    float v[DIM];
+    char why[256], want[32];
+    uint8_t id[16];
+    bool has_id;
+    Embedflow__V1__Embedding e = s_good ();
+    e.vector = v;
+    e.n_vector = DIM;
+    for (int bad = -1; bad < DIM; bad++) {
+        for (int i = 0; i < DIM; i++)
+            v[i] = (float) i / DIM;
+        if (bad >= 0)
+            v[bad] = bad % 2 ? NAN : -INFINITY;
+        ef_row_error_t err =
+            ef_row_validate (&e, &limits, 2, id, &has_id, why, sizeof why);
+        if (bad < 0) {
+            EF_CHECK (err == EF_ROW_OK);
+            continue;
+        }
+        EF_CHECK (err == EF_ROW_NOT_FINITE);
+        snprintf (want, sizeof want, "vector[%d] is %s", bad,
+                  bad % 2 ? "NaN" : "infinite");
+        EF_CHECK (strcmp (why, want) == 0);
+    }
+}
+
+/* Runs of plain text around every escaped character. */
+EF_TEST (metadata_json_escapes_inside_runs)
+{
+    Embedflow__V1__Embedding__MetadataEntry a =
+        EMBEDFLOW__V1__EMBEDDING__METADATA_ENTRY__INIT;
+    a.key = "k\\ey", a.value = "\x01"
+                               "ab\"cd\x1f"
+                               "ef\\";
+    Embedflow__V1__Embedding__MetadataEntry *entries[] = {&a};
+    size_t len = 0;
+    char *json = ef_metadata_json (entries, 1, &len);
+    EF_REQUIRE (json);
+    EF_CHECK (strcmp (json, "{\"k\\\\ey\":\"\\u0001ab\\\"cd\\u001fef\\\\\"}")
+              == 0);
+    EF_CHECK (len == strlen (json));
+    free (json);
+}
