@@ -37,9 +37,23 @@ ef_text_invalid_at (const char *s, size_t len)
 {
     const unsigned char *p = (const unsigned char *) s;
     size_t i = 0, n;
-    /* PostgreSQL text cannot hold NUL */
-    while (i < len && p[i] != 0 && (n = ef_utf8_seq (p + i, len - i)) != 0)
+    while (i < len) {
+        /* ASCII without NUL, the common text, 8 bytes at a time: no
+           byte has its top bit set and none is 0 */
+        while (i + 8 <= len) {
+            const uint64_t hi = 0x8080808080808080u, lo = 0x0101010101010101u;
+            uint64_t x;
+            memcpy (&x, p + i, 8);
+            /* (x | hi) - lo keeps a byte's top bit unless the byte is 0 */
+            if ((x & hi) != 0 || (((x | hi) - lo) & hi) != hi)
+                break;
+            i += 8;
+        }
+        /* PostgreSQL text cannot hold NUL */
+        if (i == len || p[i] == 0 || (n = ef_utf8_seq (p + i, len - i)) == 0)
+            break;
         i += n;
+    }
     return i;
 }
 

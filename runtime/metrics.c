@@ -307,7 +307,13 @@ s_fine_index (double us)
 void
 ef_histogram_observe (ef_histogram_t *self, double seconds)
 {
-    if (!self)
+    ef_histogram_observe_n (self, seconds, 1);
+}
+
+void
+ef_histogram_observe_n (ef_histogram_t *self, double seconds, uint64_t n)
+{
+    if (!self || n == 0)
         return;
     if (!(seconds > 0)) /* negative (clock step) and NaN count as 0 */
         seconds = 0;
@@ -315,12 +321,12 @@ ef_histogram_observe (ef_histogram_t *self, double seconds)
     while (b < S_BOUNDS && seconds > s_bounds[b])
         b++;
     if (b < S_BOUNDS)
-        atomic_fetch_add_explicit (&self->bucket[b], 1, memory_order_relaxed);
-    atomic_fetch_add_explicit (&self->fine[s_fine_index (seconds * 1e6)], 1,
+        atomic_fetch_add_explicit (&self->bucket[b], n, memory_order_relaxed);
+    atomic_fetch_add_explicit (&self->fine[s_fine_index (seconds * 1e6)], n,
                                memory_order_relaxed);
-    atomic_fetch_add_explicit (&self->sum_ns, (uint64_t) (seconds * 1e9),
+    atomic_fetch_add_explicit (&self->sum_ns, n * (uint64_t) (seconds * 1e9),
                                memory_order_relaxed);
-    atomic_fetch_add_explicit (&self->count, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit (&self->count, n, memory_order_relaxed);
 }
 
 uint64_t

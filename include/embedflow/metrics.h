@@ -77,6 +77,8 @@ int64_t ef_gauge_value (const ef_gauge_t *self);
 
 /* Records one observation of seconds (negative counts as 0). */
 void ef_histogram_observe (ef_histogram_t *self, double seconds);
+/* Records n observations of the same seconds at the cost of one. */
+void ef_histogram_observe_n (ef_histogram_t *self, double seconds, uint64_t n);
 uint64_t ef_histogram_count (const ef_histogram_t *self);
 /* Sum of the observations, seconds. */
 double ef_histogram_sum (const ef_histogram_t *self);

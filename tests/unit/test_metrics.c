@@ -68,6 +68,30 @@ EF_TEST (metrics_histogram_quantiles)
     EF_CHECK (ef_histogram_count (h) == 1001);
 }
 
+/* n observations at once count as n single ones, quantiles included. */
+EF_TEST (metrics_histogram_observe_n)
+{
+    ef_histogram_t *one =
+        ef_metrics_histogram ("t_one_seconds", "One by one.", NULL);
+    ef_histogram_t *many =
+        ef_metrics_histogram ("t_many_seconds", "At once.", NULL);
+    EF_REQUIRE (one && many);
+    for (int i = 0; i < 300; i++)
+        ef_histogram_observe (one, 0.004);
+    for (int i = 0; i < 100; i++)
+        ef_histogram_observe (one, 2.0);
+    ef_histogram_observe_n (many, 0.004, 300);
+    ef_histogram_observe_n (many, 2.0, 100);
+    ef_histogram_observe_n (many, 7.0, 0); /* nothing */
+    EF_CHECK (ef_histogram_count (many) == 400);
+    EF_CHECK (fabs (ef_histogram_sum (many) - ef_histogram_sum (one)) < 1e-6);
+    EF_CHECK (ef_histogram_quantile (many, 0.5)
+              == ef_histogram_quantile (one, 0.5));
+    EF_CHECK (ef_histogram_quantile (many, 0.99)
+              == ef_histogram_quantile (one, 0.99));
+    EF_CHECK (ef_histogram_quantile (many, 0.99) >= 2.0);
+}
+
 EF_TEST (metrics_render_prometheus_text)
 {
     ef_counter_add (

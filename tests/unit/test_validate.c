@@ -173,3 +173,27 @@ EF_TEST (metadata_json_escapes_inside_runs)
     EF_CHECK (len == strlen (json));
     free (json);
 }
+
+/* Text longer than the 8-byte ASCII steps: a NUL, a stray byte or a cut
+   sequence is found at every position, a good sequence anywhere
+   passes. */
+EF_TEST (validate_utf8_at_every_position)
+{
+    enum { LEN = 41 };
+    char text[LEN];
+    const char *bad[] = {"\0", "\x80", "\xff", "\xc3"};
+    for (size_t b = 0; b < sizeof bad / sizeof *bad; b++)
+        for (size_t at = 0; at < LEN; at++) {
+            memset (text, 'a', LEN);
+            text[at] = bad[b][0];
+            EF_CHECK (ef_text_invalid_at (text, LEN) == at);
+        }
+    for (size_t at = 0; at + 4 <= LEN; at++) {
+        memset (text, 'a', LEN);
+        memcpy (text + at, "\xf0\x9f\x98\x80", 4);
+        EF_CHECK (ef_text_invalid_at (text, LEN) == LEN);
+        memset (text, 'a', LEN);
+        memcpy (text + at, "\xc3\xa9", 2);
+        EF_CHECK (ef_text_invalid_at (text, LEN) == LEN);
+    }
+}
