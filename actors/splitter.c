@@ -14,6 +14,7 @@
     link.
 */
 #include "embedflow/actor.h"
+#include "embedflow/buf.h"
 #include "embedflow/log.h"
 #include "embedflow/metrics.h"
 #include "pipeline/pipeline.h"
@@ -188,6 +189,7 @@ typedef struct {
     int64_t hold_max;       /* hold_bytes */
     int64_t forget_at_us;   /* next time quiet uploads are forgotten */
     s_arena_t arena;        /* where the current item is decoded */
+    ef_buf_t scratch;       /* an item view's metadata and id, with NULs */
     uint64_t rows_in;       /* counters for the log */
     uint64_t rows_dead;
 } s_self_t;
@@ -278,6 +280,7 @@ s_destroy (ef_actor_t *actor)
     ef_batcher_destroy (&self->batcher);
     ef_badrows_destroy (&self->badrows);
     s_arena_destroy (&self->arena);
+    ef_buf_free (&self->scratch);
     int writers = ef_actor_port_width (actor, self->port_batches);
     for (int w = 0; self->holds && w < writers; w++) {
         if (zlist_size (self->holds[w].batches))
@@ -464,28 +467,33 @@ s_put_text (char **at, const char *text, size_t len)
     return out;
 }
 
-/* Builds the database row for a valid embedding in one block (struct,
-   id, vector, stream key, then the texts), freed with free: one
-   allocation a row instead of a dozen, and the writer, on another
-   thread, frees it in one call. NULL when out of memory. */
+/* Builds the database row for an embedding in one block (struct, id,
+   vector, stream key, then the texts), freed with free: one allocation
+   a row instead of a dozen, and the writer, on another thread, frees it
+   in one call. texts are document_id, content and model, of lens
+   bytes; vector is n_vector floats as they lie in memory (unaligned
+   wire bytes will do). The id is left zero. NULL when out of memory. */
 static Embedflow__V1__Row *
-s_make_row (const Embedflow__V1__ChunkHeader *hdr,
-            const Embedflow__V1__Embedding *e, const uint8_t id[16],
-            const char *metadata_json, size_t metadata_len)
+s_make_row (const Embedflow__V1__ChunkHeader *hdr, const char *const given[3],
+            const size_t given_lens[3], const void *vector, size_t n_vector,
+            uint32_t chunk_index, const char *metadata_json,
+            size_t metadata_len)
 {
-    const char *texts[] = {e->document_id, e->content,   e->model,
-                           hdr->source,    hdr->job_id,  hdr->resume_token,
-                           hdr->reply_to,  metadata_json};
+    const char *texts[] = {given[0],      given[1],     given[2],
+                           hdr->source,   hdr->job_id,  hdr->resume_token,
+                           hdr->reply_to, metadata_json};
     enum { N_TEXTS = sizeof texts / sizeof *texts };
     size_t lens[N_TEXTS];
-    size_t vector_bytes = e->n_vector * sizeof (float);
+    size_t vector_bytes = n_vector * sizeof (float);
     /* the struct's size keeps what follows it aligned for the floats */
     size_t size =
         sizeof (Embedflow__V1__Row) + 16 + vector_bytes + hdr->stream_key.len;
     for (size_t i = 0; i < N_TEXTS; i++) {
         if (!texts[i])
             texts[i] = "";
-        lens[i] = i == N_TEXTS - 1 ? metadata_len : strlen (texts[i]);
+        lens[i] = i < 3              ? given_lens[i]
+                  : i == N_TEXTS - 1 ? metadata_len
+                                     : strlen (texts[i]);
         size += lens[i] + 1;
     }
     Embedflow__V1__Row *r = malloc (size);
@@ -495,11 +503,12 @@ s_make_row (const Embedflow__V1__ChunkHeader *hdr,
     uint8_t *at = (uint8_t *) (r + 1);
     r->id.data = at;
     r->id.len = 16;
-    memcpy (at, id, 16);
+    memset (at, 0, 16);
     at += 16;
     r->vector = (float *) (void *) at;
-    r->n_vector = e->n_vector;
-    memcpy (at, e->vector, vector_bytes);
+    r->n_vector = n_vector;
+    if (vector_bytes)
+        memcpy (at, vector, vector_bytes);
     at += vector_bytes;
     r->stream_key.data = at;
     r->stream_key.len = hdr->stream_key.len;
@@ -515,7 +524,7 @@ s_make_row (const Embedflow__V1__ChunkHeader *hdr,
     r->resume_token = s_put_text (&text, texts[5], lens[5]);
     r->reply_to = s_put_text (&text, texts[6], lens[6]);
     r->metadata_json = s_put_text (&text, texts[7], lens[7]);
-    r->chunk_index = e->chunk_index;
+    r->chunk_index = chunk_index;
     r->stream_id = hdr->stream_id;
     r->covers = 1;
     r->received_us = hdr->received_us;
@@ -549,6 +558,20 @@ s_arm (ef_actor_t *actor, s_self_t *self)
     ef_actor_wake_in (actor, wait);
 }
 
+/* Adds a valid row to its writer's batch, sending what is full.
+   Returns 0, -1 when the send failed. */
+static int
+s_add_row (ef_actor_t *actor, s_self_t *self, Embedflow__V1__Row *row)
+{
+    int rc = 0;
+    int ready = ef_batcher_add (self->batcher, &row);
+    if (ready >= 0)
+        rc = s_flush (actor, self, ready);
+    for (int w; rc == 0 && (w = ef_batcher_full (self->batcher)) >= 0;)
+        rc = s_flush (actor, self, w);
+    return rc;
+}
+
 /* Validates one decoded row and adds it to its writer's batch, or
    dead-letters it and sets *bad_code to the reason. Returns 0, -1 when
    out of memory or the send failed. */
@@ -575,17 +598,98 @@ s_take_row (ef_actor_t *actor, s_self_t *self,
     }
     if (!has_id)
         ef_uuid7_generate (id);
-    Embedflow__V1__Row *row = s_make_row (hdr, e, id, mjson, mlen);
+    const char *texts[3] = {e->document_id ? e->document_id : "",
+                            e->content ? e->content : "",
+                            e->model ? e->model : ""};
+    size_t lens[3] = {strlen (texts[0]), strlen (texts[1]), strlen (texts[2])};
+    Embedflow__V1__Row *row = s_make_row (
+        hdr, texts, lens, e->vector, e->n_vector, e->chunk_index, mjson, mlen);
     free (mjson);
     if (!row)
         return -1;
-    int rc = 0;
-    int ready = ef_batcher_add (self->batcher, &row);
-    if (ready >= 0)
-        rc = s_flush (actor, self, ready);
-    for (int w; rc == 0 && (w = ef_batcher_full (self->batcher)) >= 0;)
-        rc = s_flush (actor, self, w);
-    return rc;
+    memcpy (row->id.data, id, 16);
+    return s_add_row (actor, self, row);
+}
+
+/* s_take_row for an item read as a view (chunkwire.h), without
+   protobuf-c: the texts and the vector go from the wire bytes into the
+   row's block once, and the row is validated there, as the decoded
+   Embedding would be (its text was checked already: no NUL inside).
+   Returns 0, -1 when out of memory or the send failed. */
+static int
+s_take_view (ef_actor_t *actor, s_self_t *self,
+             const Embedflow__V1__ChunkHeader *hdr, const ef_item_view_t *v,
+             const ef_span_t *item, const char **bad_code)
+{
+    /* NUL-terminated copies of the metadata and the id, for the JSON
+       writer and the UUID parser, in one scratch buffer */
+    ef_buf_t *scratch = &self->scratch;
+    scratch->len = 0;
+    scratch->failed = false;
+    size_t at[2 * EF_ITEM_VIEW_ENTRIES + 1];
+    const ef_span_t *spans[2 * EF_ITEM_VIEW_ENTRIES + 1];
+    size_t n = 0;
+    for (size_t k = 0; k < v->n_metadata; k++) {
+        spans[n++] = &v->keys[k];
+        spans[n++] = &v->values[k];
+    }
+    spans[n++] = &v->id;
+    for (size_t k = 0; k < n; k++) {
+        at[k] = scratch->len;
+        if ((spans[k]->len
+             && ef_buf_put (scratch, spans[k]->data, spans[k]->len) != 0)
+            || ef_buf_put (scratch, "", 1) != 0)
+            return -1;
+    }
+    Embedflow__V1__Embedding__MetadataEntry entries[EF_ITEM_VIEW_ENTRIES];
+    Embedflow__V1__Embedding__MetadataEntry *ptrs[EF_ITEM_VIEW_ENTRIES];
+    for (size_t k = 0; k < v->n_metadata; k++) {
+        embedflow__v1__embedding__metadata_entry__init (&entries[k]);
+        entries[k].key = scratch->data + at[2 * k];
+        entries[k].value = scratch->data + at[2 * k + 1];
+        ptrs[k] = &entries[k];
+    }
+    size_t mlen = 0;
+    char *mjson = ef_metadata_json (ptrs, v->n_metadata, &mlen);
+    if (!mjson)
+        return -1;
+    const ef_span_t *given[3] = {&v->document_id, &v->content, &v->model};
+    const char *texts[3];
+    size_t lens[3];
+    for (int k = 0; k < 3; k++) {
+        texts[k] = given[k]->data ? (const char *) given[k]->data : "";
+        lens[k] = given[k]->len;
+    }
+    Embedflow__V1__Row *row =
+        s_make_row (hdr, texts, lens, v->vector.data, v->vector.len / 4,
+                    v->chunk_index, mjson, mlen);
+    free (mjson);
+    if (!row)
+        return -1;
+    Embedflow__V1__Embedding e = EMBEDFLOW__V1__EMBEDDING__INIT;
+    e.id = scratch->data + at[n - 1];
+    e.document_id = row->document_id;
+    e.chunk_index = row->chunk_index;
+    e.content = row->content;
+    e.model = row->model;
+    e.n_vector = row->n_vector;
+    e.vector = row->n_vector ? row->vector : NULL;
+    uint8_t id[16];
+    bool has_id = false;
+    char why[256];
+    ef_row_error_t err =
+        ef_row_validate (&e, &self->limits, mlen, id, &has_id, why, sizeof why);
+    if (err != EF_ROW_OK) {
+        *bad_code = ef_row_error_code (err);
+        int rc = s_dead_letter (actor, self, hdr, item, row->document_id, 1,
+                                *bad_code, why);
+        free (row);
+        return rc;
+    }
+    if (!has_id)
+        ef_uuid7_generate (id);
+    memcpy (row->id.data, id, 16);
+    return s_add_row (actor, self, row);
 }
 
 static int
@@ -628,11 +732,14 @@ s_handle (ef_actor_t *actor, int port, zmsg_t **msg_p)
         const char *bad_code = NULL;
         char why[256];
         Embedflow__V1__Embedding *e = NULL;
+        ef_item_view_t view;
         if (ef_item_text_check (item.data, item.len, why, sizeof why)
             != EF_ROW_OK) {
             bad_code = ef_row_error_code (EF_ROW_BAD_TEXT);
             rc = s_dead_letter_text (actor, self, hdr, &item, why);
         }
+        else if (ef_item_view (item.data, item.len, &view) == 1)
+            rc = s_take_view (actor, self, hdr, &view, &item, &bad_code);
         else if (!(e = embedflow__v1__embedding__unpack (
                        &self->arena.allocator, item.len, item.data))) {
             bad_code = "undecodable_row";

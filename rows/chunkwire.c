@@ -229,6 +229,78 @@ s_walk_item (const ef_span_t *item, bool text, size_t *cost, s_why_t *w,
 }
 
 int
+ef_item_view (const uint8_t *item, size_t len, ef_item_view_t *view)
+{
+    memset (view, 0, sizeof *view);
+    uint32_t seen = 0; /* 1 << field number of the fields read */
+    size_t pos = 0;
+    s_field_t f;
+    int rc;
+    while ((rc = s_next_field (item, len, &pos, &f)) == 1) {
+        /* a repeated singular field is merged (last wins) by protobuf-c,
+           repeated vectors are joined: the general decoder's business */
+        if (f.number == 0 || f.number > S_ITEM_MODEL
+            || (f.number != S_ITEM_METADATA && (seen & 1u << f.number)))
+            return 0;
+        seen |= 1u << f.number;
+        ef_span_t *text = NULL;
+        switch (f.number) {
+        case S_ITEM_ID:
+            text = &view->id;
+            break;
+        case S_ITEM_DOCUMENT_ID:
+            text = &view->document_id;
+            break;
+        case S_ITEM_CONTENT:
+            text = &view->content;
+            break;
+        case S_ITEM_MODEL:
+            text = &view->model;
+            break;
+        case S_ITEM_CHUNK_INDEX:
+            /* protobuf-c keeps the low 32 bits of a longer varint */
+            if (f.wire != S_VARINT || pos - f.at > 6 || f.value > UINT32_MAX)
+                return 0;
+            view->chunk_index = (uint32_t) f.value;
+            break;
+        case S_ITEM_VECTOR:
+            if (f.wire != S_LEN || f.body.len % 4 != 0)
+                return 0;
+            view->vector = f.body;
+            break;
+        case S_ITEM_METADATA: {
+            if (f.wire != S_LEN || view->n_metadata == EF_ITEM_VIEW_ENTRIES)
+                return 0;
+            ef_span_t *key = &view->keys[view->n_metadata];
+            ef_span_t *value = &view->values[view->n_metadata];
+            uint32_t in_entry = 0;
+            size_t at = 0;
+            s_field_t g;
+            int erc;
+            while ((erc = s_next_field (f.body.data, f.body.len, &at, &g))
+                   == 1) {
+                if ((g.number != S_ENTRY_KEY && g.number != S_ENTRY_VALUE)
+                    || g.wire != S_LEN || (in_entry & 1u << g.number))
+                    return 0;
+                in_entry |= 1u << g.number;
+                *(g.number == S_ENTRY_KEY ? key : value) = g.body;
+            }
+            if (erc < 0)
+                return 0;
+            view->n_metadata++;
+            break;
+        }
+        }
+        if (text) {
+            if (f.wire != S_LEN)
+                return 0;
+            *text = f.body;
+        }
+    }
+    return rc == 0 ? 1 : 0;
+}
+
+int
 ef_chunk_scan (const uint8_t *buf, size_t len, ef_chunk_shape_t *shape,
                char *why, size_t whylen)
 {

@@ -55,6 +55,31 @@ int ef_chunk_next_item (const uint8_t *buf, size_t len, size_t *offset,
 ef_row_error_t ef_item_text_check (const uint8_t *item, size_t len, char *why,
                                    size_t whylen);
 
+/* Most metadata entries an item view holds. */
+#define EF_ITEM_VIEW_ENTRIES 16
+
+/* An Embedding's fields as spans into its bytes; an absent string is
+   empty (data NULL, len 0), as protobuf-c's default "". */
+typedef struct {
+    ef_span_t id;          /* Embedding.id */
+    ef_span_t document_id; /* Embedding.document_id */
+    ef_span_t content;     /* Embedding.content */
+    ef_span_t model;       /* Embedding.model */
+    uint32_t chunk_index;  /* Embedding.chunk_index */
+    ef_span_t vector;      /* packed little-endian floats, len % 4 == 0 */
+    size_t n_metadata;     /* entries in keys and values, wire order */
+    ef_span_t keys[EF_ITEM_VIEW_ENTRIES];   /* metadata keys */
+    ef_span_t values[EF_ITEM_VIEW_ENTRIES]; /* their values */
+} ef_item_view_t;
+
+/* Reads an Embedding's fields without decoding it, when its bytes have
+   the common form: each field at most once, the vector packed, at most
+   EF_ITEM_VIEW_ENTRIES metadata entries of a key and a value each, a
+   chunk_index of at most 5 bytes, no unknown field. Returns 1 with view
+   filled: protobuf-c's unpack of the same bytes gives the same fields.
+   Returns 0 for any other form (decode it with protobuf-c). */
+int ef_item_view (const uint8_t *item, size_t len, ef_item_view_t *view);
+
 /* Finds the last length-delimited field `number` of a message's bytes
    (protobuf's last-one-wins). Returns 1 with *out set, 0 when absent, -1
    when the bytes are malformed. */

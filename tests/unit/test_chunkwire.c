@@ -282,3 +282,100 @@ EF_TEST (chunkwire_long_tag_refused_like_protobuf)
     EF_CHECK (ef_chunk_scan (ok, sizeof ok, &shape, why, sizeof why) == 0
               && shape.items == 2);
 }
+
+/* True when span holds the same bytes as protobuf-c's string s (absent
+   is ""). */
+static bool
+s_same_text (ef_span_t span, const char *s)
+{
+    if (!s)
+        s = "";
+    /* a NUL inside is kept by both: compare the span's bytes */
+    return memcmp (s, span.data ? (const char *) span.data : "", span.len) == 0
+           && s[span.len] == 0;
+}
+
+/* A view must give exactly what protobuf-c's unpack gives, for every
+   form it accepts; mutations of a full item (id, metadata, a longer
+   vector) exercise both the common form and the ones it leaves to
+   protobuf-c. */
+EF_TEST (chunkwire_item_view_agrees_with_unpack)
+{
+    s_msg_t item = s_item ("document", 8, "some content", 12);
+    s_bytes (&item, 1, "0190b3a0-0000-7000-8000-000000000001", 36);
+    for (int k = 0; k < 3; k++) {
+        s_msg_t entry = {.len = 0};
+        s_bytes (&entry, 1, k == 1 ? "title" : "lang", k == 1 ? 5 : 4);
+        s_bytes (&entry, 2, k == 2 ? "fr" : "en", 2);
+        s_bytes (&item, 5, entry.data, entry.len);
+    }
+    s_bytes (&item, 7, "model", 5);
+
+    srand (11);
+    int viewed = 0, declined = 0, wrong = 0;
+    for (int round = 0; round < 20000; round++) {
+        uint8_t buf[sizeof item.data];
+        size_t len = item.len;
+        memcpy (buf, item.data, len);
+        int flips = round == 0 ? 0 : 1 + rand () % 3;
+        for (int k = 0; k < flips; k++)
+            buf[rand () % len] = (uint8_t) rand ();
+        if (round && rand () % 5 == 0)
+            len = (size_t) rand () % len;
+        ef_item_view_t view;
+        if (ef_item_view (buf, len, &view) != 1) {
+            declined++;
+            continue;
+        }
+        viewed++;
+        Embedflow__V1__Embedding *e =
+            embedflow__v1__embedding__unpack (NULL, len, buf);
+        bool same =
+            e && s_same_text (view.id, e->id)
+            && s_same_text (view.document_id, e->document_id)
+            && s_same_text (view.content, e->content)
+            && s_same_text (view.model, e->model)
+            && view.chunk_index == e->chunk_index
+            && view.vector.len / 4 == e->n_vector
+            && (e->n_vector == 0
+                || memcmp (view.vector.data, e->vector, view.vector.len) == 0)
+            && view.n_metadata == e->n_metadata;
+        for (size_t k = 0; same && k < e->n_metadata; k++)
+            same = s_same_text (view.keys[k], e->metadata[k]->key)
+                   && s_same_text (view.values[k], e->metadata[k]->value);
+        if (!same && wrong++ < 3)
+            fprintf (stderr, "round %d: the view differs from unpack (%s)\n",
+                     round, e ? "decoded" : "unpack failed");
+        if (e)
+            embedflow__v1__embedding__free_unpacked (e, NULL);
+    }
+    EF_CHECK (wrong == 0);
+    /* the unmutated item and many mutations are read as views; the
+       others are left to protobuf-c */
+    EF_CHECK (viewed > 2000 && declined > 2000);
+}
+
+/* Forms the view leaves to protobuf-c, which merges or joins them. */
+EF_TEST (chunkwire_item_view_declines_merged_forms)
+{
+    ef_item_view_t view;
+    s_msg_t m = s_item ("doc", 3, "text", 4);
+    EF_CHECK (ef_item_view (m.data, m.len, &view) == 1);
+    EF_CHECK (view.document_id.len == 3 && view.chunk_index == 7
+              && view.vector.len == 8 && view.n_metadata == 0);
+    s_msg_t twice = m;
+    s_bytes (&twice, 2, "other", 5); /* document_id again: last wins */
+    EF_CHECK (ef_item_view (twice.data, twice.len, &view) == 0);
+    s_msg_t joined = m;
+    float more = 2.5f;
+    s_bytes (&joined, 6, &more, 4); /* a second vector run: joined */
+    EF_CHECK (ef_item_view (joined.data, joined.len, &view) == 0);
+    s_msg_t unknown = m;
+    s_bytes (&unknown, 9, "x", 1); /* a field this version does not know */
+    EF_CHECK (ef_item_view (unknown.data, unknown.len, &view) == 0);
+    s_msg_t single = m;
+    s_varint (&single, 6 << 3 | 5); /* one unpacked float */
+    memcpy (single.data + single.len, &more, 4);
+    single.len += 4;
+    EF_CHECK (ef_item_view (single.data, single.len, &view) == 0);
+}
