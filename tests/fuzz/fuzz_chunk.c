@@ -19,12 +19,43 @@
 #include "rows/linkwire.h"
 #include "rows/validate.h"
 
+/* True when span holds the bytes of protobuf-c's string s (absent is
+   ""). */
+static bool
+s_same (ef_span_t span, const char *s)
+{
+    if (!s)
+        s = "";
+    return memcmp (s, span.data ? (const char *) span.data : "", span.len) == 0
+           && s[span.len] == 0;
+}
+
 /* What the splitter does with one item that passed the text check. */
 static void
 s_take_item (const ef_span_t *item)
 {
     Embedflow__V1__Embedding *e =
         embedflow__v1__embedding__unpack (NULL, item->len, item->data);
+    /* The splitter reads the common form without protobuf-c: it must
+       read exactly what unpack decodes. */
+    ef_item_view_t view;
+    if (ef_item_view (item->data, item->len, &view) == 1) {
+        EF_FUZZ_ASSERT (e != NULL);
+        EF_FUZZ_ASSERT (s_same (view.id, e->id));
+        EF_FUZZ_ASSERT (s_same (view.document_id, e->document_id));
+        EF_FUZZ_ASSERT (s_same (view.content, e->content));
+        EF_FUZZ_ASSERT (s_same (view.model, e->model));
+        EF_FUZZ_ASSERT (view.chunk_index == e->chunk_index);
+        EF_FUZZ_ASSERT (view.vector.len / 4 == e->n_vector);
+        EF_FUZZ_ASSERT (e->n_vector == 0
+                        || memcmp (view.vector.data, e->vector, view.vector.len)
+                               == 0);
+        EF_FUZZ_ASSERT (view.n_metadata == e->n_metadata);
+        for (size_t k = 0; k < e->n_metadata; k++) {
+            EF_FUZZ_ASSERT (s_same (view.keys[k], e->metadata[k]->key));
+            EF_FUZZ_ASSERT (s_same (view.values[k], e->metadata[k]->value));
+        }
+    }
     if (!e)
         return; /* dead-lettered as undecodable_row */
     size_t mlen = 0;
