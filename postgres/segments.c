@@ -579,8 +579,10 @@ s_merge_start (ef_sealer_t *self, s_builder_t *bl, int a, int b, int m,
 
 /* Swaps merged segment m in for a and b, in one transaction. The key,
    the foreign key and the partition check are in place and checked
-   already, so ATTACH adopts them without reading the table. Locking
-   embedding first (which locks every segment) keeps writers and queries
+   already, so ATTACH adopts them without reading the table. chunk is
+   locked first, as writers lock it (they COPY into chunk, then into
+   embedding), since attaching and detaching touch its foreign keys.
+   Locking embedding (which locks every segment) keeps writers and queries
    out for as long as it takes to make the copy equal to a and b — drop
    the copies whose original left during the build (a changed row moved
    to the growing segment, a deleted chunk), add rows that came late —
@@ -593,6 +595,7 @@ s_merge_swap (ef_sealer_t *self, const s_builder_t *b, char *err, size_t errlen)
     snprintf (sql, sizeof sql,
               "BEGIN;"
               "SET LOCAL lock_timeout = '2s';"
+              "LOCK TABLE %1$s.chunk IN SHARE ROW EXCLUSIVE MODE;"
               "LOCK TABLE %1$s.embedding IN ACCESS EXCLUSIVE MODE;"
               "DELETE FROM %1$s.embedding_%2$d t"
               "  WHERE NOT EXISTS (SELECT 1 FROM %1$s.embedding_%3$d x"
@@ -610,7 +613,7 @@ s_merge_swap (ef_sealer_t *self, const s_builder_t *b, char *err, size_t errlen)
               "ALTER TABLE %1$s.embedding DETACH PARTITION %1$s.embedding_%4$d;"
               "ALTER TABLE %1$s.embedding ATTACH PARTITION %1$s.embedding_%2$d"
               "  FOR VALUES IN (%2$d);"
-              "DROP TABLE %1$s.embedding_%3$d, %1$s.embedding_%4$d;"
+
               "DELETE FROM %1$s.segment WHERE id IN (%3$d, %4$d);"
               "DELETE FROM %1$s.segment_rows WHERE segment IN (%3$d, %4$d);"
               "INSERT INTO %1$s.segment (id, state, rows, sealed_at)"
@@ -622,6 +625,22 @@ s_merge_swap (ef_sealer_t *self, const s_builder_t *b, char *err, size_t errlen)
         != 0) {
         s_rollback (self->conn);
         return -1;
+    }
+    /* Dropping a table whose foreign key points at chunk drops triggers
+       on chunk, which locks it: never while embedding is locked (a query
+       reading chunk, then embedding, would deadlock with the swap). When
+       it cannot be done now, the next recovery drops them. */
+    snprintf (sql, sizeof sql,
+              "BEGIN;"
+              "SET LOCAL lock_timeout = '2s';"
+              "DROP TABLE %1$s.embedding_%2$d, %1$s.embedding_%3$d;"
+              "COMMIT",
+              self->quoted, b->merge_a, b->merge_b);
+    char why[512];
+    if (s_script (self->conn, sql, "dropping merged segments", why, sizeof why)
+        != 0) {
+        s_rollback (self->conn);
+        self->recovered = false;
     }
     return 0;
 }
