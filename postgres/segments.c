@@ -670,6 +670,13 @@ ef_sealer_cancel (ef_sealer_t *self)
         if (cancel)
             PQcancel (cancel, why, sizeof why);
         PQfreeCancel (cancel);
+        /* Wait for the statement to end, so that its locks are gone when
+           this returns: a DROP SCHEMA right after (the bench) otherwise
+           met a build still holding them, waiting for the DROP's
+           transaction in turn. */
+        PGresult *res;
+        while ((res = PQgetResult (b->conn)))
+            PQclear (res);
         b->busy = S_IDLE;
     }
 }

@@ -131,7 +131,8 @@ int ef_sealer_fd (const ef_sealer_t *self, int builder);
 int ef_sealer_poll (ef_sealer_t *self, int builder, ef_seal_step_t *did,
                     char *detail, size_t detlen, char *err, size_t errlen);
 
-/* Cancels every build or merge in flight (on stop): the server drops it or
+/* Cancels every build or merge in flight (on stop) and waits for them
+   to end: the server drops it or
    leaves what the next sealer's first step drops. */
 void ef_sealer_cancel (ef_sealer_t *self);
 
