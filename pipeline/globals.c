@@ -84,6 +84,11 @@ const ef_option_t ef_globals_options[] = {
      offsetof (ef_globals_t, index_build_memory), 1 << 20, (int64_t) 1 << 40,
      "maintenance_work_mem of index builds: an HNSW graph larger than this "
      "builds several times slower"},
+    {"distribution", EF_OPT_STRING, "none",
+     offsetof (ef_globals_t, distribution), 0, 0,
+     "where chunk and embedding live, fixed when the schema is made: none "
+     "(one PostgreSQL) or citus (distributed by document_id on the Citus "
+     "cluster whose coordinator `database` names; docs/scaling.md)"},
     {"verbose", EF_OPT_BOOL, "false", offsetof (ef_globals_t, verbose), 0, 0,
      "log debug detail"},
     {"log_format", EF_OPT_STRING, "text", offsetof (ef_globals_t, log_format),
@@ -141,6 +146,20 @@ ef_globals_check (const ef_globals_t *g, char *err, size_t errlen)
                   g->index_ef_construction, g->index_m);
         return -1;
     }
+    ef_distribution_t dist;
+    if (ef_distribution_parse (g->distribution, &dist) != 0) {
+        snprintf (err, errlen, "distribution: '%s' is not none or citus",
+                  g->distribution ? g->distribution : "");
+        return -1;
+    }
+    if (dist == EF_DIST_CITUS && ix.method != EF_INDEX_NONE
+        && g->index_segments) {
+        snprintf (err, errlen,
+                  "index.segments: segmented loading is off on Citus (each "
+                  "shard is indexed on its own, already small): set "
+                  "index.segments: false with distribution citus");
+        return -1;
+    }
     /* auto is judged when the schema is made: it may become real[] */
     char why[256];
     if (type != EF_VECTOR_AUTO
@@ -166,4 +185,6 @@ ef_globals_schema_opts (const ef_globals_t *g, ef_schema_opts_t *opts)
     opts->index.ef_construction = (int) g->index_ef_construction;
     opts->index.lists = (int) g->index_lists;
     opts->segmented = g->index_segments;
+    if (ef_distribution_parse (g->distribution, &opts->distribution) != 0)
+        opts->distribution = EF_DIST_NONE;
 }

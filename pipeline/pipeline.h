@@ -38,6 +38,7 @@ typedef struct {
     int64_t index_max_segments;       /* index.max_segments */
     int64_t index_max_unindexed_rows; /* index.max_unindexed_rows */
     int64_t index_build_memory;       /* index.build_memory, bytes */
+    char *distribution;               /* none or citus (schema.h) */
 } ef_globals_t;
 
 extern const ef_option_t ef_globals_options[];

@@ -324,8 +324,11 @@ ef_copybuf_row (ef_copybuf_t *b, ef_copy_table_t table, ef_vector_type_t type,
         ef_copybuf_put16 (b, 8);
         s_chunk_columns (b, r, hash);
         break;
-    case EF_COPY_EMBEDDING: /* id, model, dim, vector */
-        ef_copybuf_put16 (b, 4);
+    case EF_COPY_EMBEDDING:       /* id, model, dim, vector */
+    case EF_COPY_EMBEDDING_KEYED: /* document_id, id, model, dim, vector */
+        ef_copybuf_put16 (b, table == EF_COPY_EMBEDDING ? 4 : 5);
+        if (table == EF_COPY_EMBEDDING_KEYED)
+            ef_copybuf_text (b, r->document_id);
         ef_copybuf_field (b, r->id.data, 16);
         ef_copybuf_text (b, r->model);
         ef_copybuf_put32 (b, 4);

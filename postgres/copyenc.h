@@ -48,9 +48,10 @@ const char *ef_vector_type_name (ef_vector_type_t type);
 
 /* The tables rows are COPied into. */
 typedef enum {
-    EF_COPY_CHUNK,     /* <schema>.chunk: new rows */
-    EF_COPY_EMBEDDING, /* <schema>.embedding: new rows */
-    EF_COPY_STAGE,     /* a staging table: chunk's columns and the vector */
+    EF_COPY_CHUNK,           /* <schema>.chunk: new rows */
+    EF_COPY_EMBEDDING,       /* <schema>.embedding: new rows */
+    EF_COPY_EMBEDDING_KEYED, /* the same, document_id first (citus) */
+    EF_COPY_STAGE, /* a staging table: chunk's columns and the vector */
 } ef_copy_table_t;
 
 /* Growable byte buffer for COPY data. */

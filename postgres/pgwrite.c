@@ -50,6 +50,8 @@ struct ef_pgwrite {
                                 0 = none */
     ef_vector_type_t type;    /* the vector column's type, read from the
                                 catalog with the session */
+    bool keyed;               /* embedding has document_id (distribution
+                                citus): keys lead with it */
     char stage[48];           /* staging table in pg_temp, one per type */
     char upsert[32];          /* name of the prepared upsert from staging */
     char lookup[32];          /* name of the prepared key lookup */
@@ -294,7 +296,9 @@ ef_pgwrite_new (PGconn *conn, const char *schema, int dim)
     const char *column =
         "SELECT t.typname, a.atttypmod,"
         "  format_type (a.atttypid, a.atttypmod),"
-        "  (SELECT c.relkind = 'p' FROM pg_class c WHERE c.oid = a.attrelid)"
+        "  (SELECT c.relkind = 'p' FROM pg_class c WHERE c.oid = a.attrelid),"
+        "  EXISTS (SELECT 1 FROM pg_attribute k WHERE k.attrelid = a.attrelid"
+        "    AND k.attname = 'document_id' AND NOT k.attisdropped)"
         " FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid"
         " WHERE a.attrelid = %1$s::regclass AND a.attname = 'vector'";
     if (asprintf (&self->lookup_sql, lookup, self->schema) < 0)
@@ -337,12 +341,34 @@ ef_pgwrite_new (PGconn *conn, const char *schema, int dim)
     return self;
 }
 
-/* Makes the statements that name the staging table: the upsert and the
-   staging COPY. dim_sql is the embedding.dim of a staged row. Returns 0,
-   -1 when out of memory. */
+/* Makes the statements that depend on the session's catalog: the upsert
+   and the staging COPY (both name the staging table) and, for a keyed
+   schema, the key lookup and the COPY into embedding. dim_sql is the
+   embedding.dim of a staged row. A keyed schema's statements are the
+   ones Citus can run on distributed tables: the lookup joins the batch's
+   keys to chunk (a correlated subquery beside unnest() is refused), and
+   the upsert leaves stored rows of the same hash to its ON CONFLICT ...
+   WHERE (a subquery on chunk from the local staging table is refused);
+   both name document_id, so a batch's keys go only to its documents'
+   shards. Returns 0, -1 when out of memory. */
 static int
 s_make_stage_sql (ef_pgwrite_t *self, const char *dim_sql)
 {
+    const char *lookup = "SELECT t.ord, c.content_hash = t.h"
+                         " FROM unnest ($1::text[], $2::int8[], $3::bytea[])"
+                         "   WITH ORDINALITY AS t (d, i, h, ord)"
+                         " JOIN %1$s.chunk c"
+                         "   ON c.document_id = t.d AND c.chunk_index = t.i"
+                         " WHERE c.document_id = ANY ($1::text[])";
+    const char *copy_embedding =
+        "COPY %1$s.embedding (document_id, id, model, dim, vector)"
+        " FROM STDIN (FORMAT binary)";
+    const char *unchanged =
+        self->keyed ? ""
+                    : "  WHERE s.content_hash IS DISTINCT FROM (SELECT"
+                      "    o.content_hash FROM %1$s.chunk o"
+                      "    WHERE o.document_id = s.document_id"
+                      "      AND o.chunk_index = s.chunk_index)";
     /* Rows already stored with the same hash are dropped before the
        INSERT, so they are neither locked nor rewritten; the ON CONFLICT
        WHERE covers a concurrent change between the two. Both lookups
@@ -356,9 +382,7 @@ s_make_stage_sql (ef_pgwrite_t *self, const char *dim_sql)
         "  SELECT s.id, s.source, s.document_id, s.chunk_index, s.content,"
         "    s.metadata, s.model, s.content_hash, now ()"
         "  FROM pg_temp.%2$s s"
-        "  WHERE s.content_hash IS DISTINCT FROM (SELECT o.content_hash"
-        "    FROM %1$s.chunk o WHERE o.document_id = s.document_id"
-        "      AND o.chunk_index = s.chunk_index)"
+        "  %4$s"
         "  ORDER BY s.document_id, s.chunk_index"
         "  ON CONFLICT (document_id, chunk_index) DO UPDATE"
         "    SET source = excluded.source, content = excluded.content,"
@@ -367,12 +391,13 @@ s_make_stage_sql (ef_pgwrite_t *self, const char *dim_sql)
         "      updated_at = excluded.updated_at"
         "    WHERE c.content_hash IS DISTINCT FROM excluded.content_hash"
         "  RETURNING c.id, c.document_id, c.chunk_index)"
-        " INSERT INTO %1$s.embedding AS e (id, model, dim, vector, updated_at)"
-        " SELECT up.id, s.model, %3$s, s.vector, now ()"
+        " INSERT INTO %1$s.embedding AS e (%5$sid, model, dim, vector,"
+        "   updated_at)"
+        " SELECT %6$sup.id, s.model, %3$s, s.vector, now ()"
         " FROM up JOIN pg_temp.%2$s s"
         "   ON s.document_id = up.document_id"
         "  AND s.chunk_index = up.chunk_index"
-        " ON CONFLICT (id) DO UPDATE"
+        " ON CONFLICT (%5$sid) DO UPDATE"
         "   SET model = excluded.model, dim = excluded.dim,"
         "     vector = excluded.vector, updated_at = excluded.updated_at";
     /* Segmented, a row's id is unique across segments only because a
@@ -421,14 +446,35 @@ s_make_stage_sql (ef_pgwrite_t *self, const char *dim_sql)
     free (self->upsert_sql);
     free (self->copy_stage_sql);
     self->copy_stage_sql = NULL;
-    if (asprintf (&self->upsert_sql, upsert, self->schema, self->stage, dim_sql)
-        < 0)
+    char *filter = NULL;
+    if (asprintf (&filter, unchanged, self->schema) < 0)
+        filter = NULL;
+    const char *key = self->keyed ? "document_id, " : "";
+    const char *key_value = self->keyed ? "up.document_id, " : "";
+    if (!filter
+        || asprintf (&self->upsert_sql, upsert, self->schema, self->stage,
+                     dim_sql, filter, key, key_value)
+               < 0)
         self->upsert_sql = NULL;
+    free (filter);
+    /* a keyed schema is never segmented (schema.c refuses both) */
+    if (self->keyed) {
+        free (self->lookup_sql);
+        free (self->copy_embedding_sql);
+        if (asprintf (&self->lookup_sql, lookup, self->schema) < 0)
+            self->lookup_sql = NULL;
+        if (asprintf (&self->copy_embedding_sql, copy_embedding, self->schema)
+            < 0)
+            self->copy_embedding_sql = NULL;
+    }
     if (asprintf (&self->copy_stage_sql,
                   "COPY pg_temp.%s FROM STDIN (FORMAT binary)", self->stage)
         < 0)
         self->copy_stage_sql = NULL;
-    return self->upsert_sql && self->copy_stage_sql ? 0 : -1;
+    return self->upsert_sql && self->copy_stage_sql && self->lookup_sql
+                   && self->copy_embedding_sql
+               ? 0
+               : -1;
 }
 
 void
@@ -557,6 +603,7 @@ s_prepare_session (ef_pgwrite_t *self, ef_write_report_t *rep)
     }
     const char *typname = PQgetvalue (res, 0, 0); /* valid until PQclear */
     int typmod = atoi (PQgetvalue (res, 0, 1));
+    self->keyed = strcmp (PQgetvalue (res, 0, 4), "t") == 0;
     self->type = strcmp (typname, "vector") == 0    ? EF_VECTOR_VECTOR
                  : strcmp (typname, "halfvec") == 0 ? EF_VECTOR_HALFVEC
                                                     : EF_VECTOR_REAL;
@@ -972,9 +1019,10 @@ s_write_direct (ef_pgwrite_t *self, Embedflow__V1__Row *const *rows, size_t n,
         status = s_copy (self, self->copy_chunk_sql, EF_COPY_CHUNK, rows, n,
                          1u << S_ROW_NEW, "inserting into chunk", rep);
         if (status == EF_WRITE_OK)
-            status =
-                s_copy (self, self->copy_embedding_sql, EF_COPY_EMBEDDING, rows,
-                        n, 1u << S_ROW_NEW, "inserting into embedding", rep);
+            status = s_copy (
+                self, self->copy_embedding_sql,
+                self->keyed ? EF_COPY_EMBEDDING_KEYED : EF_COPY_EMBEDDING, rows,
+                n, 1u << S_ROW_NEW, "inserting into embedding", rep);
         if (status == EF_WRITE_OK)
             status = s_tally (self, fresh, rep);
         if (status != EF_WRITE_OK)

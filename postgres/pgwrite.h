@@ -25,6 +25,13 @@
       4. unchanged keys are not touched: no row version, no row lock,
          updated_at stays.
 
+    On a schema whose embedding table has document_id (distribution
+    citus, schema.h) the same steps run with keys that lead with
+    document_id, in statements Citus runs on distributed tables: the
+    lookup joins the keys to chunk, embedding's key and ON CONFLICT
+    target are (document_id, id), and the upsert relies on its ON
+    CONFLICT ... WHERE alone to leave an unchanged row alone.
+
     If another session stores one of the "new" keys between 1 and 2 (a
     unique violation), the batch is redone through staging alone, where
     ON CONFLICT settles the race. The staging table's vector column has

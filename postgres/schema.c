@@ -4,8 +4,12 @@
     its SQL, in which ${S} stands for the quoted schema name, ${DIM} for
     the dimension, ${VECTOR} for the vector column's type and
     ${VECTOR_CHECK} for the constraint a real[] column needs and
-    ${VECTOR_STORAGE} for the statement that sets its storage. Adding a
-    table later is one more row; released rows never change.
+    ${VECTOR_STORAGE} for the statement that sets its storage. The keys
+    of chunk and embedding depend on the distribution (schema.h):
+    ${CHUNK_ID}, ${CHUNK_KEY}, ${EMBEDDING_ID} and ${EMBEDDING_KEY}
+    expand to today's single-column keys for none, and to keys that lead
+    with document_id for citus. Adding a table later is one more row;
+    released rows never change.
 */
 #include "postgres/schema.h"
 
@@ -16,6 +20,7 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "postgres/citus.h"
 #include "postgres/pg.h"
 #include "postgres/segments.h"
 
@@ -37,7 +42,7 @@ static const s_migration_t s_migrations[] = {
         key other tables point at. content_hash (XXH3-128 of everything
         written) lets an unchanged re-send skip the row entirely. */
      "CREATE TABLE ${S}.chunk ("
-     "  id uuid PRIMARY KEY,"
+     "  id uuid ${CHUNK_ID},"
      "  source text NOT NULL DEFAULT '',"
      "  document_id text NOT NULL,"
      "  chunk_index bigint NOT NULL"
@@ -47,18 +52,19 @@ static const s_migration_t s_migrations[] = {
      "  model text NOT NULL DEFAULT '',"
      "  content_hash bytea NOT NULL,"
      "  updated_at timestamptz NOT NULL DEFAULT now(),"
-     "  CONSTRAINT chunk_identity UNIQUE (document_id, chunk_index));"
+     "  CONSTRAINT chunk_identity UNIQUE (document_id, chunk_index)"
+     "  ${CHUNK_KEY});"
 
      /* Vectors are incompressible: keep them inline up to a full page
         (768 float4 are 3 kB) and never try to compress them when a
         larger one has to move out of line. */
      "CREATE TABLE ${S}.embedding ("
-     "  id uuid PRIMARY KEY"
-     "    REFERENCES ${S}.chunk (id) ON DELETE CASCADE,"
+     "  ${EMBEDDING_ID},"
      "  model text NOT NULL DEFAULT '',"
      "  dim integer NOT NULL CHECK (dim = ${DIM}),"
      "  vector ${VECTOR} NOT NULL,"
      "  updated_at timestamptz NOT NULL DEFAULT now()"
+     "  ${EMBEDDING_KEY}"
      "  ${VECTOR_CHECK})"
      "  WITH (toast_tuple_target = 8160);"
      "${VECTOR_STORAGE}"
@@ -154,6 +160,10 @@ typedef struct {
     char vector[160];         /* column type */
     const char *vector_check; /* table constraint or "" */
     char vector_storage[512]; /* ALTER TABLE statement or "" */
+    const char *chunk_id;     /* chunk.id's type and constraint */
+    const char *chunk_key;    /* chunk's extra table constraint or "" */
+    char embedding_id[512];   /* embedding's leading key column(s) */
+    char embedding_key[512];  /* embedding's table constraints or "" */
 } s_vars_t;
 
 /* Expands ${NAME} placeholders of tmpl into a heap string, NULL when out
@@ -170,6 +180,10 @@ s_expand (const char *tmpl, const s_vars_t *v)
         {"${VECTOR}", v->vector},
         {"${VECTOR_CHECK}", v->vector_check},
         {"${VECTOR_STORAGE}", v->vector_storage},
+        {"${CHUNK_ID}", v->chunk_id},
+        {"${CHUNK_KEY}", v->chunk_key},
+        {"${EMBEDDING_ID}", v->embedding_id},
+        {"${EMBEDDING_KEY}", v->embedding_key},
     };
     size_t nmap = sizeof map / sizeof map[0];
     size_t size = strlen (tmpl) + 1;
@@ -342,6 +356,87 @@ s_choose_vector (PGconn *conn, const ef_schema_opts_t *opts, s_vars_t *v,
     }
     PQclear (res);
     return 0;
+}
+
+static const char *const s_distributions[] = {"none", "citus"};
+
+int
+ef_distribution_parse (const char *text, ef_distribution_t *dist)
+{
+    for (int i = 0; text && i < 2; i++)
+        if (strcmp (text, s_distributions[i]) == 0) {
+            *dist = (ef_distribution_t) i;
+            return 0;
+        }
+    return -1;
+}
+
+const char *
+ef_distribution_name (ef_distribution_t dist)
+{
+    return s_distributions[dist == EF_DIST_CITUS];
+}
+
+/* Sets the key placeholders of v for dist (v->schema set). */
+static void
+s_choose_keys (ef_distribution_t dist, s_vars_t *v)
+{
+    if (dist == EF_DIST_CITUS) {
+        /* Citus wants the distribution column in every unique key and
+           foreign key: chunk's id is unique per document, and embedding
+           points at (document_id, id), on the same shard. */
+        v->chunk_id = "NOT NULL";
+        v->chunk_key = ", CONSTRAINT chunk_pkey PRIMARY KEY (document_id, id)";
+        snprintf (v->embedding_id, sizeof v->embedding_id,
+                  "document_id text NOT NULL, id uuid NOT NULL");
+        snprintf (v->embedding_key, sizeof v->embedding_key,
+                  ", CONSTRAINT embedding_pkey PRIMARY KEY (document_id, id)"
+                  ", CONSTRAINT embedding_chunk_fkey FOREIGN KEY"
+                  " (document_id, id) REFERENCES %s.chunk (document_id, id)"
+                  " ON DELETE CASCADE",
+                  v->schema);
+        return;
+    }
+    v->chunk_id = "PRIMARY KEY";
+    v->chunk_key = "";
+    snprintf (v->embedding_id, sizeof v->embedding_id,
+              "id uuid PRIMARY KEY REFERENCES %s.chunk (id) ON DELETE CASCADE",
+              v->schema);
+    v->embedding_key[0] = '\0';
+}
+
+/* Refuses a start whose distribution is not the schema's own (stored
+   is its 'distribution' setting, "" when it has none: made before the
+   setting, so none). Returns 0 or -1 with err saying what to do. */
+static int
+s_check_distribution (const char *schema, const char *stored,
+                      ef_distribution_t want, char *err, size_t errlen)
+{
+    ef_distribution_t have = EF_DIST_NONE;
+    if (*stored && ef_distribution_parse (stored, &have) != 0) {
+        snprintf (err, errlen,
+                  "schema \"%s\" has distribution '%s', which this "
+                  "embedflow does not know: upgrade embedflow",
+                  schema, stored);
+        return -1;
+    }
+    if (have == want)
+        return 0;
+    if (want == EF_DIST_CITUS)
+        snprintf (err, errlen,
+                  "schema \"%s\" was made with distribution none (tables of "
+                  "one PostgreSQL) and distribution is citus: embedflow "
+                  "never converts a schema at start; distribute it with "
+                  "the SQL of docs/scaling.md (\"From one PostgreSQL to a "
+                  "cluster\"), or use another schema",
+                  schema);
+    else
+        snprintf (err, errlen,
+                  "schema \"%s\" is distributed on Citus (distribution "
+                  "citus) and distribution is none: set distribution: "
+                  "citus, or use another schema",
+                  schema);
+    return -1;
 }
 
 /* The type a stored 'vector_type' setting names. */
@@ -662,7 +757,26 @@ s_migrate (PGconn *conn, const char *schema, const ef_schema_opts_t *opts,
         }
         PQclear (res);
         res = NULL;
+        sql = s_expand (
+            "SELECT value FROM ${S}.setting WHERE key = 'distribution'", &v);
+        if (!sql
+            || !(res = s_exec (conn, sql, 0, NULL, "reading the distribution",
+                               err, errlen)))
+            goto done;
+        free (sql);
+        sql = NULL;
+        if (s_check_distribution (
+                schema, PQntuples (res) == 1 ? PQgetvalue (res, 0, 0) : "",
+                opts->distribution, err, errlen)
+            != 0)
+            goto done;
+        PQclear (res);
+        res = NULL;
     }
+    else if (opts->distribution == EF_DIST_CITUS
+             && ef_citus_check_coordinator (conn, err, errlen) != 0)
+        goto done;
+    s_choose_keys (opts->distribution, &v);
     for (size_t i = 0; i < S_MIGRATIONS; i++) {
         const s_migration_t *m = &s_migrations[i];
         if (m->version <= current)
@@ -693,6 +807,29 @@ s_migrate (PGconn *conn, const char *schema, const ef_schema_opts_t *opts,
        one keeps what it has: rebuilding an index over many rows is for
        ef_schema_index_apply, never a side effect of a start. */
     if (current == 0) {
+        if (opts->distribution == EF_DIST_CITUS && opts->segmented
+            && opts->index.method != EF_INDEX_NONE) {
+            snprintf (err, errlen,
+                      "segmented loading is off on Citus (each shard is "
+                      "indexed on its own): index.segments false with "
+                      "distribution citus");
+            goto done;
+        }
+        if (opts->distribution == EF_DIST_CITUS
+            && ef_citus_distribute (conn, quoted, err, errlen) != 0)
+            goto done;
+        sql = s_expand ("INSERT INTO ${S}.setting (key, value)"
+                        "  VALUES ('distribution', $1)",
+                        &v);
+        const char *dist_p[] = {ef_distribution_name (opts->distribution)};
+        if (!sql
+            || !(res = s_exec (conn, sql, 1, dist_p,
+                               "recording the distribution", err, errlen)))
+            goto done;
+        PQclear (res);
+        res = NULL;
+        free (sql);
+        sql = NULL;
         char described[128];
         ef_index_describe (&opts->index, described, sizeof described);
         bool segmented = opts->segmented && opts->index.method != EF_INDEX_NONE;

@@ -17,6 +17,18 @@
     asks for another type explicitly is refused (use another schema).
     Writers read the column's type and COPY that type's binary form
     (postgres/copyenc.h).
+
+    The distribution (ef_schema_opts_t.distribution) is chosen at the
+    first migration too and kept in 'distribution': none, tables of one
+    PostgreSQL; citus, chunk and embedding distributed by document_id on
+    a Citus cluster (postgres/citus.h says which tables stay on the
+    coordinator and why). With citus every key includes document_id:
+    chunk's primary key is (document_id, id) beside its identity
+    (document_id, chunk_index), and embedding carries document_id too,
+    its key (document_id, id) referencing chunk's. A start that asks for
+    another distribution than the schema has is refused; an existing
+    schema is never converted at start (docs/scaling.md has the SQL that
+    converts one).
 */
 #ifndef EF_SCHEMA_H
 #define EF_SCHEMA_H
@@ -49,6 +61,18 @@ typedef struct {
     int lists;                /* ivfflat: inverted lists (1..32768) */
 } ef_index_opts_t;
 
+/* Where the tables live. */
+typedef enum {
+    EF_DIST_NONE,  /* one PostgreSQL */
+    EF_DIST_CITUS, /* chunk and embedding distributed on Citus */
+} ef_distribution_t;
+
+/* Parses "none" or "citus". Returns 0, -1 when text is neither. */
+int ef_distribution_parse (const char *text, ef_distribution_t *dist);
+
+/* The configuration name of dist ("none", "citus"). */
+const char *ef_distribution_name (ef_distribution_t dist);
+
 /* What the first migration creates and later starts check. */
 typedef struct {
     int dim;                      /* vector dimension (> 0) */
@@ -56,6 +80,7 @@ typedef struct {
     ef_index_opts_t index;        /* made with the tables */
     bool segmented;               /* with an index: growing and sealed segments
                        (postgres/segments.h) */
+    ef_distribution_t distribution; /* fixed at the first migration */
 } ef_schema_opts_t;
 
 /* The index's canonical description, as <schema>.setting 'index' keeps
