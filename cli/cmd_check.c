@@ -22,6 +22,7 @@
 #include "embedflow/log.h"
 #include "grpc/grpcmsg.h"
 #include "jobs/job.h"
+#include "postgres/citus.h"
 #include "postgres/pg.h"
 #include "postgres/schema.h"
 #include "postgres/segments.h"
@@ -402,12 +403,14 @@ s_check_schema (s_check_t *c, PGconn *conn)
     }
     int version = atoi (PQgetvalue (res, 0, 0));
     PQclear (res);
-    char dim[32] = "", vector[160] = "";
+    char dim[32] = "", vector[160] = "", dist[32] = "none";
     if (has_setting) {
         snprintf (sql, sizeof sql,
                   "SELECT (SELECT value FROM %s.setting WHERE key = 'dim'),"
-                  "  (SELECT value FROM %s.setting WHERE key = 'vector_type')",
-                  quoted, quoted);
+                  "  (SELECT value FROM %s.setting WHERE key = 'vector_type'),"
+                  "  coalesce ((SELECT value FROM %s.setting"
+                  "    WHERE key = 'distribution'), 'none')",
+                  quoted, quoted, quoted);
         res = s_query (c, conn, what, sql, 0, NULL);
         if (!res) {
             free (quoted);
@@ -415,6 +418,7 @@ s_check_schema (s_check_t *c, PGconn *conn)
         }
         snprintf (dim, sizeof dim, "%s", PQgetvalue (res, 0, 0));
         snprintf (vector, sizeof vector, "%s", PQgetvalue (res, 0, 1));
+        snprintf (dist, sizeof dist, "%s", PQgetvalue (res, 0, 2));
         PQclear (res);
     }
     free (quoted);
@@ -446,6 +450,16 @@ s_check_schema (s_check_t *c, PGconn *conn)
                   "schema, or vector_type %s",
                   vector, ef_vector_type_name (opts.vector_type),
                   ef_vector_type_name (stored));
+        return;
+    }
+    if (strcmp (dist, ef_distribution_name (opts.distribution)) != 0) {
+        s_report (c, EF_EXIT_USAGE, what,
+                  "has distribution %s but distribution is %s: %s", dist,
+                  ef_distribution_name (opts.distribution),
+                  opts.distribution == EF_DIST_CITUS
+                      ? "a start never converts a schema (docs/scaling.md "
+                        "has the SQL that does), or use another schema"
+                      : "set distribution: citus, or use another schema");
         return;
     }
     if (version < latest && !create_schema)
@@ -521,6 +535,43 @@ s_check_pgvector (s_check_t *c, PGconn *conn)
     PQclear (res);
 }
 
+/* The Citus cluster when distribution is citus: that conn is its
+   coordinator, and its nodes with the shards of the schema each holds
+   (an inactive node fails the check: its shards cannot be written). */
+static void
+s_check_citus (s_check_t *c, PGconn *conn)
+{
+    const ef_globals_t *g = c->cli->globals;
+    ef_schema_opts_t opts;
+    ef_globals_schema_opts (g, &opts);
+    if (opts.distribution != EF_DIST_CITUS)
+        return;
+    char err[1024], nodes[4096];
+    if (ef_citus_check_coordinator (conn, err, sizeof err) != 0) {
+        s_report (c, EF_EXIT_FAIL, "citus", "%s", err);
+        return;
+    }
+    int n =
+        ef_citus_nodes (conn, g->schema, nodes, sizeof nodes, err, sizeof err);
+    if (n < 0) {
+        s_report (c, EF_EXIT_FAIL, "citus", "%s", err);
+        return;
+    }
+    int workers = 0;
+    for (char *line = strtok (nodes, "\n"); line; line = strtok (NULL, "\n")) {
+        bool inactive = strstr (line, " inactive,") != NULL;
+        workers += strncmp (line, "worker ", 7) == 0;
+        s_report (c, inactive ? EF_EXIT_FAIL : -1, "citus node", "%s", line);
+    }
+    if (workers == 0)
+        s_report (c, EF_EXIT_FAIL, "citus",
+                  "the coordinator has no workers: add them with "
+                  "citus_add_node");
+    else
+        s_report (c, EF_EXIT_OK, "citus", "coordinator with %d worker%s",
+                  workers, workers == 1 ? "" : "s");
+}
+
 /* The database: which one, can it be reached, then schema and pgvector. */
 static void
 s_check_database (s_check_t *c)
@@ -566,6 +617,7 @@ s_check_database (s_check_t *c)
               PQdb (conn));
     s_check_schema (c, conn);
     s_check_pgvector (c, conn);
+    s_check_citus (c, conn);
     PQfinish (conn);
 }
 

@@ -9,6 +9,9 @@
 #            host=DIR/sock port=5432 user=postgres dbname=postgres
 #   stop   fast shutdown; the log stays in DIR/postgres.log.
 #
+# EF_PG_CONF, when set, is appended to postgresql.conf before the start
+# (settings of a special server: tests/citus.sh preloads Citus).
+#
 # PostgreSQL refuses to run as root: as root the server runs as user
 # postgres (runuser). When that user cannot reach DIR (a parent directory
 # without o+x), the cluster lives in a private directory under /tmp and
@@ -143,6 +146,9 @@ full_page_writes = off
 max_connections = 300
 max_wal_size = 1GB
 EOF
+if [[ -n ${EF_PG_CONF:-} ]]; then
+    printf '%s\n' "$EF_PG_CONF" >>"$real/pgdata/postgresql.conf"
+fi
 
 if ! as_owner "$bindir/pg_ctl" -D "$real/pgdata" -l "$real/postgres.log" \
         -w -t 60 start >/dev/null; then
