@@ -253,9 +253,12 @@ ef_cmd_demo (int argc, char **argv)
         ef_pg_redact (cli.globals->database, conn, sizeof conn, NULL, 0);
     printf ("  psql \"%s\" -c 'SELECT count(*) FROM %s.chunk'\n"
             "  psql \"%s\" -c 'SELECT c.document_id, c.chunk_index, e.dim, "
-            "c.updated_at FROM %s.chunk c JOIN %s.embedding e USING (id) "
+            "c.updated_at FROM %s.chunk c JOIN %s.embedding e USING (%s) "
             "ORDER BY c.id LIMIT 5'\n",
-            conn, schema, conn, schema, schema);
+            conn, schema, conn, schema, schema,
+            /* Citus joins distributed tables on their distribution column */
+            strcmp (cli.globals->distribution, "citus") == 0 ? "document_id, id"
+                                                             : "id");
     if (linger)
         ef_metrics_server_linger (metrics);
     ef_metrics_server_destroy (&metrics);

@@ -1,0 +1,290 @@
+"""distribution: citus on a real cluster (tests/citus.sh: a coordinator
+and two workers, each its own PostgreSQL; skipped with its message when
+there is no Citus): uploads through `embedflow run` land on both
+workers' shards, an update keeps one version of a document's chunks and
+their ids, unchanged re-sends write nothing, dead letters and the
+invalidation outbox stay on the coordinator, a worker restarted in the
+middle of an upload loses and duplicates nothing, `embedflow check`
+lists the nodes, and a schema made for one PostgreSQL is refused rather
+than converted, until the SQL of docs/scaling.md converts it."""
+import os
+import re
+import subprocess
+import time
+
+import psycopg2
+import pytest
+
+from conftest import EMBEDFLOW_BIN, Database, Embedflow, clean_env, \
+    unique_name
+from helpers import BackgroundUpload, chunk, is_uuid7, row, send, stream, \
+    wait_until
+from test_invalidation import CacheServer, delivered, free_port
+
+CITUS_DIR = os.environ.get("EF_TEST_CITUS_DIR", "")
+CITUS_SH = os.environ.get("EF_TEST_CITUS_SH", "")
+DIM = 16
+ROWS = 20000            # a few seconds of upload: the restart is in it
+HERE = os.path.dirname(os.path.abspath(__file__))
+SCALING_MD = os.path.join(HERE, "..", "..", "docs", "scaling.md")
+
+
+def _citus_database():
+    skip = os.path.join(CITUS_DIR, "skip")
+    if not CITUS_DIR or os.path.exists(skip):
+        why = open(skip).read().strip() if CITUS_DIR and \
+            os.path.exists(skip) \
+            else "Citus is not available: EF_TEST_CITUS_DIR is not set " \
+                 "(run through ctest)"
+        pytest.skip(why, allow_module_level=True)
+    return open(os.path.join(CITUS_DIR, "conninfo")).read().strip()
+
+
+CITUS = _citus_database()
+# a cluster the user names (EF_TEST_CITUS) is not ours to restart
+OWN_CLUSTER = os.path.exists(os.path.join(CITUS_DIR, "bindir"))
+
+
+@pytest.fixture(scope="module")
+def cdb():
+    database = Database(CITUS)
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def cschema(request, cdb):
+    name = unique_name(request, prefix="cit")
+    yield name
+    cdb.rows(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+@pytest.fixture
+def start(cschema):
+    """Starts `embedflow run` on the coordinator with distribution
+    citus; each one still running at teardown must exit 0 on SIGTERM."""
+    started = []
+
+    def run(schema=None, extra=(), ready=True, distribution="citus"):
+        ef = Embedflow(["run", "--database", CITUS,
+                        "--schema", schema or cschema,
+                        "--listen", "127.0.0.1:0", "--writers", "2",
+                        "--dim", str(DIM), "--distribution", distribution,
+                        *extra])
+        started.append(ef)
+        return ef.wait_ready() if ready else ef
+
+    yield run
+    for ef in started:
+        if ef.alive():
+            assert ef.stop() == 0, ef.log
+
+
+def rows_per_worker(db, schema, table):
+    """{worker: rows of schema.table in its shards}, counted on the
+    shards themselves."""
+    got = db.rows(
+        "SELECT s.nodename, sum (r.result::bigint)"
+        " FROM run_command_on_shards (%s, 'SELECT count(*) FROM %%s') r"
+        " JOIN citus_shards s USING (shardid) GROUP BY 1",
+        (f'"{schema}".{table}',))
+    return {node: int(n) for node, n in got}
+
+
+def versions(db, schema, doc):
+    """[(chunk_index, chunk id, content, chunk.updated_at,
+    embedding.updated_at)] of doc, with the embedding its key joins."""
+    return db.rows(
+        f'SELECT c.chunk_index, c.id::text, c.content, c.updated_at,'
+        f' e.updated_at FROM "{schema}".chunk c'
+        f' JOIN "{schema}".embedding e USING (document_id, id)'
+        f' WHERE c.document_id = %s ORDER BY 1', (doc,))
+
+
+def test_rows_land_on_both_workers_and_an_update_keeps_one_version(
+        start, cdb, cschema):
+    ef = start(extra=["--batch-rows", "100"])
+    chunks = stream(2000, DIM, 200, doc_prefix="d")
+    r = send(ef.target, chunks)
+    assert (r.received, r.written, r.dead_lettered) == (2000, 2000, 0)
+
+    assert cdb.scalar(
+        "SELECT count(*) FROM pg_dist_partition WHERE logicalrelid IN"
+        " (%s::regclass, %s::regclass) AND colocationid = (SELECT"
+        " colocationid FROM pg_dist_partition WHERE logicalrelid ="
+        " %s::regclass)",
+        (f'"{cschema}".chunk', f'"{cschema}".embedding',
+         f'"{cschema}".chunk')) == 2
+    for table in ("chunk", "embedding"):
+        per = rows_per_worker(cdb, cschema, table)
+        assert len(per) == 2 and sum(per.values()) == 2000, (table, per)
+        assert min(per.values()) > 0, (table, per)
+    # every embedding row has its chunk row, on the same shard
+    assert cdb.scalar(
+        f'SELECT count(*) FROM "{cschema}".chunk c JOIN "{cschema}".embedding'
+        f' e USING (document_id, id)') == 2000
+    ids = [i for (i,) in cdb.rows(f'SELECT id::text FROM "{cschema}".chunk')]
+    assert all(is_uuid7(i) for i in ids)
+
+    doc = chunks[0].items[0].document_id
+    before = versions(cdb, cschema, doc)
+    assert before
+    # The unchanged re-send of everything writes nothing.
+    r = send(ef.target, chunks)
+    assert (r.received, r.dead_lettered) == (2000, 0)
+    assert versions(cdb, cschema, doc) == before
+
+    # A new version of the document's first chunk (and an untouched
+    # second one): one row per chunk, the first chunk keeps its id and
+    # gets the new content, the second is not rewritten.
+    ours = [it for c in chunks for it in c.items if it.document_id == doc]
+    changed = row(doc, ours[0].chunk_index, DIM, content="v2", seed=7)
+    r = send(ef.target, [chunk([changed, ours[1]], 1)])
+    assert (r.received, r.dead_lettered) == (2, 0)
+    after = versions(cdb, cschema, doc)
+    assert len(after) == len(before)
+    assert after[0][1] == before[0][1] and after[0][2] == "v2"
+    assert after[0][3] > before[0][3] and after[0][4] > before[0][4]
+    assert after[1:] == before[1:]
+    assert cdb.count(cschema, "chunk") == 2000
+    assert cdb.count(cschema, "embedding") == 2000
+
+    # Two versions of one key in one stream: the later one wins.
+    last = row(doc, ours[0].chunk_index, DIM, content="v4", seed=9)
+    r = send(ef.target, [chunk([row(doc, ours[0].chunk_index, DIM,
+                                    content="v3", seed=8)], 1),
+                         chunk([last], 2)])
+    assert versions(cdb, cschema, doc)[0][2] == "v4"
+    assert cdb.count(cschema, "chunk") == 2000
+
+
+def test_dead_letters_and_the_outbox_stay_on_the_coordinator(
+        start, cdb, cschema, tmp_path):
+    record = str(tmp_path / "calls.jsonl")
+    port = free_port()
+    api = CacheServer(port, record)
+    try:
+        ef = start(extra=["--api-server", f"127.0.0.1:{port}"])
+        good = [row(f"g-{i}", 0, DIM) for i in range(40)]
+        bad = row("bad-dim", 0, DIM + 1)
+        r = send(ef.target, [chunk(good[:20] + [bad] + good[20:], 1)],
+                 source="s1")
+        assert (r.received, r.written, r.dead_lettered) == (41, 40, 1)
+        dead = cdb.rows(f'SELECT document_id, reason FROM "{cschema}".'
+                        f'dead_letter')
+        assert len(dead) == 1 and dead[0][0] == "bad-dim", dead
+        assert re.search(r"dim", dead[0][1]), dead
+        want = {("s1", f"g-{i}") for i in range(40)}
+        wait_until("every changed document invalidated", lambda:
+                   want <= delivered(record)
+                   and cdb.count(cschema, "invalidation_outbox") == 0)
+        # plain tables of the coordinator, not distributed
+        assert cdb.scalar(
+            "SELECT count(*) FROM pg_dist_partition WHERE logicalrelid IN"
+            " (%s::regclass, %s::regclass)",
+            (f'"{cschema}".dead_letter',
+             f'"{cschema}".invalidation_outbox')) == 0
+    finally:
+        api.stop()
+
+
+@pytest.mark.skipif(not OWN_CLUSTER,
+                    reason="a cluster EF_TEST_CITUS names is not restarted")
+def test_worker_restarted_mid_upload_loses_and_duplicates_nothing(
+        start, cdb, cschema):
+    ef = start(extra=["--batch-rows", "100",
+                      "--actors.db-writer.retry_cap", "500ms"])
+    chunks = stream(ROWS, DIM, 100, doc_prefix="w")
+    upload = BackgroundUpload(ef.target, chunks)
+    # the writers make the schema as they connect, maybe after 'listening'
+    wait_until("the first rows", lambda: cdb.scalar(
+        "SELECT to_regclass (%s) IS NOT NULL", (f'"{cschema}".chunk',))
+        and cdb.count(cschema, "chunk") > 0)
+    subprocess.run([CITUS_SH, "restart-worker", CITUS_DIR, "-", "1"],
+                   check=True, timeout=120)
+    err = upload.wait()
+    assert err is None, err.details()
+    r = upload.outcome["result"]
+    assert (r.received, r.written, r.dead_lettered) == (ROWS, ROWS, 0)
+    assert re.search(r"write of \d+ rows failed .*retrying", ef.log), \
+        "no write met the restart: make the upload longer\n" + ef.log
+    # A batch whose COMMIT PREPARED the restart interrupted is committed
+    # by Citus' recovery (its maintenance daemon, every
+    # citus.recover_2pc_interval): run it now instead of waiting. The
+    # first statement of this session may meet its own connection to the
+    # restarted worker, closed under it.
+    for attempt in range(3):
+        try:
+            cdb.rows("SELECT recover_prepared_transactions()")
+            break
+        except psycopg2.OperationalError:
+            if attempt == 2:
+                raise
+    upload.finish(cdb, cschema)
+    assert cdb.count(cschema, "embedding") == ROWS
+    assert cdb.count(cschema, "dead_letter") == 0
+
+
+def test_check_lists_the_nodes(start, cschema):
+    start().stop()
+    out = subprocess.run(
+        [EMBEDFLOW_BIN, "check", "--database", CITUS, "--schema", cschema,
+         "--dim", str(DIM), "--distribution", "citus",
+         "--listen", "127.0.0.1:0"],
+        capture_output=True, text=True, env=clean_env(), timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    workers = re.findall(r"INFO\s+citus node: worker \S+ active, (\d+) "
+                         r"shards of " + re.escape(cschema), out.stdout)
+    assert len(workers) == 2 and all(int(n) > 0 for n in workers), out.stdout
+    assert re.search(r"OK\s+citus: coordinator with 2 workers", out.stdout)
+
+    # the same schema with distribution none is a usage error
+    out = subprocess.run(
+        [EMBEDFLOW_BIN, "check", "--database", CITUS, "--schema", cschema,
+         "--dim", str(DIM), "--listen", "127.0.0.1:0"],
+        capture_output=True, text=True, env=clean_env(), timeout=60)
+    assert out.returncode != 0
+    assert "has distribution citus but distribution is none" in out.stdout
+
+
+def conversion_sql(schema):
+    """The SQL block of docs/scaling.md that distributes a schema made
+    for one PostgreSQL, for schema."""
+    text = open(SCALING_MD).read()
+    m = re.search(r"<!-- convert -->\s*```sql\n(.*?)```", text, re.S)
+    assert m, "docs/scaling.md has no conversion SQL"
+    return m.group(1).replace("embedflow.", f'"{schema}".') \
+        .replace("'embedflow'", f"'\"{schema}\"'")
+
+
+def test_a_schema_of_one_postgresql_is_refused_until_converted(
+        start, cdb, cschema):
+    ef = start(distribution="none")
+    send(ef.target, stream(300, DIM, 100, doc_prefix="p"))
+    assert ef.stop() == 0
+    assert cdb.scalar("SELECT count(*) FROM pg_dist_partition WHERE"
+                      " logicalrelid = %s::regclass",
+                      (f'"{cschema}".chunk',)) == 0
+
+    refused = start(ready=False)
+    assert refused.proc.wait(60) != 0
+    assert re.search(r"was made with distribution none .* never converts "
+                     r"a schema at start.*docs/scaling.md", refused.log), \
+        refused.log
+    assert cdb.count(cschema, "chunk") == 300
+
+    for statement in conversion_sql(cschema).split(";\n"):
+        if statement.strip():
+            cdb.rows(statement)
+    ef = start()
+    per = rows_per_worker(cdb, cschema, "embedding")
+    assert sum(per.values()) == 300 and min(per.values()) > 0, per
+    more = stream(300, DIM, 100, doc_prefix="q")
+    assert send(ef.target, more).written == 300
+    # an old document's new version through the converted keys
+    r = send(ef.target, [chunk([row("p-0", 0, DIM, content="new")], 1)])
+    assert r.written == 1
+    assert cdb.count(cschema, "chunk") == 600
+    assert cdb.scalar(f'SELECT count(*) FROM "{cschema}".chunk c JOIN'
+                      f' "{cschema}".embedding e USING (document_id, id)'
+                      f" WHERE c.content = 'new'") == 1
