@@ -40,6 +40,10 @@ packages=(
     # tests: pgvector built against PostgreSQL 15 for the tests of the
     # vector/halfvec types and ANN indexes (tests/pgvector.sh)
     postgresql-server-dev-15
+    # tests: Citus (../shared/tools/pg-with-citus) for the tests of
+    # distribution citus on a real cluster (tests/citus.sh); Citus'
+    # configure needs these libraries' headers
+    liblz4-dev libzstd-dev libkrb5-dev libssl-dev libcurl4-openssl-dev
     # `embedflow graph --png` and `bench --plot` (their tests use them)
     graphviz gnuplot-nox
     # scripts/fuzz.sh: clang with libFuzzer and the sanitizer runtimes
