@@ -125,6 +125,7 @@ typedef struct {
     ef_baseline_t kind;             /* what to run */
     ef_vector_type_t type;          /* the vector column's, from the catalog */
     char column_type[128];          /* its SQL name, e.g. vector(768) */
+    bool keyed;                     /* embedding has document_id (citus) */
     const ef_baseline_opts_t *opts; /* shared */
     uint64_t first, count;          /* this connection's rows */
     PGconn *conn;                   /* owned */
@@ -155,7 +156,8 @@ s_exec (s_conn_t *c, const char *sql, ExecStatusType status, const char *what)
 /* Encodes the COPY data of b for kind (nothing for row at a time), the
    vector as type stores it. Returns 0, -1 when out of memory. */
 static int
-s_batch_encode (s_batch_t *b, ef_baseline_t kind, ef_vector_type_t type)
+s_batch_encode (s_batch_t *b, ef_baseline_t kind, ef_vector_type_t type,
+                bool keyed)
 {
     if (kind == EF_BASELINE_ROW)
         return 0;
@@ -163,7 +165,8 @@ s_batch_encode (s_batch_t *b, ef_baseline_t kind, ef_vector_type_t type)
         s_buf_t *buf = &b->copy[t];
         ef_copy_table_t table = kind == EF_BASELINE_STAGED ? EF_COPY_STAGE
                                 : t == 0                   ? EF_COPY_CHUNK
-                                                           : EF_COPY_EMBEDDING;
+                                : keyed ? EF_COPY_EMBEDDING_KEYED
+                                        : EF_COPY_EMBEDDING;
         ef_copybuf_begin (buf);
         for (size_t i = 0; i < b->n; i++)
             ef_copybuf_row (buf, table, type, &b->rows[i], b->hashes[i]);
@@ -220,13 +223,15 @@ s_sql_free (s_sql_t *q)
     free (q->insert_vector);
 }
 
-/* Builds every statement for schema S, vectors of dim. Returns 0, -1 when
-   out of memory. */
+/* Builds every statement for schema S, vectors of dim; keyed: embedding
+   has document_id, which leads its key (distribution citus). Returns 0,
+   -1 when out of memory. */
 static int
-s_sql_make (s_sql_t *q, const char *s, int dim)
+s_sql_make (s_sql_t *q, const char *s, int dim, bool keyed)
 {
     memset (q, 0, sizeof *q);
     int rc = 0;
+    const char *key = keyed ? "document_id, " : "";
     rc |= asprintf (&q->copy_chunk,
                     "COPY %s.chunk (id, source, document_id, chunk_index,"
                     " content, metadata, model, content_hash)"
@@ -234,13 +239,15 @@ s_sql_make (s_sql_t *q, const char *s, int dim)
                     s)
           < 0;
     rc |= asprintf (&q->copy_embedding,
-                    "COPY %s.embedding (id, model, dim, vector)"
+                    "COPY %s.embedding (%sid, model, dim, vector)"
                     " FROM STDIN (FORMAT binary)",
-                    s)
+                    s, key)
           < 0;
     rc |= asprintf (&q->copy_stage, "COPY pg_temp.bench_stage FROM STDIN"
                                     " (FORMAT binary)")
           < 0;
+    /* updated_at = excluded.updated_at: the column's default, now (),
+       as inserted; Citus refuses a volatile function in DO UPDATE SET */
     rc |= asprintf (&q->upsert,
                     "WITH c AS ("
                     " INSERT INTO %s.chunk AS t (id, source, document_id,"
@@ -250,16 +257,17 @@ s_sql_make (s_sql_t *q, const char *s, int dim)
                     " ON CONFLICT (document_id, chunk_index) DO UPDATE SET"
                     "  source = excluded.source, content = excluded.content,"
                     "  metadata = excluded.metadata, model = excluded.model,"
-                    "  content_hash = excluded.content_hash, updated_at = now()"
+                    "  content_hash = excluded.content_hash, updated_at = "
+                    "excluded.updated_at"
                     " RETURNING t.id, t.document_id, t.chunk_index)"
-                    " INSERT INTO %s.embedding AS e (id, model, dim, vector)"
-                    " SELECT c.id, s.model, %d, s.vector"
+                    " INSERT INTO %s.embedding AS e (%sid, model, dim, vector)"
+                    " SELECT %sc.id, s.model, %d, s.vector"
                     " FROM c JOIN pg_temp.bench_stage s"
                     "  USING (document_id, chunk_index)"
-                    " ON CONFLICT (id) DO UPDATE SET model = excluded.model,"
+                    " ON CONFLICT (%sid) DO UPDATE SET model = excluded.model,"
                     "  dim = excluded.dim, vector = excluded.vector,"
-                    "  updated_at = now()",
-                    s, s, dim)
+                    "  updated_at = excluded.updated_at",
+                    s, s, key, keyed ? "c.document_id, " : "", dim, key)
           < 0;
     rc |= asprintf (&q->insert_chunk,
                     "INSERT INTO %s.chunk AS t (id, source, document_id,"
@@ -269,16 +277,16 @@ s_sql_make (s_sql_t *q, const char *s, int dim)
                     " source = excluded.source, content = excluded.content,"
                     " metadata = excluded.metadata, model = excluded.model,"
                     " content_hash = excluded.content_hash,"
-                    " updated_at = now() RETURNING t.id",
+                    " updated_at = excluded.updated_at RETURNING t.id",
                     s)
           < 0;
     rc |= asprintf (&q->insert_vector,
-                    "INSERT INTO %s.embedding (id, model, dim, vector)"
-                    " VALUES ($1, $2, $3, $4)"
-                    " ON CONFLICT (id) DO UPDATE SET model = excluded.model,"
+                    "INSERT INTO %s.embedding (id, model, dim, vector%s)"
+                    " VALUES ($1, $2, $3, $4%s)"
+                    " ON CONFLICT (%sid) DO UPDATE SET model = excluded.model,"
                     " dim = excluded.dim, vector = excluded.vector,"
-                    " updated_at = now()",
-                    s)
+                    " updated_at = excluded.updated_at",
+                    s, keyed ? ", document_id" : "", keyed ? ", $5" : "", key)
           < 0;
     return rc ? -1 : 0;
 }
@@ -340,8 +348,9 @@ s_write (s_conn_t *c, const s_sql_t *q, const s_batch_t *b, s_buf_t *text)
             return -1;
         }
         snprintf (dim, sizeof dim, "%zu", r->n_vector);
-        const char *vp[4] = {id, r->model, dim, text->data};
-        res = PQexecPrepared (c->conn, "bench_vector", 4, vp, NULL, NULL, 0);
+        const char *vp[5] = {id, r->model, dim, text->data, r->document_id};
+        res = PQexecPrepared (c->conn, "bench_vector", c->keyed ? 5 : 4, vp,
+                              NULL, NULL, 0);
         if (!res || PQresultStatus (res) != PGRES_COMMAND_OK) {
             char msg[400];
             ef_pg_error (c->conn, res, NULL, msg, sizeof msg);
@@ -364,7 +373,9 @@ s_column_type (s_conn_t *c)
     const char *params[] = {table};
     PGresult *res = PQexecParams (
         c->conn,
-        "SELECT t.typname, format_type (a.atttypid, a.atttypmod)"
+        "SELECT t.typname, format_type (a.atttypid, a.atttypmod),"
+        "  EXISTS (SELECT 1 FROM pg_attribute k WHERE k.attrelid = a.attrelid"
+        "    AND k.attname = 'document_id' AND NOT k.attisdropped)"
         " FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid"
         " WHERE a.attrelid = $1::regclass AND a.attname = 'vector'",
         1, NULL, params, NULL, NULL, 0);
@@ -377,6 +388,7 @@ s_column_type (s_conn_t *c)
                                                      : EF_VECTOR_REAL;
         snprintf (c->column_type, sizeof c->column_type, "%s",
                   PQgetvalue (res, 0, 1));
+        c->keyed = strcmp (PQgetvalue (res, 0, 2), "t") == 0;
         rc = 0;
     }
     else {
@@ -455,7 +467,7 @@ s_ahead_run (void *arg)
         int n = c->count - r < (uint64_t) step ? (int) (c->count - r) : step;
         s_batch_t b;
         bool ok = s_batch_load (&b, c->opts->gen, c->first + r, n) == 0;
-        if (ok && s_batch_encode (&b, c->kind, c->type) != 0) {
+        if (ok && s_batch_encode (&b, c->kind, c->type, c->keyed) != 0) {
             s_batch_free (&b);
             ok = false;
         }
@@ -510,7 +522,7 @@ s_conn_run (void *arg)
     const ef_baseline_opts_t *o = c->opts;
     s_sql_t q;
     s_buf_t text = {0};
-    if (s_sql_make (&q, c->schema, (int) o->gen->dim) != 0) {
+    if (s_sql_make (&q, c->schema, (int) o->gen->dim, c->keyed) != 0) {
         snprintf (c->error, sizeof c->error, "out of memory");
         atomic_store (c->failed, 1);
         s_sql_free (&q);
