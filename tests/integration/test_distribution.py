@@ -54,3 +54,13 @@ def test_a_plain_schema_records_none_and_refuses_citus(embedflow, db,
         capture_output=True, text=True, env=clean_env(), timeout=60)
     assert out.returncode == 2, out.stdout
     assert "has distribution none but distribution is citus" in out.stdout
+
+
+def test_segments_are_refused_on_citus(schema):
+    ef = Embedflow(["run", "--database", DATABASE, "--schema", schema,
+                    "--listen", "127.0.0.1:0", "--dim", "8",
+                    "--distribution", "citus", "--index.method", "hnsw"])
+    ef.wait_for_line(r"config index.segments: segmented loading is off on "
+                     r"Citus .* set index.segments: false with distribution "
+                     r"citus")
+    assert ef.proc.wait(30) == 2
