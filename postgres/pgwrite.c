@@ -1099,6 +1099,21 @@ s_check_vectors (ef_pgwrite_t *self, Embedflow__V1__Row *const *rows, size_t n,
     return 0;
 }
 
+/* Whether the failed write met a stored key. Citus reports a worker's
+   unique violation as its own internal error (XX000) with the worker's
+   message, so a keyed schema is judged by the message too. A keyed
+   schema always looks keys up first (it never relies on this to find a
+   load's first stored key). */
+static bool
+s_unique_violation (const ef_pgwrite_t *self, const ef_write_report_t *rep)
+{
+    if (strcmp (rep->sqlstate, "23505") == 0)
+        return true;
+    return self->keyed && strcmp (rep->sqlstate, "XX000") == 0
+           && strstr (rep->message,
+                      "duplicate key value violates unique constraint");
+}
+
 ef_write_status_t
 ef_pgwrite_batch (ef_pgwrite_t *self, Embedflow__V1__Row *const *rows, size_t n,
                   ef_write_report_t *rep)
@@ -1137,10 +1152,10 @@ ef_pgwrite_batch (ef_pgwrite_t *self, Embedflow__V1__Row *const *rows, size_t n,
            round trip. A stored key fails the COPY; the batch is then
            written again with the lookup, and so are the next ones until
            a lookup finds none of its keys stored. */
-        bool look = self->probe;
+        bool look = self->probe || self->keyed;
         status = s_write_direct (self, rows, n, look, &changed, rep);
         if (!look && status == EF_WRITE_ERROR
-            && strcmp (rep->sqlstate, "23505") == 0) {
+            && s_unique_violation (self, rep)) {
             s_abandon (conn);
             s_report_reset (rep, n);
             rep->duplicates = s_mark_duplicates (self, rows, n);
@@ -1150,7 +1165,7 @@ ef_pgwrite_batch (ef_pgwrite_t *self, Embedflow__V1__Row *const *rows, size_t n,
         }
         /* Another session stored one of the "new" keys after the lookup
            (or a client reused an id): let ON CONFLICT sort it out. */
-        if (status == EF_WRITE_ERROR && strcmp (rep->sqlstate, "23505") == 0) {
+        if (status == EF_WRITE_ERROR && s_unique_violation (self, rep)) {
             s_abandon (conn);
             s_report_reset (rep, n);
             rep->duplicates = s_mark_duplicates (self, rows, n);
