@@ -9,31 +9,13 @@
 
 #include "postgres/pg.h"
 
-/* Runs sql with text parameters. Returns the result (caller clears), or
-   NULL with err "<what>: <SQLSTATE> <message>". */
-static PGresult *
-s_query (PGconn *conn, const char *sql, int nparams, const char *const *params,
-         const char *what, char *err, size_t errlen)
-{
-    PGresult *res =
-        PQexecParams (conn, sql, nparams, NULL, params, NULL, NULL, 0);
-    ExecStatusType st = res ? PQresultStatus (res) : PGRES_FATAL_ERROR;
-    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
-        return res;
-    char state[6], msg[400];
-    ef_pg_error (conn, res, state, msg, sizeof msg);
-    snprintf (err, errlen, "%s: %s%s%s", what, state, *state ? " " : "", msg);
-    PQclear (res);
-    return NULL;
-}
-
 int
 ef_citus_check_coordinator (PGconn *conn, char *err, size_t errlen)
 {
-    PGresult *res = s_query (conn,
-                             "SELECT EXISTS (SELECT 1 FROM pg_extension"
-                             "  WHERE extname = 'citus')",
-                             0, NULL, "looking for Citus", err, errlen);
+    PGresult *res = ef_pg_exec (conn,
+                                "SELECT EXISTS (SELECT 1 FROM pg_extension"
+                                "  WHERE extname = 'citus')",
+                                0, NULL, "looking for Citus", err, errlen);
     if (!res)
         return -1;
     bool installed = strcmp (PQgetvalue (res, 0, 0), "t") == 0;
@@ -48,11 +30,11 @@ ef_citus_check_coordinator (PGconn *conn, char *err, size_t errlen)
         return -1;
     }
     /* group 0 is the coordinator; a worker has its own group id */
-    res = s_query (conn,
-                   "SELECT EXISTS (SELECT 1 FROM pg_dist_node"
-                   "  WHERE groupid = 0 AND noderole = 'primary'),"
-                   "  (SELECT groupid FROM pg_dist_local_group)",
-                   0, NULL, "reading Citus' nodes", err, errlen);
+    res = ef_pg_exec (conn,
+                      "SELECT EXISTS (SELECT 1 FROM pg_dist_node"
+                      "  WHERE groupid = 0 AND noderole = 'primary'),"
+                      "  (SELECT groupid FROM pg_dist_local_group)",
+                      0, NULL, "reading Citus' nodes", err, errlen);
     if (!res)
         return -1;
     bool registered = strcmp (PQgetvalue (res, 0, 0), "t") == 0;
@@ -86,25 +68,25 @@ ef_citus_distribute (PGconn *conn, const char *quoted, char *err, size_t errlen)
     /* Tables created earlier in this transaction are visible to this
        connection only: Citus must create their shards over it, one
        statement after the other, not over parallel connections. */
-    PGresult *res =
-        s_query (conn, "SET LOCAL citus.multi_shard_modify_mode = 'sequential'",
-                 0, NULL, "distributing the tables", err, errlen);
+    PGresult *res = ef_pg_exec (
+        conn, "SET LOCAL citus.multi_shard_modify_mode = 'sequential'", 0, NULL,
+        "distributing the tables", err, errlen);
     if (!res)
         return -1;
     PQclear (res);
     const char *chunk_p[] = {chunk};
-    res = s_query (conn,
-                   "SELECT create_distributed_table ($1::regclass,"
-                   "  'document_id')",
-                   1, chunk_p, "distributing chunk", err, errlen);
+    res = ef_pg_exec (conn,
+                      "SELECT create_distributed_table ($1::regclass,"
+                      "  'document_id')",
+                      1, chunk_p, "distributing chunk", err, errlen);
     if (!res)
         return -1;
     PQclear (res);
     const char *embedding_p[] = {embedding, chunk};
-    res = s_query (conn,
-                   "SELECT create_distributed_table ($1::regclass,"
-                   "  'document_id', colocate_with => $2)",
-                   2, embedding_p, "distributing embedding", err, errlen);
+    res = ef_pg_exec (conn,
+                      "SELECT create_distributed_table ($1::regclass,"
+                      "  'document_id', colocate_with => $2)",
+                      2, embedding_p, "distributing embedding", err, errlen);
     if (!res)
         return -1;
     PQclear (res);
@@ -118,7 +100,7 @@ ef_citus_nodes (PGconn *conn, const char *schema, char *out, size_t len,
     if (len)
         out[0] = '\0';
     const char *params[] = {schema};
-    PGresult *res = s_query (
+    PGresult *res = ef_pg_exec (
         conn,
         "SELECT CASE WHEN n.groupid = 0 THEN 'coordinator' ELSE 'worker' END,"
         "  n.nodename, n.nodeport,"

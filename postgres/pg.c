@@ -630,6 +630,46 @@ ef_pg_open_for_actor (ef_actor_t *actor)
     return conn;
 }
 
+/* Sets err from a failed result (or the connection's error). */
+static void
+s_failed (PGconn *conn, const PGresult *res, const char *what, char *err,
+          size_t errlen)
+{
+    char state[6], msg[400];
+    ef_pg_error (conn, res, state, msg, sizeof msg);
+    snprintf (err, errlen, "%s: %s%s%s", what, state, *state ? " " : "", msg);
+}
+
+PGresult *
+ef_pg_exec (PGconn *conn, const char *sql, int nparams,
+            const char *const *params, const char *what, char *err,
+            size_t errlen)
+{
+    PGresult *res =
+        PQexecParams (conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    ExecStatusType st = res ? PQresultStatus (res) : PGRES_FATAL_ERROR;
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+        return res;
+    s_failed (conn, res, what, err, errlen);
+    PQclear (res);
+    return NULL;
+}
+
+int
+ef_pg_script (PGconn *conn, const char *sql, const char *what, char *err,
+              size_t errlen)
+{
+    PGresult *res = PQexec (conn, sql);
+    ExecStatusType st = res ? PQresultStatus (res) : PGRES_FATAL_ERROR;
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+        PQclear (res);
+        return 0;
+    }
+    s_failed (conn, res, what, err, errlen);
+    PQclear (res);
+    return -1;
+}
+
 PGresult *
 ef_pg_exec_schema (PGconn *conn, const char *schema, const char *sql_fmt,
                    int nparams, const char *const *params, const char *what,
@@ -644,17 +684,9 @@ ef_pg_exec_schema (PGconn *conn, const char *schema, const char *sql_fmt,
         return NULL;
     }
     free (quoted);
-    PGresult *res =
-        PQexecParams (conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    PGresult *res = ef_pg_exec (conn, sql, nparams, params, what, err, errlen);
     free (sql);
-    ExecStatusType st = PQresultStatus (res);
-    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
-        return res;
-    char state[6], msg[400];
-    ef_pg_error (conn, res, state, msg, sizeof msg);
-    snprintf (err, errlen, "%s: %s%s%s", what, state, *state ? " " : "", msg);
-    PQclear (res);
-    return NULL;
+    return res;
 }
 
 void

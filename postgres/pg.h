@@ -78,6 +78,19 @@ char *ef_pg_ident (PGconn *conn, const char *name);
 struct ef_actor;
 PGconn *ef_pg_open_for_actor (struct ef_actor *actor);
 
+/* Runs one statement with text params (nparams may be 0). Returns the
+   result (the caller clears it), or NULL with err = "what: SQLSTATE
+   message" when it failed. */
+PGresult *ef_pg_exec (PGconn *conn, const char *sql, int nparams,
+                      const char *const *params, const char *what, char *err,
+                      size_t errlen);
+
+/* Runs a script of statements (the simple protocol: no params; several
+   statements outside an explicit transaction run as one). Returns 0, or
+   -1 with err as ef_pg_exec says. */
+int ef_pg_script (PGconn *conn, const char *sql, const char *what, char *err,
+                  size_t errlen);
+
 /* Runs sql_fmt, every "%s" in it standing for the quoted schema, with
    nparams text params. Returns the result (the caller clears it), or
    NULL with err = "what: SQLSTATE message" when it failed. */

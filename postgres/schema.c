@@ -218,44 +218,6 @@ s_expand (const char *tmpl, const s_vars_t *v)
     return out;
 }
 
-/* Runs one statement with text parameters and checks it succeeded.
-   Returns the result (caller clears) or NULL with err set. */
-static PGresult *
-s_exec (PGconn *conn, const char *sql, int nparams, const char *const *params,
-        const char *what, char *err, size_t errlen)
-{
-    PGresult *res =
-        PQexecParams (conn, sql, nparams, NULL, params, NULL, NULL, 0);
-    ExecStatusType st = res ? PQresultStatus (res) : PGRES_FATAL_ERROR;
-    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
-        return res;
-    char state[6], msg[400];
-    ef_pg_error (conn, res, state, msg, sizeof msg);
-    snprintf (err, errlen, "%s: %s%s%s", what, *state ? state : "",
-              *state ? " " : "", msg);
-    PQclear (res);
-    return NULL;
-}
-
-/* Runs a multi-statement script (simple protocol). Returns 0 or -1. */
-static int
-s_exec_script (PGconn *conn, const char *sql, const char *what, char *err,
-               size_t errlen)
-{
-    PGresult *res = PQexec (conn, sql);
-    ExecStatusType st = res ? PQresultStatus (res) : PGRES_FATAL_ERROR;
-    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
-        PQclear (res);
-        return 0;
-    }
-    char state[6], msg[400];
-    ef_pg_error (conn, res, state, msg, sizeof msg);
-    snprintf (err, errlen, "%s: %s%s%s", what, *state ? state : "",
-              *state ? " " : "", msg);
-    PQclear (res);
-    return -1;
-}
-
 /* The advisory lock key of a schema: a stable 64-bit hash of its name. */
 static int64_t
 s_lock_key (const char *schema)
@@ -299,10 +261,10 @@ s_choose_vector (PGconn *conn, const ef_schema_opts_t *opts, s_vars_t *v,
                       "apt.postgresql.org; or use vector_type real)";
 
     PGresult *res =
-        s_exec (conn,
-                "SELECT EXISTS (SELECT 1 FROM pg_available_extensions"
-                "  WHERE name = 'vector')",
-                0, NULL, "looking for pgvector", err, errlen);
+        ef_pg_exec (conn,
+                    "SELECT EXISTS (SELECT 1 FROM pg_available_extensions"
+                    "  WHERE name = 'vector')",
+                    0, NULL, "looking for pgvector", err, errlen);
     if (!res)
         return -1;
     bool available = strcmp (PQgetvalue (res, 0, 0), "t") == 0;
@@ -316,12 +278,12 @@ s_choose_vector (PGconn *conn, const ef_schema_opts_t *opts, s_vars_t *v,
     }
     /* One lock for the whole database: two schemas migrating at once
        must not both try to create the extension. */
-    if (s_exec_script (conn,
-                       "SELECT pg_advisory_xact_lock (7301861541000001);"
-                       "SAVEPOINT ef_vector;"
-                       "CREATE EXTENSION IF NOT EXISTS vector;"
-                       "RELEASE SAVEPOINT ef_vector;",
-                       "creating pgvector", err, errlen)
+    if (ef_pg_script (conn,
+                      "SELECT pg_advisory_xact_lock (7301861541000001);"
+                      "SAVEPOINT ef_vector;"
+                      "CREATE EXTENSION IF NOT EXISTS vector;"
+                      "RELEASE SAVEPOINT ef_vector;",
+                      "creating pgvector", err, errlen)
         != 0) {
         if (required) {
             char why[400];
@@ -333,18 +295,18 @@ s_choose_vector (PGconn *conn, const ef_schema_opts_t *opts, s_vars_t *v,
             return -1;
         }
         /* Not allowed to create it: real[] works everywhere. */
-        if (s_exec_script (conn, "ROLLBACK TO SAVEPOINT ef_vector;",
-                           "creating pgvector", err, errlen)
+        if (ef_pg_script (conn, "ROLLBACK TO SAVEPOINT ef_vector;",
+                          "creating pgvector", err, errlen)
             != 0)
             return -1;
         err[0] = '\0';
         return 0;
     }
-    res = s_exec (conn,
-                  "SELECT quote_ident (n.nspname) FROM pg_extension e"
-                  "  JOIN pg_namespace n ON n.oid = e.extnamespace"
-                  "  WHERE e.extname = 'vector'",
-                  0, NULL, "locating pgvector", err, errlen);
+    res = ef_pg_exec (conn,
+                      "SELECT quote_ident (n.nspname) FROM pg_extension e"
+                      "  JOIN pg_namespace n ON n.oid = e.extnamespace"
+                      "  WHERE e.extname = 'vector'",
+                      0, NULL, "locating pgvector", err, errlen);
     if (!res)
         return -1;
     if (PQntuples (res) == 1) {
@@ -532,7 +494,7 @@ s_vector_column (PGconn *conn, const char *quoted, char *typname, size_t tlen,
     char table[300];
     snprintf (table, sizeof table, "%s.embedding", quoted);
     const char *params[] = {table};
-    PGresult *res = s_exec (
+    PGresult *res = ef_pg_exec (
         conn,
         "SELECT t.typname, coalesce ((SELECT quote_ident (n.nspname)"
         "   FROM pg_extension e JOIN pg_namespace n"
@@ -572,7 +534,7 @@ ef_schema_create_index (PGconn *conn, const char *quoted, const char *table,
                              sql, sizeof sql, err, errlen)
         != 0)
         return -1;
-    return s_exec_script (conn, sql, "creating the ANN index", err, errlen);
+    return ef_pg_script (conn, sql, "creating the ANN index", err, errlen);
 }
 
 int
@@ -650,13 +612,13 @@ s_migrate (PGconn *conn, const char *schema, const ef_schema_opts_t *opts,
     snprintf (key, sizeof key, "%" PRId64, s_lock_key (schema));
     const char *key_p[] = {key};
     /* Messages like "schema already exists, skipping" are noise here. */
-    res = s_exec (conn, "SET LOCAL client_min_messages = warning", 0, NULL,
-                  "setting up", err, errlen);
+    res = ef_pg_exec (conn, "SET LOCAL client_min_messages = warning", 0, NULL,
+                      "setting up", err, errlen);
     if (!res)
         goto done;
     PQclear (res);
-    res = s_exec (conn, "SELECT pg_advisory_xact_lock ($1::bigint)", 1, key_p,
-                  "locking the schema", err, errlen);
+    res = ef_pg_exec (conn, "SELECT pg_advisory_xact_lock ($1::bigint)", 1,
+                      key_p, "locking the schema", err, errlen);
     if (!res)
         goto done;
     PQclear (res);
@@ -665,12 +627,12 @@ s_migrate (PGconn *conn, const char *schema, const ef_schema_opts_t *opts,
        committed. Creating only what is missing keeps a current schema
        usable by a role without CREATE privileges. */
     const char *schema_p[] = {schema};
-    res =
-        s_exec (conn,
-                "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1),"
-                "  to_regclass (quote_ident ($1) || '.schema_version')"
-                "    IS NOT NULL",
-                1, schema_p, "inspecting the schema", err, errlen);
+    res = ef_pg_exec (
+        conn,
+        "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1),"
+        "  to_regclass (quote_ident ($1) || '.schema_version')"
+        "    IS NOT NULL",
+        1, schema_p, "inspecting the schema", err, errlen);
     if (!res)
         goto done;
     bool has_schema = strcmp (PQgetvalue (res, 0, 0), "t") == 0;
@@ -680,7 +642,7 @@ s_migrate (PGconn *conn, const char *schema, const ef_schema_opts_t *opts,
     if (!has_schema) {
         sql = s_expand ("CREATE SCHEMA ${S}", &v);
         if (!sql
-            || s_exec_script (conn, sql, "creating the schema", err, errlen)
+            || ef_pg_script (conn, sql, "creating the schema", err, errlen)
                    != 0)
             goto done;
         free (sql);
@@ -693,7 +655,7 @@ s_migrate (PGconn *conn, const char *schema, const ef_schema_opts_t *opts,
                         "  applied_at timestamptz NOT NULL DEFAULT now())",
                         &v);
         if (!sql
-            || s_exec_script (conn, sql, "creating schema_version", err, errlen)
+            || ef_pg_script (conn, sql, "creating schema_version", err, errlen)
                    != 0)
             goto done;
         free (sql);
@@ -703,8 +665,8 @@ s_migrate (PGconn *conn, const char *schema, const ef_schema_opts_t *opts,
     sql = s_expand (
         "SELECT coalesce (max (version), 0) FROM ${S}.schema_version", &v);
     if (!sql
-        || !(res = s_exec (conn, sql, 0, NULL, "reading schema_version", err,
-                           errlen)))
+        || !(res = ef_pg_exec (conn, sql, 0, NULL, "reading schema_version",
+                               err, errlen)))
         goto done;
     free (sql);
     sql = NULL;
@@ -721,8 +683,8 @@ s_migrate (PGconn *conn, const char *schema, const ef_schema_opts_t *opts,
     if (current >= 1) {
         sql = s_expand ("SELECT value FROM ${S}.setting WHERE key = 'dim'", &v);
         if (!sql
-            || !(res = s_exec (conn, sql, 0, NULL, "reading the dimension", err,
-                               errlen)))
+            || !(res = ef_pg_exec (conn, sql, 0, NULL, "reading the dimension",
+                                   err, errlen)))
             goto done;
         free (sql);
         sql = NULL;
@@ -740,8 +702,8 @@ s_migrate (PGconn *conn, const char *schema, const ef_schema_opts_t *opts,
         sql = s_expand (
             "SELECT value FROM ${S}.setting WHERE key = 'vector_type'", &v);
         if (!sql
-            || !(res = s_exec (conn, sql, 0, NULL, "reading the vector type",
-                               err, errlen)))
+            || !(res = ef_pg_exec (conn, sql, 0, NULL,
+                                   "reading the vector type", err, errlen)))
             goto done;
         free (sql);
         sql = NULL;
@@ -760,8 +722,8 @@ s_migrate (PGconn *conn, const char *schema, const ef_schema_opts_t *opts,
         sql = s_expand (
             "SELECT value FROM ${S}.setting WHERE key = 'distribution'", &v);
         if (!sql
-            || !(res = s_exec (conn, sql, 0, NULL, "reading the distribution",
-                               err, errlen)))
+            || !(res = ef_pg_exec (conn, sql, 0, NULL,
+                                   "reading the distribution", err, errlen)))
             goto done;
         free (sql);
         sql = NULL;
@@ -787,7 +749,7 @@ s_migrate (PGconn *conn, const char *schema, const ef_schema_opts_t *opts,
         char what[64];
         snprintf (what, sizeof what, "applying version %d", m->version);
         sql = s_expand (m->sql, &v);
-        if (!sql || s_exec_script (conn, sql, what, err, errlen) != 0)
+        if (!sql || ef_pg_script (conn, sql, what, err, errlen) != 0)
             goto done;
         free (sql);
         sql = s_expand ("INSERT INTO ${S}.schema_version (version, description)"
@@ -796,7 +758,8 @@ s_migrate (PGconn *conn, const char *schema, const ef_schema_opts_t *opts,
         char version[16];
         snprintf (version, sizeof version, "%d", m->version);
         const char *params[] = {version, m->description};
-        if (!sql || !(res = s_exec (conn, sql, 2, params, what, err, errlen)))
+        if (!sql
+            || !(res = ef_pg_exec (conn, sql, 2, params, what, err, errlen)))
             goto done;
         PQclear (res);
         res = NULL;
@@ -823,8 +786,8 @@ s_migrate (PGconn *conn, const char *schema, const ef_schema_opts_t *opts,
                         &v);
         const char *dist_p[] = {ef_distribution_name (opts->distribution)};
         if (!sql
-            || !(res = s_exec (conn, sql, 1, dist_p,
-                               "recording the distribution", err, errlen)))
+            || !(res = ef_pg_exec (conn, sql, 1, dist_p,
+                                   "recording the distribution", err, errlen)))
             goto done;
         PQclear (res);
         res = NULL;
@@ -854,8 +817,8 @@ s_migrate (PGconn *conn, const char *schema, const ef_schema_opts_t *opts,
                         &v);
         const char *params[] = {described};
         if (!sql
-            || !(res = s_exec (conn, sql, 1, params, "recording the index", err,
-                               errlen)))
+            || !(res = ef_pg_exec (conn, sql, 1, params, "recording the index",
+                                   err, errlen)))
             goto done;
     }
     rc = 0;
@@ -891,13 +854,13 @@ ef_schema_migrate_opts (PGconn *conn, const char *schema,
         snprintf (err, errlen, "migrating: need a schema name and dim > 0");
         return -1;
     }
-    if (s_exec_script (conn, "BEGIN", "starting the migration", err, errlen)
+    if (ef_pg_script (conn, "BEGIN", "starting the migration", err, errlen)
         != 0)
         return -1;
     int rc = s_migrate (conn, schema, opts, err, errlen);
     if (rc == 0)
-        rc = s_exec_script (conn, "COMMIT", "committing the migration", err,
-                            errlen);
+        rc = ef_pg_script (conn, "COMMIT", "committing the migration", err,
+                           errlen);
     else if (PQstatus (conn) == CONNECTION_OK) {
         PGresult *res = PQexec (conn, "ROLLBACK");
         PQclear (res);
@@ -921,8 +884,8 @@ s_stored_index (PGconn *conn, const char *quoted, char *out, size_t len,
     char sql[300];
     snprintf (sql, sizeof sql,
               "SELECT value FROM %s.setting WHERE key = 'index'", quoted);
-    PGresult *res =
-        s_exec (conn, sql, 0, NULL, "reading the index setting", err, errlen);
+    PGresult *res = ef_pg_exec (conn, sql, 0, NULL, "reading the index setting",
+                                err, errlen);
     if (!res)
         return -1;
     snprintf (out, len, "%s",
@@ -967,16 +930,16 @@ ef_schema_index_apply (PGconn *conn, const char *schema,
     ef_index_describe (want, described, sizeof described);
     int rc = -1;
     bool locked = false;
-    PGresult *res = s_exec (conn, "SELECT pg_advisory_lock ($1::bigint)", 1,
-                            key_p, "locking the index", err, errlen);
+    PGresult *res = ef_pg_exec (conn, "SELECT pg_advisory_lock ($1::bigint)", 1,
+                                key_p, "locking the index", err, errlen);
     if (!res)
         goto done;
     PQclear (res);
     locked = true;
     snprintf (sql, sizeof sql, "SELECT value FROM %s.setting WHERE key = 'dim'",
               quoted);
-    if (!(res = s_exec (conn, sql, 0, NULL, "reading the dimension", err,
-                        errlen)))
+    if (!(res = ef_pg_exec (conn, sql, 0, NULL, "reading the dimension", err,
+                            errlen)))
         goto done;
     if (PQntuples (res) == 1)
         snprintf (dim, sizeof dim, "%s", PQgetvalue (res, 0, 0));
@@ -991,7 +954,7 @@ ef_schema_index_apply (PGconn *conn, const char *schema,
     }
     /* an earlier apply that failed half-way may have left its new index */
     snprintf (sql, sizeof sql, "DROP INDEX IF EXISTS %s." S_INDEX_NEW, quoted);
-    if (s_exec_script (conn, sql, "dropping a half-built index", err, errlen)
+    if (ef_pg_script (conn, sql, "dropping a half-built index", err, errlen)
         != 0)
         goto done;
     if (want->method != EF_INDEX_NONE
@@ -1014,7 +977,7 @@ ef_schema_index_apply (PGconn *conn, const char *schema,
               "  ON CONFLICT (key) DO UPDATE SET value = excluded.value;"
               "COMMIT",
               quoted, rename, described);
-    if (s_exec_script (conn, sql, "swapping the index", err, errlen) != 0) {
+    if (ef_pg_script (conn, sql, "swapping the index", err, errlen) != 0) {
         res = PQexec (conn, "ROLLBACK");
         PQclear (res);
         goto done;

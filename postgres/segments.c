@@ -66,40 +66,6 @@ struct ef_sealer {
     ef_seal_stats_t stats;    /* as of the last step */
 };
 
-/* Runs a script; returns 0 or -1 with err = "what: SQLSTATE message". */
-static int
-s_script (PGconn *conn, const char *sql, const char *what, char *err,
-          size_t errlen)
-{
-    PGresult *res = PQexec (conn, sql);
-    ExecStatusType st = res ? PQresultStatus (res) : PGRES_FATAL_ERROR;
-    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
-        PQclear (res);
-        return 0;
-    }
-    char state[6], msg[400];
-    ef_pg_error (conn, res, state, msg, sizeof msg);
-    snprintf (err, errlen, "%s: %s%s%s", what, state, *state ? " " : "", msg);
-    PQclear (res);
-    return -1;
-}
-
-/* Runs a query returning one row; the result (caller clears) or NULL
-   with err. */
-static PGresult *
-s_query (PGconn *conn, const char *sql, const char *what, char *err,
-         size_t errlen)
-{
-    PGresult *res = PQexec (conn, sql);
-    if (res && PQresultStatus (res) == PGRES_TUPLES_OK)
-        return res;
-    char state[6], msg[400];
-    ef_pg_error (conn, res, state, msg, sizeof msg);
-    snprintf (err, errlen, "%s: %s%s%s", what, state, *state ? " " : "", msg);
-    PQclear (res);
-    return NULL;
-}
-
 /* Rolls back whatever transaction a failed step left open. */
 static void
 s_rollback (PGconn *conn)
@@ -127,7 +93,7 @@ s_new_segment_table (PGconn *conn, const char *quoted, int id, char *err,
               "  ALTER COLUMN segment SET DEFAULT %2$d,"
               "  ADD CONSTRAINT embedding_%2$d_segment CHECK (segment = %2$d);",
               quoted, id);
-    return s_script (conn, sql, "making a segment", err, errlen);
+    return ef_pg_script (conn, sql, "making a segment", err, errlen);
 }
 
 int
@@ -181,7 +147,7 @@ ef_segments_create (PGconn *conn, const char *quoted, const char *dim,
               "  PRIMARY KEY (segment, writer));"
               "INSERT INTO %1$s.segment (id, state) VALUES (1, 'growing');",
               quoted, dim, vector);
-    return s_script (conn, sql, "making the segments", err, errlen);
+    return ef_pg_script (conn, sql, "making the segments", err, errlen);
 }
 
 int
@@ -230,7 +196,7 @@ ef_segments_unindexed (PGconn *conn, const char *schema, int64_t *rows,
         snprintf (err, errlen, "segments: out of memory");
         return -1;
     }
-    res = s_query (conn, counts, "segments", err, errlen);
+    res = ef_pg_exec (conn, counts, 0, NULL, "segments", err, errlen);
     free (counts);
     if (!res)
         return -1;
@@ -256,12 +222,13 @@ ef_segments_index_apply (PGconn *conn, const char *quoted, int dim,
               "  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
               quoted, literal);
     PQfreemem (literal);
-    if (s_script (conn, sql, "recording the index", err, errlen) != 0)
+    if (ef_pg_script (conn, sql, "recording the index", err, errlen) != 0)
         return -1;
     snprintf (sql, sizeof sql,
               "SELECT id FROM %s.segment WHERE state = 'sealed' ORDER BY id",
               quoted);
-    PGresult *ids = s_query (conn, sql, "reading the segments", err, errlen);
+    PGresult *ids =
+        ef_pg_exec (conn, sql, 0, NULL, "reading the segments", err, errlen);
     if (!ids)
         return -1;
     int rc = 0;
@@ -271,15 +238,16 @@ ef_segments_index_apply (PGconn *conn, const char *quoted, int dim,
         snprintf (name, sizeof name, "embedding_%d_vector_new", id);
         snprintf (table, sizeof table, "embedding_%d", id);
         snprintf (sql, sizeof sql, "DROP INDEX IF EXISTS %s.%s", quoted, name);
-        rc = s_script (conn, sql, "dropping a half-built index", err, errlen);
+        rc = ef_pg_script (conn, sql, "dropping a half-built index", err,
+                           errlen);
         if (rc == 0 && want->method != EF_INDEX_NONE)
-            rc =
-                ef_schema_index_sql (conn, quoted, table, name, dim, want, true,
-                                     create, sizeof create, err, errlen)
-                            != 0
-                        || s_script (conn, create, "building", err, errlen) != 0
-                    ? -1
-                    : 0;
+            rc = ef_schema_index_sql (conn, quoted, table, name, dim, want,
+                                      true, create, sizeof create, err, errlen)
+                             != 0
+                         || ef_pg_script (conn, create, "building", err, errlen)
+                                != 0
+                     ? -1
+                     : 0;
         /* a merge may have taken the segment meanwhile: nothing to swap */
         snprintf (
             sql, sizeof sql,
@@ -291,7 +259,8 @@ ef_segments_index_apply (PGconn *conn, const char *quoted, int dim,
             "COMMIT",
             quoted, id, quoted);
         if (rc == 0
-            && s_script (conn, sql, "swapping the index", err, errlen) != 0) {
+            && ef_pg_script (conn, sql, "swapping the index", err, errlen)
+                   != 0) {
             s_rollback (conn);
             rc = -1;
         }
@@ -367,7 +336,8 @@ s_lead (ef_sealer_t *self, char *err, size_t errlen)
     snprintf (name, sizeof name, "embedflow.sealer:%.150s", self->schema);
     snprintf (sql, sizeof sql, "SELECT pg_try_advisory_lock (%" PRId64 ")",
               (int64_t) XXH3_64bits (name, strlen (name)));
-    PGresult *res = s_query (self->conn, sql, "sealer lock", err, errlen);
+    PGresult *res =
+        ef_pg_exec (self->conn, sql, 0, NULL, "sealer lock", err, errlen);
     if (!res)
         return -1;
     self->leader = PQgetvalue (res, 0, 0)[0] == 't';
@@ -402,8 +372,8 @@ s_recover (ef_sealer_t *self, char *err, size_t errlen)
     int rc = 0;
     for (int i = 0; i < PQntuples (res) && rc == 0; i++)
         if (!PQgetisnull (res, i, 0))
-            rc = s_script (self->conn, PQgetvalue (res, i, 0),
-                           "dropping leftovers", err, errlen);
+            rc = ef_pg_script (self->conn, PQgetvalue (res, i, 0),
+                               "dropping leftovers", err, errlen);
     PQclear (res);
     if (rc == 0)
         self->recovered = true;
@@ -420,7 +390,8 @@ s_recorded_index (ef_sealer_t *self, ef_index_opts_t *ix, char *err,
     char sql[200];
     snprintf (sql, sizeof sql,
               "SELECT value FROM %s.setting WHERE key = 'index'", self->quoted);
-    PGresult *res = s_query (self->conn, sql, "reading the index", err, errlen);
+    PGresult *res =
+        ef_pg_exec (self->conn, sql, 0, NULL, "reading the index", err, errlen);
     if (!res)
         return -1;
     const char *text = PQntuples (res) == 1 ? PQgetvalue (res, 0, 0) : "none";
@@ -449,7 +420,8 @@ s_segments (ef_sealer_t *self, char *err, size_t errlen)
               "   ON st.relid = to_regclass (%s || '.embedding_' || s.id)"
               " ORDER BY s.id",
               self->quoted, self->literal);
-    return s_query (self->conn, sql, "reading the segments", err, errlen);
+    return ef_pg_exec (self->conn, sql, 0, NULL, "reading the segments", err,
+                       errlen);
 }
 
 /* Rows written into segment id, as the writers' tallies say. */
@@ -461,7 +433,8 @@ s_count (ef_sealer_t *self, int id, char *err, size_t errlen)
               "SELECT coalesce (sum (rows), 0) FROM %s.segment_rows"
               " WHERE segment = %d",
               self->quoted, id);
-    PGresult *res = s_query (self->conn, sql, "counting rows", err, errlen);
+    PGresult *res =
+        ef_pg_exec (self->conn, sql, 0, NULL, "counting rows", err, errlen);
     if (!res)
         return -1;
     int64_t n = strtoll (PQgetvalue (res, 0, 0), NULL, 10);
@@ -476,7 +449,7 @@ static int
 s_rotate (ef_sealer_t *self, int growing, int next, int64_t rows, char *err,
           size_t errlen)
 {
-    if (s_script (self->conn, "BEGIN", "rotating", err, errlen) != 0)
+    if (ef_pg_script (self->conn, "BEGIN", "rotating", err, errlen) != 0)
         return -1;
     /* Writers do not lock the segment's row (segments.c says why), so
        this waits for nobody but a concurrent ATTACH. */
@@ -492,11 +465,11 @@ s_rotate (ef_sealer_t *self, int growing, int next, int64_t rows, char *err,
               "  FOR VALUES IN (%2$d);"
               "INSERT INTO %1$s.segment (id, state) VALUES (%2$d, 'growing');",
               self->quoted, next);
-    if (s_script (self->conn, first, "rotating", err, errlen) != 0
+    if (ef_pg_script (self->conn, first, "rotating", err, errlen) != 0
         || s_new_segment_table (self->conn, self->quoted, next, err, errlen)
                != 0
-        || s_script (self->conn, sql, "rotating", err, errlen) != 0
-        || s_script (self->conn, "COMMIT", "rotating", err, errlen) != 0) {
+        || ef_pg_script (self->conn, sql, "rotating", err, errlen) != 0
+        || ef_pg_script (self->conn, "COMMIT", "rotating", err, errlen) != 0) {
         s_rollback (self->conn);
         return -1;
     }
@@ -509,7 +482,8 @@ s_set_build_memory (ef_sealer_t *self, s_builder_t *b, char *err, size_t errlen)
     char sql[100];
     snprintf (sql, sizeof sql, "SET maintenance_work_mem = '%" PRId64 "kB'",
               self->opts.build_memory / 1024);
-    return s_script (b->conn, sql, "setting maintenance_work_mem", err, errlen);
+    return ef_pg_script (b->conn, sql, "setting maintenance_work_mem", err,
+                         errlen);
 }
 
 /* Sends sql without waiting for its result: ef_sealer_poll collects it. */
@@ -539,7 +513,7 @@ s_build_start (ef_sealer_t *self, s_builder_t *b, int id, char *err,
     snprintf (sql, sizeof sql, "DROP INDEX IF EXISTS %s.%s", self->quoted,
               name);
     if (s_set_build_memory (self, b, err, errlen) != 0
-        || s_script (b->conn, sql, "building", err, errlen) != 0
+        || ef_pg_script (b->conn, sql, "building", err, errlen) != 0
         || ef_schema_index_sql (b->conn, self->quoted, table, name,
                                 self->opts.dim, &self->ix, true, sql,
                                 sizeof sql, err, errlen)
@@ -621,7 +595,7 @@ s_merge_swap (ef_sealer_t *self, const s_builder_t *b, char *err, size_t errlen)
               "  FROM %1$s.embedding_%2$d;"
               "COMMIT",
               self->quoted, b->busy_id, b->merge_a, b->merge_b);
-    if (s_script (self->conn, sql, "swapping merged segments", err, errlen)
+    if (ef_pg_script (self->conn, sql, "swapping merged segments", err, errlen)
         != 0) {
         s_rollback (self->conn);
         return -1;
@@ -637,7 +611,8 @@ s_merge_swap (ef_sealer_t *self, const s_builder_t *b, char *err, size_t errlen)
               "COMMIT",
               self->quoted, b->merge_a, b->merge_b);
     char why[512];
-    if (s_script (self->conn, sql, "dropping merged segments", why, sizeof why)
+    if (ef_pg_script (self->conn, sql, "dropping merged segments", why,
+                      sizeof why)
         != 0) {
         s_rollback (self->conn);
         self->recovered = false;
@@ -739,7 +714,7 @@ ef_sealer_poll (ef_sealer_t *self, int builder, ef_seal_step_t *did,
                   " WHERE id = %2$d;"
                   "DELETE FROM %1$s.segment_rows WHERE segment = %2$d",
                   self->quoted, b->busy_id);
-        if (s_script (self->conn, sql, "sealing", err, errlen) != 0)
+        if (ef_pg_script (self->conn, sql, "sealing", err, errlen) != 0)
             return -1;
         *did = EF_SEAL_BUILT;
         self->stats.seconds = took;
@@ -873,7 +848,8 @@ ef_sealer_step (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
               "UPDATE %s.segment SET rows = %" PRId64
               " WHERE id = %d AND rows <> %" PRId64,
               self->quoted, rows, growing, rows);
-    if (s_script (self->conn, sql, "counting the growing segment", err, errlen)
+    if (ef_pg_script (self->conn, sql, "counting the growing segment", err,
+                      errlen)
         != 0)
         return -1;
     bool idle =
@@ -912,7 +888,7 @@ ef_sealer_step (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
                           " sealed_at = now() WHERE id = %2$d;"
                           "DELETE FROM %1$s.segment_rows WHERE segment = %2$d",
                           self->quoted, id);
-                if (s_script (self->conn, sql, "sealing", err, errlen) != 0)
+                if (ef_pg_script (self->conn, sql, "sealing", err, errlen) != 0)
                     return -1;
                 *did = EF_SEAL_BUILT;
                 snprintf (detail, detlen,
