@@ -6,40 +6,19 @@ updates alike; a value halfvec cannot hold is dead-lettered naming the
 row; a nearest-neighbour query finds a row as soon as its upload is
 answered; the bench and its baselines run on every type."""
 import json
-import os
 import random
 import struct
 import subprocess
 
 import pytest
 
-from conftest import EMBEDFLOW_BIN, Database, Embedflow, clean_env, \
+from conftest import EMBEDFLOW_BIN, Embedflow, clean_env, \
     unique_name
 from helpers import chunk, row, send
+from pgvector_server import f32, pdb, pgvector_database  # noqa: F401 (pdb: fixture)
 
-PGV_DIR = os.environ.get("EF_TEST_PGVECTOR_DIR", "")
-
-
-def _pgvector_database():
-    skip = os.path.join(PGV_DIR, "skip")
-    if not PGV_DIR or os.path.exists(skip):
-        why = open(skip).read().strip() if PGV_DIR and os.path.exists(skip) \
-            else "EF_TEST_PGVECTOR_DIR is not set (run through ctest)"
-        pytest.skip(why, allow_module_level=True)
-    return (f"host={PGV_DIR}/sock port=5432 user=postgres "
-            f"dbname=postgres")
-
-
-PGV = _pgvector_database()
+PGV = pgvector_database()
 DIMS = [384, 768, 1536, 3072]
-
-
-@pytest.fixture(scope="module")
-def pdb():
-    database = Database(PGV)
-    database.rows("CREATE EXTENSION IF NOT EXISTS vector")
-    yield database
-    database.close()
 
 
 @pytest.fixture
@@ -70,11 +49,6 @@ def start(pschema):
     for ef in started:
         if ef.alive():
             assert ef.stop() == 0, ef.log
-
-
-def f32(x):
-    """x as the float4 protobuf carries."""
-    return struct.unpack("<f", struct.pack("<f", x))[0]
 
 
 def edge_vector(dim, seed):

@@ -15,21 +15,9 @@ import pytest
 
 from conftest import EMBEDFLOW_BIN, Database, clean_env
 from helpers import private_data_dir
+from pgvector_server import PGV_DIR, pgvector_database
 
-PGV_DIR = os.environ.get("EF_TEST_PGVECTOR_DIR", "")
-
-
-def _pgvector_database():
-    skip = os.path.join(PGV_DIR, "skip")
-    if not PGV_DIR or os.path.exists(skip):
-        why = open(skip).read().strip() if PGV_DIR and os.path.exists(skip) \
-            else "EF_TEST_PGVECTOR_DIR is not set (run through ctest)"
-        pytest.skip(why, allow_module_level=True)
-    return (f"host={PGV_DIR}/sock port=5432 user=postgres "
-            f"dbname=postgres")
-
-
-PGV = _pgvector_database()
+PGV = pgvector_database()
 CONTENDERS = ["through-index", "load-then-build", "embedflow"]
 SCHEMAS = {"through-index": "embedflow_bench_through_index",
            "load-then-build": "embedflow_bench_load_then_build",

@@ -14,20 +14,13 @@ import threading
 import psycopg2
 import pytest
 
-from conftest import EMBEDFLOW_BIN, Database, Embedflow, clean_env, \
+from conftest import EMBEDFLOW_BIN, Embedflow, clean_env, \
     unique_name
 from helpers import chunk, row, scrape, send, wait_until
-from test_pgvector import PGV, f32
+from pgvector_server import f32, pdb, pgvector_database  # noqa: F401 (pdb: fixture)
 
+PGV = pgvector_database()
 DIM = 64
-
-
-@pytest.fixture(scope="module")
-def pdb():
-    database = Database(PGV)
-    database.rows("CREATE EXTENSION IF NOT EXISTS vector")
-    yield database
-    database.close()
 
 
 @pytest.fixture
