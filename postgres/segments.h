@@ -14,7 +14,11 @@
 
     <schema>.segment lists them: id (the partition's segment value and
     the suffix of its table, embedding_<id>), state (growing, building,
-    sealed), rows (as last counted by the sealer).
+    sealed), rows (the growing one's as the sealer last read the
+    writers' tallies, a sealed one's when it was sealed or merged).
+    <schema>.segment_rows holds the tallies: rows each writer session put
+    into each segment not sealed yet, written in the batch's own
+    transaction.
 */
 #ifndef EF_SEGMENTS_H
 #define EF_SEGMENTS_H
