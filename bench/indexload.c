@@ -87,34 +87,9 @@ static int
 s_column (PGconn *conn, const char *quoted, s_column_t *col, char *err,
           size_t errlen)
 {
-    char table[300];
-    snprintf (table, sizeof table, "%s.embedding", quoted);
-    const char *params[] = {table};
-    PGresult *res = PQexecParams (
-        conn,
-        "SELECT t.typname, coalesce ((SELECT quote_ident (n.nspname)"
-        "   FROM pg_extension e JOIN pg_namespace n"
-        "     ON n.oid = e.extnamespace WHERE e.extname = 'vector'), '')"
-        " FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid"
-        " WHERE a.attrelid = $1::regclass AND a.attname = 'vector'",
-        1, NULL, params, NULL, NULL, 0);
-    int rc = -1;
-    if (res && PQresultStatus (res) == PGRES_TUPLES_OK
-        && PQntuples (res) == 1) {
-        snprintf (col->typname, sizeof col->typname, "%s",
-                  PQgetvalue (res, 0, 0));
-        snprintf (col->ns, sizeof col->ns, "%s", PQgetvalue (res, 0, 1));
-        rc = 0;
-    }
-    else {
-        char msg[400];
-        ef_pg_error (conn, res, NULL, msg, sizeof msg);
-        snprintf (err, errlen, "reading the vector column: %s",
-                  PQresultStatus (res) == PGRES_TUPLES_OK
-                      ? "embedding has no column \"vector\""
-                      : msg);
-    }
-    PQclear (res);
+    int rc = ef_schema_vector_column (conn, quoted, col->typname,
+                                      sizeof col->typname, col->ns,
+                                      sizeof col->ns, err, errlen);
     if (rc == 0 && (!*col->ns || strcmp (col->typname, "_float4") == 0)) {
         snprintf (err, errlen,
                   "an ANN index needs pgvector: the vectors are real[] "

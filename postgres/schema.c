@@ -484,12 +484,10 @@ ef_index_fits (const ef_index_opts_t *ix, ef_vector_type_t type, int dim,
     return 0;
 }
 
-/* The vector column's type name ("vector", "halfvec", "_float4") and
-   the quoted schema of pgvector's operator classes ("" without the
-   extension). Returns 0 or -1 with err. */
-static int
-s_vector_column (PGconn *conn, const char *quoted, char *typname, size_t tlen,
-                 char *ns, size_t nslen, char *err, size_t errlen)
+int
+ef_schema_vector_column (PGconn *conn, const char *quoted, char *typname,
+                         size_t tlen, char *ns, size_t nslen, char *err,
+                         size_t errlen)
 {
     char table[300];
     snprintf (table, sizeof table, "%s.embedding", quoted);
@@ -544,8 +542,8 @@ ef_schema_index_sql (PGconn *conn, const char *quoted, const char *table,
                      size_t errlen)
 {
     char typname[64], ns[160];
-    if (s_vector_column (conn, quoted, typname, sizeof typname, ns, sizeof ns,
-                         err, errlen)
+    if (ef_schema_vector_column (conn, quoted, typname, sizeof typname, ns,
+                                 sizeof ns, err, errlen)
         != 0)
         return -1;
     if (ef_index_fits (ix, s_typname_type (typname), dim, err, errlen) != 0)

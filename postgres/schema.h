@@ -113,6 +113,15 @@ int ef_schema_create_index (PGconn *conn, const char *quoted, const char *table,
                             const ef_index_opts_t *index, bool concurrently,
                             char *err, size_t errlen);
 
+/* The vector column of quoted.embedding (quoted: the quoted schema): its
+   type name ("vector", "halfvec", "_float4") into typname (tlen bytes)
+   and the quoted schema of pgvector's operator classes ("" without the
+   extension) into ns (nslen bytes). Returns 0, or -1 with err (no such
+   column, a database error). */
+int ef_schema_vector_column (PGconn *conn, const char *quoted, char *typname,
+                             size_t tlen, char *ns, size_t nslen, char *err,
+                             size_t errlen);
+
 /* The statement ef_schema_create_index runs, into sql (len bytes), for
    a caller that sends it without waiting. Returns 0, or -1 with err. */
 int ef_schema_index_sql (PGconn *conn, const char *quoted, const char *table,
