@@ -20,8 +20,9 @@
 
 /* query vectors made once per run and used round robin */
 #define S_QUERY_VECTORS 256
-/* how often the embedflow contender's unindexed rows are counted */
-#define S_POLL_MS 20
+/* how often the embedflow contender's segments are looked at (each
+   look is one query on its bookkeeping, on the builders' cores) */
+#define S_POLL_MS 100
 /* an index that is not complete this long after the load is a failure */
 #define S_INDEX_DEADLINE_S 3600.0
 
@@ -556,6 +557,45 @@ s_wait_indexed (PGconn *conn, const ef_indexload_opts_t *o, double since,
     }
 }
 
+/* Waits until the embedflow contender's merges left at most
+   o->settle_segments sealed segments: the table a query meets at rest
+   once the load has ended. Returns 0 or -1 with err. */
+static int
+s_wait_settled (PGconn *conn, const ef_indexload_opts_t *o, double since,
+                ef_indexload_result_t *res, char *err, size_t errlen)
+{
+    res->settled_s = res->indexed_s;
+    if (o->settle_segments < 1)
+        return 0;
+    for (;;) {
+        PGresult *r = ef_pg_exec_schema (
+            conn, o->schema,
+            "SELECT count(*) FILTER (WHERE state = 'sealed') FROM %s.segment",
+            0, NULL, "segments", err, errlen);
+        if (!r)
+            return -1;
+        long sealed = strtol (PQgetvalue (r, 0, 0), NULL, 10);
+        PQclear (r);
+        double at = res->load_s + s_now () - since;
+        if (sealed <= o->settle_segments) {
+            res->settled_s = at;
+            return 0;
+        }
+        if (o->stop && atomic_load (o->stop)) {
+            snprintf (err, errlen, "interrupted");
+            return -1;
+        }
+        if (at - res->load_s > S_INDEX_DEADLINE_S) {
+            snprintf (err, errlen,
+                      "%ld sealed segments are still not merged %.0f s after "
+                      "the load",
+                      sealed, S_INDEX_DEADLINE_S);
+            return -1;
+        }
+        s_sleep_ms (S_POLL_MS);
+    }
+}
+
 /* The body of ef_indexload_run on the monitoring connection. */
 static int
 s_run (ef_indexload_kind_t kind, const ef_indexload_opts_t *o, PGconn *conn,
@@ -609,6 +649,8 @@ s_run (ef_indexload_kind_t kind, const ef_indexload_opts_t *o, PGconn *conn,
         snprintf (err, errlen, "%s", qerr);
         rc = -1;
     }
+    if (rc == 0 && kind == EF_INDEXLOAD_EMBEDFLOW)
+        rc = s_wait_settled (conn, o, committed, res, err, errlen);
     /* at rest: nothing loads or builds any more */
     if (loaded && o->end)
         o->end (o->load_arg);
@@ -678,6 +720,7 @@ ef_indexload_median (const ef_indexload_result_t *runs, int n,
     S_MED (build_s)
     S_MED (searchable_s)
     S_MED (indexed_s)
+    S_MED (settled_s)
     S_MED (during_p50)
     S_MED (during_p95)
     S_MED (rest_p50)
@@ -705,17 +748,18 @@ json_t *
 ef_indexload_json (const ef_indexload_result_t *r)
 {
     return json_pack (
-        "{s:I, s:o, s:o, s:o, s:o, s:o, s:I, s:b, s:b, s:i, s:o, s:o, s:i,"
-        " s:o, s:o, s:o}",
+        "{s:I, s:o, s:o, s:o, s:o, s:o, s:o, s:I, s:b, s:b, s:i, s:o, s:o,"
+        " s:i, s:o, s:o, s:o}",
         "rows", (json_int_t) r->rows, "load_s", s_real (r->load_s, 3),
         "rows_per_s", s_real (r->rows_s, 1), "build_s", s_real (r->build_s, 3),
         "searchable_s", s_real (r->searchable_s, 3), "indexed_s",
-        s_real (r->indexed_s, 3), "unindexed_at_commit",
-        (json_int_t) r->unindexed, "indexed_at_start", r->indexed_at_start,
-        "indexed_at_commit", r->indexed_at_commit, "queries_during",
-        r->during_n, "query_during_p50_s", s_real (r->during_p50, 6),
-        "query_during_p95_s", s_real (r->during_p95, 6), "queries_at_rest",
-        r->rest_n, "query_at_rest_p50_s", s_real (r->rest_p50, 6),
-        "query_at_rest_p95_s", s_real (r->rest_p95, 6), "recall_at_10",
+        s_real (r->indexed_s, 3), "settled_s", s_real (r->settled_s, 3),
+        "unindexed_at_commit", (json_int_t) r->unindexed, "indexed_at_start",
+        r->indexed_at_start, "indexed_at_commit", r->indexed_at_commit,
+        "queries_during", r->during_n, "query_during_p50_s",
+        s_real (r->during_p50, 6), "query_during_p95_s",
+        s_real (r->during_p95, 6), "queries_at_rest", r->rest_n,
+        "query_at_rest_p50_s", s_real (r->rest_p50, 6), "query_at_rest_p95_s",
+        s_real (r->rest_p95, 6), "recall_at_10",
         r->recall < 0 ? json_null () : s_real (r->recall, 4));
 }

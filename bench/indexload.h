@@ -55,6 +55,8 @@ typedef struct {
     double build_s;         /* load-then-build: the CREATE INDEX */
     double searchable_s;    /* until every row is searchable */
     double indexed_s;       /* until every row is covered by an index */
+    double settled_s;       /* embedflow: until merges left at most
+                               settle_segments sealed segments */
     int64_t unindexed;      /* rows no index covered at the last commit */
     bool indexed_at_start;  /* embedding had an ANN index as the load began */
     bool indexed_at_commit; /* ... and at its last commit */
@@ -88,6 +90,9 @@ typedef struct {
     int64_t build_memory;                /* bytes of maintenance_work_mem */
     int64_t searchable_rows;             /* embedflow: searchable once at most
                                          this many rows await an index */
+    int settle_segments;                 /* embedflow: at rest once merges
+                                            left at most this many sealed
+                                            segments; 0 = right away */
     int queries;                         /* at rest (>= 1) */
     double query_rate;                   /* queries a second while loading;
                                             0 = back to back */

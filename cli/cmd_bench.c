@@ -121,12 +121,13 @@ typedef struct {
     int sweep[S_MAX_SWEEP]; /* batch sizes to try */
     int n_sweep;            /* used; 0 = no sweep */
     /* with an ANN index: idx[contender][writer index][run] */
-    bool index;                   /* index.method is not none */
-    ef_schema_opts_t schema_opts; /* the configured type and index */
-    int64_t build_memory;         /* maintenance_work_mem of builds */
-    int64_t searchable_rows;      /* embedflow: unindexed rows allowed */
-    int queries;                  /* queries at rest */
-    int64_t query_rate;           /* queries a second while loading */
+    bool index;                         /* index.method is not none */
+    ef_schema_opts_t schema_opts;       /* the configured type and index */
+    int64_t build_memory;               /* maintenance_work_mem of builds */
+    int64_t searchable_rows;            /* embedflow: unindexed rows allowed */
+    int queries;                        /* queries at rest */
+    int64_t query_rate;                 /* queries a second while loading */
+    bool contender[EF_INDEXLOAD_KINDS]; /* measured (--contenders) */
     ef_indexload_result_t idx[EF_INDEXLOAD_KINDS][S_MAX_WRITERS][S_MAX_RUNS];
 } s_bench_t;
 
@@ -1254,6 +1255,33 @@ s_index_end (void *arg)
         ef_error ("the pipeline ended with an error");
 }
 
+/* Sets which[k] for each contender named in list (comma separated),
+   every one when list is NULL. Returns 0, or -1 for an unknown name or
+   an empty list. */
+static int
+s_parse_contenders (const char *list, bool which[EF_INDEXLOAD_KINDS])
+{
+    for (int k = 0; k < EF_INDEXLOAD_KINDS; k++)
+        which[k] = list == NULL;
+    if (!list)
+        return 0;
+    int n = 0;
+    for (const char *p = list; *p;) {
+        size_t len = strcspn (p, ",");
+        int k = 0;
+        while (k < EF_INDEXLOAD_KINDS
+               && !(strlen (ef_indexload_name (k)) == len
+                    && strncmp (p, ef_indexload_name (k), len) == 0))
+            k++;
+        if (k == EF_INDEXLOAD_KINDS)
+            return -1;
+        which[k] = true;
+        n++;
+        p += len + (p[len] == ',');
+    }
+    return n > 0 ? 0 : -1;
+}
+
 /* Schema of each index contender. */
 static const char *s_index_schemas[EF_INDEXLOAD_KINDS] = {
     "embedflow_bench_through_index", "embedflow_bench_load_then_build",
@@ -1269,25 +1297,31 @@ s_run_index (s_bench_t *b)
     for (int w = 0; w < b->n_writers; w++)
         for (int r = 0; r < b->runs; r++)
             for (int k = 0; k < EF_INDEXLOAD_KINDS; k++) {
+                if (!b->contender[k])
+                    continue;
                 ef_loadgen_opts_t g = s_gen (b, 42);
-                ef_indexload_opts_t o = {.conninfo = b->cli->globals->database,
-                                         .schema = s_index_schemas[k],
-                                         .schema_opts = &b->schema_opts,
-                                         .gen = &g,
-                                         .batch_rows = b->batch_rows,
-                                         .writers = b->writers[w],
-                                         .build_memory = b->build_memory,
-                                         .searchable_rows = b->searchable_rows,
-                                         .queries = b->queries,
-                                         .query_rate = (double) b->query_rate,
-                                         .recall_queries =
-                                             b->queries < 50 ? b->queries : 50,
-                                         .load = s_index_load,
-                                         .end = s_index_end,
-                                         .load_arg = &u,
-                                         .progress = s_progress_add,
-                                         .progress_arg = b,
-                                         .stop = &b->interrupted};
+                ef_indexload_opts_t o = {
+                    .conninfo = b->cli->globals->database,
+                    .schema = s_index_schemas[k],
+                    .schema_opts = &b->schema_opts,
+                    .gen = &g,
+                    .batch_rows = b->batch_rows,
+                    .writers = b->writers[w],
+                    .build_memory = b->build_memory,
+                    .searchable_rows = b->searchable_rows,
+                    .settle_segments =
+                        b->schema_opts.segmented
+                            ? (int) b->cli->globals->index_max_segments
+                            : 0,
+                    .queries = b->queries,
+                    .query_rate = (double) b->query_rate,
+                    .recall_queries = b->queries < 50 ? b->queries : 50,
+                    .load = s_index_load,
+                    .end = s_index_end,
+                    .load_arg = &u,
+                    .progress = s_progress_add,
+                    .progress_arg = b,
+                    .stop = &b->interrupted};
                 ef_indexload_result_t *m = &b->idx[k][w][r];
                 if (k != EF_INDEXLOAD_EMBEDFLOW) {
                     atomic_store (&b->done, 0);
@@ -1310,6 +1344,16 @@ s_run_index (s_bench_t *b)
                          m->searchable_s);
             }
     return 0;
+}
+
+/* Whether every contender was measured: the targets compare them. */
+static bool
+s_all_contenders (const s_bench_t *b)
+{
+    for (int k = 0; k < EF_INDEXLOAD_KINDS; k++)
+        if (!b->contender[k])
+            return false;
+    return true;
 }
 
 /* Ratio x / y, 0 when y is not positive. */
@@ -1337,6 +1381,8 @@ s_print_index (const s_bench_t *b, FILE *out)
     for (int w = 0; w < b->n_writers; w++) {
         ef_indexload_result_t med[EF_INDEXLOAD_KINDS];
         for (int k = 0; k < EF_INDEXLOAD_KINDS; k++) {
+            if (!b->contender[k])
+                continue;
             ef_indexload_median (b->idx[k][w], b->runs, &med[k]);
             const ef_indexload_result_t *m = &med[k];
             char recall[16];
@@ -1352,6 +1398,8 @@ s_print_index (const s_bench_t *b, FILE *out)
                      m->during_p50 * 1e3, m->during_p95 * 1e3,
                      m->rest_p50 * 1e3, m->rest_p95 * 1e3, recall);
         }
+        if (!s_all_contenders (b))
+            continue;
         const ef_indexload_result_t *e = &med[EF_INDEXLOAD_EMBEDFLOW];
         double through =
             s_ratio (med[EF_INDEXLOAD_THROUGH].searchable_s, e->searchable_s);
@@ -1409,6 +1457,8 @@ s_write_index_json (const s_bench_t *b, const char *path, const char *command)
     for (int w = 0; results && targets && w < b->n_writers; w++) {
         ef_indexload_result_t med[EF_INDEXLOAD_KINDS];
         for (int k = 0; k < EF_INDEXLOAD_KINDS; k++) {
+            if (!b->contender[k])
+                continue;
             ef_indexload_median (b->idx[k][w], b->runs, &med[k]);
             json_t *runs = json_array ();
             for (int r = 0; runs && r < b->runs; r++)
@@ -1420,6 +1470,8 @@ s_write_index_json (const s_bench_t *b, const char *path, const char *command)
                                     b->writers[w], "median",
                                     ef_indexload_json (&med[k]), "runs", runs));
         }
+        if (!s_all_contenders (b))
+            continue;
         const ef_indexload_result_t *e = &med[EF_INDEXLOAD_EMBEDFLOW];
         json_array_append_new (
             targets,
@@ -1469,6 +1521,8 @@ s_plot_index (const s_bench_t *b, const char *path)
                 "during_p95_ms rest_p50_ms rest_p95_ms\n");
     for (int w = 0; w < b->n_writers; w++)
         for (int k = 0; k < EF_INDEXLOAD_KINDS; k++) {
+            if (!b->contender[k])
+                continue;
             ef_indexload_result_t m;
             ef_indexload_median (b->idx[k][w], b->runs, &m);
             fprintf (d, "\"%s, %d w\" %.3f %.3f %.3f %.3f %.3f %.3f\n",
@@ -1621,7 +1675,8 @@ ef_cmd_bench (int argc, char **argv)
 {
     ef_signals_init ();
     char *writers = NULL, *upsert = NULL, *json = NULL, *plot = NULL,
-         *memory = NULL, *sweep = NULL, *no_pull = NULL, *target = NULL;
+         *memory = NULL, *sweep = NULL, *no_pull = NULL, *target = NULL,
+         *contenders = NULL;
     int64_t rows = 0, row_rows = 0, chunk_rows = 0, batch_rows = 0, runs = 0,
             streams = 0, slow_ms = 0, searchable_rows = 0, queries = 0,
             query_rate = -1;
@@ -1683,6 +1738,11 @@ ef_cmd_bench (int argc, char **argv)
          "and indexes, as an API server sends them (default 20; 0 = back "
          "to back)",
          NULL, &s_numbers[9], &query_rate},
+        {"contenders", "LIST",
+         "with an index: which to measure, of through-index, "
+         "load-then-build and embedflow (default all; the targets need "
+         "all three)",
+         &contenders, NULL, NULL},
         {NULL, NULL, NULL, NULL, NULL, NULL}};
     ef_cli_t cli;
     bool help;
@@ -1745,6 +1805,9 @@ ef_cmd_bench (int argc, char **argv)
         searchable_rows ? searchable_rows : cli.globals->index_seal_rows;
     b->queries = (int) queries;
     b->query_rate = query_rate < 0 ? 20 : query_rate;
+    if (s_parse_contenders (contenders, b->contender) != 0)
+        bad = "--contenders must be a list of through-index, "
+              "load-then-build and embedflow";
     if (b->index && b->upsert_ratio > 0)
         bad = "--upsert-ratio is not measured with an index (index.method): "
               "every contender loads new rows";

@@ -75,7 +75,8 @@ const ef_option_t ef_globals_options[] = {
     {"index.max_segments", EF_OPT_INT, "4",
      offsetof (ef_globals_t, index_max_segments), 1, 1000,
      "segments: merge the smallest sealed segments beyond this many (each "
-     "is one more index a query reads)"},
+     "is one more index a query reads); while a load keeps the builders "
+     "busy, merges wait up to 4 x this many"},
     {"index.max_unindexed_rows", EF_OPT_INT, "40000",
      offsetof (ef_globals_t, index_max_unindexed_rows), 0, INT64_MAX,
      "segments: writers wait while more rows than this await their index, "

@@ -36,8 +36,13 @@ typedef enum {
     S_MERGE_INDEXING, /* indexing busy_id */
 } s_busy_t;
 
-/* Segments waiting for an index that one step looks at. */
+/* Segments waiting for an index, and sealed ones to merge, that one
+   step looks at. */
 #define S_MAX_BUILDING 64
+
+/* How many times max_segments sealed segments may pile up while a load
+   keeps the builders busy before a merge takes a builder from it. */
+#define S_LOADING_SEGMENTS 4
 
 /* A connection that runs builds and merges, one at a time. */
 typedef struct {
@@ -173,31 +178,17 @@ ef_segments_unindexed (PGconn *conn, const char *schema, int64_t *rows,
     int segmented = ef_segments_enabled (conn, schema, err, errlen);
     if (segmented <= 0)
         return segmented;
-    const char *param[] = {schema};
+    /* from the bookkeeping, not count(*): a count reads every unindexed
+       vector (~0.75 us each), and a monitor that asks often would take
+       the builders' CPU */
     PGresult *res = ef_pg_exec_schema (
         conn, schema,
-        "SELECT string_agg (format ('SELECT count(*) FROM %%I.%%I',"
-        "  $1::text, 'embedding_' || id), ' UNION ALL ')"
-        " FROM %s.segment WHERE state <> 'sealed'",
-        1, param, "segments", err, errlen);
-    if (!res)
-        return -1;
-    char *counts = NULL;
-    bool none = PQgetisnull (res, 0, 0);
-    if (!none
-        && asprintf (&counts, "SELECT coalesce (sum (count), 0) FROM (%s) c",
-                     PQgetvalue (res, 0, 0))
-               < 0)
-        counts = NULL;
-    PQclear (res);
-    if (none)
-        return 0;
-    if (!counts) {
-        snprintf (err, errlen, "segments: out of memory");
-        return -1;
-    }
-    res = ef_pg_exec (conn, counts, 0, NULL, "segments", err, errlen);
-    free (counts);
+        "SELECT coalesce (sum (CASE WHEN s.state = 'growing'"
+        "  THEN (SELECT coalesce (sum (t.rows), 0) FROM %1$s.segment_rows t"
+        "        WHERE t.segment = s.id)"
+        "  ELSE s.rows END), 0)"
+        " FROM %1$s.segment s WHERE s.state <> 'sealed'",
+        0, NULL, "segments", err, errlen);
     if (!res)
         return -1;
     *rows = strtoll (PQgetvalue (res, 0, 0), NULL, 10);
@@ -760,6 +751,39 @@ ef_sealer_poll (ef_sealer_t *self, int builder, ef_seal_step_t *did,
     return 0;
 }
 
+/* A segment and its rows. */
+typedef struct {
+    int id;       /* segment */
+    int64_t rows; /* its live rows */
+} s_sized_t;
+
+/* Whether a running merge has taken segment id. */
+static bool
+s_merging (const ef_sealer_t *self, int id)
+{
+    for (int i = 0; i < self->n_builders; i++) {
+        const s_builder_t *b = &self->builders[i];
+        if ((b->busy == S_MERGE_COPYING || b->busy == S_MERGE_INDEXING)
+            && (b->merge_a == id || b->merge_b == id))
+            return true;
+    }
+    return false;
+}
+
+/* Removes the segment with the fewest rows from set (*n > 0) and
+   returns it. */
+static s_sized_t
+s_take_smallest (s_sized_t *set, int *n)
+{
+    int min = 0;
+    for (int i = 1; i < *n; i++)
+        if (set[i].rows < set[min].rows)
+            min = i;
+    s_sized_t taken = set[min];
+    set[min] = set[--*n];
+    return taken;
+}
+
 int
 ef_sealer_step (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
                 size_t detlen, char *err, size_t errlen)
@@ -781,15 +805,16 @@ ef_sealer_step (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
     int growing = -1, next = 1, sealed = 0;
     int64_t unsealed_rows = 0; /* of segments waiting for their index */
     int building[S_MAX_BUILDING], n_building = 0;
-    bool merging = false;
+    int merges = 0; /* running: each leaves one sealed segment fewer */
     for (int i = 0; i < self->n_builders; i++) {
         const s_builder_t *b = &self->builders[i];
         if (b->busy != S_IDLE && b->busy_id >= next)
             next = b->busy_id + 1; /* a merge's new table */
-        merging |= b->busy == S_MERGE_COPYING || b->busy == S_MERGE_INDEXING;
+        merges += b->busy == S_MERGE_COPYING || b->busy == S_MERGE_INDEXING;
     }
-    int small[2] = {-1, -1};
-    int64_t small_rows[2] = {INT64_MAX, INT64_MAX};
+    /* sealed segments no running merge has taken, to pick from */
+    s_sized_t free_seg[S_MAX_BUILDING];
+    int n_free = 0;
     for (int i = 0; i < PQntuples (res); i++) {
         int id = atoi (PQgetvalue (res, i, 0));
         const char *state = PQgetvalue (res, i, 1);
@@ -810,16 +835,8 @@ ef_sealer_step (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
         }
         else if (strcmp (state, "sealed") == 0) {
             sealed++;
-            if (rows < small_rows[0]) {
-                small[1] = small[0];
-                small_rows[1] = small_rows[0];
-                small[0] = id;
-                small_rows[0] = rows;
-            }
-            else if (rows < small_rows[1]) {
-                small[1] = id;
-                small_rows[1] = rows;
-            }
+            if (!s_merging (self, id) && n_free < S_MAX_BUILDING)
+                free_seg[n_free++] = (s_sized_t){id, rows};
         }
     }
     PQclear (res);
@@ -865,8 +882,14 @@ ef_sealer_step (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
         return 0;
     }
 
-    /* 2. indexes to build, 3. a merge: each on an idle builder */
-    if ((n_building > 0 || sealed > self->opts.max_segments)
+    /* 2. indexes to build, 3. a merge: each on an idle builder. While a
+          load keeps the builders behind (a sealed segment awaits its
+          index, or the growing one is half full), a merge would hold a
+          builder for the time of several builds and every row would wait
+          longer to be indexed: merges wait for a pause unless the
+          segments pile up beyond S_LOADING_SEGMENTS x max_segments. */
+    bool loading = unsealed_rows > 0 || rows >= self->opts.seal_rows / 2;
+    if ((n_building > 0 || sealed - merges > self->opts.max_segments)
         && s_recorded_index (self, &self->ix, err, errlen) != 0)
         return -1;
     int started = 0;
@@ -874,8 +897,11 @@ ef_sealer_step (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
         s_builder_t *b = &self->builders[i];
         if (b->busy != S_IDLE)
             continue;
+        int left = sealed - merges; /* once the running merges swap */
         if (n_building == 0
-            && (merging || sealed <= self->opts.max_segments || small[1] < 0))
+            && (left <= self->opts.max_segments || n_free < 2
+                || (loading
+                    && left <= S_LOADING_SEGMENTS * self->opts.max_segments)))
             break;
         if (PQstatus (b->conn) != CONNECTION_OK)
             PQreset (b->conn);
@@ -900,16 +926,19 @@ ef_sealer_step (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
             snprintf (detail, detlen, "indexing segment %d", id);
         }
         else {
-            /* too many sealed segments: merge the two smallest */
-            b->merge_rows = small_rows[0] + small_rows[1];
-            if (s_merge_start (self, b, small[0], small[1], next, err, errlen)
-                != 0) {
+            /* too many sealed segments: merge the two smallest free ones
+               (idle builders merge disjoint pairs side by side) */
+            s_sized_t x = s_take_smallest (free_seg, &n_free);
+            s_sized_t y = s_take_smallest (free_seg, &n_free);
+            b->merge_rows = x.rows + y.rows;
+            if (s_merge_start (self, b, x.id, y.id, next, err, errlen) != 0) {
                 self->recovered = false;
                 return -1;
             }
             snprintf (detail, detlen, "merging segments %d and %d into %d",
-                      small[0], small[1], next);
-            merging = true;
+                      x.id, y.id, next);
+            merges++;
+            next++;
         }
         started++;
     }

@@ -53,10 +53,13 @@ int ef_segments_index_apply (PGconn *conn, const char *quoted, int dim,
                              const ef_index_opts_t *want, const char *described,
                              char *err, size_t errlen);
 
-/* Rows of schema's embedding table that no ANN index covers yet (the
-   growing segment and segments whose index is being built), counted now;
-   0 when the schema is not segmented. Returns 0, or -1 with err (a
-   database error). */
+/* Rows of schema's embedding table that no ANN index covers yet: the
+   growing segment's as the writers' committed tallies say, and those of
+   segments whose index is being built as counted when they were sealed
+   (a batch that read the growing segment just before it was sealed
+   adds rows the count misses; the build indexes them). 0 when the
+   schema is not segmented. Cheap enough to poll. Returns 0, or -1 with
+   err (a database error). */
 int ef_segments_unindexed (PGconn *conn, const char *schema, int64_t *rows,
                            char *err, size_t errlen);
 

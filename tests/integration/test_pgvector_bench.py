@@ -23,7 +23,7 @@ SCHEMAS = {"through-index": "embedflow_bench_through_index",
            "load-then-build": "embedflow_bench_load_then_build",
            "embedflow": "embedflow_bench_pipeline"}
 FIELDS = {"rows", "load_s", "rows_per_s", "build_s", "searchable_s",
-          "indexed_s", "unindexed_at_commit", "indexed_at_start",
+          "indexed_s", "settled_s", "unindexed_at_commit", "indexed_at_start",
           "indexed_at_commit", "queries_during", "query_during_p50_s",
           "query_during_p95_s", "queries_at_rest", "query_at_rest_p50_s",
           "query_at_rest_p95_s", "recall_at_10"}
@@ -71,6 +71,8 @@ def test_bench_loads_into_an_indexed_table_three_ways(pdb, tmp_path,
          # embedflow's segments sealed small and soon, so it indexes all
          # within the test
          "--index.seal_rows", "500", "--index.seal_idle", "500ms",
+         # ... and merged down to two before the queries at rest
+         "--index.max_segments", "2",
          "--queries", "30", "--json", str(out), *plot],
         stdin=subprocess.DEVNULL, capture_output=True, text=True,
         timeout=600, env=clean_env())
@@ -119,6 +121,14 @@ def test_bench_loads_into_an_indexed_table_three_ways(pdb, tmp_path,
         build["load_s"] + build["build_s"], abs=0.002)
     emb = got["embedflow"]["median"]
     assert 0 <= emb["unindexed_at_commit"] <= 2000
+    # at rest once merges left index.max_segments sealed segments
+    assert emb["settled_s"] >= emb["indexed_s"]
+    assert pdb.scalar(
+        "SELECT count(*) FROM embedflow_bench_pipeline.segment "
+        "WHERE state = 'sealed'") <= 2
+    assert pdb.scalar(
+        "SELECT max (rows) FROM embedflow_bench_pipeline.segment "
+        "WHERE state = 'sealed'") > 500
     assert doc["params"]["searchable_rows"] == 500
     # both baselines end with the configured index
     for name in ("through-index", "load-then-build"):
@@ -133,6 +143,38 @@ def test_bench_loads_into_an_indexed_table_three_ways(pdb, tmp_path,
     if plot:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"plot: {png}" in p.stdout
+
+
+def test_bench_measures_only_the_contenders_named(pdb, tmp_path):
+    out = tmp_path / "bench.json"
+    p = subprocess.run(
+        [EMBEDFLOW_BIN, "bench", "--database", PGV, "--rows", "600",
+         "--dim", "16", "--runs", "1", "--writers", "1", "--index.method",
+         "hnsw", "--index.seal_rows", "200", "--index.seal_idle", "300ms",
+         "--queries", "5", "--contenders", "embedflow", "--json", str(out)],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=300, env=clean_env())
+    assert p.returncode == 0, p.stdout + p.stderr
+    rows = [line.split()[1] for line in p.stdout.splitlines()
+            if line.split()[:1] == ["1"]]
+    assert rows == ["embedflow"], p.stdout
+    # the targets compare all three: not printed without them
+    assert "targets:" not in p.stdout
+    doc = json.loads(out.read_text())
+    assert [r["contender"] for r in doc["results"]] == ["embedflow"]
+    assert doc["targets"] == []
+    for name in ("through-index", "load-then-build"):
+        assert pdb.scalar("SELECT to_regclass (%s) IS NULL",
+                          (f"{SCHEMAS[name]}.chunk",)), name
+
+    bad = subprocess.run(
+        [EMBEDFLOW_BIN, "bench", "--database", PGV, "--index.method", "hnsw",
+         "--contenders", "embedflow,through"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=60, env=clean_env())
+    assert bad.returncode == 2, bad.stdout + bad.stderr
+    assert "--contenders must be a list of through-index, load-then-build " \
+        "and embedflow" in bad.stderr
 
 
 @pytest.fixture
