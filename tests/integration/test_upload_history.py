@@ -159,6 +159,8 @@ def test_killed_upload_is_abandoned_by_the_next_process(embedflow, db,
     assert ABANDONED.match(gone["error"]), gone["error"]
     assert gone["finished_at"] == gone["heartbeat_at"]
     assert gone["received"] == 10          # the last beat's counts stay
+    # the row is committed before the line is logged
+    wait_until("the abandoned run to be logged", lambda: marked(second) >= 1)
     assert marked(second) == 1, second.log
     assert run_of(db, schema, "done-src")["status"] == "completed"
 
@@ -196,6 +198,8 @@ def test_live_upload_is_not_abandoned_by_another_process(embedflow, db,
             db, schema, "ghost-2")["status"] == "abandoned")
         r = run_of(db, schema, "live-src")
         assert (r["status"], r["error"]) == ("running", None)
+        wait_until("the abandoned runs to be logged",
+                   lambda: marked(other) >= 2)
         assert marked(other) == 2, other.log
         up.put(chunks[1])
     finally:
