@@ -4,6 +4,7 @@
 #include "bench/indexload.h"
 
 #include "bench/baselines.h"
+#include "bench/report.h"
 #include "embedflow/actor.h"
 #include "postgres/pg.h"
 #include "postgres/segments.h"
@@ -11,7 +12,6 @@
 #include "embedflow/v1/embedding.pb-c.h"
 
 #include <inttypes.h>
-#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -275,23 +275,11 @@ s_lat_add (s_lat_t *l, double s)
     return 0;
 }
 
-static int
-s_cmp_double (const void *a, const void *b)
-{
-    double x = *(const double *) a, y = *(const double *) b;
-    return x < y ? -1 : x > y;
-}
-
 /* The q-quantile of l (nearest rank), 0 when empty. Sorts l. */
 static double
 s_lat_quantile (s_lat_t *l, double q)
 {
-    if (l->n == 0)
-        return 0;
-    qsort (l->s, (size_t) l->n, sizeof *l->s, s_cmp_double);
-    int rank = (int) (q * l->n + 0.999999);
-    rank = rank < 1 ? 1 : rank > l->n ? l->n : rank;
-    return l->s[rank - 1];
+    return ef_report_quantile (l->s, l->n, q);
 }
 
 /* One nearest-neighbour query on its own connection. */
@@ -696,13 +684,6 @@ ef_indexload_run (ef_indexload_kind_t kind, const ef_indexload_opts_t *o,
 
 /* --- medians -------------------------------------------------------------- */
 
-static double
-s_median (double *v, int n)
-{
-    qsort (v, (size_t) n, sizeof *v, s_cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 void
 ef_indexload_median (const ef_indexload_result_t *runs, int n,
                      ef_indexload_result_t *out)
@@ -714,7 +695,7 @@ ef_indexload_median (const ef_indexload_result_t *runs, int n,
 #define S_MED(field)                                                           \
     for (int r = 0; r < n; r++)                                                \
         v[r] = (double) runs[r].field;                                         \
-    out->field = s_median (v, n);
+    out->field = ef_report_median (v, n);
     S_MED (load_s)
     S_MED (rows_s)
     S_MED (build_s)
@@ -729,19 +710,10 @@ ef_indexload_median (const ef_indexload_result_t *runs, int n,
 #undef S_MED
     for (int r = 0; r < n; r++)
         v[r] = (double) runs[r].unindexed;
-    out->unindexed = (int64_t) s_median (v, n);
+    out->unindexed = (int64_t) ef_report_median (v, n);
     for (int r = 0; r < n; r++)
         v[r] = (double) runs[r].during_n;
-    out->during_n = (int) s_median (v, n);
-}
-
-/* x rounded to `places` decimals: a measurement written no finer than
-   it was taken. */
-static json_t *
-s_real (double x, int places)
-{
-    double scale = pow (10, places);
-    return json_real (isfinite (x) ? round (x * scale) / scale : 0);
+    out->during_n = (int) ef_report_median (v, n);
 }
 
 json_t *
@@ -750,16 +722,18 @@ ef_indexload_json (const ef_indexload_result_t *r)
     return json_pack (
         "{s:I, s:o, s:o, s:o, s:o, s:o, s:o, s:I, s:b, s:b, s:i, s:o, s:o,"
         " s:i, s:o, s:o, s:o}",
-        "rows", (json_int_t) r->rows, "load_s", s_real (r->load_s, 3),
-        "rows_per_s", s_real (r->rows_s, 1), "build_s", s_real (r->build_s, 3),
-        "searchable_s", s_real (r->searchable_s, 3), "indexed_s",
-        s_real (r->indexed_s, 3), "settled_s", s_real (r->settled_s, 3),
-        "unindexed_at_commit", (json_int_t) r->unindexed, "indexed_at_start",
-        r->indexed_at_start, "indexed_at_commit", r->indexed_at_commit,
-        "queries_during", r->during_n, "query_during_p50_s",
-        s_real (r->during_p50, 6), "query_during_p95_s",
-        s_real (r->during_p95, 6), "queries_at_rest", r->rest_n,
-        "query_at_rest_p50_s", s_real (r->rest_p50, 6), "query_at_rest_p95_s",
-        s_real (r->rest_p95, 6), "recall_at_10",
-        r->recall < 0 ? json_null () : s_real (r->recall, 4));
+        "rows", (json_int_t) r->rows, "load_s", ef_report_real (r->load_s, 3),
+        "rows_per_s", ef_report_real (r->rows_s, 1), "build_s",
+        ef_report_real (r->build_s, 3), "searchable_s",
+        ef_report_real (r->searchable_s, 3), "indexed_s",
+        ef_report_real (r->indexed_s, 3), "settled_s",
+        ef_report_real (r->settled_s, 3), "unindexed_at_commit",
+        (json_int_t) r->unindexed, "indexed_at_start", r->indexed_at_start,
+        "indexed_at_commit", r->indexed_at_commit, "queries_during",
+        r->during_n, "query_during_p50_s", ef_report_real (r->during_p50, 6),
+        "query_during_p95_s", ef_report_real (r->during_p95, 6),
+        "queries_at_rest", r->rest_n, "query_at_rest_p50_s",
+        ef_report_real (r->rest_p50, 6), "query_at_rest_p95_s",
+        ef_report_real (r->rest_p95, 6), "recall_at_10",
+        r->recall < 0 ? json_null () : ef_report_real (r->recall, 4));
 }

@@ -26,6 +26,8 @@
 #include "actors/grpc_puller.h"
 #include "bench/baselines.h"
 #include "bench/indexload.h"
+#include "bench/indexreport.h"
+#include "bench/report.h"
 #include "cli/cli.h"
 #include "pipeline/observe.h"
 #include "testkit/loadgen.h"
@@ -764,21 +766,6 @@ s_run_pull (s_bench_t *b, int writers, s_measure_t *m)
 
 /* --- results ------------------------------------------------------------- */
 
-static int
-s_cmp_double (const void *a, const void *b)
-{
-    double x = *(const double *) a, y = *(const double *) b;
-    return x < y ? -1 : x > y;
-}
-
-/* Median of n values. */
-static double
-s_median (double *v, int n)
-{
-    qsort (v, (size_t) n, sizeof *v, s_cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 /* The median of every field over the runs of one contender and writer
    count (each field on its own). */
 static s_measure_t
@@ -790,7 +777,7 @@ s_medians (const s_bench_t *b, int c, int w)
 #define S_MED(field)                                                           \
     for (int r = 0; r < n; r++)                                                \
         v[r] = (double) b->results[c][w][r].field;                             \
-    out.field = s_median (v, n);
+    out.field = ef_report_median (v, n);
     S_MED (seconds)
     S_MED (rows_s)
     S_MED (mb_s)
@@ -803,10 +790,10 @@ s_medians (const s_bench_t *b, int c, int w)
 #undef S_MED
     for (int r = 0; r < n; r++)
         v[r] = (double) b->results[c][w][r].peak_rss;
-    out.peak_rss = (uint64_t) s_median (v, n);
+    out.peak_rss = (uint64_t) ef_report_median (v, n);
     for (int r = 0; r < n; r++)
         v[r] = (double) b->results[c][w][r].calls;
-    out.calls = (uint64_t) s_median (v, n);
+    out.calls = (uint64_t) ef_report_median (v, n);
     out.rows = b->results[c][w][0].rows;
     return out;
 }
@@ -883,31 +870,6 @@ s_print_table (const s_bench_t *b, FILE *out)
                  "stream -> its row committed.\n");
 }
 
-/* x rounded to `places` decimals, as a JSON number: a measurement is
-   written no finer than it was taken. */
-static json_t *
-s_real (double x, int places)
-{
-    double scale = pow (10, places);
-    return json_real (isfinite (x) ? round (x * scale) / scale : 0);
-}
-
-/* Writes doc (its reference taken) to path as indented JSON, keys in
-   the order they were set. Returns 0, -1 (logged) when doc is NULL (out
-   of memory building it) or the file cannot be written. */
-static int
-s_dump_json (json_t *doc, const char *path)
-{
-    int rc = doc ? json_dump_file (doc, path,
-                                   JSON_INDENT (2) | JSON_PRESERVE_ORDER
-                                       | JSON_REAL_PRECISION (15))
-                 : -1;
-    if (rc != 0)
-        ef_error ("cannot write %s%s", path, doc ? "" : ": out of memory");
-    json_decref (doc);
-    return rc;
-}
-
 /* One measurement as a JSON object; copy and staged are the medians the
    ratios are taken against. NULL when out of memory. */
 static json_t *
@@ -916,18 +878,20 @@ s_measure_json (const s_measure_t *m, int contender, const s_measure_t *copy,
 {
     json_t *o = json_pack (
         "{s:I, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:I, s:o, s:o}", "rows",
-        (json_int_t) m->rows, "seconds", s_real (m->seconds, 3), "rows_per_s",
-        s_real (m->rows_s, 1), "mb_per_s", s_real (m->mb_s, 2), "ratio_copy",
-        s_real (copy->rows_s > 0 ? m->rows_s / copy->rows_s : 0, 3),
+        (json_int_t) m->rows, "seconds", ef_report_real (m->seconds, 3),
+        "rows_per_s", ef_report_real (m->rows_s, 1), "mb_per_s",
+        ef_report_real (m->mb_s, 2), "ratio_copy",
+        ef_report_real (copy->rows_s > 0 ? m->rows_s / copy->rows_s : 0, 3),
         "ratio_staged",
-        s_real (staged->rows_s > 0 ? m->rows_s / staged->rows_s : 0, 3),
-        "latency_p50_s", s_real (m->p50, 6), "latency_p95_s",
-        s_real (m->p95, 6), "latency_p99_s", s_real (m->p99, 6),
+        ef_report_real (staged->rows_s > 0 ? m->rows_s / staged->rows_s : 0, 3),
+        "latency_p50_s", ef_report_real (m->p50, 6), "latency_p95_s",
+        ef_report_real (m->p95, 6), "latency_p99_s", ef_report_real (m->p99, 6),
         "peak_rss_bytes", (json_int_t) m->peak_rss, "cpu_self_s",
-        s_real (m->cpu_self, 3), "cpu_postgres_s",
-        m->cpu_pg < 0 ? json_null () : s_real (m->cpu_pg, 3));
+        ef_report_real (m->cpu_self, 3), "cpu_postgres_s",
+        m->cpu_pg < 0 ? json_null () : ef_report_real (m->cpu_pg, 3));
     if (o && contender == S_PULL
-        && (json_object_set_new (o, "server_encode_s", s_real (m->encode_s, 3))
+        && (json_object_set_new (o, "server_encode_s",
+                                 ef_report_real (m->encode_s, 3))
             || json_object_set_new (o, "calls",
                                     json_integer ((json_int_t) m->calls)))) {
         json_decref (o);
@@ -990,16 +954,9 @@ s_write_json (const s_bench_t *b, const char *path, int argc, char **argv)
         (json_int_t) b->rows, "row_rows", (json_int_t) b->row_rows, "dim",
         b->dim, "chunk_rows", b->chunk_rows, "batch_rows", b->batch_rows,
         "streams", b->streams, "runs", b->runs, "upsert_ratio",
-        s_real (b->upsert_ratio, 6), "pull", b->pull, "writers", writers,
-        "results", results);
-    return s_dump_json (doc, path);
-}
-
-/* True when gnuplot can be run. */
-static bool
-s_have_gnuplot (void)
-{
-    return system ("command -v gnuplot >/dev/null 2>&1") == 0;
+        ef_report_real (b->upsert_ratio, 6), "pull", b->pull, "writers",
+        writers, "results", results);
+    return ef_report_dump_json (doc, path);
 }
 
 /* Draws throughput per writer count and the pipeline's latency
@@ -1007,16 +964,10 @@ s_have_gnuplot (void)
 static int
 s_plot (const s_bench_t *b, const char *path)
 {
-    char data[] = "/tmp/embedflow-bench-XXXXXX";
-    int fd = mkstemp (data);
-    if (fd < 0)
+    char data[EF_REPORT_DATA_PATH];
+    FILE *d = ef_report_data (data);
+    if (!d)
         return -1;
-    FILE *d = fdopen (fd, "w");
-    if (!d) {
-        close (fd);
-        unlink (data);
-        return -1;
-    }
     fprintf (d, "# writers copy staged row embedflow pull p50 p95 p99 (ms), "
                 "pull p50 p95 p99 (ms)\n");
     for (int w = 0; w < b->n_writers; w++) {
@@ -1030,37 +981,38 @@ s_plot (const s_bench_t *b, const char *path)
                  p.p99 * 1e3);
     }
     fclose (d);
-    FILE *g = popen ("gnuplot", "w");
-    if (!g) {
+    char *script = NULL;
+    if (asprintf (
+            &script,
+            "set terminal pngcairo size 1100,450 noenhanced\n"
+            "set output '%s'\n"
+            "set multiplot layout 1,2 title 'embedflow bench: %llu rows x %d "
+            "dims, median of %d'\n"
+            "set key top left\nset grid\n"
+            "set xlabel 'writers (= connections)'\nset ylabel 'rows/s'\n"
+            "set xtics 1\nset yrange [0:*]\n"
+            "set style data linespoints\n"
+            "plot '%s' using 1:2 title '(a) COPY', '' using 1:3 title '(b) "
+            "staged upsert', '' using 1:4 title '(c) row at a time', '' using "
+            "1:5 title 'embedflow' lw 2%s\n"
+            "set ylabel 'latency, ms (chunk received -> committed)'\n"
+            "plot '%s' using 1:7 title 'p50', '' using 1:8 title 'p95', '' "
+            "using 1:9 title 'p99'%s\n"
+            "unset multiplot\n",
+            path, (unsigned long long) b->rows, b->dim, b->runs, data,
+            b->pull ? ", '' using 1:6 title 'embedflow pull' lw 2 dt 2" : "",
+            data,
+            b->pull ? ", '' using 1:10 title 'pull p50' dt 2, '' using 1:11 "
+                      "title 'pull p95' dt 2, '' using 1:12 title 'pull p99' "
+                      "dt 2"
+                    : "")
+        < 0) {
         unlink (data);
         return -1;
     }
-    fprintf (g,
-             "set terminal pngcairo size 1100,450 noenhanced\n"
-             "set output '%s'\n"
-             "set multiplot layout 1,2 title 'embedflow bench: %llu rows x %d "
-             "dims, median of %d'\n"
-             "set key top left\nset grid\n"
-             "set xlabel 'writers (= connections)'\nset ylabel 'rows/s'\n"
-             "set xtics 1\nset yrange [0:*]\n"
-             "set style data linespoints\n"
-             "plot '%s' using 1:2 title '(a) COPY', '' using 1:3 title '(b) "
-             "staged upsert', '' using 1:4 title '(c) row at a time', '' using "
-             "1:5 title 'embedflow' lw 2%s\n"
-             "set ylabel 'latency, ms (chunk received -> committed)'\n"
-             "plot '%s' using 1:7 title 'p50', '' using 1:8 title 'p95', '' "
-             "using 1:9 title 'p99'%s\n"
-             "unset multiplot\n",
-             path, (unsigned long long) b->rows, b->dim, b->runs, data,
-             b->pull ? ", '' using 1:6 title 'embedflow pull' lw 2 dt 2" : "",
-             data,
-             b->pull ? ", '' using 1:10 title 'pull p50' dt 2, '' using 1:11 "
-                       "title 'pull p95' dt 2, '' using 1:12 title 'pull p99' "
-                       "dt 2"
-                     : "");
-    int rc = pclose (g);
-    unlink (data);
-    return rc == 0 ? 0 : -1;
+    int rc = ef_report_gnuplot (script, data);
+    free (script);
+    return rc;
 }
 
 /* Prints (and writes as JSON) the outcome of --memory. Returns
@@ -1091,10 +1043,10 @@ s_print_memory (const s_bench_t *b, const s_measure_t *m, const char *json)
         "{s:{s:I, s:i, s:i, s:i, s:I, s:o, s:I, s:I, s:I, s:i}}", "memory",
         "rows", (json_int_t) b->rows, "dim", b->dim, "writers", b->writers[0],
         "slow_ms", b->slow_ms, "rows_written", (json_int_t) m->rows, "seconds",
-        s_real (m->seconds, 3), "mark_rows", (json_int_t) b->mark_rows,
+        ef_report_real (m->seconds, 3), "mark_rows", (json_int_t) b->mark_rows,
         "peak_rss_at_mark_bytes", (json_int_t) b->rss_at_mark, "peak_rss_bytes",
         (json_int_t) b->rss_peak, "samples", b->rss_samples);
-    return s_dump_json (doc, json) == 0 ? EF_EXIT_OK : EF_EXIT_FAIL;
+    return ef_report_dump_json (doc, json) == 0 ? EF_EXIT_OK : EF_EXIT_FAIL;
 }
 
 /* --sweep: the pipeline alone for every writer count and batch size;
@@ -1128,8 +1080,8 @@ s_run_sweep (s_bench_t *b, const char *json)
                          isatty (STDERR_FILENO) ? "\r\033[K" : "",
                          b->writers[w], b->sweep[k], r + 1, m.rows_s);
             }
-            rate[w][k] = s_median (rs, b->runs);
-            p99[w][k] = s_median (ps, b->runs);
+            rate[w][k] = ef_report_median (rs, b->runs);
+            p99[w][k] = ef_report_median (ps, b->runs);
             if (rate[w][k] > rate[best_w][best_s])
                 best_w = w, best_s = k;
         }
@@ -1160,15 +1112,16 @@ s_run_sweep (s_bench_t *b, const char *json)
     for (int w = 0; points && w < b->n_writers; w++)
         for (int k = 0; k < b->n_sweep; k++)
             json_array_append_new (
-                points, json_pack ("{s:i, s:i, s:o, s:o}", "writers",
-                                   b->writers[w], "batch_rows", b->sweep[k],
-                                   "rows_per_s", s_real (rate[w][k], 1),
-                                   "latency_p99_s", s_real (p99[w][k], 6)));
+                points,
+                json_pack ("{s:i, s:i, s:o, s:o}", "writers", b->writers[w],
+                           "batch_rows", b->sweep[k], "rows_per_s",
+                           ef_report_real (rate[w][k], 1), "latency_p99_s",
+                           ef_report_real (p99[w][k], 6)));
     json_t *doc = json_pack ("{s:o, s:{s:i, s:i, s:o}}", "sweep", points,
                              "best", "writers", b->writers[best_w],
                              "batch_rows", b->sweep[best_s], "rows_per_s",
-                             s_real (rate[best_w][best_s], 1));
-    return s_dump_json (doc, json) == 0 ? EF_EXIT_OK : EF_EXIT_FAIL;
+                             ef_report_real (rate[best_w][best_s], 1));
+    return ef_report_dump_json (doc, json) == 0 ? EF_EXIT_OK : EF_EXIT_FAIL;
 }
 
 /* --- with an ANN index ---------------------------------------------------- */
@@ -1287,6 +1240,28 @@ static const char *s_index_schemas[EF_INDEXLOAD_KINDS] = {
     "embedflow_bench_through_index", "embedflow_bench_load_then_build",
     "embedflow_bench_pipeline"};
 
+/* The index bench's runs as its reports take them. */
+static ef_indexreport_t
+s_index_report (const s_bench_t *b)
+{
+    return (ef_indexreport_t){.rows = b->rows,
+                              .dim = b->dim,
+                              .batch_rows = b->batch_rows,
+                              .runs = b->runs,
+                              .writers = b->writers,
+                              .n_writers = b->n_writers,
+                              .contender = b->contender,
+                              .index = &b->schema_opts.index,
+                              .vector_type = b->cli->globals->vector_type,
+                              .build_memory = b->build_memory,
+                              .searchable_rows = b->searchable_rows,
+                              .queries = b->queries,
+                              .query_rate = b->query_rate,
+                              .results = &b->idx[0][0][0],
+                              .max_writers = S_MAX_WRITERS,
+                              .max_runs = S_MAX_RUNS};
+}
+
 /* Every run of the three contenders. Returns 0 or -1 (logged). */
 static int
 s_run_index (s_bench_t *b)
@@ -1344,222 +1319,6 @@ s_run_index (s_bench_t *b)
                          m->searchable_s);
             }
     return 0;
-}
-
-/* Whether every contender was measured: the targets compare them. */
-static bool
-s_all_contenders (const s_bench_t *b)
-{
-    for (int k = 0; k < EF_INDEXLOAD_KINDS; k++)
-        if (!b->contender[k])
-            return false;
-    return true;
-}
-
-/* Ratio x / y, 0 when y is not positive. */
-static double
-s_ratio (double x, double y)
-{
-    return y > 0 ? x / y : 0;
-}
-
-static void
-s_print_index (const s_bench_t *b, FILE *out)
-{
-    char index[128];
-    ef_index_describe (&b->schema_opts.index, index, sizeof index);
-    fprintf (out,
-             "\nembedflow bench: %llu rows x %d dims into a table indexed "
-             "%s, batch %d rows,\nmaintenance_work_mem %lld MB, median of "
-             "%d run%s\n\n",
-             (unsigned long long) b->rows, b->dim, index, b->batch_rows,
-             (long long) (b->build_memory >> 20), b->runs,
-             b->runs == 1 ? "" : "s");
-    fprintf (out, "%-7s %-16s %8s %8s %8s %11s %9s %19s %19s %7s\n", "writers",
-             "contender", "rows/s", "load s", "build s", "searchable",
-             "indexed", "during p50/p95 ms", "at rest p50/p95 ms", "recall");
-    for (int w = 0; w < b->n_writers; w++) {
-        ef_indexload_result_t med[EF_INDEXLOAD_KINDS];
-        for (int k = 0; k < EF_INDEXLOAD_KINDS; k++) {
-            if (!b->contender[k])
-                continue;
-            ef_indexload_median (b->idx[k][w], b->runs, &med[k]);
-            const ef_indexload_result_t *m = &med[k];
-            char recall[16];
-            if (m->recall < 0)
-                snprintf (recall, sizeof recall, "n/a");
-            else
-                snprintf (recall, sizeof recall, "%.3f", m->recall);
-            fprintf (out,
-                     "%-7d %-16s %8.0f %8.1f %8.1f %9.1f s %7.1f s %9.1f / "
-                     "%7.1f %9.1f / %7.1f %7s\n",
-                     b->writers[w], ef_indexload_name (k), m->rows_s, m->load_s,
-                     m->build_s, m->searchable_s, m->indexed_s,
-                     m->during_p50 * 1e3, m->during_p95 * 1e3,
-                     m->rest_p50 * 1e3, m->rest_p95 * 1e3, recall);
-        }
-        if (!s_all_contenders (b))
-            continue;
-        const ef_indexload_result_t *e = &med[EF_INDEXLOAD_EMBEDFLOW];
-        double through =
-            s_ratio (med[EF_INDEXLOAD_THROUGH].searchable_s, e->searchable_s);
-        double build =
-            s_ratio (med[EF_INDEXLOAD_BUILD].searchable_s, e->searchable_s);
-        double p95 = s_ratio (e->during_p95, e->rest_p95);
-        fprintf (out,
-                 "        targets: embedflow searchable %.2f x sooner than "
-                 "through-index [>= 5 %s], %.2f x\n"
-                 "                 sooner than load-then-build [>= 1.5 %s]; "
-                 "query p95 during %.2f x at rest [<= 3 %s]\n",
-                 through, through >= 5 ? "met" : "MISSED", build,
-                 build >= 1.5 ? "met" : "MISSED", p95,
-                 p95 <= 3 ? "met" : "MISSED");
-    }
-    char rate[48] = "back to back";
-    if (b->query_rate > 0)
-        snprintf (rate, sizeof rate, "%lld a second",
-                  (long long) b->query_rate);
-    fprintf (
-        out,
-        "\nthrough-index: binary COPY into chunk + embedding with its ANN "
-        "index made beforehand\n"
-        "load-then-build: the same COPY into the table without the index, "
-        "then CREATE INDEX\n"
-        "embedflow: the pipeline (load generator -> gRPC -> PostgreSQL) "
-        "with index.method as\n"
-        "    configured; it counts as searchable once at most %lld rows "
-        "await an index\n"
-        "searchable, indexed: seconds from the load's start until every "
-        "row is searchable, and\n"
-        "    until an ANN index covers every row\n"
-        "during: top-10 queries (ORDER BY vector %s $1 LIMIT 10), %s on "
-        "their own\n"
-        "    connection from the load's start until every row is indexed; "
-        "at rest: %d queries\n"
-        "    afterwards; recall: recall@10 of the first %d of them against "
-        "an exact search\n",
-        (long long) b->searchable_rows,
-        ef_indexload_operator (b->schema_opts.index.metric), rate, b->queries,
-        b->queries < 50 ? b->queries : 50);
-}
-
-/* Writes the index bench's measurements as JSON. Returns 0 or -1. */
-static int
-s_write_index_json (const s_bench_t *b, const char *path, const char *command)
-{
-    char index[128];
-    ef_index_describe (&b->schema_opts.index, index, sizeof index);
-    json_t *writers = json_array ();
-    json_t *results = json_array ();
-    json_t *targets = json_array ();
-    for (int w = 0; writers && w < b->n_writers; w++)
-        json_array_append_new (writers, json_integer (b->writers[w]));
-    for (int w = 0; results && targets && w < b->n_writers; w++) {
-        ef_indexload_result_t med[EF_INDEXLOAD_KINDS];
-        for (int k = 0; k < EF_INDEXLOAD_KINDS; k++) {
-            if (!b->contender[k])
-                continue;
-            ef_indexload_median (b->idx[k][w], b->runs, &med[k]);
-            json_t *runs = json_array ();
-            for (int r = 0; runs && r < b->runs; r++)
-                json_array_append_new (runs,
-                                       ef_indexload_json (&b->idx[k][w][r]));
-            json_array_append_new (
-                results, json_pack ("{s:s, s:i, s:o, s:o}", "contender",
-                                    ef_indexload_name (k), "writers",
-                                    b->writers[w], "median",
-                                    ef_indexload_json (&med[k]), "runs", runs));
-        }
-        if (!s_all_contenders (b))
-            continue;
-        const ef_indexload_result_t *e = &med[EF_INDEXLOAD_EMBEDFLOW];
-        json_array_append_new (
-            targets,
-            json_pack ("{s:i, s:o, s:o, s:o}", "writers", b->writers[w],
-                       "searchable_vs_through_index",
-                       s_real (s_ratio (med[EF_INDEXLOAD_THROUGH].searchable_s,
-                                        e->searchable_s),
-                               3),
-                       "searchable_vs_load_then_build",
-                       s_real (s_ratio (med[EF_INDEXLOAD_BUILD].searchable_s,
-                                        e->searchable_s),
-                               3),
-                       "p95_during_vs_rest",
-                       s_real (s_ratio (e->during_p95, e->rest_p95), 3)));
-    }
-    json_t *cmd = json_string (command);
-    json_t *doc = json_pack (
-        "{s:o, s:{s:I, s:i, s:i, s:i, s:s, s:s, s:I, s:I, s:i, s:I, s:o}, "
-        "s:o, s:o}",
-        "command", cmd ? cmd : json_null (), "params", "rows",
-        (json_int_t) b->rows, "dim", b->dim, "batch_rows", b->batch_rows,
-        "runs", b->runs, "index", index, "vector_type",
-        b->cli->globals->vector_type, "build_memory_bytes",
-        (json_int_t) b->build_memory, "searchable_rows",
-        (json_int_t) b->searchable_rows, "queries", b->queries, "query_rate",
-        (json_int_t) b->query_rate, "writers", writers, "results", results,
-        "targets", targets);
-    return s_dump_json (doc, path);
-}
-
-/* Draws, per contender and writer count, the time until searchable and
-   indexed, and the query percentiles, into path (PNG). Returns 0 or -1. */
-static int
-s_plot_index (const s_bench_t *b, const char *path)
-{
-    char data[] = "/tmp/embedflow-bench-XXXXXX";
-    int fd = mkstemp (data);
-    if (fd < 0)
-        return -1;
-    FILE *d = fdopen (fd, "w");
-    if (!d) {
-        close (fd);
-        unlink (data);
-        return -1;
-    }
-    fprintf (d, "# contender searchable_s indexed_s during_p50_ms "
-                "during_p95_ms rest_p50_ms rest_p95_ms\n");
-    for (int w = 0; w < b->n_writers; w++)
-        for (int k = 0; k < EF_INDEXLOAD_KINDS; k++) {
-            if (!b->contender[k])
-                continue;
-            ef_indexload_result_t m;
-            ef_indexload_median (b->idx[k][w], b->runs, &m);
-            fprintf (d, "\"%s, %d w\" %.3f %.3f %.3f %.3f %.3f %.3f\n",
-                     ef_indexload_name (k), b->writers[w], m.searchable_s,
-                     m.indexed_s, m.during_p50 * 1e3, m.during_p95 * 1e3,
-                     m.rest_p50 * 1e3, m.rest_p95 * 1e3);
-        }
-    fclose (d);
-    char index[128];
-    ef_index_describe (&b->schema_opts.index, index, sizeof index);
-    FILE *g = popen ("gnuplot", "w");
-    if (!g) {
-        unlink (data);
-        return -1;
-    }
-    fprintf (g,
-             "set terminal pngcairo size 1200,480 noenhanced\n"
-             "set output '%s'\n"
-             "set multiplot layout 1,2 title 'embedflow bench: %llu rows x "
-             "%d dims into a table indexed %s, median of %d'\n"
-             "set style data histograms\nset style histogram cluster gap 1\n"
-             "set style fill solid 0.8 border -1\nset boxwidth 0.9\n"
-             "set key above\nset grid ytics\nset yrange [0:*]\n"
-             "set xtics rotate by -20\n"
-             "set ylabel 'seconds from the load''s start'\n"
-             "plot '%s' using 2:xtic(1) title 'every row searchable', '' "
-             "using 3 title 'every row indexed'\n"
-             "set ylabel 'top-10 query latency, ms'\n"
-             "plot '%s' using 4:xtic(1) title 'p50 during', '' using 5 "
-             "title 'p95 during', '' using 6 title 'p50 at rest', '' using 7 "
-             "title 'p95 at rest'\n"
-             "unset multiplot\n",
-             path, (unsigned long long) b->rows, b->dim, index, b->runs, data,
-             data);
-    int rc = pclose (g);
-    unlink (data);
-    return rc == 0 ? 0 : -1;
 }
 
 /* --- the command --------------------------------------------------------- */
@@ -1839,7 +1598,7 @@ ef_cmd_bench (int argc, char **argv)
         ef_cli_close (&cli);
         return rc;
     }
-    if (plot && !s_have_gnuplot ()) {
+    if (plot && !ef_report_have_gnuplot ()) {
         fprintf (stderr, "embedflow bench: --plot: gnuplot is not available "
                          "(apt-get install gnuplot-nox); measuring without "
                          "the plot\n");
@@ -1927,10 +1686,11 @@ ef_cmd_bench (int argc, char **argv)
     if (rc == EF_EXIT_OK && b->index) {
         char command[4096];
         s_command_line (argc, argv, command, sizeof command);
-        s_print_index (b, stdout);
-        if (json && s_write_index_json (b, json, command) != 0)
+        ef_indexreport_t report = s_index_report (b);
+        ef_indexreport_print (&report, stdout);
+        if (json && ef_indexreport_json (&report, json, command) != 0)
             rc = EF_EXIT_FAIL;
-        if (plot && s_plot_index (b, plot) != 0) {
+        if (plot && ef_indexreport_plot (&report, plot) != 0) {
             ef_error ("gnuplot failed to draw %s", plot);
             rc = EF_EXIT_FAIL;
         }
