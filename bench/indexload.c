@@ -509,6 +509,27 @@ s_copy_load (const ef_indexload_opts_t *o, double *seconds, char *err,
     return 0;
 }
 
+/* Sleeps before the next look at the embedflow contender's segments,
+   after_load seconds after its last commit. Returns 0, or -1 with err
+   when the bench is interrupted or "what ... s after the load" has gone
+   on past the deadline. */
+static int
+s_keep_waiting (const ef_indexload_opts_t *o, double after_load,
+                const char *what, char *err, size_t errlen)
+{
+    if (o->stop && atomic_load (o->stop)) {
+        snprintf (err, errlen, "interrupted");
+        return -1;
+    }
+    if (after_load > S_INDEX_DEADLINE_S) {
+        snprintf (err, errlen, "%s %.0f s after the load", what,
+                  S_INDEX_DEADLINE_S);
+        return -1;
+    }
+    s_sleep_ms (S_POLL_MS);
+    return 0;
+}
+
 /* Waits until no row of the embedflow contender awaits an index,
    noting when at most searchable_rows did. Times count from since, the
    last commit, onto load_s. Returns 0 or -1 with err. */
@@ -530,18 +551,11 @@ s_wait_indexed (PGconn *conn, const ef_indexload_opts_t *o, double since,
             res->indexed_s = at;
             return 0;
         }
-        if (o->stop && atomic_load (o->stop)) {
-            snprintf (err, errlen, "interrupted");
+        char what[64];
+        snprintf (what, sizeof what, "%" PRId64 " rows still await an index",
+                  rows);
+        if (s_keep_waiting (o, at - res->load_s, what, err, errlen) != 0)
             return -1;
-        }
-        if (at - res->load_s > S_INDEX_DEADLINE_S) {
-            snprintf (err, errlen,
-                      "%" PRId64 " rows still await an index %.0f s after "
-                      "the load",
-                      rows, S_INDEX_DEADLINE_S);
-            return -1;
-        }
-        s_sleep_ms (S_POLL_MS);
     }
 }
 
@@ -569,18 +583,11 @@ s_wait_settled (PGconn *conn, const ef_indexload_opts_t *o, double since,
             res->settled_s = at;
             return 0;
         }
-        if (o->stop && atomic_load (o->stop)) {
-            snprintf (err, errlen, "interrupted");
+        char what[64];
+        snprintf (what, sizeof what, "%ld sealed segments are still not merged",
+                  sealed);
+        if (s_keep_waiting (o, at - res->load_s, what, err, errlen) != 0)
             return -1;
-        }
-        if (at - res->load_s > S_INDEX_DEADLINE_S) {
-            snprintf (err, errlen,
-                      "%ld sealed segments are still not merged %.0f s after "
-                      "the load",
-                      sealed, S_INDEX_DEADLINE_S);
-            return -1;
-        }
-        s_sleep_ms (S_POLL_MS);
     }
 }
 
