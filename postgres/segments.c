@@ -16,6 +16,7 @@
         late.
 */
 #include "postgres/segments.h"
+#include "postgres/sealplan.h"
 #include "postgres/pg.h"
 #include "postgres/schema.h"
 
@@ -39,10 +40,6 @@ typedef enum {
 /* Segments waiting for an index, and sealed ones to merge, that one
    step looks at. */
 #define S_MAX_BUILDING 64
-
-/* How many times max_segments sealed segments may pile up while a load
-   keeps the builders busy before a merge takes a builder from it. */
-#define S_LOADING_SEGMENTS 4
 
 /* A connection that runs builds and merges, one at a time. */
 typedef struct {
@@ -751,12 +748,6 @@ ef_sealer_poll (ef_sealer_t *self, int builder, ef_seal_step_t *did,
     return 0;
 }
 
-/* A segment and its rows. */
-typedef struct {
-    int id;       /* segment */
-    int64_t rows; /* its live rows */
-} s_sized_t;
-
 /* Whether a running merge has taken segment id. */
 static bool
 s_merging (const ef_sealer_t *self, int id)
@@ -768,20 +759,6 @@ s_merging (const ef_sealer_t *self, int id)
             return true;
     }
     return false;
-}
-
-/* Removes the segment with the fewest rows from set (*n > 0) and
-   returns it. */
-static s_sized_t
-s_take_smallest (s_sized_t *set, int *n)
-{
-    int min = 0;
-    for (int i = 1; i < *n; i++)
-        if (set[i].rows < set[min].rows)
-            min = i;
-    s_sized_t taken = set[min];
-    set[min] = set[--*n];
-    return taken;
 }
 
 int
@@ -813,7 +790,7 @@ ef_sealer_step (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
         merges += b->busy == S_MERGE_COPYING || b->busy == S_MERGE_INDEXING;
     }
     /* sealed segments no running merge has taken, to pick from */
-    s_sized_t free_seg[S_MAX_BUILDING];
+    ef_seal_segment_t free_seg[S_MAX_BUILDING];
     int n_free = 0;
     for (int i = 0; i < PQntuples (res); i++) {
         int id = atoi (PQgetvalue (res, i, 0));
@@ -836,7 +813,7 @@ ef_sealer_step (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
         else if (strcmp (state, "sealed") == 0) {
             sealed++;
             if (!s_merging (self, id) && n_free < S_MAX_BUILDING)
-                free_seg[n_free++] = (s_sized_t){id, rows};
+                free_seg[n_free++] = (ef_seal_segment_t){id, rows};
         }
     }
     PQclear (res);
@@ -882,13 +859,18 @@ ef_sealer_step (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
         return 0;
     }
 
-    /* 2. indexes to build, 3. a merge: each on an idle builder. While a
-          load keeps the builders behind (a sealed segment awaits its
-          index, or the growing one is half full), a merge would hold a
-          builder for the time of several builds and every row would wait
-          longer to be indexed: merges wait for a pause unless the
-          segments pile up beyond S_LOADING_SEGMENTS x max_segments. */
-    bool loading = unsealed_rows > 0 || rows >= self->opts.seal_rows / 2;
+    /* 2. indexes to build, 3. merges: each on an idle builder, as
+          postgres/sealplan.h decides. A load keeps the builders behind
+          while a sealed segment awaits its index or the growing one is
+          half full. */
+    ef_seal_view_t view = {.awaiting = n_building,
+                           .sealed = sealed,
+                           .merges = merges,
+                           .loading = unsealed_rows > 0
+                                      || rows >= self->opts.seal_rows / 2,
+                           .max_segments = self->opts.max_segments,
+                           .merge = free_seg,
+                           .n_merge = n_free};
     if ((n_building > 0 || sealed - merges > self->opts.max_segments)
         && s_recorded_index (self, &self->ix, err, errlen) != 0)
         return -1;
@@ -897,15 +879,13 @@ ef_sealer_step (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
         s_builder_t *b = &self->builders[i];
         if (b->busy != S_IDLE)
             continue;
-        int left = sealed - merges; /* once the running merges swap */
-        if (n_building == 0
-            && (left <= self->opts.max_segments || n_free < 2
-                || (loading
-                    && left <= S_LOADING_SEGMENTS * self->opts.max_segments)))
+        ef_seal_segment_t x, y;
+        ef_seal_work_t work = ef_seal_next (&view, &x, &y);
+        if (work == EF_SEAL_IDLE)
             break;
         if (PQstatus (b->conn) != CONNECTION_OK)
             PQreset (b->conn);
-        if (n_building > 0) {
+        if (work == EF_SEAL_BUILD) {
             int id = building[--n_building];
             if (self->ix.method == EF_INDEX_NONE) {
                 /* the index was applied away: sealed as it is */
@@ -926,10 +906,6 @@ ef_sealer_step (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
             snprintf (detail, detlen, "indexing segment %d", id);
         }
         else {
-            /* too many sealed segments: merge the two smallest free ones
-               (idle builders merge disjoint pairs side by side) */
-            s_sized_t x = s_take_smallest (free_seg, &n_free);
-            s_sized_t y = s_take_smallest (free_seg, &n_free);
             b->merge_rows = x.rows + y.rows;
             if (s_merge_start (self, b, x.id, y.id, next, err, errlen) != 0) {
                 self->recovered = false;
@@ -937,7 +913,6 @@ ef_sealer_step (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
             }
             snprintf (detail, detlen, "merging segments %d and %d into %d",
                       x.id, y.id, next);
-            merges++;
             next++;
         }
         started++;

@@ -1,0 +1,36 @@
+/*  sealplan.c — the index-sealer's choice of work (see sealplan.h).
+*/
+#include "postgres/sealplan.h"
+
+/* Removes the segment with the fewest rows from set (*n > 0) and
+   returns it. */
+static ef_seal_segment_t
+s_take_smallest (ef_seal_segment_t *set, int *n)
+{
+    int min = 0;
+    for (int i = 1; i < *n; i++)
+        if (set[i].rows < set[min].rows)
+            min = i;
+    ef_seal_segment_t taken = set[min];
+    set[min] = set[--*n];
+    return taken;
+}
+
+ef_seal_work_t
+ef_seal_next (ef_seal_view_t *view, ef_seal_segment_t *a, ef_seal_segment_t *b)
+{
+    if (view->awaiting > 0) {
+        view->awaiting--;
+        return EF_SEAL_BUILD;
+    }
+    int64_t left = view->sealed - view->merges; /* once merges swap */
+    int64_t bound = view->loading
+                        ? EF_SEAL_LOADING_SEGMENTS * view->max_segments
+                        : view->max_segments;
+    if (left <= bound || view->n_merge < 2)
+        return EF_SEAL_IDLE;
+    *a = s_take_smallest (view->merge, &view->n_merge);
+    *b = s_take_smallest (view->merge, &view->n_merge);
+    view->merges++;
+    return EF_SEAL_MERGE;
+}
