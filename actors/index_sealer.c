@@ -30,6 +30,8 @@
 #include "postgres/segments.h"
 
 #define S_MAX_BUILDERS 6 /* within EF_ACTOR_MAX_WATCHES */
+/* the longest pause between looks while nothing comes or builds */
+#define S_IDLE_MAX_MS 1000
 
 typedef struct {
     int64_t check_every; /* ms between looks at the growing segment */
@@ -40,7 +42,8 @@ static const ef_option_t s_options[] = {
     {"check_every", EF_OPT_MS, "100ms", offsetof (s_options_t, check_every), 10,
      3600000,
      "how often the growing segment is counted (a full one is sealed "
-     "within this)"},
+     "within this); while no rows come and nothing builds, the looks "
+     "thin out to one a second"},
     {"builders", EF_OPT_INT, "2", offsetof (s_options_t, builders), 1,
      S_MAX_BUILDERS,
      "index builds and merges run at once, each on its own connection "
@@ -69,6 +72,8 @@ struct s_self {
     ef_gauge_t *sealed;                /* sealed segments */
     ef_histogram_t *builds;            /* seconds of each build */
     ef_histogram_t *merges;            /* seconds of each merge */
+    int64_t wait_ms;                   /* until the next step when idle */
+    int64_t last_waiting;              /* stats.waiting at the last step */
 };
 
 static int
@@ -192,10 +197,23 @@ s_after (ef_actor_t *actor, s_self_t *self, int rc, ef_seal_step_t did,
         ef_info ("%s", detail);
     /* after work there may be more (a build after a rotation); while a
        build runs the growing segment is still counted and rotated on
-       the other connection */
+       the other connection. With no rows coming and nothing building,
+       the looks thin out to one per S_IDLE_MAX_MS (each is a few
+       queries on the server); a new row brings the pace back. */
+    bool busy = false;
+    for (int i = 0; i < self->n_builders; i++)
+        busy |= ef_sealer_fd (self->sealer, i) >= 0;
+    bool idle =
+        did == EF_SEAL_NOTHING && !busy && stats.waiting == self->last_waiting;
+    self->last_waiting = stats.waiting;
+    self->wait_ms = !idle ? self->opts->check_every
+                    : self->wait_ms * 2 < S_IDLE_MAX_MS ? self->wait_ms * 2
+                                                        : S_IDLE_MAX_MS;
+    if (self->wait_ms < self->opts->check_every)
+        self->wait_ms = self->opts->check_every;
     ef_actor_wake_in (actor, did != EF_SEAL_NOTHING && did != EF_SEAL_STARTED
                                  ? 0
-                                 : self->opts->check_every);
+                                 : self->wait_ms);
 }
 
 static int

@@ -6,10 +6,12 @@ ones are merged, an update of a row in a sealed segment leaves exactly
 one version, writers wait while too many rows lack an index, queries
 keep working through all of it, and a process killed in the middle of
 a build loses nothing and leaves nothing behind."""
+import os
 import random
 import subprocess
 import signal
 import threading
+import time
 
 import psycopg2
 import pytest
@@ -343,3 +345,42 @@ def test_index_apply_rebuilds_every_sealed_segment(start, pdb, pschema):
     assert indexes(pdb, pschema) == {f"embedding_{s}": ("ivfflat", True)
                                      for s in sealed}
     check_one_version_each(pdb, pschema, 450)
+
+
+def backend_cpu_seconds(db, schema):
+    """utime + stime of the server sessions whose last statement named
+    schema: this test's embedflow, whatever else runs on the server."""
+    pids = [r[0] for r in db.rows(
+        "SELECT pid FROM pg_stat_activity WHERE query LIKE %s",
+        (f"%{schema}%",))]
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK"), len(pids)
+
+
+def test_an_idle_sealer_looks_seldom_and_wakes_for_rows(start, pdb, pschema):
+    ef = start("--index.seal_rows", "100")
+    rng = random.Random(6)
+    r = send(ef.target, [chunk([row("i", i, DIM, vector=vec(rng))
+                                for i in range(50)], 1)])
+    assert r.written == 50
+    # nothing comes, nothing builds: its looks (a few statements each,
+    # every check_every = 50 ms when busy) thin out to one a second
+    before, sessions = backend_cpu_seconds(pdb, pschema)
+    assert sessions >= 1
+    time.sleep(8)   # the quantity measured is CPU over a span of time
+    after, _ = backend_cpu_seconds(pdb, pschema)
+    # looking every 50 ms took ~0.25 s of server CPU in 8 s here
+    assert after - before <= 0.06, (before, after)
+    # rows wake it: the growing segment is sealed and indexed
+    r = send(ef.target, [chunk([row("j", i, DIM, vector=vec(rng))
+                                for i in range(100)], 1)])
+    assert r.written == 100
+    wait_until("a sealed segment", lambda: any(
+        s[1] == "sealed" for s in segments(pdb, pschema)), timeout=10)
