@@ -41,6 +41,9 @@ typedef enum {
    step looks at. */
 #define S_MAX_BUILDING 64
 
+/* A growing segment that got rows this recently is still filling. */
+#define S_FILLING_US 1000000
+
 /* A connection that runs builds and merges, one at a time. */
 typedef struct {
     PGconn *conn;          /* borrowed */
@@ -861,13 +864,16 @@ ef_sealer_step (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
 
     /* 2. indexes to build, 3. merges: each on an idle builder, as
           postgres/sealplan.h decides. A load keeps the builders behind
-          while a sealed segment awaits its index or the growing one is
-          half full. */
+          while a sealed segment awaits its index, or the growing one is
+          half full and still filling (a segment that waits for
+          seal_idle after the load does not hold the merges back). */
+    bool filling = now - self->growing_since_us < S_FILLING_US;
     ef_seal_view_t view = {.awaiting = n_building,
                            .sealed = sealed,
                            .merges = merges,
-                           .loading = unsealed_rows > 0
-                                      || rows >= self->opts.seal_rows / 2,
+                           .loading =
+                               unsealed_rows > 0
+                               || (filling && rows >= self->opts.seal_rows / 2),
                            .max_segments = self->opts.max_segments,
                            .merge = free_seg,
                            .n_merge = n_free};
