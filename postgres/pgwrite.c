@@ -991,19 +991,34 @@ s_write_staged (ef_pgwrite_t *self, Embedflow__V1__Row *const *rows, size_t n,
    alone. Without look every row is taken for new: a stored key then
    fails the COPY with a unique violation (23505) and nothing is
    written. Remembers in self->probe whether the lookup met stored
-   keys. */
+   keys.
+   A keyed (Citus) schema looks its keys up before BEGIN, on purpose:
+   Citus commits with two-phase commit only the worker connections it
+   knows wrote, and a connection that first read a shard in the
+   transaction (the lookup) and then COPied into it is not known to
+   have written. It got a plain COMMIT after the coordinator had
+   committed, and when its worker was going down that failed with only
+   a WARNING: the batch was reported written without its rows on that
+   worker. Outside the transaction the lookup sees what it saw inside
+   (READ COMMITTED: each statement has its own snapshot), and every
+   worker connection of the transaction writes first. */
 static ef_write_status_t
 s_write_direct (ef_pgwrite_t *self, Embedflow__V1__Row *const *rows, size_t n,
                 bool look, size_t *changed, ef_write_report_t *rep)
 {
     ef_write_status_t status = EF_WRITE_OK;
+    if (look && self->keyed) {
+        status = s_lookup (self, rows, n, rep);
+        if (status != EF_WRITE_OK)
+            return status;
+    }
     PGresult *res = s_command (self->conn, "BEGIN", "starting the transaction",
                                rep, &status);
     if (!res)
         return status;
     PQclear (res);
     status = s_open_segment (self, rep);
-    if (status == EF_WRITE_OK && look)
+    if (status == EF_WRITE_OK && look && !self->keyed)
         status = s_lookup (self, rows, n, rep);
     if (status != EF_WRITE_OK)
         return status;

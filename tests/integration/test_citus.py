@@ -3,8 +3,9 @@ and two workers, each its own PostgreSQL; skipped with its message when
 there is no Citus): uploads through `embedflow run` land on both
 workers' shards, an update keeps one version of a document's chunks and
 their ids, unchanged re-sends write nothing, dead letters and the
-invalidation outbox stay on the coordinator, a worker restarted in the
-middle of an upload loses and duplicates nothing, `embedflow check`
+invalidation outbox stay on the coordinator, every worker a batch
+writes commits in two phases, a worker restarted in the middle of an
+upload loses and duplicates nothing, `embedflow check`
 lists the nodes, and a schema made for one PostgreSQL is refused rather
 than converted, until the SQL of docs/scaling.md converts it."""
 import os
@@ -73,8 +74,9 @@ def start(cschema):
     citus; each one still running at teardown must exit 0 on SIGTERM."""
     started = []
 
-    def run(schema=None, extra=(), ready=True, distribution="citus"):
-        ef = Embedflow(["run", "--database", CITUS,
+    def run(schema=None, extra=(), ready=True, distribution="citus",
+            database=CITUS):
+        ef = Embedflow(["run", "--database", database,
                         "--schema", schema or cschema,
                         "--listen", "127.0.0.1:0", "--writers", "2",
                         "--dim", str(DIM), "--distribution", distribution,
@@ -196,16 +198,35 @@ def test_dead_letters_and_the_outbox_stay_on_the_coordinator(
         api.stop()
 
 
+def test_every_worker_that_a_batch_writes_commits_in_two_phases(
+        start, cschema):
+    """Citus commits with PREPARE TRANSACTION / COMMIT PREPARED only the
+    worker connections it knows wrote; any other gets a plain COMMIT
+    after the coordinator's own, whose failure is only a WARNING (a
+    batch reported written without its rows on that worker). A
+    connection that read a shard before writing it is not known to have
+    written: the key lookup runs outside the batch's transaction. The
+    coordinator says which command it sends to which worker when
+    citus.log_remote_commands is on; embedflow logs notices with
+    --verbose."""
+    ef = start(extra=["--batch-rows", "100", "--verbose"],
+               database=CITUS + " options='-c citus.log_remote_commands=on'")
+    chunks = stream(400, DIM, 100, doc_prefix="t")
+    assert send(ef.target, chunks).written == 400
+    # a changed row goes through staging and the upsert
+    doc = chunks[0].items[0].document_id
+    r = send(ef.target, [chunk([row(doc, 0, DIM, content="v2", seed=3)], 1)])
+    assert (r.written, r.dead_lettered) == (1, 0)
+    issued = re.findall(r"postgres: NOTICE:\s+issuing (COMMIT PREPARED|"
+                        r"COMMIT|PREPARE TRANSACTION|COPY \S+)", ef.log)
+    assert any(c.startswith("COPY") for c in issued), ef.log
+    assert issued.count("PREPARE TRANSACTION") > 0, issued
+    assert "COMMIT" not in issued, \
+        "a worker's part of a batch was committed in one phase\n" + ef.log
+
+
 @pytest.mark.skipif(not OWN_CLUSTER,
                     reason="a cluster EF_TEST_CITUS names is not restarted")
-# Open: in about one run of three, one batch in flight when worker 1
-# stops commits without its rows on worker 1 (reported written, no
-# prepared transaction left to recover), in both of Citus' modify modes
-# and with fsync and synchronous_commit on. Kept running so that a fix
-# shows up as XPASS; docs/scaling.md says so.
-@pytest.mark.xfail(reason="a batch may lose its rows on a worker that "
-                   "restarts while it commits (open, docs/scaling.md)",
-                   strict=False)
 def test_worker_restarted_mid_upload_loses_and_duplicates_nothing(
         start, cdb, cschema):
     ef = start(extra=["--batch-rows", "100",
