@@ -20,7 +20,8 @@ from conftest import EMBEDFLOW_BIN, Database, Embedflow, clean_env, \
     unique_name
 from helpers import BackgroundUpload, chunk, is_uuid7, row, send, stream, \
     wait_until
-from test_invalidation import CacheServer, delivered, free_port
+from pullhelp import AiServer, finish, runs
+from test_invalidation import CacheServer, calls, delivered, free_port
 
 CITUS_DIR = os.environ.get("EF_TEST_CITUS_DIR", "")
 CITUS_SH = os.environ.get("EF_TEST_CITUS_SH", "")
@@ -272,6 +273,72 @@ def test_worker_restarted_mid_upload_loses_and_duplicates_nothing(
     upload.finish(cdb, cschema)
     assert cdb.count(cschema, "embedding") == ROWS
     assert cdb.count(cschema, "dead_letter") == 0
+
+
+def test_a_pull_job_writes_into_the_cluster(cdb, cschema, tmp_path):
+    """`embedflow pull` from the example AI server into a distributed
+    schema: the rows on both workers, the run and its checkpoint on the
+    coordinator, a re-pull keeps one version of every chunk, and a
+    document the server's version changes is announced to the
+    CacheService through the outbox."""
+    record = str(tmp_path / "calls.jsonl")
+    port = free_port()
+    api = CacheServer(port, record)
+    server = AiServer(2000, DIM, extra=["--delay-ms", "0"])
+
+    def pull(*extra):
+        ef = Embedflow(["pull", "--database", CITUS, "--schema", cschema,
+                        "--target", server.target, "--source", "src",
+                        "--dim", str(DIM), "--distribution", "citus",
+                        "--batch-rows", "200",
+                        "--api-server", f"127.0.0.1:{port}", *extra])
+        assert finish(ef) == 0, ef.log
+        return ef
+
+    try:
+        pull()
+        for table in ("chunk", "embedding"):
+            per = rows_per_worker(cdb, cschema, table)
+            assert sum(per.values()) == 2000 and min(per.values()) > 0, \
+                (table, per)
+        (run,) = runs(cdb, cschema)
+        assert (run["status"], run["rows_written"]) == ("completed", 2000)
+        assert run["last_resume_token"] == "row:2000"
+        assert cdb.scalar(
+            "SELECT count(*) FROM pg_dist_partition WHERE logicalrelid IN"
+            " (%s::regclass, %s::regclass)",
+            (f'"{cschema}".job_run', f'"{cschema}".pull_piece')) == 0
+        docs = {d for (d,) in cdb.rows(
+            f'SELECT DISTINCT document_id FROM "{cschema}".chunk')}
+        wait_until("every pulled document invalidated", lambda:
+                   {("src", d) for d in docs} <= delivered(record))
+        before = len(calls(record))
+
+        # The stored version of one document is not the server's (as if
+        # the server's model had changed since): a re-pull from the start
+        # rewrites that document only, in place, and announces it.
+        doc = "doc-0000003"
+        ids = cdb.rows(f'SELECT chunk_index, id FROM "{cschema}".chunk'
+                       f' WHERE document_id = %s ORDER BY 1', (doc,))
+        cdb.rows(f'UPDATE "{cschema}".chunk SET content = %s,'
+                 f" content_hash = '\\x00' WHERE document_id = %s",
+                 ("old", doc))
+        pull("--from-start")
+        assert cdb.count(cschema, "chunk") == 2000
+        assert cdb.count(cschema, "embedding") == 2000
+        assert cdb.rows(f'SELECT chunk_index, id FROM "{cschema}".chunk'
+                        f' WHERE document_id = %s ORDER BY 1', (doc,)) == ids
+        assert cdb.scalar(f'SELECT count(*) FROM "{cschema}".chunk'
+                          f" WHERE content = 'old'") == 0
+        wait_until("the changed document invalidated", lambda:
+                   ("src", doc) in {(s, d) for s, ids in
+                                    calls(record)[before:] for d in ids})
+        assert calls(record)[before:] == [("src", [doc])], \
+            calls(record)[before:]
+        assert [r["status"] for r in runs(cdb, cschema)] == ["completed"] * 2
+    finally:
+        server.stop()
+        api.stop()
 
 
 def test_check_lists_the_nodes(start, cschema):
