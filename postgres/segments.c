@@ -43,6 +43,8 @@ typedef enum {
 
 /* A growing segment that got rows this recently is still filling. */
 #define S_FILLING_US 1000000
+/* ... and one that got none for this long, the load has paused */
+#define S_PAUSE_US 2000000
 
 /* A connection that runs builds and merges, one at a time. */
 typedef struct {
@@ -849,16 +851,26 @@ ef_sealer_step (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
                       errlen)
         != 0)
         return -1;
-    bool idle =
-        rows > 0
-        && now - self->growing_since_us >= self->opts.seal_idle_ms * 1000;
-    if (rows >= self->opts.seal_rows || idle) {
+    /* Sealed when full, when idle with rows (a trickle's rows wait
+       seal_idle, so it does not make a segment of every few rows), or
+       when a load has paused with a tenth of seal_rows or more while no
+       builder has work: every query scans the growing segment exactly,
+       and idle builders index it for nothing. */
+    int64_t still_us = now - self->growing_since_us;
+    bool idle = rows > 0 && still_us >= self->opts.seal_idle_ms * 1000;
+    bool paused = rows >= self->opts.seal_rows / 10 && still_us >= S_PAUSE_US
+                  && n_building == 0 && !s_any_busy (self);
+    if (rows >= self->opts.seal_rows || idle || paused) {
         if (s_rotate (self, growing, next, rows, err, errlen) != 0)
             return -1;
         *did = EF_SEAL_ROTATED;
         snprintf (detail, detlen,
                   "segment %d sealed at %" PRId64 " rows (%s); %d grows",
-                  growing, rows, idle ? "idle" : "full", next);
+                  growing, rows,
+                  rows >= self->opts.seal_rows ? "full"
+                  : idle                       ? "idle"
+                                               : "the load paused",
+                  next);
         return 0;
     }
 

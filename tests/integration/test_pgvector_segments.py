@@ -384,3 +384,28 @@ def test_an_idle_sealer_looks_seldom_and_wakes_for_rows(start, pdb, pschema):
     assert r.written == 100
     wait_until("a sealed segment", lambda: any(
         s[1] == "sealed" for s in segments(pdb, pschema)), timeout=10)
+
+
+def test_a_paused_load_is_sealed_without_waiting_for_seal_idle(
+        start, pdb, pschema):
+    # an hour of seal_idle: only the pause rule seals 500 rows of 1,000
+    ef = start("--index.seal_rows", "1000", "--index.seal_idle", "1h")
+    rng = random.Random(7)
+    r = send(ef.target, [chunk([row("p", i, DIM, vector=vec(rng))
+                                for i in range(500)], 1)])
+    assert r.written == 500
+    ef.wait_for_line(r"segment \d+ sealed at 500 rows \(the load paused\)")
+    wait_until("its index", lambda: settled(pdb, pschema), timeout=30)
+    check_one_version_each(pdb, pschema, 500)
+    # a trickle below a tenth of seal_rows stays in the growing segment:
+    # no event says that nothing happened, so wait past the pause (2 s)
+    # and the idle looks (1 s) and see
+    r = send(ef.target, [chunk([row("q", i, DIM, vector=vec(rng))
+                                for i in range(20)], 1)])
+    assert r.written == 20
+    time.sleep(5)
+    growing = [id for id, state, _ in segments(pdb, pschema)
+               if state == "growing"]
+    assert pdb.scalar(
+        f'SELECT count(*) FROM "{pschema}".embedding_{growing[0]}') == 20
+    assert "sealed at 20 rows" not in ef.log
