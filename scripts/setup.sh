@@ -37,8 +37,10 @@ packages=(
     python3-yaml
     # tests: a foreign ZeroMQ peer (plain and CURVE) on the tcp links
     python3-zmq
-    # tests: pgvector built against PostgreSQL 15 for the tests of the
-    # vector/halfvec types and ANN indexes (tests/pgvector.sh)
+    # build: PostgreSQL's hash_bytes (libpgcommon_shlib.a), which Citus
+    # places rows by (postgres/citus_route.c); tests: pgvector built
+    # against PostgreSQL 15 for the tests of the vector/halfvec types and
+    # ANN indexes (tests/pgvector.sh)
     postgresql-server-dev-15
     # tests: Citus (../shared/tools/pg-with-citus) for the tests of
     # distribution citus on a real cluster (tests/citus.sh); Citus'
