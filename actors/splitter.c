@@ -2,7 +2,9 @@
     good ones into per-writer database batches.
 
     In:  chunks   [ChunkHeader][EmbeddingChunk bytes] from the receiver
-    Out: batches  RowBatch to db-writer route(document_id); to db-writers
+    Out: batches  RowBatch to db-writer route(document_id) (with
+                  distribution citus: its Citus shard's index % writers,
+                  postgres/citus_route.h); to db-writers
                   in this process, as an object (ef_actor_send_local), not
                   bytes
          dead     DeadLetter for each row that fails validation
@@ -18,6 +20,8 @@
 #include "embedflow/log.h"
 #include "embedflow/metrics.h"
 #include "pipeline/pipeline.h"
+#include "postgres/citus_route.h"
+#include "postgres/pg.h"
 
 #include "embedflow/v1/embedding.pb-c.h"
 #include "embedflow/v1/pipeline.pb-c.h"
@@ -190,7 +194,9 @@ typedef struct {
     int64_t forget_at_us;   /* next time quiet uploads are forgotten */
     s_arena_t arena;        /* where the current item is decoded */
     ef_buf_t scratch;       /* an item view's metadata and id, with NULs */
-    uint64_t rows_in;       /* counters for the log */
+    ef_citus_shards_t *shards; /* distribution citus: the shard map rows
+                                  are routed by; NULL: ef_route */
+    uint64_t rows_in;          /* counters for the log */
     uint64_t rows_dead;
 } s_self_t;
 
@@ -199,6 +205,40 @@ static void
 s_free_row (Embedflow__V1__Row *row)
 {
     free (row);
+}
+
+/* The writer of document_id among n: its Citus shard's. */
+static int
+s_route_by_shard (const char *document_id, int n, void *arg)
+{
+    return ef_citus_shards_route (arg, document_id, n);
+}
+
+/* With distribution citus, reads the shard map of the schema's chunk
+   table from the coordinator (making the schema first, as a writer
+   would), so each writer gets the documents of its own shards. Returns
+   0 (nothing to do without citus), -1 after ef_actor_fail: the database
+   cannot be reached or the table has no shards, which would stop the
+   writers too. */
+static int
+s_load_shards (ef_actor_t *actor, s_self_t *self)
+{
+    const ef_globals_t *g = ef_actor_globals (actor);
+    ef_distribution_t dist = EF_DIST_NONE;
+    if (ef_distribution_parse (g->distribution, &dist) != 0
+        || dist != EF_DIST_CITUS)
+        return 0;
+    PGconn *conn = ef_pg_open_for_actor (actor);
+    if (!conn)
+        return -1;
+    char err[512];
+    self->shards = ef_citus_shards_load (conn, g->schema, err, sizeof err);
+    PQfinish (conn);
+    if (!self->shards) {
+        ef_actor_fail (actor, "%s", err);
+        return -1;
+    }
+    return 0;
 }
 
 static int
@@ -265,11 +305,19 @@ s_init (ef_actor_t *actor)
         ef_actor_fail (actor, "out of memory");
         return -1;
     }
+    if (s_load_shards (actor, self) != 0)
+        return -1;
+    if (self->shards)
+        ef_batcher_set_route (self->batcher, s_route_by_shard, self->shards);
     const char *peer = ef_actor_port_peer (actor, self->port_batches);
-    ef_info ("routing to %d instance(s) of %s, batches of %lld rows / %lld "
-             "bytes",
+    char by[64] = "hash(document_id)";
+    if (self->shards)
+        snprintf (by, sizeof by, "Citus shard (%d shards)",
+                  ef_citus_shards_count (self->shards));
+    ef_info ("routing to %d instance(s) of %s by %s, batches of %lld rows / "
+             "%lld bytes",
              ef_actor_port_width (actor, self->port_batches), peer ? peer : "?",
-             (long long) o->batch_rows, (long long) o->batch_bytes);
+             by, (long long) o->batch_rows, (long long) o->batch_bytes);
     return 0;
 }
 
@@ -278,6 +326,7 @@ s_destroy (ef_actor_t *actor)
 {
     s_self_t *self = ef_actor_state (actor);
     ef_batcher_destroy (&self->batcher);
+    ef_citus_shards_destroy (&self->shards);
     ef_badrows_destroy (&self->badrows);
     s_arena_destroy (&self->arena);
     ef_buf_free (&self->scratch);

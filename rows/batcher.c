@@ -22,12 +22,15 @@ typedef struct {
 } s_batch_t;
 
 struct ef_batcher {
-    s_batch_t *batches;                      /* one per writer */
-    int writers;                             /* entries in batches */
-    size_t max_rows;                         /* bound per batch */
-    size_t max_bytes;                        /* bound per batch */
-    uint64_t next_batch_id;                  /* stamped on each RowBatch */
-    void (*row_free) (Embedflow__V1__Row *); /* frees a row */
+    s_batch_t *batches;                       /* one per writer */
+    int writers;                              /* entries in batches */
+    size_t max_rows;                          /* bound per batch */
+    size_t max_bytes;                         /* bound per batch */
+    uint64_t next_batch_id;                   /* stamped on each RowBatch */
+    void (*row_free) (Embedflow__V1__Row *);  /* frees a row */
+    int (*route) (const char *, int, void *); /* a row's writer, or NULL:
+                                                 ef_batcher_route */
+    void *route_arg;                          /* route's last argument */
 };
 
 static void
@@ -49,6 +52,15 @@ s_mono_us (void)
     struct timespec ts;
     clock_gettime (CLOCK_MONOTONIC, &ts);
     return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+void
+ef_batcher_set_route (ef_batcher_t *self,
+                      int (*route) (const char *document_id, int n, void *arg),
+                      void *arg)
+{
+    self->route = route;
+    self->route_arg = arg;
 }
 
 int
@@ -204,7 +216,11 @@ ef_batcher_add (ef_batcher_t *self, Embedflow__V1__Row **row_p)
 {
     Embedflow__V1__Row *row = *row_p;
     *row_p = NULL;
-    int w = ef_batcher_route (row->document_id, self->writers);
+    int w = self->route
+                ? self->route (row->document_id, self->writers, self->route_arg)
+                : ef_batcher_route (row->document_id, self->writers);
+    if (w < 0 || w >= self->writers)
+        w = ef_batcher_route (row->document_id, self->writers);
     s_batch_t *b = &self->batches[w];
     /* A closed batch must be taken before this writer gets more. */
     assert (!b->closed);

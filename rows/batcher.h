@@ -29,6 +29,14 @@ int ef_batcher_route (const char *document_id, int n);
 ef_batcher_t *ef_batcher_new (int writers, size_t max_rows, size_t max_bytes);
 void ef_batcher_destroy (ef_batcher_t **self_p);
 
+/* How the batcher picks a row's writer: route (document_id, writers,
+   arg), which must give a document the same writer every time (its rows
+   are written in order by one writer); ef_batcher_route unless set. */
+void ef_batcher_set_route (ef_batcher_t *self,
+                           int (*route) (const char *document_id, int n,
+                                         void *arg),
+                           void *arg);
+
 /* How the batcher frees a row it holds: protobuf_c_message_free_unpacked
    unless set (a producer that lays a row out in one block sets free). */
 void ef_batcher_set_row_free (ef_batcher_t *self,

@@ -292,3 +292,56 @@ EF_TEST (batcher_take_batch_hands_rows_over)
     zmsg_destroy (&msg);
     ef_batcher_destroy (&b);
 }
+
+/* Routes by the document's first letter: 'a'.. to writer 0, 'b'.. to 1. */
+static int
+s_route_first_letter (const char *document_id, int n, void *arg)
+{
+    int *calls = arg;
+    (*calls)++;
+    return (document_id[0] - 'a') % n;
+}
+
+/* Routes everything to a writer that does not exist. */
+static int
+s_route_out_of_range (const char *document_id, int n, void *arg)
+{
+    (void) document_id;
+    (void) arg;
+    return n + 3;
+}
+
+EF_TEST (batcher_route_hook)
+{
+    /* A route set on the batcher decides the writer; one that answers
+       out of range falls back to the default route instead of writing
+       past the batches. */
+    ef_batcher_t *b = ef_batcher_new (2, 1000, 1 << 30);
+    EF_REQUIRE (b);
+    int calls = 0;
+    ef_batcher_set_route (b, s_route_first_letter, &calls);
+    const char *docs[] = {"a-1", "b-1", "a-2", "b-2", "a-3"};
+    for (int i = 0; i < 5; i++) {
+        Embedflow__V1__Row *r = s_row (docs[i], 0, 1, "x", 4);
+        EF_CHECK (ef_batcher_add (b, &r) == -1);
+    }
+    EF_CHECK (calls == 5);
+    EF_CHECK (ef_batcher_pending (b, 0) == 3);
+    EF_CHECK (ef_batcher_pending (b, 1) == 2);
+    size_t n;
+    zmsg_t *m = ef_batcher_take (b, 0, &n);
+    Embedflow__V1__RowBatch *batch = m ? s_unpack (m) : NULL;
+    EF_REQUIRE (batch);
+    for (size_t i = 0; i < batch->n_rows; i++)
+        EF_CHECK (batch->rows[i]->document_id[0] == 'a');
+    embedflow__v1__row_batch__free_unpacked (batch, NULL);
+    zmsg_destroy (&m);
+    m = ef_batcher_take (b, 1, &n);
+    zmsg_destroy (&m);
+
+    ef_batcher_set_route (b, s_route_out_of_range, NULL);
+    Embedflow__V1__Row *r = s_row ("doc-000001", 0, 1, "x", 4);
+    EF_CHECK (ef_batcher_add (b, &r) == -1);
+    EF_CHECK (ef_batcher_pending (b, ef_batcher_route ("doc-000001", 2)) == 1);
+    ef_batcher_destroy (&b);
+}
