@@ -128,3 +128,17 @@ ef_citus_nodes (PGconn *conn, const char *schema, char *out, size_t len,
     PQclear (res);
     return n;
 }
+
+PGresult *
+ef_citus_prepare_session (PGconn *conn, const char *quoted)
+{
+    char chunk[300];
+    snprintf (chunk, sizeof chunk, "%s.chunk", quoted);
+    const char *params[] = {chunk};
+    return PQexecParams (
+        conn,
+        "SELECT set_config ('citus.max_cached_conns_per_worker',"
+        "  greatest ((SELECT count (*) FROM pg_dist_shard"
+        "    WHERE logicalrelid = $1::regclass), 1)::text, false)",
+        1, NULL, params, NULL, NULL, 0);
+}

@@ -39,4 +39,17 @@ int ef_citus_distribute (PGconn *conn, const char *quoted, char *err,
 int ef_citus_nodes (PGconn *conn, const char *schema, char *out, size_t len,
                     char *err, size_t errlen);
 
+/* Sets up a writer's session on the coordinator: Citus keeps open
+   between transactions up to one connection per shard of quoted.chunk
+   to each worker (citus.max_cached_conns_per_worker, default 1), where
+   it would otherwise open a connection (a new backend on the worker)
+   for every shard a batch touches but one, in every transaction; that
+   churn was most of the cluster's CPU per row (docs/scaling.md). With
+   the splitter's routing by shard (citus_route.h) a writer touches only
+   its own shards, so the writers together keep about one connection
+   per shard. quoted is a quoted schema name. Returns the statement's
+   result (TUPLES_OK when it worked; NULL when out of memory), which the
+   caller judges and clears. */
+PGresult *ef_citus_prepare_session (PGconn *conn, const char *quoted);
+
 #endif

@@ -28,6 +28,7 @@
 #define XXH_STATIC_LINKING_ONLY
 #include <xxhash.h>
 
+#include "postgres/citus.h"
 #include "postgres/pg.h"
 
 #define S_FLUSH_BYTES (256 * 1024) /* hand COPY data to libpq this often */
@@ -615,6 +616,15 @@ s_prepare_session (ef_pgwrite_t *self, ef_write_report_t *rep)
     PQclear (res);
     if (!column_type)
         return s_oom (rep);
+    if (self->keyed) {
+        /* distribution citus: keep the shard connections (citus.h) */
+        res = ef_citus_prepare_session (conn, self->schema);
+        if (PQresultStatus (res) != PGRES_TUPLES_OK) {
+            free (column_type);
+            return s_fail (conn, res, "keeping Citus' shard connections", rep);
+        }
+        PQclear (res);
+    }
     char dim_sql[32];
     if (self->type == EF_VECTOR_REAL) {
         snprintf (self->stage, sizeof self->stage, "ef_stage");
