@@ -18,7 +18,8 @@ import pytest
 
 from conftest import EMBEDFLOW_BIN, Database, Embedflow, clean_env, \
     unique_name
-from helpers import BackgroundUpload, chunk, is_uuid7, row, send, stream, \
+from helpers import BackgroundUpload, chunk, is_uuid7, row, scrape, send, \
+    stream, \
     wait_until
 from pullhelp import AiServer, finish, runs
 from test_invalidation import CacheServer, calls, delivered, free_port
@@ -167,6 +168,70 @@ def test_rows_land_on_both_workers_and_an_update_keeps_one_version(
                          chunk([last], 2)])
     assert versions(cdb, cschema, doc)[0][2] == "v4"
     assert cdb.count(cschema, "chunk") == 2000
+
+
+def shard_positions(db, schema, docs):
+    """{document_id: the position of its chunk shard among the table's
+    shards in hash order}, as the coordinator places it."""
+    got = db.rows(
+        "WITH s AS (SELECT shardid, row_number () OVER"
+        "  (ORDER BY shardminvalue::int) - 1 AS at FROM pg_dist_shard"
+        "  WHERE logicalrelid = %s::regclass)"
+        " SELECT d, s.at FROM unnest (%s::text[]) d JOIN s ON s.shardid ="
+        "  get_shard_id_for_distribution_column (%s, d)",
+        (f'"{schema}".chunk', list(docs), f'"{schema}".chunk'))
+    return {d: int(at) for d, at in got}
+
+
+def test_a_writer_gets_the_documents_of_its_own_shards(start, cdb, cschema):
+    """With distribution citus the splitter sends a document to writer
+    (its shard's position) % writers, so a writer's batches touch only
+    its own shards: documents of even shards are all written by writer
+    0, and in a mixed upload each writer writes exactly the rows of its
+    shards. Counts, updates and last-write-wins are unchanged."""
+    ef = start(extra=["--metrics", "127.0.0.1:0", "--batch-rows", "50"])
+    base = ef.wait_for_line(r"metrics on (http://\S+:\d+)/metrics").group(1)
+    ef.wait_for_line(r"routing to 2 instance\(s\) of db-writer by Citus "
+                     r"shard \(32 shards\)")
+    candidates = [f"doc-{i}-ü日" for i in range(400)]
+    at = shard_positions(cdb, cschema, candidates)
+    assert len(at) == len(candidates)
+    even = [d for d in candidates[200:] if at[d] % 2 == 0][:60]
+    assert len(even) == 60
+
+    def written():
+        s = scrape(base)
+        return [s[f'embedflow_actor_rows_out_total{{actor='
+                  f'"db-writer[{w}]"}}'] for w in (0, 1)]
+
+    items = [row(d, i, DIM) for d in even for i in range(5)]
+    r = send(ef.target, [chunk(items[k:k + 40], k // 40 + 1)
+                         for k in range(0, len(items), 40)])
+    assert (r.received, r.written, r.dead_lettered) == (300, 300, 0)
+    assert written() == [300, 0]
+
+    # every document, both kinds of shards, with a second version of
+    # some keys later in the same stream: the later one wins, and each
+    # writer wrote what its shards hold
+    docs = candidates[:100]
+    items = [row(d, i, DIM) for d in docs for i in range(3)]
+    items += [row(d, 0, DIM, content="v2", seed=1) for d in docs[:30]]
+    r = send(ef.target, [chunk(items[k:k + 30], k // 30 + 1)
+                         for k in range(0, len(items), 30)])
+    assert (r.received, r.dead_lettered) == (330, 0)
+    want = [300, 0]
+    for d in docs:
+        want[at[d] % 2] += 3 + (d in docs[:30])
+    assert written() == want
+    assert cdb.scalar(
+        f'SELECT count(*) FROM "{cschema}".chunk WHERE document_id ='
+        f' ANY (%s)', (docs,)) == 300
+    assert cdb.scalar(
+        f'SELECT count(*) FROM "{cschema}".chunk WHERE content = %s',
+        ("v2",)) == 30
+    assert cdb.scalar(
+        f'SELECT count(*) FROM "{cschema}".chunk c JOIN "{cschema}".embedding'
+        f' e USING (document_id, id)') == cdb.count(cschema, "chunk")
 
 
 def test_dead_letters_and_the_outbox_stay_on_the_coordinator(
