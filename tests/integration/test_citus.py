@@ -77,12 +77,12 @@ def start(cschema):
     started = []
 
     def run(schema=None, extra=(), ready=True, distribution="citus",
-            database=CITUS):
+            database=CITUS, env=None):
         ef = Embedflow(["run", "--database", database,
                         "--schema", schema or cschema,
                         "--listen", "127.0.0.1:0", "--writers", "2",
                         "--dim", str(DIM), "--distribution", distribution,
-                        *extra])
+                        *extra], env=env)
         started.append(ef)
         return ef.wait_ready() if ready else ef
 
@@ -188,8 +188,12 @@ def test_a_writer_gets_the_documents_of_its_own_shards(start, cdb, cschema):
     (its shard's position) % writers, so a writer's batches touch only
     its own shards: documents of even shards are all written by writer
     0, and in a mixed upload each writer writes exactly the rows of its
-    shards. Counts, updates and last-write-wins are unchanged."""
-    ef = start(extra=["--metrics", "127.0.0.1:0", "--batch-rows", "50"])
+    shards. Counts, updates and last-write-wins are unchanged, and the
+    writers keep their shard connections between batches."""
+    # its sessions' name, to tell them from other clients of the cluster
+    appname = f"ef-{cschema}"[:60]
+    ef = start(extra=["--metrics", "127.0.0.1:0", "--batch-rows", "50"],
+               env=clean_env(PGAPPNAME=appname))
     base = ef.wait_for_line(r"metrics on (http://\S+:\d+)/metrics").group(1)
     ef.wait_for_line(r"routing to 2 instance\(s\) of db-writer by Citus "
                      r"shard \(32 shards\)")
@@ -232,6 +236,27 @@ def test_a_writer_gets_the_documents_of_its_own_shards(start, cdb, cschema):
     assert cdb.scalar(
         f'SELECT count(*) FROM "{cschema}".chunk c JOIN "{cschema}".embedding'
         f' e USING (document_id, id)') == cdb.count(cschema, "chunk")
+
+    # Each writer's session keeps its shard connections between batches
+    # (Citus keeps one per worker by default): idle on the workers, named
+    # by the session's global pid (node id * 10^10 + pid). The writers
+    # wrote about 16 shards each, 16 on each worker.
+    gpids = [g for (g,) in cdb.rows(
+        "SELECT (n.nodeid::bigint * 10000000000 + a.pid)::text"
+        " FROM pg_stat_activity a, pg_dist_node n WHERE n.groupid = 0"
+        " AND a.application_name = %s", (appname,))]
+    assert gpids
+    names = ",".join(f"'citus_internal gpid={g}'" for g in gpids)
+    kept = cdb.rows(
+        "SELECT nodename, result FROM run_command_on_workers (%s)",
+        ("SELECT string_agg (n::text, ',' ORDER BY n DESC) FROM (SELECT"
+         " count(*) n FROM pg_stat_activity WHERE application_name IN"
+         f" ({names}) GROUP BY application_name) x",))
+    assert len(kept) == 2, kept
+    for node, counts in kept:
+        # a writer's session holds the most (the shards are placed on the
+        # workers in turn, so each writer may touch only one of them)
+        assert int(counts.split(",")[0]) >= 4, (node, counts)
 
 
 def test_dead_letters_and_the_outbox_stay_on_the_coordinator(
