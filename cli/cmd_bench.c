@@ -41,6 +41,7 @@
 #include "postgres/schema.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
@@ -61,6 +62,7 @@
 #define S_CONTENDERS  5
 #define S_MAX_PIDS    256
 #define S_MAX_SWEEP   8
+#define S_MAX_NODES   64
 
 enum { S_COPY, S_STAGED, S_ROW, S_PIPELINE, S_PULL };
 static const char *s_names[S_CONTENDERS] = {"copy", "staged", "row",
@@ -101,6 +103,11 @@ typedef struct {
     ef_cli_t *cli;              /* configuration and database */
     PGconn *monitor;            /* schema resets, pg_stat_activity */
     char appname[64];           /* application_name of our sessions */
+    int node_pm[S_MAX_NODES];   /* distribution citus: the postmaster of
+                                   each node, all on this host */
+    int n_nodes;                /* used; 0 = one server (its sessions are
+                                   counted), -1 = a node elsewhere */
+    char pg_cpu_note[256];      /* what pg cpu s counts, for the legend */
     /* results[contender][writer index][run] */
     s_measure_t results[S_CONTENDERS][S_MAX_WRITERS][S_MAX_RUNS];
     /* progress */
@@ -177,12 +184,150 @@ s_proc_cpu (int pid)
     return (double) (utime + stime) / (double) sysconf (_SC_CLK_TCK);
 }
 
+/* Parent pid and CPU ticks (utime, stime, cutime, cstime) of pid from
+   /proc/PID/stat. Returns 0, -1 when it cannot be read. */
+static int
+s_proc_stat (int pid, int *ppid, unsigned long long t[4])
+{
+    char path[64], buf[1024];
+    snprintf (path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen (path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread (buf, 1, sizeof buf - 1, f);
+    fclose (f);
+    buf[n] = 0;
+    char *p = strrchr (buf, ')');
+    if (!p
+        || sscanf (p + 2,
+                   "%*c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu "
+                   "%llu %llu",
+                   ppid, &t[0], &t[1], &t[2], &t[3])
+               != 5)
+        return -1;
+    return 0;
+}
+
+/* CPU seconds of a whole server: its postmaster pm, the children it has
+   reaped (cutime, cstime: every connection that ended) and those alive.
+   -1 when pm cannot be read. */
+static double
+s_server_cpu (int pm)
+{
+    int ppid;
+    unsigned long long t[4];
+    if (s_proc_cpu (pm) < 0 || s_proc_stat (pm, &ppid, t) != 0)
+        return -1;
+    unsigned long long ticks = t[0] + t[1] + t[2] + t[3];
+    DIR *d = opendir ("/proc");
+    struct dirent *e;
+    while (d && (e = readdir (d))) {
+        int pid = atoi (e->d_name);
+        if (pid > 0 && s_proc_stat (pid, &ppid, t) == 0 && ppid == pm)
+            ticks += t[0] + t[1];
+    }
+    if (d)
+        closedir (d);
+    return (double) ticks / (double) sysconf (_SC_CLK_TCK);
+}
+
+/* The postmaster of the local postgres process pid, -1 when pid is not
+   a postgres process here or its parent is not one. */
+static int
+s_postmaster_of (int pid)
+{
+    int ppid;
+    unsigned long long t[4];
+    if (s_proc_cpu (pid) < 0 || s_proc_stat (pid, &ppid, t) != 0
+        || s_proc_cpu (ppid) < 0)
+        return -1;
+    return ppid;
+}
+
+/* Whether a Citus node name is this host: a socket directory or a
+   loopback address. */
+static bool
+s_local_node (const char *name)
+{
+    return name[0] == '/' || strcmp (name, "localhost") == 0
+           || strncmp (name, "127.", 4) == 0 || strcmp (name, "::1") == 0;
+}
+
+/* With distribution citus, pg cpu s must count the workers too (they do
+   most of the work): finds the postmaster of the coordinator and of
+   every worker, through a backend of each (run_command_on_workers),
+   when every node is on this host; otherwise pg cpu s is n/a and the
+   legend says which node is elsewhere. */
+static void
+s_find_nodes (s_bench_t *b)
+{
+    snprintf (b->pg_cpu_note, sizeof b->pg_cpu_note,
+              "the PostgreSQL server's processes");
+    ef_distribution_t dist = EF_DIST_NONE;
+    if (ef_distribution_parse (b->cli->globals->distribution, &dist) != 0
+        || dist != EF_DIST_CITUS)
+        return;
+    b->n_nodes = -1;
+    int pm = s_postmaster_of (PQbackendPID (b->monitor));
+    if (pm < 0) {
+        snprintf (b->pg_cpu_note, sizeof b->pg_cpu_note,
+                  "n/a: the Citus coordinator is not on this host");
+        return;
+    }
+    PGresult *res = PQexec (
+        b->monitor, "SELECT nodename, nodeport, success, result"
+                    " FROM run_command_on_workers ('SELECT pg_backend_pid ()')"
+                    " ORDER BY 1, 2");
+    if (PQresultStatus (res) != PGRES_TUPLES_OK) {
+        snprintf (b->pg_cpu_note, sizeof b->pg_cpu_note,
+                  "n/a: cannot reach the Citus workers: %s",
+                  PQerrorMessage (b->monitor));
+        b->pg_cpu_note[strcspn (b->pg_cpu_note, "\n")] = '\0';
+        PQclear (res);
+        return;
+    }
+    int n = 0;
+    b->node_pm[n++] = pm;
+    for (int i = 0; i < PQntuples (res); i++) {
+        const char *host = PQgetvalue (res, i, 0);
+        int wpm =
+            strcmp (PQgetvalue (res, i, 2), "t") == 0 && s_local_node (host)
+                ? s_postmaster_of (atoi (PQgetvalue (res, i, 3)))
+                : -1;
+        if (wpm < 0 || n == S_MAX_NODES) {
+            snprintf (b->pg_cpu_note, sizeof b->pg_cpu_note,
+                      "n/a: Citus worker %s:%s is not on this host (pg cpu "
+                      "s counts a cluster only when every node is here)",
+                      host, PQgetvalue (res, i, 1));
+            PQclear (res);
+            return;
+        }
+        b->node_pm[n++] = wpm;
+    }
+    PQclear (res);
+    b->n_nodes = n;
+    snprintf (b->pg_cpu_note, sizeof b->pg_cpu_note,
+              "every process of the Citus coordinator's and its %d "
+              "workers' servers (other clients' sessions included)",
+              n - 1);
+}
+
 /* Reads the CPU time of the server's background processes and of our
-   own sessions (application_name). */
+   own sessions (application_name); with a Citus cluster on this host,
+   of every node's whole server. */
 static void
 s_pgcpu_read (s_bench_t *b, s_pgcpu_t *out)
 {
     memset (out, 0, sizeof *out);
+    if (b->n_nodes != 0) {
+        out->ok = b->n_nodes > 0;
+        for (int i = 0; i < b->n_nodes; i++) {
+            out->pid[out->n] = b->node_pm[i];
+            out->seconds[out->n] = s_server_cpu (b->node_pm[i]);
+            out->ok = out->ok && out->seconds[out->n++] >= 0;
+        }
+        return;
+    }
     const char *params[1] = {b->appname};
     PGresult *res = PQexecParams (
         b->monitor,
@@ -857,9 +1002,10 @@ s_print_table (const s_bench_t *b, FILE *out)
              "    extrapolated to the full %llu rows (time = rows / rate)\n"
              "latency: a row's chunk received (decoded, for the baselines) "
              "-> its row committed.\n"
-             "cpu s: this process (load generator included); pg cpu s: the "
-             "PostgreSQL server's processes.\n",
-             (unsigned long long) b->row_rows, (unsigned long long) b->rows);
+             "cpu s: this process (load generator included); pg cpu s: "
+             "%s.\n",
+             (unsigned long long) b->row_rows, (unsigned long long) b->rows,
+             b->pg_cpu_note);
     if (b->pull)
         fprintf (out,
                  "embedflow pull: the pipeline's grpc-puller pulling the same "
@@ -1623,6 +1769,7 @@ ef_cmd_bench (int argc, char **argv)
         ef_cli_close (&cli);
         return EF_EXIT_FAIL;
     }
+    s_find_nodes (b);
     ef_info ("bench: %llu rows x %d dims, writers %s, %d run(s)",
              (unsigned long long) b->rows, b->dim, writers ? writers : "1,2",
              b->runs);

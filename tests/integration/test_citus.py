@@ -8,6 +8,7 @@ writes commits in two phases, a worker restarted in the middle of an
 upload loses and duplicates nothing, `embedflow check`
 lists the nodes, and a schema made for one PostgreSQL is refused rather
 than converted, until the SQL of docs/scaling.md converts it."""
+import json
 import os
 import re
 import subprocess
@@ -451,6 +452,29 @@ def test_check_lists_the_nodes(start, cschema):
         capture_output=True, text=True, env=clean_env(), timeout=60)
     assert out.returncode != 0
     assert "has distribution citus but distribution is none" in out.stdout
+
+
+def test_bench_counts_every_node(cdb, tmp_path):
+    """`embedflow bench` on the cluster counts the CPU of the
+    coordinator's and each worker's whole server (all on this host: the
+    workers do most of the work), and its legend says so."""
+    out = tmp_path / "bench.json"
+    try:
+        p = subprocess.run(
+            [EMBEDFLOW_BIN, "bench", "--database", CITUS, "--distribution",
+             "citus", "--rows", "2000", "--dim", "32", "--runs", "1",
+             "--writers", "2", "--row-rows", "200", "--no-pull",
+             "--json", str(out)],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            timeout=600, env=clean_env())
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert "pg cpu s: every process of the Citus coordinator's and its " \
+            "2 workers' servers" in p.stdout, p.stdout
+        for r in json.loads(out.read_text())["results"]:
+            assert r["median"]["cpu_postgres_s"] > 0, r
+    finally:
+        for s in ("copy", "staged", "row", "pipeline", "pull"):
+            cdb.rows(f"DROP SCHEMA IF EXISTS embedflow_bench_{s} CASCADE")
 
 
 def conversion_sql(schema):
