@@ -4,7 +4,10 @@
     finds every EF_TEST in tests/unit/test_*.c and adds one ctest entry per
     test ("unit.name"). Tests whose name starts with db_ get a real
     PostgreSQL: ef_test_conninfo() returns its conninfo, and
-    ef_test_schema() a schema name unique to the test.
+    ef_test_schema() a schema name unique to the test. Tests named
+    citus_db_* also get the Citus cluster of tests/citus.sh (its
+    directory in EF_TEST_CITUS_DIR); without one they print "SKIPPED: "
+    and the reason, and ctest shows them as skipped.
 
     EF_CHECK records a failure and goes on; EF_REQUIRE returns from the
     test. The runner exits nonzero when any check failed.
