@@ -154,5 +154,13 @@ ef_citus_shards_route (const ef_citus_shards_t *self, const char *document_id,
     if (n <= 1)
         return 0;
     int at = ef_citus_shards_index (self, document_id);
-    return at >= 0 ? at % n : ef_route (document_id, n);
+    if (at < 0)
+        return ef_route (document_id, n);
+    if (n <= self->n)
+        return at % n;
+    /* More writers than shards: shard at has writers at, at + shards, ...
+       below n, and its documents are spread over them by hash, so no
+       writer is left without work and each still writes one shard. */
+    int mine = (n - 1 - at) / self->n + 1;
+    return at + self->n * ef_route (document_id, mine);
 }

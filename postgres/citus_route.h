@@ -46,8 +46,10 @@ int ef_citus_shards_count (const ef_citus_shards_t *self);
 int ef_citus_shards_index (const ef_citus_shards_t *self,
                            const char *document_id);
 
-/* The writer among n for document_id: its shard's index % n, or
-   ef_route's when no shard holds it. */
+/* The writer among n for document_id: its shard's index % n; with more
+   writers than shards, one of the writers index, index + shards, ...
+   (below n) by ef_route, so every writer gets a share of one shard;
+   ef_route's when no shard holds document_id. */
 int ef_citus_shards_route (const ef_citus_shards_t *self,
                            const char *document_id, int n);
 

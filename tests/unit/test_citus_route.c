@@ -168,6 +168,23 @@ s_check_against_cluster (PGconn *conn, const char *schema, int shards)
     for (int w = 0; w < 3; w++)
         EF_CHECK (per_writer[w] > N / 6);
     EF_CHECK (ef_citus_shards_route (map, "doc-1", 1) == 0);
+    /* more writers than shards: each writer gets documents, all of one
+       shard (its index % shards), and a document keeps its writer */
+    int many = 2 * shards + 1, used = 0;
+    int *count = calloc ((size_t) many, sizeof *count);
+    EF_REQUIRE (count);
+    for (int i = 0; i < N; i++) {
+        s_doc (i, doc, sizeof doc);
+        int w = ef_citus_shards_route (map, doc, many);
+        EF_CHECK (w >= 0 && w < many);
+        if (w < 0 || w >= many)
+            continue;
+        EF_CHECK (w % shards == ef_citus_shards_index (map, doc));
+        EF_CHECK (w == ef_citus_shards_route (map, doc, many));
+        used += count[w]++ == 0;
+    }
+    EF_CHECK (used == many);
+    free (count);
     PQclear (res);
     ef_buf_free (&arr);
     ef_citus_shards_destroy (&map);
