@@ -254,8 +254,10 @@ s_local_node (const char *name)
 }
 
 /* With distribution citus, pg cpu s must count the workers too (they do
-   most of the work): finds the postmaster of the coordinator and of
-   every worker, through a backend of each (run_command_on_workers),
+   most of the work): finds the postmaster of the coordinator (through
+   our backend) and of every worker (through its checkpointer, a child
+   that lives as long as the server: run_command_on_workers' backends
+   may be gone before /proc is read),
    when every node is on this host; otherwise pg cpu s is n/a and the
    legend says which node is elsewhere. */
 static void
@@ -274,10 +276,12 @@ s_find_nodes (s_bench_t *b)
                   "n/a: the Citus coordinator is not on this host");
         return;
     }
-    PGresult *res = PQexec (
-        b->monitor, "SELECT nodename, nodeport, success, result"
-                    " FROM run_command_on_workers ('SELECT pg_backend_pid ()')"
-                    " ORDER BY 1, 2");
+    PGresult *res =
+        PQexec (b->monitor,
+                "SELECT nodename, nodeport, success, result"
+                " FROM run_command_on_workers ('SELECT pid FROM"
+                "   pg_stat_activity WHERE backend_type = ''checkpointer''')"
+                " ORDER BY 1, 2");
     if (PQresultStatus (res) != PGRES_TUPLES_OK) {
         snprintf (b->pg_cpu_note, sizeof b->pg_cpu_note,
                   "n/a: cannot reach the Citus workers: %s",
