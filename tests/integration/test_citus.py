@@ -4,8 +4,9 @@ there is no Citus): uploads through `embedflow run` land on both
 workers' shards, an update keeps one version of a document's chunks and
 their ids, unchanged re-sends write nothing, dead letters and the
 invalidation outbox stay on the coordinator, every worker a batch
-writes commits in two phases, a worker restarted in the middle of an
-upload loses and duplicates nothing, `embedflow check`
+writes commits in two phases, the ANN index is on every shard of
+embedding and answers a nearest-neighbour query, a worker restarted in
+the middle of an upload loses and duplicates nothing, `embedflow check`
 lists the nodes, and a schema made for one PostgreSQL is refused rather
 than converted, until the SQL of docs/scaling.md converts it."""
 import json
@@ -430,6 +431,29 @@ def test_a_pull_job_writes_into_the_cluster(cdb, cschema, tmp_path):
     finally:
         server.stop()
         api.stop()
+
+
+def test_the_ann_index_is_on_every_shard(start, cdb, cschema):
+    ef = start(extra=["--vector_type", "vector", "--index.method", "hnsw",
+                      "--index.segments", "false"])
+    items = [row(f"ann{i}", 0, DIM) for i in range(200)]
+    r = send(ef.target, [chunk(items, 1)])
+    assert (r.written, r.dead_lettered) == (200, 0)
+    # Citus makes the index on each shard of embedding, on its worker
+    per_shard = cdb.rows(
+        "SELECT result FROM run_command_on_shards (%s, $$SELECT count(*)"
+        " FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+        " JOIN pg_am a ON a.oid = c.relam"
+        " WHERE i.indrelid = '%%s'::regclass AND a.amname = 'hnsw'$$)",
+        (f'"{cschema}".embedding',))
+    assert len(per_shard) > 1
+    assert all(n == "1" for (n,) in per_shard), per_shard
+    literal = "[" + ",".join(repr(x) for x in items[17].vector) + "]"
+    # each shard answers from its index, the coordinator merges
+    nearest = cdb.scalar(
+        f'SELECT document_id FROM "{cschema}".embedding'
+        f' ORDER BY vector <=> %s::vector LIMIT 1', (literal,))
+    assert nearest == "ann17"
 
 
 def test_check_lists_the_nodes(start, cschema):
