@@ -644,6 +644,7 @@ s_run (ef_indexload_kind_t kind, const ef_indexload_opts_t *o, PGconn *conn,
         snprintf (err, errlen, "%s", qerr);
         rc = -1;
     }
+    res->settled_s = res->indexed_s; /* the baselines never merge */
     if (rc == 0 && kind == EF_INDEXLOAD_EMBEDFLOW)
         rc = s_wait_settled (conn, o, committed, res, err, errlen);
     /* at rest: nothing loads or builds any more */

@@ -98,6 +98,7 @@ def test_bench_loads_into_an_indexed_table_three_ways(pdb, tmp_path,
             assert m["rows"] == 2000, (name, m)
             assert m["searchable_s"] >= m["load_s"] > 0, (name, m)
             assert m["indexed_s"] >= m["searchable_s"], (name, m)
+            assert m["settled_s"] >= m["indexed_s"], (name, m)
             assert m["queries_during"] > 0, (name, m)
             assert m["queries_at_rest"] == 30, (name, m)
             assert 0 < m["query_at_rest_p50_s"] <= m["query_at_rest_p95_s"]
