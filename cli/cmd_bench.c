@@ -149,41 +149,6 @@ typedef struct {
     bool ok;                    /* the processes are on this host */
 } s_pgcpu_t;
 
-/* User + system CPU seconds of process pid from /proc, -1 when it cannot
-   be read (not on this host, gone). */
-static double
-s_proc_cpu (int pid)
-{
-    char path[64], buf[1024];
-    /* a remote server's pid may exist here too, as another program */
-    snprintf (path, sizeof path, "/proc/%d/comm", pid);
-    FILE *f = fopen (path, "r");
-    if (!f)
-        return -1;
-    bool postgres =
-        fgets (buf, sizeof buf, f) && strncmp (buf, "postgres", 8) == 0;
-    fclose (f);
-    if (!postgres)
-        return -1;
-    snprintf (path, sizeof path, "/proc/%d/stat", pid);
-    f = fopen (path, "r");
-    if (!f)
-        return -1;
-    size_t n = fread (buf, 1, sizeof buf - 1, f);
-    fclose (f);
-    buf[n] = 0;
-    /* the command may hold spaces and parentheses: fields follow the last ')' */
-    char *p = strrchr (buf, ')');
-    if (!p)
-        return -1;
-    unsigned long utime = 0, stime = 0;
-    if (sscanf (p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
-                &utime, &stime)
-        != 2)
-        return -1;
-    return (double) (utime + stime) / (double) sysconf (_SC_CLK_TCK);
-}
-
 /* Parent pid and CPU ticks (utime, stime, cutime, cstime) of pid from
    /proc/PID/stat. Returns 0, -1 when it cannot be read. */
 static int
@@ -206,6 +171,27 @@ s_proc_stat (int pid, int *ppid, unsigned long long t[4])
                != 5)
         return -1;
     return 0;
+}
+
+/* User + system CPU seconds of process pid from /proc, -1 when it cannot
+   be read (not on this host, gone). */
+static double
+s_proc_cpu (int pid)
+{
+    char path[64], buf[64];
+    /* a remote server's pid may exist here too, as another program */
+    snprintf (path, sizeof path, "/proc/%d/comm", pid);
+    FILE *f = fopen (path, "r");
+    if (!f)
+        return -1;
+    bool postgres =
+        fgets (buf, sizeof buf, f) && strncmp (buf, "postgres", 8) == 0;
+    fclose (f);
+    int ppid;
+    unsigned long long t[4];
+    if (!postgres || s_proc_stat (pid, &ppid, t) != 0)
+        return -1;
+    return (double) (t[0] + t[1]) / (double) sysconf (_SC_CLK_TCK);
 }
 
 /* CPU seconds of a whole server: its postmaster pm, the children it has
