@@ -108,8 +108,9 @@ ef_indexreport_print (const ef_indexreport_t *b, FILE *out)
         "their own\n"
         "    connection from the load's start until every row is indexed; "
         "at rest: %d queries\n"
-        "    afterwards; recall: recall@10 of the first %d of them against "
-        "an exact search\n",
+        "    afterwards (embedflow: once merged to index.max_segments); "
+        "recall: recall@10 of\n"
+        "    the first %d of them against an exact search\n",
         (long long) b->searchable_rows,
         ef_indexload_operator (b->index->metric), rate, b->queries,
         b->queries < 50 ? b->queries : 50);
