@@ -91,29 +91,28 @@ ef_indexreport_print (const ef_indexreport_t *b, FILE *out)
     if (b->query_rate > 0)
         snprintf (rate, sizeof rate, "%lld a second",
                   (long long) b->query_rate);
-    fprintf (
-        out,
-        "\nthrough-index: binary COPY into chunk + embedding with its ANN "
-        "index made beforehand\n"
-        "load-then-build: the same COPY into the table without the index, "
-        "then CREATE INDEX\n"
-        "embedflow: the pipeline (load generator -> gRPC -> PostgreSQL) "
-        "with index.method as\n"
-        "    configured; it counts as searchable once at most %lld rows "
-        "await an index\n"
-        "searchable, indexed: seconds from the load's start until every "
-        "row is searchable, and\n"
-        "    until an ANN index covers every row\n"
-        "during: top-10 queries (ORDER BY vector %s $1 LIMIT 10), %s on "
-        "their own\n"
-        "    connection from the load's start until every row is indexed; "
-        "at rest: %d queries\n"
-        "    afterwards (embedflow: once merged to index.max_segments); "
-        "recall: recall@10 of\n"
-        "    the first %d of them against an exact search\n",
-        (long long) b->searchable_rows,
-        ef_indexload_operator (b->index->metric), rate, b->queries,
-        b->queries < 50 ? b->queries : 50);
+    fprintf (out,
+             "\nthrough-index: binary COPY into chunk + embedding with its ANN "
+             "index made beforehand\n"
+             "load-then-build: the same COPY into the table without the index, "
+             "then CREATE INDEX\n"
+             "embedflow: the pipeline (load generator -> gRPC -> PostgreSQL) "
+             "with index.method as\n"
+             "    configured; it counts as searchable once at most %lld rows "
+             "await an index\n"
+             "searchable, indexed: seconds from the load's start until every "
+             "row is searchable, and\n"
+             "    until an ANN index covers every row\n"
+             "during: top-10 queries (ORDER BY vector %s $1 LIMIT 10), %s on "
+             "their own\n"
+             "    connection from the load's start until every row is indexed; "
+             "at rest: %d queries\n"
+             "    afterwards (embedflow: once merged to index.max_segments); "
+             "recall: recall@10 of\n"
+             "    the first %d of them against an exact search\n",
+             (long long) b->searchable_rows,
+             ef_indexload_operator (b->index->metric), rate, b->queries,
+             b->queries < 50 ? b->queries : 50);
 }
 
 /* Writes the index bench's measurements as JSON. Returns 0 or -1. */
