@@ -351,9 +351,11 @@ s_flush (ef_actor_t *actor, s_self_t *self, bool once)
                 ef_info ("reconnected to the database");
         }
     }
-    int rc = s_send_ack (actor, self);
+    /* Counted before the ack: once a client hears its rows were
+       dead-lettered, a scrape must count them. */
     self->stored += self->n_pending;
     ef_actor_count (actor, EF_METRIC_DEAD_LETTERED, (int64_t) self->n_pending);
+    int rc = s_send_ack (actor, self);
     ef_debug ("stored %zu dead letters", self->n_pending);
     for (size_t i = 0; i < self->n_pending; i++)
         embedflow__v1__dead_letter__free_unpacked (self->pending[i], NULL);

@@ -44,7 +44,11 @@ def test_big_messages_into_locked_table(embedflow, db, schema, monkeypatch):
     ef = embedflow(dim=DIM, extra=[
         "--max_inflight_bytes", f"{BUDGET_MB}M",
         "--actors.grpc-receiver.max_message_bytes", f"{MAX_MESSAGE_MB}M",
-        "--actors.splitter.max_content_bytes", "1M"])
+        "--actors.splitter.max_content_bytes", "1M",
+        # eight Python threads build and send 60 MB messages: on a busy
+        # machine one can take longer than the default 10 s to deliver
+        # its first; ending idle calls is test_idle_streams' subject
+        "--actors.grpc-receiver.first_message_timeout", "120s"])
     wait_until("the writers' tables", lambda: db.rows(
         "SELECT 1 FROM pg_tables WHERE schemaname = %s "
         "AND tablename = 'chunk'", (schema,)))

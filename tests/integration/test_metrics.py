@@ -13,7 +13,7 @@ import pytest
 import grpc
 
 from conftest import DATABASE, EMBEDFLOW_BIN, Embedflow, clean_env
-from helpers import chunk, raw_call, row, send, stream
+from helpers import chunk, raw_call, row, send, stream, wait_until
 
 PG_SH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
                      "pg.sh")
@@ -74,7 +74,16 @@ def test_counters_add_up_to_the_upload(embedflow):
     n, chunk_rows = 600, 50
     result = send(ef.target, stream(n, 8, chunk_rows))
     assert result.written == n
-    s = scrape(base)
+
+    def acks_counted():
+        # a writer counts an ack once zmq took it, which can be a moment
+        # after the receiver replied to the client
+        s = scrape(base)
+        return s if total(s, "embedflow_actor_messages_out_total",
+                          "db-writer") >= total(
+            s, "embedflow_actor_batches_total", "db-writer") else None
+
+    s = wait_until("the writers' acks counted", acks_counted, timeout=10)
 
     def actor(name, prefix):
         return total(s, "embedflow_actor_" + name, prefix)
