@@ -2,6 +2,7 @@
 import math
 import os
 import random
+import re
 import shutil
 import signal
 import tempfile
@@ -161,6 +162,24 @@ def scrape(base):
         if line and not line.startswith("#"):
             key, value = line.rsplit(" ", 1)
             samples[key] = float(value)
+    return samples
+
+
+_SAMPLE = re.compile(r'^([a-z_]+)(?:\{(.*)\})? (\S+)$')
+
+
+def scrape_samples(base):
+    """{(name, labels): value} of every sample on BASE/metrics; fails the
+    test on a line that is not a Prometheus sample."""
+    with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line:
+            continue
+        m = _SAMPLE.match(line)
+        assert m, f"not a Prometheus sample: {line!r}"
+        samples[(m.group(1), m.group(2) or "")] = float(m.group(3))
     return samples
 
 

@@ -5,30 +5,16 @@ alone. With `adaptive` off every batch is its own transaction."""
 import re
 import subprocess
 import threading
-import urllib.request
 
 import psycopg2
 import pytest
 
 from conftest import DATABASE, EMBEDFLOW_BIN, clean_env
-from helpers import chunk, row, send, wait_until
+from helpers import chunk, row, scrape_samples, send, wait_until
 
 DIM = 8
 BATCH = 25
 _METRICS = r"metrics on (http://\S+:\d+)/metrics"
-_SAMPLE = re.compile(r'^([a-z_]+)(?:\{(.*)\})? (\S+)$')
-
-
-def scrape(base):
-    """{(name, labels): value} of every sample on /metrics."""
-    with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
-        text = r.read().decode()
-    samples = {}
-    for line in text.splitlines():
-        m = _SAMPLE.match(line)
-        if m and not line.startswith("#"):
-            samples[(m.group(1), m.group(2) or "")] = float(m.group(3))
-    return samples
 
 
 def value(samples, name, actor):
@@ -69,7 +55,7 @@ def upload_behind_a_lock(ef, base, schema, items, queued):
     t.start()
     try:
         def backlog():
-            s = scrape(base)
+            s = scrape_samples(base)
             made = value(s, "embedflow_actor_batches_total", "splitter")
             taken = value(s, "embedflow_actor_messages_in_total", "db-writer")
             return taken == 1 and made - taken >= queued
@@ -96,7 +82,7 @@ def test_backlog_is_merged_exactly_once(embedflow, db, schema, adaptive):
     assert db.scalar(f'SELECT count(DISTINCT (document_id, chunk_index)) '
                      f'FROM "{schema}".chunk') == n
     assert db.count(schema, "embedding") == n
-    s = scrape(base)
+    s = scrape_samples(base)
     batches = value(s, "embedflow_actor_batches_total", "splitter")
     taken = value(s, "embedflow_actor_messages_in_total", "db-writer")
     commits = value(s, "embedflow_actor_batches_total", "db-writer")
@@ -138,7 +124,7 @@ def test_poison_row_in_a_merged_transaction_goes_alone(embedflow, db,
     assert db.count(schema, "embedding") == n - 1
     dead = db.rows(f'SELECT document_id, sqlstate FROM "{schema}".dead_letter')
     assert dead == [(f"q-{poison}", "23514")]
-    s = scrape(base)
+    s = scrape_samples(base)
     assert value(s, "embedflow_writer_merged_transactions_total",
                  "db-writer") >= 1
     assert value(s, "embedflow_actor_dead_lettered_total", "db-writer") == 1

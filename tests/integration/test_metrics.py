@@ -13,12 +13,12 @@ import pytest
 import grpc
 
 from conftest import DATABASE, EMBEDFLOW_BIN, Embedflow, clean_env
-from helpers import chunk, raw_call, row, send, stream, wait_until
+from helpers import (chunk, raw_call, row, scrape_samples, send, stream,
+                     wait_until)
 
 PG_SH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
                      "pg.sh")
 _METRICS = r"metrics on (http://\S+:\d+)/metrics"
-_SAMPLE = re.compile(r'^([a-z_]+)(?:\{(.*)\})? (\S+)$')
 
 
 def get(url):
@@ -39,20 +39,6 @@ def poll_readyz(base, want, timeout=15):
         time.sleep(0.2)
         status, body = get(base + "/readyz")
     return status, body
-
-
-def scrape(base):
-    """{(name, labels): value} of every sample on /metrics."""
-    status, text = get(base + "/metrics")
-    assert status == 200
-    samples = {}
-    for line in text.splitlines():
-        if line.startswith("#") or not line:
-            continue
-        m = _SAMPLE.match(line)
-        assert m, f"not a Prometheus sample: {line!r}"
-        samples[(m.group(1), m.group(2) or "")] = float(m.group(3))
-    return samples
 
 
 def total(samples, name, actor_prefix):
@@ -78,7 +64,7 @@ def test_counters_add_up_to_the_upload(embedflow):
     def acks_counted():
         # a writer counts an ack once zmq took it, which can be a moment
         # after the receiver replied to the client
-        s = scrape(base)
+        s = scrape_samples(base)
         return s if total(s, "embedflow_actor_messages_out_total",
                           "db-writer") >= total(
             s, "embedflow_actor_batches_total", "db-writer") else None
@@ -129,7 +115,7 @@ def test_counters_add_up_to_the_upload(embedflow):
     bad = stream(10, 4, 10, doc_prefix="short")    # wrong dimension
     result = send(ef.target, bad)
     assert result.dead_lettered == 10
-    s = scrape(base)
+    s = scrape_samples(base)
     assert total(s, "embedflow_actor_dead_lettered_total", "splitter") == 10
     assert total(s, "embedflow_actor_dead_lettered_total", "dlq") == 10
     assert total(s, "embedflow_actor_rows_in_total", "grpc-receiver") \
@@ -154,7 +140,7 @@ def test_job_counters_follow_each_source(embedflow):
     # a failed run under the default source: not an EmbeddingChunk
     err = raw_call(ef.target, [b"\xff\xff\xff"])
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
-    s = scrape(base)
+    s = scrape_samples(base)
 
     def job(name, source, status=None):
         label = 'job_name="%s"' % source.replace("\\", "\\\\").replace(
@@ -192,7 +178,7 @@ def test_demo_serves_metrics_until_told(schema):
         base = ef.wait_for_line(_METRICS).group(1)
         ef.wait_for_line(r"done; serving metrics", timeout=120)
         assert re.search(r"rows written\s+2,?000\b", ef.log), ef.log
-        s = scrape(base)
+        s = scrape_samples(base)
         assert total(s, "embedflow_actor_rows_in_total", "grpc-receiver") == n
         assert total(s, "embedflow_actor_rows_out_total", "db-writer") == n
         assert s[("embedflow_pipeline_latency_seconds_count", "")] == n
@@ -331,7 +317,7 @@ def test_writer_counts_retries_and_reconnects(schema, db):
         assert killed >= 1
         result = send(ef.target, stream(50, 8, 50, doc_prefix="again"))
         assert result.written == 50
-        s = scrape(base)
+        s = scrape_samples(base)
         w = 'actor="db-writer"'
         assert s[("embedflow_actor_reconnects_total", w)] == 1
         assert s[("embedflow_actor_retries_total", w)] >= 1
