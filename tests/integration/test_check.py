@@ -1,7 +1,6 @@
 """`embedflow check` (a configuration and what it names, reached without
 running the pipeline), `embedflow config` (the effective configuration
 as YAML, secrets masked) and ${VAR} in config files."""
-import os
 import re
 import socket
 import subprocess

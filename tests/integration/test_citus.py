@@ -13,7 +13,6 @@ import json
 import os
 import re
 import subprocess
-import time
 
 import psycopg2
 import pytest

@@ -8,8 +8,6 @@ import time
 import urllib.error
 import urllib.request
 
-import pytest
-
 import grpc
 
 from conftest import DATABASE, EMBEDFLOW_BIN, Embedflow, clean_env

@@ -2,7 +2,6 @@
 STOPPING=1 on SIGTERM, sent to $NOTIFY_SOCKET as systemd would set it for
 a Type=notify unit, here a datagram socket the test binds. The shipped
 unit, sysusers and tmpfiles snippets are checked with systemd's tools."""
-import array
 import os
 import pathlib
 import re
