@@ -1,6 +1,7 @@
 /*  chunkwire.c — walking EmbeddingChunk bytes without decoding them. */
 #include "rows/chunkwire.h"
 
+#include <limits.h>
 #include <protobuf-c/protobuf-c.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -85,8 +86,12 @@ s_next_field (const uint8_t *buf, size_t len, size_t *pos, s_field_t *f)
         return 1;
     }
     case S_LEN: {
+        /* protobuf-c reads a length of at most 5 bytes (an overlong
+           encoding of a small one too) and refuses one over INT_MAX. */
         uint64_t n;
-        if (s_varint (buf, len, pos, &n) != 0 || n > len - *pos)
+        size_t start = *pos;
+        if (s_varint (buf, len, pos, &n) != 0 || *pos - start > 5 || n > INT_MAX
+            || n > len - *pos)
             return -1;
         f->body = (ef_span_t){buf + *pos, (size_t) n};
         *pos += (size_t) n;

@@ -283,6 +283,40 @@ EF_TEST (chunkwire_long_tag_refused_like_protobuf)
               && shape.items == 2);
 }
 
+/* Found by fuzz_chunk: an item's length spelt in 8 bytes (an overlong
+   zero) passed the scan, while protobuf-c reads a length of at most 5
+   bytes and refuses the message. */
+EF_TEST (chunkwire_long_length_refused_like_protobuf)
+{
+    static const uint8_t msg[] = {0x0a, 0x80, 0x80, 0x80, 0x80, 0x80,
+                                  0x80, 0x80, 0x00, 0x0a, 0x00};
+    static const uint8_t five[] = {0x0a, 0x80, 0x80, 0x80,
+                                   0x80, 0x00, 0x0a, 0x00};
+    static const uint8_t huge[] = {0x0a, 0x80, 0x80, 0x80, 0x80, 0x08};
+    struct {
+        const uint8_t *data;
+        size_t len;
+        int items; /* -1: refused */
+    } cases[] = {
+        {msg, sizeof msg, -1}, {five, sizeof five, 2}, {huge, sizeof huge, -1}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        Embedflow__V1__EmbeddingChunk *c =
+            embedflow__v1__embedding_chunk__unpack (NULL, cases[i].len,
+                                                    cases[i].data);
+        EF_CHECK ((c != NULL) == (cases[i].items >= 0));
+        EF_CHECK (!c || (int) c->n_items == cases[i].items);
+        if (c)
+            embedflow__v1__embedding_chunk__free_unpacked (c, NULL);
+        ef_chunk_shape_t shape;
+        char why[160] = "";
+        int rc = ef_chunk_scan (cases[i].data, cases[i].len, &shape, why,
+                                sizeof why);
+        EF_CHECK (rc == (cases[i].items >= 0 ? 0 : -1));
+        EF_CHECK (rc != 0 || (int) shape.items == cases[i].items);
+        EF_CHECK (rc == 0 || why[0] != '\0');
+    }
+}
+
 /* True when span holds the same bytes as protobuf-c's string s (absent
    is ""). */
 static bool
