@@ -66,22 +66,37 @@ def raw_call(target, payloads, timeout=30):
 class BackgroundUpload:
     """An upload of chunks running in a thread while a test breaks
     something; finish() waits for it and asserts it ended OK with every
-    row written and exactly these rows (last versions) in the table."""
+    row written and exactly these rows (last versions) in the table.
+    With hold_after=N the chunks after the first N wait for release(),
+    so the test can break something at a known point of the upload."""
 
-    def __init__(self, target, chunks):
+    def __init__(self, target, chunks, hold_after=None):
         self.chunks = chunks
         self.outcome = {}
+        self.hold_after = hold_after
+        self.gate = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(target,))
         self.thread.start()
 
+    def _gated(self):
+        for i, c in enumerate(self.chunks):
+            if i == self.hold_after:
+                self.gate.wait(CALL_TIMEOUT)
+            yield c
+
+    def release(self):
+        """Lets the chunks after hold_after go."""
+        self.gate.set()
+
     def _run(self, target):
         try:
-            self.outcome["result"] = send(target, self.chunks)
+            self.outcome["result"] = send(target, self._gated())
         except grpc.RpcError as e:
             self.outcome["error"] = e
 
     def wait(self, timeout=180):
         """Waits for the end; returns the grpc.RpcError, or None."""
+        self.release()
         self.thread.join(timeout)
         assert not self.thread.is_alive(), "the upload did not end"
         return self.outcome.get("error")
