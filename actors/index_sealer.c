@@ -34,8 +34,9 @@
 #define S_IDLE_MAX_MS 1000
 
 typedef struct {
-    int64_t check_every; /* ms between looks at the growing segment */
-    int64_t builders;    /* connections that build indexes at once */
+    int64_t check_every;   /* ms between looks at the growing segment */
+    int64_t builders;      /* connections that build indexes at once */
+    int64_t build_workers; /* parallel workers of each build */
 } s_options_t;
 
 static const ef_option_t s_options[] = {
@@ -48,6 +49,13 @@ static const ef_option_t s_options[] = {
      S_MAX_BUILDERS,
      "index builds and merges run at once, each on its own connection "
      "(and a server core, and index.build_memory)"},
+    {"build_workers", EF_OPT_INT, "1", offsetof (s_options_t, build_workers),
+     -1, 64,
+     "parallel workers PostgreSQL may add to each build and merge "
+     "(max_parallel_maintenance_workers; -1: the server's setting): each "
+     "is one more process beside the builders, taking cores from "
+     "queries during a load (0 leaves queries the most and indexes "
+     "slowest)"},
     EF_OPTION_END};
 
 typedef struct s_self s_self_t;
@@ -103,6 +111,7 @@ s_init (ef_actor_t *actor)
         .seal_idle_ms = g->index_seal_idle,
         .max_segments = g->index_max_segments,
         .build_memory = g->index_build_memory,
+        .build_workers = (int) self->opts->build_workers,
         .dim = (int) g->dim,
     };
     self->n_builders = (int) self->opts->builders;

@@ -469,14 +469,21 @@ s_rotate (ef_sealer_t *self, int growing, int next, int64_t rows, char *err,
     return 0;
 }
 
+/* The memory and parallel workers of the builds on b's session (set
+   before each: a reset connection forgets them). */
 static int
-s_set_build_memory (ef_sealer_t *self, s_builder_t *b, char *err, size_t errlen)
+s_set_build_session (ef_sealer_t *self, s_builder_t *b, char *err,
+                     size_t errlen)
 {
-    char sql[100];
-    snprintf (sql, sizeof sql, "SET maintenance_work_mem = '%" PRId64 "kB'",
-              self->opts.build_memory / 1024);
-    return ef_pg_script (b->conn, sql, "setting maintenance_work_mem", err,
-                         errlen);
+    char sql[160];
+    int n =
+        snprintf (sql, sizeof sql, "SET maintenance_work_mem = '%" PRId64 "kB'",
+                  self->opts.build_memory / 1024);
+    if (self->opts.build_workers >= 0)
+        snprintf (sql + n, sizeof sql - (size_t) n,
+                  ";SET max_parallel_maintenance_workers = %d",
+                  self->opts.build_workers);
+    return ef_pg_script (b->conn, sql, "setting up a build", err, errlen);
 }
 
 /* Sends sql without waiting for its result: ef_sealer_poll collects it. */
@@ -505,7 +512,7 @@ s_build_start (ef_sealer_t *self, s_builder_t *b, int id, char *err,
     snprintf (table, sizeof table, "embedding_%d", id);
     snprintf (sql, sizeof sql, "DROP INDEX IF EXISTS %s.%s", self->quoted,
               name);
-    if (s_set_build_memory (self, b, err, errlen) != 0
+    if (s_set_build_session (self, b, err, errlen) != 0
         || ef_pg_script (b->conn, sql, "building", err, errlen) != 0
         || ef_schema_index_sql (b->conn, self->quoted, table, name,
                                 self->opts.dim, &self->ix, true, sql,
@@ -721,7 +728,7 @@ ef_sealer_poll (ef_sealer_t *self, int builder, ef_seal_step_t *did,
         int64_t since = b->busy_since_us;
         snprintf (name, sizeof name, "embedding_%d_vector", b->busy_id);
         snprintf (table, sizeof table, "embedding_%d", b->busy_id);
-        if (s_set_build_memory (self, b, err, errlen) != 0
+        if (s_set_build_session (self, b, err, errlen) != 0
             || ef_schema_index_sql (b->conn, self->quoted, table, name,
                                     self->opts.dim, &self->ix, false, create,
                                     sizeof create, err, errlen)

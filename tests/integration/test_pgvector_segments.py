@@ -8,6 +8,7 @@ keep working through all of it, and a process killed in the middle of
 a build loses nothing and leaves nothing behind."""
 import os
 import random
+import re
 import subprocess
 import signal
 import threading
@@ -411,3 +412,26 @@ def test_a_paused_load_is_sealed_without_waiting_for_seal_idle(
     assert pdb.scalar(
         f'SELECT count(*) FROM "{pschema}".embedding_{growing[0]}') == 20
     assert "sealed at 20 rows" not in ef.log
+
+
+def test_builds_take_the_parallel_workers_configured(start, pdb, pschema):
+    """actors.index-sealer.build_workers is each build's
+    max_parallel_maintenance_workers. pgvector says how many workers a
+    parallel build launched (DEBUG1), which embedflow logs with
+    --verbose; min_parallel_table_scan_size 0 lets a small segment be
+    built in parallel at all."""
+    debug = (PGV + " options='-c client_min_messages=debug1"
+             " -c min_parallel_table_scan_size=0'")
+    rng = random.Random(11)
+    for workers in (1, 0):
+        ef = start("--database", debug, "--verbose",
+                   "--index.seal_rows", "1000",
+                   "--actors.index-sealer.build_workers", str(workers))
+        r = send(ef.target, [chunk([row(f"w{workers}", i, DIM,
+                                        vector=vec(rng))
+                                    for i in range(1000)], 1)])
+        assert r.written == 1000
+        ef.wait_for_line(r"segment \d+ indexed in")
+        assert ef.stop() == 0, ef.log
+        launched = re.findall(r"using (\d+) parallel workers", ef.log)
+        assert launched == (["1"] if workers else []), ef.log
