@@ -36,12 +36,20 @@ typedef struct {
     size_t at;       /* offset of its tag */
 } s_field_t;
 
-/* Reads a varint at *pos. -1 when it runs past end or is over 10 bytes. */
+/* protobuf-c reads a tag or a length prefix of at most 5 bytes (an
+   overlong spelling of a small one too) and refuses the message
+   otherwise; a varint value may take 10. */
+#define S_VARINT_SHORT 5
+#define S_VARINT_LONG  10
+
+/* Reads a varint of at most max_bytes at *pos. -1 when it runs past end
+   or is longer. */
 static int
-s_varint (const uint8_t *buf, size_t len, size_t *pos, uint64_t *out)
+s_varint (const uint8_t *buf, size_t len, size_t *pos, unsigned max_bytes,
+          uint64_t *out)
 {
     uint64_t v = 0;
-    for (unsigned shift = 0, k = 0; k < 10; k++, shift += 7) {
+    for (unsigned shift = 0, k = 0; k < max_bytes; k++, shift += 7) {
         if (*pos >= len)
             return -1;
         uint8_t b = buf[(*pos)++];
@@ -64,17 +72,15 @@ s_next_field (const uint8_t *buf, size_t len, size_t *pos, s_field_t *f)
         return 0;
     f->at = *pos;
     uint64_t tag;
-    /* protobuf-c reads a tag of at most 5 bytes and refuses the message
-       otherwise: so does this walk. */
-    if (s_varint (buf, len, pos, &tag) != 0 || *pos - f->at > 5
-        || (tag >> 3) == 0 || (tag >> 3) > UINT32_MAX)
+    if (s_varint (buf, len, pos, S_VARINT_SHORT, &tag) != 0 || (tag >> 3) == 0
+        || (tag >> 3) > UINT32_MAX)
         return -1;
     f->number = (uint32_t) (tag >> 3);
     f->wire = (int) (tag & 7);
     f->body = (ef_span_t){NULL, 0};
     switch (f->wire) {
     case S_VARINT:
-        return s_varint (buf, len, pos, &f->value) == 0 ? 1 : -1;
+        return s_varint (buf, len, pos, S_VARINT_LONG, &f->value) == 0 ? 1 : -1;
     case S_FIXED64:
     case S_FIXED32: {
         size_t n = f->wire == S_FIXED64 ? 8 : 4;
@@ -86,11 +92,9 @@ s_next_field (const uint8_t *buf, size_t len, size_t *pos, s_field_t *f)
         return 1;
     }
     case S_LEN: {
-        /* protobuf-c reads a length of at most 5 bytes (an overlong
-           encoding of a small one too) and refuses one over INT_MAX. */
+        /* protobuf-c also refuses a length over INT_MAX */
         uint64_t n;
-        size_t start = *pos;
-        if (s_varint (buf, len, pos, &n) != 0 || *pos - start > 5 || n > INT_MAX
+        if (s_varint (buf, len, pos, S_VARINT_SHORT, &n) != 0 || n > INT_MAX
             || n > len - *pos)
             return -1;
         f->body = (ef_span_t){buf + *pos, (size_t) n};

@@ -168,18 +168,6 @@ def wait_for_stall(counter, quiet=1.0, limit=30.0):
     return counter()
 
 
-def scrape(base):
-    """{'name{labels}': value} of every sample on BASE/metrics."""
-    with urllib.request.urlopen(base + "/metrics", timeout=10) as r:
-        text = r.read().decode()
-    samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, value = line.rsplit(" ", 1)
-            samples[key] = float(value)
-    return samples
-
-
 _SAMPLE = re.compile(r'^([a-z_]+)(?:\{(.*)\})? (\S+)$')
 
 
@@ -196,6 +184,13 @@ def scrape_samples(base):
         assert m, f"not a Prometheus sample: {line!r}"
         samples[(m.group(1), m.group(2) or "")] = float(m.group(3))
     return samples
+
+
+def scrape(base):
+    """{'name{labels}': value} of every sample on BASE/metrics, keyed as
+    the exposition writes them."""
+    return {name + (f"{{{labels}}}" if labels else ""): value
+            for (name, labels), value in scrape_samples(base).items()}
 
 
 def readyz(base):
