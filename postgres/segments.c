@@ -556,12 +556,17 @@ s_merge_start (ef_sealer_t *self, s_builder_t *bl, int a, int b, int m,
    already, so ATTACH adopts them without reading the table. chunk is
    locked first, as writers lock it (they COPY into chunk, then into
    embedding), since attaching and detaching touch its foreign keys.
-   Locking embedding (which locks every segment) keeps writers and queries
-   out for as long as it takes to make the copy equal to a and b — drop
-   the copies whose original left during the build (a changed row moved
-   to the growing segment, a deleted chunk), add rows that came late —
-   and to swap the tables; lock_timeout gives up rather than queue
-   queries behind a long one, and the merge is tried again. */
+   Locking embedding keeps writers' deletes and queries out for as long
+   as it takes to make the copy equal to a and b — drop the copies whose
+   original left during the build (a changed row moved to the growing
+   segment, a deleted chunk), add rows that came late — and to swap the
+   tables. Only the parent and the three tables swapped are locked, not
+   every segment: another segment's CREATE INDEX CONCURRENTLY holds its
+   table for the whole build and waits for every older snapshot, a
+   query's among them, and a query that took its snapshot and then
+   queued behind the swap's lock on the parent closed the cycle
+   (deadlock). lock_timeout gives up rather than queue queries behind a
+   long one, and the merge is tried again. */
 static int
 s_merge_swap (ef_sealer_t *self, const s_builder_t *b, char *err, size_t errlen)
 {
@@ -570,7 +575,9 @@ s_merge_swap (ef_sealer_t *self, const s_builder_t *b, char *err, size_t errlen)
               "BEGIN;"
               "SET LOCAL lock_timeout = '2s';"
               "LOCK TABLE %1$s.chunk IN SHARE ROW EXCLUSIVE MODE;"
-              "LOCK TABLE %1$s.embedding IN ACCESS EXCLUSIVE MODE;"
+              "LOCK TABLE ONLY %1$s.embedding IN ACCESS EXCLUSIVE MODE;"
+              "LOCK TABLE %1$s.embedding_%3$d, %1$s.embedding_%4$d,"
+              "  %1$s.embedding_%2$d IN ACCESS EXCLUSIVE MODE;"
               "DELETE FROM %1$s.embedding_%2$d t"
               "  WHERE NOT EXISTS (SELECT 1 FROM %1$s.embedding_%3$d x"
               "    WHERE x.id = t.id AND x.updated_at = t.updated_at)"

@@ -252,6 +252,45 @@ def test_small_segments_merge_and_queries_go_on_meanwhile(
         == len(segments(pdb, pschema))
 
 
+def test_a_merge_swaps_while_another_segment_is_held_by_its_build(
+        start, pdb, pschema):
+    """A build (CREATE INDEX CONCURRENTLY) holds its segment's table in
+    SHARE UPDATE EXCLUSIVE mode for the whole build. A merge's swap that
+    waited for every segment waited for that build, with queries queued
+    behind it, and a query's snapshot the build waited for made a
+    deadlock. The swap takes only the tables it swaps."""
+    ef = start("--index.seal_rows", "150", "--index.seal_idle", "300ms",
+               "--index.max_segments", "100")
+    rng = random.Random(8)
+    for upload in range(3):
+        items = [row(f"h{upload}", i, DIM, vector=vec(rng))
+                 for i in range(160)]
+        assert send(ef.target, [chunk(items, 1)]).written == 160
+        wait_until("sealed", lambda: settled(pdb, pschema), timeout=60)
+    assert ef.stop() == 0, ef.log
+    sealed = [s for s in segments(pdb, pschema) if s[1] == "sealed"]
+    growing = [s[0] for s in segments(pdb, pschema) if s[1] == "growing"]
+    assert len(sealed) >= 3 and len(growing) == 1
+    # the lock a build of the growing segment would hold
+    holder = psycopg2.connect(PGV)
+    try:
+        with holder.cursor() as cur:
+            cur.execute(f'LOCK TABLE "{pschema}".embedding_{growing[0]} '
+                        f'IN SHARE UPDATE EXCLUSIVE MODE')
+        ef = start("--index.seal_rows", "150", "--index.max_segments", "2")
+        ef.wait_for_line(r"index-sealer: segments \d+ and \d+ \(\d+ rows\) "
+                         r"merged into \d+", timeout=60)
+        assert "swapping merged segments" not in ef.log, ef.log
+    finally:
+        holder.rollback()
+        holder.close()
+    check_one_version_each(pdb, pschema, 480)
+    wait_until("merged down to max_segments", lambda: sum(
+        1 for s in segments(pdb, pschema) if s[1] == "sealed") <= 2,
+        timeout=60)
+    check_one_version_each(pdb, pschema, 480)
+
+
 def test_writers_wait_while_too_many_rows_lack_an_index(start, pdb, pschema):
     ef = start("--index.seal_rows", "200", "--index.max_unindexed_rows",
                "300", "--index.m", "32", "--index.ef_construction", "400",
