@@ -28,6 +28,7 @@
 #include "bench/indexload.h"
 #include "bench/indexreport.h"
 #include "bench/report.h"
+#include "bench/servercpu.h"
 #include "cli/cli.h"
 #include "pipeline/observe.h"
 #include "testkit/loadgen.h"
@@ -41,7 +42,6 @@
 #include "postgres/schema.h"
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
@@ -60,9 +60,7 @@
 #define S_MAX_WRITERS 16
 #define S_MAX_RUNS    25
 #define S_CONTENDERS  5
-#define S_MAX_PIDS    256
 #define S_MAX_SWEEP   8
-#define S_MAX_NODES   64
 
 enum { S_COPY, S_STAGED, S_ROW, S_PIPELINE, S_PULL };
 static const char *s_names[S_CONTENDERS] = {"copy", "staged", "row",
@@ -102,12 +100,7 @@ typedef struct {
     bool pull;                  /* also measure the pull pipeline */
     ef_cli_t *cli;              /* configuration and database */
     PGconn *monitor;            /* schema resets, pg_stat_activity */
-    char appname[64];           /* application_name of our sessions */
-    int node_pm[S_MAX_NODES];   /* distribution citus: the postmaster of
-                                   each node, all on this host */
-    int n_nodes;                /* used; 0 = one server (its sessions are
-                                   counted), -1 = a node elsewhere */
-    char pg_cpu_note[256];      /* what pg cpu s counts, for the legend */
+    ef_servercpu_t server_cpu;  /* pg cpu s: what is counted, and how */
     /* results[contender][writer index][run] */
     s_measure_t results[S_CONTENDERS][S_MAX_WRITERS][S_MAX_RUNS];
     /* progress */
@@ -139,226 +132,6 @@ typedef struct {
     bool contender[EF_INDEXLOAD_KINDS]; /* measured (--contenders) */
     ef_indexload_result_t idx[EF_INDEXLOAD_KINDS][S_MAX_WRITERS][S_MAX_RUNS];
 } s_bench_t;
-
-/* --- PostgreSQL CPU ------------------------------------------------------ */
-
-typedef struct {
-    int pid[S_MAX_PIDS];        /* server processes */
-    double seconds[S_MAX_PIDS]; /* their CPU time */
-    int n;                      /* used */
-    bool ok;                    /* the processes are on this host */
-} s_pgcpu_t;
-
-/* Parent pid and CPU ticks (utime, stime, cutime, cstime) of pid from
-   /proc/PID/stat. Returns 0, -1 when it cannot be read. */
-static int
-s_proc_stat (int pid, int *ppid, unsigned long long t[4])
-{
-    char path[64], buf[1024];
-    snprintf (path, sizeof path, "/proc/%d/stat", pid);
-    FILE *f = fopen (path, "r");
-    if (!f)
-        return -1;
-    size_t n = fread (buf, 1, sizeof buf - 1, f);
-    fclose (f);
-    buf[n] = 0;
-    char *p = strrchr (buf, ')');
-    if (!p
-        || sscanf (p + 2,
-                   "%*c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu "
-                   "%llu %llu",
-                   ppid, &t[0], &t[1], &t[2], &t[3])
-               != 5)
-        return -1;
-    return 0;
-}
-
-/* User + system CPU seconds of process pid from /proc, -1 when it cannot
-   be read (not on this host, gone). */
-static double
-s_proc_cpu (int pid)
-{
-    char path[64], buf[64];
-    /* a remote server's pid may exist here too, as another program */
-    snprintf (path, sizeof path, "/proc/%d/comm", pid);
-    FILE *f = fopen (path, "r");
-    if (!f)
-        return -1;
-    bool postgres =
-        fgets (buf, sizeof buf, f) && strncmp (buf, "postgres", 8) == 0;
-    fclose (f);
-    int ppid;
-    unsigned long long t[4];
-    if (!postgres || s_proc_stat (pid, &ppid, t) != 0)
-        return -1;
-    return (double) (t[0] + t[1]) / (double) sysconf (_SC_CLK_TCK);
-}
-
-/* CPU seconds of a whole server: its postmaster pm, the children it has
-   reaped (cutime, cstime: every connection that ended) and those alive.
-   -1 when pm cannot be read. */
-static double
-s_server_cpu (int pm)
-{
-    int ppid;
-    unsigned long long t[4];
-    if (s_proc_cpu (pm) < 0 || s_proc_stat (pm, &ppid, t) != 0)
-        return -1;
-    unsigned long long ticks = t[0] + t[1] + t[2] + t[3];
-    DIR *d = opendir ("/proc");
-    struct dirent *e;
-    while (d && (e = readdir (d))) {
-        int pid = atoi (e->d_name);
-        if (pid > 0 && s_proc_stat (pid, &ppid, t) == 0 && ppid == pm)
-            ticks += t[0] + t[1];
-    }
-    if (d)
-        closedir (d);
-    return (double) ticks / (double) sysconf (_SC_CLK_TCK);
-}
-
-/* The postmaster of the local postgres process pid, -1 when pid is not
-   a postgres process here or its parent is not one. */
-static int
-s_postmaster_of (int pid)
-{
-    int ppid;
-    unsigned long long t[4];
-    if (s_proc_cpu (pid) < 0 || s_proc_stat (pid, &ppid, t) != 0
-        || s_proc_cpu (ppid) < 0)
-        return -1;
-    return ppid;
-}
-
-/* Whether a Citus node name is this host: a socket directory or a
-   loopback address. */
-static bool
-s_local_node (const char *name)
-{
-    return name[0] == '/' || strcmp (name, "localhost") == 0
-           || strncmp (name, "127.", 4) == 0 || strcmp (name, "::1") == 0;
-}
-
-/* With distribution citus, pg cpu s must count the workers too (they do
-   most of the work): finds the postmaster of the coordinator (through
-   our backend) and of every worker (through its checkpointer, a child
-   that lives as long as the server: run_command_on_workers' backends
-   may be gone before /proc is read),
-   when every node is on this host; otherwise pg cpu s is n/a and the
-   legend says which node is elsewhere. */
-static void
-s_find_nodes (s_bench_t *b)
-{
-    snprintf (b->pg_cpu_note, sizeof b->pg_cpu_note,
-              "the PostgreSQL server's processes");
-    ef_distribution_t dist = EF_DIST_NONE;
-    if (ef_distribution_parse (b->cli->globals->distribution, &dist) != 0
-        || dist != EF_DIST_CITUS)
-        return;
-    b->n_nodes = -1;
-    int pm = s_postmaster_of (PQbackendPID (b->monitor));
-    if (pm < 0) {
-        snprintf (b->pg_cpu_note, sizeof b->pg_cpu_note,
-                  "n/a: the Citus coordinator is not on this host");
-        return;
-    }
-    PGresult *res =
-        PQexec (b->monitor,
-                "SELECT nodename, nodeport, success, result"
-                " FROM run_command_on_workers ('SELECT pid FROM"
-                "   pg_stat_activity WHERE backend_type = ''checkpointer''')"
-                " ORDER BY 1, 2");
-    if (PQresultStatus (res) != PGRES_TUPLES_OK) {
-        snprintf (b->pg_cpu_note, sizeof b->pg_cpu_note,
-                  "n/a: cannot reach the Citus workers: %s",
-                  PQerrorMessage (b->monitor));
-        b->pg_cpu_note[strcspn (b->pg_cpu_note, "\n")] = '\0';
-        PQclear (res);
-        return;
-    }
-    int n = 0;
-    b->node_pm[n++] = pm;
-    for (int i = 0; i < PQntuples (res); i++) {
-        const char *host = PQgetvalue (res, i, 0);
-        int wpm =
-            strcmp (PQgetvalue (res, i, 2), "t") == 0 && s_local_node (host)
-                ? s_postmaster_of (atoi (PQgetvalue (res, i, 3)))
-                : -1;
-        if (wpm < 0 || n == S_MAX_NODES) {
-            snprintf (b->pg_cpu_note, sizeof b->pg_cpu_note,
-                      "n/a: Citus worker %s:%s is not on this host (pg cpu "
-                      "s counts a cluster only when every node is here)",
-                      host, PQgetvalue (res, i, 1));
-            PQclear (res);
-            return;
-        }
-        b->node_pm[n++] = wpm;
-    }
-    PQclear (res);
-    b->n_nodes = n;
-    snprintf (b->pg_cpu_note, sizeof b->pg_cpu_note,
-              "every process of the Citus coordinator's and its %d "
-              "workers' servers (other clients' sessions included)",
-              n - 1);
-}
-
-/* Reads the CPU time of the server's background processes and of our
-   own sessions (application_name); with a Citus cluster on this host,
-   of every node's whole server. */
-static void
-s_pgcpu_read (s_bench_t *b, s_pgcpu_t *out)
-{
-    memset (out, 0, sizeof *out);
-    if (b->n_nodes != 0) {
-        out->ok = b->n_nodes > 0;
-        for (int i = 0; i < b->n_nodes; i++) {
-            out->pid[out->n] = b->node_pm[i];
-            out->seconds[out->n] = s_server_cpu (b->node_pm[i]);
-            out->ok = out->ok && out->seconds[out->n++] >= 0;
-        }
-        return;
-    }
-    const char *params[1] = {b->appname};
-    PGresult *res = PQexecParams (
-        b->monitor,
-        "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid ()"
-        " AND (application_name = $1 OR backend_type <> 'client backend')",
-        1, NULL, params, NULL, NULL, 0);
-    if (!res || PQresultStatus (res) != PGRES_TUPLES_OK) {
-        PQclear (res);
-        return;
-    }
-    out->ok = true;
-    for (int i = 0; i < PQntuples (res) && out->n < S_MAX_PIDS; i++) {
-        int pid = atoi (PQgetvalue (res, i, 0));
-        double s = s_proc_cpu (pid);
-        if (s < 0) {
-            out->ok = false; /* a remote server: no figure rather than a
-                                wrong one */
-            continue;
-        }
-        out->pid[out->n] = pid;
-        out->seconds[out->n++] = s;
-    }
-    PQclear (res);
-}
-
-/* CPU the server spent between two readings, -1 when unknown. */
-static double
-s_pgcpu_diff (const s_pgcpu_t *before, const s_pgcpu_t *after)
-{
-    if (!before->ok || !after->ok)
-        return -1;
-    double total = 0;
-    for (int i = 0; i < after->n; i++) {
-        double was = 0;
-        for (int j = 0; j < before->n; j++)
-            if (before->pid[j] == after->pid[i])
-                was = before->seconds[j];
-        total += after->seconds[i] - was;
-    }
-    return total;
-}
 
 /* --- helpers ------------------------------------------------------------- */
 
@@ -538,14 +311,14 @@ s_finish (s_bench_t *b, s_measure_t *m, ef_histogram_t *latency)
 
 typedef struct {
     s_bench_t *bench;
-    s_pgcpu_t *after; /* filled before the connections close */
+    ef_servercpu_sample_t *after; /* filled before the connections close */
 } s_close_t;
 
 static void
 s_before_close (void *arg)
 {
     s_close_t *c = arg;
-    s_pgcpu_read (c->bench, c->after);
+    ef_servercpu_read (&c->bench->server_cpu, c->after);
 }
 
 /* Runs baseline kind with `writers` connections. Returns 0 or -1. */
@@ -576,8 +349,8 @@ s_run_baseline (s_bench_t *b, int contender, int writers, s_measure_t *m)
         "Row latency of a bench baseline (decoded -> committed).", schema);
     ef_metrics_reset ();
     s_reset_peak_rss ();
-    s_pgcpu_t before, after;
-    s_pgcpu_read (b, &before);
+    ef_servercpu_sample_t before, after;
+    ef_servercpu_read (&b->server_cpu, &before);
     s_close_t close_arg = {b, &after};
     atomic_store (&b->done, 0);
     b->total = rows;
@@ -594,7 +367,7 @@ s_run_baseline (s_bench_t *b, int contender, int writers, s_measure_t *m)
     if (atomic_load (&b->interrupted))
         return -1;
     m->cpu_self = ef_process_cpu_seconds () - cpu0;
-    m->cpu_pg = s_pgcpu_diff (&before, &after);
+    m->cpu_pg = ef_servercpu_diff (&before, &after);
     m->rows = res.rows;
     m->seconds = res.seconds;
     s_finish (b, m, latency);
@@ -603,14 +376,14 @@ s_run_baseline (s_bench_t *b, int contender, int writers, s_measure_t *m)
 
 typedef struct {
     s_bench_t *bench;
-    ef_loadgen_opts_t opts;     /* what to send */
-    ef_loadgen_result_t result; /* what came back */
-    int rc;                     /* ef_loadgen_run's */
-    s_pgcpu_t after;            /* server CPU when the last reply came */
-    ef_runtime_t *runtime;      /* stopped once the upload is over */
-    char listen[64];            /* the receiver's HOST:PORT */
-    pthread_t waiter;           /* index bench: runs ef_cli_wait_runtime */
-    int wait_rc;                /* its result */
+    ef_loadgen_opts_t opts;      /* what to send */
+    ef_loadgen_result_t result;  /* what came back */
+    int rc;                      /* ef_loadgen_run's */
+    ef_servercpu_sample_t after; /* server CPU when the last reply came */
+    ef_runtime_t *runtime;       /* stopped once the upload is over */
+    char listen[64];             /* the receiver's HOST:PORT */
+    pthread_t waiter;            /* index bench: runs ef_cli_wait_runtime */
+    int wait_rc;                 /* its result */
 } s_upload_t;
 
 static void *
@@ -621,7 +394,7 @@ s_generator (void *arg)
                             (volatile uint64_t *) &u->bench->done);
     /* every row is committed once its upload got its reply: read the
        writers' backends while they still exist */
-    s_pgcpu_read (u->bench, &u->after);
+    ef_servercpu_read (&u->bench->server_cpu, &u->after);
     ef_runtime_stop (u->runtime);
     return NULL;
 }
@@ -683,8 +456,8 @@ s_run_pipeline (s_bench_t *b, int writers, s_measure_t *m)
         return -1;
     ef_metrics_reset ();
     s_reset_peak_rss ();
-    s_pgcpu_t before;
-    s_pgcpu_read (b, &before);
+    ef_servercpu_sample_t before;
+    ef_servercpu_read (&b->server_cpu, &before);
     double cpu0 = ef_process_cpu_seconds ();
     s_upload_t u = {0};
     u.bench = b;
@@ -723,7 +496,7 @@ s_run_pipeline (s_bench_t *b, int writers, s_measure_t *m)
         return -1;
     }
     m->cpu_self = ef_process_cpu_seconds () - cpu0;
-    m->cpu_pg = s_pgcpu_diff (&before, &u.after);
+    m->cpu_pg = ef_servercpu_diff (&before, &u.after);
     m->rows = u.result.written;
     m->seconds = u.result.seconds;
     s_finish (b, m, ef_metrics_pipeline_latency ());
@@ -740,12 +513,12 @@ s_run_pipeline (s_bench_t *b, int writers, s_measure_t *m)
 /* --- the pull pipeline ---------------------------------------------------- */
 
 typedef struct {
-    s_bench_t *bench;        /* the bench */
-    pthread_mutex_t lock;    /* guards the fields below */
-    ef_runtime_t *runtime;   /* stopped when the run is over */
-    bool done;               /* the puller reported */
-    ef_pull_report_t report; /* what it reported */
-    s_pgcpu_t after;         /* server CPU when the run ended */
+    s_bench_t *bench;            /* the bench */
+    pthread_mutex_t lock;        /* guards the fields below */
+    ef_runtime_t *runtime;       /* stopped when the run is over */
+    bool done;                   /* the puller reported */
+    ef_pull_report_t report;     /* what it reported */
+    ef_servercpu_sample_t after; /* server CPU when the run ended */
 } s_pull_run_t;
 
 /* The puller's report of a run's end (on the thread in
@@ -763,7 +536,7 @@ s_pull_done (const char *actor, zmsg_t **msg_p, void *arg)
     pthread_mutex_lock (&p->lock);
     p->report = report;
     p->done = true;
-    s_pgcpu_read (p->bench, &p->after);
+    ef_servercpu_read (&p->bench->server_cpu, &p->after);
     if (p->runtime)
         ef_runtime_stop (p->runtime);
     pthread_mutex_unlock (&p->lock);
@@ -829,8 +602,8 @@ s_run_pull (s_bench_t *b, int writers, s_measure_t *m)
     pthread_mutex_init (&p.lock, NULL);
     ef_metrics_reset ();
     s_reset_peak_rss ();
-    s_pgcpu_t before;
-    s_pgcpu_read (b, &before);
+    ef_servercpu_sample_t before;
+    ef_servercpu_read (&b->server_cpu, &before);
     double cpu0 = ef_process_cpu_seconds ();
     uint64_t received;
     ef_pull_progress (S_PULL_JOB, &received, &b->pull_base);
@@ -890,7 +663,7 @@ s_run_pull (s_bench_t *b, int writers, s_measure_t *m)
         return -1;
     }
     m->cpu_self = ef_process_cpu_seconds () - cpu0;
-    m->cpu_pg = s_pgcpu_diff (&before, &p.after);
+    m->cpu_pg = ef_servercpu_diff (&before, &p.after);
     m->rows = r->written;
     m->seconds = r->seconds;
     m->encode_s = st.encode_seconds;
@@ -995,7 +768,7 @@ s_print_table (const s_bench_t *b, FILE *out)
              "cpu s: this process (load generator included); pg cpu s: "
              "%s.\n",
              (unsigned long long) b->row_rows, (unsigned long long) b->rows,
-             b->pg_cpu_note);
+             b->server_cpu.note);
     if (b->pull)
         fprintf (out,
                  "embedflow pull: the pipeline's grpc-puller pulling the same "
@@ -1748,9 +1521,9 @@ ef_cmd_bench (int argc, char **argv)
     }
     /* every session of this bench, ours and the pipeline's, carries one
        application_name: that is how the server's CPU for it is found */
-    snprintf (b->appname, sizeof b->appname, "embedflow-bench-%d",
-              (int) getpid ());
-    setenv ("PGAPPNAME", b->appname, 1);
+    char appname[64];
+    snprintf (appname, sizeof appname, "embedflow-bench-%d", (int) getpid ());
+    setenv ("PGAPPNAME", appname, 1);
     b->monitor = ef_pg_connect (cli.globals->database, "embedflow bench", err,
                                 sizeof err);
     if (!b->monitor) {
@@ -1759,7 +1532,11 @@ ef_cmd_bench (int argc, char **argv)
         ef_cli_close (&cli);
         return EF_EXIT_FAIL;
     }
-    s_find_nodes (b);
+    ef_distribution_t dist = EF_DIST_NONE;
+    ef_servercpu_init (&b->server_cpu, b->monitor, appname,
+                       ef_distribution_parse (cli.globals->distribution, &dist)
+                               == 0
+                           && dist == EF_DIST_CITUS);
     ef_info ("bench: %llu rows x %d dims, writers %s, %d run(s)",
              (unsigned long long) b->rows, b->dim, writers ? writers : "1,2",
              b->runs);
