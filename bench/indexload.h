@@ -23,9 +23,10 @@
     thread on its own connection issues top-10 nearest-neighbour queries
     (`ORDER BY vector <op> $1 LIMIT 10`, the metric's operator),
     query_rate a second as an API server would (0: back to back, which
-    on a small machine takes a core from the load it measures); once all are indexed and the load is over, `queries` more
-    run at rest, and the first recall_queries of them are checked against
-    the exact answer (the same query with index scans off).
+    on a small machine takes a core from the load it measures); once
+    all are indexed and the load is over, `queries` more run at rest,
+    and the first recall_queries of them are checked against the exact
+    answer (the same query with index scans off).
 */
 #ifndef EF_INDEXLOAD_H
 #define EF_INDEXLOAD_H
