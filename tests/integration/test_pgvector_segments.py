@@ -291,6 +291,72 @@ def test_a_merge_swaps_while_another_segment_is_held_by_its_build(
     check_one_version_each(pdb, pschema, 480)
 
 
+def test_a_build_waits_for_the_batch_that_began_before_its_rotation(
+        start, pdb, pschema):
+    """A batch reads which segment is growing as it begins. A rotation
+    waits for the batches in their COPY into chunk (it adds a foreign
+    key to chunk), and a batch that began meanwhile queues behind it.
+    The build of the rotated segment must then wait for that batch and
+    index its rows. When the batch locked the segment only at its COPY
+    into it, the build began first and its validation inserted the late
+    rows one at a time (up to 40 s of a builder in a full-size load)."""
+    ef = start("--index.seal_rows", "1000", "--index.seal_idle", "300ms")
+    # batches are slowed in their COPY into chunk by a trigger
+    pdb.rows(f'CREATE FUNCTION "{pschema}".slow () RETURNS trigger '
+             f'LANGUAGE plpgsql AS $$BEGIN PERFORM pg_sleep (CASE WHEN '
+             f'NEW.document_id = \'first\' THEN 6 ELSE 0.5 END); '
+             f'RETURN NEW; END$$')
+    pdb.rows(f'CREATE TRIGGER slow BEFORE INSERT ON "{pschema}".chunk '
+             f'FOR EACH ROW WHEN (NEW.document_id = \'first\' '
+             f'OR NEW.document_id LIKE \'late-%%\') '
+             f'EXECUTE FUNCTION "{pschema}".slow ()')
+    rng = random.Random(9)
+    growing = pdb.scalar(f'SELECT id FROM "{pschema}".segment '
+                         f'WHERE state = \'growing\'')
+    assert send(ef.target, [chunk([row("quick", i, DIM, vector=vec(rng))
+                                   for i in range(50)], 1)]).written == 50
+    results = []
+
+    def upload(items):
+        results.append(send(ef.target, [chunk(items, 1)]).written)
+
+    first = threading.Thread(target=upload, args=(
+        [row("first", 0, DIM, vector=vec(rng))],))
+    first.start()
+    # once the quick rows are idle for seal_idle, the rotation waits for
+    # the first batch's lock on chunk
+    late = [row(f"late-{d}", 0, DIM, vector=vec(rng)) for d in range(16)]
+    then = threading.Thread(target=upload, args=(late,))
+    try:
+        wait_until("the rotation waiting for the first batch", lambda:
+                   pdb.scalar(
+                       "SELECT count(*) FROM pg_locks l JOIN pg_class c "
+                       "ON c.oid = l.relation JOIN pg_namespace n "
+                       "ON n.oid = c.relnamespace WHERE NOT l.granted "
+                       "AND n.nspname = %s AND c.relname = 'chunk'",
+                       (pschema,)), timeout=5)
+        # these batches begin behind the rotation (their documents go to
+        # both writers, the other one free)
+        then.start()
+
+        def build_phase():
+            phase = pdb.scalar(
+                "SELECT phase FROM pg_stat_progress_create_index"
+                " WHERE relid = %s::regclass",
+                (f'"{pschema}".embedding_{growing}',))
+            return phase if phase not in (None, "initializing") else None
+        phase = wait_until("the build of the rotated segment", build_phase,
+                           timeout=10)
+        assert phase == "waiting for writers before build", phase
+    finally:
+        first.join()
+        if then.ident:
+            then.join()
+    assert sorted(results) == [1, 16]
+    wait_until("sealed", lambda: settled(pdb, pschema))
+    check_one_version_each(pdb, pschema, 67)
+
+
 def test_writers_wait_while_too_many_rows_lack_an_index(start, pdb, pschema):
     ef = start("--index.seal_rows", "200", "--index.max_unindexed_rows",
                "300", "--index.m", "32", "--index.ef_construction", "400",
