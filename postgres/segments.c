@@ -2,11 +2,13 @@
 
     Invariants the writers and the sealer keep between them:
       - exactly one segment is growing; a writer reads which one in its
-        batch's transaction, without a lock (a rotation waiting for the
-        share locks of overlapping batches starved), so a batch that
-        read it just before a rotation may still add rows to the
-        segment being built: CREATE INDEX CONCURRENTLY indexes them, and
-        one that comes later still goes through the index;
+        batch's transaction, without a lock on the segment row (a
+        rotation waiting for the share locks of overlapping batches
+        starved), then locks that segment's table and checks it is
+        still growing (postgres/pgwrite.c): the build that follows a
+        rotation (CREATE INDEX CONCURRENTLY) waits for the batches that
+        hold the lock, and a batch that comes later goes through the
+        finished index;
       - a row id lives in one segment: a changed row is deleted wherever
         it is and its new version, with a new updated_at, inserted into
         the growing segment, in one transaction;
