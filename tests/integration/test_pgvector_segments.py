@@ -300,11 +300,13 @@ def test_a_build_waits_for_the_batch_that_began_before_its_rotation(
     index its rows. When the batch locked the segment only at its COPY
     into it, the build began first and its validation inserted the late
     rows one at a time (up to 40 s of a builder in a full-size load)."""
-    ef = start("--index.seal_rows", "1000", "--index.seal_idle", "300ms")
+    # seal_idle gives the first batch time to reach its COPY into chunk
+    # before the rotation
+    ef = start("--index.seal_rows", "1000", "--index.seal_idle", "2s")
     # batches are slowed in their COPY into chunk by a trigger
     pdb.rows(f'CREATE FUNCTION "{pschema}".slow () RETURNS trigger '
              f'LANGUAGE plpgsql AS $$BEGIN PERFORM pg_sleep (CASE WHEN '
-             f'NEW.document_id = \'first\' THEN 6 ELSE 0.5 END); '
+             f'NEW.document_id = \'first\' THEN 8 ELSE 0.5 END); '
              f'RETURN NEW; END$$')
     pdb.rows(f'CREATE TRIGGER slow BEFORE INSERT ON "{pschema}".chunk '
              f'FOR EACH ROW WHEN (NEW.document_id = \'first\' '
@@ -334,7 +336,7 @@ def test_a_build_waits_for_the_batch_that_began_before_its_rotation(
                        "ON c.oid = l.relation JOIN pg_namespace n "
                        "ON n.oid = c.relnamespace WHERE NOT l.granted "
                        "AND n.nspname = %s AND c.relname = 'chunk'",
-                       (pschema,)), timeout=5)
+                       (pschema,)), timeout=10)
         # these batches begin behind the rotation (their documents go to
         # both writers, the other one free)
         then.start()
