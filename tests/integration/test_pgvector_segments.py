@@ -303,43 +303,52 @@ def test_a_build_waits_for_the_batch_that_began_before_its_rotation(
     # seal_idle gives the first batch time to reach its COPY into chunk
     # before the rotation
     ef = start("--index.seal_rows", "1000", "--index.seal_idle", "2s")
-    # batches are slowed in their COPY into chunk by a trigger
+    # batches are slowed in their COPY into chunk by a trigger, once per
+    # transaction: the first for 8 s, the later one for 3 s
     pdb.rows(f'CREATE FUNCTION "{pschema}".slow () RETURNS trigger '
-             f'LANGUAGE plpgsql AS $$BEGIN PERFORM pg_sleep (CASE WHEN '
-             f'NEW.document_id = \'first\' THEN 8 ELSE 0.5 END); '
-             f'RETURN NEW; END$$')
+             f'LANGUAGE plpgsql AS $$BEGIN '
+             f'IF current_setting (\'embedflow_test.slept\', true) '
+             f'IS DISTINCT FROM \'yes\' THEN '
+             f'PERFORM set_config (\'embedflow_test.slept\', \'yes\', true);'
+             f' PERFORM pg_sleep (CASE WHEN NEW.document_id = \'first\' '
+             f'THEN 8 ELSE 3 END); END IF; RETURN NEW; END$$')
     pdb.rows(f'CREATE TRIGGER slow BEFORE INSERT ON "{pschema}".chunk '
-             f'FOR EACH ROW WHEN (NEW.document_id = \'first\' '
-             f'OR NEW.document_id LIKE \'late-%%\') '
+             f'FOR EACH ROW WHEN (NEW.document_id IN (\'first\', '
+             f'\'late-0\', \'late-2\', \'late-3\')) '
              f'EXECUTE FUNCTION "{pschema}".slow ()')
     rng = random.Random(9)
     growing = pdb.scalar(f'SELECT id FROM "{pschema}".segment '
                          f'WHERE state = \'growing\'')
-    assert send(ef.target, [chunk([row("quick", i, DIM, vector=vec(rng))
-                                   for i in range(50)], 1)]).written == 50
+    # rows for both writers (hash(document_id) % 2): each prepares its
+    # statements on its first batch, outside the batch's transaction
+    assert send(ef.target, [chunk(
+        [row(doc, i, DIM, vector=vec(rng)) for doc in ("quick", "late-4")
+         for i in range(25)], 1)]).written == 50
     results = []
 
     def upload(items):
         results.append(send(ef.target, [chunk(items, 1)]).written)
 
+    def waiting_for_chunk():
+        return pdb.scalar(
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c "
+            "ON c.oid = l.relation JOIN pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE NOT l.granted "
+            "AND n.nspname = %s AND c.relname = 'chunk'", (pschema,))
+
     first = threading.Thread(target=upload, args=(
         [row("first", 0, DIM, vector=vec(rng))],))
     first.start()
-    # once the quick rows are idle for seal_idle, the rotation waits for
-    # the first batch's lock on chunk
-    late = [row(f"late-{d}", 0, DIM, vector=vec(rng)) for d in range(16)]
+    # documents that hash(document_id) % 2 sends to the other writer
+    # than "first"'s, which is busy with it
+    late = [row(f"late-{d}", 0, DIM, vector=vec(rng)) for d in (0, 2, 3)]
     then = threading.Thread(target=upload, args=(late,))
     try:
-        wait_until("the rotation waiting for the first batch", lambda:
-                   pdb.scalar(
-                       "SELECT count(*) FROM pg_locks l JOIN pg_class c "
-                       "ON c.oid = l.relation JOIN pg_namespace n "
-                       "ON n.oid = c.relnamespace WHERE NOT l.granted "
-                       "AND n.nspname = %s AND c.relname = 'chunk'",
-                       (pschema,)), timeout=10)
-        # these batches begin behind the rotation (their documents go to
-        # both writers, the other one free)
+        wait_until("the rotation waiting for the first batch",
+                   lambda: waiting_for_chunk() == 1, timeout=10)
         then.start()
+        wait_until("the later batch queued behind the rotation",
+                   lambda: waiting_for_chunk() == 2, timeout=10)
 
         def build_phase():
             phase = pdb.scalar(
@@ -354,9 +363,13 @@ def test_a_build_waits_for_the_batch_that_began_before_its_rotation(
         first.join()
         if then.ident:
             then.join()
-    assert sorted(results) == [1, 16]
+    assert sorted(results) == [1, 3]
     wait_until("sealed", lambda: settled(pdb, pschema))
-    check_one_version_each(pdb, pschema, 67)
+    check_one_version_each(pdb, pschema, 54)
+    # every batch that began before the rotation wrote into the segment
+    # that was built
+    assert pdb.scalar(
+        f'SELECT count(*) FROM "{pschema}".embedding_{growing}') == 54
 
 
 def test_writers_wait_while_too_many_rows_lack_an_index(start, pdb, pschema):
