@@ -27,7 +27,7 @@ def test_bench_runs_every_contender_and_writes_json(tmp_path, db):
     p = bench("--rows", "2000", "--dim", "32", "--runs", "1",
               "--writers", "1,2", "--row-rows", "300", "--chunk-rows", "100",
               "--batch-rows", "500", "--upsert-ratio", "0.25",
-              "--json", str(out))
+              "--vector-type", "real", "--json", str(out))
     assert p.returncode == 0, p.stdout + p.stderr
     # the table: a line per writer count and contender, and the targets
     for w in ("1", "2"):

@@ -461,6 +461,16 @@ EF_TEST (db_schema_migrate)
 
 #define DIM 32
 
+/* Migrates schema for DIM-dimension rows as real[], whatever the test
+   server has: these tests read vectors with real[]'s operators
+   (cardinality, subscripts), which pgvector's types do not have. */
+static int
+s_migrate_real (PGconn *c, const char *schema, char *err, size_t errlen)
+{
+    ef_schema_opts_t opts = {.dim = DIM, .vector_type = EF_VECTOR_REAL};
+    return ef_schema_migrate_opts (c, schema, &opts, err, errlen);
+}
+
 /* 1000 rows of distinct keys. */
 static Embedflow__V1__Row **
 s_batch (size_t n, int first_doc, float seed)
@@ -478,7 +488,7 @@ EF_TEST (db_pgwrite_upsert)
     EF_REQUIRE (c);
     const char *schema = ef_test_schema ();
     char err[512];
-    EF_REQUIRE (ef_schema_migrate (c, schema, DIM, err, sizeof err) == 0);
+    EF_REQUIRE (s_migrate_real (c, schema, err, sizeof err) == 0);
     ef_pgwrite_t *w = ef_pgwrite_new (c, schema, DIM);
     EF_REQUIRE (w);
 
@@ -591,7 +601,7 @@ EF_TEST (db_pgwrite_lookup_skipped_for_new_keys)
     EF_REQUIRE (c);
     const char *schema = ef_test_schema ();
     char err[512];
-    EF_REQUIRE (ef_schema_migrate (c, schema, DIM, err, sizeof err) == 0);
+    EF_REQUIRE (s_migrate_real (c, schema, err, sizeof err) == 0);
     ef_pgwrite_t *w = ef_pgwrite_new (c, schema, DIM);
     EF_REQUIRE (w);
     size_t n = 100;
@@ -651,7 +661,7 @@ EF_TEST (db_pgwrite_duplicates)
     EF_REQUIRE (c);
     const char *schema = ef_test_schema ();
     char err[512];
-    EF_REQUIRE (ef_schema_migrate (c, schema, DIM, err, sizeof err) == 0);
+    EF_REQUIRE (s_migrate_real (c, schema, err, sizeof err) == 0);
     ef_pgwrite_t *w = ef_pgwrite_new (c, schema, DIM);
     EF_REQUIRE (w);
     Embedflow__V1__Row *rows[3] = {s_row_new (5, 1, DIM, 1.0f),
@@ -679,7 +689,7 @@ EF_TEST (db_pgwrite_errors)
     EF_REQUIRE (c);
     const char *schema = ef_test_schema ();
     char err[512];
-    EF_REQUIRE (ef_schema_migrate (c, schema, DIM, err, sizeof err) == 0);
+    EF_REQUIRE (s_migrate_real (c, schema, err, sizeof err) == 0);
     ef_pgwrite_t *w = ef_pgwrite_new (c, schema, DIM);
     EF_REQUIRE (w);
     EF_CHECK (s_exec_ok (c,
@@ -763,7 +773,7 @@ EF_TEST (db_pgwrite_dead_letters)
     EF_REQUIRE (c);
     const char *schema = ef_test_schema ();
     char err[512];
-    EF_REQUIRE (ef_schema_migrate (c, schema, DIM, err, sizeof err) == 0);
+    EF_REQUIRE (s_migrate_real (c, schema, err, sizeof err) == 0);
     Embedflow__V1__DeadLetter d[3];
     Embedflow__V1__DeadLetter *items[3];
     uint8_t bytes[] = {0x12, 0x00, 0xFF};
@@ -841,7 +851,7 @@ EF_TEST (db_pgwrite_race)
     EF_REQUIRE (c && other);
     const char *schema = ef_test_schema ();
     char err[512];
-    EF_REQUIRE (ef_schema_migrate (c, schema, DIM, err, sizeof err) == 0);
+    EF_REQUIRE (s_migrate_real (c, schema, err, sizeof err) == 0);
     ef_pgwrite_t *w = ef_pgwrite_new (c, schema, DIM);
     EF_REQUIRE (w);
 
@@ -928,7 +938,7 @@ EF_TEST (db_pgwrite_hooks)
     EF_REQUIRE (c);
     const char *schema = ef_test_schema ();
     char err[512];
-    EF_REQUIRE (ef_schema_migrate (c, schema, DIM, err, sizeof err) == 0);
+    EF_REQUIRE (s_migrate_real (c, schema, err, sizeof err) == 0);
     EF_REQUIRE (
         s_exec_ok (c, "CREATE TABLE \"%s\".side (changed int)", schema));
     ef_pgwrite_t *w = ef_pgwrite_new (c, schema, DIM);
