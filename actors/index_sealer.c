@@ -110,6 +110,7 @@ s_init (ef_actor_t *actor)
         .seal_rows = g->index_seal_rows,
         .seal_idle_ms = g->index_seal_idle,
         .max_segments = g->index_max_segments,
+        .max_unindexed_rows = g->index_max_unindexed_rows,
         .build_memory = g->index_build_memory,
         .build_workers = (int) self->opts->build_workers,
         .dim = (int) g->dim,

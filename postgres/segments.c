@@ -48,6 +48,15 @@ typedef enum {
 /* ... and one that got none for this long, the load has paused */
 #define S_PAUSE_US 2000000
 
+/* The rows of segment s (not sealed) that await an index, as SQL on
+   %1$s, the schema: what the writers tallied into it. Not segment.rows,
+   the count a rotation saw: batches that began before the rotation
+   commit after it (up to ~4,000 rows of a full-size segment), and the
+   build indexes them too. */
+#define S_UNSEALED_ROWS                                                        \
+    "(SELECT coalesce (sum (t.rows), 0) FROM %1$s.segment_rows t"              \
+    "  WHERE t.segment = s.id)"
+
 /* A connection that runs builds and merges, one at a time. */
 typedef struct {
     PGconn *conn;          /* borrowed */
@@ -185,14 +194,11 @@ ef_segments_unindexed (PGconn *conn, const char *schema, int64_t *rows,
     /* from the bookkeeping, not count(*): a count reads every unindexed
        vector (~0.75 us each), and a monitor that asks often would take
        the builders' CPU */
-    PGresult *res = ef_pg_exec_schema (
-        conn, schema,
-        "SELECT coalesce (sum (CASE WHEN s.state = 'growing'"
-        "  THEN (SELECT coalesce (sum (t.rows), 0) FROM %1$s.segment_rows t"
-        "        WHERE t.segment = s.id)"
-        "  ELSE s.rows END), 0)"
-        " FROM %1$s.segment s WHERE s.state <> 'sealed'",
-        0, NULL, "segments", err, errlen);
+    PGresult *res =
+        ef_pg_exec_schema (conn, schema,
+                           "SELECT coalesce (sum (" S_UNSEALED_ROWS "), 0)"
+                           " FROM %1$s.segment s WHERE s.state <> 'sealed'",
+                           0, NULL, "segments", err, errlen);
     if (!res)
         return -1;
     *rows = strtoll (PQgetvalue (res, 0, 0), NULL, 10);
@@ -410,9 +416,10 @@ s_segments (ef_sealer_t *self, char *err, size_t errlen)
     snprintf (sql, sizeof sql,
               "SELECT s.id, s.state,"
               "  CASE WHEN s.state = 'sealed'"
-              "    THEN coalesce (st.n_live_tup, s.rows) ELSE s.rows END"
-              " FROM %s.segment s LEFT JOIN pg_stat_user_tables st"
-              "   ON st.relid = to_regclass (%s || '.embedding_' || s.id)"
+              "    THEN coalesce (st.n_live_tup, s.rows)"
+              "    ELSE " S_UNSEALED_ROWS " END"
+              " FROM %1$s.segment s LEFT JOIN pg_stat_user_tables st"
+              "   ON st.relid = to_regclass (%2$s || '.embedding_' || s.id)"
               " ORDER BY s.id",
               self->quoted, self->literal);
     return ef_pg_exec (self->conn, sql, 0, NULL, "reading the segments", err,
@@ -425,14 +432,15 @@ s_count (ef_sealer_t *self, int id, char *err, size_t errlen)
 {
     char sql[1024];
     snprintf (sql, sizeof sql,
-              "SELECT coalesce (sum (rows), 0) FROM %s.segment_rows"
-              " WHERE segment = %d",
+              "SELECT " S_UNSEALED_ROWS
+              " FROM %1$s.segment s WHERE s.id = %2$d",
               self->quoted, id);
     PGresult *res =
         ef_pg_exec (self->conn, sql, 0, NULL, "counting rows", err, errlen);
     if (!res)
         return -1;
-    int64_t n = strtoll (PQgetvalue (res, 0, 0), NULL, 10);
+    int64_t n =
+        PQntuples (res) == 1 ? strtoll (PQgetvalue (res, 0, 0), NULL, 10) : 0;
     PQclear (res);
     return n;
 }
@@ -853,7 +861,13 @@ ef_sealer_step (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
         return -1;
     self->stats.waiting += rows;
     int64_t now = ef_clock_mono_us ();
-    if (growing != self->growing || rows != self->growing_rows) {
+    /* Writers held back by the backlog bring no rows, and that is
+       neither idleness nor a pause: sealed then, the growing segment
+       became one more small segment (as few as 700 rows in a
+       full-size load), each one more index scan for every query. */
+    bool held = self->opts.max_unindexed_rows > 0
+                && self->stats.waiting > self->opts.max_unindexed_rows;
+    if (growing != self->growing || rows != self->growing_rows || held) {
         self->growing = growing;
         self->growing_rows = rows;
         self->growing_since_us = now;

@@ -68,6 +68,7 @@ typedef struct {
     int64_t seal_rows;    /* a growing segment this full is sealed */
     int64_t seal_idle_ms; /* ... or one with rows that got none this long */
     int64_t max_segments; /* more sealed segments than this are merged */
+    int64_t max_unindexed_rows; /* writers wait beyond this (0: never) */
     int64_t build_memory; /* bytes of maintenance_work_mem of each build */
     int build_workers;    /* max_parallel_maintenance_workers of each, or
                              -1 for the server's */

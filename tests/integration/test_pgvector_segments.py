@@ -302,7 +302,9 @@ def test_a_build_waits_for_the_batch_that_began_before_its_rotation(
     rows one at a time (up to 40 s of a builder in a full-size load)."""
     # seal_idle gives the first batch time to reach its COPY into chunk
     # before the rotation
-    ef = start("--index.seal_rows", "1000", "--index.seal_idle", "2s")
+    ef = start("--index.seal_rows", "1000", "--index.seal_idle", "2s",
+               "--metrics", "127.0.0.1:0")
+    metrics = ef.wait_for_line(r"metrics on (http://\S+:\d+)/metrics").group(1)
     # batches are slowed in their COPY into chunk by a trigger, once per
     # transaction: the first for 8 s, the later one for 3 s
     pdb.rows(f'CREATE FUNCTION "{pschema}".slow () RETURNS trigger '
@@ -343,6 +345,7 @@ def test_a_build_waits_for_the_batch_that_began_before_its_rotation(
     # than "first"'s, which is busy with it
     late = [row(f"late-{d}", 0, DIM, vector=vec(rng)) for d in (0, 2, 3)]
     then = threading.Thread(target=upload, args=(late,))
+    holder = psycopg2.connect(PGV)
     try:
         wait_until("the rotation waiting for the first batch",
                    lambda: waiting_for_chunk() == 1, timeout=10)
@@ -359,11 +362,35 @@ def test_a_build_waits_for_the_batch_that_began_before_its_rotation(
         phase = wait_until("the build of the rotated segment", build_phase,
                            timeout=10)
         assert phase == "waiting for writers before build", phase
+        # an old snapshot keeps the build in its last phase once both
+        # batches commit
+        with holder.cursor() as cur:
+            cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            cur.execute("SELECT 1")
     finally:
         first.join()
         if then.ident:
             then.join()
-    assert sorted(results) == [1, 3]
+    try:
+        assert sorted(results) == [1, 3]
+        wait_until("the build waiting for the old snapshot", lambda: pdb.scalar(
+            "SELECT count(*) FROM pg_stat_progress_create_index"
+            " WHERE phase = 'waiting for old snapshots'"))
+        # the rows of both batches await the index, though the rotation
+        # counted the segment before they came: what `check` reports (and
+        # `bench` measures "searchable" by), and the sealer's gauge
+        check = subprocess.run(
+            [EMBEDFLOW_BIN, "check", "--database", PGV, "--schema", pschema,
+             "--dim", str(DIM), "--vector_type", "vector", "--index.method",
+             "hnsw", "--listen", "127.0.0.1:0"],
+            capture_output=True, text=True, timeout=60, env=clean_env())
+        assert re.search(r"\b54 rows scanned exactly", check.stdout), \
+            check.stdout + check.stderr
+        wait_until("the sealer's gauge", lambda: scrape(metrics).get(
+            'embedflow_index_unindexed_rows{actor="index-sealer"}') == 54)
+    finally:
+        holder.rollback()
+        holder.close()
     wait_until("sealed", lambda: settled(pdb, pschema))
     check_one_version_each(pdb, pschema, 54)
     # every batch that began before the rotation wrote into the segment
@@ -403,6 +430,64 @@ def test_writers_wait_while_too_many_rows_lack_an_index(start, pdb, pschema):
             m['embedflow_index_sealed_segments{actor="index-sealer"}'] == \
             sum(1 for s in segments(pdb, pschema) if s[1] == "sealed")
     wait_until("the gauges agree with the segments", gauges_agree)
+
+
+def test_writers_held_back_do_not_make_the_growing_segment_idle(
+        start, pdb, pschema):
+    """While the backlog holds the writers back no rows come, but the
+    load has not paused: the growing segment must not be sealed as
+    idle. Sealed then it became one more small segment (700 rows in a
+    full-size load), one more index scan for every query."""
+    ef = start("--index.seal_rows", "200", "--index.max_unindexed_rows",
+               "300", "--index.seal_idle", "500ms")
+    rng = random.Random(11)
+    # one document: one writer takes every batch, in order
+    items = [row("held", i, DIM, vector=vec(rng)) for i in range(500)]
+    # an old snapshot keeps every build in its last phase (CREATE INDEX
+    # CONCURRENTLY waits for older snapshots): the backlog stays
+    holder = psycopg2.connect(PGV)
+    uploads = []
+
+    def upload_the_rest():
+        for i in range(200, 500, 50):
+            uploads.append(send(ef.target, [chunk(items[i:i + 50], 1)])
+                           .written)
+    rest = threading.Thread(target=upload_the_rest)
+    try:
+        with holder.cursor() as cur:
+            cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            cur.execute("SELECT 1")
+        for i in range(0, 200, 50):
+            assert send(ef.target, [chunk(items[i:i + 50], 1)]).written \
+                == 50
+        wait_until("a build waiting for the old snapshot", lambda: pdb.scalar(
+            "SELECT count(*) FROM pg_stat_progress_create_index"
+            " WHERE phase = 'waiting for old snapshots'"))
+        # 50 rows at a time into the growing segment until more than 300
+        # wait: held with fewer than seal_rows in it
+        rest.start()
+        held = ef.wait_for_line(r"waiting for ANN indexes: (\d+) rows wait")
+        assert int(held.group(1)) > 300
+        growing = pdb.scalar(f'SELECT id FROM "{pschema}".segment '
+                             f'WHERE state = \'growing\'')
+        assert 0 < pdb.scalar(
+            f'SELECT count(*) FROM "{pschema}".embedding_{growing}') < 200
+        # held for four times seal_idle: not sealed
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            assert "(idle)" not in ef.log, ef.log
+            assert pdb.scalar(
+                f'SELECT state FROM "{pschema}".segment WHERE id = %s',
+                (growing,)) == "growing"
+            time.sleep(0.1)
+    finally:
+        holder.rollback()
+        holder.close()
+    rest.join(timeout=60)
+    assert uploads == [50] * 6
+    ef.wait_for_line(r"ANN indexes caught up: writing again")
+    wait_until("sealed", lambda: settled(pdb, pschema), timeout=60)
+    check_one_version_each(pdb, pschema, 500)
 
 
 def test_a_kill_in_the_middle_of_a_build_loses_nothing(start, pdb, pschema):
