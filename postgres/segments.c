@@ -683,6 +683,16 @@ s_any_busy (const ef_sealer_t *self)
     return false;
 }
 
+/* True while some builder runs nothing. */
+static bool
+s_any_idle (const ef_sealer_t *self)
+{
+    for (int i = 0; i < self->n_builders; i++)
+        if (self->builders[i].busy == S_IDLE)
+            return true;
+    return false;
+}
+
 int
 ef_sealer_poll (ef_sealer_t *self, int builder, ef_seal_step_t *did,
                 char *detail, size_t detlen, char *err, size_t errlen)
@@ -883,13 +893,15 @@ ef_sealer_step (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
         return -1;
     /* Sealed when full, when idle with rows (a trickle's rows wait
        seal_idle, so it does not make a segment of every few rows), or
-       when a load has paused with a tenth of seal_rows or more while no
-       builder has work: every query scans the growing segment exactly,
-       and idle builders index it for nothing. */
+       when a load has paused with a tenth of seal_rows or more while a
+       builder has nothing to do: every query scans the growing segment
+       exactly, and the idle builder indexes it for nothing. That
+       builder need not wait for the others: at the end of a load they
+       are still building its last full segments. */
     int64_t still_us = now - self->growing_since_us;
     bool idle = rows > 0 && still_us >= self->opts.seal_idle_ms * 1000;
     bool paused = rows >= self->opts.seal_rows / 10 && still_us >= S_PAUSE_US
-                  && n_building == 0 && !s_any_busy (self);
+                  && n_building == 0 && s_any_idle (self);
     if (rows >= self->opts.seal_rows || idle || paused) {
         if (s_rotate (self, growing, next, rows, err, errlen) != 0)
             return -1;

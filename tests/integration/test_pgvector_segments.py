@@ -619,6 +619,40 @@ def test_a_paused_load_is_sealed_without_waiting_for_seal_idle(
     assert "sealed at 20 rows" not in ef.log
 
 
+def test_a_paused_load_is_sealed_while_another_segment_builds(
+        start, pdb, pschema):
+    """At the end of a load the builders are still building its last
+    full segments; the first one free takes the tail, rather than
+    waiting for all of them or for seal_idle."""
+    ef = start("--index.seal_rows", "1000", "--index.seal_idle", "1h")
+    rng = random.Random(12)
+    # an old snapshot keeps the full segment's build in its last phase
+    holder = psycopg2.connect(PGV)
+    try:
+        with holder.cursor() as cur:
+            cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            cur.execute("SELECT 1")
+        r = send(ef.target, [chunk([row("f", i, DIM, vector=vec(rng))
+                                    for i in range(1000)], 1)])
+        assert r.written == 1000
+        wait_until("the full segment's build held", lambda: pdb.scalar(
+            "SELECT count(*) FROM pg_stat_progress_create_index"
+            " WHERE phase = 'waiting for old snapshots'"))
+        r = send(ef.target, [chunk([row("t", i, DIM, vector=vec(rng))
+                                    for i in range(500)], 1)])
+        assert r.written == 500
+        ef.wait_for_line(r"segment \d+ sealed at 500 rows \(the load "
+                         r"paused\)", timeout=15)
+        # the tail builds beside the held one
+        wait_until("two builds", lambda: pdb.scalar(
+            "SELECT count(*) FROM pg_stat_progress_create_index") == 2)
+    finally:
+        holder.rollback()
+        holder.close()
+    wait_until("their indexes", lambda: settled(pdb, pschema), timeout=30)
+    check_one_version_each(pdb, pschema, 1500)
+
+
 def test_builds_take_the_parallel_workers_configured(start, pdb, pschema):
     """actors.index-sealer.build_workers is each build's
     max_parallel_maintenance_workers. pgvector says how many workers a
