@@ -97,6 +97,21 @@ def indexes(db, schema):
         (schema,))}
 
 
+def take_an_old_snapshot(conn):
+    """Keeps every index build that begins before conn's transaction
+    ends in its last phase: CREATE INDEX CONCURRENTLY waits for older
+    snapshots."""
+    with conn.cursor() as cur:
+        cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        cur.execute("SELECT 1")
+
+
+def builds_held(db):
+    """Index builds waiting for an older snapshot."""
+    return db.scalar("SELECT count(*) FROM pg_stat_progress_create_index"
+                     " WHERE phase = 'waiting for old snapshots'")
+
+
 def check_one_version_each(db, schema, rows):
     """Every chunk has exactly one embedding, and there are rows of them."""
     assert db.scalar(f'SELECT count(*) FROM "{schema}".chunk') == rows
@@ -364,18 +379,15 @@ def test_a_build_waits_for_the_batch_that_began_before_its_rotation(
         assert phase == "waiting for writers before build", phase
         # an old snapshot keeps the build in its last phase once both
         # batches commit
-        with holder.cursor() as cur:
-            cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
-            cur.execute("SELECT 1")
+        take_an_old_snapshot(holder)
     finally:
         first.join()
         if then.ident:
             then.join()
     try:
         assert sorted(results) == [1, 3]
-        wait_until("the build waiting for the old snapshot", lambda: pdb.scalar(
-            "SELECT count(*) FROM pg_stat_progress_create_index"
-            " WHERE phase = 'waiting for old snapshots'"))
+        wait_until("the build waiting for the old snapshot",
+                   lambda: builds_held(pdb))
         # the rows of both batches await the index, though the rotation
         # counted the segment before they came: what `check` reports (and
         # `bench` measures "searchable" by), and the sealer's gauge
@@ -454,15 +466,12 @@ def test_writers_held_back_do_not_make_the_growing_segment_idle(
                            .written)
     rest = threading.Thread(target=upload_the_rest)
     try:
-        with holder.cursor() as cur:
-            cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
-            cur.execute("SELECT 1")
+        take_an_old_snapshot(holder)
         for i in range(0, 200, 50):
             assert send(ef.target, [chunk(items[i:i + 50], 1)]).written \
                 == 50
-        wait_until("a build waiting for the old snapshot", lambda: pdb.scalar(
-            "SELECT count(*) FROM pg_stat_progress_create_index"
-            " WHERE phase = 'waiting for old snapshots'"))
+        wait_until("a build waiting for the old snapshot",
+                   lambda: builds_held(pdb))
         # 50 rows at a time into the growing segment until more than 300
         # wait: held with fewer than seal_rows in it
         rest.start()
@@ -629,15 +638,12 @@ def test_a_paused_load_is_sealed_while_another_segment_builds(
     # an old snapshot keeps the full segment's build in its last phase
     holder = psycopg2.connect(PGV)
     try:
-        with holder.cursor() as cur:
-            cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
-            cur.execute("SELECT 1")
+        take_an_old_snapshot(holder)
         r = send(ef.target, [chunk([row("f", i, DIM, vector=vec(rng))
                                     for i in range(1000)], 1)])
         assert r.written == 1000
-        wait_until("the full segment's build held", lambda: pdb.scalar(
-            "SELECT count(*) FROM pg_stat_progress_create_index"
-            " WHERE phase = 'waiting for old snapshots'"))
+        wait_until("the full segment's build held",
+                   lambda: builds_held(pdb))
         r = send(ef.target, [chunk([row("t", i, DIM, vector=vec(rng))
                                     for i in range(500)], 1)])
         assert r.written == 500
