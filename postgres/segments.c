@@ -426,25 +426,6 @@ s_segments (ef_sealer_t *self, char *err, size_t errlen)
                        errlen);
 }
 
-/* Rows written into segment id, as the writers' tallies say. */
-static int64_t
-s_count (ef_sealer_t *self, int id, char *err, size_t errlen)
-{
-    char sql[1024];
-    snprintf (sql, sizeof sql,
-              "SELECT " S_UNSEALED_ROWS
-              " FROM %1$s.segment s WHERE s.id = %2$d",
-              self->quoted, id);
-    PGresult *res =
-        ef_pg_exec (self->conn, sql, 0, NULL, "counting rows", err, errlen);
-    if (!res)
-        return -1;
-    int64_t n =
-        PQntuples (res) == 1 ? strtoll (PQgetvalue (res, 0, 0), NULL, 10) : 0;
-    PQclear (res);
-    return n;
-}
-
 /* Makes segment next the growing one and hands `growing` (holding rows)
    to the builder, in one transaction; the UPDATE waits for the batches
    that read `growing` to commit. */
@@ -819,6 +800,7 @@ ef_sealer_step (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
     if (!res)
         return -1;
     int growing = -1, next = 1, sealed = 0;
+    int64_t rows = 0; /* the growing segment's, as the writers tallied */
     int64_t unsealed_rows = 0; /* of segments waiting for their index */
     int building[S_MAX_BUILDING], n_building = 0;
     int merges = 0; /* running: each leaves one sealed segment fewer */
@@ -834,13 +816,15 @@ ef_sealer_step (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
     for (int i = 0; i < PQntuples (res); i++) {
         int id = atoi (PQgetvalue (res, i, 0));
         const char *state = PQgetvalue (res, i, 1);
-        int64_t rows = strtoll (PQgetvalue (res, i, 2), NULL, 10);
+        int64_t n = strtoll (PQgetvalue (res, i, 2), NULL, 10);
         if (id >= next)
             next = id + 1;
         if (strcmp (state, "building") == 0)
-            unsealed_rows += rows;
-        if (strcmp (state, "growing") == 0)
+            unsealed_rows += n;
+        if (strcmp (state, "growing") == 0) {
             growing = id;
+            rows = n;
+        }
         else if (strcmp (state, "building") == 0) {
             bool taken = false;
             for (int j = 0; j < self->n_builders; j++)
@@ -852,7 +836,7 @@ ef_sealer_step (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
         else if (strcmp (state, "sealed") == 0) {
             sealed++;
             if (!s_merging (self, id) && n_free < S_MAX_BUILDING)
-                free_seg[n_free++] = (ef_seal_segment_t){id, rows};
+                free_seg[n_free++] = (ef_seal_segment_t){id, n};
         }
     }
     PQclear (res);
@@ -864,11 +848,8 @@ ef_sealer_step (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
     self->stats.sealed = sealed;
     self->stats.waiting = unsealed_rows;
 
-    /* 1. the growing segment: count it (writers hold back on the sum of
-          the unsealed ones), rotate it when full or idle with rows */
-    int64_t rows = s_count (self, growing, err, errlen);
-    if (rows < 0)
-        return -1;
+    /* 1. the growing segment: its count (writers hold back on the sum
+          of the unsealed ones); rotated when full or idle with rows */
     self->stats.waiting += rows;
     int64_t now = ef_clock_mono_us ();
     /* Writers held back by the backlog bring no rows, and that is
