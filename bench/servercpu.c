@@ -188,16 +188,19 @@ ef_servercpu_read (const ef_servercpu_t *self, ef_servercpu_sample_t *out)
         PQclear (res);
         return;
     }
-    out->ok = true;
-    for (int i = 0; i < PQntuples (res) && out->n < EF_SERVERCPU_MAX_PIDS;
+    /* Our own backend tells whether the server runs on this host (a
+       remote one gives no figure rather than a wrong one). Here, a
+       listed process that cannot be read has ended since the list: a
+       session or a parallel worker. Counting that as remote lost the
+       whole figure now and then. */
+    out->ok = s_proc_cpu (PQbackendPID (self->monitor)) >= 0;
+    for (int i = 0;
+         out->ok && i < PQntuples (res) && out->n < EF_SERVERCPU_MAX_PIDS;
          i++) {
         int pid = atoi (PQgetvalue (res, i, 0));
         double s = s_proc_cpu (pid);
-        if (s < 0) {
-            out->ok = false; /* a remote server: no figure rather than a
-                                wrong one */
+        if (s < 0)
             continue;
-        }
         out->pid[out->n] = pid;
         out->seconds[out->n++] = s;
     }
