@@ -284,16 +284,20 @@ s_lat_quantile (s_lat_t *l, double q)
 
 /* One nearest-neighbour query on its own connection. */
 typedef struct {
-    PGconn *conn;     /* owned */
-    char *sql;        /* the top-10 query */
-    char **vectors;   /* borrowed */
-    int next;         /* the vector to use next */
-    atomic_int stop;  /* ends the query thread */
-    double rate;      /* queries a second; 0 = back to back */
-    s_lat_t lat;      /* latencies */
-    pthread_t thread; /* the query thread */
-    bool started;     /* it runs */
-    char error[512];  /* why it stopped early */
+    PGconn *conn;                 /* owned */
+    char *sql;                    /* the top-10 query */
+    char **vectors;               /* borrowed */
+    int next;                     /* the vector to use next */
+    atomic_int stop;              /* ends the query thread */
+    double rate;                  /* queries a second; 0 = back to back */
+    s_lat_t lat;                  /* latencies */
+    double sent;                  /* when the last query was sent */
+    double load_t0;               /* when the load began */
+    const ef_indexload_opts_t *o; /* borrowed: query_log, writers, run */
+    ef_indexload_kind_t kind;     /* for query_log */
+    pthread_t thread;             /* the query thread */
+    bool started;                 /* it runs */
+    char error[512];              /* why it stopped early */
 } s_query_t;
 
 /* Runs the next query; ids (10 x 37 bytes), when not NULL, receives the
@@ -303,10 +307,10 @@ s_query_once (s_query_t *q, char (*ids)[37])
 {
     const char *params[] = {q->vectors[q->next]};
     q->next = q->vectors[q->next + 1] ? q->next + 1 : 0;
-    double t0 = s_now ();
+    q->sent = s_now ();
     PGresult *res =
         PQexecParams (q->conn, q->sql, 1, NULL, params, NULL, NULL, 0);
-    double took = s_now () - t0;
+    double took = s_now () - q->sent;
     if (!res || PQresultStatus (res) != PGRES_TUPLES_OK) {
         char msg[400];
         ef_pg_error (q->conn, res, NULL, msg, sizeof msg);
@@ -321,6 +325,19 @@ s_query_once (s_query_t *q, char (*ids)[37])
     return took;
 }
 
+/* Adds the last query's latency s to q's figures and, when there is
+   one, a line to the query log. Returns 0, or -1 when out of memory. */
+static int
+s_query_took (s_query_t *q, const char *phase, double s)
+{
+    FILE *log = q->o->query_log;
+    if (log)
+        fprintf (log, "%s\t%d\t%d\t%s\t%.3f\t%.3f\n", s_kinds[q->kind],
+                 q->o->writers, q->o->run, phase, q->sent - q->load_t0,
+                 s * 1e3);
+    return s_lat_add (&q->lat, s);
+}
+
 /* The query thread: queries at q->rate (a query that takes longer than
    its turn delays the next, none is skipped) or back to back, until
    told to stop. */
@@ -331,7 +348,7 @@ s_query_run (void *arg)
     double next = s_now ();
     while (!atomic_load (&q->stop)) {
         double s = s_query_once (q, NULL);
-        if (s < 0 || s_lat_add (&q->lat, s) != 0)
+        if (s < 0 || s_query_took (q, "during", s) != 0)
             break;
         if (q->rate > 0) {
             next += 1.0 / q->rate;
@@ -348,12 +365,15 @@ s_query_run (void *arg)
 /* Opens the query connection and makes the query. Returns 0 or -1 with
    err. */
 static int
-s_query_open (s_query_t *q, const ef_indexload_opts_t *o, const char *quoted,
+s_query_open (s_query_t *q, const ef_indexload_opts_t *o,
+              ef_indexload_kind_t kind, const char *quoted,
               const s_column_t *col, char **vectors, char *err, size_t errlen)
 {
     memset (q, 0, sizeof *q);
     q->vectors = vectors;
     q->rate = o->query_rate;
+    q->o = o;
+    q->kind = kind;
     q->conn = ef_pg_connect (o->conninfo, "embedflow bench query", err, errlen);
     if (!q->conn)
         return -1;
@@ -424,7 +444,7 @@ s_at_rest (s_query_t *q, const ef_indexload_opts_t *o,
     int rc = 0;
     for (int i = 0; i < o->queries && rc == 0; i++) {
         double s = s_query_once (q, i < checks ? found[i] : NULL);
-        if (s < 0 || s_lat_add (&q->lat, s) != 0)
+        if (s < 0 || s_query_took (q, "rest", s) != 0)
             rc = -1;
     }
     res->rest_n = q->lat.n;
@@ -606,10 +626,11 @@ s_run (ef_indexload_kind_t kind, const ef_indexload_opts_t *o, PGconn *conn,
         return -1;
     res->indexed_at_start = had == 1;
     s_query_t q;
-    if (s_query_open (&q, o, quoted, &col, vectors, err, errlen) != 0) {
+    if (s_query_open (&q, o, kind, quoted, &col, vectors, err, errlen) != 0) {
         s_query_close (&q);
         return -1;
     }
+    q.load_t0 = s_now ();
     if (pthread_create (&q.thread, NULL, s_query_run, &q) != 0) {
         snprintf (err, errlen, "cannot start the query thread");
         s_query_close (&q);

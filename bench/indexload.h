@@ -26,7 +26,10 @@
     on a small machine takes a core from the load it measures); once
     all are indexed and the load is over, `queries` more run at rest,
     and the first recall_queries of them are checked against the exact
-    answer (the same query with index scans off).
+    answer (the same query with index scans off). With a query_log every
+    query of both phases is one line in it: when it was sent, in seconds
+    from its load's start, and how long it took, which tells which
+    moments of a load make its slow queries.
 */
 #ifndef EF_INDEXLOAD_H
 #define EF_INDEXLOAD_H
@@ -36,6 +39,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "postgres/schema.h"
 #include "testkit/loadgen.h"
@@ -104,7 +108,14 @@ typedef struct {
     void (*progress) (void *arg, uint64_t rows); /* COPY's rows committed */
     void *progress_arg;                          /* for progress */
     const atomic_int *stop; /* when not NULL and set: stop early */
+    FILE *query_log;        /* borrowed; when not NULL, one line per query
+                               (EF_INDEXLOAD_LOG_HEADER) */
+    int run;                /* the run's number, for query_log */
 } ef_indexload_opts_t;
+
+/* The header line of a query log: its tab-separated columns. */
+#define EF_INDEXLOAD_LOG_HEADER                                                \
+    "contender\twriters\trun\tphase\tstarted_s\tlatency_ms\n"
 
 /* The contender's name: "through-index", "load-then-build", "embedflow". */
 const char *ef_indexload_name (ef_indexload_kind_t kind);

@@ -7,6 +7,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 /* The runs of contender k at writer count index w. */
@@ -200,12 +201,46 @@ ef_indexreport_plot (const ef_indexreport_t *b, const char *path)
     fclose (d);
     char index[128];
     ef_index_describe (b->index, index, sizeof index);
+    /* the third panel: one series of points per contender, read from the
+       query log's tab-separated lines (its header skipped) */
+    char *timeline = NULL;
+    size_t timeline_len = 0;
+    if (b->query_log) {
+        FILE *m = open_memstream (&timeline, &timeline_len);
+        if (!m) {
+            unlink (data);
+            return -1;
+        }
+        fputs ("set datafile separator '\\t'\n"
+               "set xlabel 'seconds from the load''s start'\n"
+               "set xtics norotate\n"
+               "set ylabel 'query latency during the load, ms'\nplot ",
+               m);
+        const char *sep = "";
+        for (int k = 0; k < EF_INDEXLOAD_KINDS; k++) {
+            if (!b->contender[k])
+                continue;
+            fprintf (m,
+                     "%s'%s' every ::1 using (strcol(1) eq '%s' && "
+                     "strcol(4) eq 'during' ? $5 : 1/0):6 with points pt 7 "
+                     "ps 0.3 title '%s'",
+                     sep, b->query_log, ef_indexload_name (k),
+                     ef_indexload_name (k));
+            sep = ", ";
+        }
+        fputs ("\n", m);
+        if (fclose (m) != 0) {
+            free (timeline);
+            unlink (data);
+            return -1;
+        }
+    }
     char *script = NULL;
     if (asprintf (
             &script,
-            "set terminal pngcairo size 1200,480 noenhanced\n"
+            "set terminal pngcairo size %d,480 noenhanced\n"
             "set output '%s'\n"
-            "set multiplot layout 1,2 title 'embedflow bench: %llu rows x "
+            "set multiplot layout 1,%d title 'embedflow bench: %llu rows x "
             "%d dims into a table indexed %s, median of %d'\n"
             "set style data histograms\nset style histogram cluster gap 1\n"
             "set style fill solid 0.8 border -1\nset boxwidth 0.9\n"
@@ -218,13 +253,17 @@ ef_indexreport_plot (const ef_indexreport_t *b, const char *path)
             "plot '%s' using 4:xtic(1) title 'p50 during', '' using 5 "
             "title 'p95 during', '' using 6 title 'p50 at rest', '' using 7 "
             "title 'p95 at rest'\n"
+            "%s"
             "unset multiplot\n",
-            path, (unsigned long long) b->rows, b->dim, index, b->runs, data,
-            data)
+            timeline ? 1800 : 1200, path, timeline ? 3 : 2,
+            (unsigned long long) b->rows, b->dim, index, b->runs, data, data,
+            timeline ? timeline : "")
         < 0) {
+        free (timeline);
         unlink (data);
         return -1;
     }
+    free (timeline);
     int rc = ef_report_gnuplot (script, data);
     free (script);
     return rc;

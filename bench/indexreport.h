@@ -33,6 +33,7 @@ typedef struct {
     const ef_indexload_result_t *results; /* [kind][max_writers][max_runs] */
     int max_writers;                      /* the layout of results */
     int max_runs;                         /* ... */
+    const char *query_log; /* written (EF_INDEXLOAD_LOG_HEADER), or NULL */
 } ef_indexreport_t;
 
 /* Prints the table, the targets and what the columns mean to out. */
@@ -44,7 +45,9 @@ int ef_indexreport_json (const ef_indexreport_t *r, const char *path,
                          const char *command);
 
 /* Draws the times until searchable and indexed and the query latencies
-   into path (PNG) with gnuplot. Returns 0, or -1. */
+   into path (PNG) with gnuplot and, from r->query_log when there is
+   one, each query's latency during the load against its time. Returns
+   0, or -1. */
 int ef_indexreport_plot (const ef_indexreport_t *r, const char *path);
 
 #endif

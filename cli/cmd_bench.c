@@ -130,6 +130,7 @@ typedef struct {
     int queries;                        /* queries at rest */
     int64_t query_rate;                 /* queries a second while loading */
     bool contender[EF_INDEXLOAD_KINDS]; /* measured (--contenders) */
+    FILE *query_log;                    /* --query-log, or NULL */
     ef_indexload_result_t idx[EF_INDEXLOAD_KINDS][S_MAX_WRITERS][S_MAX_RUNS];
 } s_bench_t;
 
@@ -1205,7 +1206,9 @@ s_run_index (s_bench_t *b)
                     .load_arg = &u,
                     .progress = s_progress_add,
                     .progress_arg = b,
-                    .stop = &b->interrupted};
+                    .stop = &b->interrupted,
+                    .query_log = b->query_log,
+                    .run = r + 1};
                 ef_indexload_result_t *m = &b->idx[k][w][r];
                 if (k != EF_INDEXLOAD_EMBEDFLOW) {
                     atomic_store (&b->done, 0);
@@ -1344,7 +1347,7 @@ ef_cmd_bench (int argc, char **argv)
     ef_signals_init ();
     char *writers = NULL, *upsert = NULL, *json = NULL, *plot = NULL,
          *memory = NULL, *sweep = NULL, *no_pull = NULL, *target = NULL,
-         *contenders = NULL;
+         *contenders = NULL, *query_log = NULL;
     int64_t rows = 0, row_rows = 0, chunk_rows = 0, batch_rows = 0, runs = 0,
             streams = 0, slow_ms = 0, searchable_rows = 0, queries = 0,
             query_rate = -1;
@@ -1406,6 +1409,11 @@ ef_cmd_bench (int argc, char **argv)
          "and indexes, as an API server sends them (default 20; 0 = back "
          "to back)",
          NULL, &s_numbers[9], &query_rate},
+        {"query-log", "FILE",
+         "with an index: write every query's start (seconds from its "
+         "load's start) and latency as tab-separated lines, to see when "
+         "queries are slow",
+         &query_log, NULL, NULL},
         {"contenders", "LIST",
          "with an index: which to measure, of through-index, "
          "load-then-build and embedflow (default all; the targets need "
@@ -1479,6 +1487,9 @@ ef_cmd_bench (int argc, char **argv)
     if (b->index && b->upsert_ratio > 0)
         bad = "--upsert-ratio is not measured with an index (index.method): "
               "every contender loads new rows";
+    if (query_log && !b->index)
+        bad = "--query-log needs an index (index.method): without one no "
+              "query runs";
     char err[512];
     snprintf (err, sizeof err, "%d", b->batch_rows);
     if (!bad
@@ -1567,8 +1578,19 @@ ef_cmd_bench (int argc, char **argv)
         progress_started = false;
         rc = src;
     }
+    if (b->index && rc == EF_EXIT_OK && query_log
+        && (!(b->query_log = fopen (query_log, "w"))
+            || fputs (EF_INDEXLOAD_LOG_HEADER, b->query_log) < 0)) {
+        ef_error ("--query-log %s: %s", query_log, strerror (errno));
+        rc = EF_EXIT_FAIL;
+    }
     if (b->index && rc == EF_EXIT_OK && s_run_index (b) != 0)
         rc = EF_EXIT_FAIL;
+    if (b->query_log && fclose (b->query_log) != 0) {
+        ef_error ("--query-log %s: %s", query_log, strerror (errno));
+        rc = EF_EXIT_FAIL;
+    }
+    b->query_log = NULL;
     for (int w = 0; w < b->n_writers && rc == EF_EXIT_OK && !b->memory
                     && !b->n_sweep && !b->index;
          w++)
@@ -1601,6 +1623,7 @@ ef_cmd_bench (int argc, char **argv)
         char command[4096];
         s_command_line (argc, argv, command, sizeof command);
         ef_indexreport_t report = s_index_report (b);
+        report.query_log = query_log;
         ef_indexreport_print (&report, stdout);
         if (json && ef_indexreport_json (&report, json, command) != 0)
             rc = EF_EXIT_FAIL;

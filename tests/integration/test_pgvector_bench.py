@@ -148,11 +148,15 @@ def test_bench_loads_into_an_indexed_table_three_ways(pdb, tmp_path,
 
 def test_bench_measures_only_the_contenders_named(pdb, tmp_path):
     out = tmp_path / "bench.json"
+    log = tmp_path / "queries.tsv"
+    png = tmp_path / "bench.png"
+    plot = ["--plot", str(png)] if shutil.which("gnuplot") else []
     p = subprocess.run(
         [EMBEDFLOW_BIN, "bench", "--database", PGV, "--rows", "600",
          "--dim", "16", "--runs", "1", "--writers", "1", "--index.method",
          "hnsw", "--index.seal_rows", "200", "--index.seal_idle", "300ms",
-         "--queries", "5", "--contenders", "embedflow", "--json", str(out)],
+         "--queries", "5", "--contenders", "embedflow", "--json", str(out),
+         "--query-log", str(log), *plot],
         stdin=subprocess.DEVNULL, capture_output=True, text=True,
         timeout=300, env=clean_env())
     assert p.returncode == 0, p.stdout + p.stderr
@@ -168,6 +172,29 @@ def test_bench_measures_only_the_contenders_named(pdb, tmp_path):
         assert pdb.scalar("SELECT to_regclass (%s) IS NULL",
                           (f"{SCHEMAS[name]}.chunk",)), name
 
+    # the query log: one line per query the figures were taken from, in
+    # the order sent
+    header, *lines = log.read_text().splitlines()
+    assert header.split("\t") == ["contender", "writers", "run", "phase",
+                                  "started_s", "latency_ms"]
+    queries = [line.split("\t") for line in lines]
+    assert {tuple(q[:3]) for q in queries} == {("embedflow", "1", "1")}
+    phases = [q[3] for q in queries]
+    emb = doc["results"][0]["median"]
+    assert phases == ["during"] * emb["queries_during"] + ["rest"] * 5
+    started = [float(q[4]) for q in queries]
+    assert started == sorted(started) and started[0] >= 0
+    latency = sorted(float(q[5]) for q in queries if q[3] == "rest")
+    assert all(ms > 0 for ms in latency)
+    # nearest rank, as the JSON's percentile
+    assert latency[2] == pytest.approx(
+        emb["query_at_rest_p50_s"] * 1e3, abs=0.002)
+    if plot:
+        # a third panel, the latencies against time, widens the picture
+        head = png.read_bytes()[:24]
+        assert head[:8] == b"\x89PNG\r\n\x1a\n"
+        assert int.from_bytes(head[16:20], "big") == 1800
+
     bad = subprocess.run(
         [EMBEDFLOW_BIN, "bench", "--database", PGV, "--index.method", "hnsw",
          "--contenders", "embedflow,through"],
@@ -176,6 +203,16 @@ def test_bench_measures_only_the_contenders_named(pdb, tmp_path):
     assert bad.returncode == 2, bad.stdout + bad.stderr
     assert "--contenders must be a list of through-index, load-then-build " \
         "and embedflow" in bad.stderr
+
+    # without an index no query runs, so there is nothing to log
+    bad = subprocess.run(
+        [EMBEDFLOW_BIN, "bench", "--database", PGV, "--index.method", "none",
+         "--query-log", str(tmp_path / "none.tsv")],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=60, env=clean_env())
+    assert bad.returncode == 2, bad.stdout + bad.stderr
+    assert "--query-log needs an index" in bad.stderr
+    assert not (tmp_path / "none.tsv").exists()
 
 
 @pytest.fixture
