@@ -499,6 +499,84 @@ def test_writers_held_back_do_not_make_the_growing_segment_idle(
     check_one_version_each(pdb, pschema, 500)
 
 
+def merge_tables(conn, schema):
+    """Segment tables no segment row names yet: merges under way."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relkind = 'r' "
+            "AND c.relname ~ '^embedding_[0-9]+$' "
+            "AND substring (c.relname FROM 11)::int NOT IN "
+            f'(SELECT id FROM "{schema}".segment)', (schema,))
+        return cur.fetchone()[0]
+
+
+def test_no_merge_starts_between_the_builds_of_a_load(start, pdb, pschema):
+    """When a build ends, the writers it held back resume, and for a
+    moment no row awaits an index and the growing segment is not half
+    full. Merges started then took both builders for a minute while the
+    next full segment waited, and the writers with it (a full-size load
+    took 170 s instead of ~105 s). Writers held back a moment ago mean
+    the load goes on: no merge starts until it is over."""
+    ef = start("--index.seal_rows", "200", "--index.max_unindexed_rows",
+               "220", "--index.max_segments", "1")
+    rng = random.Random(12)
+    # one document: one writer takes every batch, in order
+    items = [row("between", i, DIM, vector=vec(rng)) for i in range(1000)]
+
+    def upload(lo, hi):
+        for i in range(lo, hi, 50):
+            assert send(ef.target, [chunk(items[i:i + 50], 1)]).written == 50
+
+    # a first load, merged down to one sealed segment once it is over
+    upload(0, 400)
+    wait_until("one sealed segment", lambda: settled(pdb, pschema) and sorted(
+        s[1] for s in segments(pdb, pschema)) == ["growing", "sealed"],
+        timeout=60)
+    # a second load: its first full segment's build held by an old
+    # snapshot, the writers held with a quarter of seal_rows growing
+    holder = psycopg2.connect(PGV)
+    watcher = psycopg2.connect(PGV)
+    watcher.autocommit = True
+    merge_seen, rest_done = [], threading.Event()
+    rest = threading.Thread(target=lambda: (upload(650, 1000),
+                                            rest_done.set()))
+    try:
+        take_an_old_snapshot(holder)
+        upload(400, 600)
+        wait_until("a build waiting for the old snapshot",
+                   lambda: builds_held(pdb))
+        mark = len(ef.log)
+        upload(600, 650)
+        rest.start()
+        wait_until("writers held back",
+                   lambda: "waiting for ANN indexes" in ef.log[mark:])
+        growing = pdb.scalar(f'SELECT id FROM "{pschema}".segment '
+                             f"WHERE state = 'growing'")
+        assert 0 < pdb.scalar(
+            f'SELECT count(*) FROM "{pschema}".embedding_{growing}') < 100
+    finally:
+        holder.rollback()
+        holder.close()
+    # the build ends: two sealed segments, max_segments 1, and the load
+    # goes on until the rest is written
+    while not rest_done.is_set() and rest.is_alive():
+        if merge_tables(watcher, pschema):
+            merge_seen.append(rest_done.is_set())
+            break
+        time.sleep(0.01)
+    rest.join(timeout=60)
+    assert rest_done.is_set()
+    assert merge_seen in ([], [True]), ef.log[mark:]
+    # once it is over, the merges come
+    wait_until("one sealed segment", lambda: settled(pdb, pschema) and sorted(
+        s[1] for s in segments(pdb, pschema)) == ["growing", "sealed"],
+        timeout=60)
+    watcher.close()
+    check_one_version_each(pdb, pschema, 1000)
+
+
 def test_a_kill_in_the_middle_of_a_build_loses_nothing(start, pdb, pschema):
     slow = ("--index.seal_rows", "500", "--index.m", "48",
             "--index.ef_construction", "800")
