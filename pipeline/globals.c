@@ -66,10 +66,11 @@ const ef_option_t ef_globals_options[] = {
      "with an index, load new rows into an unindexed growing segment that "
      "queries scan exactly, and index it in the background once sealed "
      "(docs/pgvector.md); fixed when the schema is made"},
-    {"index.seal_rows", EF_OPT_INT, "5000",
+    {"index.seal_rows", EF_OPT_INT, "10000",
      offsetof (ef_globals_t, index_seal_rows), 100, 100000000,
-     "segments: seal the growing segment at this many rows (smaller "
-     "segments index faster a row, and are more indexes to merge)"},
+     "segments: seal the growing segment at this many rows (each sealed "
+     "segment is one more index scan for every query; smaller ones index "
+     "faster a row)"},
     {"index.seal_idle", EF_OPT_MS, "30s",
      offsetof (ef_globals_t, index_seal_idle), 100, 86400000,
      "segments: ... or when it holds rows and got none for this long"},
@@ -78,11 +79,11 @@ const ef_option_t ef_globals_options[] = {
      "segments: merge the smallest sealed segments beyond this many (each "
      "is one more index a query reads); while a load keeps the builders "
      "busy, merges wait up to 4 x this many"},
-    {"index.max_unindexed_rows", EF_OPT_INT, "15000",
+    {"index.max_unindexed_rows", EF_OPT_INT, "13000",
      offsetof (ef_globals_t, index_max_unindexed_rows), 0, INT64_MAX,
      "segments: writers wait while more rows than this await their index, "
-     "so queries never scan more (0 = never wait); about 3 x seal_rows "
-     "keeps two builders busy"},
+     "so queries never scan more (0 = never wait); a little over seal_rows "
+     "keeps one build running, about 3 x keeps two"},
     {"index.build_memory", EF_OPT_SIZE, "512M",
      offsetof (ef_globals_t, index_build_memory), 1 << 20, (int64_t) 1 << 40,
      "maintenance_work_mem of index builds: an HNSW graph larger than this "
