@@ -214,6 +214,19 @@ def test_bench_measures_only_the_contenders_named(pdb, tmp_path):
     assert "--query-log needs an index" in bad.stderr
     assert not (tmp_path / "none.tsv").exists()
 
+    # a log that cannot be written stops the bench before it loads
+    bad = subprocess.run(
+        [EMBEDFLOW_BIN, "bench", "--database", PGV, "--rows", "600",
+         "--dim", "16", "--runs", "1", "--writers", "1", "--index.method",
+         "hnsw", "--contenders", "embedflow",
+         "--query-log", str(tmp_path / "missing" / "q.tsv")],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=60, env=clean_env())
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert f"--query-log {tmp_path / 'missing' / 'q.tsv'}: No such file " \
+        "or directory" in bad.stderr
+    assert "embedflow_bench_pipeline" not in bad.stdout
+
 
 @pytest.fixture
 def data_dir():
