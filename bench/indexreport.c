@@ -176,15 +176,58 @@ ef_indexreport_json (const ef_indexreport_t *b, const char *path,
     return ef_report_dump_json (doc, path);
 }
 
+/* The plot command of the third panel: one series of points per
+   contender, read from the query log's tab-separated lines (its header
+   skipped); log is the log's path as a gnuplot string. Returns a heap
+   string, NULL when out of memory. */
+static char *
+s_timeline (const ef_indexreport_t *b, const char *log)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *m = open_memstream (&text, &len);
+    if (!m)
+        return NULL;
+    fputs ("set datafile separator '\\t'\n"
+           "set xlabel 'seconds from the load''s start'\n"
+           "set xtics norotate\n"
+           "set ylabel 'query latency during the load, ms'\nplot ",
+           m);
+    const char *sep = "";
+    for (int k = 0; k < EF_INDEXLOAD_KINDS; k++) {
+        if (!b->contender[k])
+            continue;
+        fprintf (m,
+                 "%s%s every ::1 using (strcol(1) eq '%s' && "
+                 "strcol(4) eq 'during' ? $5 : 1/0):6 with points pt 7 "
+                 "ps 0.3 title '%s'",
+                 sep, log, ef_indexload_name (k), ef_indexload_name (k));
+        sep = ", ";
+    }
+    fputs ("\n", m);
+    if (fclose (m) != 0) {
+        free (text);
+        return NULL;
+    }
+    return text;
+}
+
 /* Draws, per contender and writer count, the time until searchable and
-   indexed, and the query percentiles, into path (PNG). Returns 0 or -1. */
+   indexed, and the query percentiles, into path (PNG). Returns 0, or -1
+   when gnuplot fails, a path holds a newline or memory runs out. */
 int
 ef_indexreport_plot (const ef_indexreport_t *b, const char *path)
 {
+    int rc = -1;
+    /* paths as gnuplot strings: a quote in a path ends none early */
+    char *out = ef_report_gnuplot_string (path);
+    char *log = b->query_log ? ef_report_gnuplot_string (b->query_log) : NULL;
+    char *timeline = log ? s_timeline (b, log) : NULL;
+    char *script = NULL;
     char data[EF_REPORT_DATA_PATH];
-    FILE *d = ef_report_data (data);
-    if (!d)
-        return -1;
+    FILE *d = NULL;
+    if (!out || (b->query_log && !timeline) || !(d = ef_report_data (data)))
+        goto done;
     fprintf (d, "# contender searchable_s indexed_s during_p50_ms "
                 "during_p95_ms rest_p50_ms rest_p95_ms\n");
     for (int w = 0; w < b->n_writers; w++)
@@ -201,45 +244,10 @@ ef_indexreport_plot (const ef_indexreport_t *b, const char *path)
     fclose (d);
     char index[128];
     ef_index_describe (b->index, index, sizeof index);
-    /* the third panel: one series of points per contender, read from the
-       query log's tab-separated lines (its header skipped) */
-    char *timeline = NULL;
-    size_t timeline_len = 0;
-    if (b->query_log) {
-        FILE *m = open_memstream (&timeline, &timeline_len);
-        if (!m) {
-            unlink (data);
-            return -1;
-        }
-        fputs ("set datafile separator '\\t'\n"
-               "set xlabel 'seconds from the load''s start'\n"
-               "set xtics norotate\n"
-               "set ylabel 'query latency during the load, ms'\nplot ",
-               m);
-        const char *sep = "";
-        for (int k = 0; k < EF_INDEXLOAD_KINDS; k++) {
-            if (!b->contender[k])
-                continue;
-            fprintf (m,
-                     "%s'%s' every ::1 using (strcol(1) eq '%s' && "
-                     "strcol(4) eq 'during' ? $5 : 1/0):6 with points pt 7 "
-                     "ps 0.3 title '%s'",
-                     sep, b->query_log, ef_indexload_name (k),
-                     ef_indexload_name (k));
-            sep = ", ";
-        }
-        fputs ("\n", m);
-        if (fclose (m) != 0) {
-            free (timeline);
-            unlink (data);
-            return -1;
-        }
-    }
-    char *script = NULL;
     if (asprintf (
             &script,
             "set terminal pngcairo size %d,480 noenhanced\n"
-            "set output '%s'\n"
+            "set output %s\n"
             "set multiplot layout 1,%d title 'embedflow bench: %llu rows x "
             "%d dims into a table indexed %s, median of %d'\n"
             "set style data histograms\nset style histogram cluster gap 1\n"
@@ -255,16 +263,19 @@ ef_indexreport_plot (const ef_indexreport_t *b, const char *path)
             "title 'p95 at rest'\n"
             "%s"
             "unset multiplot\n",
-            timeline ? 1800 : 1200, path, timeline ? 3 : 2,
+            timeline ? 1800 : 1200, out, timeline ? 3 : 2,
             (unsigned long long) b->rows, b->dim, index, b->runs, data, data,
             timeline ? timeline : "")
         < 0) {
-        free (timeline);
+        script = NULL;
         unlink (data);
-        return -1;
+        goto done;
     }
-    free (timeline);
-    int rc = ef_report_gnuplot (script, data);
+    rc = ef_report_gnuplot (script, data);
+done:
     free (script);
+    free (timeline);
+    free (log);
+    free (out);
     return rc;
 }

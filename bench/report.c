@@ -75,6 +75,29 @@ ef_report_data (char path[EF_REPORT_DATA_PATH])
     return d;
 }
 
+char *
+ef_report_gnuplot_string (const char *text)
+{
+    if (strchr (text, '\n'))
+        return NULL;
+    size_t quotes = 0;
+    for (const char *p = text; *p; p++)
+        quotes += *p == '\'';
+    char *out = malloc (strlen (text) + quotes + 3);
+    if (!out)
+        return NULL;
+    char *o = out;
+    *o++ = '\'';
+    for (const char *p = text; *p; p++) {
+        *o++ = *p;
+        if (*p == '\'')
+            *o++ = '\'';
+    }
+    *o++ = '\'';
+    *o = '\0';
+    return out;
+}
+
 int
 ef_report_gnuplot (const char *script, const char *data)
 {

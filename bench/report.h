@@ -35,6 +35,12 @@ bool ef_report_have_gnuplot (void);
    Returns the stream (the caller closes it), NULL when none can be made. */
 FILE *ef_report_data (char path[EF_REPORT_DATA_PATH]);
 
+/* text as a gnuplot single-quoted string, quotes included: a quote in
+   it doubled, the one escape such a string has. Returns a heap string
+   (the caller frees it), NULL when out of memory or when text holds a
+   newline, which no gnuplot string literal can carry. */
+char *ef_report_gnuplot_string (const char *text);
+
 /* Runs gnuplot on script, then removes the data file. Returns 0, or -1
    when gnuplot cannot be started or fails. */
 int ef_report_gnuplot (const char *script, const char *data);

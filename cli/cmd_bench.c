@@ -874,10 +874,13 @@ s_write_json (const s_bench_t *b, const char *path, int argc, char **argv)
 static int
 s_plot (const s_bench_t *b, const char *path)
 {
+    char *out = ef_report_gnuplot_string (path);
     char data[EF_REPORT_DATA_PATH];
-    FILE *d = ef_report_data (data);
-    if (!d)
+    FILE *d = out ? ef_report_data (data) : NULL;
+    if (!d) {
+        free (out);
         return -1;
+    }
     fprintf (d, "# writers copy staged row embedflow pull p50 p95 p99 (ms), "
                 "pull p50 p95 p99 (ms)\n");
     for (int w = 0; w < b->n_writers; w++) {
@@ -895,7 +898,7 @@ s_plot (const s_bench_t *b, const char *path)
     if (asprintf (
             &script,
             "set terminal pngcairo size 1100,450 noenhanced\n"
-            "set output '%s'\n"
+            "set output %s\n"
             "set multiplot layout 1,2 title 'embedflow bench: %llu rows x %d "
             "dims, median of %d'\n"
             "set key top left\nset grid\n"
@@ -909,14 +912,17 @@ s_plot (const s_bench_t *b, const char *path)
             "plot '%s' using 1:7 title 'p50', '' using 1:8 title 'p95', '' "
             "using 1:9 title 'p99'%s\n"
             "unset multiplot\n",
-            path, (unsigned long long) b->rows, b->dim, b->runs, data,
+            out, (unsigned long long) b->rows, b->dim, b->runs, data,
             b->pull ? ", '' using 1:6 title 'embedflow pull' lw 2 dt 2" : "",
             data,
             b->pull ? ", '' using 1:10 title 'pull p50' dt 2, '' using 1:11 "
                       "title 'pull p95' dt 2, '' using 1:12 title 'pull p99' "
                       "dt 2"
                     : "")
-        < 0) {
+        < 0)
+        script = NULL;
+    free (out);
+    if (!script) {
         unlink (data);
         return -1;
     }
@@ -1490,6 +1496,11 @@ ef_cmd_bench (int argc, char **argv)
     if (query_log && !b->index)
         bad = "--query-log needs an index (index.method): without one no "
               "query runs";
+    /* no gnuplot string can hold a newline: said now, not after the
+       measuring */
+    if (plot
+        && (strchr (plot, '\n') || (query_log && strchr (query_log, '\n'))))
+        bad = "--plot cannot draw into or from a path with a newline";
     char err[512];
     snprintf (err, sizeof err, "%d", b->batch_rows);
     if (!bad

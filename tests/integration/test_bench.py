@@ -1,6 +1,7 @@
 """`embedflow bench`: every baseline and the pipeline run, the table is
 printed and the JSON holds every field (small sizes: no speed asserted)."""
 import json
+import shutil
 import subprocess
 
 import pytest
@@ -24,11 +25,18 @@ def bench(*args, timeout=600):
 
 def test_bench_runs_every_contender_and_writes_json(tmp_path, db):
     out = tmp_path / "bench.json"
+    # a quote in the path, which gnuplot's script must carry whole
+    png = tmp_path / "it's" / "bench.png"
+    png.parent.mkdir()
+    plot = ["--plot", str(png)] if shutil.which("gnuplot") else []
     p = bench("--rows", "2000", "--dim", "32", "--runs", "1",
               "--writers", "1,2", "--row-rows", "300", "--chunk-rows", "100",
               "--batch-rows", "500", "--upsert-ratio", "0.25",
-              "--vector-type", "real", "--json", str(out))
+              "--vector-type", "real", "--json", str(out), *plot)
     assert p.returncode == 0, p.stdout + p.stderr
+    if plot:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"plot: {png}" in p.stdout
     # the table: a line per writer count and contender, and the targets
     for w in ("1", "2"):
         for name in ("copy", "staged", "row*", "embedflow"):
@@ -128,7 +136,8 @@ def test_bench_rejects_bad_flags():
                        (["--index.method", "hnsw", "--upsert-ratio", "0.5"],
                         "--upsert-ratio"),
                        (["--searchable-rows", "0"], "--searchable-rows"),
-                       (["--queries", "0"], "--queries")):
+                       (["--queries", "0"], "--queries"),
+                       (["--plot", "a\nb.png"], "newline")):
         p = bench(*args, timeout=30)
         assert p.returncode == 2, (args, p.stderr)
         assert word in p.stderr

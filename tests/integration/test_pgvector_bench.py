@@ -148,8 +148,10 @@ def test_bench_loads_into_an_indexed_table_three_ways(pdb, tmp_path,
 
 def test_bench_measures_only_the_contenders_named(pdb, tmp_path):
     out = tmp_path / "bench.json"
-    log = tmp_path / "queries.tsv"
-    png = tmp_path / "bench.png"
+    # quotes in the paths, which gnuplot's script must carry whole
+    log = tmp_path / "it's" / "queries.tsv"
+    png = tmp_path / "it's" / "bench.png"
+    log.parent.mkdir()
     plot = ["--plot", str(png)] if shutil.which("gnuplot") else []
     p = subprocess.run(
         [EMBEDFLOW_BIN, "bench", "--database", PGV, "--rows", "600",
