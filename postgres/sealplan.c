@@ -17,20 +17,34 @@ s_take_smallest (ef_seal_segment_t *set, int *n)
 }
 
 ef_seal_work_t
-ef_seal_next (ef_seal_view_t *view, ef_seal_segment_t *a, ef_seal_segment_t *b)
+ef_seal_next (ef_seal_view_t *view, ef_seal_segment_t merged[EF_SEAL_MAX_MERGE],
+              int *n_merged)
 {
+    *n_merged = 0;
     if (view->awaiting > 0) {
         view->awaiting--;
         return EF_SEAL_BUILD;
     }
-    int64_t left = view->sealed - view->merges; /* once merges swap */
+    int64_t left = view->sealed - view->retiring; /* once merges swap */
     int64_t bound = view->loading
                         ? EF_SEAL_LOADING_SEGMENTS * view->max_segments
                         : view->max_segments;
     if (left <= bound || view->n_merge < 2)
         return EF_SEAL_IDLE;
-    *a = s_take_smallest (view->merge, &view->n_merge);
-    *b = s_take_smallest (view->merge, &view->n_merge);
-    view->merges++;
+    /* k segments merged leave k - 1 fewer */
+    int64_t want = left - bound + 1;
+    int64_t rows = 0;
+    while (*n_merged < want && *n_merged < EF_SEAL_MAX_MERGE
+           && view->n_merge > 0) {
+        ef_seal_segment_t next = s_take_smallest (view->merge, &view->n_merge);
+        if (*n_merged >= 2 && view->max_merge_rows > 0
+            && rows + next.rows > view->max_merge_rows) {
+            view->merge[view->n_merge++] = next; /* left for another */
+            break;
+        }
+        rows += next.rows;
+        merged[(*n_merged)++] = next;
+    }
+    view->retiring += *n_merged - 1;
     return EF_SEAL_MERGE;
 }

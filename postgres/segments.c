@@ -12,7 +12,7 @@
       - a row id lives in one segment: a changed row is deleted wherever
         it is and its new version, with a new updated_at, inserted into
         the growing segment, in one transaction;
-      - a merge copies two live segments and, under the swap's lock,
+      - a merge copies live segments and, under the swap's lock,
         makes the copy equal to them by (id, updated_at): it drops the
         copies whose original went away meanwhile and adds what came in
         late.
@@ -30,12 +30,13 @@
 #include <xxhash.h>
 
 #include "embedflow/actor.h"
+#include "embedflow/buf.h"
 
 /* The long statement in flight, if any. */
 typedef enum {
     S_IDLE,           /* nothing sent */
     S_BUILDING,       /* CREATE INDEX CONCURRENTLY of segment busy_id */
-    S_MERGE_COPYING,  /* copying merge_a and merge_b into busy_id */
+    S_MERGE_COPYING,  /* copying the merged segments into busy_id */
     S_MERGE_INDEXING, /* indexing busy_id */
 } s_busy_t;
 
@@ -59,12 +60,13 @@ typedef enum {
 
 /* A connection that runs builds and merges, one at a time. */
 typedef struct {
-    PGconn *conn;          /* borrowed */
-    s_busy_t busy;         /* the statement in flight */
-    int busy_id;           /* the segment it makes */
-    int merge_a, merge_b;  /* S_MERGE_*: the segments merged */
-    int64_t merge_rows;    /* S_MERGE_*: their rows */
-    int64_t busy_since_us; /* when it was sent */
+    PGconn *conn;                  /* borrowed */
+    s_busy_t busy;                 /* the statement in flight */
+    int busy_id;                   /* the segment it makes */
+    int merged[EF_SEAL_MAX_MERGE]; /* S_MERGE_*: the segments merged */
+    int n_merged;                  /* entries of merged */
+    int64_t merge_rows;            /* S_MERGE_*: their rows */
+    int64_t busy_since_us;         /* when it was sent */
 } s_builder_t;
 
 struct ef_sealer {
@@ -515,108 +517,182 @@ s_build_start (ef_sealer_t *self, s_builder_t *b, int id, char *err,
     return s_send (b, sql, S_BUILDING, err, errlen);
 }
 
-/* Starts merging sealed segments a and b into new segment m beside the
-   live ones: the copy first (then the index, then the swap: see
-   ef_sealer_poll). */
-static int
-s_merge_start (ef_sealer_t *self, s_builder_t *bl, int a, int b, int m,
-               char *err, size_t errlen)
+/* Appends, for each segment b merges, fmt with %1$s the schema, %2$d
+   the segment and %3$d the one they are merged into (b->busy_id), sep
+   between two. */
+static void
+s_each_merged (ef_buf_t *out, const s_builder_t *b, const char *quoted,
+               const char *fmt, const char *sep)
 {
-    char sql[8192];
-    snprintf (sql, sizeof sql,
-              "INSERT INTO %1$s.embedding_%2$d"
-              "  (id, model, dim, vector, updated_at, segment)"
-              " SELECT id, model, dim, vector, updated_at, %2$d"
-              "  FROM %1$s.embedding_%3$d"
-              " UNION ALL SELECT id, model, dim, vector, updated_at, %2$d"
-              "  FROM %1$s.embedding_%4$d;"
-              "ALTER TABLE %1$s.embedding_%2$d"
-              "  ADD CONSTRAINT embedding_%2$d_pkey PRIMARY KEY (id, segment),"
-              "  ADD CONSTRAINT embedding_id_fkey FOREIGN KEY (id)"
-              "    REFERENCES %1$s.chunk (id) ON DELETE CASCADE;",
-              self->quoted, m, a, b);
-    if (s_new_segment_table (bl->conn, self->quoted, m, err, errlen) != 0)
-        return -1;
-    bl->busy_id = m;
-    bl->merge_a = a;
-    bl->merge_b = b;
-    return s_send (bl, sql, S_MERGE_COPYING, err, errlen);
+    for (int i = 0; i < b->n_merged; i++) {
+        if (i)
+            ef_buf_puts (out, sep);
+        ef_buf_printf (out, fmt, quoted, b->merged[i], b->busy_id);
+    }
 }
 
-/* Swaps merged segment m in for a and b, in one transaction. The key,
-   the foreign key and the partition check are in place and checked
-   already, so ATTACH adopts them without reading the table. chunk is
-   locked first, as writers lock it (they COPY into chunk, then into
-   embedding), since attaching and detaching touch its foreign keys.
-   Locking embedding keeps writers' deletes and queries out for as long
-   as it takes to make the copy equal to a and b — drop the copies whose
-   original left during the build (a changed row moved to the growing
-   segment, a deleted chunk), add rows that came late — and to swap the
-   tables. Only the parent and the three tables swapped are locked, not
-   every segment: another segment's CREATE INDEX CONCURRENTLY holds its
-   table for the whole build and waits for every older snapshot, a
-   query's among them, and a query that took its snapshot and then
-   queued behind the swap's lock on the parent closed the cycle
-   (deadlock). lock_timeout gives up rather than queue queries behind a
-   long one, and the merge is tried again. */
+/* "3, 4, 7": the segments b merges, as an SQL list. */
+static void
+s_merged_ids (ef_buf_t *out, const s_builder_t *b)
+{
+    for (int i = 0; i < b->n_merged; i++)
+        ef_buf_printf (out, "%s%d", i ? ", " : "", b->merged[i]);
+}
+
+/* "3, 4 and 7": the segments b merges, for the log. */
+static void
+s_merged_names (const s_builder_t *b, char *out, size_t len)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    for (int i = 0; i < b->n_merged && used < len; i++)
+        used += (size_t) snprintf (out + used, len - used, "%s%d",
+                                   i == 0                 ? ""
+                                   : i == b->n_merged - 1 ? " and "
+                                                          : ", ",
+                                   b->merged[i]);
+}
+
+/* Starts merging the n sealed segments of set into new segment m beside
+   the live ones: the copy first (then the index, then the swap: see
+   ef_sealer_poll). */
+static int
+s_merge_start (ef_sealer_t *self, s_builder_t *bl, const ef_seal_segment_t *set,
+               int n, int m, char *err, size_t errlen)
+{
+    bl->n_merged = n;
+    bl->merge_rows = 0;
+    for (int i = 0; i < n; i++) {
+        bl->merged[i] = set[i].id;
+        bl->merge_rows += set[i].rows;
+    }
+    bl->busy_id = m;
+    ef_buf_t sql = {0};
+    ef_buf_printf (&sql,
+                   "INSERT INTO %s.embedding_%d"
+                   "  (id, model, dim, vector, updated_at, segment) ",
+                   self->quoted, m);
+    s_each_merged (&sql, bl, self->quoted,
+                   "SELECT id, model, dim, vector, updated_at, %3$d"
+                   "  FROM %1$s.embedding_%2$d",
+                   " UNION ALL ");
+    ef_buf_printf (&sql,
+                   ";ALTER TABLE %1$s.embedding_%2$d"
+                   "  ADD CONSTRAINT embedding_%2$d_pkey PRIMARY KEY"
+                   "    (id, segment),"
+                   "  ADD CONSTRAINT embedding_id_fkey FOREIGN KEY (id)"
+                   "    REFERENCES %1$s.chunk (id) ON DELETE CASCADE;",
+                   self->quoted, m);
+    char *text = ef_buf_take (&sql, NULL);
+    if (!text) {
+        snprintf (err, errlen, "out of memory");
+        return -1;
+    }
+    int rc = s_new_segment_table (bl->conn, self->quoted, m, err, errlen);
+    if (rc == 0)
+        rc = s_send (bl, text, S_MERGE_COPYING, err, errlen);
+    free (text);
+    return rc;
+}
+
+/* Swaps merged segment b->busy_id in for the segments it merged, in one
+   transaction. The key, the foreign key and the partition check are in
+   place and checked already, so ATTACH adopts them without reading the
+   table. chunk is locked first, as writers lock it (they COPY into
+   chunk, then into embedding), since attaching and detaching touch its
+   foreign keys. Locking embedding keeps writers' deletes and queries
+   out for as long as it takes to make the copy equal to the merged
+   segments — drop the copies whose original left during the build (a
+   changed row moved to the growing segment, a deleted chunk), add rows
+   that came late — and to swap the tables. Only the parent and the
+   tables swapped are locked, not every segment: another segment's
+   CREATE INDEX CONCURRENTLY holds its table for the whole build and
+   waits for every older snapshot, a query's among them, and a query
+   that took its snapshot and then queued behind the swap's lock on the
+   parent closed the cycle (deadlock). lock_timeout gives up rather than
+   queue queries behind a long one, and the merge is tried again. */
 static int
 s_merge_swap (ef_sealer_t *self, const s_builder_t *b, char *err, size_t errlen)
 {
-    char sql[8192];
-    snprintf (sql, sizeof sql,
-              "BEGIN;"
-              "SET LOCAL lock_timeout = '2s';"
-              "LOCK TABLE %1$s.chunk IN SHARE ROW EXCLUSIVE MODE;"
-              "LOCK TABLE ONLY %1$s.embedding IN ACCESS EXCLUSIVE MODE;"
-              "LOCK TABLE %1$s.embedding_%3$d, %1$s.embedding_%4$d,"
-              "  %1$s.embedding_%2$d IN ACCESS EXCLUSIVE MODE;"
-              "DELETE FROM %1$s.embedding_%2$d t"
-              "  WHERE NOT EXISTS (SELECT 1 FROM %1$s.embedding_%3$d x"
-              "    WHERE x.id = t.id AND x.updated_at = t.updated_at)"
-              "  AND NOT EXISTS (SELECT 1 FROM %1$s.embedding_%4$d x"
-              "    WHERE x.id = t.id AND x.updated_at = t.updated_at);"
-              "INSERT INTO %1$s.embedding_%2$d"
-              "  (id, model, dim, vector, updated_at, segment)"
-              " SELECT x.id, x.model, x.dim, x.vector, x.updated_at, %2$d"
-              " FROM (SELECT * FROM %1$s.embedding_%3$d"
-              "       UNION ALL SELECT * FROM %1$s.embedding_%4$d) x"
-              " WHERE NOT EXISTS (SELECT 1 FROM %1$s.embedding_%2$d t"
-              "   WHERE t.id = x.id AND t.updated_at = x.updated_at);"
-              "ALTER TABLE %1$s.embedding DETACH PARTITION %1$s.embedding_%3$d;"
-              "ALTER TABLE %1$s.embedding DETACH PARTITION %1$s.embedding_%4$d;"
-              "ALTER TABLE %1$s.embedding ATTACH PARTITION %1$s.embedding_%2$d"
-              "  FOR VALUES IN (%2$d);"
-
-              "DELETE FROM %1$s.segment WHERE id IN (%3$d, %4$d);"
-              "DELETE FROM %1$s.segment_rows WHERE segment IN (%3$d, %4$d);"
-              "INSERT INTO %1$s.segment (id, state, rows, sealed_at)"
-              "  SELECT %2$d, 'sealed', count(*), now()"
-              "  FROM %1$s.embedding_%2$d;"
-              "COMMIT",
-              self->quoted, b->busy_id, b->merge_a, b->merge_b);
-    if (ef_pg_script (self->conn, sql, "swapping merged segments", err, errlen)
-        != 0) {
-        s_rollback (self->conn);
-        return -1;
-    }
+    const char *q = self->quoted;
+    int m = b->busy_id;
+    ef_buf_t sql = {0};
+    ef_buf_printf (&sql,
+                   "BEGIN;"
+                   "SET LOCAL lock_timeout = '2s';"
+                   "LOCK TABLE %1$s.chunk IN SHARE ROW EXCLUSIVE MODE;"
+                   "LOCK TABLE ONLY %1$s.embedding IN ACCESS EXCLUSIVE MODE;"
+                   "LOCK TABLE ",
+                   q);
+    s_each_merged (&sql, b, q, "%1$s.embedding_%2$d", ", ");
+    ef_buf_printf (&sql,
+                   ", %1$s.embedding_%2$d IN ACCESS EXCLUSIVE MODE;"
+                   "DELETE FROM %1$s.embedding_%2$d t WHERE ",
+                   q, m);
+    s_each_merged (&sql, b, q,
+                   "NOT EXISTS (SELECT 1 FROM %1$s.embedding_%2$d x"
+                   "  WHERE x.id = t.id AND x.updated_at = t.updated_at)",
+                   " AND ");
+    ef_buf_printf (&sql,
+                   ";INSERT INTO %1$s.embedding_%2$d"
+                   "  (id, model, dim, vector, updated_at, segment)"
+                   " SELECT x.id, x.model, x.dim, x.vector, x.updated_at, %2$d"
+                   " FROM (",
+                   q, m);
+    s_each_merged (&sql, b, q, "SELECT * FROM %1$s.embedding_%2$d",
+                   " UNION ALL ");
+    ef_buf_printf (&sql,
+                   ") x WHERE NOT EXISTS (SELECT 1 FROM %1$s.embedding_%2$d t"
+                   "   WHERE t.id = x.id AND t.updated_at = x.updated_at);",
+                   q, m);
+    s_each_merged (&sql, b, q,
+                   "ALTER TABLE %1$s.embedding"
+                   " DETACH PARTITION %1$s.embedding_%2$d;",
+                   "");
+    ef_buf_printf (&sql,
+                   "ALTER TABLE %1$s.embedding ATTACH PARTITION"
+                   "  %1$s.embedding_%2$d FOR VALUES IN (%2$d);"
+                   "DELETE FROM %1$s.segment WHERE id IN (",
+                   q, m);
+    s_merged_ids (&sql, b);
+    ef_buf_printf (&sql, ");DELETE FROM %s.segment_rows WHERE segment IN (", q);
+    s_merged_ids (&sql, b);
+    ef_buf_printf (&sql,
+                   ");INSERT INTO %1$s.segment (id, state, rows, sealed_at)"
+                   "  SELECT %2$d, 'sealed', count(*), now()"
+                   "  FROM %1$s.embedding_%2$d;"
+                   "COMMIT",
+                   q, m);
     /* Dropping a table whose foreign key points at chunk drops triggers
        on chunk, which locks it: never while embedding is locked (a query
        reading chunk, then embedding, would deadlock with the swap). When
        it cannot be done now, the next recovery drops them. */
-    snprintf (sql, sizeof sql,
-              "BEGIN;"
-              "SET LOCAL lock_timeout = '2s';"
-              "DROP TABLE %1$s.embedding_%2$d, %1$s.embedding_%3$d;"
-              "COMMIT",
-              self->quoted, b->merge_a, b->merge_b);
-    char why[512];
-    if (ef_pg_script (self->conn, sql, "dropping merged segments", why,
-                      sizeof why)
-        != 0) {
+    ef_buf_t drop = {0};
+    ef_buf_puts (&drop, "BEGIN;SET LOCAL lock_timeout = '2s';DROP TABLE ");
+    s_each_merged (&drop, b, q, "%1$s.embedding_%2$d", ", ");
+    ef_buf_puts (&drop, ";COMMIT");
+    char *swap = ef_buf_take (&sql, NULL),
+         *dropping = ef_buf_take (&drop, NULL);
+    int rc = -1;
+    if (!swap || !dropping)
+        snprintf (err, errlen, "out of memory");
+    else if (ef_pg_script (self->conn, swap, "swapping merged segments", err,
+                           errlen)
+             != 0)
         s_rollback (self->conn);
-        self->recovered = false;
+    else {
+        rc = 0;
+        char why[512];
+        if (ef_pg_script (self->conn, dropping, "dropping merged segments", why,
+                          sizeof why)
+            != 0) {
+            s_rollback (self->conn);
+            self->recovered = false;
+        }
     }
-    return 0;
+    free (swap);
+    free (dropping);
+    return rc;
 }
 
 void
@@ -758,15 +834,31 @@ ef_sealer_poll (ef_sealer_t *self, int builder, ef_seal_step_t *did,
         }
         *did = EF_SEAL_MERGED;
         self->stats.seconds = took;
+        char names[EF_SEAL_MAX_MERGE * 12];
+        s_merged_names (b, names, sizeof names);
         snprintf (detail, detlen,
-                  "segments %d and %d (%" PRId64 " rows) merged into %d in "
-                  "%.1f s",
-                  b->merge_a, b->merge_b, b->merge_rows, b->busy_id, took);
+                  "segments %s (%" PRId64 " rows) merged into %d in %.1f s",
+                  names, b->merge_rows, b->busy_id, took);
         return 0;
     case S_IDLE:
         break;
     }
     return 0;
+}
+
+/* The rows whose HNSW graph fits one build's memory (build_memory), so
+   that a merge is not several times slower for building on disk; 0
+   (no limit) for ivfflat. pgvector keeps each row's vector, its
+   layer-0 neighbour list (2 m entries of 16 bytes) and ~128 bytes of
+   element; taken as vector(dim) (4 bytes a dimension), which leaves
+   room to spare for halfvec. */
+static int64_t
+s_graph_rows (const ef_sealer_t *self)
+{
+    if (self->ix.method != EF_INDEX_HNSW)
+        return 0;
+    int64_t row = 4 * (int64_t) self->opts.dim + 8 + 32 * self->ix.m + 128;
+    return self->opts.build_memory / row;
 }
 
 /* Whether a running merge has taken segment id. */
@@ -775,9 +867,10 @@ s_merging (const ef_sealer_t *self, int id)
 {
     for (int i = 0; i < self->n_builders; i++) {
         const s_builder_t *b = &self->builders[i];
-        if ((b->busy == S_MERGE_COPYING || b->busy == S_MERGE_INDEXING)
-            && (b->merge_a == id || b->merge_b == id))
-            return true;
+        if (b->busy == S_MERGE_COPYING || b->busy == S_MERGE_INDEXING)
+            for (int k = 0; k < b->n_merged; k++)
+                if (b->merged[k] == id)
+                    return true;
     }
     return false;
 }
@@ -804,12 +897,13 @@ ef_sealer_step (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
     int64_t rows = 0; /* the growing segment's, as the writers tallied */
     int64_t unsealed_rows = 0; /* of segments waiting for their index */
     int building[S_MAX_BUILDING], n_building = 0;
-    int merges = 0; /* running: each leaves one sealed segment fewer */
+    int retiring = 0; /* sealed segments the running merges take away */
     for (int i = 0; i < self->n_builders; i++) {
         const s_builder_t *b = &self->builders[i];
         if (b->busy != S_IDLE && b->busy_id >= next)
             next = b->busy_id + 1; /* a merge's new table */
-        merges += b->busy == S_MERGE_COPYING || b->busy == S_MERGE_INDEXING;
+        if (b->busy == S_MERGE_COPYING || b->busy == S_MERGE_INDEXING)
+            retiring += b->n_merged - 1;
     }
     /* sealed segments no running merge has taken, to pick from */
     ef_seal_segment_t free_seg[S_MAX_BUILDING];
@@ -916,23 +1010,25 @@ ef_sealer_step (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
         self->held_at_us > 0 && now - self->held_at_us < S_PAUSE_US;
     ef_seal_view_t view = {.awaiting = n_building,
                            .sealed = sealed,
-                           .merges = merges,
+                           .retiring = retiring,
                            .loading =
                                unsealed_rows > 0 || held_lately
                                || (filling && rows >= self->opts.seal_rows / 2),
                            .max_segments = self->opts.max_segments,
                            .merge = free_seg,
                            .n_merge = n_free};
-    if ((n_building > 0 || sealed - merges > self->opts.max_segments)
+    if ((n_building > 0 || sealed - retiring > self->opts.max_segments)
         && s_recorded_index (self, &self->ix, err, errlen) != 0)
         return -1;
+    view.max_merge_rows = s_graph_rows (self);
     int started = 0;
     for (int i = 0; i < self->n_builders; i++) {
         s_builder_t *b = &self->builders[i];
         if (b->busy != S_IDLE)
             continue;
-        ef_seal_segment_t x, y;
-        ef_seal_work_t work = ef_seal_next (&view, &x, &y);
+        ef_seal_segment_t set[EF_SEAL_MAX_MERGE];
+        int n_set;
+        ef_seal_work_t work = ef_seal_next (&view, set, &n_set);
         if (work == EF_SEAL_IDLE)
             break;
         if (PQstatus (b->conn) != CONNECTION_OK)
@@ -958,13 +1054,14 @@ ef_sealer_step (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
             snprintf (detail, detlen, "indexing segment %d", id);
         }
         else {
-            b->merge_rows = x.rows + y.rows;
-            if (s_merge_start (self, b, x.id, y.id, next, err, errlen) != 0) {
+            if (s_merge_start (self, b, set, n_set, next, err, errlen) != 0) {
                 self->recovered = false;
                 return -1;
             }
-            snprintf (detail, detlen, "merging segments %d and %d into %d",
-                      x.id, y.id, next);
+            char names[EF_SEAL_MAX_MERGE * 12];
+            s_merged_names (b, names, sizeof names);
+            snprintf (detail, detlen, "merging segments %s into %d", names,
+                      next);
             next++;
         }
         started++;

@@ -193,6 +193,12 @@ def test_an_update_of_a_sealed_row_leaves_one_version(start, pdb, pschema):
     assert nearest(pdb, pschema, second[4], 1) == ["doc"]
 
 
+# the sealer's line for a merge that swapped in: "segments 3, 4 and 7
+# (480 rows) merged into 9 in 0.4 s"
+MERGED = (r"index-sealer: segments ((\d+, )*\d+) and \d+ \(\d+ rows\) "
+          r"merged into \d+")
+
+
 def test_small_segments_merge_and_queries_go_on_meanwhile(
         start, pdb, pschema):
     ef = start("--index.seal_rows", "150", "--index.seal_idle", "300ms",
@@ -236,8 +242,7 @@ def test_small_segments_merge_and_queries_go_on_meanwhile(
                 latest[(it.document_id, it.chunk_index)] = list(it.vector)
             assert send(ef.target, [chunk(items, 1)]).written == len(items)
             total += 160
-        ef.wait_for_line(r"index-sealer: segments \d+ and \d+ \(\d+ rows\) "
-                         r"merged into \d+", timeout=120)
+        ef.wait_for_line(MERGED, timeout=120)
         wait_until("merged down to max_segments", lambda: settled(
             pdb, pschema) and sum(1 for s in segments(pdb, pschema)
                                   if s[1] == "sealed") <= 2, timeout=120)
@@ -246,6 +251,10 @@ def test_small_segments_merge_and_queries_go_on_meanwhile(
         reader.join()
     assert not failures, failures
     assert answered[0] > 0
+    # once the load is over, one merge takes every small segment it
+    # needs at once, not two at a time
+    assert re.search(r"index-sealer: segments \d+, \d+(, \d+)* and \d+ "
+                     r"\(\d+ rows\) merged into", ef.log), ef.log
     check_one_version_each(pdb, pschema, total)
     stored = {(d, i): [float(x) for x in v.strip("[]").split(",")]
               for d, i, v in pdb.rows(
@@ -293,8 +302,7 @@ def test_a_merge_swaps_while_another_segment_is_held_by_its_build(
             cur.execute(f'LOCK TABLE "{pschema}".embedding_{growing[0]} '
                         f'IN SHARE UPDATE EXCLUSIVE MODE')
         ef = start("--index.seal_rows", "150", "--index.max_segments", "2")
-        ef.wait_for_line(r"index-sealer: segments \d+ and \d+ \(\d+ rows\) "
-                         r"merged into \d+", timeout=60)
+        ef.wait_for_line(MERGED, timeout=60)
         assert "swapping merged segments" not in ef.log, ef.log
     finally:
         holder.rollback()

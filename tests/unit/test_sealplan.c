@@ -1,6 +1,7 @@
 /*  The index-sealer's choice of work: builds before merges, no merge
     while a load keeps the builders behind (until the segments pile up),
-    the smallest segments merged, disjoint pairs on idle builders. */
+    the smallest segments merged, as many at once as reach the bound and
+    fit one build's memory. */
 #include "ef_test.h"
 
 #include "postgres/sealplan.h"
@@ -14,73 +15,88 @@ EF_TEST (sealplan_builds_come_before_merges)
                         .max_segments = 2,
                         .merge = merge,
                         .n_merge = 6};
-    ef_seal_segment_t a, b;
-    EF_CHECK (ef_seal_next (&v, &a, &b) == EF_SEAL_BUILD);
-    EF_CHECK (v.awaiting == 0);
-    /* the next idle builder merges the two smallest */
-    EF_CHECK (ef_seal_next (&v, &a, &b) == EF_SEAL_MERGE);
-    EF_CHECK (a.id == 4 && a.rows == 50 && b.id == 2 && b.rows == 100);
-    EF_CHECK (v.merges == 1 && v.n_merge == 4);
+    ef_seal_segment_t m[EF_SEAL_MAX_MERGE];
+    int n;
+    EF_CHECK (ef_seal_next (&v, m, &n) == EF_SEAL_BUILD);
+    EF_CHECK (v.awaiting == 0 && n == 0);
+    /* the next idle builder merges the five smallest into one: two
+       segments are left, the largest and the merged one */
+    EF_CHECK (ef_seal_next (&v, m, &n) == EF_SEAL_MERGE);
+    EF_CHECK (n == 5);
+    EF_CHECK (m[0].id == 4 && m[0].rows == 50 && m[1].id == 2);
+    EF_CHECK (m[2].id == 6 && m[3].id == 3 && m[4].id == 5);
+    EF_CHECK (v.retiring == 4 && v.n_merge == 1 && v.merge[0].id == 1);
+    EF_CHECK (ef_seal_next (&v, m, &n) == EF_SEAL_IDLE);
 }
 
-EF_TEST (sealplan_idle_builders_merge_disjoint_pairs_until_the_bound)
+EF_TEST (sealplan_a_merge_takes_no_more_rows_than_a_build_holds)
 {
     ef_seal_segment_t merge[] = {{1, 900}, {2, 100}, {3, 500},
                                  {4, 50},  {5, 700}, {6, 300}};
-    ef_seal_view_t v = {
-        .sealed = 6, .max_segments = 3, .merge = merge, .n_merge = 6};
-    ef_seal_segment_t a, b, c, d;
-    EF_CHECK (ef_seal_next (&v, &a, &b) == EF_SEAL_MERGE);
-    EF_CHECK (ef_seal_next (&v, &c, &d) == EF_SEAL_MERGE);
-    EF_CHECK (a.id == 4 && b.id == 2 && c.id == 6 && d.id == 3);
-    /* two merges leave 4: one more reaches max_segments */
-    EF_CHECK (ef_seal_next (&v, &a, &b) == EF_SEAL_MERGE);
-    EF_CHECK (a.id == 5 && b.id == 1);
-    EF_CHECK (ef_seal_next (&v, &a, &b) == EF_SEAL_IDLE);
-    EF_CHECK (v.merges == 3);
+    ef_seal_view_t v = {.sealed = 6,
+                        .max_segments = 3,
+                        .merge = merge,
+                        .n_merge = 6,
+                        .max_merge_rows = 500};
+    ef_seal_segment_t m[EF_SEAL_MAX_MERGE];
+    int n;
+    /* four would reach the bound; 500 rows hold three */
+    EF_CHECK (ef_seal_next (&v, m, &n) == EF_SEAL_MERGE);
+    EF_CHECK (n == 3 && m[0].id == 4 && m[1].id == 2 && m[2].id == 6);
+    EF_CHECK (v.retiring == 2 && v.n_merge == 3);
+    /* another idle builder merges the rest: two always, even too big */
+    EF_CHECK (ef_seal_next (&v, m, &n) == EF_SEAL_MERGE);
+    EF_CHECK (n == 2 && m[0].id == 3 && m[1].id == 5);
+    EF_CHECK (v.retiring == 3);
+    EF_CHECK (ef_seal_next (&v, m, &n) == EF_SEAL_IDLE);
 }
 
-EF_TEST (sealplan_counts_running_merges_and_needs_a_pair)
+EF_TEST (sealplan_counts_retiring_segments_and_needs_a_pair)
 {
     ef_seal_segment_t merge[] = {{7, 10}, {8, 20}, {9, 30}};
-    /* 5 sealed, two of them taken by a running merge: 4 will be left */
+    /* 5 sealed, a running merge of two takes one away: 4 will be left */
     ef_seal_view_t v = {.sealed = 5,
-                        .merges = 1,
+                        .retiring = 1,
                         .max_segments = 4,
                         .merge = merge,
                         .n_merge = 3};
-    ef_seal_segment_t a, b;
-    EF_CHECK (ef_seal_next (&v, &a, &b) == EF_SEAL_IDLE);
+    ef_seal_segment_t m[EF_SEAL_MAX_MERGE];
+    int n;
+    EF_CHECK (ef_seal_next (&v, m, &n) == EF_SEAL_IDLE);
     v.max_segments = 1;
     v.n_merge = 1; /* one free segment cannot be merged with anything */
-    EF_CHECK (ef_seal_next (&v, &a, &b) == EF_SEAL_IDLE);
+    EF_CHECK (ef_seal_next (&v, m, &n) == EF_SEAL_IDLE);
 }
 
 EF_TEST (sealplan_a_load_defers_merges_until_segments_pile_up)
 {
-    ef_seal_segment_t merge[20];
-    for (int i = 0; i < 20; i++)
+    ef_seal_segment_t merge[40];
+    for (int i = 0; i < 40; i++)
         merge[i] = (ef_seal_segment_t){i + 1, 1000 + i};
     ef_seal_view_t v = {.sealed = 16,
                         .loading = true,
                         .max_segments = 4,
                         .merge = merge,
                         .n_merge = 16};
-    ef_seal_segment_t a, b;
+    ef_seal_segment_t m[EF_SEAL_MAX_MERGE];
+    int n;
     /* 16 = EF_SEAL_LOADING_SEGMENTS x 4: the load keeps both builders */
-    EF_CHECK (ef_seal_next (&v, &a, &b) == EF_SEAL_IDLE);
+    EF_CHECK (ef_seal_next (&v, m, &n) == EF_SEAL_IDLE);
     v.sealed = 17;
     v.n_merge = 17;
-    EF_CHECK (ef_seal_next (&v, &a, &b) == EF_SEAL_MERGE);
-    EF_CHECK (a.id == 1 && b.id == 2);
-    EF_CHECK (ef_seal_next (&v, &a, &b) == EF_SEAL_IDLE);
-    /* the load pauses: merges go on down to max_segments */
+    EF_CHECK (ef_seal_next (&v, m, &n) == EF_SEAL_MERGE);
+    EF_CHECK (n == 2 && m[0].id == 1 && m[1].id == 2);
+    EF_CHECK (ef_seal_next (&v, m, &n) == EF_SEAL_IDLE);
+    /* the load pauses: one merge of the 13 smallest free segments
+       brings the 16 left down to max_segments */
     v.loading = false;
-    int merged = 0;
-    while (ef_seal_next (&v, &a, &b) == EF_SEAL_MERGE)
-        merged++;
-    /* 15 free segments make 7 pairs; what they make is merged again
-       once it has swapped in (a later step) */
-    EF_CHECK (merged == 7);
-    EF_CHECK (v.sealed - v.merges == 9 && v.n_merge == 1);
+    EF_CHECK (ef_seal_next (&v, m, &n) == EF_SEAL_MERGE);
+    EF_CHECK (n == 13 && m[0].id == 3 && m[12].id == 15);
+    EF_CHECK (v.sealed - v.retiring == 4 && v.n_merge == 2);
+    EF_CHECK (ef_seal_next (&v, m, &n) == EF_SEAL_IDLE);
+    /* and no merge takes more than EF_SEAL_MAX_MERGE */
+    ef_seal_view_t w = {
+        .sealed = 40, .max_segments = 1, .merge = merge, .n_merge = 40};
+    EF_CHECK (ef_seal_next (&w, m, &n) == EF_SEAL_MERGE);
+    EF_CHECK (n == EF_SEAL_MAX_MERGE && w.retiring == EF_SEAL_MAX_MERGE - 1);
 }
