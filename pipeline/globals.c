@@ -76,9 +76,10 @@ const ef_option_t ef_globals_options[] = {
      "segments: ... or when it holds rows and got none for this long"},
     {"index.max_segments", EF_OPT_INT, "4",
      offsetof (ef_globals_t, index_max_segments), 1, 1000,
-     "segments: merge the smallest sealed segments beyond this many (each "
-     "is one more index a query reads); while a load keeps the builders "
-     "busy, merges wait up to 4 x this many"},
+     "segments: merge the smallest sealed segments beyond this many, in "
+     "one rebuild as far as index.build_memory holds their graph (each "
+     "segment is one more index a query reads); while a load keeps the "
+     "builders busy, merges wait up to 4 x this many"},
     {"index.max_unindexed_rows", EF_OPT_INT, "13000",
      offsetof (ef_globals_t, index_max_unindexed_rows), 0, INT64_MAX,
      "segments: writers wait while more rows than this await their index, "
