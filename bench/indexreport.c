@@ -42,11 +42,11 @@ ef_indexreport_print (const ef_indexreport_t *b, FILE *out)
     char index[128];
     ef_index_describe (b->index, index, sizeof index);
     fprintf (out,
-             "\nembedflow bench: %llu rows x %d dims into a table indexed "
-             "%s, batch %d rows,\nmaintenance_work_mem %lld MB, median of "
-             "%d run%s\n\n",
-             (unsigned long long) b->rows, b->dim, index, b->batch_rows,
-             (long long) (b->build_memory >> 20), b->runs,
+             "\nembedflow bench: %llu rows x %d dims (%s vectors) into a "
+             "table indexed %s, batch %d rows,\nmaintenance_work_mem %lld "
+             "MB, median of %d run%s\n\n",
+             (unsigned long long) b->rows, b->dim, b->vectors, index,
+             b->batch_rows, (long long) (b->build_memory >> 20), b->runs,
              b->runs == 1 ? "" : "s");
     fprintf (out, "%-7s %-16s %8s %8s %8s %11s %9s %19s %19s %7s\n", "writers",
              "contender", "rows/s", "load s", "build s", "searchable",
@@ -164,12 +164,14 @@ ef_indexreport_json (const ef_indexreport_t *b, const char *path,
     }
     json_t *cmd = json_string (command);
     json_t *doc = json_pack (
-        "{s:o, s:{s:I, s:i, s:i, s:i, s:s, s:s, s:I, s:I, s:i, s:I, s:o}, "
+        "{s:o, s:{s:I, s:i, s:i, s:i, s:s, s:s, s:s, s:I, s:I, s:i, s:I, "
+        "s:o}, "
         "s:o, s:o}",
         "command", cmd ? cmd : json_null (), "params", "rows",
         (json_int_t) b->rows, "dim", b->dim, "batch_rows", b->batch_rows,
         "runs", b->runs, "index", index, "vector_type", b->vector_type,
-        "build_memory_bytes", (json_int_t) b->build_memory, "searchable_rows",
+        "vectors", b->vectors, "build_memory_bytes",
+        (json_int_t) b->build_memory, "searchable_rows",
         (json_int_t) b->searchable_rows, "queries", b->queries, "query_rate",
         (json_int_t) b->query_rate, "writers", writers, "results", results,
         "targets", targets);
@@ -249,7 +251,7 @@ ef_indexreport_plot (const ef_indexreport_t *b, const char *path)
             "set terminal pngcairo size %d,480 noenhanced\n"
             "set output %s\n"
             "set multiplot layout 1,%d title 'embedflow bench: %llu rows x "
-            "%d dims into a table indexed %s, median of %d'\n"
+            "%d dims (%s vectors) into a table indexed %s, median of %d'\n"
             "set style data histograms\nset style histogram cluster gap 1\n"
             "set style fill solid 0.8 border -1\nset boxwidth 0.9\n"
             "set key above\nset grid ytics\nset yrange [0:*]\n"
@@ -264,8 +266,8 @@ ef_indexreport_plot (const ef_indexreport_t *b, const char *path)
             "%s"
             "unset multiplot\n",
             timeline ? 1800 : 1200, out, timeline ? 3 : 2,
-            (unsigned long long) b->rows, b->dim, index, b->runs, data, data,
-            timeline ? timeline : "")
+            (unsigned long long) b->rows, b->dim, b->vectors, index, b->runs,
+            data, data, timeline ? timeline : "")
         < 0) {
         script = NULL;
         unlink (data);

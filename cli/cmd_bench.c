@@ -129,6 +129,7 @@ typedef struct {
     int64_t searchable_rows;            /* embedflow: unindexed rows allowed */
     int queries;                        /* queries at rest */
     int64_t query_rate;                 /* queries a second while loading */
+    ef_loadgen_vectors_t vectors;       /* how the rows' vectors are drawn */
     bool contender[EF_INDEXLOAD_KINDS]; /* measured (--contenders) */
     FILE *query_log;                    /* --query-log, or NULL */
     ef_indexload_result_t idx[EF_INDEXLOAD_KINDS][S_MAX_WRITERS][S_MAX_RUNS];
@@ -190,6 +191,7 @@ s_gen (const s_bench_t *b, uint64_t seed)
     g.rows_per_document = 16;
     g.source = "bench";
     g.seed = seed;
+    g.vectors = b->vectors;
     return g;
 }
 
@@ -859,13 +861,14 @@ s_write_json (const s_bench_t *b, const char *path, int argc, char **argv)
        null rather than the file lost */
     json_t *cmd = json_string (command);
     json_t *doc = json_pack (
-        "{s:o, s:{s:I, s:I, s:i, s:i, s:i, s:i, s:i, s:o, s:b, s:o}, s:o}",
+        "{s:o, s:{s:I, s:I, s:i, s:s, s:i, s:i, s:i, s:i, s:o, s:b, s:o}, "
+        "s:o}",
         "command", cmd ? cmd : json_null (), "params", "rows",
         (json_int_t) b->rows, "row_rows", (json_int_t) b->row_rows, "dim",
-        b->dim, "chunk_rows", b->chunk_rows, "batch_rows", b->batch_rows,
-        "streams", b->streams, "runs", b->runs, "upsert_ratio",
-        ef_report_real (b->upsert_ratio, 6), "pull", b->pull, "writers",
-        writers, "results", results);
+        b->dim, "vectors", ef_loadgen_vectors_name (b->vectors), "chunk_rows",
+        b->chunk_rows, "batch_rows", b->batch_rows, "streams", b->streams,
+        "runs", b->runs, "upsert_ratio", ef_report_real (b->upsert_ratio, 6),
+        "pull", b->pull, "writers", writers, "results", results);
     return ef_report_dump_json (doc, path);
 }
 
@@ -1169,6 +1172,7 @@ s_index_report (const s_bench_t *b)
                               .contender = b->contender,
                               .index = &b->schema_opts.index,
                               .vector_type = b->cli->globals->vector_type,
+                              .vectors = ef_loadgen_vectors_name (b->vectors),
                               .build_memory = b->build_memory,
                               .searchable_rows = b->searchable_rows,
                               .queries = b->queries,
@@ -1300,6 +1304,7 @@ s_run_target (s_bench_t *b, const char *target)
     opts.chunk_rows = b->chunk_rows;
     opts.streams = b->streams;
     opts.seed = (uint64_t) ef_clock_wall_us ();
+    opts.vectors = b->vectors;
     opts.timeout_ms = 3600000;
     ef_loadgen_result_t res;
     memset (&res, 0, sizeof res);
@@ -1353,7 +1358,7 @@ ef_cmd_bench (int argc, char **argv)
     ef_signals_init ();
     char *writers = NULL, *upsert = NULL, *json = NULL, *plot = NULL,
          *memory = NULL, *sweep = NULL, *no_pull = NULL, *target = NULL,
-         *contenders = NULL, *query_log = NULL;
+         *contenders = NULL, *query_log = NULL, *vectors = NULL;
     int64_t rows = 0, row_rows = 0, chunk_rows = 0, batch_rows = 0, runs = 0,
             streams = 0, slow_ms = 0, searchable_rows = 0, queries = 0,
             query_rate = -1;
@@ -1420,6 +1425,12 @@ ef_cmd_bench (int argc, char **argv)
          "load's start) and latency as tab-separated lines, to see when "
          "queries are slow",
          &query_log, NULL, NULL},
+        {"vectors", "KIND",
+         "how the load generator draws vectors: clustered (documents on "
+         "topics, like text embeddings; the default) or uniform (noise in "
+         "every component, where an ANN index finds little: the runs "
+         "before clustered vectors)",
+         &vectors, NULL, NULL},
         {"contenders", "LIST",
          "with an index: which to measure, of through-index, "
          "load-then-build and embedflow (default all; the targets need "
@@ -1487,6 +1498,8 @@ ef_cmd_bench (int argc, char **argv)
         searchable_rows ? searchable_rows : cli.globals->index_seal_rows;
     b->queries = (int) queries;
     b->query_rate = query_rate < 0 ? 20 : query_rate;
+    if (vectors && ef_loadgen_vectors_parse (vectors, &b->vectors) != 0)
+        bad = "--vectors must be clustered or uniform";
     if (s_parse_contenders (contenders, b->contender) != 0)
         bad = "--contenders must be a list of through-index, "
               "load-then-build and embedflow";

@@ -159,6 +159,89 @@ s_put_field (ef_buf_t *b, uint8_t tag, const void *data, size_t len)
     b->len += len;
 }
 
+/* --- vectors -------------------------------------------------------------- */
+
+/* Writes dim floats uniform in ±sqrt(3/dim) (norm close to 1) to v, which
+   need not be float-aligned. Every direction is as likely as any other,
+   so all distances come out nearly equal: the hardest case for an ANN
+   index, and unlike embeddings. */
+static void
+s_put_uniform_vector (uint8_t *v, int dim, uint64_t seed, uint64_t r)
+{
+    float scale = 2.0f * sqrtf (3.0f / (float) dim);
+    uint64_t vrng = s_seed (seed, r, 3);
+    int i = 0;
+    for (; i + 1 < dim; i += 2) {
+        uint64_t x = s_rand (&vrng);
+        float f[2] = {
+            ((float) (x >> 40) * (1.0f / 16777216.0f) - 0.5f) * scale,
+            ((float) ((x >> 16) & 0xffffff) * (1.0f / 16777216.0f) - 0.5f)
+                * scale,
+        };
+        memcpy (v + (size_t) i * 4, f, sizeof f);
+    }
+    if (i < dim) {
+        float f = ((float) (s_rand (&vrng) >> 40) * (1.0f / 16777216.0f) - 0.5f)
+                  * scale;
+        memcpy (v + (size_t) i * 4, &f, sizeof f);
+    }
+}
+
+/* Topic centres are a function of the topic alone, not of the seed: rows
+   and queries drawn with different seeds share them, as a search's
+   questions share the subjects of the documents searched. */
+#define S_VECTOR_TOPICS     1000
+#define S_VECTOR_TOPIC_SEED UINT64_C (0x746f706963730001)
+
+/* Component k (0..2) of the three 16-bit draws in x's upper 48 bits,
+   uniform in [-0.5, 0.5). */
+static float
+s_draw16 (uint64_t x, int k)
+{
+    return (float) ((x >> (16 + 16 * k)) & 0xffff) * (1.0f / 65536.0f) - 0.5f;
+}
+
+/* Writes row r's vector, of document doc, to v (need not be
+   float-aligned): a topic centre the document picks, plus the document's
+   own offset (0.6 of the centre's spread), plus the chunk's (0.4), with
+   component i weighted 1/sqrt(i+1), normalized to 1. So a document's
+   chunks lie close together, near other documents of their topic, and the
+   variance falls off across components as it does in text embeddings
+   (most of it in a few tens of directions). On such data pgvector's HNSW
+   finds 0.94-0.99 of the exact top 10 at its default ef_search, against
+   0.07-0.26 on uniform noise (40,000 and 10,000 rows of 768 dimensions). */
+static void
+s_put_clustered_vector (uint8_t *v, int dim, uint64_t seed, uint64_t doc,
+                        uint64_t r)
+{
+    uint64_t drng = s_seed (seed, doc, 0);
+    uint64_t topic = s_rand (&drng) % S_VECTOR_TOPICS;
+    uint64_t trng = s_seed (S_VECTOR_TOPIC_SEED, topic, 0);
+    uint64_t crng = s_seed (seed, r, 3);
+    double norm2 = 0;
+    for (int i = 0; i < dim; i += 3) {
+        uint64_t t = s_rand (&trng), d = s_rand (&drng), c = s_rand (&crng);
+        for (int k = 0; k < 3 && i + k < dim; k++) {
+            float f = (s_draw16 (t, k) + 0.6f * s_draw16 (d, k)
+                       + 0.4f * s_draw16 (c, k))
+                      / sqrtf ((float) (i + k + 1));
+            norm2 += (double) f * f;
+            memcpy (v + (size_t) (i + k) * 4, &f, sizeof f);
+        }
+    }
+    /* all three draws zero in every component: never in practice, but
+       the vector must stay finite */
+    float scale = norm2 > 0 ? (float) (1.0 / sqrt (norm2)) : 1.0f;
+    for (int i = 0; i < dim; i++) {
+        float f;
+        memcpy (&f, v + (size_t) i * 4, sizeof f);
+        f *= scale;
+        memcpy (v + (size_t) i * 4, &f, sizeof f);
+    }
+}
+
+/* --- rows ----------------------------------------------------------------- */
+
 /* Appends one Embedding for row r as EmbeddingChunk field 1. */
 static void
 s_put_row (ef_buf_t *b, const ef_loadgen_opts_t *opts, int rpd, uint64_t r)
@@ -216,27 +299,13 @@ s_put_row (ef_buf_t *b, const ef_loadgen_opts_t *opts, int rpd, uint64_t r)
     s_put_field (b, 0x0a, "title", 5);
     s_put_field (b, 0x12, title, title_len);
 
-    /* vector: uniform in ±sqrt(3/dim), so the norm is close to 1 */
     b->data[b->len++] = 0x32;
     s_put_varint (b, vec_len);
-    float scale = 2.0f * sqrtf (3.0f / (float) opts->dim);
-    uint64_t vrng = s_seed (opts->seed, r, 3);
     uint8_t *v = (uint8_t *) b->data + b->len; /* not float-aligned */
-    int i = 0;
-    for (; i + 1 < opts->dim; i += 2) {
-        uint64_t x = s_rand (&vrng);
-        float f[2] = {
-            ((float) (x >> 40) * (1.0f / 16777216.0f) - 0.5f) * scale,
-            ((float) ((x >> 16) & 0xffffff) * (1.0f / 16777216.0f) - 0.5f)
-                * scale,
-        };
-        memcpy (v + (size_t) i * 4, f, sizeof f);
-    }
-    if (i < opts->dim) {
-        float f = ((float) (s_rand (&vrng) >> 40) * (1.0f / 16777216.0f) - 0.5f)
-                  * scale;
-        memcpy (v + (size_t) i * 4, &f, sizeof f);
-    }
+    if (opts->vectors == EF_LOADGEN_UNIFORM)
+        s_put_uniform_vector (v, opts->dim, opts->seed, r);
+    else
+        s_put_clustered_vector (v, opts->dim, opts->seed, doc, r);
     b->len += vec_len;
     s_put_field (b, 0x3a, model, model_len);
 }
@@ -265,6 +334,24 @@ ef_loadgen_encode_chunk (const ef_loadgen_opts_t *opts, uint64_t first,
         return NULL;
     s_encode_chunk (&b, opts, first, count, seq);
     return (uint8_t *) ef_buf_take (&b, size);
+}
+
+const char *
+ef_loadgen_vectors_name (ef_loadgen_vectors_t vectors)
+{
+    return vectors == EF_LOADGEN_UNIFORM ? "uniform" : "clustered";
+}
+
+int
+ef_loadgen_vectors_parse (const char *text, ef_loadgen_vectors_t *out)
+{
+    if (strcmp (text, "clustered") == 0)
+        *out = EF_LOADGEN_CLUSTERED;
+    else if (strcmp (text, "uniform") == 0)
+        *out = EF_LOADGEN_UNIFORM;
+    else
+        return -1;
+    return 0;
 }
 
 int

@@ -19,6 +19,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* How vectors are drawn. */
+typedef enum {
+    /* like text embeddings: each document on one of 1,000 topics shared
+       by every seed, its chunks near each other, the variance falling
+       off across components; norm 1 */
+    EF_LOADGEN_CLUSTERED = 0,
+    /* every component uniform noise (the generator before clustered
+       vectors, kept to repeat earlier measurements): no structure for an
+       ANN index to find */
+    EF_LOADGEN_UNIFORM,
+} ef_loadgen_vectors_t;
+
 typedef struct {
     const char *target;    /* "127.0.0.1:50051" */
     uint64_t rows;         /* total rows */
@@ -28,7 +40,8 @@ typedef struct {
     int rows_per_document; /* chunk_index runs 0..this-1; 0 = 8 */
     const char *source;    /* metadata embedflow-source; NULL = none */
     uint64_t seed;         /* deterministic data */
-    int64_t timeout_ms;    /* deadline of each upload; 0 = none */
+    ef_loadgen_vectors_t vectors;
+    int64_t timeout_ms; /* deadline of each upload; 0 = none */
 } ef_loadgen_opts_t;
 
 typedef struct {
@@ -67,6 +80,13 @@ typedef struct {
 int ef_loadgen_send (const ef_loadgen_opts_t *opts,
                      const ef_loadgen_chunk_t *chunks, size_t n,
                      ef_loadgen_result_t *res);
+
+/* "clustered" or "uniform". */
+const char *ef_loadgen_vectors_name (ef_loadgen_vectors_t vectors);
+
+/* Parses "clustered" or "uniform" into *out. Returns 0, or -1 for
+   anything else (*out untouched). */
+int ef_loadgen_vectors_parse (const char *text, ef_loadgen_vectors_t *out);
 
 /* Rows per chunk that ef_loadgen_run uses for these options. */
 int ef_loadgen_chunk_rows (const ef_loadgen_opts_t *opts);
