@@ -23,8 +23,12 @@ ef_seal_next (ef_seal_view_t *view, ef_seal_segment_t merged[EF_SEAL_MAX_MERGE],
     *n_merged = 0;
     if (view->awaiting > 0) {
         view->awaiting--;
+        if (view->idle > 0)
+            view->idle--;
         return EF_SEAL_BUILD;
     }
+    if (view->keep_idle > 0 && view->idle <= view->keep_idle)
+        return EF_SEAL_IDLE;
     int64_t left = view->sealed - view->retiring; /* once merges swap */
     int64_t bound = view->loading
                         ? EF_SEAL_LOADING_SEGMENTS * view->max_segments
@@ -46,5 +50,7 @@ ef_seal_next (ef_seal_view_t *view, ef_seal_segment_t merged[EF_SEAL_MAX_MERGE],
         merged[(*n_merged)++] = next;
     }
     view->retiring += *n_merged - 1;
+    if (view->idle > 0)
+        view->idle--;
     return EF_SEAL_MERGE;
 }

@@ -10,6 +10,12 @@
     wait for a pause unless the segments pile up beyond
     EF_SEAL_LOADING_SEGMENTS times max_segments.
 
+    While rows grow in the growing segment, merges leave a builder idle
+    (keep_idle): those rows are sealed sooner or later (full, idle, or at
+    a pause) and their build must not wait for a merge. On uniform noise
+    a load's last 209 rows waited 115 s for their index while two merges
+    held both builders.
+
     A merge takes the smallest segments no running merge has taken, as
     many as bring what is left down to the bound in one rebuild, as long
     as their rows fit one build's memory. Merging two at a time rebuilt
@@ -48,6 +54,9 @@ typedef struct {
     int n_merge;              /* entries of merge */
     int64_t max_merge_rows;   /* rows whose index fits one build's memory;
                                  0: no limit */
+    int idle;                 /* builders idle, the one asking included */
+    int keep_idle;            /* builders merges must leave idle: 1 while
+                                 rows grow and there are two or more */
 } ef_seal_view_t;
 
 typedef enum {
@@ -56,8 +65,9 @@ typedef enum {
     EF_SEAL_MERGE, /* merge the segments taken */
 } ef_seal_work_t;
 
-/* The work of the next idle builder. For EF_SEAL_BUILD it counts one
-   awaiting segment as taken. For EF_SEAL_MERGE it moves the segments to
+/* The work of the next idle builder. Work handed out counts one idle
+   builder fewer. For EF_SEAL_BUILD it counts one awaiting segment as
+   taken. For EF_SEAL_MERGE it moves the segments to
    merge from view->merge into merged (fewest rows first; *n_merged of
    them, 2 to EF_SEAL_MAX_MERGE: two even when they do not fit
    max_merge_rows) and counts them as retiring. */

@@ -1021,6 +1021,9 @@ ef_sealer_step (ef_sealer_t *self, ef_seal_step_t *did, char *detail,
         && s_recorded_index (self, &self->ix, err, errlen) != 0)
         return -1;
     view.max_merge_rows = s_graph_rows (self);
+    for (int i = 0; i < self->n_builders; i++)
+        view.idle += self->builders[i].busy == S_IDLE;
+    view.keep_idle = rows > 0 && self->n_builders > 1;
     int started = 0;
     for (int i = 0; i < self->n_builders; i++) {
         s_builder_t *b = &self->builders[i];

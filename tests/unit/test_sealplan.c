@@ -100,3 +100,31 @@ EF_TEST (sealplan_a_load_defers_merges_until_segments_pile_up)
     EF_CHECK (ef_seal_next (&w, m, &n) == EF_SEAL_MERGE);
     EF_CHECK (n == EF_SEAL_MAX_MERGE && w.retiring == EF_SEAL_MAX_MERGE - 1);
 }
+
+EF_TEST (sealplan_merges_leave_a_builder_to_growing_rows)
+{
+    ef_seal_segment_t merge[] = {{1, 900}, {2, 100}, {3, 500},
+                                 {4, 50},  {5, 700}, {6, 300}};
+    /* after a load: rows in the growing segment, two builders idle, more
+       segments than a merge that fits memory can take */
+    ef_seal_view_t v = {.sealed = 6,
+                        .max_segments = 2,
+                        .merge = merge,
+                        .n_merge = 6,
+                        .max_merge_rows = 700,
+                        .idle = 2,
+                        .keep_idle = 1};
+    ef_seal_segment_t m[EF_SEAL_MAX_MERGE];
+    int n;
+    EF_CHECK (ef_seal_next (&v, m, &n) == EF_SEAL_MERGE);
+    EF_CHECK (n == 3 && v.idle == 1); /* 50 + 100 + 300 fit 700 */
+    /* the other one stays for the growing rows, once they are sealed */
+    EF_CHECK (ef_seal_next (&v, m, &n) == EF_SEAL_IDLE && n == 0);
+    v.awaiting = 1;
+    EF_CHECK (ef_seal_next (&v, m, &n) == EF_SEAL_BUILD);
+    EF_CHECK (v.idle == 0);
+    /* with no rows growing both builders may merge */
+    v.idle = 1;
+    v.keep_idle = 0;
+    EF_CHECK (ef_seal_next (&v, m, &n) == EF_SEAL_MERGE && n == 2);
+}
