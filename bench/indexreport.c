@@ -79,14 +79,18 @@ ef_indexreport_print (const ef_indexreport_t *b, FILE *out)
         double build =
             s_ratio (med[EF_INDEXLOAD_BUILD].searchable_s, e->searchable_s);
         double p95 = s_ratio (e->during_p95, e->rest_p95);
+        const ef_indexload_result_t *t = &med[EF_INDEXLOAD_THROUGH];
         fprintf (out,
                  "        targets: embedflow searchable %.2f x sooner than "
                  "through-index [>= 5 %s], %.2f x\n"
                  "                 sooner than load-then-build [>= 1.5 %s]; "
-                 "query p95 during %.2f x at rest [<= 3 %s]\n",
+                 "query p95 during %.2f x at rest [<= 3 %s]\n"
+                 "                 (through-index's own query p95 during: "
+                 "%.2f x at rest)\n",
                  through, through >= 5 ? "met" : "MISSED", build,
                  build >= 1.5 ? "met" : "MISSED", p95,
-                 p95 <= 3 ? "met" : "MISSED");
+                 p95 <= 3 ? "met" : "MISSED",
+                 s_ratio (t->during_p95, t->rest_p95));
     }
     char rate[48] = "back to back";
     if (b->query_rate > 0)
@@ -150,7 +154,7 @@ ef_indexreport_json (const ef_indexreport_t *b, const char *path,
         json_array_append_new (
             targets,
             json_pack (
-                "{s:i, s:o, s:o, s:o}", "writers", b->writers[w],
+                "{s:i, s:o, s:o, s:o, s:o}", "writers", b->writers[w],
                 "searchable_vs_through_index",
                 ef_report_real (s_ratio (med[EF_INDEXLOAD_THROUGH].searchable_s,
                                          e->searchable_s),
@@ -160,7 +164,11 @@ ef_indexreport_json (const ef_indexreport_t *b, const char *path,
                                          e->searchable_s),
                                 3),
                 "p95_during_vs_rest",
-                ef_report_real (s_ratio (e->during_p95, e->rest_p95), 3)));
+                ef_report_real (s_ratio (e->during_p95, e->rest_p95), 3),
+                "through_index_p95_during_vs_rest",
+                ef_report_real (s_ratio (med[EF_INDEXLOAD_THROUGH].during_p95,
+                                         med[EF_INDEXLOAD_THROUGH].rest_p95),
+                                3)));
     }
     json_t *cmd = json_string (command);
     json_t *doc = json_pack (

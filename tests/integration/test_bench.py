@@ -137,7 +137,8 @@ def test_bench_rejects_bad_flags():
                         "--upsert-ratio"),
                        (["--searchable-rows", "0"], "--searchable-rows"),
                        (["--queries", "0"], "--queries"),
-                       (["--plot", "a\nb.png"], "newline")):
+                       (["--plot", "a\nb.png"], "newline"),
+                       (["--vectors", "gaussian"], "clustered or uniform")):
         p = bench(*args, timeout=30)
         assert p.returncode == 2, (args, p.stderr)
         assert word in p.stderr
