@@ -16,21 +16,20 @@
 
 /* The index bench's runs and how they were made. */
 typedef struct {
-    uint64_t rows;                /* per contender and run */
-    int dim;                      /* of the vectors */
-    int batch_rows;               /* rows per transaction */
-    int runs;                     /* per contender and writer count */
-    const int *writers;           /* writer counts ... */
-    int n_writers;                /* ... so many */
-    const bool *contender;        /* [EF_INDEXLOAD_KINDS]: measured */
-    const ef_index_opts_t *index; /* the index every contender gets */
-    const char *vector_type;      /* as configured */
-    const char *vectors;     /* how the load generator drew them: "clustered"
-                            or "uniform" */
-    int64_t build_memory;    /* maintenance_work_mem, bytes */
-    int64_t searchable_rows; /* embedflow's bound for searchable */
-    int queries;             /* at rest */
-    int64_t query_rate;      /* a second while loading, 0 = back to
+    uint64_t rows;                        /* per contender and run */
+    int dim;                              /* of the vectors */
+    int batch_rows;                       /* rows per transaction */
+    int runs;                             /* per contender and writer count */
+    const int *writers;                   /* writer counts ... */
+    int n_writers;                        /* ... so many */
+    const bool *contender;                /* [EF_INDEXLOAD_KINDS]: measured */
+    const ef_index_opts_t *index;         /* the index every contender gets */
+    const char *vector_type;              /* as configured */
+    const char *vectors;                  /* "clustered" or "uniform" rows */
+    int64_t build_memory;                 /* maintenance_work_mem, bytes */
+    int64_t searchable_rows;              /* embedflow's bound for searchable */
+    int queries;                          /* at rest */
+    int64_t query_rate;                   /* a second while loading, 0 = back to
                                        back */
     const ef_indexload_result_t *results; /* [kind][max_writers][max_runs] */
     int max_writers;                      /* the layout of results */
