@@ -393,13 +393,12 @@ ef_loadgen_vectors_name (ef_loadgen_vectors_t vectors)
 int
 ef_loadgen_vectors_parse (const char *text, ef_loadgen_vectors_t *out)
 {
-    if (strcmp (text, "clustered") == 0)
-        *out = EF_LOADGEN_CLUSTERED;
-    else if (strcmp (text, "uniform") == 0)
-        *out = EF_LOADGEN_UNIFORM;
-    else
-        return -1;
-    return 0;
+    for (int k = EF_LOADGEN_CLUSTERED; k <= EF_LOADGEN_UNIFORM; k++)
+        if (strcmp (text, ef_loadgen_vectors_name (k)) == 0) {
+            *out = (ef_loadgen_vectors_t) k;
+            return 0;
+        }
+    return -1;
 }
 
 int
